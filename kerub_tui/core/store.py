@@ -1,0 +1,493 @@
+"""The document store: one UnQLite file in the data dir, one writer, every change in a transaction.
+
+Everything is also held in memory (dicts by kind and id, plus the indexes), rebuilt on open: reads
+never touch the file, and the API never exposes UnQLite, so another engine could sit behind it.
+Autocommit on close is disabled, so a process killed mid-transaction leaves the last committed state.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import errno
+import fcntl
+import json
+import logging
+import os
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import unqlite
+from pydantic import ValidationError
+
+from .bus import Change, ChangeFeed
+from .models import (
+    DOCUMENT_TYPES,
+    SCHEMA_VERSION,
+    Document,
+    VirtualMachineDynamic,
+    VirtualStorageDeviceDynamic,
+    parse_document,
+)
+from .paths import LOCK_FILE, STORE_FILE, ensure_private_dir
+
+log = logging.getLogger(__name__)
+
+D = TypeVar("D", bound=Document)
+
+# unqlite_open() modes (unqlite.h); the Python binding does not export them.
+_OPEN_READONLY = 0x00000001
+_OPEN_CREATE = 0x00000004
+
+_DOC_PREFIX = "doc/"
+_META_SCHEMA = "meta/schema_version"
+EXPORT_FORMAT = "kerub-tui-export"
+
+# Upgrades of stored documents: MIGRATIONS[n] turns a schema-n document dict into schema n+1.
+MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {}
+
+
+class StoreError(Exception):
+    """A store problem the admin can act on; the message says what to do."""
+
+
+class StoreLocked(StoreError):
+    def __init__(self, data_dir: Path, pid: int | None) -> None:
+        self.pid = pid
+        holder = f"pid {pid}" if pid else "another process"
+        super().__init__(
+            f"the data dir {data_dir} is in use by another kerub-tui ({holder}); "
+            "use its control socket, open read-only with --readonly, or stop it first"
+        )
+
+
+class ReadOnlyStore(StoreError):
+    def __init__(self) -> None:
+        super().__init__("the store is open read-only: nothing can be changed")
+
+
+class NotFound(StoreError):
+    pass
+
+
+def _key(kind: str, doc_id: str) -> str:
+    return f"{_DOC_PREFIX}{kind}/{doc_id}"
+
+
+def _kind_of(kind_or_cls: str | type[Document]) -> str:
+    if isinstance(kind_or_cls, str):
+        if kind_or_cls not in DOCUMENT_TYPES:
+            raise KeyError(f"unknown document kind {kind_or_cls!r}")
+        return kind_or_cls
+    return kind_or_cls.model_fields["kind"].default
+
+
+def _to_text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+class Store:
+    """Typed documents by kind and id. Use ``Store.open(data_dir)``; close it (or use ``with``)."""
+
+    def __init__(self, data_dir: Path, *, readonly: bool = False) -> None:
+        self.data_dir = data_dir
+        self.path = data_dir / STORE_FILE
+        self.readonly = readonly
+        self.feed = ChangeFeed()
+        self._docs: dict[str, dict[str, Document]] = defaultdict(dict)
+        self._db: Any = None
+        self._lock_fd: int | None = None
+        self._tx_depth = 0
+        self._tx_undo: list[tuple[str, str, Document | None]] = []
+        self._tx_changes: list[Change] = []
+        # Raw records that would not parse: kept in the file untouched, reported, never dropped.
+        self.unreadable: dict[str, str] = {}
+        # indexes
+        self._vm_host: dict[str, str] = {}
+        self._host_vms: dict[str, set[str]] = defaultdict(set)
+        self._disk_hosts: dict[str, set[str]] = {}
+        self._host_disks: dict[str, set[str]] = defaultdict(set)
+
+    # --- opening and closing ----------------------------------------------------------------
+
+    @classmethod
+    def open(cls, data_dir: Path | str, *, readonly: bool = False) -> "Store":
+        store = cls(Path(data_dir), readonly=readonly)
+        try:
+            store._open()
+        except BaseException:
+            store.close()
+            raise
+        return store
+
+    def _open(self) -> None:
+        if self.readonly:
+            if not self.path.exists():
+                raise StoreError(f"no store at {self.path}: nothing to open read-only")
+            self._load_readonly()
+            return
+        ensure_private_dir(self.data_dir)
+        self._acquire_lock()
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        os.close(fd)
+        os.chmod(self.path, 0o600)
+        self._db = unqlite.UnQLite(str(self.path), flags=_OPEN_CREATE)
+        self._db.disable_autocommit()
+        self._load()
+        self._check_schema()
+
+    def _acquire_lock(self) -> None:
+        lock_path = self.data_dir / LOCK_FILE
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as error:
+            os.close(fd)
+            if error.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                raise StoreLocked(self.data_dir, self.holder_pid(self.data_dir)) from None
+            raise
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        os.fsync(fd)
+        self._lock_fd = fd
+
+    @staticmethod
+    def holder_pid(data_dir: Path) -> int | None:
+        """The pid written by the process holding the data dir's lock, if readable."""
+        try:
+            text = (Path(data_dir) / LOCK_FILE).read_text().strip()
+            return int(text) if text else None
+        except (OSError, ValueError):
+            return None
+
+    def _load_readonly(self) -> None:
+        # A snapshot: open, read everything, close, so a read-only reader never blocks the writer.
+        for attempt in range(50):
+            try:
+                db = unqlite.UnQLite(str(self.path), flags=_OPEN_READONLY)
+                try:
+                    self._db = db
+                    self._load()
+                finally:
+                    db.close()
+                    self._db = None
+                break
+            except unqlite.UnQLiteError as error:
+                if attempt == 49:
+                    raise StoreError(f"cannot read {self.path}: {error}") from None
+                time.sleep(0.05)
+        version = self._stored_schema
+        if version is not None and version > SCHEMA_VERSION:
+            raise self._newer_schema_error(version)
+
+    def _load(self) -> None:
+        self._docs.clear()
+        self.unreadable.clear()
+        self._stored_schema: int | None = None
+        stored_docs: list[tuple[str, dict[str, Any]]] = []
+        for raw_key, raw_value in self._db.items():
+            key = _to_text(raw_key)
+            if key == _META_SCHEMA:
+                self._stored_schema = int(_to_text(raw_value))
+                continue
+            if not key.startswith(_DOC_PREFIX):
+                continue
+            try:
+                stored_docs.append((key, json.loads(raw_value)))
+            except (ValueError, UnicodeDecodeError) as error:
+                self.unreadable[key] = f"not JSON: {error}"
+        version = self._stored_schema or SCHEMA_VERSION
+        if version > SCHEMA_VERSION:
+            return  # refused by the caller, with the right message
+        for key, data in stored_docs:
+            try:
+                data = _migrate(data, version)
+                doc = parse_document(data)
+            except (ValidationError, KeyError, TypeError, ValueError) as error:
+                self.unreadable[key] = f"invalid document: {error}"
+                continue
+            self._docs[doc.kind][doc.id] = doc
+            self._index(None, doc)
+        if self.unreadable:
+            log.warning("%d unreadable records kept aside in %s", len(self.unreadable), self.path)
+
+    def _newer_schema_error(self, version: int) -> StoreError:
+        return StoreError(
+            f"{self.path} was written by a newer kerub-tui (schema {version}; this one understands "
+            f"up to {SCHEMA_VERSION}): upgrade kerub-tui, or restore an export made by this version"
+        )
+
+    def _check_schema(self) -> None:
+        version = self._stored_schema
+        if version is not None and version > SCHEMA_VERSION:
+            raise self._newer_schema_error(version)
+        if version == SCHEMA_VERSION:
+            return
+        # New store, or an older schema whose documents _load migrated in memory: write them back.
+        self._db.begin()
+        try:
+            for kind_docs in self._docs.values():
+                for doc in kind_docs.values():
+                    self._db.store(_key(doc.kind, doc.id), doc.model_dump_json())
+            self._db.store(_META_SCHEMA, str(SCHEMA_VERSION))
+            self._db.commit()
+        except BaseException:
+            self._db.rollback()
+            raise
+        self._stored_schema = SCHEMA_VERSION
+
+    @property
+    def schema_version(self) -> int:
+        return self._stored_schema or SCHEMA_VERSION
+
+    def close(self) -> None:
+        if self._db is not None:
+            try:
+                if self._tx_depth:
+                    self._db.rollback()
+                self._db.close()
+            finally:
+                self._db = None
+        if self._lock_fd is not None:
+            with contextlib.suppress(OSError):
+                os.ftruncate(self._lock_fd, 0)
+            os.close(self._lock_fd)
+            self._lock_fd = None
+        self.feed.close()
+
+    def __enter__(self) -> "Store":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- reading ----------------------------------------------------------------------------
+
+    def get(self, kind_or_cls: str | type[D], doc_id: str) -> D | None:
+        return self._docs.get(_kind_of(kind_or_cls), {}).get(doc_id)  # type: ignore[return-value]
+
+    def require(self, kind_or_cls: str | type[D], doc_id: str) -> D:
+        doc = self.get(kind_or_cls, doc_id)
+        if doc is None:
+            raise NotFound(f"no {_kind_of(kind_or_cls)} with id {doc_id}")
+        return doc
+
+    def list(self, kind_or_cls: str | type[D]) -> list[D]:
+        return list(self._docs.get(_kind_of(kind_or_cls), {}).values())  # type: ignore[arg-type]
+
+    def count(self, kind_or_cls: str | type[Document]) -> int:
+        return len(self._docs.get(_kind_of(kind_or_cls), {}))
+
+    def find_by_name(self, kind_or_cls: str | type[D], name: str) -> D | None:
+        for doc in self._docs.get(_kind_of(kind_or_cls), {}).values():
+            if getattr(doc, "name", None) == name:
+                return doc  # type: ignore[return-value]
+        return None
+
+    def all_documents(self) -> Iterator[Document]:
+        for kind in sorted(self._docs):
+            for doc_id in sorted(self._docs[kind]):
+                yield self._docs[kind][doc_id]
+
+    def vms_on_host(self, host_id: str) -> set[str]:
+        """Ids of the VMs whose dynamic document places them on ``host_id``."""
+        return set(self._host_vms.get(host_id, ()))
+
+    def host_of_vm(self, vm_id: str) -> str | None:
+        return self._vm_host.get(vm_id)
+
+    def disks_on_host(self, host_id: str) -> set[str]:
+        """Ids of the disks with an allocation on ``host_id``."""
+        return set(self._host_disks.get(host_id, ()))
+
+    # --- indexes ----------------------------------------------------------------------------
+
+    def _index(self, old: Document | None, new: Document | None) -> None:
+        doc = new or old
+        if isinstance(doc, VirtualMachineDynamic):
+            previous = self._vm_host.pop(doc.id, None)
+            if previous is not None:
+                self._host_vms[previous].discard(doc.id)
+            if isinstance(new, VirtualMachineDynamic) and new.host_id:
+                self._vm_host[doc.id] = new.host_id
+                self._host_vms[new.host_id].add(doc.id)
+        elif isinstance(doc, VirtualStorageDeviceDynamic):
+            for host_id in self._disk_hosts.pop(doc.id, set()):
+                self._host_disks[host_id].discard(doc.id)
+            if isinstance(new, VirtualStorageDeviceDynamic):
+                hosts = {a.host_id for a in new.allocations}
+                self._disk_hosts[doc.id] = hosts
+                for host_id in hosts:
+                    self._host_disks[host_id].add(doc.id)
+
+    # --- writing ----------------------------------------------------------------------------
+
+    def _writable(self) -> None:
+        if self.readonly:
+            raise ReadOnlyStore()
+        if self._db is None:
+            raise StoreError("the store is closed")
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator["Store"]:
+        """Group writes: all are committed together or none is. Nested blocks join the outer one."""
+        self._writable()
+        if self._tx_depth == 0:
+            self._db.begin()
+            self._tx_undo = []
+            self._tx_changes = []
+        self._tx_depth += 1
+        try:
+            yield self
+        except BaseException:
+            self._tx_depth -= 1
+            if self._tx_depth == 0:
+                self._rollback()
+            raise
+        self._tx_depth -= 1
+        if self._tx_depth == 0:
+            try:
+                self._db.commit()
+            except BaseException:
+                self._rollback()
+                raise
+            changes, self._tx_changes = self._tx_changes, []
+            self._tx_undo = []
+            self.feed.publish(changes)
+
+    def _rollback(self) -> None:
+        with contextlib.suppress(unqlite.UnQLiteError):
+            self._db.rollback()
+        for kind, doc_id, old in reversed(self._tx_undo):
+            current = self._docs[kind].get(doc_id)
+            if old is None:
+                self._docs[kind].pop(doc_id, None)
+            else:
+                self._docs[kind][doc_id] = old
+            self._index(current, old)
+        self._tx_undo = []
+        self._tx_changes = []
+
+    def put(self, doc: D) -> D:
+        if not isinstance(doc, Document) or type(doc) not in DOCUMENT_TYPES.values():
+            raise TypeError(f"not a storable document: {type(doc).__name__}")
+        with self.transaction():
+            old = self._docs[doc.kind].get(doc.id)
+            if old == doc:
+                return doc  # nothing changed: no write, no change event
+            self._db.store(_key(doc.kind, doc.id), doc.model_dump_json())
+            self._tx_undo.append((doc.kind, doc.id, old))
+            self._docs[doc.kind][doc.id] = doc
+            self._index(old, doc)
+            self._tx_changes.append(Change(doc.kind, doc.id, old, doc))
+        return doc
+
+    def put_many(self, docs: list[Document]) -> None:
+        with self.transaction():
+            for doc in docs:
+                self.put(doc)
+
+    def delete(self, kind_or_cls: str | type[Document], doc_id: str) -> bool:
+        kind = _kind_of(kind_or_cls)
+        with self.transaction():
+            old = self._docs[kind].get(doc_id)
+            if old is None:
+                return False
+            self._db.delete(_key(kind, doc_id))
+            self._tx_undo.append((kind, doc_id, old))
+            del self._docs[kind][doc_id]
+            self._index(old, None)
+            self._tx_changes.append(Change(kind, doc_id, old, None))
+        return True
+
+    # --- export and import ------------------------------------------------------------------
+
+    def export_data(self) -> dict[str, Any]:
+        return {
+            "format": EXPORT_FORMAT,
+            "schema_version": SCHEMA_VERSION,
+            "exported_at": dt.datetime.now(dt.timezone.utc).isoformat(),
+            "documents": [doc.model_dump(mode="json") for doc in self.all_documents()],
+        }
+
+    def export_file(self, path: Path | str) -> int:
+        """Write every document as JSON to ``path`` (atomically, 0600). Returns the count."""
+        path = Path(path)
+        data = self.export_data()
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as out:
+            json.dump(data, out, indent=1, sort_keys=True)
+            out.write("\n")
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, path)
+        return len(data["documents"])
+
+    def import_file(self, path: Path | str, *, replace: bool = False) -> int:
+        """Load an export. Every document is validated before anything is written.
+
+        Into an empty store, or with ``replace`` (every current document is removed first, in the
+        same transaction). Returns the number of documents imported.
+        """
+        try:
+            data = json.loads(Path(path).read_text())
+        except OSError as error:
+            raise StoreError(f"cannot read {path}: {error.strerror}") from None
+        except ValueError as error:
+            raise StoreError(f"{path} is not JSON: {error}") from None
+        docs = parse_export(data, str(path))
+        existing = sum(len(v) for v in self._docs.values())
+        if existing and not replace:
+            raise StoreError(
+                f"the store already holds {existing} documents: import into an empty data dir, "
+                "or pass --replace to replace them all"
+            )
+        with self.transaction():
+            for doc in list(self.all_documents()):
+                self.delete(doc.kind, doc.id)
+            for doc in docs:
+                self.put(doc)
+        return len(docs)
+
+
+def _migrate(data: dict[str, Any], from_version: int) -> dict[str, Any]:
+    version = int(data.get("schema_version", from_version))
+    while version < SCHEMA_VERSION:
+        data = MIGRATIONS[version](data)
+        version += 1
+        data["schema_version"] = version
+    return data
+
+
+def parse_export(data: Any, source: str = "export") -> list[Document]:
+    """Validate an export's structure and every document in it; raise StoreError naming the first bad one."""
+    if not isinstance(data, dict) or data.get("format") != EXPORT_FORMAT:
+        raise StoreError(f"{source} is not a kerub-tui export (no format {EXPORT_FORMAT!r})")
+    version = data.get("schema_version")
+    if not isinstance(version, int):
+        raise StoreError(f"{source} has no schema version")
+    if version > SCHEMA_VERSION:
+        raise StoreError(
+            f"{source} was exported by a newer kerub-tui (schema {version}, this one understands "
+            f"up to {SCHEMA_VERSION})"
+        )
+    raw_docs = data.get("documents")
+    if not isinstance(raw_docs, list):
+        raise StoreError(f"{source} has no document list")
+    docs: list[Document] = []
+    seen: set[tuple[str, str]] = set()
+    for index, raw in enumerate(raw_docs):
+        try:
+            doc = parse_document(_migrate(dict(raw), version))
+        except (ValidationError, KeyError, TypeError, ValueError) as error:
+            what = raw.get("kind", "?") if isinstance(raw, dict) else "?"
+            raise StoreError(f"{source}: document {index} ({what}) is invalid: {error}") from None
+        if (doc.kind, doc.id) in seen:
+            raise StoreError(f"{source}: document {doc.kind}/{doc.id} appears twice")
+        seen.add((doc.kind, doc.id))
+        docs.append(doc)
+    return docs
