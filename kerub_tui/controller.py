@@ -1,0 +1,344 @@
+"""The controller: the one object that owns the store and wires hosts, monitors, planner and executor.
+
+The console, ``serve`` and the control socket all go through it, so every action is validated,
+audited and refused in read-only mode in one place. Actions are async; reads are plain properties of
+the in-memory store (cheap, no I/O).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+import logging
+import os
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any, Literal
+
+from .core import paths
+from .core.bus import Subscription
+from .core.expectations import Expectation, InvalidExpectation, parse_spec, validate_expectation
+from .core.models import (
+    AuditEntry,
+    DiskLink,
+    Document,
+    Event,
+    EventSeverity,
+    Host,
+    Nic,
+    Plan,
+    PlanStatus,
+    Settings,
+    VirtualMachine,
+    VirtualMachineDynamic,
+    VirtualStorageDevice,
+    VirtualStorageDeviceDynamic,
+)
+from .core.names import InvalidName
+from .core.store import NotFound, Store, StoreError
+
+log = logging.getLogger(__name__)
+
+
+class ActionError(Exception):
+    """An action the controller refuses, with one line the admin can act on."""
+
+
+class ReadOnlyMode(ActionError):
+    def __init__(self) -> None:
+        super().__init__("read-only mode: nothing can be changed (started with --readonly)")
+
+
+def os_user() -> str:
+    try:
+        return getpass.getuser()
+    except Exception:  # no passwd entry in a container: the uid is still the truth
+        return str(os.getuid())
+
+
+class Controller:
+    """Owns the store of one data dir. ``await start()`` before use, ``await stop()`` at the end."""
+
+    def __init__(self, data_dir: Path | str | None = None, *, readonly: bool = False) -> None:
+        self.data_dir = paths.data_dir(data_dir)
+        self.readonly = readonly
+        self.store: Store | None = None
+        self.started = False
+        self._tasks: list[asyncio.Task[Any]] = []
+
+    # --- lifecycle --------------------------------------------------------------------------
+
+    def open_store(self) -> Store:
+        """Open the store (the data dir's writer lock; a read-only snapshot with --readonly)."""
+        if self.store is None:
+            if self.readonly and not (self.data_dir / paths.STORE_FILE).exists():
+                # Read-only on a new data dir: an empty snapshot, nothing created on disk.
+                self.store = Store(self.data_dir, readonly=True)
+            else:
+                self.store = Store.open(self.data_dir, readonly=self.readonly)
+        return self.store
+
+    async def start(self) -> None:
+        self.open_store()
+        self.started = True
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            try:
+                await task
+            except (asyncio.CancelledError, Exception):
+                pass
+        self._tasks.clear()
+        if self.store is not None:
+            self.store.close()
+            self.store = None
+        self.started = False
+
+    @property
+    def db(self) -> Store:
+        if self.store is None:
+            raise ActionError("the controller is not started")
+        return self.store
+
+    def subscribe(self, kinds: Iterable[str] | None = None) -> Subscription:
+        return self.db.feed.subscribe(kinds)
+
+    # --- helpers ----------------------------------------------------------------------------
+
+    def _writable(self) -> Store:
+        if self.readonly:
+            raise ReadOnlyMode()
+        return self.db
+
+    def audit(self, action: str, target: str, outcome: str = "ok", **fields: Any) -> AuditEntry:
+        entry = AuditEntry(os_user=os_user(), action=action, target=target, outcome=outcome, **fields)
+        if not self.readonly:
+            self.db.put(entry)
+        return entry
+
+    def event(self, type_: str, message: str, *, severity: EventSeverity = EventSeverity.info,
+              host_id: str | None = None, target: str | None = None) -> Event:
+        event = Event(type=type_, message=message, severity=severity, host_id=host_id, target=target)
+        if not self.readonly:
+            self.db.put(event)
+        return event
+
+    def settings(self) -> Settings:
+        return self.db.get(Settings, "settings") or Settings()
+
+    def resolve(self, kind: type[Document], ref: str) -> Any:
+        """A document by id or by name; ActionError naming what was not found."""
+        doc = self.db.get(kind, ref) or self.db.find_by_name(kind, ref)
+        if doc is None:
+            label = kind.model_fields["kind"].default
+            raise ActionError(f"no {label} named {ref!r}")
+        return doc
+
+    def _expectations(self, specs: Iterable[str | dict[str, Any] | Expectation],
+                      target: Literal["vm", "disk"]) -> list[Expectation]:
+        kind = VirtualMachine if target == "vm" else VirtualStorageDevice
+
+        def to_id(name: str) -> str:
+            ref = self.db.get(kind, name) or self.db.find_by_name(kind, name)
+            if ref is None:
+                raise InvalidExpectation(f"no {target} named {name!r} to refer to")
+            return ref.id
+
+        out = []
+        for spec in specs:
+            try:
+                if isinstance(spec, Expectation):
+                    exp = spec
+                elif isinstance(spec, dict):
+                    exp = validate_expectation(spec, target)
+                else:
+                    exp = parse_spec(spec, target, resolve=to_id)
+            except InvalidExpectation as error:
+                raise ActionError(str(error)) from None
+            self._ensure_checkable(exp)
+            out.append(exp)
+        return out
+
+    def _ensure_checkable(self, exp: Expectation) -> None:
+        try:
+            from .planner.checkers import ensure_checkable
+        except ImportError:  # the planner is not part of this build: refuse rather than ignore
+            raise ActionError(f"{exp.type}: no planner to check expectations") from None  # type: ignore[attr-defined]
+        try:
+            ensure_checkable(exp)
+        except ValueError as error:
+            raise ActionError(str(error)) from None
+
+    # --- VMs ---------------------------------------------------------------------------------
+
+    async def create_vm(self, name: str, *, cpus: int = 1, memory_min: int, memory_max: int | None = None,
+                        architecture: str = "x86_64", disks: Iterable[DiskLink | dict[str, Any]] = (),
+                        nics: Iterable[Nic | dict[str, Any]] = (),
+                        expectations: Iterable[str | dict[str, Any] | Expectation] = ()) -> VirtualMachine:
+        store = self._writable()
+        if store.find_by_name(VirtualMachine, name) is not None:
+            raise ActionError(f"a VM named {name!r} already exists")
+        try:
+            vm = VirtualMachine(
+                name=name, cpus=cpus, memory_min=memory_min, memory_max=memory_max or memory_min,
+                architecture=architecture, disks=list(disks), nics=list(nics),
+                expectations=self._expectations(expectations, "vm"),
+            )
+        except (ValueError, InvalidName) as error:
+            raise ActionError(_first_error(error)) from None
+        for link in vm.disks:
+            if store.get(VirtualStorageDevice, link.disk_id) is None:
+                raise ActionError(f"VM {name}: no disk with id {link.disk_id}")
+        store.put(vm)
+        self.audit("vm create", vm.name)
+        return vm
+
+    async def update_vm(self, ref: str, **changes: Any) -> VirtualMachine:
+        store = self._writable()
+        vm: VirtualMachine = self.resolve(VirtualMachine, ref)
+        if "expectations" in changes:
+            changes["expectations"] = self._expectations(changes["expectations"], "vm")
+        if "name" in changes and changes["name"] != vm.name and store.find_by_name(VirtualMachine, changes["name"]):
+            raise ActionError(f"a VM named {changes['name']!r} already exists")
+        try:
+            updated = vm.evolve(**changes)
+        except (ValueError, InvalidName) as error:
+            raise ActionError(_first_error(error)) from None
+        store.put(updated)
+        self.audit("vm update", updated.name)
+        return updated  # type: ignore[return-value]
+
+    async def set_vm_availability(self, ref: str, up: bool, level: str = "dealbreaker") -> VirtualMachine:
+        """`vm start` / `vm stop`: set the availability expectation; the planner does the rest."""
+        vm: VirtualMachine = self.resolve(VirtualMachine, ref)
+        kept = [e for e in vm.expectations if e.type != "availability"]
+        kept.append(validate_expectation({"type": "availability", "up": up, "level": level}, "vm"))
+        return await self.update_vm(vm.id, expectations=kept)
+
+    async def delete_vm(self, ref: str) -> None:
+        store = self._writable()
+        vm: VirtualMachine = self.resolve(VirtualMachine, ref)
+        dyn = store.get(VirtualMachineDynamic, vm.id)
+        if dyn is not None and dyn.status.value != "down":
+            raise ActionError(f"VM {vm.name} is {dyn.status.value} on a host: stop it first (vm stop {vm.name})")
+        with store.transaction():
+            store.delete(VirtualMachine, vm.id)
+            store.delete(VirtualMachineDynamic, vm.id)
+        self.audit("vm delete", vm.name)
+
+    # --- disks -------------------------------------------------------------------------------
+
+    async def create_disk(self, name: str, *, size: int, read_only: bool = False,
+                          expectations: Iterable[str | dict[str, Any] | Expectation] = ()) -> VirtualStorageDevice:
+        store = self._writable()
+        if store.find_by_name(VirtualStorageDevice, name) is not None:
+            raise ActionError(f"a disk named {name!r} already exists")
+        try:
+            disk = VirtualStorageDevice(name=name, size=size, read_only=read_only,
+                                        expectations=self._expectations(expectations, "disk"))
+        except (ValueError, InvalidName) as error:
+            raise ActionError(_first_error(error)) from None
+        store.put(disk)
+        self.audit("disk create", disk.name)
+        return disk
+
+    async def update_disk(self, ref: str, **changes: Any) -> VirtualStorageDevice:
+        store = self._writable()
+        disk: VirtualStorageDevice = self.resolve(VirtualStorageDevice, ref)
+        if "expectations" in changes:
+            changes["expectations"] = self._expectations(changes["expectations"], "disk")
+        if "size" in changes and changes["size"] < disk.size:
+            raise ActionError(f"disk {disk.name}: shrinking ({disk.size} -> {changes['size']} bytes) loses data; refused")
+        try:
+            updated = disk.evolve(**changes)
+        except (ValueError, InvalidName) as error:
+            raise ActionError(_first_error(error)) from None
+        store.put(updated)
+        self.audit("disk update", updated.name)
+        return updated  # type: ignore[return-value]
+
+    async def delete_disk(self, ref: str) -> None:
+        store = self._writable()
+        disk: VirtualStorageDevice = self.resolve(VirtualStorageDevice, ref)
+        users = [vm.name for vm in store.list(VirtualMachine) if any(l.disk_id == disk.id for l in vm.disks)]
+        if users:
+            raise ActionError(f"disk {disk.name} is attached to {', '.join(sorted(users))}: detach it first")
+        dyn = store.get(VirtualStorageDeviceDynamic, disk.id)
+        if dyn is not None and dyn.allocations:
+            # The planner removes the allocations (LV, file...) once the disk wants to be down.
+            await self.update_disk(disk.id, expectations=[
+                *[e for e in disk.expectations if e.type != "storage-availability"],
+                {"type": "storage-availability", "up": False, "level": "dealbreaker"},
+            ])
+            raise ActionError(
+                f"disk {disk.name} still has {len(dyn.allocations)} allocation(s) on hosts: "
+                "its storage will be removed by a plan; delete it again once that plan is done"
+            )
+        store.delete(VirtualStorageDevice, disk.id)
+        store.delete(VirtualStorageDeviceDynamic, disk.id)
+        self.audit("disk delete", disk.name)
+
+    # --- plans and settings -----------------------------------------------------------------
+
+    async def decide_plan(self, ref: str, approve: bool) -> Plan:
+        store = self._writable()
+        plan: Plan | None = store.get(Plan, ref)
+        if plan is None:
+            matches = [p for p in store.list(Plan) if p.id.startswith(ref)]
+            if len(matches) != 1:
+                raise ActionError(f"no plan {ref!r}" if not matches else f"plan id {ref!r} is ambiguous")
+            plan = matches[0]
+        if plan.status is not PlanStatus.proposed:
+            raise ActionError(f"plan {plan.id[:8]} is {plan.status.value}, not proposed")
+        from .planner import replanner  # the planner owns approval: reservations and re-validation
+
+        decided = (replanner.approve if approve else replanner.reject)(store, plan.id, os_user())
+        return decided
+
+    async def set_auto_approve(self, plan_kind: str, enabled: bool) -> Settings:
+        from .core.models import AutoApprovePolicy, utcnow
+
+        store = self._writable()
+        settings = self.settings()
+        policies = [p for p in settings.auto_approve if p.plan_kind != plan_kind]
+        if enabled:
+            policies.append(AutoApprovePolicy(plan_kind=plan_kind, created_by=os_user(), created_at=utcnow()))
+        updated = settings.evolve(auto_approve=policies)
+        store.put(updated)
+        self.audit("auto-approve " + ("on" if enabled else "off"), plan_kind)
+        return updated  # type: ignore[return-value]
+
+    async def set_optimisation(self, **changes: Any) -> Settings:
+        store = self._writable()
+        settings = self.settings()
+        try:
+            optimisation = settings.optimisation.model_validate({**settings.optimisation.model_dump(), **changes})
+        except ValueError as error:
+            raise ActionError(_first_error(error)) from None
+        updated = settings.evolve(optimisation=optimisation.model_dump())
+        store.put(updated)
+        self.audit("optimisation", ", ".join(f"{k}={v}" for k, v in sorted(changes.items())))
+        return updated  # type: ignore[return-value]
+
+    # --- hosts (store side; the fleet does the SSH side) --------------------------------------
+
+    def host(self, ref: str) -> Host:
+        return self.resolve(Host, ref)
+
+
+def _first_error(error: Exception) -> str:
+    """One line from a pydantic ValidationError (or any error) for the admin."""
+    errors = getattr(error, "errors", None)
+    if callable(errors):
+        items = errors()
+        if items:
+            item = items[0]
+            msg = str(item.get("msg", "")).removeprefix("Value error, ")
+            loc = ".".join(str(p) for p in item.get("loc", ()))
+            return f"{loc}: {msg}" if loc else msg
+    return str(error)
+
+
+__all__ = ["ActionError", "Controller", "NotFound", "ReadOnlyMode", "StoreError"]
