@@ -1,0 +1,1 @@
+"""The planner: state snapshots, expectation checkers, problem detectors, steps, search, execution."""

@@ -1,0 +1,240 @@
+import asyncio
+import json
+import os
+import stat
+import subprocess
+import sys
+
+import pytest
+
+from kerub_tui.core import models as m
+from kerub_tui.core.store import ReadOnlyStore, Store, StoreError, StoreLocked
+
+
+@pytest.fixture
+def store(tmp_path):
+    s = Store.open(tmp_path / "data")
+    yield s
+    s.close()
+
+
+def test_crud_by_kind(store):
+    host = store.put(m.Host(name="h1", address="127.0.0.2"))
+    vm = store.put(m.VirtualMachine(name="web1"))
+    assert store.get(m.Host, host.id) == host
+    assert store.get("vm", vm.id) == vm
+    assert store.list(m.Host) == [host]
+    assert store.find_by_name(m.VirtualMachine, "web1") == vm
+    assert store.delete(m.Host, host.id) is True
+    assert store.delete(m.Host, host.id) is False
+    assert store.get(m.Host, host.id) is None
+    with pytest.raises(KeyError):
+        store.list("nonsense")
+
+
+def test_documents_survive_reopen(tmp_path):
+    s = Store.open(tmp_path)
+    docs = [m.VirtualMachine(name=f"vm{i}") for i in range(50)]
+    s.put_many(docs)
+    s.close()
+    s = Store.open(tmp_path)
+    assert sorted(d.id for d in s.list(m.VirtualMachine)) == sorted(d.id for d in docs)
+    s.close()
+
+
+def test_indexes_follow_dynamic_documents_and_rebuild_on_open(tmp_path):
+    s = Store.open(tmp_path)
+    s.put(m.VirtualMachineDynamic(id="vm1", host_id="h1", status="up"))
+    s.put(m.VirtualMachineDynamic(id="vm2", host_id="h1", status="up"))
+    s.put(m.VirtualStorageDeviceDynamic(id="d1", allocations=[
+        {"type": "lvm", "host_id": "h1", "capability_id": "lvm:vg", "vg": "vg", "lv": "d1"},
+        {"type": "lvm", "host_id": "h2", "capability_id": "lvm:vg", "vg": "vg", "lv": "d1"}]))
+    assert s.vms_on_host("h1") == {"vm1", "vm2"}
+    s.put(m.VirtualMachineDynamic(id="vm2", host_id="h2", status="migrating"))
+    assert s.vms_on_host("h1") == {"vm1"} and s.vms_on_host("h2") == {"vm2"}
+    assert s.host_of_vm("vm2") == "h2"
+    assert s.disks_on_host("h2") == {"d1"}
+    s.close()
+    s = Store.open(tmp_path)
+    assert s.vms_on_host("h2") == {"vm2"} and s.disks_on_host("h1") == {"d1"}
+    s.delete(m.VirtualMachineDynamic, "vm2")
+    s.put(m.VirtualStorageDeviceDynamic(id="d1", allocations=[]))
+    assert s.vms_on_host("h2") == set() and s.disks_on_host("h1") == set()
+    s.close()
+
+
+def test_failed_transaction_changes_nothing(store):
+    kept = store.put(m.VirtualMachine(name="kept"))
+    with pytest.raises(RuntimeError):
+        with store.transaction():
+            store.put(m.VirtualMachine(name="lost"))
+            store.put(kept.evolve(cpus=8))
+            store.put(m.VirtualMachineDynamic(id=kept.id, host_id="h1"))
+            raise RuntimeError("boom")
+    assert [v.name for v in store.list(m.VirtualMachine)] == ["kept"]
+    assert store.get(m.VirtualMachine, kept.id).cpus == 1
+    assert store.vms_on_host("h1") == set()
+    store.close()
+    reopened = Store.open(store.data_dir)
+    assert [v.name for v in reopened.list(m.VirtualMachine)] == ["kept"]
+    reopened.close()
+
+
+async def test_change_feed_delivers_committed_changes_only(store):
+    sub = store.feed.subscribe()
+    vm = store.put(m.VirtualMachine(name="a"))
+    with pytest.raises(ValueError):
+        with store.transaction():
+            store.put(m.VirtualMachine(name="never"))
+            raise ValueError
+    store.put(vm)  # unchanged: no event
+    store.put(vm.evolve(cpus=2))
+    store.delete(m.VirtualMachine, vm.id)
+    changes = [await asyncio.wait_for(sub.get(), 5) for _ in range(3)]
+    assert sub.pending() == 0
+    assert [(c.old is None, c.new is None) for c in changes] == [(True, False), (False, False), (False, True)]
+    assert changes[1].old.cpus == 1 and changes[1].new.cpus == 2
+    sub.close()
+
+
+async def test_feed_filters_kinds_and_delivers_from_threads(store):
+    sub = store.feed.subscribe(kinds=["vm"])
+    await asyncio.to_thread(store.put, m.VirtualMachine(name="from-thread"))
+    store.put(m.Event(type="x", message="ignored"))
+    change = await asyncio.wait_for(sub.get(), 5)
+    assert change.new.name == "from-thread"
+    await asyncio.sleep(0)
+    assert sub.pending() == 0
+    sub.close()
+
+
+def test_files_are_private(tmp_path):
+    s = Store.open(tmp_path / "d")
+    s.put(m.VirtualMachine(name="x"))
+    s.close()
+    assert stat.S_IMODE(os.stat(tmp_path / "d").st_mode) == 0o700
+    for name in os.listdir(tmp_path / "d"):
+        assert stat.S_IMODE(os.stat(tmp_path / "d" / name).st_mode) & 0o077 == 0, name
+
+
+def test_second_writer_gets_an_error_naming_the_holder(tmp_path):
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys,time; from kerub_tui.core.store import Store; "
+         "s=Store.open(sys.argv[1]); print('ready', flush=True); time.sleep(60)", str(tmp_path)],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "ready"
+        with pytest.raises(StoreLocked) as error:
+            Store.open(tmp_path)
+        assert f"pid {holder.pid}" in str(error.value)
+        readonly = Store.open(tmp_path, readonly=True)
+        with pytest.raises(ReadOnlyStore):
+            readonly.put(m.VirtualMachine(name="x"))
+        readonly.close()
+    finally:
+        holder.kill()
+        holder.wait()
+    Store.open(tmp_path).close()  # the lock died with its holder
+
+
+def test_export_import_is_an_exact_round_trip(tmp_path):
+    src = Store.open(tmp_path / "a")
+    src.put(m.Host(name="h1", address="127.0.0.2"))
+    src.put(m.VirtualMachine(name="v", expectations=[{"type": "not-same-host", "vms": ["x"], "level": "wish"}]))
+    src.put(m.Settings(auto_approve=[{"plan_kind": "ksm"}]))
+    src.export_file(tmp_path / "export.json")
+    assert stat.S_IMODE(os.stat(tmp_path / "export.json").st_mode) == 0o600
+    dst = Store.open(tmp_path / "b")
+    assert dst.import_file(tmp_path / "export.json") == 3
+    assert list(dst.all_documents()) == list(src.all_documents())
+    with pytest.raises(StoreError, match="already holds 3 documents"):
+        dst.import_file(tmp_path / "export.json")
+    assert dst.import_file(tmp_path / "export.json", replace=True) == 3
+    dst.export_file(tmp_path / "again.json")
+    first = json.loads((tmp_path / "export.json").read_text())
+    second = json.loads((tmp_path / "again.json").read_text())
+    assert first["documents"] == second["documents"]
+    src.close()
+    dst.close()
+
+
+@pytest.mark.parametrize("content,message", [
+    ("not json", "is not JSON"),
+    ('{"format": "other"}', "not a kerub-tui export"),
+    ('{"format": "kerub-tui-export", "schema_version": 99, "documents": []}', "newer kerub-tui"),
+    ('{"format": "kerub-tui-export", "schema_version": 1, "documents": [{"kind": "vm", "name": "a b"}]}',
+     "document 0 \\(vm\\) is invalid"),
+])
+def test_bad_imports_are_refused_and_change_nothing(tmp_path, content, message):
+    s = Store.open(tmp_path / "d")
+    s.put(m.VirtualMachine(name="kept"))
+    (tmp_path / "bad.json").write_text(content)
+    with pytest.raises(StoreError, match=message):
+        s.import_file(tmp_path / "bad.json", replace=True)
+    assert [v.name for v in s.list(m.VirtualMachine)] == ["kept"]
+    s.close()
+
+
+def test_newer_schema_is_refused_clearly(tmp_path):
+    import unqlite
+
+    s = Store.open(tmp_path)
+    s.close()
+    db = unqlite.UnQLite(str(tmp_path / "kerub.unqlite"))
+    db["meta/schema_version"] = "99"
+    db.commit()
+    db.close()
+    with pytest.raises(StoreError, match="newer kerub-tui \\(schema 99"):
+        Store.open(tmp_path)
+    with pytest.raises(StoreError, match="newer kerub-tui"):
+        Store.open(tmp_path, readonly=True)
+
+
+def test_older_schema_is_migrated(tmp_path, monkeypatch):
+    import unqlite
+
+    from kerub_tui.core import store as store_module
+
+    s = Store.open(tmp_path)
+    s.close()
+    old = {"kind": "vm", "id": "v1", "schema_version": 0, "name": "old", "vcpus": 3}
+    db = unqlite.UnQLite(str(tmp_path / "kerub.unqlite"))
+    db["meta/schema_version"] = "0"
+    db["doc/vm/v1"] = json.dumps(old)
+    db.commit()
+    db.close()
+
+    def rename_vcpus(doc):
+        doc = dict(doc)
+        doc["cpus"] = doc.pop("vcpus")
+        return doc
+
+    monkeypatch.setitem(store_module.MIGRATIONS, 0, rename_vcpus)
+    s = Store.open(tmp_path)
+    assert s.get(m.VirtualMachine, "v1").cpus == 3
+    assert s.schema_version == m.SCHEMA_VERSION
+    s.close()
+    monkeypatch.delitem(store_module.MIGRATIONS, 0)
+    s = Store.open(tmp_path)  # written back: no migration needed any more
+    assert s.get(m.VirtualMachine, "v1").cpus == 3
+    s.close()
+
+
+def test_unreadable_records_are_kept_not_dropped(tmp_path):
+    import unqlite
+
+    s = Store.open(tmp_path)
+    s.put(m.VirtualMachine(name="good"))
+    s.close()
+    db = unqlite.UnQLite(str(tmp_path / "kerub.unqlite"))
+    db["doc/vm/broken"] = b"\xff{not json"
+    db.commit()
+    db.close()
+    s = Store.open(tmp_path)
+    assert [v.name for v in s.list(m.VirtualMachine)] == ["good"]
+    assert "doc/vm/broken" in s.unreadable
+    s.put(m.VirtualMachine(name="another"))
+    s.close()
+    db = unqlite.UnQLite(str(tmp_path / "kerub.unqlite"))
+    assert db["doc/vm/broken"] == b"\xff{not json"
+    db.close()
