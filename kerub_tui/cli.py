@@ -1,5 +1,8 @@
 """The command line (design §8): the console by default, and the console's actions for scripts.
 
+Every command is an ``async def cmd_*(args, controller, out)``: run in this process on the data dir
+when no controller runs there, or inside the running controller through its control socket
+(``kerub_tui.control``), so both paths share one implementation.
 Exit status 0 on success; otherwise one clear line on stderr and a non-zero status.
 """
 
@@ -7,25 +10,55 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import io
 import json
+import signal
 import sys
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from typing import Any, TextIO
 
 from . import __version__
+from .control import ControlServer, controller_running, run_cli_remote
 from .controller import ActionError, Controller
-from .core.models import Document, Plan, VirtualMachine, VirtualMachineDynamic, VirtualStorageDevice, VirtualStorageDeviceDynamic
+from .core import paths
+from .core.models import (
+    Document,
+    Host,
+    HostDynamic,
+    Plan,
+    VirtualMachine,
+    VirtualMachineDynamic,
+    VirtualStorageDevice,
+    VirtualStorageDeviceDynamic,
+)
 from .core.names import InvalidName
 from .core.sizes import format_size, parse_size
-from .core.store import StoreError
+from .core.store import Store, StoreError
 
 EXIT_OK = 0
 EXIT_ERROR = 1
-EXIT_USAGE = 2
 
 
 class CliError(Exception):
     """One line for stderr."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage errors raise instead of exiting, so a command run inside the controller cannot kill it."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise CliError(f"{message} (see: {self.prog} --help)")
+
+    def exit(self, status: int = 0, message: str | None = None) -> None:  # type: ignore[override]
+        if message:
+            raise CliError(message.strip())
+        raise _Exit(status)
+
+
+class _Exit(Exception):
+    def __init__(self, status: int) -> None:
+        self.status = status
 
 
 def _memory(text: str) -> tuple[int, int]:
@@ -45,15 +78,25 @@ def _size(text: str) -> int:
         raise argparse.ArgumentTypeError(str(error)) from None
 
 
+def _address(text: str) -> tuple[str, int | None]:
+    host, sep, port = text.rpartition(":")
+    if sep and host and not host.endswith(":") and port.isdigit() and (host.count(":") == 0 or host.startswith("[")):
+        return host.strip("[]"), int(port)
+    return text.strip("[]"), None
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="kerub-tui",
         description="Agentless, SLA-driven controller for KVM hosts: the console, or one of its actions.",
     )
     parser.add_argument("--data-dir", help="data dir (default: $KERUB_TUI_DATA or the user data dir)")
     parser.add_argument("--readonly", action="store_true", help="change nothing, on hosts or documents")
     parser.add_argument("--version", action="version", version=f"kerub-tui {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    serve = sub.add_parser("serve", help="run the controller without a console (until SIGINT/SIGTERM)")
+    serve.add_argument("--json-events", action="store_true", help="print every document change as a JSON line")
 
     export = sub.add_parser("export", help="write every document to a JSON file (backup)")
     export.add_argument("file")
@@ -61,7 +104,21 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("file")
     imp.add_argument("--replace", action="store_true", help="replace every document in a non-empty store")
 
-    vm = sub.add_parser("vm", help="virtual machines").add_subparsers(dest="action", metavar="ACTION", required=True)
+    host = sub.add_parser("host", help="hosts").add_subparsers(dest="action", metavar="ACTION", required=True,
+                                                               parser_class=_Parser)
+    add = host.add_parser("add", help="add a host: shows its key fingerprint; accept it to join")
+    add.add_argument("address", metavar="ADDRESS[:PORT]")
+    add.add_argument("--user", default="root")
+    add.add_argument("--identity", metavar="KEYFILE", help="private key (default: the controller's own key, agent)")
+    add.add_argument("--name", help="name in kerub-tui (default: the address)")
+    add.add_argument("--accept-fingerprint", metavar="SHA256:...", help="the host key fingerprint you accept")
+    add.add_argument("--dedicated", action="store_true", help="only runs kerub-tui's VMs: may be powered down")
+    _list_show(host)
+    host.add_parser("remove", help="remove a host with no VMs or disks on it").add_argument("name")
+    host.add_parser("evacuate", help="maintenance: move everything off, then it may be removed").add_argument("name")
+
+    vm = sub.add_parser("vm", help="virtual machines").add_subparsers(dest="action", metavar="ACTION", required=True,
+                                                                      parser_class=_Parser)
     create = vm.add_parser("create", help="create a VM (it runs once an availability expectation says so)")
     create.add_argument("name")
     create.add_argument("--cpus", type=int, default=1)
@@ -75,7 +132,8 @@ def build_parser() -> argparse.ArgumentParser:
                              ("delete", "delete a stopped VM")):
         vm.add_parser(action, help=helptext).add_argument("name")
 
-    disk = sub.add_parser("disk", help="virtual disks").add_subparsers(dest="action", metavar="ACTION", required=True)
+    disk = sub.add_parser("disk", help="virtual disks").add_subparsers(dest="action", metavar="ACTION",
+                                                                       required=True, parser_class=_Parser)
     dcreate = disk.add_parser("create", help="create a disk")
     dcreate.add_argument("name")
     dcreate.add_argument("--size", type=_size, required=True)
@@ -84,11 +142,11 @@ def build_parser() -> argparse.ArgumentParser:
     _list_show(disk)
     disk.add_parser("delete", help="delete a disk (its storage is removed by a plan)").add_argument("name")
 
-    plan = sub.add_parser("plan", help="the planner's proposals").add_subparsers(dest="action", metavar="ACTION",
-                                                                               required=True)
-    _list_show(plan, what="plan id")
-    plan.add_parser("approve", help="approve a proposal").add_argument("id")
-    plan.add_parser("reject", help="reject a proposal").add_argument("id")
+    plan = sub.add_parser("plan", help="the planner's proposals").add_subparsers(
+        dest="action", metavar="ACTION", required=True, parser_class=_Parser)
+    _list_show(plan, what="id")
+    plan.add_parser("approve", help="approve a proposal").add_argument("name", metavar="ID")
+    plan.add_parser("reject", help="reject a proposal").add_argument("name", metavar="ID")
     return parser
 
 
@@ -96,7 +154,7 @@ def _list_show(sub: Any, what: str = "name") -> None:
     lst = sub.add_parser("list", help="list them")
     lst.add_argument("--json", action="store_true")
     show = sub.add_parser("show", help="show one")
-    show.add_argument("name", metavar=what.upper().replace(" ", "_"))
+    show.add_argument("name", metavar=what.upper())
     show.add_argument("--json", action="store_true")
 
 
@@ -105,188 +163,234 @@ def _list_show(sub: Any, what: str = "name") -> None:
 
 def _table(rows: list[list[str]], header: list[str]) -> str:
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
-    lines = ["  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip() for r in [header, *rows]]
-    return "\n".join(lines)
+    return "\n".join("  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip() for r in [header, *rows])
 
 
-def _dump(docs: Sequence[Document] | Document) -> str:
-    if isinstance(docs, Document):
-        return json.dumps(docs.model_dump(mode="json"), indent=2, sort_keys=True)
-    return json.dumps([d.model_dump(mode="json") for d in docs], indent=2, sort_keys=True)
+def _json(value: Any) -> str:
+    if isinstance(value, Document):
+        value = value.model_dump(mode="json")
+    elif isinstance(value, list):
+        value = [v.model_dump(mode="json") if isinstance(v, Document) else v for v in value]
+    return json.dumps(value, indent=2, sort_keys=True)
+
+
+def _dump_pair(first: tuple[str, Document], second: tuple[str, Document | None]) -> str:
+    return json.dumps({first[0]: first[1].model_dump(mode="json"),
+                       second[0]: second[1].model_dump(mode="json") if second[1] else None}, indent=2, sort_keys=True)
 
 
 # --- commands -----------------------------------------------------------------------------------
 
 
-async def _with_controller(args: argparse.Namespace, action: Callable[[Controller], Awaitable[int]]) -> int:
-    controller = Controller(args.data_dir, readonly=args.readonly)
-    await controller.start()
-    try:
-        return await action(controller)
-    finally:
-        await controller.stop()
+async def cmd_export(args: argparse.Namespace, c: Controller, out: TextIO) -> int:
+    count = c.db.export_file(args.file)
+    print(f"exported {count} documents to {args.file}", file=out)
+    return EXIT_OK
 
 
-def cmd_export(args: argparse.Namespace) -> int:
-    async def run(c: Controller) -> int:
-        count = c.db.export_file(args.file)
-        print(f"exported {count} documents to {args.file}")
-        return EXIT_OK
-
-    return asyncio.run(_with_controller(args, run))
-
-
-def cmd_import(args: argparse.Namespace) -> int:
-    if args.readonly:
+async def cmd_import(args: argparse.Namespace, c: Controller, out: TextIO) -> int:
+    if c.readonly:
         raise CliError("read-only mode: import changes documents")
-
-    async def run(c: Controller) -> int:
-        count = c.db.import_file(args.file, replace=args.replace)
-        c.audit("import", args.file, f"{count} documents")
-        print(f"imported {count} documents from {args.file}")
-        return EXIT_OK
-
-    return asyncio.run(_with_controller(args, run))
+    count = c.db.import_file(args.file, replace=args.replace)
+    c.audit("import", args.file, f"{count} documents")
+    print(f"imported {count} documents from {args.file}", file=out)
+    return EXIT_OK
 
 
-def cmd_vm(args: argparse.Namespace) -> int:
-    async def run(c: Controller) -> int:
-        store = c.db
-        if args.action == "create":
-            minimum, maximum = args.memory
-            disk_links = []
-            for index, size in enumerate(args.disk):
-                disk = await c.create_disk(f"{args.name}-disk{index}", size=size)
-                disk_links.append({"disk_id": disk.id})
-            vm = await c.create_vm(args.name, cpus=args.cpus, memory_min=minimum, memory_max=maximum,
-                                   disks=disk_links, expectations=args.expect)
-            print(f"created VM {vm.name} ({vm.id})")
-        elif args.action == "list":
-            vms = sorted(store.list(VirtualMachine), key=lambda v: v.name)
-            if args.json:
-                print(_dump(vms))
-            else:
-                rows = []
-                for v in vms:
-                    dyn = store.get(VirtualMachineDynamic, v.id)
-                    host = store.get("host", dyn.host_id) if dyn and dyn.host_id else None
-                    rows.append([v.name, dyn.status.value if dyn else "down", host.name if host else "-",
-                                 str(v.cpus), f"{format_size(v.memory_min)}:{format_size(v.memory_max)}",
-                                 " ".join(e.spec() for e in v.expectations) or "-"])
-                print(_table(rows, ["NAME", "STATUS", "HOST", "CPUS", "MEMORY", "EXPECTATIONS"]))
-        elif args.action == "show":
-            vm = c.resolve(VirtualMachine, args.name)
-            dyn = store.get(VirtualMachineDynamic, vm.id)
-            if args.json:
-                print(json.dumps({"vm": vm.model_dump(mode="json"),
-                                  "dynamic": dyn.model_dump(mode="json") if dyn else None}, indent=2, sort_keys=True))
-            else:
-                print(_show_vm(c, vm, dyn))
-        elif args.action in ("start", "stop"):
-            vm = await c.set_vm_availability(args.name, up=args.action == "start")
-            print(f"VM {vm.name}: expected {'up' if args.action == 'start' else 'down'}; the planner will propose the steps")
-        elif args.action == "delete":
-            await c.delete_vm(args.name)
-            print(f"deleted VM {args.name}")
-        return EXIT_OK
-
-    return asyncio.run(_with_controller(args, run))
+async def cmd_host(args: argparse.Namespace, c: Controller, out: TextIO) -> int:
+    store = c.db
+    if args.action == "add":
+        address, port = _address(args.address)
+        key, fingerprint = await c.fetch_host_key(address, port or 22)
+        if args.accept_fingerprint is None:
+            print(f"host key of {address}:{port or 22} is {fingerprint}", file=out)
+            raise CliError(f"not added: check the fingerprint, then run again with --accept-fingerprint {fingerprint}")
+        host = await c.add_host(name=args.name or address, address=address, port=port or 22, user=args.user,
+                                identity=args.identity, fingerprint=args.accept_fingerprint, dedicated=args.dedicated)
+        print(f"added host {host.name} ({host.id}), key {host.fingerprint}", file=out)
+    elif args.action == "list":
+        hosts = sorted(store.list(Host), key=lambda h: h.name)
+        if args.json:
+            print(_json(hosts), file=out)
+            return EXIT_OK
+        rows = []
+        for h in hosts:
+            dyn = store.get(HostDynamic, h.id)
+            rows.append([h.name, f"{h.address}:{h.port}", dyn.status.value if dyn else "-",
+                         str(len(store.vms_on_host(h.id))), "yes" if h.recycling else "-"])
+        print(_table(rows, ["NAME", "ADDRESS", "STATUS", "VMS", "EVACUATING"]), file=out)
+    elif args.action == "show":
+        host = c.resolve(Host, args.name)
+        dyn = store.get(HostDynamic, host.id)
+        if args.json:
+            print(_dump_pair(("host", host), ("dynamic", dyn)), file=out)
+            return EXIT_OK
+        print(_show_host(c, host, dyn), file=out)
+    elif args.action == "remove":
+        await c.remove_host(args.name)
+        print(f"removed host {args.name}", file=out)
+    elif args.action == "evacuate":
+        host = await c.evacuate_host(args.name)
+        print(f"host {host.name} is in maintenance: the planner will propose moving its VMs and disks away",
+              file=out)
+    return EXIT_OK
 
 
-def _show_vm(c: Controller, vm: VirtualMachine, dyn: VirtualMachineDynamic | None) -> str:
-    lines = [f"VM {vm.name}  ({vm.id})",
-             f"  cpus {vm.cpus}, memory {format_size(vm.memory_min)}..{format_size(vm.memory_max)}, {vm.architecture}"]
+def _show_host(c: Controller, host: Host, dyn: HostDynamic | None) -> str:
+    lines = [f"host {host.name}  ({host.id})", f"  address {host.user}@{host.address}:{host.port}",
+             f"  key {host.fingerprint or '-'}"]
     if dyn is not None:
-        host = c.db.get("host", dyn.host_id) if dyn.host_id else None
-        lines.append(f"  status {dyn.status.value}" + (f" on {host.name}" if host else ""))
-    else:
-        lines.append("  status down")
-    for link in vm.disks:
-        disk = c.db.get(VirtualStorageDevice, link.disk_id)
-        lines.append(f"  disk {disk.name if disk else link.disk_id} ({link.bus}{', read-only' if link.read_only else ''})")
-    for exp in vm.expectations:
-        lines.append(f"  expects {exp.spec()}")
-    try:
-        from .planner.explain import explain_text
-    except ImportError:
-        pass
-    else:
-        lines.append(explain_text(c.db, vm.id))
+        lines.append(f"  status {dyn.status.value}" + (f" ({dyn.status_reason})" if dyn.status_reason else ""))
+        if dyn.cpu_idle is not None:
+            lines.append(f"  cpu {100 - dyn.cpu_idle:.0f}% busy, memory free {format_size(dyn.memory_free)}")
+    caps = host.capabilities
+    if caps is not None:
+        lines.append(f"  {caps.os.pretty_name or caps.os.id} {caps.os.kernel}, hostname {caps.os.hostname}")
+        lines.append(f"  cpu {caps.cpu.model} ({caps.cpu.architecture}), {caps.cpu.cpus} threads, "
+                     f"memory {format_size(caps.memory_bytes)}")
+        lines.append(f"  kvm {'yes' if caps.hypervisor.kvm else 'no'}, ksm {'yes' if caps.ksm else 'no'}")
+        for storage in caps.storage:
+            lines.append(f"  storage {storage.id}: {format_size(storage.free_bytes)} free of "
+                         f"{format_size(storage.size_bytes)}")
+        tools = sorted(t for t, present in caps.tools.items() if present)
+        lines.append(f"  tools {' '.join(tools) or '-'}")
+    for vm_id in sorted(c.db.vms_on_host(host.id)):
+        vm = c.db.get(VirtualMachine, vm_id)
+        lines.append(f"  runs {vm.name if vm else vm_id}")
+    if host.recycling:
+        lines.append("  in maintenance (evacuating)")
     return "\n".join(lines)
 
 
-def cmd_disk(args: argparse.Namespace) -> int:
-    async def run(c: Controller) -> int:
-        store = c.db
-        if args.action == "create":
-            disk = await c.create_disk(args.name, size=args.size, read_only=args.read_only, expectations=args.expect)
-            print(f"created disk {disk.name} ({disk.id})")
-        elif args.action == "list":
-            disks = sorted(store.list(VirtualStorageDevice), key=lambda d: d.name)
-            if args.json:
-                print(_dump(disks))
-            else:
-                rows = []
-                for d in disks:
-                    dyn = store.get(VirtualStorageDeviceDynamic, d.id)
-                    allocs = ", ".join(f"{a.type}@{a.host_id[:8]}" for a in dyn.allocations) if dyn else ""
-                    rows.append([d.name, format_size(d.size), allocs or "-",
-                                 " ".join(e.spec() for e in d.expectations) or "-"])
-                print(_table(rows, ["NAME", "SIZE", "ALLOCATIONS", "EXPECTATIONS"]))
-        elif args.action == "show":
-            disk = c.resolve(VirtualStorageDevice, args.name)
-            dyn = store.get(VirtualStorageDeviceDynamic, disk.id)
-            if args.json:
-                print(json.dumps({"disk": disk.model_dump(mode="json"),
-                                  "dynamic": dyn.model_dump(mode="json") if dyn else None}, indent=2, sort_keys=True))
-            else:
-                print(f"disk {disk.name}  ({disk.id})\n  size {format_size(disk.size)}"
-                      + (", read-only" if disk.read_only else ""))
-                for a in dyn.allocations if dyn else []:
-                    print(f"  allocation {a.type} on {a.host_id} {getattr(a, 'path', '')}")
-                for exp in disk.expectations:
-                    print(f"  expects {exp.spec()}")
-        elif args.action == "delete":
-            await c.delete_disk(args.name)
-            print(f"deleted disk {args.name}")
-        return EXIT_OK
+async def cmd_vm(args: argparse.Namespace, c: Controller, out: TextIO) -> int:
+    store = c.db
+    if args.action == "create":
+        minimum, maximum = args.memory
+        if store.find_by_name(VirtualMachine, args.name) is not None:
+            raise CliError(f"a VM named {args.name!r} already exists")
+        disk_links = []
+        for index, size in enumerate(args.disk):
+            disk = await c.create_disk(f"{args.name}-disk{index}", size=size)
+            disk_links.append({"disk_id": disk.id})
+        vm = await c.create_vm(args.name, cpus=args.cpus, memory_min=minimum, memory_max=maximum,
+                               disks=disk_links, expectations=args.expect)
+        print(f"created VM {vm.name} ({vm.id})", file=out)
+    elif args.action == "list":
+        vms = sorted(store.list(VirtualMachine), key=lambda v: v.name)
+        if args.json:
+            print(_json(vms), file=out)
+            return EXIT_OK
+        rows = []
+        for v in vms:
+            dyn = store.get(VirtualMachineDynamic, v.id)
+            host = store.get(Host, dyn.host_id) if dyn and dyn.host_id else None
+            rows.append([v.name, dyn.status.value if dyn else "down", host.name if host else "-", str(v.cpus),
+                         f"{format_size(v.memory_min)}:{format_size(v.memory_max)}",
+                         " ".join(e.spec() for e in v.expectations) or "-"])
+        print(_table(rows, ["NAME", "STATUS", "HOST", "CPUS", "MEMORY", "EXPECTATIONS"]), file=out)
+    elif args.action == "show":
+        vm = c.resolve(VirtualMachine, args.name)
+        dyn = store.get(VirtualMachineDynamic, vm.id)
+        if args.json:
+            print(_dump_pair(("vm", vm), ("dynamic", dyn)), file=out)
+            return EXIT_OK
+        print(await _show_vm(c, vm, dyn), file=out)
+    elif args.action in ("start", "stop"):
+        vm = await c.set_vm_availability(args.name, up=args.action == "start")
+        state = "up" if args.action == "start" else "down"
+        print(f"VM {vm.name}: expected {state}; the planner proposes the steps (kerub-tui plan list)", file=out)
+    elif args.action == "delete":
+        await c.delete_vm(args.name)
+        print(f"deleted VM {args.name}", file=out)
+    return EXIT_OK
 
-    return asyncio.run(_with_controller(args, run))
+
+async def _show_vm(c: Controller, vm: VirtualMachine, dyn: VirtualMachineDynamic | None) -> str:
+    lines = [f"VM {vm.name}  ({vm.id})",
+             f"  cpus {vm.cpus}, memory {format_size(vm.memory_min)}..{format_size(vm.memory_max)}, {vm.architecture}"]
+    host = c.db.get(Host, dyn.host_id) if dyn is not None and dyn.host_id else None
+    lines.append(f"  status {dyn.status.value if dyn else 'down'}" + (f" on {host.name}" if host else ""))
+    for link in vm.disks:
+        disk = c.db.get(VirtualStorageDevice, link.disk_id)
+        lines.append(f"  disk {disk.name if disk else link.disk_id} ({link.bus}"
+                     f"{', read-only' if link.read_only else ''})")
+    for exp in vm.expectations:
+        lines.append(f"  expects {exp.spec()}")
+    explanation = await c.explain(vm.id)
+    if explanation:
+        lines.append(explanation)
+    return "\n".join(lines)
 
 
-def cmd_plan(args: argparse.Namespace) -> int:
-    async def run(c: Controller) -> int:
-        store = c.db
-        if args.action == "list":
-            plans = sorted(store.list(Plan), key=lambda p: p.created_at)
-            if args.json:
-                print(_dump(plans))
-            else:
-                rows = [[p.id[:8], p.status.value, p.plan_kind, str(len(p.steps)), "; ".join(p.trigger)[:60]]
-                        for p in plans]
-                print(_table(rows, ["ID", "STATUS", "KIND", "STEPS", "TRIGGER"]))
-        elif args.action == "show":
-            matches = [p for p in store.list(Plan) if p.id.startswith(args.name)]
-            if len(matches) != 1:
-                raise CliError(f"no plan {args.name!r}" if not matches else f"plan id {args.name!r} is ambiguous")
-            plan = matches[0]
-            if args.json:
-                print(_dump(plan))
-            else:
-                print(_show_plan(c, plan))
-        elif args.action in ("approve", "reject"):
-            plan = await c.decide_plan(args.id, approve=args.action == "approve")
-            print(f"plan {plan.id[:8]}: {plan.status.value}")
-        return EXIT_OK
+async def cmd_disk(args: argparse.Namespace, c: Controller, out: TextIO) -> int:
+    store = c.db
+    if args.action == "create":
+        disk = await c.create_disk(args.name, size=args.size, read_only=args.read_only, expectations=args.expect)
+        print(f"created disk {disk.name} ({disk.id})", file=out)
+    elif args.action == "list":
+        disks = sorted(store.list(VirtualStorageDevice), key=lambda d: d.name)
+        if args.json:
+            print(_json(disks), file=out)
+            return EXIT_OK
+        rows = []
+        for d in disks:
+            dyn = store.get(VirtualStorageDeviceDynamic, d.id)
+            allocations = []
+            for a in dyn.allocations if dyn else []:
+                host = store.get(Host, a.host_id)
+                allocations.append(f"{a.type}@{host.name if host else a.host_id[:8]}")
+            rows.append([d.name, format_size(d.size), ", ".join(allocations) or "-",
+                         " ".join(e.spec() for e in d.expectations) or "-"])
+        print(_table(rows, ["NAME", "SIZE", "ALLOCATIONS", "EXPECTATIONS"]), file=out)
+    elif args.action == "show":
+        disk = c.resolve(VirtualStorageDevice, args.name)
+        dyn = store.get(VirtualStorageDeviceDynamic, disk.id)
+        if args.json:
+            print(_dump_pair(("disk", disk), ("dynamic", dyn)), file=out)
+            return EXIT_OK
+        lines = [f"disk {disk.name}  ({disk.id})", f"  size {format_size(disk.size)}"
+                 + (", read-only" if disk.read_only else "")]
+        for a in dyn.allocations if dyn else []:
+            host = store.get(Host, a.host_id)
+            lines.append(f"  allocation {a.type} on {host.name if host else a.host_id}: {a.path}")
+        lines += [f"  expects {exp.spec()}" for exp in disk.expectations]
+        print("\n".join(lines), file=out)
+    elif args.action == "delete":
+        await c.delete_disk(args.name)
+        print(f"deleted disk {args.name}", file=out)
+    return EXIT_OK
 
-    return asyncio.run(_with_controller(args, run))
+
+def _find_plan(store: Store, ref: str) -> Plan:
+    matches = [p for p in store.list(Plan) if p.id.startswith(ref)]
+    if len(matches) != 1:
+        raise CliError(f"no plan {ref!r}" if not matches else f"plan id {ref!r} is ambiguous: give more of it")
+    return matches[0]
+
+
+async def cmd_plan(args: argparse.Namespace, c: Controller, out: TextIO) -> int:
+    store = c.db
+    if args.action == "list":
+        plans = sorted(store.list(Plan), key=lambda p: p.created_at)
+        if args.json:
+            print(_json(plans), file=out)
+            return EXIT_OK
+        rows = [[p.id[:8], p.status.value, p.plan_kind, str(len(p.steps)), "; ".join(p.trigger)[:60]] for p in plans]
+        print(_table(rows, ["ID", "STATUS", "KIND", "STEPS", "TRIGGER"]), file=out)
+    elif args.action == "show":
+        plan = _find_plan(store, args.name)
+        print(_json(plan) if args.json else _show_plan(c, plan), file=out)
+    elif args.action in ("approve", "reject"):
+        plan = await c.decide_plan(_find_plan(store, args.name).id, approve=args.action == "approve")
+        print(f"plan {plan.id[:8]}: {plan.status.value}", file=out)
+    return EXIT_OK
 
 
 def _show_plan(c: Controller, plan: Plan) -> str:
     lines = [f"plan {plan.id}  [{plan.status.value}]  kind {plan.plan_kind}"]
     lines += [f"  because: {t}" for t in plan.trigger]
     for index, step in enumerate(plan.steps, 1):
-        host = c.db.get("host", step.host_id) if step.host_id else None
+        host = c.db.get(Host, step.host_id) if step.host_id else None
         lines.append(f"  {index}. {step.description}" + (f"  on {host.name}" if host else ""))
         if step.effect:
             lines.append(f"     effect: {step.effect}")
@@ -296,30 +400,117 @@ def _show_plan(c: Controller, plan: Plan) -> str:
     return "\n".join(lines)
 
 
-def cmd_console(args: argparse.Namespace) -> int:
-    from .app import KerubApp
-
-    controller = Controller(args.data_dir, readonly=args.readonly)
-    controller.open_store()
-    KerubApp(controller).run()
-    return EXIT_OK
-
-
-COMMANDS: dict[str | None, Callable[[argparse.Namespace], int]] = {
-    None: cmd_console,
+Command = Callable[[argparse.Namespace, Controller, TextIO], Awaitable[int]]
+COMMANDS: dict[str, Command] = {
     "export": cmd_export,
     "import": cmd_import,
+    "host": cmd_host,
     "vm": cmd_vm,
     "disk": cmd_disk,
     "plan": cmd_plan,
 }
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+async def run_in_controller(argv: list[str], controller: Controller) -> tuple[int, str, str]:
+    """Run one command line against a live controller (the control socket's ``cli`` method)."""
+    out, err = io.StringIO(), io.StringIO()
     try:
-        return COMMANDS[args.command](args)
+        args = build_parser().parse_args(argv)
+        if args.command not in COMMANDS:
+            raise CliError(f"{args.command or 'the console'} cannot run through the control socket")
+        if args.command == "import":
+            raise CliError("import needs the controller stopped: stop the kerub-tui running on this data dir first")
+        code = await COMMANDS[args.command](args, controller, out)
+    except (CliError, ActionError, StoreError, InvalidName) as error:
+        print(f"kerub-tui: {error}", file=err)
+        code = EXIT_ERROR
+    except _Exit as done:
+        code = done.status
+    return code, out.getvalue(), err.getvalue()
+
+
+async def _run_local(args: argparse.Namespace, command: Command) -> int:
+    controller = Controller(args.data_dir, readonly=args.readonly)
+    await controller.start(connect_hosts=False)
+    try:
+        return await command(args, controller, sys.stdout)
+    finally:
+        await controller.stop()
+
+
+async def serve(args: argparse.Namespace) -> int:
+    """The controller without a console: hosts, monitors, planner, the control socket; until a signal."""
+    controller = Controller(args.data_dir, readonly=args.readonly)
+    await controller.start()
+    server = ControlServer(controller, run_in_controller)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    printer: asyncio.Task[None] | None = None
+    try:
+        await server.start()
+        if args.json_events:
+            printer = asyncio.create_task(_print_changes(controller), name="json-events")
+        print(f"kerub-tui: serving {controller.data_dir} (pid {__import__('os').getpid()})", file=sys.stderr)
+        await stop.wait()
+    finally:
+        if printer is not None:
+            printer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await printer
+        await server.stop()
+        await controller.stop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(signum)
+    return EXIT_OK
+
+
+async def _print_changes(controller: Controller) -> None:
+    async for change in controller.subscribe():
+        line = {"kind": change.kind, "id": change.id,
+                "op": "delete" if change.new is None else ("create" if change.old is None else "update"),
+                "new": change.new.model_dump(mode="json") if change.new is not None else None}
+        sys.stdout.write(json.dumps(line, separators=(",", ":")) + "\n")
+        sys.stdout.flush()
+
+
+def run_console(args: argparse.Namespace) -> int:
+    from .app import KerubApp
+
+    data_dir = paths.data_dir(args.data_dir)
+    if controller_running(data_dir):
+        from .control import RemoteController
+
+        KerubApp(RemoteController(data_dir, readonly=args.readonly)).run()
+        return EXIT_OK
+    controller = Controller(data_dir, readonly=args.readonly)
+    controller.open_store()
+    KerubApp(controller).run()
+    return EXIT_OK
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        args = build_parser().parse_args(argv)
+        if args.command is None:
+            return run_console(args)
+        if args.command == "serve":
+            return asyncio.run(serve(args))
+        data_dir = paths.data_dir(args.data_dir)
+        if controller_running(data_dir):
+            if args.command == "import":
+                pid = Store.holder_pid(data_dir)
+                raise CliError(f"import needs the controller stopped: stop the kerub-tui running on {data_dir}"
+                               + (f" (pid {pid})" if pid else "") + " first")
+            code, out, err = run_cli_remote(data_dir, argv, readonly=args.readonly)
+            sys.stdout.write(out)
+            sys.stderr.write(err)
+            return code
+        return asyncio.run(_run_local(args, COMMANDS[args.command]))
+    except _Exit as done:
+        return done.status
     except (CliError, ActionError, StoreError, InvalidName) as error:
         print(f"kerub-tui: {error}", file=sys.stderr)
         return EXIT_ERROR

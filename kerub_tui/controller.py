@@ -78,7 +78,9 @@ class Controller:
                 self.store = Store.open(self.data_dir, readonly=self.readonly)
         return self.store
 
-    async def start(self) -> None:
+    async def start(self, *, connect_hosts: bool = True) -> None:
+        """Open the store; with ``connect_hosts`` (the console, ``serve``) also connect and monitor
+        every host and run the planner. One-shot commands start without them."""
         self.open_store()
         self.started = True
 
@@ -326,6 +328,64 @@ class Controller:
 
     def host(self, ref: str) -> Host:
         return self.resolve(Host, ref)
+
+    async def evacuate_host(self, ref: str) -> Host:
+        """Maintenance: mark the host recycling; the planner drains it (migrations, copies)."""
+        store = self._writable()
+        host = self.host(ref)
+        if host.recycling:
+            return host
+        updated = host.evolve(recycling=True)
+        store.put(updated)
+        self.audit("host evacuate", host.name)
+        self.event("host-maintenance", f"{host.name} is in maintenance: its VMs and disks will be moved away",
+                   host_id=host.id)
+        return updated  # type: ignore[return-value]
+
+    async def update_host(self, ref: str, **changes: Any) -> Host:
+        store = self._writable()
+        host = self.host(ref)
+        allowed = {"name", "dedicated", "recycling", "end_of_life", "power"}
+        if set(changes) - allowed:
+            raise ActionError(f"cannot change {', '.join(sorted(set(changes) - allowed))} of a host")
+        try:
+            updated = host.evolve(**changes)
+        except (ValueError, InvalidName) as error:
+            raise ActionError(_first_error(error)) from None
+        store.put(updated)
+        self.audit("host update", updated.name)
+        return updated  # type: ignore[return-value]
+
+    async def remove_host(self, ref: str) -> None:
+        store = self._writable()
+        host = self.host(ref)
+        vms = store.vms_on_host(host.id)
+        disks = store.disks_on_host(host.id)
+        if vms or disks:
+            raise ActionError(
+                f"host {host.name} still has {len(vms)} VM(s) and {len(disks)} disk allocation(s): "
+                f"evacuate it first (kerub-tui host evacuate {host.name})"
+            )
+        from .core.models import HostConfiguration, HostDynamic
+
+        await self._forget_host_connection(host.id)
+        with store.transaction():
+            store.delete(Host, host.id)
+            store.delete(HostDynamic, host.id)
+            store.delete(HostConfiguration, host.id)
+        self.audit("host remove", host.name)
+
+    async def _forget_host_connection(self, host_id: str) -> None:
+        """Drop the host's SSH connection, if the fleet holds one."""
+
+    # --- explanation ------------------------------------------------------------------------
+
+    async def explain(self, vm_ref: str) -> str:
+        """Why the VM runs where it runs, and why each other host was rejected."""
+        from .planner.explain import explain_text
+
+        vm = self.resolve(VirtualMachine, vm_ref)
+        return explain_text(self.db, vm.id)
 
 
 def _first_error(error: Exception) -> str:

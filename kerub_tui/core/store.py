@@ -403,6 +403,32 @@ class Store:
             self._tx_changes.append(Change(kind, doc_id, old, None))
         return True
 
+    # --- mirrors ----------------------------------------------------------------------------
+
+    @classmethod
+    def mirror(cls, data_dir: Path | str, documents: list[Document]) -> "Store":
+        """A read-only, in-memory copy of another process's store, kept current with ``apply``.
+
+        An attached console reads it exactly like a local store; all changes go to the owner.
+        """
+        store = cls(Path(data_dir), readonly=True)
+        for doc in documents:
+            store._docs[doc.kind][doc.id] = doc
+            store._index(None, doc)
+        return store
+
+    def apply(self, kind: str, doc_id: str, new: Document | None) -> None:
+        """Apply a change committed elsewhere (mirrors only) and publish it on this feed."""
+        if self._db is not None:
+            raise StoreError("apply() is for mirrors: a store with a file is changed with put/delete")
+        old = self._docs[kind].get(doc_id)
+        if new is None:
+            self._docs[kind].pop(doc_id, None)
+        else:
+            self._docs[kind][doc_id] = new
+        self._index(old, new)
+        self.feed.publish([Change(kind, doc_id, old, new)])
+
     # --- export and import ------------------------------------------------------------------
 
     def export_data(self) -> dict[str, Any]:

@@ -1,0 +1,327 @@
+"""The control socket: while a controller runs on a data dir, every other kerub-tui serves through it.
+
+One unix socket, ``control.sock`` in the data dir (0600, in a 0700 dir: only its owner can connect),
+speaking JSON lines. Requests ``{"id": N, "method": M, "params": {...}}``; answers ``{"id": N,
+"result": ...}`` or ``{"id": N, "error": "one line"}``. Methods:
+
+- ``ping``: the controller's pid and data dir;
+- ``cli``: run a command-line command in the controller (argv in, exit code and output out), so the
+  command line has one implementation whether it runs alone or through the socket;
+- ``snapshot``: every document; ``subscribe``: then every committed change, as ``{"change": ...}`` lines;
+- ``call``: one controller action by name, for an attached console (``RemoteController``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import copy
+import json
+import os
+import socket
+from collections.abc import Awaitable, Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+from .core.bus import Change, Subscription
+from .core.models import Document, Settings, parse_document
+from .core.paths import SOCKET_FILE
+from .core.store import Store, StoreError
+from .controller import ActionError, Controller
+
+# Controller methods a remote client may call, with the positional/keyword arguments they take.
+REMOTE_ACTIONS = frozenset({
+    "create_vm", "update_vm", "set_vm_availability", "delete_vm", "create_disk", "update_disk", "delete_disk",
+    "decide_plan", "set_auto_approve", "set_optimisation", "fetch_host_key", "add_host", "remove_host",
+    "evacuate_host", "update_host", "open_console", "explain",
+})
+_LINE_LIMIT = 256 * 1024 * 1024  # a snapshot of a big fleet is one line
+
+
+def socket_path(data_dir: Path | str) -> Path:
+    return Path(data_dir) / SOCKET_FILE
+
+
+def controller_running(data_dir: Path | str) -> bool:
+    """True if a controller answers on the data dir's socket (a stale socket file does not count)."""
+    path = socket_path(data_dir)
+    if not path.exists():
+        return False
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(2)
+            sock.connect(str(path))
+        return True
+    except OSError:
+        return False
+
+
+def _encode(value: Any) -> Any:
+    if isinstance(value, Document):
+        return {"__document__": value.model_dump(mode="json")}
+    if isinstance(value, (list, tuple)):
+        return [_encode(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _encode(v) for k, v in value.items()}
+    if hasattr(value, "model_dump"):
+        return value.model_dump(mode="json")
+    return value
+
+
+def _decode(value: Any) -> Any:
+    if isinstance(value, dict):
+        if set(value) == {"__document__"}:
+            return parse_document(value["__document__"])
+        return {k: _decode(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_decode(v) for v in value]
+    return value
+
+
+def _change_message(change: Change) -> dict[str, Any]:
+    return {"change": {"kind": change.kind, "id": change.id,
+                       "new": change.new.model_dump(mode="json") if change.new is not None else None}}
+
+
+# --- server -----------------------------------------------------------------------------------
+
+
+CliRunner = Callable[[list[str], Controller], Awaitable[tuple[int, str, str]]]
+
+
+class ControlServer:
+    """Serves the socket for a running controller. ``cli_runner`` runs one command line in-process."""
+
+    def __init__(self, controller: Controller, cli_runner: CliRunner) -> None:
+        self.controller = controller
+        self.cli_runner = cli_runner
+        self.path = socket_path(controller.data_dir)
+        self._server: asyncio.base_events.Server | None = None
+        self._connections: set[asyncio.Task[Any]] = set()
+
+    async def start(self) -> None:
+        if controller_running(self.controller.data_dir):
+            raise StoreError(f"another controller already serves {self.path}")
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()  # stale, from a controller that was killed
+        old_umask = os.umask(0o177)
+        try:
+            self._server = await asyncio.start_unix_server(self._serve, path=str(self.path), limit=_LINE_LIMIT)
+        finally:
+            os.umask(old_umask)
+        os.chmod(self.path, 0o600)
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            for task in list(self._connections):
+                task.cancel()
+            for task in list(self._connections):
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+            with contextlib.suppress(Exception):
+                await self._server.wait_closed()
+            self._server = None
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._connections.add(task)
+        subscription: Subscription | None = None
+        pump: asyncio.Task[Any] | None = None
+        try:
+            while line := await reader.readline():
+                try:
+                    request = json.loads(line)
+                    req_id, method = request.get("id"), request["method"]
+                    params = request.get("params") or {}
+                except (ValueError, KeyError, AttributeError):
+                    await _send(writer, {"id": None, "error": "malformed request"})
+                    continue
+                if method == "subscribe":
+                    # Subscribe before the snapshot is taken: no change can fall between the two.
+                    subscription = self.controller.subscribe()
+                    docs = [d.model_dump(mode="json") for d in self.controller.db.all_documents()]
+                    await _send(writer, {"id": req_id, "result": {"documents": docs,
+                                                                   "readonly": self.controller.readonly}})
+                    pump = asyncio.create_task(self._pump(subscription, writer))
+                    continue
+                try:
+                    result = await self._dispatch(method, params)
+                    reply = {"id": req_id, "result": _encode(result)}
+                except (ActionError, StoreError, ValueError) as error:
+                    reply = {"id": req_id, "error": str(error)}
+                await _send(writer, reply)
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            if subscription is not None:
+                subscription.close()
+            if pump is not None:
+                pump.cancel()
+            writer.close()
+            self._connections.discard(task)
+
+    async def _pump(self, subscription: Subscription, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(ConnectionError, asyncio.CancelledError):
+            async for change in subscription:
+                await _send(writer, _change_message(change))
+
+    async def _dispatch(self, method: str, params: dict[str, Any]) -> Any:
+        if method == "ping":
+            return {"pid": os.getpid(), "data_dir": str(self.controller.data_dir)}
+        if method == "cli":
+            argv = params.get("argv")
+            if not isinstance(argv, list) or not all(isinstance(a, str) for a in argv):
+                raise ValueError("cli: argv must be a list of strings")
+            controller = self.controller
+            if params.get("readonly"):
+                controller = copy.copy(controller)
+                controller.readonly = True
+            code, out, err = await self.cli_runner(argv, controller)
+            return {"exit": code, "stdout": out, "stderr": err}
+        if method == "snapshot":
+            return {"documents": [d.model_dump(mode="json") for d in self.controller.db.all_documents()]}
+        if method == "call":
+            name = params.get("name")
+            if name not in REMOTE_ACTIONS or not hasattr(self.controller, name):
+                raise ValueError(f"unknown action {name!r}")
+            args = _decode(params.get("args") or [])
+            kwargs = _decode(params.get("kwargs") or {})
+            result = getattr(self.controller, name)(*args, **kwargs)
+            if asyncio.iscoroutine(result):
+                result = await result
+            return result
+        raise ValueError(f"unknown method {method!r}")
+
+
+async def _send(writer: asyncio.StreamWriter, message: dict[str, Any]) -> None:
+    writer.write(json.dumps(message, separators=(",", ":")).encode() + b"\n")
+    await writer.drain()
+
+
+# --- clients ----------------------------------------------------------------------------------
+
+
+def run_cli_remote(data_dir: Path | str, argv: list[str], readonly: bool = False) -> tuple[int, str, str]:
+    """Run a command line in the data dir's controller. Blocking: the command line has no loop."""
+    path = socket_path(data_dir)
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.connect(str(path))
+        request = {"id": 1, "method": "cli", "params": {"argv": argv, "readonly": readonly}}
+        sock.sendall(json.dumps(request).encode() + b"\n")
+        with sock.makefile("rb") as stream:
+            line = stream.readline()
+    if not line:
+        raise StoreError(f"the controller on {data_dir} closed the control socket without answering")
+    reply = json.loads(line)
+    if "error" in reply:
+        raise StoreError(reply["error"])
+    result = reply["result"]
+    return int(result["exit"]), result["stdout"], result["stderr"]
+
+
+class RemoteController:
+    """The controller API, served by another process through its control socket.
+
+    ``db`` is a live read-only mirror of that controller's store (same read API, same change feed),
+    so a console attached this way shows exactly what a console embedding the controller shows.
+    Quitting it (``stop``) leaves the controller running.
+    """
+
+    attached = True
+
+    def __init__(self, data_dir: Path | str, *, readonly: bool = False) -> None:
+        self.data_dir = Path(data_dir)
+        self.readonly = readonly
+        self.store: Store | None = None
+        self._reader: asyncio.StreamReader | None = None
+        self._writer: asyncio.StreamWriter | None = None
+        self._pending: dict[int, asyncio.Future[Any]] = {}
+        self._next_id = 0
+        self._read_task: asyncio.Task[Any] | None = None
+        self.disconnected = asyncio.Event()
+
+    async def start(self) -> None:
+        self._reader, self._writer = await asyncio.open_unix_connection(
+            str(socket_path(self.data_dir)), limit=_LINE_LIMIT)
+        await _send(self._writer, {"id": 0, "method": "subscribe"})
+        first = json.loads(await self._reader.readline())
+        if "error" in first:
+            raise StoreError(first["error"])
+        docs = [parse_document(d) for d in first["result"]["documents"]]
+        self.store = Store.mirror(self.data_dir, docs)
+        self.readonly = self.readonly or bool(first["result"].get("readonly"))
+        self._read_task = asyncio.create_task(self._read_loop(), name="control-socket-reader")
+
+    async def _read_loop(self) -> None:
+        assert self._reader is not None
+        try:
+            while line := await self._reader.readline():
+                message = json.loads(line)
+                if "change" in message:
+                    change = message["change"]
+                    new = parse_document(change["new"]) if change["new"] is not None else None
+                    assert self.store is not None
+                    self.store.apply(change["kind"], change["id"], new)
+                    continue
+                future = self._pending.pop(message.get("id"), None)
+                if future is not None and not future.done():
+                    if "error" in message:
+                        future.set_exception(ActionError(message["error"]))
+                    else:
+                        future.set_result(_decode(message.get("result")))
+        except (ConnectionError, ValueError):
+            pass
+        finally:
+            self.disconnected.set()
+            for future in self._pending.values():
+                if not future.done():
+                    future.set_exception(ActionError("the controller went away (control socket closed)"))
+            self._pending.clear()
+
+    async def stop(self) -> None:
+        if self._read_task is not None:
+            self._read_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._read_task
+        if self._writer is not None:
+            self._writer.close()
+            with contextlib.suppress(Exception):
+                await self._writer.wait_closed()
+        if self.store is not None:
+            self.store.feed.close()
+
+    @property
+    def db(self) -> Store:
+        if self.store is None:
+            raise ActionError("not attached")
+        return self.store
+
+    def subscribe(self, kinds: Iterable[str] | None = None) -> Subscription:
+        return self.db.feed.subscribe(kinds)
+
+    def settings(self) -> Settings:
+        return self.db.get(Settings, "settings") or Settings()
+
+    async def _call(self, name: str, *args: Any, **kwargs: Any) -> Any:
+        if self.disconnected.is_set() or self._writer is None:
+            raise ActionError("the controller went away (control socket closed)")
+        self._next_id += 1
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._pending[self._next_id] = future
+        await _send(self._writer, {"id": self._next_id, "method": "call",
+                                   "params": {"name": name, "args": _encode(list(args)), "kwargs": _encode(kwargs)}})
+        return await future
+
+    def __getattr__(self, name: str) -> Callable[..., Awaitable[Any]]:
+        if name in REMOTE_ACTIONS:
+            async def call(*args: Any, **kwargs: Any) -> Any:
+                if self.readonly and name not in ("fetch_host_key", "explain", "open_console"):
+                    raise ActionError("read-only mode: nothing can be changed (started with --readonly)")
+                return await self._call(name, *args, **kwargs)
+
+            return call
+        raise AttributeError(name)
