@@ -1,0 +1,561 @@
+"""The per-host connection supervisor: one SSH connection per host, every channel rides on it.
+
+``HostConnection`` keeps one asyncssh connection to one host alive: keepalive on, connect and login
+timeouts, reconnect with exponential backoff and full jitter, a cap on simultaneous sessions (sshd's
+MaxSessions counts per connection) and, through a ``ConnectGate`` shared by the fleet, a cap on
+handshakes in flight (sshd's MaxStartups, or a jump host carrying the whole fleet). Every state
+change is reported through ``on_state``; the fleet turns those into HostDynamic documents.
+
+The host key is pinned: the connection trusts exactly the accepted key. A mismatch stops the key
+exchange before authentication, so nothing is sent to the host and nothing runs there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncssh
+
+from ..core.models import HostStatus
+from .commands import CommandResult, remote_command
+from .errors import (
+    AuthenticationFailed,
+    CommandTimeout,
+    HostKeyMismatch,
+    HostUnreachable,
+    NotConnected,
+    SshError,
+)
+from .keys import describe_error, fetch_host_key, fingerprint_of, pinned_known_hosts
+
+log = logging.getLogger(__name__)
+
+MIB = 1 << 20
+
+
+@dataclass(frozen=True)
+class SshSettings:
+    """Transport tuning, one set for the whole fleet."""
+
+    keepalive_interval: float = 5.0  # seconds between keepalive requests
+    keepalive_count_max: int = 3  # unanswered requests before the connection is declared dead
+    connect_timeout: float = 15.0  # TCP connect + key exchange + authentication
+    login_timeout: float = 20.0  # authentication alone (sshd LoginGraceTime is 120 s)
+    backoff_initial: float = 1.0  # first reconnect delay (full jitter: uniform in [0, delay])
+    backoff_max: float = 60.0
+    max_sessions: int = 8  # channels per host; sshd's MaxSessions defaults to 10
+    max_handshakes: int = 8  # connections being opened at once, fleet-wide (MaxStartups 10:30:100)
+    max_output: int = 8 * MIB  # per stream (stdout, stderr) of one command; the rest is dropped
+    max_line: int = 256 * 1024  # longest line a remote stream may send; longer ones are dropped
+    # ssh config files; None = ~/.ssh/config when it exists, as OpenSSH does; () = none at all
+    config: tuple[str, ...] | None = None
+
+    @property
+    def keepalive_window(self) -> float:
+        """How long a silent dead connection can go unnoticed at most."""
+        return self.keepalive_interval * (self.keepalive_count_max + 1)
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """Where and how to reach one host."""
+
+    address: str  # IP, DNS name or ~/.ssh/config alias (HostName, Port, ProxyJump apply)
+    host_key: str  # the accepted OpenSSH public key line
+    port: int | None = None  # None: the config's Port, else 22
+    user: str = "root"
+    identity: str | None = None  # private key file the admin installed; None = the controller's key
+    client_key: asyncssh.SSHKey | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def fingerprint(self) -> str:
+        return fingerprint_of(self.host_key)
+
+
+class ConnectGate:
+    """Limits the connections being opened at once across the fleet."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._semaphore = asyncio.Semaphore(limit)
+        self.in_flight = 0
+        self.peak = 0
+
+    @contextlib.asynccontextmanager
+    async def slot(self) -> AsyncIterator[None]:
+        async with self._semaphore:
+            self.in_flight += 1
+            self.peak = max(self.peak, self.in_flight)
+            try:
+                yield
+            finally:
+                self.in_flight -= 1
+
+
+StateCallback = Callable[[HostStatus, "str | None"], None]
+
+
+class _Client(asyncssh.SSHClient):
+    """Remembers why the connection ended."""
+
+    def __init__(self) -> None:
+        self.lost: Exception | None = None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = exc
+
+
+def config_arg(settings: SshSettings) -> Any:
+    return () if settings.config is None else list(settings.config)
+
+
+async def client_options(endpoint: Endpoint, settings: SshSettings) -> asyncssh.SSHClientConnectionOptions:
+    """Options for one connection attempt: pinned key, keepalive, timeouts, keys, config."""
+    common: dict[str, Any] = {
+        "config": config_arg(settings),
+        "host": endpoint.address,
+        "port": endpoint.port if endpoint.port else (),
+        "username": endpoint.user,
+        "known_hosts": pinned_known_hosts(endpoint.host_key),
+        "keepalive_interval": settings.keepalive_interval,
+        "keepalive_count_max": settings.keepalive_count_max,
+        "connect_timeout": settings.connect_timeout,
+        "login_timeout": settings.login_timeout,
+        "client_factory": _Client,
+        # A controller never prompts: keys (and the agent) only.
+        "password_auth": False,
+        "kbdint_auth": False,
+        "gss_auth": False,
+        "gss_kex": False,
+    }
+    base = await asyncssh.SSHClientConnectionOptions.construct(**common)
+    if endpoint.identity:
+        keys: list[Any] = [endpoint.identity]
+    else:
+        # The controller's key first, then what ~/.ssh/config (IdentityFile) or ~/.ssh/id_* offer.
+        keys = ([endpoint.client_key] if endpoint.client_key is not None else []) + list(base.client_keys or [])
+    return await asyncssh.SSHClientConnectionOptions.construct(base, client_keys=keys or None)
+
+
+def classify_connect_error(endpoint: Endpoint, error: BaseException) -> SshError:
+    """The SshError an admin should see for a failed connection attempt."""
+    if isinstance(error, asyncssh.HostKeyNotVerifiable):
+        return HostKeyMismatch(endpoint.address, endpoint.fingerprint, None, describe_error(error))
+    if isinstance(error, asyncssh.KeyExchangeFailed) and "host key" in (error.reason or "").lower():
+        # The host offers no key of the accepted type any more: a replaced key by another name.
+        return HostKeyMismatch(endpoint.address, endpoint.fingerprint, None, describe_error(error))
+    if isinstance(error, asyncssh.PermissionDenied):
+        return AuthenticationFailed(
+            f"{endpoint.user}@{endpoint.address}: authentication refused ({describe_error(error)}); "
+            "install the controller's public key there, or give an identity file"
+        )
+    if isinstance(error, (TimeoutError, asyncio.TimeoutError)):
+        return HostUnreachable(f"{endpoint.address}: no answer within the connect timeout")
+    return HostUnreachable(f"{endpoint.address}: {describe_error(error)}")
+
+
+async def open_connection(
+    endpoint: Endpoint, settings: SshSettings, *, describe_mismatch: bool = True
+) -> asyncssh.SSHClientConnection:
+    """One connection attempt; SshError subclasses on failure (HostKeyMismatch names the offered key)."""
+    options = await client_options(endpoint, settings)
+    try:
+        return await asyncssh.connect(endpoint.address, options=options)
+    except (OSError, asyncssh.Error, TimeoutError, asyncio.TimeoutError) as error:
+        classified = classify_connect_error(endpoint, error)
+    if isinstance(classified, HostKeyMismatch) and describe_mismatch:
+        # A second key exchange (no authentication) to tell the admin what the host offers now.
+        with contextlib.suppress(SshError):
+            _, offered = await fetch_host_key(
+                endpoint.address, endpoint.port, config=settings.config, timeout=settings.connect_timeout
+            )
+            classified = HostKeyMismatch(endpoint.address, endpoint.fingerprint, offered)
+    raise classified
+
+
+class HostConnection:
+    """Supervises the connection to one host. ``start()``, use, ``await close()``."""
+
+    def __init__(
+        self,
+        name: str,
+        endpoint: Endpoint,
+        settings: SshSettings | None = None,
+        *,
+        gate: ConnectGate | None = None,
+        on_state: StateCallback | None = None,
+    ) -> None:
+        self.name = name
+        self.endpoint = endpoint
+        self.settings = settings or SshSettings()
+        self.gate = gate or ConnectGate(self.settings.max_handshakes)
+        self._on_state = on_state
+        self.state = HostStatus.connecting
+        self.reason: str | None = None
+        self.last_error: SshError | None = None
+        self.generation = 0  # increments on every new live connection
+        self._conn: asyncssh.SSHClientConnection | None = None
+        self._up = asyncio.Event()
+        self._state_changed = asyncio.Event()
+        self._kick = asyncio.Event()
+        self._sessions = asyncio.Semaphore(self.settings.max_sessions)
+        self._task: asyncio.Task[None] | None = None
+        self._closing = False
+
+    def __repr__(self) -> str:
+        return f"<HostConnection {self.name} {self.state.value}>"
+
+    @property
+    def user(self) -> str:
+        return self.endpoint.user
+
+    @property
+    def is_up(self) -> bool:
+        return self.state is HostStatus.up and self._conn is not None
+
+    # --- lifecycle --------------------------------------------------------------------------
+
+    def start(self) -> None:
+        if self._task is None:
+            self._closing = False
+            self._up.clear()
+            self._task = asyncio.create_task(self._supervise(), name=f"ssh:{self.name}")
+
+    async def close(self) -> None:
+        self._closing = True
+        self._kick.set()
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self._drop_connection()
+        self._up.set()  # wake whoever waits for a connection: they see the close and give up
+
+    def reconnect_now(self) -> None:
+        """Skip the current backoff delay (the admin asked, or the endpoint changed)."""
+        self._kick.set()
+
+    def update_endpoint(self, endpoint: Endpoint) -> None:
+        """New endpoint (e.g. a re-accepted host key): used from the next connection attempt."""
+        self.endpoint = endpoint
+        self._kick.set()
+
+    async def _drop_connection(self) -> None:
+        conn, self._conn = self._conn, None
+        self._up.clear()
+        if conn is not None:
+            conn.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(conn.wait_closed(), 5)
+
+    # --- state ------------------------------------------------------------------------------
+
+    def _set_state(self, state: HostStatus, reason: str | None) -> None:
+        if state == self.state and reason == self.reason:
+            return
+        self.state, self.reason = state, reason
+        log.info("%s: %s%s", self.name, state.value, f" ({reason})" if reason else "")
+        if self._on_state is not None:
+            try:
+                self._on_state(state, reason)
+            except Exception:  # a broken observer must not stop the supervisor
+                log.exception("%s: state callback failed", self.name)
+        changed, self._state_changed = self._state_changed, asyncio.Event()
+        changed.set()
+
+    async def wait_state(self, predicate: Callable[[HostStatus], bool], timeout: float | None = None) -> HostStatus:
+        """Wait until ``predicate(state)`` holds; TimeoutError otherwise."""
+        async with asyncio.timeout(timeout):
+            while not predicate(self.state):
+                await self._state_changed.wait()
+        return self.state
+
+    # --- the supervisor ---------------------------------------------------------------------
+
+    async def _supervise(self) -> None:
+        attempt = 0
+        ever_up = False
+        while not self._closing:
+            self._kick.clear()
+            try:
+                async with self.gate.slot():
+                    conn = await open_connection(self.endpoint, self.settings)
+            except SshError as error:
+                self.last_error = error
+                if isinstance(error, HostKeyMismatch):
+                    state = HostStatus.key_mismatch
+                else:
+                    state = HostStatus.down if ever_up else HostStatus.unreachable
+                self._set_state(state, str(error))
+            except Exception as error:  # never let the supervisor die: report and retry
+                log.exception("%s: unexpected error while connecting", self.name)
+                self.last_error = SshError(describe_error(error))
+                self._set_state(HostStatus.down if ever_up else HostStatus.unreachable, describe_error(error))
+            else:
+                ever_up = True
+                self.last_error = None
+                self._conn = conn
+                self.generation += 1
+                self._up.set()
+                client = conn.get_owner()  # asyncssh forgets it once the connection is closed
+                connected_at = time.monotonic()
+                self._set_state(HostStatus.up, None)
+                await conn.wait_closed()
+                lost = getattr(client, "lost", None)
+                self._conn = None
+                self._up.clear()
+                if self._closing:
+                    break
+                why = describe_error(lost) if lost else "connection closed"
+                self._set_state(HostStatus.down, f"connection lost: {why}")
+                if time.monotonic() - connected_at >= self.settings.backoff_max:
+                    attempt = 0
+                    continue  # it was a long-lived connection: try again at once
+                # A connection that drops soon after login (flapping) backs off like a failed one.
+            delay = random.uniform(0, min(self.settings.backoff_max, self.settings.backoff_initial * 2**attempt))
+            attempt = min(attempt + 1, 30)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(delay):
+                    await self._kick.wait()
+
+    # --- using the connection ---------------------------------------------------------------
+
+    async def connection(self, wait: float | None = 0.0) -> asyncssh.SSHClientConnection:
+        """The live connection; waits up to ``wait`` seconds (None: until up) for one."""
+        if self._conn is None and wait != 0:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(wait):
+                    await self._up.wait()
+        conn = self._conn
+        if conn is None or self._closing:
+            why = self.reason or self.state.value
+            raise NotConnected(f"{self.name} is not connected ({why})")
+        return conn
+
+    async def run(
+        self,
+        command: str,
+        *,
+        privileged: bool = True,
+        timeout: float | None = 60.0,
+        input: str | bytes | None = None,
+        max_output: int | None = None,
+        wait: float | None = 0.0,
+    ) -> CommandResult:
+        """Run ``command`` (shell text, every value already quoted) and collect its result.
+
+        Output beyond ``max_output`` bytes per stream is read and dropped (flagged truncated). On
+        timeout the channel is closed, which kills the command and its children on the host, and
+        CommandTimeout carries what it printed. Without ``input`` the command is tied to its channel;
+        with ``input`` it reads that and then end-of-file, as a pipe would give it.
+        """
+        cap = max_output or self.settings.max_output
+        text = remote_command(command, user=self.user, privileged=privileged, tied=input is None)
+        out = _Capture(cap)
+        err = _Capture(cap)
+        async with self._sessions:
+            conn = await self.connection(wait)
+            started = time.monotonic()
+            try:
+                proc = await conn.create_process(text, encoding=None)
+            except (asyncssh.Error, OSError) as error:
+                raise NotConnected(f"{self.name}: cannot open a channel: {describe_error(error)}") from None
+            try:
+                async with asyncio.timeout(timeout):
+                    if input is not None:
+                        proc.stdin.write(input.encode() if isinstance(input, str) else input)
+                        proc.stdin.write_eof()
+                    await asyncio.gather(out.drain(proc.stdout), err.drain(proc.stderr))
+                    await proc.wait_closed()
+            except TimeoutError:
+                proc.close()
+                result = self._result(command, proc, out, err, started)
+                raise CommandTimeout(
+                    f"{self.name}: {command[:200]!r} did not finish within {timeout:g} s; stopped", result
+                ) from None
+            except (asyncssh.Error, OSError, BrokenPipeError) as error:
+                proc.close()
+                raise NotConnected(
+                    f"{self.name}: connection lost while running {command[:200]!r} "
+                    f"({describe_error(error)}); the command was stopped and may have partly run"
+                ) from None
+            except BaseException:
+                proc.close()  # cancelled: the watchdog on the host stops the command
+                raise
+            if proc.exit_status is None and proc.exit_signal is None and conn is not self._conn:
+                raise NotConnected(
+                    f"{self.name}: connection lost while running {command[:200]!r}; "
+                    "the command was stopped and may have partly run"
+                )
+            return self._result(command, proc, out, err, started)
+
+    @staticmethod
+    def _result(command: str, proc: Any, out: "_Capture", err: "_Capture", started: float) -> CommandResult:
+        signal = proc.exit_signal[0] if proc.exit_signal else None
+        status = proc.exit_status
+        return CommandResult(
+            command=command,
+            exit_code=status if status is not None and status >= 0 else None,
+            stdout=out.text(),
+            stderr=err.text(),
+            duration=time.monotonic() - started,
+            stdout_truncated=out.truncated,
+            stderr_truncated=err.truncated,
+            signal=signal,
+        )
+
+    def stream(self, command: str, *, privileged: bool = True, wait: float | None = 0.0) -> "RemoteStream":
+        """A long-lived remote command read line by line; see RemoteStream."""
+        return RemoteStream(self, command, privileged=privileged, wait=wait)
+
+    async def forward_local_path(self, local_path: str, remote_path: str) -> asyncssh.SSHListener:
+        """Forward a local unix socket to a remote one over the live connection (dies with it)."""
+        conn = await self.connection()
+        return await conn.forward_local_path(local_path, remote_path)
+
+
+class _Capture:
+    """Reads a stream to its end, keeping at most ``cap`` bytes."""
+
+    def __init__(self, cap: int) -> None:
+        self.cap = cap
+        self.buffer = bytearray()
+        self.truncated = False
+
+    async def drain(self, reader: asyncssh.SSHReader[bytes]) -> None:
+        while True:
+            chunk = await reader.read(65536)
+            if not chunk:
+                return
+            room = self.cap - len(self.buffer)
+            if room > 0:
+                self.buffer += chunk[:room]
+            if len(chunk) > room:
+                self.truncated = True
+
+    def text(self) -> str:
+        return self.buffer.decode("utf-8", errors="replace")
+
+
+class RemoteStream:
+    """``async with host.stream("vmstat 1") as s: async for line in s: ...``
+
+    Lines come decoded, without their newline; lines longer than ``max_line`` are dropped and
+    counted in ``dropped_lines``. Iteration ends when the command exits or the connection drops.
+    Leaving the ``async with`` closes the channel, and the watchdog kills the command on the host.
+    """
+
+    def __init__(self, host: HostConnection, command: str, *, privileged: bool, wait: float | None) -> None:
+        self.host = host
+        self.command = command
+        self.privileged = privileged
+        self.wait = wait
+        self.dropped_lines = 0
+        self.stderr_tail: list[str] = []
+        self.generation = 0
+        self._proc: Any = None
+        self._stderr_task: asyncio.Task[None] | None = None
+        self._slot_held = False
+
+    async def __aenter__(self) -> "RemoteStream":
+        text = remote_command(self.command, user=self.host.user, privileged=self.privileged, tied=True)
+        await self.host._sessions.acquire()
+        self._slot_held = True
+        try:
+            conn = await self.host.connection(self.wait)
+            self.generation = self.host.generation
+            try:
+                self._proc = await conn.create_process(text, encoding=None)
+            except (asyncssh.Error, OSError) as error:
+                raise NotConnected(f"{self.host.name}: cannot open a channel: {describe_error(error)}") from None
+        except BaseException:
+            self._release()
+            raise
+        self._stderr_task = asyncio.create_task(self._read_stderr())
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    def _release(self) -> None:
+        if self._slot_held:
+            self._slot_held = False
+            self.host._sessions.release()
+
+    async def aclose(self) -> None:
+        try:
+            if self._proc is not None:
+                self._proc.close()
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(self._proc.wait_closed(), 5)
+            if self._stderr_task is not None:
+                self._stderr_task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await self._stderr_task
+        finally:
+            self._release()
+
+    @property
+    def exit_code(self) -> int | None:
+        if self._proc is None:
+            return None
+        status = self._proc.exit_status
+        return status if status is not None and status >= 0 else None
+
+    async def _read_stderr(self) -> None:
+        # Drained so a chatty stderr never fills the window and stalls stdout; the tail is kept.
+        with contextlib.suppress(asyncssh.Error, OSError):
+            async for line in self._lines(self._proc.stderr):
+                self.stderr_tail = (self.stderr_tail + [line])[-20:]
+
+    async def _lines(self, reader: asyncssh.SSHReader[bytes]) -> AsyncIterator[str]:
+        pending = bytearray()
+        skipping = False
+        max_line = self.host.settings.max_line
+        while True:
+            chunk = await reader.read(65536)
+            if not chunk:
+                if pending and not skipping:
+                    yield pending.decode("utf-8", errors="replace")
+                return
+            start = 0
+            while True:
+                end = chunk.find(b"\n", start)
+                if end < 0:
+                    if not skipping:
+                        pending += chunk[start:]
+                        if len(pending) > max_line:
+                            pending.clear()
+                            skipping = True
+                            self.dropped_lines += 1
+                    break
+                if skipping:
+                    skipping = False
+                else:
+                    pending += chunk[start:end]
+                    if len(pending) > max_line:
+                        self.dropped_lines += 1
+                    else:
+                        yield pending.rstrip(b"\r").decode("utf-8", errors="replace")
+                pending.clear()
+                start = end + 1
+
+    def __aiter__(self) -> AsyncIterator[str]:
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncIterator[str]:
+        if self._proc is None:
+            raise RuntimeError("use the stream inside 'async with'")
+        try:
+            async for line in self._lines(self._proc.stdout):
+                yield line
+        except (asyncssh.Error, OSError):
+            return  # the connection dropped: the stream simply ends
