@@ -20,7 +20,8 @@ from .errors import ParseError, guarded, load_json, require_text, to_float, to_i
 COMMAND = "lscpu"
 CACHES_COMMAND = "lscpu -C"
 
-_CACHE_FIELDS = {"L1d cache": "L1d", "L1i cache": "L1i", "L2 cache": "L2", "L3 cache": "L3", "L4 cache": "L4"}
+# flat output says "L1d cache:", the hierarchical one "L1d:" under "Caches (sum of all):"
+_CACHE_NAMES = ("L1d", "L1i", "L2", "L3", "L4")
 _SIZE_RE = re.compile(
     r"\s*(?P<number>[0-9]{1,15}(?:\.[0-9]{1,6})?)\s*(?P<unit>[KMGT]?)(?:i?B)?\s*"
     r"(?:\((?P<instances>[0-9]{1,6}) instances?\))?\s*\Z"
@@ -124,7 +125,11 @@ def parse_lscpu(text: str, caches_text: str | None = None) -> CpuInfo:
     if caches_text is not None and caches_text.strip():
         caches = _caches_from_detail(caches_text)
     else:
-        caches = [CpuCache(name=short, size_kib=_cache_kib(fields[long])) for long, short in _CACHE_FIELDS.items() if fields.get(long)]
+        caches = []
+        for name in _CACHE_NAMES:
+            value = fields.get(f"{name} cache") or fields.get(name)
+            if value:
+                caches.append(CpuCache(name=name, size_kib=_cache_kib(value)))
 
     return CpuInfo(
         architecture=architecture,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .errors import ParseError, guarded, load_json, optional_str, to_int
+from .errors import ParseError, guarded, load_json, missing_tool, optional_str, to_int
 
 COMMAND = "smartctl -H -j"
 _DISK_FAILING = 1 << 3
@@ -28,6 +28,8 @@ class SmartHealth:
 
 @guarded(COMMAND)
 def parse_smart_health(text: str) -> SmartHealth:
+    if isinstance(text, str) and missing_tool(text):
+        return SmartHealth(device=None, passed=None, message="smartctl is not installed")
     data = load_json(text, COMMAND)
     smartctl = data.get("smartctl")
     if not isinstance(smartctl, dict):

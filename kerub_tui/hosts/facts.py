@@ -1,0 +1,386 @@
+"""What discovery and monitoring run on a host, and how their outputs become documents.
+
+Discovery is a set of short, independent shell lines (the ssh runner may run them concurrently on
+one connection). Each is robust on a host that lacks the tool: it prints the missing-tool marker and
+exits 0, so "no LVM here" is a fact, not an error. ``assemble_capabilities`` turns their outputs into
+HostCapabilities and lists what it could not read as problems (they become host Events) instead of
+raising, so one odd tool never hides every other fact.
+
+Privileged commands are plain; the ssh runner adds sudo for a non-root login. They are compound
+shell lines (``;``, ``||``, ``if``): the runner must wrap the whole line (``sudo -n sh -c '...'``).
+Monitor streams (vmstat) are wrapped by ``stream_wrapper`` so they die with their channel.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import shlex
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from kerub_tui.core.models import (
+    CpuInfo,
+    Filesystem,
+    HostCapabilities,
+    HypervisorInfo,
+    OsInfo,
+    StorageCapability,
+    StorageTechnology,
+)
+
+from . import ksm, lvm
+from .parse.cpu import CACHES_COMMAND
+from .parse import (
+    MISSING_MARKER,
+    ParseError,
+    missing_tool,
+    parse_dmidecode,
+    parse_findmnt,
+    parse_hypervisor,
+    parse_lsblk,
+    parse_lscpu,
+    parse_meminfo,
+    parse_os_info,
+    parse_thermal,
+    parse_tools,
+)
+
+IMAGES_DIR = "/var/lib/kerub-tui/images"
+ABSENT_MARKER = "kerub-tui: absent:"  # printed instead of findmnt output when IMAGES_DIR does not exist
+# the tools whose presence the planner and executors care about
+TOOLS = (
+    "lvm", "qemu-img", "zfs", "zpool", "tgtd", "tgtadm", "targetcli", "exportfs", "ganesha.nfsd", "gvinum",
+    "ipmitool", "dmidecode", "smartctl", "ethtool", "virsh",
+)  # fmt: skip
+# a non-root login's PATH often lacks the sbin directories where lvm, dmidecode and tgtd live
+_SBIN_PATH = 'PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"'
+_FINDMNT = "findmnt -J -b -o TARGET,SOURCE,FSTYPE,SIZE,AVAIL"
+_THERMAL_FILES = (
+    "/sys/class/thermal/thermal_zone*/type /sys/class/thermal/thermal_zone*/temp /sys/class/hwmon/hwmon*/temp*_input"
+)
+_DEVICE_RE = re.compile(r"/dev/[A-Za-z0-9][A-Za-z0-9/_.:-]{0,200}\Z")
+
+
+class CommandOutput(Protocol):
+    """What the ssh runner returns for one command (its own result type fits this)."""
+
+    exit_code: int | None
+    stdout: str
+    stderr: str
+
+
+@dataclass(frozen=True)
+class Output:
+    """A plain CommandOutput, for captures and tests."""
+
+    exit_code: int | None
+    stdout: str
+    stderr: str = ""
+
+
+@dataclass(frozen=True)
+class DiscoveryCommand:
+    name: str
+    command: str  # one shell line
+    privileged: bool = False
+
+
+def _needs(tool: str, body: str) -> str:
+    """Run ``body`` if ``tool`` is installed, else print the missing-tool marker; exit 0 either way."""
+    return (
+        f"{_SBIN_PATH}; if command -v {shlex.quote(tool)} >/dev/null 2>&1; then {body}; "
+        f"else echo {shlex.quote(f'{MISSING_MARKER} {tool}')}; fi"
+    )
+
+
+def tools_command() -> str:
+    names = " ".join(shlex.quote(t) for t in TOOLS)
+    return (
+        f'{_SBIN_PATH}; for t in {names}; do if command -v "$t" >/dev/null 2>&1; '
+        'then echo "$t yes"; else echo "$t no"; fi; done'
+    )
+
+
+def thermal_command() -> str:
+    """Every temperature file as PATH:VALUE; nothing at all on a host without sensors (a VM)."""
+    return f"grep -H . {_THERMAL_FILES} 2>/dev/null; true"
+
+
+def images_fs_command(images_dir: str = IMAGES_DIR) -> str:
+    """The filesystem holding the image directory, or the absent marker when there is no such directory."""
+    quoted = shlex.quote(images_dir)
+    return f"if [ -d {quoted} ]; then {_FINDMNT} -T {quoted}; else echo {shlex.quote(f'{ABSENT_MARKER} {images_dir}')}; fi"
+
+
+def virsh_command(args: str) -> str:
+    return _needs("virsh", f"LC_ALL=C virsh -c qemu:///system {args}")
+
+
+DISCOVERY_COMMANDS: tuple[DiscoveryCommand, ...] = (
+    DiscoveryCommand("lscpu", "LC_ALL=C lscpu -J 2>/dev/null || LC_ALL=C lscpu"),
+    DiscoveryCommand("lscpu_caches", f"LC_ALL=C lscpu -J -C -B 2>/dev/null || echo '{MISSING_MARKER} lscpu -C'"),
+    DiscoveryCommand("meminfo", "cat /proc/meminfo"),
+    DiscoveryCommand("os_release", "cat /etc/os-release 2>/dev/null || cat /usr/lib/os-release"),
+    DiscoveryCommand("kernel", "uname -r"),
+    DiscoveryCommand("hostname", "uname -n"),
+    DiscoveryCommand("dmidecode", _needs("dmidecode", "dmidecode -t 1,3,16,17,39 2>&1; true"), privileged=True),
+    DiscoveryCommand(
+        "lsblk",
+        "LC_ALL=C lsblk -J -b -o NAME,PATH,TYPE,SIZE,ROTA,MODEL,MOUNTPOINT,FSTYPE 2>/dev/null"
+        " || LC_ALL=C lsblk -J -b -o NAME,TYPE,SIZE,ROTA,MODEL,MOUNTPOINT,FSTYPE",
+    ),
+    DiscoveryCommand("findmnt", _FINDMNT),
+    DiscoveryCommand("images_fs", images_fs_command()),
+    DiscoveryCommand("pvs", _needs("lvm", lvm.pvs_json_command()), privileged=True),
+    DiscoveryCommand("vgs", _needs("lvm", lvm.vgs_json_command()), privileged=True),
+    DiscoveryCommand("lvs", _needs("lvm", lvm.lvs_json_command()), privileged=True),
+    DiscoveryCommand("virsh_version", virsh_command("version --daemon"), privileged=True),
+    DiscoveryCommand("virsh_capabilities", virsh_command("capabilities"), privileged=True),
+    DiscoveryCommand("virsh_domcapabilities", virsh_command("domcapabilities"), privileged=True),
+    DiscoveryCommand("ksm", ksm.ksm_read_command()),
+    DiscoveryCommand("tools", tools_command()),
+    DiscoveryCommand("thermal", thermal_command()),
+)
+
+
+def discovery_commands() -> dict[str, DiscoveryCommand]:
+    return {c.name: c for c in DISCOVERY_COMMANDS}
+
+
+# --- monitoring --------------------------------------------------------------------------------
+
+VMSTAT_UNIT = 1024  # vmstat's default unit, KiB: give it to VmstatParser(unit=...)
+
+
+def stream_wrapper(cmd: str) -> str:
+    """Shell text running ``cmd`` so that it dies with its channel.
+
+    ``cmd`` runs in the background (its stdin is /dev/null); the wrapper reads its own stdin and
+    kills ``cmd`` at EOF, which is what a closed SSH channel looks like, and on SIGHUP/SIGTERM/SIGINT
+    (a PTY hangup). When ``cmd`` ends by itself the wrapper exits with its status.
+    ``cmd`` must be one simple command (the killed pid is its pid); use ``exec`` inside ``sh -c`` otherwise.
+    """
+    if not isinstance(cmd, str) or not cmd.strip() or "\n" in cmd:
+        raise ValueError("stream command must be one non-empty line")
+    script = (
+        "exec 3<&0 </dev/null; "
+        f"{cmd} & pid=$!; "
+        "trap 'kill $pid 2>/dev/null' HUP INT TERM; "
+        "{ while read -r _ <&3; do :; done; kill $pid 2>/dev/null; } & watcher=$!; "
+        "exec 3<&-; "
+        "wait $pid; status=$?; "
+        "kill $watcher 2>/dev/null; "
+        "exit $status"
+    )
+    return shlex.join(["sh", "-c", script])
+
+
+def vmstat_stream_command(interval: int = 1) -> str:
+    if isinstance(interval, bool) or not isinstance(interval, int) or not 1 <= interval <= 3600:
+        raise ValueError(f"vmstat interval must be 1..3600 seconds, not {interval!r}")
+    return stream_wrapper(f"LC_ALL=C vmstat -n -w {interval}")
+
+
+def smart_health_command(device: str) -> str:
+    """``smartctl -H -j`` for one block device path (from lsblk); privileged."""
+    if not isinstance(device, str) or not _DEVICE_RE.match(device) or "/../" in device or device.endswith("/.."):
+        raise ValueError(f"{device!r} is not a device path under /dev")
+    return _needs("smartctl", shlex.join(["smartctl", "-H", "-j", device]))
+
+
+def smart_devices(capabilities: HostCapabilities) -> list[str]:
+    """The whole disks worth asking about SMART: not partitions, loop, zram, LVM or RAID children."""
+    return [
+        d.path
+        for d in capabilities.block_devices
+        if d.type == "disk" and d.size_bytes > 0 and not d.name.startswith(("zram", "loop", "ram"))
+    ]
+
+
+def storage_monitor_commands(images_dir: str = IMAGES_DIR) -> dict[str, str]:
+    """Commands whose outputs ``read_storage`` turns into free space per storage capability."""
+    return {
+        "vgs": _needs("lvm", lvm.vgs_json_command()),
+        "lvs": _needs("lvm", lvm.lvs_json_command()),
+        "images_fs": images_fs_command(images_dir),
+    }
+
+
+# --- assembling --------------------------------------------------------------------------------
+
+
+@dataclass
+class _Reader:
+    outputs: Mapping[str, CommandOutput]
+    problems: list[str] = field(default_factory=list)
+
+    def text(self, name: str, *, required: bool = True) -> str | None:
+        """stdout of a command that succeeded; None (and a problem if required) otherwise."""
+        output = self.outputs.get(name)
+        if output is None:
+            if required:
+                self.problems.append(f"{name}: not run")
+            return None
+        if output.exit_code != 0:
+            if required:
+                detail = (output.stderr or output.stdout or "").strip().splitlines()
+                self.problems.append(
+                    f"{name}: exit status {output.exit_code}" + (f": {detail[-1][:200]}" if detail else "")
+                )
+            return None
+        return output.stdout if isinstance(output.stdout, str) else None
+
+    def parse(self, name: str, parser, *args, required: bool = True):  # type: ignore[no-untyped-def]
+        text = self.text(name, required=required)
+        if text is None:
+            return None
+        try:
+            return parser(text, *args)
+        except ParseError as exc:
+            self.problems.append(str(exc))
+            return None
+
+
+def _fs_holding(outputs: _Reader) -> Filesystem | None:
+    text = outputs.text("images_fs", required=False)
+    if text is None or text.strip().startswith(ABSENT_MARKER):
+        return None
+    try:
+        found = parse_findmnt(text)
+    except ParseError as exc:
+        outputs.problems.append(f"images_fs: {exc}")
+        return None
+    return found[0] if found else None
+
+
+def _storage(reader: _Reader, images_dir: str) -> tuple[list[StorageCapability], list[lvm.LogicalVolume]]:
+    storage: list[StorageCapability] = []
+    groups = reader.parse("vgs", lvm.parse_vgs) or []
+    volumes = reader.parse("pvs", lvm.parse_pvs) or []
+    logical = reader.parse("lvs", lvm.parse_lvs, required=False) or []
+    for group in groups:
+        pvs = sorted(pv.name for pv in volumes if pv.vg == group.name)
+        storage.append(
+            StorageCapability(
+                id=f"lvm:{group.name}",
+                technology=StorageTechnology.lvm,
+                name=group.name,
+                size_bytes=group.size_bytes,
+                free_bytes=group.free_bytes,
+                # one backing device is what SMART and in-box redundancy can reason about
+                device=pvs[0] if len(pvs) == 1 else None,
+            )
+        )
+    holding = _fs_holding(reader)
+    if holding is not None:
+        storage.append(
+            StorageCapability(
+                id=f"file:{images_dir}",
+                technology=StorageTechnology.file,
+                name=images_dir,
+                size_bytes=holding.size_bytes,
+                free_bytes=holding.free_bytes,
+                device=holding.source if holding.source.startswith("/dev/") else None,
+            )
+        )
+    return storage, logical
+
+
+def assemble_capabilities(
+    outputs: Mapping[str, CommandOutput],
+    *,
+    images_dir: str = IMAGES_DIR,
+    now: dt.datetime | None = None,
+) -> tuple[HostCapabilities, list[str]]:
+    """Discovery outputs (by DISCOVERY_COMMANDS name) -> HostCapabilities and problems, never raising."""
+    reader = _Reader(outputs)
+    caches_text = reader.text("lscpu_caches", required=False)
+    if caches_text is not None and missing_tool(caches_text):
+        caches_text = None
+    cpu_text = reader.text("lscpu")
+    cpu = None
+    if cpu_text is not None:
+        try:
+            cpu = parse_lscpu(cpu_text, caches_text)
+        except ParseError as exc:
+            reader.problems.append(str(exc))
+            if caches_text is not None and exc.command == CACHES_COMMAND:
+                # the cache detail is optional: fall back to the summary's sizes
+                cpu = reader.parse("lscpu", parse_lscpu)
+    meminfo = reader.parse("meminfo", parse_meminfo)
+
+    os_info = None
+    os_texts = [reader.text(n) for n in ("os_release", "kernel", "hostname")]
+    if all(t is not None for t in os_texts):
+        try:
+            os_info = parse_os_info(*os_texts)  # type: ignore[arg-type]
+        except ParseError as exc:
+            reader.problems.append(str(exc))
+
+    dmi = reader.parse("dmidecode", parse_dmidecode)
+    block_devices = reader.parse("lsblk", parse_lsblk) or []
+    filesystems = [f for f in reader.parse("findmnt", parse_findmnt) or [] if f.size_bytes > 0]
+    storage, _ = _storage(reader, images_dir)
+
+    hypervisor = HypervisorInfo(reason="virsh capabilities was not read")
+    capabilities_text = reader.text("virsh_capabilities")
+    if capabilities_text is not None and missing_tool(capabilities_text):
+        hypervisor = HypervisorInfo(reason="virsh is not installed")
+    elif capabilities_text is not None:
+        domcaps = reader.text("virsh_domcapabilities", required=False)
+        version = reader.text("virsh_version", required=False)
+        try:
+            hypervisor = parse_hypervisor(capabilities_text, domcaps, version)
+        except ParseError as exc:
+            reader.problems.append(str(exc))
+            hypervisor = HypervisorInfo(reason=str(exc)[:200])
+    else:
+        failed = outputs.get("virsh_capabilities")
+        if failed is not None and failed.stderr.strip():
+            hypervisor = HypervisorInfo(reason=failed.stderr.strip().splitlines()[-1][:200])
+
+    ksm_state = reader.parse("ksm", ksm.parse_ksm)
+    tools = reader.parse("tools", parse_tools) or {}
+
+    capabilities = HostCapabilities(
+        discovered_at=now or dt.datetime.now(dt.timezone.utc),
+        os=os_info or OsInfo(),
+        cpu=cpu or CpuInfo(),
+        memory_bytes=meminfo.total if meminfo else 0,
+        dmi=dmi,
+        block_devices=block_devices,
+        filesystems=filesystems,
+        storage=storage,
+        hypervisor=hypervisor,
+        ksm=bool(ksm_state and ksm_state.available),
+        tools=tools,
+    )
+    return capabilities, reader.problems
+
+
+@dataclass(frozen=True)
+class StorageReading:
+    free: dict[str, int]  # capability id -> free bytes
+    thin_pools: list[lvm.LogicalVolume]  # with data_percent / metadata_percent, for "thin pool almost full"
+    problems: list[str]
+
+
+def read_storage(outputs: Mapping[str, CommandOutput], *, images_dir: str = IMAGES_DIR) -> StorageReading:
+    """Outputs of storage_monitor_commands() -> free bytes per capability id, thin pools, problems."""
+    reader = _Reader(outputs)
+    free: dict[str, int] = {}
+    for group in reader.parse("vgs", lvm.parse_vgs) or []:
+        free[f"lvm:{group.name}"] = group.free_bytes
+    pools = [lv for lv in reader.parse("lvs", lvm.parse_lvs) or [] if lv.is_thin_pool]
+    holding = _fs_holding(reader)
+    if holding is not None:
+        free[f"file:{images_dir}"] = holding.free_bytes
+    return StorageReading(free=free, thin_pools=pools, problems=reader.problems)
+
+
+def read_temperature(output: CommandOutput) -> tuple[float | None, list[str]]:
+    """thermal_command() output -> hottest temperature in °C (None without sensors), problems."""
+    reader = _Reader({"thermal": output})
+    return reader.parse("thermal", parse_thermal), reader.problems
