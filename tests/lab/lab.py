@@ -419,15 +419,7 @@ class LabHost:
         self.host_key_fingerprint = fingerprint(line)
 
     def _wait_sshd_key(self, timeout: float = 20) -> None:
-        want = self.host_public_key.split()[1]
-
-        def serves_current_key() -> bool:
-            scan = _run([_binary("ssh-keyscan"), "-T", "2", "-t", "ed25519", "-p", str(self.port),
-                         self.address], timeout=10)
-            return any(line.split()[2:3] == [want] for line in scan.stdout.splitlines()
-                       if not line.startswith("#"))
-
-        _wait_for(serves_current_key, timeout, f"sshd of {self.name} to serve its host key", 0.05)
+        _wait_serving_keys([self], timeout)
 
     def to_state(self) -> dict:
         values = {f.name: getattr(self, f.name) for f in fields(self) if not f.name.startswith("_")}
@@ -445,6 +437,30 @@ class LabHost:
 def _is_sshd(pid: int) -> bool:
     argv0 = (_cmdline(pid) or [""])[0]
     return argv0.startswith("sshd:") or Path(argv0).name == "sshd"
+
+
+def _wait_serving_keys(hosts: Sequence[LabHost], timeout: float) -> None:
+    """Wait until each host's sshd answers with the host's current key (one ssh-keyscan per
+    port for all hosts at once: starting 20 hosts must not cost 20 scans)."""
+    pending = {(h.address, h.port): h for h in hosts}
+
+    def all_serve() -> bool:
+        for port in {p for _, p in pending}:
+            addresses = [a for a, p in pending if p == port]
+            scan = _run([_binary("ssh-keyscan"), "-T", "2", "-t", "ed25519", "-p", str(port),
+                         *addresses], timeout=30)
+            for line in scan.stdout.splitlines():
+                fields_ = line.split()
+                if line.startswith("#") or len(fields_) < 3:
+                    continue
+                address = fields_[0].removeprefix("[").split("]")[0]
+                h = pending.get((address, port))
+                if h is not None and fields_[2] == h.host_public_key.split()[1]:
+                    del pending[(address, port)]
+        return not pending
+
+    _wait_for(all_serve, timeout, "sshd of " + ", ".join(h.name for h in pending.values())
+              + " to serve its host key", 0.05)
 
 
 def _nspid(pid: int) -> int | None:
@@ -594,6 +610,7 @@ class Lab:
             + "".join(f"{h.address} {h.name}\n" for h in self.hosts)
         )
         sshd_extra = _sshd_extra_options()
+        _generate_host_keys(self.hosts)
         for h in self.hosts:
             self._prepare_host(h, pv_size, sshd_extra)
         self._save_state("starting")
@@ -610,8 +627,7 @@ class Lab:
         self._wait_ready(deadline)
         self._save_state("starting")
         _rewrite_known_hosts(self.known_hosts, hosts=self.hosts)
-        for h in self.hosts:
-            h._wait_sshd_key(max(1.0, deadline - time.monotonic()))
+        # setup.sh waited for sshd's pid file, which sshd writes once it listens.
         self._save_state("up")
 
     def _wait_ready(self, deadline: float) -> None:
@@ -638,10 +654,6 @@ class Lab:
                 h.pidns = _pidns(h.init_pid) or 0
 
     def _prepare_host(self, h: LabHost, pv_size: int, sshd_extra: str) -> None:
-        h.dir.mkdir(mode=0o755)
-        (h.dir / "ssh").mkdir(mode=0o700)
-        _check([_binary("ssh-keygen"), "-q", "-t", "ed25519", "-N", "", "-C", f"root@{h.name}",
-                "-f", str(h.host_key)])
         h._load_host_key()
         root_home = h.dir / "root"
         root_home.mkdir(mode=0o700)
@@ -783,6 +795,25 @@ def _child_of(pid: int) -> int | None:
     except OSError:
         return None
     return int(children[0]) if children else None
+
+
+def _generate_host_keys(hosts: Sequence[LabHost]) -> None:
+    """Each host's directory and ed25519 host key (the ssh-keygen runs in parallel)."""
+    procs = []
+    for h in hosts:
+        h.dir.mkdir(mode=0o755)
+        (h.dir / "ssh").mkdir(mode=0o700)
+        argv = [_binary("ssh-keygen"), "-q", "-t", "ed25519", "-N", "", "-C", f"root@{h.name}",
+                "-f", str(h.host_key)]
+        procs.append((argv, subprocess.Popen(argv, stdin=subprocess.DEVNULL,
+                                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)))
+    failed = []
+    for argv, proc in procs:
+        _, err = proc.communicate(timeout=60)
+        if proc.returncode != 0:
+            failed.append(f"{shlex.join(argv)}: {err.decode(errors='replace').strip()}")
+    if failed:
+        raise LabError("ssh-keygen failed: " + "; ".join(failed))
 
 
 def _sshd_extra_options() -> str:
