@@ -43,6 +43,14 @@ def wait_until(predicate, what: str, attempts: int = 300, interval: float = 0.05
     raise RuntimeError(f"{what} did not become ready")
 
 
+def _is_gone(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")  # a zombie holds nothing
+    except OSError:
+        return True
+
+
 class PrivateNamespace:
     def __init__(self, workdir: Path) -> None:
         self.workdir = workdir
@@ -116,6 +124,7 @@ class PrivateNamespace:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+        wait_until(lambda: all(_is_gone(pid) for pid in self.members()), "the namespace's processes to end")
         self.holder.kill()
         self.holder.wait(timeout=5)
 
@@ -253,4 +262,4 @@ def test_close_ends_every_process_inside(tmp_path: Path) -> None:
     child = ns.run("setsid sleep 600 > /dev/null 2>&1 & echo $!").stdout.strip()  # detached, not tracked
     assert int(child) in ns.members()
     ns.close()
-    assert not os.path.exists(f"/proc/{child}") or open(f"/proc/{child}/stat").read().split()[2] == "Z"
+    assert _is_gone(int(child))
