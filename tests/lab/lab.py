@@ -413,6 +413,25 @@ class LabHost:
             self._wait_sshd_key()
         return self.host_key_fingerprint
 
+    def reset(self) -> None:
+        """Undo what a test did to this host: sshd running, the lab's client key the only
+        authorized key; on a full host no domains and no LVs."""
+        if not self.sshd_pid():
+            self.start_sshd()
+        script = [
+            "umask 077; mkdir -p /root/.ssh",
+            f"cat {q(self.client_key.with_suffix('.pub'))} > /root/.ssh/authorized_keys",
+        ]
+        if not self.light:
+            script += [
+                'for d in $(virsh -q list --all --name); do virsh -q destroy "$d" >/dev/null 2>&1;'
+                ' virsh -q undefine --nvram "$d" >/dev/null 2>&1 ||'
+                ' virsh -q undefine "$d" >/dev/null; done',
+                f'if [ -n "$(lvs --noheadings -o lv_name {q(self.vg)} 2>/dev/null)" ]; then'
+                f" lvremove -qq -y {q(self.vg)} 2>/dev/null; fi",
+            ]
+        self.run("\n".join(script), check=True)
+
     def _load_host_key(self) -> None:
         line = self.host_key.with_suffix(".pub").read_text().strip()
         self.host_public_key = line
@@ -683,6 +702,9 @@ class Lab:
             daemons += ["virtlogd -d", "libvirtd -d"]
             waits += ["/run/libvirt/libvirt-sock", "/run/libvirt/virtlogd-sock"]
         daemons.append(f"{q(_binary('sshd'))} -f {q(h.sshd_config)} -E {q(h.dir / 'sshd.log')}")
+        if not h.light and h is self.hosts[0]:
+            # libvirtd probes qemu on first use; start that now, in the background, for everyone.
+            daemons.append("(virsh -c qemu:///system capabilities >/dev/null 2>&1 &)")
         wait_loop = [
             f"i=0; while [ ! -e {q(path)} ]; do i=$((i+1)); "
             f"if [ $i -gt 3000 ]; then echo 'no {path}' >&2; exit 1; fi; sleep 0.01; done"
@@ -716,8 +738,11 @@ class Lab:
             f'spice_listen = "{h.address}"\nvnc_listen = "{h.address}"\n'
             f'migration_address = "{h.address}"\nmigration_host = "{h.address}"\n'
         )
-        for d in ("var-lib-libvirt", "var-log-libvirt", "var-cache-libvirt"):
+        for d in ("var-lib-libvirt", "var-log-libvirt"):
             (h.dir / d).mkdir(mode=0o755)
+        # One cache for the slot's hosts: qemu's capabilities are probed (1-2 s) once, not per host.
+        cache = self.dir / "var-cache-libvirt"
+        cache.mkdir(mode=0o755, exist_ok=True)
         etc_lvm = h.dir / "etc-lvm"
         etc_lvm.mkdir()
         for d in ("backup", "archive", "cache"):
@@ -739,7 +764,7 @@ class Lab:
             f"mount --bind {q(etc)} /etc/libvirt",
             f"mount --bind {q(h.dir / 'var-lib-libvirt')} /var/lib/libvirt",
             f"mount --bind {q(h.dir / 'var-log-libvirt')} /var/log/libvirt",
-            f"mount --bind {q(h.dir / 'var-cache-libvirt')} /var/cache/libvirt",
+            f"mount --bind {q(cache)} /var/cache/libvirt",
             f"mount --bind {q(etc_lvm)} /etc/lvm",
             "mkdir -p /run/kerub-lab/real", f"touch {real}",
             f"mount --bind {q(real_lvm)} {real}",
@@ -763,6 +788,11 @@ class Lab:
             if self._lock_fd is not None:
                 _unlock(self._lock_fd, self.slot, remove=True)
                 self._lock_fd = None
+
+    def reset(self) -> None:
+        """LabHost.reset() on every host: what one test did does not leak into the next."""
+        for h in self.hosts:
+            h.reset()
 
     def __enter__(self) -> Lab:
         return self
