@@ -1,7 +1,15 @@
 """The SSH transport: per-host connection supervisor, host key trust, commands, streams, tunnels."""
 
 from .commands import CommandResult, remote_command
-from .connection import ConnectGate, Endpoint, HostConnection, RemoteStream, SshSettings, open_connection
+from .connection import (
+    ConnectGate,
+    Endpoint,
+    HostConnection,
+    RemoteStream,
+    SshSettings,
+    open_connection,
+    password_connection,
+)
 from .errors import (
     AuthenticationFailed,
     CommandFailed,
@@ -31,6 +39,7 @@ __all__ = [
     "fingerprint",
     "load_or_create_client_key",
     "open_connection",
+    "password_connection",
     "public_key_line",
     "remote_command",
 ]

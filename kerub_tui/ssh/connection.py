@@ -168,15 +168,55 @@ async def open_connection(
     options = await client_options(endpoint, settings)
     try:
         return await asyncssh.connect(endpoint.address, options=options)
-    except (OSError, asyncssh.Error, TimeoutError, asyncio.TimeoutError) as error:
+    except (OSError, asyncssh.Error, TimeoutError, asyncio.TimeoutError) as caught:
+        error = caught
         classified = classify_connect_error(endpoint, error)
-    if isinstance(classified, HostKeyMismatch) and describe_mismatch:
-        # A second key exchange (no authentication) to tell the admin what the host offers now.
+    # A host that offers no key of the accepted type drops the key exchange (ConnectionLost) rather
+    # than failing verification: a second key exchange (no authentication) tells them apart and
+    # names the key the host offers now.
+    suspect = isinstance(classified, HostKeyMismatch) or isinstance(
+        error, (asyncssh.ConnectionLost, asyncssh.KeyExchangeFailed, ConnectionResetError)
+    )
+    if suspect and describe_mismatch:
         with contextlib.suppress(SshError):
             _, offered = await fetch_host_key(
                 endpoint.address, endpoint.port, config=settings.config, timeout=settings.connect_timeout
             )
-            classified = HostKeyMismatch(endpoint.address, endpoint.fingerprint, offered)
+            if isinstance(classified, HostKeyMismatch) or offered != endpoint.fingerprint:
+                classified = HostKeyMismatch(endpoint.address, endpoint.fingerprint, offered)
+    raise classified
+
+
+async def password_connection(
+    endpoint: Endpoint, password: str, settings: SshSettings
+) -> asyncssh.SSHClientConnection:
+    """A one-time connection with a password (to install the controller's key), host key pinned.
+
+    No key, no agent: the password is the only credential offered, and only after the host
+    proved the accepted key.
+    """
+    options = await asyncssh.SSHClientConnectionOptions.construct(
+        config=config_arg(settings),
+        host=endpoint.address,
+        port=endpoint.port if endpoint.port else (),
+        username=endpoint.user,
+        known_hosts=pinned_known_hosts(endpoint.host_key),
+        connect_timeout=settings.connect_timeout,
+        login_timeout=settings.login_timeout,
+        password=password,
+        client_keys=[],
+        agent_path=None,
+        public_key_auth=False,
+        gss_auth=False,
+        gss_kex=False,
+        preferred_auth="password,keyboard-interactive",
+    )
+    try:
+        return await asyncssh.connect(endpoint.address, options=options)
+    except (OSError, asyncssh.Error, TimeoutError, asyncio.TimeoutError) as error:
+        classified = classify_connect_error(endpoint, error)
+    if isinstance(classified, AuthenticationFailed):
+        raise AuthenticationFailed(f"{endpoint.user}@{endpoint.address}: the password was refused") from None
     raise classified
 
 

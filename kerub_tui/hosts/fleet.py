@@ -1,0 +1,528 @@
+"""The fleet: every accepted host connected, discovered and monitored. What the controller uses.
+
+    fleet = Fleet(store, data_dir)
+    await fleet.start()                                   # connect every accepted Host in the store
+    key_line, fp = await fleet.fetch_host_key("10.0.0.5") # show fp to the admin; nothing runs there
+    host = await fleet.add_host("kvm1", "10.0.0.5", accepted_fingerprint=fp)
+    result = await fleet.run(host.id, "lvs --reportformat json")
+    xml = await fleet.libvirt(host.id, lambda conn: conn.getCapabilities())
+    await fleet.stop()
+
+Trust: a Host is stored only with an accepted host key, and every connection pins that key. A
+mismatch refuses the connection before authentication (nothing is sent, nothing runs), marks the
+host key-mismatch in HostDynamic and raises an Event; ``accept_host_key`` re-accepts after the
+admin checked the new fingerprint out of band.
+
+All store writes happen on the loop thread (the store is not thread-safe): state callbacks and
+libvirt events arrive there, monitors write through one coalescing DocumentWriter.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import getpass
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import asyncssh
+from asyncssh.config import SSHClientConfig
+
+from kerub_tui.core.models import (
+    Event,
+    EventSeverity,
+    Host,
+    HostDynamic,
+    HostStatus,
+    utcnow,
+)
+from kerub_tui.core.names import InvalidName, check_address, check_name, check_user
+from kerub_tui.core.store import Store
+from kerub_tui.ssh import (
+    CommandResult,
+    ConnectGate,
+    Endpoint,
+    HostConnection,
+    HostKeyMismatch,
+    NotConnected,
+    SshError,
+    SshSettings,
+    fetch_host_key,
+    load_or_create_client_key,
+    open_connection,
+    password_connection,
+    public_key_line,
+)
+from . import trust
+from .discovery import Discovery, discover
+from .libvirt_link import LibvirtLink, LibvirtUnavailable, ensure_event_loop_impl, socket_dir
+from .monitor import DocumentWriter, HostMonitor, MonitorSettings
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+DEFAULT_USER = "root"
+DEFAULT_PORT = 22
+
+
+class FleetError(Exception):
+    """A fleet action refused, with one line the admin can act on."""
+
+
+class FingerprintMismatch(FleetError):
+    def __init__(self, address: str, accepted: str, offered: str) -> None:
+        self.accepted = accepted
+        self.offered = offered
+        super().__init__(
+            f"{address} offers host key {offered}, not the accepted {accepted}: refused, nothing was run there"
+        )
+
+
+class FingerprintRequired(FleetError):
+    """Raised by add_host without an accepted fingerprint: show it, ask, call again with it."""
+
+    def __init__(self, address: str, key_line: str, fingerprint: str) -> None:
+        self.key_line = key_line
+        self.fingerprint = fingerprint
+        super().__init__(
+            f"{address} offers host key {fingerprint}; check it out of band and accept it to add the host"
+        )
+
+
+StatusCallback = Callable[[str, HostStatus, "str | None"], None]
+
+
+@dataclass
+class _Member:
+    host_id: str
+    connection: HostConnection
+    monitor: HostMonitor | None
+    discovered: asyncio.Event = field(default_factory=asyncio.Event)
+    last_discovery: Discovery | None = None
+    discovery_error: str | None = None
+    discovery_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+
+def ssh_config_value(address: str, option: str, config: tuple[str, ...] | None) -> Any:
+    """What the ssh config files say for ``address`` (an alias or a name), as OpenSSH reads them."""
+    if config is None:
+        default = Path("~", ".ssh", "config").expanduser()
+        paths: list[Path | str] = [default] if os.access(default, os.R_OK) else []
+    else:
+        paths = list(config)
+    try:
+        local_user = getpass.getuser()
+    except Exception:
+        local_user = str(os.getuid())
+    loaded = SSHClientConfig.load(None, paths, False, False, False, local_user, (), address, ())
+    return loaded.get(option)
+
+
+class Fleet:
+    """Connections, discovery and monitors of every accepted host in ``store``."""
+
+    def __init__(
+        self,
+        store: Store,
+        data_dir: Path | str,
+        *,
+        ssh_settings: SshSettings | None = None,
+        monitor_settings: MonitorSettings | None = None,
+        monitoring: bool = True,
+        write_interval: float = 1.0,
+        on_status: StatusCallback | None = None,
+    ) -> None:
+        self.store = store
+        self.data_dir = Path(data_dir)
+        self.ssh_settings = ssh_settings or SshSettings()
+        self.monitor_settings = monitor_settings or MonitorSettings()
+        self.monitoring = monitoring
+        self.write_interval = write_interval
+        self.gate = ConnectGate(self.ssh_settings.max_handshakes)
+        self._listeners: list[StatusCallback] = [on_status] if on_status else []
+        self._members: dict[str, _Member] = {}
+        self._client_key: asyncssh.SSHKey | None = None
+        self._writer: DocumentWriter | None = None
+        self._sockets: Path | None = None
+        self.started = False
+
+    # --- lifecycle --------------------------------------------------------------------------
+
+    @property
+    def client_key(self) -> asyncssh.SSHKey:
+        if self._client_key is None:
+            self._client_key = load_or_create_client_key(self.data_dir)
+        return self._client_key
+
+    @property
+    def client_public_key(self) -> str:
+        """The controller's public key line, for the admin to install on hosts."""
+        return public_key_line(self.client_key, "kerub-tui")
+
+    @property
+    def writer(self) -> DocumentWriter:
+        if self._writer is None:
+            self._writer = DocumentWriter(self.store, self.write_interval)
+        return self._writer
+
+    async def start(self) -> None:
+        """Connect (and then keep connected and monitored) every Host with an accepted key."""
+        if self.started:
+            return
+        self.started = True
+        if self.monitoring:
+            ensure_event_loop_impl()
+            self._sockets = socket_dir(self.data_dir)
+        _ = self.client_key
+        for host in self.store.list(Host):
+            if host.host_key:
+                self._attach(host)
+
+    async def stop(self) -> None:
+        members, self._members = list(self._members.values()), {}
+        await asyncio.gather(*(self._detach(m) for m in members), return_exceptions=True)
+        if self._writer is not None:
+            self._writer.close()
+        self.started = False
+
+    def add_listener(self, callback: StatusCallback) -> Callable[[], None]:
+        """``callback(host_id, status, reason)`` on every connection state change. Returns a remover."""
+        self._listeners.append(callback)
+        return lambda: self._listeners.remove(callback) if callback in self._listeners else None
+
+    # --- members ----------------------------------------------------------------------------
+
+    def _endpoint(self, host: Host) -> Endpoint:
+        if not host.host_key:
+            raise FleetError(f"host {host.name} has no accepted host key")
+        return Endpoint(
+            address=host.address,
+            host_key=host.host_key,
+            port=host.port,
+            user=host.user,
+            identity=host.identity,
+            client_key=None if host.identity else self.client_key,
+        )
+
+    def _attach(self, host: Host) -> _Member:
+        host_id = host.id
+        connection = HostConnection(
+            host.name,
+            self._endpoint(host),
+            self.ssh_settings,
+            gate=self.gate,
+            on_state=lambda status, reason: self._on_state(host_id, status, reason),
+        )
+        member = _Member(host_id, connection, None)
+        if self.monitoring:
+            assert self._sockets is not None
+            sockets = self._sockets
+            member.monitor = HostMonitor(
+                host_id,
+                host.name,
+                connection,
+                self.writer,
+                lambda: LibvirtLink(host.name, connection, sockets),
+                discover=lambda monitor: self._discover(member, monitor.link),
+                memory_total=lambda: self._memory_total(host_id),
+                event=self._put_event,
+                settings=self.monitor_settings,
+            )
+        self._members[host_id] = member
+        self._write_status(host_id, HostStatus.connecting, None)
+        connection.start()
+        if member.monitor is not None:
+            member.monitor.start()
+        else:
+            member.discovered.set()
+        return member
+
+    async def _detach(self, member: _Member) -> None:
+        if member.monitor is not None:
+            await member.monitor.stop()
+        await member.connection.close()
+
+    def member(self, host_id: str) -> _Member:
+        member = self._members.get(host_id)
+        if member is None:
+            host = self.store.get(Host, host_id)
+            if host is None:
+                raise FleetError(f"no host with id {host_id}")
+            raise FleetError(f"host {host.name} is not connected by this controller (no accepted key, or not started)")
+        return member
+
+    def connection(self, host_id: str) -> HostConnection:
+        return self.member(host_id).connection
+
+    def status(self, host_id: str) -> HostStatus:
+        return self.member(host_id).connection.state
+
+    def _memory_total(self, host_id: str) -> int | None:
+        host = self.store.get(Host, host_id)
+        if host is None or host.capabilities is None or not host.capabilities.memory_bytes:
+            return None
+        return host.capabilities.memory_bytes
+
+    # --- state and events ---------------------------------------------------------------------
+
+    def _on_state(self, host_id: str, status: HostStatus, reason: str | None) -> None:
+        member = self._members.get(host_id)
+        host = self.store.get(Host, host_id)
+        name = host.name if host else host_id
+        previous = self._current_status(host_id)
+        self._write_status(host_id, status, reason)
+        if status is not previous:
+            if status is HostStatus.up:
+                self._put_event(Event(type="host-up", host_id=host_id, message=f"{name} is up"))
+            elif status is HostStatus.down:
+                self._put_event(Event(type="host-down", severity=EventSeverity.warning, host_id=host_id,
+                                      message=f"{name} is down: {reason}"))
+            elif status is HostStatus.unreachable:
+                self._put_event(Event(type="host-unreachable", severity=EventSeverity.warning, host_id=host_id,
+                                      message=f"{name} is unreachable: {reason}"))
+            elif status is HostStatus.key_mismatch:
+                offered = None
+                if member is not None and isinstance(member.connection.last_error, HostKeyMismatch):
+                    offered = member.connection.last_error.offered
+                self._put_event(Event(type="key-mismatch", severity=EventSeverity.error, host_id=host_id,
+                                      target=offered, message=f"{name}: {reason}"))
+        for listener in list(self._listeners):
+            try:
+                listener(host_id, status, reason)
+            except Exception:
+                log.exception("status listener failed")
+
+    def _current_status(self, host_id: str) -> HostStatus | None:
+        current = self.writer.current(HostDynamic, host_id)
+        return current.status if current is not None else None
+
+    def _write_status(self, host_id: str, status: HostStatus, reason: str | None) -> None:
+        if self.store.get(Host, host_id) is None:
+            return  # removed meanwhile
+        current = self.writer.current(HostDynamic, host_id) or HostDynamic(id=host_id)
+        changes: dict[str, Any] = {"status": status, "status_reason": reason}
+        if status is HostStatus.up:
+            changes["last_seen"] = utcnow()
+        self.writer.put(current.model_copy(update=changes), urgent=True)
+
+    def _put_event(self, event: Event) -> None:
+        try:
+            self.store.put(event)
+        except Exception:
+            log.exception("cannot store event %s", event.type)
+
+    # --- discovery ------------------------------------------------------------------------------
+
+    async def _discover(self, member: _Member, link: LibvirtLink | None) -> Host | None:
+        async with member.discovery_lock:
+            result = await discover(member.connection, link)
+            member.last_discovery = result
+            host = self.store.get(Host, member.host_id)
+            if host is None:
+                return None
+            updated = host.model_copy(update={"capabilities": result.capabilities})
+            self.store.put(updated)
+            for problem in result.problems:
+                self._put_event(Event(type="discovery-problem", severity=EventSeverity.warning,
+                                      host_id=host.id, message=f"{host.name}: {problem}"))
+            member.discovered.set()
+            return updated
+
+    async def rediscover(self, host_id: str, *, timeout: float = 120.0) -> Host:
+        """Discover the host again now (it must be connected)."""
+        member = self.member(host_id)
+        link = member.monitor.link if member.monitor is not None else None
+        async with asyncio.timeout(timeout):
+            host = await self._discover(member, link)
+        if host is None:
+            raise FleetError(f"host {host_id} was removed during discovery")
+        return host
+
+    # --- joining --------------------------------------------------------------------------------
+
+    async def fetch_host_key(self, address: str, port: int | None = None) -> tuple[str, str]:
+        """The host's public key line and its SHA256 fingerprint; nothing runs on the host."""
+        check_address(address)
+        return await fetch_host_key(address, port, config=self.ssh_settings.config,
+                                    timeout=self.ssh_settings.connect_timeout)
+
+    def resolve_login(self, address: str, port: int | None, user: str | None) -> tuple[int, str]:
+        """Port and user as OpenSSH would use them: given, else the ssh config's, else 22 / root."""
+        if port is None:
+            configured = ssh_config_value(address, "Port", self.ssh_settings.config)
+            port = int(configured) if configured else DEFAULT_PORT
+        if user is None:
+            user = ssh_config_value(address, "User", self.ssh_settings.config) or DEFAULT_USER
+        return port, check_user(user)
+
+    async def _accepted_key(self, address: str, port: int, accepted_fingerprint: str | None) -> str:
+        key_line, offered = await fetch_host_key(address, port, config=self.ssh_settings.config,
+                                                 timeout=self.ssh_settings.connect_timeout)
+        if accepted_fingerprint is None:
+            raise FingerprintRequired(address, key_line, offered)
+        if offered != accepted_fingerprint.strip():
+            raise FingerprintMismatch(address, accepted_fingerprint.strip(), offered)
+        return key_line
+
+    async def add_host(
+        self,
+        name: str,
+        address: str,
+        port: int | None = None,
+        user: str | None = None,
+        identity: str | None = None,
+        accepted_fingerprint: str | None = None,
+        *,
+        timeout: float = 120.0,
+    ) -> Host:
+        """Add a host: its key must have the accepted fingerprint; then connect, discover, monitor.
+
+        Nothing is stored unless a connection with the accepted key pinned logs in. Returns the
+        Host with its capabilities (discovery problems become Events).
+        """
+        try:
+            check_name(name, "host name")
+            check_address(address)
+        except InvalidName as error:
+            raise FleetError(str(error)) from None
+        if self.store.find_by_name(Host, name) is not None:
+            raise FleetError(f"a host named {name!r} already exists")
+        port, user = self.resolve_login(address, port, user)
+        for other in self.store.list(Host):
+            if other.address == address and other.port == port:
+                raise FleetError(f"{address}:{port} is already host {other.name}")
+        if identity is not None:
+            identity = str(Path(identity).expanduser().resolve())
+            if not os.access(identity, os.R_OK):
+                raise FleetError(f"cannot read the identity file {identity}")
+        key_line = await self._accepted_key(address, port, accepted_fingerprint)
+        host = Host(name=name, address=address, port=port, user=user, identity=identity,
+                    host_key=key_line, fingerprint=accepted_fingerprint.strip())  # type: ignore[union-attr]
+        # Prove the login works before anything is stored.
+        try:
+            probe = await open_connection(self._endpoint(host), self.ssh_settings)
+        except SshError as error:
+            raise FleetError(str(error)) from None
+        probe.close()
+        self.store.put(host)
+        member = self._attach(host)
+        await self._wait_discovered(member, timeout)
+        return self.store.require(Host, host.id)
+
+    async def _wait_discovered(self, member: _Member, timeout: float) -> None:
+        try:
+            async with asyncio.timeout(timeout):
+                await member.discovered.wait()
+        except TimeoutError:
+            state = member.connection.state.value
+            raise FleetError(
+                f"host stored, but not discovered within {timeout:g} s (connection {state}); "
+                "it keeps trying by itself"
+            ) from None
+
+    async def accept_host_key(self, host_id: str, accepted_fingerprint: str, *, timeout: float = 120.0) -> Host:
+        """Accept a host's new key (reinstalled host) after the admin checked its fingerprint."""
+        host = self.store.get(Host, host_id)
+        if host is None:
+            raise FleetError(f"no host with id {host_id}")
+        key_line = await self._accepted_key(host.address, host.port, accepted_fingerprint)
+        updated = host.model_copy(update={"host_key": key_line, "fingerprint": accepted_fingerprint.strip()})
+        self.store.put(updated)
+        member = self._members.get(host_id)
+        if member is None:
+            if self.started:
+                self._attach(updated)
+        else:
+            member.connection.update_endpoint(self._endpoint(updated))
+        return updated
+
+    async def install_key(
+        self,
+        address: str,
+        port: int | None,
+        user: str | None,
+        password: str,
+        accepted_fingerprint: str,
+    ) -> None:
+        """Install the controller's public key for ``user`` with a one-time password login.
+
+        The host must first prove the accepted key; the password is not stored anywhere.
+        """
+        check_address(address)
+        port, user = self.resolve_login(address, port, user)
+        key_line = await self._accepted_key(address, port, accepted_fingerprint)
+        endpoint = Endpoint(address=address, host_key=key_line, port=port, user=user)
+        try:
+            conn = await password_connection(endpoint, password, self.ssh_settings)
+        except SshError as error:
+            raise FleetError(str(error)) from None
+        async with conn:
+            home = await conn.run('printf %s "$HOME"', check=False, timeout=30)
+            home_dir = str(home.stdout or "").strip()
+            if home.exit_status != 0 or not home_dir.startswith("/"):
+                raise FleetError(f"{user}@{address}: cannot tell the home directory ({home.stderr!r})")
+            command = trust.ssh_trust(self.client_public_key, f"{home_dir.rstrip('/')}/.ssh/authorized_keys")
+            result = await conn.run(command, check=False, timeout=30)
+            if result.exit_status != 0:
+                raise FleetError(f"{user}@{address}: installing the key failed: {str(result.stderr).strip()[:300]}")
+
+    async def remove_host(self, host_id: str) -> None:
+        """Disconnect the host and forget it (Host and HostDynamic documents)."""
+        member = self._members.pop(host_id, None)
+        if member is not None:
+            await self._detach(member)
+        with self.store.transaction():
+            self.store.delete(Host, host_id)
+            self.store.delete(HostDynamic, host_id)
+        with contextlib.suppress(Exception):
+            self.writer.delete(HostDynamic, host_id)
+
+    # --- using hosts ----------------------------------------------------------------------------
+
+    async def run(
+        self,
+        host_id: str,
+        command: str,
+        *,
+        privileged: bool = True,
+        timeout: float | None = 60.0,
+        input: str | bytes | None = None,
+        wait: float | None = 0.0,
+    ) -> CommandResult:
+        """Run a shell command on a host (through ``sudo -n`` for a non-root login when privileged)."""
+        return await self.member(host_id).connection.run(
+            command, privileged=privileged, timeout=timeout, input=input, wait=wait
+        )
+
+    async def libvirt(self, host_id: str, fn: Callable[..., T], *args: Any, timeout: float | None = 120.0,
+                      wait: float = 0.0, **kwargs: Any) -> T:
+        """``fn(virConnect, *args, **kwargs)`` with the host's libvirt connection, off the loop."""
+        member = self.member(host_id)
+        if member.monitor is None:
+            raise FleetError("libvirt access needs monitoring on (Fleet(monitoring=True))")
+        if wait:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(wait):
+                    await member.monitor.link_ready.wait()
+        link = member.monitor.link
+        if link is None:
+            raise LibvirtUnavailable(f"no libvirt connection to host {host_id} ({member.connection.state.value})")
+        return await link.call(fn, *args, timeout=timeout, **kwargs)
+
+    async def wait_up(self, host_id: str, timeout: float | None = None) -> None:
+        """Until the host is connected and its discovery done (NotConnected on timeout)."""
+        member = self.member(host_id)
+        try:
+            async with asyncio.timeout(timeout):
+                await member.connection.wait_state(lambda s: s is HostStatus.up)
+                await member.discovered.wait()
+        except TimeoutError:
+            raise NotConnected(f"host {host_id} is {member.connection.state.value}: {member.connection.reason}") from None
+
+
+__all__ = ["Fleet", "FingerprintMismatch", "FingerprintRequired", "FleetError", "LibvirtUnavailable"]
