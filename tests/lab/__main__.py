@@ -31,11 +31,11 @@ def cmd_up(args: argparse.Namespace) -> int:
     took = time.monotonic() - started
     kind = "light " if args.light else ""
     print(f"lab slot {lab.slot}: {len(lab.hosts)} {kind}hosts up in {took:.1f} s")
-    print(f"client key:  {lab.client_key}")
     print(f"known_hosts: {lab.known_hosts}")
-    print(f"{'NAME':<10} {'ADDRESS':<15} {'PORT':>4}  {'VG':<16} HOST KEY FINGERPRINT")
+    print(f"{'NAME':<9} {'ADDRESS':<14} {'PORT':>4}  {'CLIENT KEY':<35} {'VG':<14} HOST KEY FINGERPRINT")
     for h in lab.hosts:
-        print(f"{h.name:<10} {h.address:<15} {h.port:>4}  {h.vg or '-':<16} {h.host_key_fingerprint}")
+        print(f"{h.name:<9} {h.address:<14} {h.port:>4}  {str(h.client_key):<35} {h.vg or '-':<14} "
+              f"{h.host_key_fingerprint}")
     first = lab.hosts[0]
     print(f"try: ssh -i {lab.client_key} -o UserKnownHostsFile={lab.known_hosts} root@{first.address}")
     return 0
@@ -99,6 +99,9 @@ def main(argv: list[str] | None = None) -> int:
     except LabError as exc:
         print(f"lab: {exc}", file=sys.stderr)
         return 1
+    except BrokenPipeError:  # `... | head`: the lab is up (or down) all the same
+        sys.stderr.close()
+        return 0
 
 
 if __name__ == "__main__":

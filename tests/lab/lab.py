@@ -555,6 +555,8 @@ class Lab:
         the next user). An explicit slot (the command line) outlives this process."""
         if not 1 <= count <= 250:
             raise LabError(f"host count must be 1..250, not {count}")
+        if prefix is not None and not re.fullmatch(r"[a-z][a-z0-9-]{0,30}", prefix):
+            raise LabError(f"host name prefix must match [a-z][a-z0-9-]{{0,30}}: {prefix!r}")
         reason = missing_prerequisites(light)
         if reason:
             raise LabError(reason)
