@@ -39,6 +39,7 @@ from .parse import (
     parse_dmidecode,
     parse_findmnt,
     parse_hypervisor,
+    parse_libvirt_version,
     parse_lsblk,
     parse_lscpu,
     parse_meminfo,
@@ -330,9 +331,9 @@ def assemble_capabilities(
         hypervisor = HypervisorInfo(reason="virsh is not installed")
     elif capabilities_text is not None:
         domcaps = reader.text("virsh_domcapabilities", required=False)
-        version = reader.text("virsh_version", required=False)
+        version = reader.parse("virsh_version", parse_libvirt_version, required=False)
         try:
-            hypervisor = parse_hypervisor(capabilities_text, domcaps, version)
+            hypervisor = parse_hypervisor(capabilities_text, domcaps).model_copy(update={"libvirt_version": version})
         except ParseError as exc:
             reader.problems.append(str(exc))
             hypervisor = HypervisorInfo(reason=str(exc)[:200])

@@ -51,15 +51,18 @@ def _path(value: str | None, command: str) -> str | None:
 
 
 @guarded(VERSION)
-def parse_libvirt_version(text: str) -> str | None:
-    """The daemon's version from ``virsh version --daemon`` (else the library's); None if neither is shown."""
+def parse_libvirt_version(text: str) -> str:
+    """The daemon's version from ``virsh version --daemon``, else the library's."""
     text = require_text(text, VERSION)
     found: dict[str, str] = {}
     for line in text.splitlines():
         match = _VERSION_RE.match(line.strip())
         if match:
             found.setdefault(line.split(":")[0].strip(), match[1])
-    return found.get("Running against daemon") or found.get("Using library")
+    version = found.get("Running against daemon") or found.get("Using library")
+    if version is None:
+        raise ParseError(VERSION, "neither 'Running against daemon' nor 'Using library' is shown")
+    return version
 
 
 @guarded(CAPABILITIES)
