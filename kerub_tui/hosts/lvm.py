@@ -59,16 +59,21 @@ def check_lv(lv: object, what: str = "logical volume name") -> str:
     return name
 
 
+SECTOR = 512
+
+
 def check_size(size: object, what: str = "size") -> int:
     if isinstance(size, bool) or not isinstance(size, int) or size <= 0:
         raise ValueError(f"{what} must be a positive number of bytes, not {size!r}")
-    if size % 512:
-        raise ValueError(f"{what} {size} is not a whole number of 512-byte sectors")
+    if size > _MAX_BYTES:
+        raise ValueError(f"{what} {size} is implausibly large")
     return size
 
 
 def _bytes(size: int) -> str:
-    return f"{size}b"
+    """LVM refuses byte sizes that are not whole sectors and rounds up to whole extents anyway:
+    round up to the sector, so a volume is never smaller than asked."""
+    return f"{-(-size // SECTOR) * SECTOR}b"
 
 
 def lvcreate(vg: str, lv: str, size: int) -> str:
