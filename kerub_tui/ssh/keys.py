@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -71,26 +72,31 @@ def client_key_path(data_dir: Path) -> Path:
 def load_or_create_client_key(data_dir: Path | str) -> asyncssh.SSHKey:
     """The controller's ed25519 key pair, made on first use in the data dir (private key 0600).
 
-    Created with O_EXCL so two processes starting at once cannot overwrite each other's key.
+    Written to a temporary file and hard-linked into place, so two processes starting at once
+    end up with one key and nobody ever reads a half-written file.
     """
     data_dir = ensure_private_dir(Path(data_dir))
     path = client_key_path(data_dir)
     if not path.exists():
-        key = asyncssh.generate_private_key("ssh-ed25519", comment=f"kerub-tui@{socket.gethostname()}")
-        data = key.export_private_key("openssh")
+        comment = f"kerub-tui@{socket.gethostname()}"
+        key = asyncssh.generate_private_key("ssh-ed25519", comment=comment)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "wb") as out:
+                out.write(key.export_private_key("openssh"))
+                out.flush()
+                os.fsync(out.fileno())
+            os.link(tmp, path)
         except FileExistsError:
             pass  # another process made it a moment ago: use that one
         else:
-            with os.fdopen(fd, "wb") as out:
-                out.write(data)
-                out.flush()
-                os.fsync(out.fileno())
             pub = path.with_name(path.name + ".pub")
-            pub.write_text(public_key_line(key, f"kerub-tui@{socket.gethostname()}") + "\n")
+            pub.write_text(public_key_line(key, comment) + "\n")
             os.chmod(pub, 0o644)
             return key
+        finally:
+            tmp.unlink(missing_ok=True)
     if path.stat().st_mode & 0o077:
         os.chmod(path, 0o600)  # a key others can read is not private: tighten it as ssh would demand
     try:
