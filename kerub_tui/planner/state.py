@@ -14,7 +14,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any, Generic, TypeVar
+from typing import Any, ClassVar, Generic, TypeVar
 
 from ..core.models import (
     Document,
@@ -129,7 +129,7 @@ class Layer(Mapping[K, V], Generic[K, V]):
 class Reservation:
     """What a step holds while its plan is approved or running.
 
-    ``vm``, ``disk`` and ``host`` reservations are exclusive (one plan at a time operates on it);
+    Most kinds are exclusive (one plan at a time operates on that VM, disk, host, pool, share...);
     ``memory``, ``cores`` and ``storage`` are capacity taken on a host (``target`` is the host id, or
     ``host_id/capability_id`` for storage), checked by simulating the plans one after another.
     """
@@ -138,11 +138,12 @@ class Reservation:
     target: str
     amount: int = 0
 
-    EXCLUSIVE = ("vm", "disk", "host")
+    CAPACITY: ClassVar[tuple[str, ...]] = ("memory", "cores", "storage")
 
     @property
     def exclusive(self) -> bool:
-        return self.kind in self.EXCLUSIVE
+        """Exclusive kinds (vm, disk, host, pool, share, ksm, trust): one plan at a time."""
+        return self.kind not in self.CAPACITY
 
     def lock_key(self) -> str:
         return f"{self.kind}:{self.target}"
@@ -163,6 +164,7 @@ class StaticIndex:
     initial_vm_host: dict[str, str]  # vm id -> host it ran on at snapshot time (for no-migration)
     sorted_host_ids: tuple[str, ...]  # hosts ordered by name, id: the deterministic iteration order
     initial_thin_used: dict[tuple[str, str, str], int]  # thin pool allotments at snapshot time
+    initial_vcpus: dict[str, int]  # host id -> vCPUs placed there at snapshot time
 
 
 @dataclass(frozen=True, slots=True)
@@ -269,6 +271,7 @@ class OperationalState:
             initial_vm_host=initial_vm_host,
             sorted_host_ids=tuple(h.id for h in sorted(hosts.values(), key=lambda h: (h.name, h.id))),
             initial_thin_used=dict(thin_used),
+            initial_vcpus=dict(vcpus_used),
         )
         return cls(
             now=now or utcnow(),
@@ -373,6 +376,11 @@ class OperationalState:
         changes.update(disk_dyn=disk_dyn.set(doc.id, doc), host_disks=host_disks,
                        storage_used=storage_used, thin_used=thin_used)
         return self
+
+    def consume_storage(self, host_id: str, capability_id: str, amount: int) -> "OperationalState":
+        """Space taken (or, negative, given back) on a capability by something that is not a disk."""
+        key = (host_id, capability_id)
+        return replace(self, storage_used=self.storage_used.set(key, self.storage_used.get(key, 0) + amount))
 
     def changed_documents(self, before: "OperationalState") -> list[Document]:
         """The documents that differ from ``before`` (which this state derives from), in a stable order."""
