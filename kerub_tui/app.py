@@ -1,33 +1,384 @@
-"""The Textual application: the console."""
+"""The Textual application: the console.
+
+It takes any object with the controller's API (the embedded ``Controller``, or a ``RemoteController``
+attached to a running ``kerub-tui serve`` through the control socket), follows its change feed, and
+hands every coalesced batch of changes to the screens. The controller never imports the console.
+"""
 
 from __future__ import annotations
 
-from textual.app import App, ComposeResult
-from textual.binding import Binding
-from textual.widgets import Footer, Header, Static
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any, ClassVar
 
-from .controller import Controller
+from textual import work
+from textual.app import App, SystemCommand
+from textual.binding import Binding, BindingType
+from textual.dom import DOMNode
+from textual.message import Message
+from textual.screen import Screen
+from textual.widget import Widget
+
+from .controller import ActionError, Controller
+from .core.bus import Change, Subscription
+from .screens.actions import Operations
+from .screens.base import KerubScreen
+from .screens.disks import DiskDetailScreen, DiskEditorScreen
+from .screens.fleet import Fleet
+from .screens.help import HelpScreen, _bindings_of, key_display, section_name
+from .screens.hosts import AddHostScreen, HostDetailScreen
+from .screens.keymap import Keymap, load_keymap
+from .screens.live import LiveTable
+from .screens.logs import AuditScreen, EventsScreen
+from .screens.main import PANES, MainScreen
+from .screens.plans import ProposalsScreen
+from .screens.prompt import PromptScreen
+from .screens.settings import SettingsScreen
+from .screens.vms import VmDetailScreen, VmEditorScreen
+
+log = logging.getLogger(__name__)
+
+# Changes are coalesced for this long before the screens repaint: at 1,000 changes a second the
+# tables are updated about 20 times a second, in batches, and keys stay responsive.
+FLUSH_DELAY = 0.05
+
+VIEWS = {
+    "hosts": "hosts", "host": "hosts", "h": "hosts",
+    "vms": "vms", "vm": "vms", "v": "vms",
+    "disks": "disks", "disk": "disks", "storage": "disks", "d": "disks",
+    "plans": "plans", "plan": "plans", "proposals": "plans", "p": "plans",
+    "audit": "audit", "a": "audit",
+    "events": "events", "event": "events", "e": "events",
+    "settings": "settings", "s": "settings",
+    "help": "help",
+    "q": "quit", "quit": "quit",
+}
+VIEW_NAMES = ("hosts", "vms", "disks", "plans", "audit", "events", "settings", "help", "quit")
 
 
 class KerubApp(App[None]):
     TITLE = "kerub-tui"
-    BINDINGS = [Binding("q", "quit", "Quit", id="app.quit")]
+    ENABLE_COMMAND_PALETTE = True
 
-    def __init__(self, controller: Controller) -> None:
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("q,ctrl+q", "quit", "Quit", id="app.quit"),
+        Binding("colon", "jump", "Jump", id="app.jump"),
+        Binding("question_mark", "help", "Keys", id="app.help"),
+        Binding("ctrl+p", "command_palette", "Palette", show=False, priority=True, id="app.palette"),
+    ]
+
+    CSS = """
+    Screen { background: $background; }
+    Footer { height: 1; }
+    """
+
+    class ActionRefused(Message):
+        """An action was not run: read-only mode, or it does not apply."""
+
+        def __init__(self, action: str, reason: str) -> None:
+            super().__init__()
+            self.action = action
+            self.reason = reason
+
+    class ActionDone(Message):
+        def __init__(self, action: str, result: Any) -> None:
+            super().__init__()
+            self.action = action
+            self.result = result
+
+    class ActionFailed(Message):
+        def __init__(self, action: str, error: str) -> None:
+            super().__init__()
+            self.action = action
+            self.error = error
+
+    class Jumped(Message):
+        def __init__(self, view: str) -> None:
+            super().__init__()
+            self.view = view
+
+    class ChangesApplied(Message):
+        def __init__(self, count: int) -> None:
+            super().__init__()
+            self.count = count
+
+    def __init__(self, controller: Any, *, keymap_file: Path | None = None) -> None:
         super().__init__()
         self.controller = controller
+        self.attached = not isinstance(controller, Controller)
+        self.keymap_file = keymap_file
+        self.keymap: Keymap | None = None
+        self.fleet: Fleet | None = None  # type: ignore[assignment]
+        self.ops = Operations(self)
+        self.main: MainScreen | None = None
+        self._pending: list[Change] = []
+        self._flush_scheduled = False
+        self._subscription: Subscription | None = None
+        self._feed_ready = asyncio.Event()
+        self._clash_reported = False
 
-    def compose(self) -> ComposeResult:
-        yield Header()
-        yield Static(
-            "No hosts yet.\n\nAdd your first host from a shell:\n"
-            "  kerub-tui host add ADDRESS[:PORT] --user root\n",
-            id="first-run",
-        )
-        yield Footer()
+    # --- lifecycle ----------------------------------------------------------------------------
 
     async def on_mount(self) -> None:
+        # An embedded Controller may already be started by its owner; a RemoteController connects here.
+        if not getattr(self.controller, "started", False):
+            try:
+                await self.controller.start()
+            except Exception as error:  # the console cannot run without its controller: say why
+                self.exit(return_code=1, message=f"kerub-tui: {error}")
+                return
         self.sub_title = str(self.controller.data_dir)
+        self.keymap = load_keymap(self.keymap_file, known_ids=all_binding_ids())
+        if self.keymap.bindings:
+            self.set_keymap(self.keymap.bindings)
+        for problem in self.keymap.problems:
+            self.notify(problem, title="keymap", severity="warning", timeout=10)
+        self.fleet = Fleet(self.controller.db)
+        self.follow_changes()
+        await self._feed_ready.wait()
+        self.main = MainScreen()
+        await self.push_screen(self.main)
 
     async def on_unmount(self) -> None:
+        if self._subscription is not None:
+            self._subscription.close()
         await self.controller.stop()
+
+    # --- the change feed ----------------------------------------------------------------------
+
+    @work(name="change-feed", group="feed", exclusive=True)
+    async def follow_changes(self) -> None:
+        subscription = self.controller.subscribe()
+        self._subscription = subscription
+        self._feed_ready.set()
+        async for change in subscription:
+            self._pending.append(change)
+            if not self._flush_scheduled:
+                self._flush_scheduled = True
+                self.set_timer(FLUSH_DELAY, self._flush, name="flush-changes")
+
+    def _flush(self) -> None:
+        changes, self._pending = self._pending, []
+        self._flush_scheduled = False
+        if not changes or self.fleet is None:
+            return
+        self.fleet.apply(changes)
+        for screen in self.screen_stack:
+            if isinstance(screen, KerubScreen) and screen.is_mounted:
+                screen.apply_changes(changes)
+        self.post_message(self.ChangesApplied(len(changes)))
+
+    async def settle(self) -> None:
+        """Wait until every change published so far has reached the screens (tests, benchmarks)."""
+        await self._feed_ready.wait()
+        while True:
+            subscription = self._subscription
+            queued = subscription.pending() if subscription is not None else 0
+            if not queued and not self._pending and not self._flush_scheduled:
+                return
+            if self._pending and not queued:
+                self._flush_scheduled = False
+                self._flush()
+                continue
+            await asyncio.sleep(0.001)
+
+    # --- keys ---------------------------------------------------------------------------------
+
+    def key_for(self, binding_id: str) -> str:
+        """How the key of a binding is shown, after the keymap."""
+        for binding in iter_bindings():
+            if binding.id == binding_id:
+                keys = self._keymap.get(binding_id, binding.key)
+                return key_display(self, keys.split(",")[0])
+        return binding_id
+
+    def handle_bindings_clash(self, clashed_bindings: set[Binding], node: DOMNode) -> None:
+        if self._clash_reported:
+            return
+        self._clash_reported = True
+        ids = ", ".join(sorted(b.id or b.action for b in clashed_bindings))
+        self.notify(f"keymap: these bindings now share a key: {ids}", title="keymap", severity="warning",
+                    timeout=10)
+
+    def action_help(self) -> None:
+        screen = self.screen
+        if not isinstance(screen, HelpScreen):
+            self.push_screen(HelpScreen(screen))
+
+    def action_jump(self) -> None:
+        def jumped(text: str | None) -> None:
+            if text:
+                self.jump(text)
+
+        self.push_screen(PromptScreen(":", suggestions=VIEW_NAMES, hint="hosts vms disks plans audit events settings",
+                                      prompt_id="jump-prompt"), jumped)
+
+    def prompt_filter(self, table: LiveTable) -> None:
+        def filtered(text: str | None) -> None:
+            if text is None:
+                return
+            row_filter = table.set_filter(text)
+            if row_filter.error:
+                self.notify(row_filter.error, severity="warning")
+
+        self.push_screen(PromptScreen("/", table.row_filter.text, hint="regex · !inverts · esc cancels",
+                                      prompt_id="filter-prompt"), filtered)
+
+    def jump(self, text: str) -> bool:
+        """Go to a view by name (``:hosts``, ``:vms``, ``:plans``...). False when there is no such view."""
+        view = VIEWS.get(text.strip().lower().lstrip(":"))
+        if view is None:
+            self.notify(f"no view {text!r}: try " + ", ".join(VIEW_NAMES), severity="error")
+            return False
+        if view == "quit":
+            self.exit()
+            return True
+        if view == "help":
+            self.action_help()
+            return True
+        assert self.main is not None
+        while self.screen is not self.main and len(self.screen_stack) > 1:
+            self.pop_screen()
+        if view in PANES:
+            self.main.show_pane(view)
+        else:
+            self.push_screen(self._view_screen(view))
+        self.post_message(self.Jumped(view))
+        return True
+
+    def _view_screen(self, view: str) -> Screen[Any]:
+        screens: dict[str, Callable[[], Screen[Any]]] = {
+            "plans": ProposalsScreen, "audit": AuditScreen, "events": EventsScreen, "settings": SettingsScreen,
+        }
+        return screens[view]()
+
+    # --- opening screens ----------------------------------------------------------------------
+
+    def open_add_host(self) -> None:
+        if not self.refuse_readonly("add host"):
+            self.push_screen(AddHostScreen())
+
+    def open_host(self, host_id: str) -> None:
+        self.push_screen(HostDetailScreen(host_id))
+
+    def open_vm(self, vm_id: str) -> None:
+        self.push_screen(VmDetailScreen(vm_id))
+
+    def open_disk(self, disk_id: str) -> None:
+        self.push_screen(DiskDetailScreen(disk_id))
+
+    def open_vm_editor(self, vm_id: str | None) -> None:
+        if not self.refuse_readonly("edit VM" if vm_id else "new VM"):
+            self.push_screen(VmEditorScreen(vm_id))
+
+    def open_disk_editor(self, disk_id: str | None) -> None:
+        if not self.refuse_readonly("edit disk" if disk_id else "new disk"):
+            self.push_screen(DiskEditorScreen(disk_id))
+
+    # --- running actions ----------------------------------------------------------------------
+
+    def refuse(self, action: str, reason: str) -> None:
+        self.notify(reason, title=action, severity="error")
+        self.post_message(self.ActionRefused(action, reason))
+
+    def refuse_readonly(self, action: str) -> bool:
+        """True (and the admin is told why) when read-only mode forbids ``action``."""
+        if not self.controller.readonly:
+            return False
+        self.refuse(action, "read-only mode: nothing can be changed (started with --readonly)")
+        return True
+
+    def perform(self, label: str, call: Callable[[], Awaitable[Any]], *,
+                done_message: Callable[[Any], str] | None = None, mutating: bool = True,
+                after: Callable[[Any], None] | None = None,
+                on_error: Callable[[str], None] | None = None, group: str = "actions") -> None:
+        """Run a controller call in a named worker; ActionError is shown, never raised."""
+        if mutating and self.refuse_readonly(label):
+            return
+
+        async def run() -> None:
+            try:
+                result = await call()
+            except ActionError as error:
+                self._failed(label, str(error), on_error)
+                return
+            except Exception as error:  # a bug or a lost connection must not take the console down
+                log.exception("%s failed", label)
+                self._failed(label, f"{type(error).__name__}: {error}", on_error)
+                return
+            if done_message is not None:
+                self.notify(done_message(result), title=label)
+            self.post_message(self.ActionDone(label, result))
+            if after is not None:
+                after(result)
+
+        self.run_worker(run(), name=label, group=group, exit_on_error=False)
+
+    def _failed(self, label: str, message: str, on_error: Callable[[str], None] | None) -> None:
+        if on_error is not None:
+            on_error(message)  # the screen shows it inline, next to what caused it
+        else:
+            self.notify(message, title=label, severity="error", timeout=10)
+        self.post_message(self.ActionFailed(label, message))
+
+    # --- command palette ----------------------------------------------------------------------
+
+    def get_system_commands(self, screen: Screen[Any]) -> Iterable[SystemCommand]:
+        for view in ("hosts", "vms", "disks", "plans", "audit", "events", "settings"):
+            yield SystemCommand(f"Go to {view}", f":{view}", lambda v=view: self.jump(v))
+        seen: set[str] = set()
+        for node, binding in screen_bindings(screen):
+            if binding.id is None or binding.id in seen or binding.id.startswith(("table.up", "table.down",
+                                                                                   "table.left", "table.right",
+                                                                                   "table.page", "screen.focus")):
+                continue
+            seen.add(binding.id)
+            where = section_name(node)
+            key = key_display(self, self._keymap.get(binding.id, binding.key))
+            title = f"{where}: {binding.description or binding.action}"
+            yield SystemCommand(title, f"key {key} · {binding.id}", self._palette_callback(node, binding))
+
+    def _palette_callback(self, node: DOMNode, binding: Binding) -> Callable[[], Awaitable[Any]]:
+        async def run() -> None:
+            if isinstance(node, Widget) and node.focusable and node.display:
+                node.focus()
+            await self.run_action(binding.action, node)
+
+        return run
+
+
+def screen_bindings(screen: Screen[Any]) -> Iterator[tuple[DOMNode, Binding]]:
+    """Every kerub-tui binding of ``screen``, its widgets (the focused one first) and the app."""
+    app = screen.app
+    nodes: list[DOMNode] = []
+    if screen.focused is not None:
+        nodes.append(screen.focused)
+    nodes += [screen, *screen.walk_children(with_self=False), app]
+    seen: set[int] = set()
+    for node in nodes:
+        if id(node) in seen or not type(node).__module__.startswith("kerub_tui"):
+            continue
+        seen.add(id(node))
+        for binding in _bindings_of(node):
+            yield node, binding
+
+
+def iter_bindings() -> Iterator[Binding]:
+    """Every Binding declared by a kerub-tui class (for the keymap's known ids)."""
+    for cls in _subclasses(DOMNode):
+        if cls.__module__.startswith("kerub_tui"):
+            for binding in cls.__dict__.get("BINDINGS", []):
+                if isinstance(binding, Binding):
+                    yield binding
+
+
+def all_binding_ids() -> set[str]:
+    return {b.id for b in iter_bindings() if b.id}
+
+
+def _subclasses(cls: type) -> Iterator[type]:
+    for sub in cls.__subclasses__():
+        yield sub
+        yield from _subclasses(sub)

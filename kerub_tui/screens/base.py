@@ -1,0 +1,60 @@
+"""What every kerub-tui screen shares: esc goes back, live tables follow the change feed."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, ClassVar, cast
+
+from textual.binding import Binding, BindingType
+from textual.screen import Screen
+
+from ..core.bus import Change
+from .live import LiveTable
+
+if TYPE_CHECKING:
+    from ..app import KerubApp
+
+
+class KerubScreen(Screen[None], inherit_bindings=False):
+    """A full screen of the console. ``view`` names it for ``:`` jumps and the help."""
+
+    view: ClassVar[str] = ""
+    help_section: ClassVar[str] = ""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape", "back", "Back", id="screen.back"),
+        Binding("tab", "app.focus_next", "Next pane", show=False, id="screen.focus_next"),
+        Binding("shift+tab", "app.focus_previous", "Previous pane", show=False, id="screen.focus_previous"),
+    ]
+
+    @property
+    def kerub(self) -> "KerubApp":
+        return cast("KerubApp", self.app)
+
+    def live_tables(self) -> list[LiveTable]:
+        return list(self.query(LiveTable))
+
+    def apply_changes(self, changes: Sequence[Change]) -> None:
+        """Called by the app with each coalesced batch of document changes."""
+        for table in self.live_tables():
+            table.apply_changes(changes)
+        self.on_changes(changes)
+
+    def on_changes(self, changes: Sequence[Change]) -> None:
+        """Screens showing more than tables refresh it here."""
+
+    def focused_table(self) -> LiveTable | None:
+        focused = self.focused
+        return focused if isinstance(focused, LiveTable) else None
+
+    def action_back(self) -> None:
+        """Esc: clear the focused table's filter, else its marks, else leave the screen."""
+        table = self.focused_table()
+        if table is not None and table.row_filter.text:
+            table.set_filter("")
+            return
+        if table is not None and table.marked:
+            table.clear_marks()
+            return
+        if len(self.app.screen_stack) > 2:
+            self.app.pop_screen()

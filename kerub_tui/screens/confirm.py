@@ -1,0 +1,61 @@
+"""A small confirmation modal that states the impact of a destructive action before it runs."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.screen import ModalScreen
+from textual.widgets import Button, Static
+
+
+class ConfirmScreen(ModalScreen[bool]):
+    """Title, what will happen (one line per fact), and two buttons; ``y``/``n`` answer too."""
+
+    BINDINGS = [
+        Binding("y", "answer(True)", "Yes", id="confirm.yes"),
+        Binding("n,escape", "answer(False)", "No", id="confirm.no"),
+        Binding("left,right", "switch", "Switch button", show=False, id="confirm.switch"),
+    ]
+
+    DEFAULT_CSS = """
+    ConfirmScreen { align: center middle; }
+    ConfirmScreen > Vertical { width: 72; max-width: 100%; height: auto; max-height: 90%;
+        border: thick $error; background: $surface; padding: 0 1; }
+    ConfirmScreen #confirm-title { text-style: bold; padding-bottom: 1; }
+    ConfirmScreen #confirm-impact { height: auto; max-height: 14; overflow-y: auto; }
+    ConfirmScreen Horizontal { height: auto; align: right middle; padding-top: 1; }
+    ConfirmScreen Button { margin-left: 2; min-width: 10; }
+    """
+
+    def __init__(self, title: str, impact: Sequence[str], *, confirm_label: str = "Yes",
+                 danger: bool = True) -> None:
+        super().__init__()
+        self.title_text = title
+        self.impact = list(impact)
+        self.confirm_label = confirm_label
+        self.danger = danger
+
+    def compose(self) -> ComposeResult:
+        with Vertical():
+            yield Static(self.title_text, id="confirm-title", markup=False)
+            yield Static("\n".join(f"• {line}" for line in self.impact), id="confirm-impact", markup=False)
+            with Horizontal():
+                yield Button("No [n]", id="confirm-no")
+                yield Button(f"{self.confirm_label} [y]", id="confirm-yes",
+                             variant="error" if self.danger else "primary")
+
+    def on_mount(self) -> None:
+        self.query_one("#confirm-no", Button).focus()
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        event.stop()
+        self.dismiss(event.button.id == "confirm-yes")
+
+    def action_answer(self, yes: bool) -> None:
+        self.dismiss(yes)
+
+    def action_switch(self) -> None:
+        self.focus_next(Button)

@@ -1,0 +1,102 @@
+"""Form pieces shared by the editors: a labelled field that shows its own validation error."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from textual.app import ComposeResult
+from textual.containers import Horizontal, Vertical
+from textual.widget import Widget
+from textual.widgets import Input, Label, Select, Static, Switch
+
+from ..core.sizes import parse_size
+
+
+class FormField(Vertical):
+    """``label  [widget]`` with an error line under it, shown only while the value is wrong."""
+
+    DEFAULT_CSS = """
+    FormField { height: auto; margin: 0 0 0 0; }
+    FormField > Horizontal { height: auto; }
+    FormField .field-label { width: 16; padding: 1 1 0 0; text-align: right; color: $text-muted; }
+    FormField .field-help { color: $text-muted; padding: 0 0 0 16; }
+    FormField .field-error { color: $error; padding: 0 0 0 16; display: none; }
+    FormField.-invalid .field-error { display: block; }
+    FormField.-invalid Input { border: tall $error; }
+    FormField Input, FormField Select { width: 1fr; }
+    FormField Switch { margin: 0 0 0 0; }
+    """
+
+    def __init__(self, label: str, widget: Widget, *, key: str, help: str = "") -> None:
+        super().__init__(id=f"field-{key}", classes="form-field")
+        self.label = label
+        self.widget = widget
+        self.key = key
+        self.help = help
+
+    def compose(self) -> ComposeResult:
+        with Horizontal():
+            yield Label(self.label, classes="field-label")
+            yield self.widget
+        if self.help:
+            yield Static(self.help, classes="field-help", markup=False)
+        yield Static("", classes="field-error", markup=False)
+
+    def set_error(self, message: str | None) -> None:
+        self.set_class(bool(message), "-invalid")
+        self.query_one(".field-error", Static).update(message or "")
+
+    @property
+    def error(self) -> str | None:
+        return str(self.query_one(".field-error", Static).render()) if self.has_class("-invalid") else None
+
+    @property
+    def value(self) -> Any:
+        widget = self.widget
+        if isinstance(widget, Input):
+            return widget.value.strip()
+        if isinstance(widget, Switch):
+            return widget.value
+        if isinstance(widget, Select):
+            return None if widget.value is Select.NULL else widget.value
+        raise TypeError(f"no value for {type(widget).__name__}")
+
+
+class FieldError(ValueError):
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(message)
+        self.key = key
+
+
+def int_value(text: str, key: str, what: str, *, minimum: int | None = None,
+              maximum: int | None = None) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise FieldError(key, f"{what} must be a whole number, not {text!r}") from None
+    if minimum is not None and value < minimum:
+        raise FieldError(key, f"{what} must be at least {minimum}")
+    if maximum is not None and value > maximum:
+        raise FieldError(key, f"{what} must be at most {maximum}")
+    return value
+
+
+def size_value(text: str, key: str, what: str) -> int:
+    if not text:
+        raise FieldError(key, f"{what} is needed (e.g. 512M, 2G)")
+    try:
+        return parse_size(text)
+    except ValueError as error:
+        raise FieldError(key, str(error)) from None
+
+
+def pydantic_errors(error: Exception) -> list[tuple[tuple[Any, ...], str]]:
+    """(location, message) pairs from a pydantic ValidationError, messages without the 'Value error, '."""
+    items = getattr(error, "errors", None)
+    if not callable(items):
+        return [((), str(error))]
+    out = []
+    for item in items():
+        message = str(item.get("msg", "")).removeprefix("Value error, ")
+        out.append((tuple(item.get("loc", ())), message))
+    return out

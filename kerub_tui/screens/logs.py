@@ -1,0 +1,124 @@
+"""Audit (every executed command and every admin action) and events, filterable, newest first."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from rich.table import Table
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.widgets import DataTable, Footer, Static
+
+from ..core.models import AuditEntry, Event
+from .base import KerubScreen
+from .format import timestamp
+from .live import LiveTable
+from .rows import AuditRows, EventRows
+
+
+class LogScreen(KerubScreen, inherit_bindings=False):
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape", "back", "Back", id="screen.back"),
+    ]
+    DEFAULT_CSS = """
+    LogScreen LiveTable { height: 1fr; }
+    LogScreen .log-detail { height: auto; max-height: 10; border: round $panel-lighten-2; padding: 0 1; }
+    """
+    table_id = ""
+
+    def make_source(self) -> Any:
+        raise NotImplementedError
+
+    def compose(self) -> ComposeResult:
+        table = LiveTable(self.make_source(), id=self.table_id)
+        table.prompt_filter = self.kerub.prompt_filter
+        yield table
+        yield Static("", id=f"{self.table_id}-detail", classes="log-detail")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.query_one(LiveTable).focus()
+        self.show_detail()
+
+    def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        self.show_detail()
+
+    def on_live_table_opened(self, event: LiveTable.Opened) -> None:
+        event.stop()
+        self.show_detail()
+
+    def on_changes(self, changes: Any) -> None:
+        cursor = self.query_one(LiveTable).cursor_id
+        if any(c.id == cursor for c in changes):
+            self.show_detail()
+
+    def show_detail(self) -> None:
+        doc_id = self.query_one(LiveTable).cursor_id
+        detail = self.query_one(f"#{self.table_id}-detail", Static)
+        detail.update(self.detail(doc_id) if doc_id else Text("nothing recorded yet", style="dim"))
+
+    def detail(self, doc_id: str) -> Any:
+        raise NotImplementedError
+
+
+def _grid() -> Table:
+    table = Table.grid(padding=(0, 2))
+    table.add_column(style="dim", no_wrap=True)
+    table.add_column()
+    return table
+
+
+class AuditScreen(LogScreen):
+    view = "audit"
+    help_section = "Audit"
+    table_id = "audit"
+
+    def make_source(self) -> AuditRows:
+        return AuditRows(self.kerub.fleet)
+
+    def detail(self, doc_id: str) -> Any:
+        entry: AuditEntry | None = self.kerub.controller.db.get(AuditEntry, doc_id)
+        if entry is None:
+            return Text("")
+        table = _grid()
+        table.add_row("when", f"{timestamp(entry.time)} UTC by {entry.os_user or '?'}")
+        table.add_row("action", f"{entry.action} {entry.target}".strip() + (f" → {entry.outcome}" if entry.outcome else ""))
+        if entry.host_id:
+            table.add_row("host", self.kerub.fleet.host_name(entry.host_id))
+        if entry.command:
+            table.add_row("command", Text(entry.command, style="green"))
+        if entry.exit_code is not None:
+            table.add_row("exit", Text(str(entry.exit_code), style="" if entry.exit_code == 0 else "bold red")
+                          + Text(f" after {entry.duration_seconds:.2f}s" if entry.duration_seconds is not None else ""))
+        if entry.output_tail:
+            table.add_row("output", Text(entry.output_tail))
+        if entry.plan_id:
+            table.add_row("plan", entry.plan_id)
+        return table
+
+
+class EventsScreen(LogScreen):
+    view = "events"
+    help_section = "Events"
+    table_id = "events"
+
+    def make_source(self) -> EventRows:
+        return EventRows(self.kerub.fleet)
+
+    def detail(self, doc_id: str) -> Any:
+        event: Event | None = self.kerub.controller.db.get(Event, doc_id)
+        if event is None:
+            return Text("")
+        table = _grid()
+        table.add_row("when", f"{timestamp(event.time)} UTC")
+        table.add_row("type", f"{event.type} ({event.severity.value})")
+        if event.host_id:
+            table.add_row("host", self.kerub.fleet.host_name(event.host_id))
+        if event.target:
+            target = next((self.kerub.fleet.name_of(kind, event.target) for kind in ("vm", "disk", "host")
+                           if self.kerub.controller.db.get(kind, event.target) is not None), event.target)
+            table.add_row("about", target)
+        table.add_row("message", Text(event.message))
+        return table
+

@@ -1,0 +1,192 @@
+"""Proposals: each plan with its trigger, its steps in order (host, effect, cost, exact commands) and,
+while it runs, each step's progress. Approve, reject, or always approve plans of that kind."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import VerticalScroll
+from textual.widgets import DataTable, Footer, Static
+
+from ..core.bus import Change
+from ..core.models import Cost, Plan, PlanStatus, StepOutcome, StepRecord
+from ..core.sizes import format_size
+from .base import KerubScreen
+from .format import STATUS_STYLES, timestamp
+from .live import LiveTable
+from .rows import PlanRows
+
+STEP_MARKS = {
+    StepOutcome.done: ("✓", "green"),
+    StepOutcome.running: ("⟳", "bold cyan"),
+    StepOutcome.failed: ("✗", "bold red"),
+    StepOutcome.interrupted: ("!", "red"),
+}
+
+
+def cost_text(cost: Cost) -> str:
+    parts = [f"{cost.time_seconds:.0f}s"]
+    if cost.cpu_seconds:
+        parts.append(f"CPU {cost.cpu_seconds:.1f}s")
+    if cost.io_bytes:
+        parts.append(f"IO {format_size(cost.io_bytes)}")
+    if cost.network_bytes:
+        parts.append(f"net {format_size(cost.network_bytes)}")
+    if cost.risk:
+        parts.append(f"risk {cost.risk:.2f}")
+    return ", ".join(parts)
+
+
+def plan_detail(plan: Plan, host_name: Any) -> Text:
+    head = Text()
+    head.append(f"plan {plan.id}", style="bold")
+    head.append("  ")
+    head.append(plan.status.value, style=STATUS_STYLES.get(plan.status.value, ""))
+    head.append(f"  kind {plan.plan_kind}  created {timestamp(plan.created_at)}")
+    if plan.decided_by:
+        head.append(f"  decided by {plan.decided_by} {timestamp(plan.decided_at)}", style="dim")
+    if plan.status_reason:
+        head.append(f"\n{plan.status_reason}", style="italic")
+    parts: list[Any] = [head]
+    why = Text()
+    why.append("\n\nBecause\n", style="bold")
+    for trigger in plan.trigger or ["(no trigger recorded)"]:
+        why.append(f"  • {trigger}\n")
+    parts.append(why)
+    records: dict[int, StepRecord] = {r.step_index: r for r in plan.records}
+    steps = Text()
+    steps.append("\nSteps, in order\n", style="bold")
+    for index, step in enumerate(plan.steps):
+        record = records.get(index)
+        if record is not None and record.outcome in STEP_MARKS:
+            mark, style = STEP_MARKS[record.outcome]
+        elif plan.status in (PlanStatus.running, PlanStatus.failed, PlanStatus.interrupted):
+            mark, style = "·", "dim"
+        else:
+            mark, style = " ", ""
+        steps.append(f" {mark} ", style=style)
+        steps.append(f"{index + 1}. {step.description}", style="bold")
+        if step.host_id:
+            steps.append(f"  on {host_name(step.host_id)}", style="cyan")
+        steps.append(f"  [{cost_text(step.cost)}]\n", style="dim")
+        if step.effect:
+            steps.append(f"      effect: {step.effect}\n")
+        for command in step.commands:
+            where = f"{host_name(command.host_id)}" if command.host_id != step.host_id else ""
+            steps.append(f"      $ {command.command}", style="green")
+            if where:
+                steps.append(f"   (on {where})", style="cyan")
+            steps.append("\n")
+        if record is not None:
+            for ran in record.commands:
+                if ran.exit_code not in (None, 0):
+                    steps.append(f"      exit {ran.exit_code}: {ran.stderr_tail or ran.stdout_tail}\n",
+                                 style="red")
+            if record.error:
+                steps.append(f"      error: {record.error}\n", style="bold red")
+    parts.append(steps)
+    tail = Text("\n")
+    if plan.effects:
+        tail.append("Predicted effects\n", style="bold")
+        for effect in plan.effects:
+            tail.append(f"  • {effect}\n")
+    tail.append(f"Total cost: {cost_text(plan.cost)}\n", style="bold")
+    if plan.unsatisfied:
+        tail.append("Not satisfied by this plan\n", style="bold yellow")
+        for item in plan.unsatisfied:
+            tail.append(f"  • {item}\n", style="yellow")
+    parts.append(tail)
+    out = Text()
+    for part in parts:
+        out.append_text(part)
+    out.rstrip()
+    return out
+
+
+class ProposalsScreen(KerubScreen, inherit_bindings=False):
+    view = "plans"
+    help_section = "Proposals"
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape", "back", "Back", id="screen.back"),
+        Binding("tab", "app.focus_next", "Next", show=False, id="screen.focus_next"),
+        Binding("shift+tab", "app.focus_previous", "Previous", show=False, id="screen.focus_previous"),
+        Binding("a", "approve", "Approve", id="plans.approve"),
+        Binding("r", "reject", "Reject", id="plans.reject"),
+        Binding("A", "always", "Always approve this kind", id="plans.always"),
+    ]
+
+    DEFAULT_CSS = """
+    ProposalsScreen #plans { height: 1fr; max-height: 12; }
+    ProposalsScreen #plan-detail { height: 2fr; border: round $panel-lighten-2; padding: 0 1; }
+    """
+
+    def compose(self) -> ComposeResult:
+        table = LiveTable(PlanRows(self.kerub.fleet), id="plans")
+        table.prompt_filter = self.kerub.prompt_filter
+        yield table
+        with VerticalScroll(id="plan-detail"):
+            yield Static("", id="plan-text")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        table = self.query_one("#plans", LiveTable)
+        # The admin's queue first: move to the newest open proposal if there is one.
+        proposed = [i for i in table.shown_ids() if self._plan(i) and self._plan(i).status is PlanStatus.proposed]
+        if proposed:
+            table.move_cursor(row=table.get_row_index(proposed[0]))
+        table.focus()
+        self.show_detail()
+
+    def _plan(self, plan_id: str | None) -> Plan | None:
+        return self.kerub.controller.db.get(Plan, plan_id) if plan_id else None
+
+    @property
+    def current(self) -> Plan | None:
+        return self._plan(self.query_one("#plans", LiveTable).cursor_id)
+
+    def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        self.show_detail()
+
+    def on_live_table_opened(self, event: LiveTable.Opened) -> None:
+        event.stop()
+        self.query_one("#plan-detail").focus()
+
+    def on_changes(self, changes: Sequence[Change]) -> None:
+        current = self.current
+        if current is not None and any(c.kind == "plan" and c.id == current.id for c in changes):
+            self.show_detail()
+
+    def show_detail(self) -> None:
+        plan = self.current
+        detail = self.query_one("#plan-text", Static)
+        if plan is None:
+            detail.update(Text("No plans: the planner proposes one when an expectation is violated, a problem "
+                               "appears, or an optimisation pays.", style="dim"))
+            self.query_one("#plan-detail").border_title = "Plan"
+            return
+        detail.update(plan_detail(plan, self.kerub.fleet.host_name))
+        self.query_one("#plan-detail").border_title = f"Plan {plan.id[:8]} ({plan.status.value})"
+
+    def action_approve(self) -> None:
+        plan = self.current
+        if plan is not None:
+            self.kerub.ops.approve_plan(plan.id)
+
+    def action_reject(self) -> None:
+        plan = self.current
+        if plan is None:
+            return
+        if plan.status is not PlanStatus.proposed:
+            self.kerub.refuse("reject", f"plan {plan.id[:8]} is {plan.status.value}, not proposed")
+            return
+        self.kerub.ops.reject_plan(plan.id)
+
+    def action_always(self) -> None:
+        plan = self.current
+        if plan is not None:
+            self.kerub.ops.always_approve(plan.plan_kind)

@@ -1,0 +1,459 @@
+"""A VM's editor (create and edit: sizes, disks new or existing, NICs, expectations) and detail."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+from pydantic import ValidationError
+from rich.table import Table
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.widgets import Button, Footer, Input, Select, Static
+
+from ..core.bus import Change
+from ..core.models import DiskLink, Nic, VirtualMachine, VirtualMachineDynamic, VirtualStorageDevice
+from ..core.names import InvalidName, check_name
+from ..core.sizes import format_size
+from .base import KerubScreen
+from .expectations import ExpectationEditor, display_spec
+from .format import STATUS_STYLES, percent
+from .forms import FieldError, FormField, int_value, pydantic_errors, size_value
+
+BUSES = ("virtio", "scsi", "sata", "ide")
+NIC_MODELS = ("virtio", "e1000", "rtl8139")
+
+_EDITOR_BINDINGS: list[BindingType] = [
+    Binding("escape", "back", "Cancel", id="screen.back"),
+    Binding("tab", "app.focus_next", "Next field", show=False, id="screen.focus_next"),
+    Binding("shift+tab", "app.focus_previous", "Previous field", show=False, id="screen.focus_previous"),
+    Binding("ctrl+s", "save", "Save", id="editor.save"),
+]
+
+EDITOR_CSS = """
+{name} VerticalScroll {{ padding: 0 1; }}
+{name} .editor-title {{ text-style: bold; padding: 1 0 0 0; }}
+{name} .section {{ height: auto; border: round $panel-lighten-2; padding: 0 1; }}
+{name} .row {{ height: auto; }}
+{name} .row Select {{ width: 1fr; }}
+{name} .row Input {{ width: 1fr; }}
+{name} .row Button {{ min-width: 5; width: 5; }}
+{name} .row-error {{ color: $error; display: none; }}
+{name} .row-error.-shown {{ display: block; }}
+{name} .add-buttons {{ height: auto; }}
+{name} .add-buttons Button {{ margin-right: 1; }}
+{name} #editor-error {{ color: $error; text-style: bold; display: none; height: auto; }}
+{name} #editor-error.-shown {{ display: block; }}
+{name} #editor-buttons {{ height: auto; align: right middle; padding: 1 0; }}
+{name} #editor-buttons Button {{ margin-left: 2; }}
+"""
+
+
+class DiskRow(Vertical):
+    """One disk of the VM: an existing disk, or a new one (name and size) created on save."""
+
+    DEFAULT_CSS = "DiskRow { height: auto; }"
+
+    def __init__(self, db: Any, *, link: DiskLink | None = None, new: bool = False) -> None:
+        super().__init__(classes="disk-row")
+        self.db = db
+        self.link = link
+        self.new = new
+
+    def compose(self) -> ComposeResult:
+        with Horizontal(classes="row"):
+            if self.new:
+                yield Input(placeholder="new disk name", classes="disk-name")
+                yield Input(placeholder="size, e.g. 10G", classes="disk-size")
+            else:
+                disks = sorted(self.db.list(VirtualStorageDevice), key=lambda d: d.name)
+                options = [(f"{d.name} ({format_size(d.size)})", d.id) for d in disks]
+                yield Select(options, value=self.link.disk_id if self.link else Select.NULL,
+                             prompt="existing disk…", classes="disk-existing")
+            yield Select([(b, b) for b in BUSES], value=self.link.bus if self.link else "virtio",
+                         allow_blank=False, classes="disk-bus")
+            yield Button("✕", classes="remove-row", tooltip="remove this disk from the VM")
+        yield Static("", classes="row-error", markup=False)
+
+    def set_error(self, message: str | None) -> None:
+        error = self.query_one(".row-error", Static)
+        error.set_class(bool(message), "-shown")
+        error.update(message or "")
+
+
+class NicRow(Vertical):
+    DEFAULT_CSS = "NicRow { height: auto; }"
+
+    def __init__(self, nic: Nic | None = None) -> None:
+        super().__init__(classes="nic-row")
+        self.nic = nic
+
+    def compose(self) -> ComposeResult:
+        nic = self.nic
+        source = "bridge" if nic is not None and nic.bridge else "network"
+        with Horizontal(classes="row"):
+            yield Select([("network", "network"), ("bridge", "bridge")], value=source, allow_blank=False,
+                         classes="nic-source")
+            yield Input((nic.network or nic.bridge or "") if nic else "default", placeholder="name",
+                        classes="nic-name")
+            yield Select([(m, m) for m in NIC_MODELS], value=nic.model if nic else "virtio", allow_blank=False,
+                         classes="nic-model")
+            yield Input((nic.mac or "") if nic else "", placeholder="MAC (optional)", classes="nic-mac")
+            yield Button("✕", classes="remove-row", tooltip="remove this NIC")
+        yield Static("", classes="row-error", markup=False)
+
+    def set_error(self, message: str | None) -> None:
+        error = self.query_one(".row-error", Static)
+        error.set_class(bool(message), "-shown")
+        error.update(message or "")
+
+
+class VmEditorScreen(KerubScreen, inherit_bindings=False):
+    view = "vm-editor"
+    help_section = "VM editor"
+    BINDINGS: ClassVar[list[BindingType]] = list(_EDITOR_BINDINGS)
+    DEFAULT_CSS = EDITOR_CSS.format(name="VmEditorScreen")
+
+    def __init__(self, vm_id: str | None = None) -> None:
+        super().__init__()
+        self.vm_id = vm_id
+        self.saving = False
+
+    @property
+    def vm(self) -> VirtualMachine | None:
+        return self.kerub.controller.db.get(VirtualMachine, self.vm_id) if self.vm_id else None
+
+    def compose(self) -> ComposeResult:
+        vm = self.vm
+        db = self.kerub.controller.db
+        with VerticalScroll():
+            yield Static(f"Edit VM {vm.name}" if vm else "New VM", classes="editor-title")
+            yield FormField("Name", Input(vm.name if vm else "", placeholder="web1", id="name"), key="name")
+            yield FormField("vCPUs", Input(str(vm.cpus) if vm else "1", type="integer", id="cpus"), key="cpus")
+            yield FormField("Memory min", Input(format_size(vm.memory_min) if vm else "512M", id="memory_min"),
+                            key="memory_min", help="guaranteed; the host must have it free")
+            yield FormField("Memory max", Input(format_size(vm.memory_max) if vm else "", id="memory_max",
+                                                placeholder="empty: same as min"), key="memory_max")
+            yield FormField("Architecture", Input(vm.architecture if vm else "x86_64", id="architecture"),
+                            key="architecture")
+            with Vertical(classes="section", id="disks-section") as disks:
+                disks.border_title = "Disks"
+                for link in vm.disks if vm else []:
+                    yield DiskRow(db, link=link)
+                with Horizontal(classes="add-buttons"):
+                    yield Button("+ existing disk", id="add-existing-disk")
+                    yield Button("+ new disk", id="add-new-disk")
+            with Vertical(classes="section", id="nics-section") as nics:
+                nics.border_title = "NICs"
+                for nic in vm.nics if vm else []:
+                    yield NicRow(nic)
+                with Horizontal(classes="add-buttons"):
+                    yield Button("+ NIC", id="add-nic")
+            yield ExpectationEditor("vm", vm.expectations if vm else [], db, id="expectations")
+            yield Static("", id="editor-error", markup=False)
+            with Horizontal(id="editor-buttons"):
+                yield Button("Cancel", id="cancel")
+                yield Button("Save [^s]", id="save", variant="primary")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.query_one("#name", Input).focus()
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        button = event.button
+        if button.id == "save":
+            event.stop()
+            self.action_save()
+        elif button.id == "cancel":
+            event.stop()
+            self.app.pop_screen()
+        elif button.id in ("add-existing-disk", "add-new-disk"):
+            event.stop()
+            row = DiskRow(self.kerub.controller.db, new=button.id == "add-new-disk")
+            self.query_one("#disks-section").mount(row, before=self.query_one("#disks-section .add-buttons"))
+            self.call_after_refresh(lambda: row.query_one("Input, Select").focus())
+        elif button.id == "add-nic":
+            event.stop()
+            row = NicRow()
+            self.query_one("#nics-section").mount(row, before=self.query_one("#nics-section .add-buttons"))
+        elif button.has_class("remove-row"):
+            event.stop()
+            row = button.parent.parent if button.parent is not None else None
+            if isinstance(row, (DiskRow, NicRow)):
+                row.remove()
+
+    def _field(self, key: str) -> FormField:
+        return self.query_one(f"#field-{key}", FormField)
+
+    def _error(self, message: str | None) -> None:
+        widget = self.query_one("#editor-error", Static)
+        widget.set_class(bool(message), "-shown")
+        widget.update(f"✗ {message}" if message else "")
+
+    def read_form(self) -> dict[str, Any] | None:
+        """Everything the form says, validated; None with each problem shown where it is."""
+        db = self.kerub.controller.db
+        problems: dict[str, str] = {}
+        values: dict[str, Any] = {}
+        for key in ("name", "cpus", "memory_min", "memory_max", "architecture"):
+            self._field(key).set_error(None)
+        try:
+            values["name"] = check_name(self._field("name").value, "VM name")
+        except InvalidName as error:
+            problems["name"] = str(error)
+        try:
+            values["cpus"] = int_value(self._field("cpus").value, "cpus", "vCPUs", minimum=1, maximum=512)
+        except FieldError as error:
+            problems["cpus"] = str(error)
+        try:
+            values["memory_min"] = size_value(self._field("memory_min").value, "memory_min", "minimum memory")
+        except FieldError as error:
+            problems["memory_min"] = str(error)
+        max_text = self._field("memory_max").value
+        try:
+            values["memory_max"] = size_value(max_text, "memory_max", "maximum memory") if max_text \
+                else values.get("memory_min")
+        except FieldError as error:
+            problems["memory_max"] = str(error)
+        values["architecture"] = self._field("architecture").value or "x86_64"
+        # disks
+        links: list[DiskLink] = []
+        new_disks: list[tuple[str, int, str]] = []
+        row_problems = False
+        for row in self.query(DiskRow).results(DiskRow):
+            row.set_error(None)
+            bus = row.query_one(".disk-bus", Select).value
+            if row.new:
+                name = row.query_one(".disk-name", Input).value.strip()
+                size_text = row.query_one(".disk-size", Input).value.strip()
+                try:
+                    check_name(name, "disk name")
+                    size = size_value(size_text, "disk", "disk size")
+                    if db.find_by_name(VirtualStorageDevice, name) is not None:
+                        raise FieldError("disk", f"a disk named {name!r} already exists: add it as an existing disk")
+                except (InvalidName, FieldError) as error:
+                    row.set_error(str(error))
+                    row_problems = True
+                    continue
+                new_disks.append((name, size, str(bus)))
+            else:
+                disk_id = row.query_one(".disk-existing", Select).value
+                if disk_id is Select.NULL:
+                    row.set_error("pick a disk, or remove this row")
+                    row_problems = True
+                    continue
+                links.append(DiskLink(disk_id=str(disk_id), bus=bus))  # type: ignore[arg-type]
+        ids = [link.disk_id for link in links]
+        if len(set(ids)) != len(ids):
+            self._error("the same disk is attached twice")
+            row_problems = True
+        # NICs
+        nics: list[Nic] = []
+        for row in self.query(NicRow).results(NicRow):
+            row.set_error(None)
+            source = row.query_one(".nic-source", Select).value
+            name = row.query_one(".nic-name", Input).value.strip()
+            mac = row.query_one(".nic-mac", Input).value.strip() or None
+            try:
+                nics.append(Nic(**{str(source): name}, model=row.query_one(".nic-model", Select).value, mac=mac))
+            except (ValidationError, InvalidName) as error:
+                row.set_error("; ".join(m for _, m in pydantic_errors(error)))
+                row_problems = True
+        values["disks"] = links
+        values["nics"] = nics
+        values["new_disks"] = new_disks
+        values["expectations"] = list(self.query_one(ExpectationEditor).expectations)
+        if not problems:
+            try:
+                VirtualMachine(**{k: v for k, v in values.items() if k != "new_disks"})
+            except (ValidationError, InvalidName) as error:
+                for loc, message in pydantic_errors(error):
+                    key = str(loc[0]) if loc else "memory_max"
+                    problems[key if key in ("name", "cpus", "memory_min", "memory_max", "architecture")
+                             else "memory_max"] = message
+        for key, message in problems.items():
+            self._field(key).set_error(message)
+        if problems or row_problems:
+            if not row_problems or problems:
+                self._error("fix the fields marked in red")
+            return None
+        self._error(None)
+        return values
+
+    def action_save(self) -> None:
+        if self.saving or self.kerub.refuse_readonly("save VM"):
+            return
+        values = self.read_form()
+        if values is None:
+            return
+        controller = self.kerub.controller
+        vm_id = self.vm_id
+        self.saving = True
+
+        async def save() -> VirtualMachine:
+            from ..controller import ActionError
+
+            links = list(values["disks"])
+            created = []
+            try:
+                for name, size, bus in values["new_disks"]:
+                    disk = await controller.create_disk(name, size=size)
+                    created.append(disk)
+                    links.append(DiskLink(disk_id=disk.id, bus=bus))  # type: ignore[arg-type]
+                fields = dict(name=values["name"], cpus=values["cpus"], memory_min=values["memory_min"],
+                              memory_max=values["memory_max"], architecture=values["architecture"],
+                              disks=links, nics=values["nics"], expectations=values["expectations"])
+                if vm_id is None:
+                    name = fields.pop("name")
+                    return await controller.create_vm(name, **fields)
+                return await controller.update_vm(vm_id, **fields)
+            except ActionError:
+                for disk in created:  # leave nothing half-made behind
+                    try:
+                        await controller.delete_disk(disk.id)
+                    except ActionError:
+                        pass
+                raise
+
+        def saved(vm: VirtualMachine) -> None:
+            self.saving = False
+            self.notify(f"VM {vm.name} saved", title="VM")
+            if self.app.screen is self:
+                self.app.pop_screen()
+
+        def failed(message: str) -> None:
+            self.saving = False
+            self._error(message)
+
+        self.kerub.perform("save VM", save, after=saved, on_error=failed)
+
+
+class VmDetailScreen(KerubScreen, inherit_bindings=False):
+    view = "vm"
+    help_section = "VM detail"
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape", "back", "Back", id="screen.back"),
+        Binding("e", "edit", "Edit", id="vm.edit"),
+        Binding("s", "start", "Start", id="vm.start"),
+        Binding("S", "stop", "Stop", id="vm.stop"),
+        Binding("c", "console", "Console", id="vm.console"),
+        Binding("ctrl+d", "delete", "Delete", id="vm.delete"),
+    ]
+    DEFAULT_CSS = """
+    VmDetailScreen VerticalScroll { padding: 0 1; }
+    VmDetailScreen .panel { height: auto; border: round $panel-lighten-2; padding: 0 1; }
+    """
+
+    def __init__(self, vm_id: str) -> None:
+        super().__init__()
+        self.vm_id = vm_id
+
+    def compose(self) -> ComposeResult:
+        with VerticalScroll():
+            yield Static("", id="vm-summary", classes="panel")
+            yield Static("", id="vm-expectations", classes="panel")
+            yield Static("", id="vm-explain", classes="panel")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.query_one("#vm-summary").border_title = "VM"
+        self.query_one("#vm-expectations").border_title = "Expectations"
+        self.query_one("#vm-explain").border_title = "Why it runs where it runs"
+        self.repaint()
+
+    def on_changes(self, changes: Sequence[Change]) -> None:
+        if any(c.id == self.vm_id or c.kind in ("event", "host") for c in changes):
+            if self.kerub.controller.db.get(VirtualMachine, self.vm_id) is None:
+                if self.app.screen is self:
+                    self.notify("this VM was deleted", severity="warning")
+                    self.app.pop_screen()
+                return
+            self.repaint()
+
+    def repaint(self) -> None:
+        db = self.kerub.controller.db
+        vm: VirtualMachine | None = db.get(VirtualMachine, self.vm_id)
+        if vm is None:
+            return
+        dyn: VirtualMachineDynamic | None = db.get(VirtualMachineDynamic, self.vm_id)
+        fleet = self.kerub.fleet
+        table = Table.grid(padding=(0, 2))
+        table.add_column(style="dim")
+        table.add_column()
+        table.add_row("name", Text(vm.name, style="bold"))
+        status = dyn.status.value if dyn else "down"
+        table.add_row("status", Text(status, style=STATUS_STYLES.get(status, ""))
+                      + Text(f" on {fleet.host_name(dyn.host_id)}" if dyn and dyn.host_id else ""))
+        table.add_row("size", f"{vm.cpus} vCPU, memory {format_size(vm.memory_min)}..{format_size(vm.memory_max)},"
+                              f" {vm.architecture}")
+        if dyn is not None:
+            table.add_row("now", f"memory used {format_size(dyn.memory_used)}, CPU {percent(dyn.cpu_percent)}")
+            if dyn.spice_port:
+                table.add_row("console", f"SPICE on {dyn.spice_address or '?'}:{dyn.spice_port} (c opens it)")
+        for link in vm.disks:
+            disk = db.get(VirtualStorageDevice, link.disk_id)
+            table.add_row("disk", f"{disk.name if disk else link.disk_id} {format_size(disk.size) if disk else ''}"
+                                  f" ({link.bus}{', read-only' if link.read_only else ''})")
+        for nic in vm.nics:
+            table.add_row("NIC", f"{'network' if nic.network else 'bridge'} {nic.network or nic.bridge} "
+                                 f"({nic.model}{', ' + nic.mac if nic.mac else ''})")
+        table.add_row("id", Text(vm.id, style="dim"))
+        self.query_one("#vm-summary", Static).update(table)
+        self.query_one("#vm-expectations", Static).update(expectation_states(vm.expectations, vm.id, fleet))
+        self.run_worker(self._explain(vm.id), name="explain", group="explain", exclusive=True)
+
+    async def _explain(self, vm_id: str) -> None:
+        try:
+            explanation = await self.kerub.controller.explain(vm_id)
+        except Exception as error:  # the explanation is a help, never a reason to lose the screen
+            explanation = f"no explanation available: {error}"
+        if self.is_mounted:
+            self.query_one("#vm-explain", Static).update(Text(str(explanation)))
+
+    def action_edit(self) -> None:
+        self.kerub.open_vm_editor(self.vm_id)
+
+    def action_start(self) -> None:
+        self.kerub.ops.start_vms([self.vm_id])
+
+    def action_stop(self) -> None:
+        self.kerub.ops.stop_vms([self.vm_id])
+
+    def action_console(self) -> None:
+        self.kerub.ops.open_console(self.vm_id)
+
+    def action_delete(self) -> None:
+        self.kerub.ops.delete_vms([self.vm_id])
+
+
+def expectation_states(expectations: Sequence[Any], target_id: str, fleet: Any) -> Text:
+    """Each expectation, satisfied or violated with the planner's reason."""
+    text = Text()
+    if not expectations:
+        text.append("none: the planner leaves this alone", style="dim")
+        return text
+    open_ = fleet.open_violations(target_id)
+    matched: set[str] = set()
+    for exp in expectations:
+        spec = exp.spec()
+        shown = display_spec(exp, fleet.name_of)
+        reason = open_.get(spec) or open_.get(shown)
+        if reason is None:
+            reason = next((m for k, m in open_.items() if k not in matched and k.split(":")[0].split("@")[0]
+                           == exp.type), None)
+        if reason is not None:
+            matched.update(k for k, m in open_.items() if m == reason)
+            text.append("✗ ", style="bold red")
+            text.append(f"{shown}", style="bold")
+            text.append(f"\n    {reason}\n", style="red")
+        else:
+            text.append("✓ ", style="green")
+            text.append(f"{shown}\n")
+    for key, message in open_.items():
+        if key not in matched:
+            text.append("✗ ", style="bold red")
+            text.append(f"{message}\n", style="red")
+    text.rstrip()
+    return text
