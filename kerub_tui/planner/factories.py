@@ -499,7 +499,7 @@ def _unexport(state: OperationalState, p: Problem) -> list[Candidate]:
     exports = [e for e in (config.exports if config else []) if e.path == p.detail]
     out: list[Candidate] = []
     for export in exports:
-        out.extend(_single(state, [UnexportNfs(p.host_id, export.path, export.clients)]))
+        out.extend(_single(state, [UnexportNfs(p.host_id, export.path, export.clients, export.server)]))
     return out
 
 

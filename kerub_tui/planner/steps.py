@@ -1211,6 +1211,13 @@ class CopyAllocation(Step):
 # --- sharing -------------------------------------------------------------------------------------
 
 
+def ganesha_export_id(path: str) -> int:
+    """A stable nfs-ganesha export id for a path (ids 1 and 0 are ganesha's own)."""
+    import zlib
+
+    return 100 + zlib.crc32(path.encode()) % 60000
+
+
 def _config_list(state: OperationalState, host: str, name: str) -> list[Any]:
     config = state.host_config.get(host)
     return list(getattr(config, name)) if config is not None else []
@@ -1225,9 +1232,10 @@ class ExportNfs(Step):
     clients: str
     disk: str | None = None
     options: str = "rw,no_root_squash"
+    server: str = "kernel"  # or "ganesha" (userspace server, where there is no kernel nfsd)
 
     def inverse(self) -> Step:
-        return UnexportNfs(self.host, self.path, self.clients)
+        return UnexportNfs(self.host, self.path, self.clients, self.server)
 
     def blocked(self, state: OperationalState) -> str | None:
         if any(e.path == self.path and e.clients == self.clients for e in _config_list(state, self.host, "exports")):
@@ -1236,7 +1244,8 @@ class ExportNfs(Step):
 
     def take(self, state: OperationalState) -> OperationalState:
         exports = _config_list(state, self.host, "exports") + [
-            NfsExport(path=self.path, clients=self.clients, options=self.options, disk_id=self.disk)]
+            NfsExport(path=self.path, clients=self.clients, options=self.options, server=self.server,
+                      disk_id=self.disk)]
         return state.apply([_host_config(state, self.host, exports=exports)])
 
     def touched(self) -> Touched:
@@ -1254,6 +1263,9 @@ class ExportNfs(Step):
     def operations(self, state: OperationalState) -> list[Operation]:
         from ..hosts import nfs
 
+        if self.server == "ganesha":
+            return [ShellOp(self.host, nfs.ganesha_add_export(ganesha_export_id(self.path), self.path,
+                                                              clients=self.clients))]
         return [ShellOp(self.host, nfs.nfs_export(path=self.path, clients=self.clients, options=self.options))]
 
 
@@ -1264,9 +1276,10 @@ class UnexportNfs(Step):
     host: str
     path: str
     clients: str
+    server: str = "kernel"
 
     def inverse(self) -> Step:
-        return ExportNfs(self.host, self.path, self.clients)
+        return ExportNfs(self.host, self.path, self.clients, server=self.server)
 
     def blocked(self, state: OperationalState) -> str | None:
         if not any(e.path == self.path and e.clients == self.clients for e in _config_list(state, self.host, "exports")):
@@ -1297,6 +1310,8 @@ class UnexportNfs(Step):
     def operations(self, state: OperationalState) -> list[Operation]:
         from ..hosts import nfs
 
+        if self.server == "ganesha":
+            return [ShellOp(self.host, nfs.ganesha_remove_export(ganesha_export_id(self.path)))]
         return [ShellOp(self.host, nfs.nfs_unexport(path=self.path, clients=self.clients))]
 
 

@@ -71,7 +71,7 @@ class Fleet:
              wol_mac: str | None = None, ksm: KsmState | None = None, temperature: float | None = None,
              failing: list[str] | None = None, config: HostConfiguration | None = None,
              storage_free: dict[str, int] | None = None, l3_kib: int = 8192, l2_kib: int = 1024, l1i_kib: int | None = None, address: str | None = None,
-             memory_used: int | None = None) -> str:
+             memory_used: int | None = None, tools: dict[str, bool] | None = None) -> str:
         hid = host_id(name)
         if storage is None:
             storage = [StorageCapability(id="lvm:vg0", technology=StorageTechnology.lvm, name="vg0",
@@ -90,7 +90,7 @@ class Fleet:
             hypervisor=HypervisorInfo(libvirt_version="9.0.0", kvm=True, domain_types=["kvm", "qemu"],
                                       guest_arches=[arch]),
             ksm=True,
-            tools={"lvm": True, "qemu-img": True, "zfs": False, "gvinum": False},
+            tools=tools if tools is not None else {"lvm": True, "qemu-img": True, "zfs": False, "gvinum": False},
         )
         index = len([k for k in self.docs if k[0] == "host"]) + 2
         self._put(Host(id=hid, name=name, address=address or f"127.0.0.{index}", dedicated=dedicated,
