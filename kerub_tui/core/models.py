@@ -549,6 +549,7 @@ class Plan(Document):
     effects: list[str] = []  # predicted effects, in words
     cost: Cost = Cost()
     unsatisfied: list[str] = []  # wants and wishes the plan could not meet, shown not hidden
+    method: str = ""  # how the planner found it (exact or greedy search, nodes expanded), shown with it
     premises: str = ""  # fingerprint of the state it was planned on, to re-validate before approval
     status: PlanStatus = PlanStatus.proposed
     status_reason: str | None = None
