@@ -167,7 +167,7 @@ async def open_connection(
     """One connection attempt; SshError subclasses on failure (HostKeyMismatch names the offered key)."""
     options = await client_options(endpoint, settings)
     try:
-        return await asyncssh.connect(endpoint.address, options=options)
+        return await asyncssh.connect(endpoint.address, config=config_arg(settings), options=options)
     except (OSError, asyncssh.Error, TimeoutError, asyncio.TimeoutError) as caught:
         error = caught
         classified = classify_connect_error(endpoint, error)
@@ -212,7 +212,7 @@ async def password_connection(
         preferred_auth="password,keyboard-interactive",
     )
     try:
-        return await asyncssh.connect(endpoint.address, options=options)
+        return await asyncssh.connect(endpoint.address, config=config_arg(settings), options=options)
     except (OSError, asyncssh.Error, TimeoutError, asyncio.TimeoutError) as error:
         classified = classify_connect_error(endpoint, error)
     if isinstance(classified, AuthenticationFailed):
