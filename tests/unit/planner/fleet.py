@@ -149,3 +149,78 @@ class Fleet:
         if optimisation:
             settings = settings.evolve(optimisation={**settings.optimisation.model_dump(), **optimisation})
         return OperationalState.from_documents(self.documents(), now=now, settings=settings)
+
+
+# --- readable tables --------------------------------------------------------------------------------
+
+
+def _rows(table: str) -> list[dict[str, str]]:
+    """Whitespace-separated columns under a header line; the last column takes the rest of the line;
+    '-' is an empty cell."""
+    lines = [line.strip() for line in table.strip().splitlines() if line.strip() and not line.strip().startswith("#")]
+    if not lines:
+        return []
+    header = lines[0].split()
+    rows = []
+    for line in lines[1:]:
+        cells = line.split(None, len(header) - 1)
+        cells += [""] * (len(header) - len(cells))
+        rows.append({k: ("" if v == "-" else v) for k, v in zip(header, cells)})
+    return rows
+
+
+def _size(text: str) -> int:
+    from kerub_tui.core.sizes import parse_size
+
+    return parse_size(text)
+
+
+def from_tables(hosts: str = "", vms: str = "", disks: str = "") -> Fleet:
+    """A fleet from three readable tables (see tests/unit/planner/test_scenarios.py)."""
+    f = Fleet()
+    for row in _rows(hosts):
+        kw: dict[str, Any] = {}
+        if row.get("memory"):
+            kw["memory"] = _size(row["memory"])
+        if row.get("cpus"):
+            kw["cpus"] = int(row["cpus"])
+        if row.get("arch"):
+            kw["arch"] = row["arch"]
+        if "flags" in row:
+            kw["flags"] = tuple(x for x in row["flags"].split(",") if x)
+        if row.get("status"):
+            kw["status"] = HostStatus(row["status"])
+        for option in (row.get("options") or "").split():
+            key, _, value = option.partition("=")
+            if key in ("recycling", "dedicated"):
+                kw[key] = True
+            elif key == "wol":
+                kw["wol_mac"] = value or "52:54:00:00:00:01"
+            elif key == "eol":
+                kw["end_of_life"] = dt.date.fromisoformat(value)
+            elif key == "temp":
+                kw["temperature"] = float(value)
+            elif key == "failing":
+                kw["failing"] = value.split(",")
+            elif key == "vg":
+                kw["vg_free"] = _size(value)
+            elif key == "os":
+                kw["os"] = tuple(value.split(",", 1))
+            elif key == "ksm":
+                # ksm=on,full_scans,pages_sharing or ksm=off,full_scans,pages_sharing
+                run, scans, sharing = value.split(",")
+                kw["ksm"] = KsmState(available=True, run=run == "on", full_scans=int(scans),
+                                     pages_sharing=int(sharing), pages_shared=max(1, int(sharing) // 10))
+            elif key == "used":
+                kw["memory_used"] = _size(value)
+            else:
+                raise ValueError(f"unknown host option {option!r}")
+        f.host(row["name"], **kw)
+    for row in _rows(vms):
+        f.vm(row["name"], memory=_size(row.get("memory") or "1G"), cpus=int(row.get("cpus") or 1),
+             on=row.get("on") or None, status=VmStatus(row.get("status") or "up"),
+             disks=[d for d in (row.get("disks") or "").split(",") if d], expect=(row.get("expect") or "").split())
+    for row in _rows(disks):
+        f.disk(row["name"], size=_size(row.get("size") or "10G"), on=[h for h in (row.get("on") or "").split(",") if h],
+               expect=(row.get("expect") or "").split())
+    return f
