@@ -18,7 +18,7 @@ from tests.lab import (
     fingerprint,
     loop_devices,
     missing_prerequisites,
-    pids_in_pidns,
+    process_start,
 )
 
 pytestmark = pytest.mark.lab
@@ -183,16 +183,32 @@ def test_light_hosts_answer_thirty_concurrent_logins(light_lab):
     assert target.run("command -v libvirtd >/dev/null && test -S /run/libvirt/libvirt-sock").returncode != 0
 
 
-def _traces(slot_dir: Path, vgs: list[str], pidns: list[int]) -> dict:
+def _traces(slot_dir: Path, vgs: list[str], processes: set[tuple[int, int]]) -> dict:
+    """What of a lab is still there; processes are (pid, start time): pid namespace inodes and
+    pids are both reused once freed."""
     mounts = Path("/proc/self/mounts").read_text()
     return {
-        "processes": [p for ns in pidns for p in pids_in_pidns(ns)]
+        "processes": [p for p, start in processes if alive(p, start)]
         + [p.name for p in Path("/proc").iterdir() if p.name.isdigit() and _mentions(p, slot_dir)],
         "loops": [d["name"] for d in loop_devices() if d["back-file"].startswith(f"{slot_dir}/")],
         "mounts": [line for line in mounts.splitlines()
                    if str(slot_dir) in line or any(f"/dev/{vg}" in line for vg in vgs)],
         "files": [str(p) for p in [slot_dir, *(Path("/dev") / vg for vg in vgs)] if p.exists()],
     }
+
+
+def alive(pid: int, start: int) -> bool:
+    """The process that had this pid and start time runs (a zombie has ended)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return process_start(pid) == start and stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def _processes(lab: Lab) -> set[tuple[int, int]]:
+    found = {(p, process_start(p)) for h in lab.hosts for p in h.pids()}
+    return {(p, start) for p, start in found if start is not None}
 
 
 def _mentions(proc: Path, slot_dir: Path) -> bool:
@@ -204,7 +220,7 @@ def test_down_leaves_no_process_loop_device_mount_or_file():
     if reason:
         pytest.skip(f"lab: {reason}")
     lab = Lab.up(2)
-    vgs, pidns = [x.vg for x in lab.hosts], [x.pidns for x in lab.hosts]
+    vgs, processes = [x.vg for x in lab.hosts], set()
     session = None
     try:
         h = lab.hosts[0]
@@ -212,13 +228,15 @@ def test_down_leaves_no_process_loop_device_mount_or_file():
         start_domain(h, "doomed", disk=f"/dev/{h.vg}/disk")
         session = subprocess.Popen([*h.ssh_argv(), "sleep 600"], stdin=subprocess.DEVNULL,
                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        before = _traces(lab.dir, vgs, pidns)
-        assert before["processes"] and len(before["loops"]) == 3 and before["files"]
+        processes = _processes(lab)
+        assert any(qemu_processes(h, "doomed"))
+        before = _traces(lab.dir, vgs, processes)
+        assert len(before["processes"]) > 10 and len(before["loops"]) == 3 and before["files"]
     finally:
         lab.down()
         if session is not None:
             session.wait(timeout=30)
-    assert _traces(lab.dir, vgs, pidns) == {"processes": [], "loops": [], "mounts": [], "files": []}
+    assert _traces(lab.dir, vgs, processes) == {"processes": [], "loops": [], "mounts": [], "files": []}
     lab.down()  # idempotent
 
 
@@ -227,12 +245,12 @@ def test_up_cleans_what_a_crashed_run_left_in_its_slot():
     if reason:
         pytest.skip(f"lab: {reason}")
     crashed = Lab.up(1, light=True)
-    slot, ns = crashed.slot, crashed.hosts[0].pidns
+    slot, processes = crashed.slot, _processes(crashed)
     os.close(crashed._lock_fd)  # the session died: its lock went with it, nothing was cleaned
-    assert pids_in_pidns(ns)
+    assert len(processes) >= 2
     again = Lab.up(1, light=True, slot=slot)
     try:
-        assert pids_in_pidns(ns) == []
+        assert [p for p, start in processes if alive(p, start)] == []
         assert again.hosts[0].ssh("hostname").stdout.strip() == again.hosts[0].name
     finally:
         down(slot)

@@ -740,8 +740,12 @@ class Lab:
             f'spice_listen = "{h.address}"\nvnc_listen = "{h.address}"\n'
             f'migration_address = "{h.address}"\nmigration_host = "{h.address}"\n'
         )
-        for d in ("var-lib-libvirt", "var-log-libvirt"):
-            (h.dir / d).mkdir(mode=0o755)
+        # The directories the Debian packages create, so the product finds a usual host.
+        for d, mode in (("var-lib-libvirt", 0o755), ("var-lib-libvirt/images", 0o711),
+                        ("var-lib-libvirt/boot", 0o711), ("var-lib-libvirt/qemu", 0o751),
+                        ("var-log-libvirt", 0o755), ("var-log-libvirt/qemu", 0o755)):
+            (h.dir / d).mkdir()
+            os.chmod(h.dir / d, mode)
         # One cache for the slot's hosts: qemu's capabilities are probed (1-2 s) once, not per host.
         cache = self.dir / "var-cache-libvirt"
         cache.mkdir(mode=0o755, exist_ok=True)
@@ -946,14 +950,20 @@ def _clean_slot(slot: int, hosts: Sequence[LabHost] = ()) -> list[str]:
     for pid in _all_pids():
         if marker in _cmdline(pid):
             victims.add(pid)
+    # `unshare` itself (in our pid namespace) is left alone: it reaps the init and exits, so
+    # no zombie is left to whoever inherits it. It is killed only if it lingers.
+    outer = set()
     for pid in victims:
         ns = _pidns(pid)
         if ns and ns != own_ns:
             namespaces.add(ns)
+        else:
+            outer.add(pid)
     for ns in namespaces:
         victims.update(pids_in_pidns(ns))
     victims.discard(os.getpid())
-    for pid in victims:
+    started = {pid: process_start(pid) for pid in victims}
+    for pid in victims - outer:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
     holders = [h._holder for h in everyone if h._holder is not None]
@@ -964,11 +974,20 @@ def _clean_slot(slot: int, hosts: Sequence[LabHost] = ()) -> list[str]:
             proc.stdout.close()
 
     def all_dead() -> bool:
-        alive = [p for p in victims if _process_state(p) not in (None, "Z")]
-        return not alive and not any(pids_in_pidns(ns) for ns in namespaces)
+        # When a pid namespace's init dies the kernel kills the rest; no one enters it after.
+        # (Checked by pid and start time: freed pids and namespace inodes are reused.)
+        return not [p for p in victims
+                    if process_start(p) == started[p] and _process_state(p) not in (None, "Z")]
 
     if victims:
-        _wait_for(all_dead, 20, f"the processes of lab slot {slot} to die", 0.05)
+        try:
+            _wait_for(all_dead, 5, f"the processes of lab slot {slot} to die", 0.02)
+        except LabError:
+            for pid in victims:
+                if process_start(pid) == started[pid]:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGKILL)
+            _wait_for(all_dead, 20, f"the processes of lab slot {slot} to die", 0.05)
         done.append(f"killed {len(victims)} processes")
 
     prefix = f"{inst}/"
