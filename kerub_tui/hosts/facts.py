@@ -158,24 +158,32 @@ VMSTAT_UNIT = 1024  # vmstat's default unit, KiB: give it to VmstatParser(unit=.
 def stream_wrapper(cmd: str) -> str:
     """Shell text running ``cmd`` so that it dies with its channel.
 
-    ``cmd`` runs in the background (its stdin is /dev/null); the wrapper reads its own stdin and
-    kills ``cmd`` at EOF, which is what a closed SSH channel looks like, and on SIGHUP/SIGTERM/SIGINT
-    (a PTY hangup). When ``cmd`` ends by itself the wrapper exits with its status.
-    ``cmd`` must be one simple command (the killed pid is its pid); use ``exec`` inside ``sh -c`` otherwise.
+    A watcher reads the wrapper's stdin and, at EOF (what a closed SSH channel looks like), sends
+    SIGTERM to the wrapper; the wrapper's trap (also for SIGHUP, a PTY hangup, and SIGINT) kills
+    ``cmd``. When ``cmd`` ends by itself the wrapper kills the watcher and exits with ``cmd``'s status.
+    ``cmd`` runs in the background with /dev/null as stdin; it must be one simple command (its pid is
+    the one killed): use ``exec`` inside ``sh -c`` for anything else.
     """
     if not isinstance(cmd, str) or not cmd.strip() or "\n" in cmd:
         raise ValueError("stream command must be one non-empty line")
+    # The watcher starts before any trap exists: a child forked while a trap is set can lose a
+    # signal sent in the instant before it resets its handlers, so the wrapper re-sends its kill
+    # until the command is reaped.
     script = (
         "exec 3<&0 </dev/null; "
-        f"{cmd} & pid=$!; "
-        "trap 'kill $pid 2>/dev/null' HUP INT TERM; "
-        "{ while read -r _ <&3; do :; done; kill $pid 2>/dev/null; } & watcher=$!; "
+        "{ while read -r _ <&3; do :; done; kill -TERM $$ 2>/dev/null; } & watcher=$!; "
         "exec 3<&-; "
-        "wait $pid; status=$?; "
+        "pid=; stop=; "
+        """trap 'stop=1; [ -n "$pid" ] && kill $pid 2>/dev/null' HUP INT TERM; """
+        f"{cmd} & pid=$!; "
+        '[ -n "$stop" ] && kill $pid 2>/dev/null; '
+        "wait $pid 2>/dev/null; status=$?; "
+        'while [ -n "$stop" ] && kill $pid 2>/dev/null; do wait $pid 2>/dev/null; status=$?; done; '
         "kill $watcher 2>/dev/null; "
         "exit $status"
     )
-    return shlex.join(["sh", "-c", script])
+    # exec: the remote login shell running this text becomes the wrapper, so a signal to it reaches the trap
+    return "exec " + shlex.join(["sh", "-c", script])
 
 
 def vmstat_stream_command(interval: int = 1) -> str:

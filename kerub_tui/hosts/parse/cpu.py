@@ -59,14 +59,14 @@ def _fields_from_text(text: str) -> dict[str, str]:
     return fields
 
 
-def _cache_kib(value: str) -> int:
+def _cache_kib(value: str, command: str = COMMAND) -> int:
     match = _SIZE_RE.match(value)
     if not match:
-        raise ParseError(COMMAND, f"cache size {value!r} is not understood")
+        raise ParseError(command, f"cache size {value!r} is not understood")
     total = float(match["number"]) * _UNIT[match["unit"]]
     instances = int(match["instances"] or 1)
     if instances == 0:
-        raise ParseError(COMMAND, f"cache size {value!r} has zero instances")
+        raise ParseError(command, f"cache size {value!r} has zero instances")
     return round(total / instances / 1024)
 
 
@@ -81,7 +81,7 @@ def _caches_from_detail(text: str) -> list[CpuCache]:
             raise ParseError(CACHES_COMMAND, f"cache entry {row!r:.80} has no name")
         size = row.get("one-size")
         if isinstance(size, str) and not size.strip().isdigit():
-            kib = _cache_kib(size)  # lscpu without -B prints "48K"
+            kib = _cache_kib(size, CACHES_COMMAND)  # lscpu without -B prints "48K"
         else:
             kib = round(to_int(size, f"{row['name']} one-size", CACHES_COMMAND) / 1024)
         caches.append(CpuCache(name=row["name"].strip(), size_kib=kib))
