@@ -51,6 +51,12 @@ def _is_gone(pid: int) -> bool:
         return True
 
 
+# getaddrinfo(AI_ADDRCONFIG) (used by SPICE and ganesha) finds no IPv4 address when only a loopback
+# has one, and fails even for "127.0.0.1". An unconnected bridge with a documentation-range address
+# (TEST-NET-1) satisfies it; nothing is attached to it, so no packet can leave the namespace.
+_ADDRCONFIG_BRIDGE = "ip link add kerub-ns0 type bridge && ip addr add 192.0.2.1/32 dev kerub-ns0 && ip link set kerub-ns0 up"
+
+
 class PrivateNamespace:
     def __init__(self, workdir: Path) -> None:
         self.workdir = workdir
@@ -58,7 +64,8 @@ class PrivateNamespace:
         self.holder = subprocess.Popen(
             [
                 "unshare", "-m", "-n", "--propagation", "private", "sh", "-c",
-                "ip link set lo up && mount -t tmpfs -o mode=755 tmpfs /run && echo ready && exec sleep infinity",
+                "ip link set lo up && " + _ADDRCONFIG_BRIDGE + " && "
+                "mount -t tmpfs -o mode=755 tmpfs /run && echo ready && exec sleep infinity",
             ],
             stdout=subprocess.PIPE,
         )
@@ -241,8 +248,10 @@ def private_ns(tmp_path: Path) -> Iterator[PrivateNamespace]:
 
 def test_namespace_has_its_own_loopback_and_run(private_ns: PrivateNamespace, tmp_path: Path) -> None:
     links = private_ns.run("ip -o link show").stdout
-    assert links.count(": ") >= 1 and "lo:" in links and "UP" in links.split("lo:", 1)[1].splitlines()[0]
-    assert len(links.strip().splitlines()) == 1  # loopback only: nothing can leave this namespace
+    assert "lo:" in links and "UP" in links.split("lo:", 1)[1].splitlines()[0]
+    # loopback and the unconnected bridge only: nothing can leave this namespace
+    assert sorted(line.split(": ")[1].split("@")[0] for line in links.strip().splitlines()) == ["kerub-ns0", "lo"]
+    assert private_ns.run("ip -o link show master kerub-ns0").stdout == ""  # no port on the bridge
     private_ns.run("touch /run/kerub-ns-marker")
     assert not os.path.exists("/run/kerub-ns-marker")
     # a listener inside is invisible outside
