@@ -948,7 +948,9 @@ def _clean_slot(slot: int, hosts: Sequence[LabHost] = ()) -> list[str]:
                 process_start(h.init_pid) == h.init_start:
             victims.add(h.init_pid)
     for pid in _all_pids():
-        if marker in _cmdline(pid):
+        argv = _cmdline(pid)
+        # Only the slot's unshare and init processes: not, say, an editor open on nsinit.py.
+        if marker in argv and (Path(argv[0]).name == "unshare" or argv[0] == SYSTEM_PYTHON):
             victims.add(pid)
     # `unshare` itself (in our pid namespace) is left alone: it reaps the init and exits, so
     # no zombie is left to whoever inherits it. It is killed only if it lingers.
