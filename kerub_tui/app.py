@@ -27,7 +27,7 @@ from .screens.actions import Operations
 from .screens.base import KerubScreen
 from .screens.disks import DiskDetailScreen, DiskEditorScreen
 from .screens.fleet import Fleet
-from .screens.help import HelpScreen, _bindings_of, key_display, section_name
+from .screens.help import HelpScreen, _bindings_of, all_binding_ids, iter_bindings, key_display, section_name
 from .screens.hosts import AddHostScreen, HostDetailScreen
 from .screens.keymap import Keymap, load_keymap
 from .screens.live import LiveTable
@@ -363,22 +363,3 @@ def screen_bindings(screen: Screen[Any]) -> Iterator[tuple[DOMNode, Binding]]:
         seen.add(id(node))
         for binding in _bindings_of(node):
             yield node, binding
-
-
-def iter_bindings() -> Iterator[Binding]:
-    """Every Binding declared by a kerub-tui class (for the keymap's known ids)."""
-    for cls in _subclasses(DOMNode):
-        if cls.__module__.startswith("kerub_tui"):
-            for binding in cls.__dict__.get("BINDINGS", []):
-                if isinstance(binding, Binding):
-                    yield binding
-
-
-def all_binding_ids() -> set[str]:
-    return {b.id for b in iter_bindings() if b.id}
-
-
-def _subclasses(cls: type) -> Iterator[type]:
-    for sub in cls.__subclasses__():
-        yield sub
-        yield from _subclasses(sub)

@@ -66,9 +66,10 @@ class Operations:
 
             done, refused = [], []
             for doc_id in ids:
+                name = describe(doc_id)  # before the call: a deleted document has no name after it
                 try:
                     await call(doc_id)
-                    done.append(describe(doc_id))
+                    done.append(name)
                 except ActionError as error:
                     refused.append(str(error))
             if refused:

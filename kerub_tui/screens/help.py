@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from rich.table import Table
@@ -32,10 +33,36 @@ def section_name(node: DOMNode) -> str:
     return type(node).__name__
 
 
-def effective_key(app: App, binding: Binding) -> str:
-    """The key(s) a binding answers to now: the keymap's, else its own."""
+def iter_bindings() -> Iterator[Binding]:
+    """Every Binding declared by a kerub-tui class, keys as declared (for the keymap's known ids)."""
+    for cls in _subclasses(DOMNode):
+        if cls.__module__.startswith("kerub_tui"):
+            for binding in cls.__dict__.get("BINDINGS", []):
+                if isinstance(binding, Binding):
+                    yield binding
+
+
+def all_binding_ids() -> set[str]:
+    return {b.id for b in iter_bindings() if b.id}
+
+
+def _subclasses(cls: type) -> Iterator[type]:
+    for sub in cls.__subclasses__():
+        yield sub
+        yield from _subclasses(sub)
+
+
+def declared_keys() -> dict[str, str]:
+    """Binding id -> its keys as declared (Textual splits 'q,ctrl+q' into one binding per key)."""
+    return {b.id: b.key for b in iter_bindings() if b.id}
+
+
+def effective_key(app: App, binding: Binding, declared: dict[str, str] | None = None) -> str:
+    """The key(s) a binding answers to now: the keymap's, else as declared."""
     keymap = getattr(app, "_keymap", {}) or {}
-    return keymap.get(binding.id, binding.key) if binding.id else binding.key
+    if not binding.id:
+        return binding.key
+    return keymap.get(binding.id) or (declared or {}).get(binding.id, binding.key)
 
 
 def key_display(app: App, keys: str) -> str:
@@ -45,6 +72,7 @@ def key_display(app: App, keys: str) -> str:
 def screen_keys(screen: Screen) -> list[KeyRow]:
     """Every kerub-tui binding reachable on ``screen``: its own, its widgets', then the app's."""
     app = screen.app
+    declared = declared_keys()
     rows: dict[tuple[str, str], KeyRow] = {}
     nodes: list[DOMNode] = [screen, *screen.walk_children(with_self=False), app]
     for node in nodes:
@@ -52,17 +80,10 @@ def screen_keys(screen: Screen) -> list[KeyRow]:
             continue
         where = section_name(node)
         for binding in _bindings_of(node):
-            if binding.system:
-                continue
             ident = (where, binding.id or binding.action)
-            keys = key_display(app, effective_key(app, binding))
-            row = rows.get(ident)
-            if row is not None:
-                if binding.id and binding.id in getattr(app, "_keymap", {}):
-                    continue  # a remapped binding: its keys came whole from the keymap already
-                if keys not in row.keys.split(" "):
-                    rows[ident] = KeyRow(where, f"{row.keys} {keys}", row.description, row.binding_id, row.action)
+            if binding.system or ident in rows:
                 continue
+            keys = key_display(app, effective_key(app, binding, declared))
             rows[ident] = KeyRow(where, keys, binding.description or binding.action, binding.id or "-",
                                  binding.action)
     return list(rows.values())

@@ -73,10 +73,13 @@ class RowFilter:
             error = f"not a regular expression ({problem}): matched as plain text"
         return cls(text, inverted, pattern, error)
 
-    def __call__(self, haystack: str) -> bool:
+    def __call__(self, fields: Sequence[str]) -> bool:
+        """Does a row with these cell texts pass? The pattern is tried on each cell (so ^ and $ anchor
+        to a cell, as the admin sees it) and on the document id."""
         if self.pattern is None:
             return True
-        return (self.pattern.search(haystack) is not None) != self.inverted
+        search = self.pattern.search
+        return any(search(field) is not None for field in fields) != self.inverted
 
 
 _NAV = [
@@ -144,7 +147,8 @@ class LiveTable(DataTable, inherit_bindings=False):  # type: ignore[type-arg]
         def control(self) -> "LiveTable":
             return self.table
 
-    def __init__(self, source: RowSource, *, id: str | None = None, classes: str | None = None) -> None:
+    def __init__(self, source: RowSource, *, id: str | None = None,  # noqa: A002 (Textual's name)
+                 classes: str | None = None) -> None:
         super().__init__(cursor_type="row", zebra_stripes=False, id=id, classes=classes)
         self.source = source
         self.row_filter = RowFilter()
@@ -152,7 +156,7 @@ class LiveTable(DataTable, inherit_bindings=False):  # type: ignore[type-arg]
         self.sort_column = source.default_sort
         self.sort_reverse = source.default_reverse
         self._cells: dict[str, Sequence[Cell]] = {}
-        self._search: dict[str, str] = {}
+        self._search: dict[str, tuple[str, ...]] = {}
         self._column_index = {c.key: i for i, c in enumerate(source.columns)}
         self.loaded = False
         self.prompt_filter: Callable[["LiveTable"], None] | None = None
@@ -179,7 +183,7 @@ class LiveTable(DataTable, inherit_bindings=False):  # type: ignore[type-arg]
 
     def _remember(self, doc_id: str, cells: Sequence[Cell]) -> None:
         self._cells[doc_id] = cells
-        self._search[doc_id] = doc_id + " " + " ".join(c.plain for c in cells)
+        self._search[doc_id] = (*(c.plain for c in cells), doc_id)
 
     def _row(self, doc_id: str) -> list[Text]:
         mark = Cell(MARK_GLYPH, "bold yellow") if doc_id in self.marked else Cell(" ")

@@ -170,8 +170,7 @@ def _describe(name: str) -> str:
 
 
 def keymap_table(app: Any) -> Any:
-    from ..app import iter_bindings
-    from .help import key_display
+    from .help import iter_bindings, key_display
 
     keymap = app.keymap
     table = Table(box=None, expand=True, pad_edge=False)

@@ -1,0 +1,62 @@
+"""Running the console on a fixture fleet in tests: no host is ever contacted."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from textual.message import Message
+
+from kerub_tui.app import KerubApp
+from kerub_tui.controller import Controller
+
+from .fleet_data import build_fleet
+
+
+async def started_controller(data_dir: Path, *, readonly: bool = False, empty: bool = False) -> Controller:
+    controller = build_fleet(data_dir, readonly=readonly, empty=empty)
+    # The app starts a controller that is not started yet, which would also connect its hosts:
+    # the fixture hosts are not real, so start it here without connecting anything.
+    await controller.start(connect_hosts=False)
+    return controller
+
+
+class Recorder:
+    """Collects the messages the app and its widgets post (App.run_test's message_hook)."""
+
+    def __init__(self) -> None:
+        self.messages: list[Message] = []
+
+    def __call__(self, message: Message) -> None:
+        self.messages.append(message)
+
+    def of(self, kind: type) -> list:
+        return [m for m in self.messages if isinstance(m, kind)]
+
+    def clear(self) -> None:
+        self.messages.clear()
+
+
+async def settle(app: KerubApp, pilot) -> None:
+    """Let published changes reach the screens, then let the screen repaint and workers finish."""
+    await app.settle()
+    await pilot.pause()
+    busy = [w for w in app.workers if w.group != "feed"]
+    if busy:  # (an empty list would mean "every worker", the endless change feed included)
+        await app.workers.wait_for_complete(busy)
+    await app.settle()
+    await pilot.pause()
+
+
+def plain(widget) -> str:
+    """The text a Static shows (rich renderables included), without styles."""
+    import io
+
+    from rich.console import Console
+
+    content = widget.content
+    if isinstance(content, str):
+        return content
+    console = Console(width=200, file=io.StringIO(), color_system=None, legacy_windows=False)
+    with console.capture() as capture:
+        console.print(content)
+    return capture.get()
