@@ -1,8 +1,9 @@
 """A streaming parser for ``vmstat [-n] [-w] DELAY``: CPU split and memory, one sample per line.
 
 Columns are found by their names in the header line, so the narrow, wide (-w) and newer layouts
-(procps-ng 4 adds a ``gu`` column) all work. vmstat prints memory in KiB by default (``-S K``,
-supported by every procps-ng; ``-S b`` is not): the parser is told the unit.
+(procps-ng 4 adds a ``gu`` column) all work. vmstat prints memory in KiB by default; the monitor
+keeps that default (``-S b`` works on procps-ng 4.0 here, but the default needs no option at all)
+and the parser is told the unit.
 The first sample after start is the average since boot, not the last second: it is marked.
 """
 
