@@ -134,10 +134,52 @@ class Store:
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
         os.close(fd)
         os.chmod(self.path, 0o600)
+        crashed = self._journal_path.exists()  # we hold the lock: a journal now is a crashed writer's
         self._db = unqlite.UnQLite(str(self.path), flags=_OPEN_CREATE)
         self._db.disable_autocommit()
-        self._load()
+        self._load()  # reading rolls the hot journal back: the last committed state
+        if crashed:
+            self._rebuild()
         self._check_schema()
+
+    @property
+    def _journal_path(self) -> Path:
+        return self.path.with_name(self.path.name + "_unqlite_journal")
+
+    def _rebuild(self) -> None:
+        """Copy every record into a fresh file and swap it in.
+
+        UnQLite's rollback of a hot journal restores the committed records, but a file a writer was
+        killed in can keep damage that makes later commits fail ("IO error while writing dirty
+        pages"); tests/unit/test_store_crash.py found it. A rebuilt file has none of that. Every raw
+        record is copied, unreadable ones included, so nothing is lost.
+        """
+        records = [(_to_text(k), v) for k, v in self._db.items()]
+        fresh_path = self.path.with_name(self.path.name + ".rebuild")
+        for leftover in (fresh_path, fresh_path.with_name(fresh_path.name + "_unqlite_journal")):
+            leftover.unlink(missing_ok=True)
+        os.close(os.open(fresh_path, os.O_RDWR | os.O_CREAT, 0o600))
+        fresh = unqlite.UnQLite(str(fresh_path), flags=_OPEN_CREATE)
+        fresh.disable_autocommit()
+        fresh.begin()
+        for key, value in records:
+            fresh.store(key, value)
+        fresh.commit()
+        fresh.close()
+        with open(fresh_path, "rb+") as handle:
+            os.fsync(handle.fileno())
+        self._db.close()
+        os.replace(fresh_path, self.path)
+        dir_fd = os.open(self.data_dir, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+        self._journal_path.unlink(missing_ok=True)
+        self._db = unqlite.UnQLite(str(self.path), flags=_OPEN_CREATE)
+        self._db.disable_autocommit()
+        log.warning("%s was not closed cleanly: rolled back to the last commit and rebuilt (%d records)",
+                    self.path, len(records))
 
     def _acquire_lock(self) -> None:
         lock_path = self.data_dir / LOCK_FILE
@@ -163,8 +205,26 @@ class Store:
         except (OSError, ValueError):
             return None
 
+    def _writer_present(self) -> bool:
+        try:
+            fd = os.open(self.data_dir / LOCK_FILE, os.O_RDONLY)
+        except FileNotFoundError:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            return False
+        except OSError:
+            return True
+        finally:
+            os.close(fd)
+
     def _load_readonly(self) -> None:
         # A snapshot: open, read everything, close, so a read-only reader never blocks the writer.
+        if self._journal_path.exists() and not self._writer_present():
+            raise StoreError(
+                f"{self.path} was not closed cleanly (its writer was killed): open it once without "
+                "--readonly to roll back to the last commit"
+            )
         for attempt in range(50):
             try:
                 db = unqlite.UnQLite(str(self.path), flags=_OPEN_READONLY)
