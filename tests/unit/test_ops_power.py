@@ -4,7 +4,6 @@ exist here, so the ipmitool builders are tested as text."""
 
 from __future__ import annotations
 
-import os
 import shutil
 import socket
 import stat
@@ -71,13 +70,22 @@ def test_wake_on_lan_without_any_tool_says_so(tmp_path: Path) -> None:
 
 
 def test_power_off_returns_first_then_shuts_down(tmp_path: Path) -> None:
-    """A stand-in ``shutdown`` records its arguments: the command must return before it runs."""
+    """A stand-in ``shutdown`` records its arguments: the command must return before it runs.
+
+    PATH holds only the stand-in and the few tools the command needs, so the real shutdown is
+    out of reach even if something went wrong."""
     record = tmp_path / "shutdown-args"
-    stand_in = tmp_path / "shutdown"
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    stand_in = bin_dir / "shutdown"
     stand_in.write_text(f"#!/bin/sh\necho \"$@\" > {record}\n")
     stand_in.chmod(stand_in.stat().st_mode | stat.S_IXUSR)
-    env = {"PATH": f"{tmp_path}:{os.environ.get('PATH', '/usr/bin:/bin')}"}
-    result = subprocess.run(["sh", "-c", power_off(delay_seconds=2)], env=env, capture_output=True, timeout=30)
+    for tool in ("sh", "sleep", "nohup", "echo"):
+        found = shutil.which(tool)
+        assert found is not None, f"{tool} is needed"
+        (bin_dir / tool).symlink_to(found)
+    env = {"PATH": str(bin_dir)}
+    result = subprocess.run([str(bin_dir / "sh"), "-c", power_off(delay_seconds=2)], env=env, capture_output=True, timeout=30)
     assert result.returncode == 0
     assert not record.exists()  # still sleeping: the caller got its answer first
     for _ in range(200):
