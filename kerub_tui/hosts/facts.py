@@ -16,9 +16,9 @@ from __future__ import annotations
 import datetime as dt
 import re
 import shlex
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from kerub_tui.core.models import (
     CpuInfo,
@@ -61,6 +61,7 @@ _FINDMNT = "findmnt -J -b -o TARGET,SOURCE,FSTYPE,SIZE,AVAIL"
 _THERMAL_FILES = (
     "/sys/class/thermal/thermal_zone*/type /sys/class/thermal/thermal_zone*/temp /sys/class/hwmon/hwmon*/temp*_input"
 )
+T = TypeVar("T")
 _DEVICE_RE = re.compile(r"/dev/[A-Za-z0-9][A-Za-z0-9/_.:-]{0,200}\Z")
 
 
@@ -241,12 +242,13 @@ class _Reader:
             return None
         return output.stdout if isinstance(output.stdout, str) else None
 
-    def parse(self, name: str, parser, *args, required: bool = True):  # type: ignore[no-untyped-def]
+    def parse(self, name: str, parser: Callable[[str], T], *, required: bool = True) -> T | None:
+        """The parsed output of a command; None (and a problem) when it failed or is garbage."""
         text = self.text(name, required=required)
         if text is None:
             return None
         try:
-            return parser(text, *args)
+            return parser(text)
         except ParseError as exc:
             self.problems.append(str(exc))
             return None
@@ -264,11 +266,10 @@ def _fs_holding(outputs: _Reader) -> Filesystem | None:
     return found[0] if found else None
 
 
-def _storage(reader: _Reader, images_dir: str) -> tuple[list[StorageCapability], list[lvm.LogicalVolume]]:
+def _storage(reader: _Reader, images_dir: str) -> list[StorageCapability]:
     storage: list[StorageCapability] = []
     groups = reader.parse("vgs", lvm.parse_vgs) or []
     volumes = reader.parse("pvs", lvm.parse_pvs) or []
-    logical = reader.parse("lvs", lvm.parse_lvs, required=False) or []
     for group in groups:
         pvs = sorted(pv.name for pv in volumes if pv.vg == group.name)
         storage.append(
@@ -294,7 +295,7 @@ def _storage(reader: _Reader, images_dir: str) -> tuple[list[StorageCapability],
                 device=holding.source if holding.source.startswith("/dev/") else None,
             )
         )
-    return storage, logical
+    return storage
 
 
 def assemble_capabilities(
@@ -331,7 +332,7 @@ def assemble_capabilities(
     dmi = reader.parse("dmidecode", parse_dmidecode)
     block_devices = reader.parse("lsblk", parse_lsblk) or []
     filesystems = [f for f in reader.parse("findmnt", parse_findmnt) or [] if f.size_bytes > 0]
-    storage, _ = _storage(reader, images_dir)
+    storage = _storage(reader, images_dir)
 
     hypervisor = HypervisorInfo(reason="virsh capabilities was not read")
     capabilities_text = reader.text("virsh_capabilities")
@@ -377,7 +378,11 @@ class StorageReading:
 
 
 def read_storage(outputs: Mapping[str, CommandOutput], *, images_dir: str = IMAGES_DIR) -> StorageReading:
-    """Outputs of storage_monitor_commands() -> free bytes per capability id, thin pools, problems."""
+    """Outputs of storage_monitor_commands() -> free bytes per capability id, thin pools, problems.
+
+    The discovery outputs carry the same names (vgs, lvs, images_fs): right after discovery the
+    first reading can be taken from them without running anything again.
+    """
     reader = _Reader(outputs)
     free: dict[str, int] = {}
     for group in reader.parse("vgs", lvm.parse_vgs) or []:

@@ -331,3 +331,10 @@ def test_stream_wrapper_refuses_odd_commands(command):
 def test_vmstat_interval_is_checked(interval):
     with pytest.raises(ValueError):
         vmstat_stream_command(interval)
+
+
+def test_the_first_storage_reading_comes_from_discovery_outputs():
+    reading = read_storage(captured(CAPTURES / "discovery" / "vm-lab"))
+    assert reading.problems == []
+    assert set(reading.free) == {"lvm:capvg", "lvm:smallvg", "file:/var/lib/kerub-tui/images"}
+    assert [p.name for p in reading.thin_pools] == ["pool0"]
