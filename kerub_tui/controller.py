@@ -36,6 +36,8 @@ from .core.models import (
 )
 from .core.names import InvalidName
 from .core.store import NotFound, Store, StoreError
+from .hosts.fleet import Fleet, FleetError
+from .ssh import SshError
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +65,7 @@ class Controller:
         self.data_dir = paths.data_dir(data_dir)
         self.readonly = readonly
         self.store: Store | None = None
+        self.fleet: Fleet | None = None
         self.started = False
         self._tasks: list[asyncio.Task[Any]] = []
 
@@ -81,10 +84,16 @@ class Controller:
     async def start(self, *, connect_hosts: bool = True) -> None:
         """Open the store; with ``connect_hosts`` (the console, ``serve``) also connect and monitor
         every host and run the planner. One-shot commands start without them."""
-        self.open_store()
+        store = self.open_store()
+        self.fleet = Fleet(store, self.data_dir)
+        if connect_hosts and not self.readonly:
+            await self.fleet.start()
         self.started = True
 
     async def stop(self) -> None:
+        if self.fleet is not None:
+            await self.fleet.stop()
+            self.fleet = None
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -376,7 +385,35 @@ class Controller:
         self.audit("host remove", host.name)
 
     async def _forget_host_connection(self, host_id: str) -> None:
-        """Drop the host's SSH connection, if the fleet holds one."""
+        """Drop the host's SSH connection and its monitors, if the fleet holds them."""
+        if self.fleet is not None:
+            await self.fleet.remove_host(host_id)
+
+    def _fleet(self) -> Fleet:
+        if self.fleet is None:
+            raise ActionError("the controller is not started")
+        return self.fleet
+
+    async def fetch_host_key(self, address: str, port: int | None = None) -> tuple[str, str]:
+        """The host's key and SHA256 fingerprint, for the admin to accept. Nothing runs on the host."""
+        try:
+            return await self._fleet().fetch_host_key(address, port)
+        except (FleetError, SshError, InvalidName, OSError) as error:
+            raise ActionError(f"{address}: {error}") from None
+
+    async def add_host(self, *, name: str, address: str, port: int | None = None, user: str | None = None,
+                       identity: str | None = None, fingerprint: str, dedicated: bool = False) -> Host:
+        """Join a host whose key has the accepted ``fingerprint``: connect, discover, monitor."""
+        self._writable()
+        try:
+            host = await self._fleet().add_host(name, address, port, user, identity, accepted_fingerprint=fingerprint)
+        except (FleetError, SshError, InvalidName, OSError) as error:
+            self.audit("host add", f"{name} ({address})", f"refused: {error}")
+            raise ActionError(str(error)) from None
+        if dedicated:
+            host = self.db.put(host.evolve(dedicated=True))  # type: ignore[assignment]
+        self.audit("host add", host.name, f"key {host.fingerprint}")
+        return host
 
     # --- explanation ------------------------------------------------------------------------
 
