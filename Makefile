@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 BASE_PACKAGES := tools/packages-base.txt
-LAB_PACKAGES := tests/lab/packages.txt
+LAB_PACKAGES := tests/lab/packages.txt tools/packages-test.txt
 ARGS ?=
 
 .PHONY: run test bench system-base system-lab clean
