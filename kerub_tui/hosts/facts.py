@@ -370,9 +370,14 @@ def assemble_capabilities(
     return capabilities, reader.problems
 
 
+def thin_pool_free_key(vg: str, pool: str) -> str:
+    """The HostDynamic.storage_free key of a thin pool's free data space (the planner reads it)."""
+    return f"thin:{vg}/{pool}"
+
+
 @dataclass(frozen=True)
 class StorageReading:
-    free: dict[str, int]  # capability id -> free bytes
+    free: dict[str, int]  # capability id (and thin_pool_free_key for thin pools) -> free bytes
     thin_pools: list[lvm.LogicalVolume]  # with data_percent / metadata_percent, for "thin pool almost full"
     problems: list[str]
 
@@ -388,6 +393,9 @@ def read_storage(outputs: Mapping[str, CommandOutput], *, images_dir: str = IMAG
     for group in reader.parse("vgs", lvm.parse_vgs) or []:
         free[f"lvm:{group.name}"] = group.free_bytes
     pools = [lv for lv in reader.parse("lvs", lvm.parse_lvs) or [] if lv.is_thin_pool]
+    for pool in pools:
+        if pool.data_percent is not None:
+            free[thin_pool_free_key(pool.vg, pool.name)] = int(pool.size_bytes * (100 - pool.data_percent) / 100)
     holding = _fs_holding(reader)
     if holding is not None:
         free[f"file:{images_dir}"] = holding.free_bytes

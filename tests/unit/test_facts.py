@@ -338,3 +338,11 @@ def test_the_first_storage_reading_comes_from_discovery_outputs():
     assert reading.problems == []
     assert set(reading.free) == {"lvm:capvg", "lvm:smallvg", "file:/var/lib/kerub-tui/images"}
     assert [p.name for p in reading.thin_pools] == ["pool0"]
+
+
+def test_thin_pool_free_space_under_the_key_the_planner_reads():
+    lvs = (CAPTURES / "discovery" / "samples" / "lvs-thin-usage.SAMPLE.json").read_text()
+    reading = read_storage({"vgs": Output(0, '{"report": [{"vg": []}]}'), "lvs": Output(0, lvs)})
+    # 100 GiB pool, 91.37 % used; the planner looks it up as thin:VG/POOL
+    assert reading.free == {"thin:vg0/pool0": int(107374182400 * 8.63 / 100)}
+    assert reading.problems == []
