@@ -220,7 +220,10 @@ class Fleet:
         )
         member = _Member(host_id, connection, None)
         if self.monitoring:
-            assert self._sockets is not None
+            if self._sockets is None:
+                # A one-shot command (host add) joins one host without start()ing the whole fleet.
+                ensure_event_loop_impl()
+                self._sockets = socket_dir(self.data_dir)
             sockets = self._sockets
             member.monitor = HostMonitor(
                 host_id,
