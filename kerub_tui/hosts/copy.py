@@ -31,14 +31,21 @@ FAILED_TAG = "kerub-copy-failed"
 
 
 def _source(src_path: str, size: int, sum_to: str) -> str:
-    """Stream the first ``size`` bytes of the source to stdout; its sum goes to ``sum_to`` (a redirection)."""
+    """Stream exactly ``size`` bytes: the source's first ``size`` bytes, zero-padded when a file is
+    shorter (a raw image's missing tail reads as zeros; a qcow2 image is valid with zeros appended).
+    A regular file longer than ``size`` is refused rather than cut. The sum goes to ``sum_to`` (a
+    redirection) only when the source was read completely; otherwise a failure line goes to stderr."""
     q = shlex.quote(src_path)
     return (
-        't=$(mktemp -d) && mkfifo "$t/f" && '
-        f"{{ sha256sum < \"$t/f\" | sed 's/ .*//; s/^/{SUM_TAG} /' {sum_to} & }} && "
-        f"{{ head -c {size} -- {q} || : > \"$t/failed\"; }} | tee \"$t/f\"; wait; "
-        f'if [ -e "$t/failed" ]; then rm -rf "$t"; echo "{FAILED_TAG}: cannot read "{q} >&2; exit 1; fi; '
-        'rm -rf "$t"'
+        't=$(mktemp -d) && mkfifo "$t/f" && { sha256sum < "$t/f" > "$t/sum" & } && '
+        # {q} is never inside double quotes, where a quoted $(...) would run
+        f"{{ if [ ! -r {q} ]; then printf 'cannot read %s\\n' {q} > \"$t/failed\"; "
+        f"elif [ -f {q} ] && [ \"$(wc -c < {q})\" -gt {size} ]; then "
+        f"printf '%s is a file longer than the {size} bytes to copy\\n' {q} > \"$t/failed\"; "
+        f"else {{ head -c {size} -- {q} || printf 'cannot read %s\\n' {q} > \"$t/failed\"; head -c {size} /dev/zero; }} "
+        f"| head -c {size}; fi; }} | tee \"$t/f\"; wait; "
+        f'if [ -e "$t/failed" ]; then echo "{FAILED_TAG}: $(cat "$t/failed")" >&2; rm -rf "$t"; exit 1; fi; '
+        f"sed 's/ .*//; s/^/{SUM_TAG} /' \"$t/sum\" {sum_to}; rm -rf \"$t\""
     )
 
 

@@ -7,7 +7,7 @@ is parsed back before it is returned. The SPICE server listens only on the host'
 password made fresh for each start; consoles reach it through an SSH forward.
 
 Operations over libvirt RPC are not shell commands: :func:`describe_define` and friends give the
-``virsh`` equivalent, prefixed ``libvirt:``, for the plan's "exact commands" display.
+``virsh`` equivalent for the plan's "exact commands" display (the planner marks it ``libvirt:``).
 """
 
 from __future__ import annotations
@@ -42,7 +42,6 @@ from .iscsi import IscsiDiskSource
 from .nfs import NfsDiskSource
 from .spice import check_spice_password
 
-LIBVIRT_PREFIX = "libvirt: "
 KERUB_XMLNS = "https://github.com/kocka/kerub-tui/xmlns/domain/1"
 DOMAIN_TYPES = ("kvm", "qemu")
 _KERUB_UUID_NAMESPACE = uuid.UUID("6f1c2b9e-4a57-4d2e-9a0c-5b8e0d3f7a11")
@@ -475,7 +474,7 @@ def peer_uri(target_address: str, user: str = "root") -> str:
 
 
 def _virsh(*words: str) -> str:
-    return LIBVIRT_PREFIX + "virsh " + " ".join(words)
+    return "virsh " + " ".join(words)
 
 
 def describe_define(vm_name: str) -> str:

@@ -319,13 +319,13 @@ def test_states_and_events() -> None:
 
 
 def test_describe_and_migration_uris() -> None:
-    assert describe_define("web-1") == "libvirt: virsh define web-1.xml"
-    assert describe_start("web-1") == "libvirt: virsh start web-1"
-    assert describe_shutdown("web-1", 60) == "libvirt: virsh shutdown web-1 (then virsh destroy web-1 if still running after 60 s)"
-    assert describe_destroy("w") == "libvirt: virsh destroy w" and describe_undefine("w") == "libvirt: virsh undefine w"
-    assert describe_pause("w") == "libvirt: virsh suspend w" and describe_resume("w") == "libvirt: virsh resume w"
+    assert describe_define("web-1") == "virsh define web-1.xml"
+    assert describe_start("web-1") == "virsh start web-1"
+    assert describe_shutdown("web-1", 60) == "virsh shutdown web-1 (then virsh destroy web-1 if still running after 60 s)"
+    assert describe_destroy("w") == "virsh destroy w" and describe_undefine("w") == "virsh undefine w"
+    assert describe_pause("w") == "virsh suspend w" and describe_resume("w") == "virsh resume w"
     assert describe_migrate("w", "10.0.0.2") == (
-        "libvirt: virsh migrate --live --persistent --undefinesource w qemu+ssh://10.0.0.2/system --migrateuri tcp://10.0.0.2"
+        "virsh migrate --live --persistent --undefinesource w qemu+ssh://10.0.0.2/system --migrateuri tcp://10.0.0.2"
     )
     assert describe_migrate("w", "fd00::2", peer_to_peer=True).endswith("qemu+ssh://root@[fd00::2]/system")
     assert migrate_uri("fd00::2") == "tcp://[fd00::2]" and peer_uri("h.example") == "qemu+ssh://root@h.example/system"
