@@ -86,7 +86,7 @@ class ExpectationEditor(Vertical):
     help_section = "Expectations"
 
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("ctrl+e", "add", "Add expectation", id="expect.add"),
+        Binding("ctrl+n", "add", "Add expectation", id="expect.add"),
         Binding("delete,ctrl+x", "remove", "Remove expectation", id="expect.remove"),
     ]
 
@@ -122,7 +122,7 @@ class ExpectationEditor(Vertical):
         self.expectations: list[Expectation] = list(expectations)
         self.db = db
         self.border_title = f"Expectations ({'VM' if target == 'vm' else 'disk'})"
-        self.border_subtitle = "ctrl+e adds · delete removes"
+        self.border_subtitle = "ctrl+n adds · delete removes"
 
     def compose(self) -> ComposeResult:
         yield OptionList(id="expect-list")
@@ -135,7 +135,7 @@ class ExpectationEditor(Vertical):
         yield Vertical(id="expect-fields")
         yield Static("", id="expect-error", markup=False)
         with Horizontal(id="expect-add-row"):
-            yield Button("Add expectation [^e]", id="expect-add")
+            yield Button("Add expectation [^n]", id="expect-add")
 
     def on_mount(self) -> None:
         self._refresh_list()
@@ -172,15 +172,15 @@ class ExpectationEditor(Vertical):
 
     # --- the form -----------------------------------------------------------------------------
 
-    def on_select_changed(self, event: Select.Changed) -> None:
+    async def on_select_changed(self, event: Select.Changed) -> None:
         if event.select.id != "expect-type":
             return
         event.stop()
-        self.build_form(None if event.value is Select.NULL else str(event.value))
+        await self.build_form(None if event.value is Select.NULL else str(event.value))
 
-    def build_form(self, type_name: str | None) -> None:
+    async def build_form(self, type_name: str | None) -> None:
         container = self.query_one("#expect-fields", Vertical)
-        container.remove_children()
+        await container.remove_children()
         self._error(None)
         if type_name is None:
             self.query_one("#expect-summary", Static).update("")
@@ -209,22 +209,22 @@ class ExpectationEditor(Vertical):
                                     help=field_help(name, kind, required)))
         if not fields:
             fields.append(Label("(no fields: only the level)", classes="field-help"))
-        container.mount_all(fields)
+        await container.mount_all(fields)
 
     def _error(self, message: str | None) -> None:
         widget = self.query_one("#expect-error", Static)
         widget.set_class(bool(message), "-shown")
         widget.update(message or "")
 
-    def on_button_pressed(self, event: Button.Pressed) -> None:
+    async def on_button_pressed(self, event: Button.Pressed) -> None:
         if event.button.id == "expect-add":
             event.stop()
-            self.action_add()
+            await self.action_add()
 
-    def on_input_submitted(self, event: Input.Submitted) -> None:
+    async def on_input_submitted(self, event: Input.Submitted) -> None:
         if event.input.id and event.input.id.startswith("expect-"):
             event.stop()
-            self.action_add()
+            await self.action_add()
 
     def read_form(self) -> Expectation | None:
         """The expectation the form describes, or None with the errors shown where they belong."""
@@ -279,7 +279,7 @@ class ExpectationEditor(Vertical):
             ids.append(doc.id)
         return (ids if isinstance(value, list) else ids[0]), None
 
-    def action_add(self) -> None:
+    async def action_add(self) -> None:
         expectation = self.read_form()
         if expectation is None:
             return
@@ -287,5 +287,5 @@ class ExpectationEditor(Vertical):
             self.expectations = [e for e in self.expectations if e.type != expectation.type]  # type: ignore[attr-defined]
         self.expectations.append(expectation)
         self._refresh_list()
-        self.build_form(str(self.query_one("#expect-type", Select).value))
+        await self.build_form(str(self.query_one("#expect-type", Select).value))
         self.post_message(self.Changed(self))

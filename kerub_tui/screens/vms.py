@@ -161,7 +161,7 @@ class VmEditorScreen(KerubScreen, inherit_bindings=False):
     def on_mount(self) -> None:
         self.query_one("#name", Input).focus()
 
-    def on_button_pressed(self, event: Button.Pressed) -> None:
+    async def on_button_pressed(self, event: Button.Pressed) -> None:
         button = event.button
         if button.id == "save":
             event.stop()
@@ -172,12 +172,13 @@ class VmEditorScreen(KerubScreen, inherit_bindings=False):
         elif button.id in ("add-existing-disk", "add-new-disk"):
             event.stop()
             row = DiskRow(self.kerub.controller.db, new=button.id == "add-new-disk")
-            self.query_one("#disks-section").mount(row, before=self.query_one("#disks-section .add-buttons"))
-            self.call_after_refresh(lambda: row.query_one("Input, Select").focus())
+            await self.query_one("#disks-section").mount(row, before=self.query_one("#disks-section .add-buttons"))
+            row.query(".disk-name, .disk-existing").first().focus()
         elif button.id == "add-nic":
             event.stop()
             row = NicRow()
-            self.query_one("#nics-section").mount(row, before=self.query_one("#nics-section .add-buttons"))
+            await self.query_one("#nics-section").mount(row, before=self.query_one("#nics-section .add-buttons"))
+            row.query_one(".nic-name", Input).focus()
         elif button.has_class("remove-row"):
             event.stop()
             row = button.parent.parent if button.parent is not None else None
