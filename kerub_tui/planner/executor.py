@@ -1,0 +1,428 @@
+"""The execution engine: an approved plan's steps in order, each prepare -> perform -> verify -> update
+documents, every command into the audit log and the plan's step records.
+
+Stops at the first failure: the step and the plan are marked failed with the reason, and the plan's
+reservations are released with it (only approved and running plans hold any); the next re-plan
+repairs from what the hosts report. Host I/O goes through ``HostOperations``, a protocol the
+controller implements over SSH and the libvirt tunnel; tests use a simulator.
+
+- prepare: the step must still apply to the current state (other plans' locks included);
+- perform: its operations (shell text from the hosts builders, libvirt calls); a non-zero exit fails;
+- verify: for steps whose effect can be read back (LVs, images, KSM, domain state), read it back;
+  the other builders verify themselves (the copy pipeline compares checksums, the sharing and power
+  commands are idempotent and fail loudly);
+- update documents: the step's own prediction, written field by field over the current documents,
+  so the store says what the planner will see next even before monitoring reports it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from ..core.models import (
+    AuditEntry,
+    CommandRecord,
+    Document,
+    FileAllocation,
+    Plan,
+    PlanStatus,
+    StepOutcome,
+    StepRecord,
+    VmStatus,
+    utcnow,
+)
+from .commitments import build_state
+from .state import OperationalState
+from .steps import (
+    DEFERRED_BUILDERS,
+    CreateFileImage,
+    CreateLv,
+    CreateMirrorLv,
+    CreateThinLv,
+    DeferredShellOp,
+    ExtendFileImage,
+    ExtendLv,
+    LibvirtOp,
+    MigrateVm,
+    PauseVm,
+    RemoveFileImage,
+    RemoveLv,
+    ResumeVm,
+    SetKsm,
+    ShellOp,
+    StartVm,
+    Step,
+    StopVm,
+    step_from_planned,
+)
+
+TAIL = 2000  # characters of output kept per command in the audit log and the step record
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    exit_code: int
+    stdout: str = ""
+    stderr: str = ""
+
+
+class HostOperations(Protocol):
+    """What the executor needs from the hosts. The controller implements it over SSH.
+
+    ``libvirt`` ops: ``start`` (vm_id, vm_name, xml: define and start), ``shutdown`` (vm_id, timeout:
+    graceful, returns when off or when the timeout passed), ``destroy-if-running``, ``undefine``,
+    ``pause``, ``resume``, ``migrate`` (vm_id, target_host_id, target_address, copy_storage), and
+    ``domain-state`` (vm_id) whose stdout is one of ``running``, ``paused``, ``shut off`` or empty
+    when the host has no such domain. A failed call returns a non-zero exit code and says why in stderr.
+    """
+
+    async def run(self, host_id: str, command: str, *, privileged: bool = True) -> CommandResult: ...
+
+    async def libvirt(self, host_id: str, op: str, **kwargs: Any) -> CommandResult: ...
+
+
+class StepFailed(Exception):
+    pass
+
+
+def _tail(text: str) -> str:
+    return text[-TAIL:] if text else ""
+
+
+# --- verification ------------------------------------------------------------------------------------
+
+Verifier = Callable[[HostOperations, Any, OperationalState], Awaitable[str | None]]
+
+
+async def _lv_state(ops: HostOperations, host: str, vg: str) -> dict[str, Any]:
+    from ..hosts import lvm
+
+    result = await ops.run(host, lvm.lvs_json_command(vg))
+    if result.exit_code != 0:
+        raise StepFailed(f"verify: lvs exited {result.exit_code}: {_tail(result.stderr)}")
+    return {lv.name: lv for lv in lvm.parse_lvs(result.stdout)}
+
+
+async def _verify_lv_present(ops: HostOperations, step: Any, state: OperationalState) -> str | None:
+    lvs = await _lv_state(ops, step.host, step.vg)
+    lv = lvs.get(step.lv)
+    if lv is None:
+        return f"LV {step.vg}/{step.lv} is not there"
+    if lv.size_bytes < step.size:
+        return f"LV {step.vg}/{step.lv} is {lv.size_bytes} bytes, not {step.size}"
+    return None
+
+
+async def _verify_lv_absent(ops: HostOperations, step: Any, state: OperationalState) -> str | None:
+    lvs = await _lv_state(ops, step.host, step.vg)
+    return f"LV {step.vg}/{step.lv} is still there" if step.lv in lvs else None
+
+
+async def _verify_image(ops: HostOperations, step: Any, state: OperationalState) -> str | None:
+    from ..hosts import fileimage
+
+    result = await ops.run(step.host, fileimage.qemu_img_info(step.path))
+    if result.exit_code != 0:
+        return f"qemu-img info {step.path} exited {result.exit_code}: {_tail(result.stderr)}"
+    info = fileimage.parse_qemu_img_info(result.stdout)
+    if info.virtual_size < step.size:
+        return f"image {step.path} is {info.virtual_size} bytes, not {step.size}"
+    return None
+
+
+async def _verify_image_absent(ops: HostOperations, step: Any, state: OperationalState) -> str | None:
+    import shlex
+
+    result = await ops.run(step.host, f"test ! -e {shlex.quote(step.path)}")
+    return None if result.exit_code == 0 else f"{step.path} is still there"
+
+
+async def _verify_ksm(ops: HostOperations, step: Any, state: OperationalState) -> str | None:
+    from ..hosts import ksm
+
+    result = await ops.run(step.host, ksm.ksm_read_command())
+    if result.exit_code != 0:
+        return f"reading KSM exited {result.exit_code}"
+    seen = ksm.parse_ksm(result.stdout)
+    if step.run is not None and seen.run != step.run:
+        return f"KSM run is {int(seen.run)}, not {int(step.run)}"
+    if step.pages_to_scan is not None and seen.pages_to_scan != step.pages_to_scan:
+        return f"KSM pages_to_scan is {seen.pages_to_scan}, not {step.pages_to_scan}"
+    return None
+
+
+def _domain_verifier(host_attr: str, wanted: tuple[str, ...]) -> Verifier:
+    async def verify(ops: HostOperations, step: Any, state: OperationalState) -> str | None:
+        host = getattr(step, host_attr)
+        result = await ops.libvirt(host, "domain-state", vm_id=step.vm)
+        seen = result.stdout.strip()
+        if result.exit_code != 0:
+            return f"reading the domain state on {state.host_name(host)} failed: {_tail(result.stderr)}"
+        if seen not in wanted:
+            return (f"{state.vm_name(step.vm)} is {seen or 'not defined'} on {state.host_name(host)}, "
+                    f"expected {' or '.join(w or 'not defined' for w in wanted)}")
+        return None
+
+    return verify
+
+
+VERIFIERS: dict[type[Step], Verifier] = {
+    CreateLv: _verify_lv_present,
+    CreateThinLv: _verify_lv_present,
+    CreateMirrorLv: _verify_lv_present,
+    ExtendLv: _verify_lv_present,
+    RemoveLv: _verify_lv_absent,
+    CreateFileImage: _verify_image,
+    ExtendFileImage: _verify_image,
+    RemoveFileImage: _verify_image_absent,
+    SetKsm: _verify_ksm,
+    StartVm: _domain_verifier("host", ("running",)),
+    ResumeVm: _domain_verifier("host", ("running",)),
+    PauseVm: _domain_verifier("host", ("paused",)),
+    StopVm: _domain_verifier("host", ("shut off", "")),
+    MigrateVm: _domain_verifier("target", ("running", "paused")),
+}
+
+
+# --- libvirt details the plan does not store ------------------------------------------------------
+
+
+def disk_backings(state: OperationalState, vm_id: str, host_id: str) -> dict[str, tuple[Any, Any]]:
+    """How ``host_id`` reaches each disk of the VM: a local allocation, or the file of an NFS mount."""
+    from ..hosts.nfs import NfsDiskSource
+
+    vm = state.vms[vm_id]
+    out: dict[str, tuple[Any, Any]] = {}
+    config = state.host_config.get(host_id)
+    for link in vm.disks:
+        disk = state.disks[link.disk_id]
+        local = next((a for a in state.allocations(link.disk_id) if a.host_id == host_id), None)
+        if local is not None:
+            out[link.disk_id] = (disk, local)
+            continue
+        mount = next((m for m in (config.mounts if config else []) if m.disk_id == link.disk_id), None)
+        remote = next((a for a in state.allocations(link.disk_id) if isinstance(a, FileAllocation)), None)
+        if mount is None or remote is None:
+            raise StepFailed(f"{state.host_name(host_id)} has no way to reach disk {disk.name}")
+        server, _, export_path = mount.source.partition(":")
+        directory, _, file_name = remote.path.rpartition("/")
+        out[link.disk_id] = (disk, NfsDiskSource(server=server, export_path=directory or export_path,
+                                                 file_name=file_name, format=remote.format,
+                                                 mount_point=mount.target))
+    return out
+
+
+def _libvirt_kwargs(op: LibvirtOp, step: Step, state: OperationalState) -> dict[str, Any]:
+    kwargs = op.kwargs()
+    if op.op == "start":
+        from ..hosts import kvm, spice
+
+        host = state.hosts[step.host]  # type: ignore[attr-defined]
+        vm = state.vms[step.vm]  # type: ignore[attr-defined]
+        hyper = host.capabilities.hypervisor if host.capabilities else None
+        domain_type = "kvm" if hyper is None or hyper.kvm else "qemu"
+        # The SPICE password lives only in the domain definition on the host, never in a document.
+        kwargs.update(vm_name=vm.name, xml=kvm.domain_xml(
+            vm, disk_backings(state, vm.id, host.id), spice.new_spice_password(),
+            domain_type=domain_type, emulator=hyper.emulator if hyper else None))
+    return kwargs
+
+
+# --- the engine ---------------------------------------------------------------------------------------
+
+
+class Executor:
+    def __init__(self, store: Any, ops: HostOperations, *, clock: Callable[[], dt.datetime] = utcnow,
+                 user: str = "kerub-tui executor", on_step: Callable[[int, Step], None] | None = None,
+                 verify: bool = True) -> None:
+        self.store = store
+        self.ops = ops
+        self.clock = clock
+        self.user = user
+        self.on_step = on_step  # progress for the console (and the simulator in tests)
+        self.verify = verify
+
+    # plan document helpers -------------------------------------------------------------------------
+
+    def _plan(self, plan_id: str) -> Plan:
+        return self.store.require(Plan, plan_id)
+
+    def _save_record(self, plan_id: str, record: StepRecord) -> None:
+        plan = self._plan(plan_id)
+        records = [r for r in plan.records if r.step_index != record.step_index] + [record]
+        records.sort(key=lambda r: r.step_index)
+        self.store.put(plan.model_copy(update={"records": records}))
+
+    def _set_status(self, plan_id: str, status: PlanStatus, reason: str | None = None) -> Plan:
+        plan = self._plan(plan_id)
+        updated = plan.model_copy(update={"status": status, "status_reason": reason})
+        self.store.put(updated)
+        return updated
+
+    def _audit(self, action: str, target: str, plan_id: str, outcome: str = "ok", **fields: Any) -> None:
+        self.store.put(AuditEntry(os_user=self.user, action=action, target=target, outcome=outcome,
+                                  plan_id=plan_id, **fields))
+
+    # running -----------------------------------------------------------------------------------------
+
+    async def execute(self, plan_id: str) -> Plan:
+        plan = self._plan(plan_id)
+        if plan.status is not PlanStatus.approved:
+            raise ValueError(f"plan {plan_id[:8]} is {plan.status.value}, not approved")
+        with self.store.transaction():
+            self._set_status(plan_id, PlanStatus.running)
+            self._audit("plan start", plan_id, plan_id)
+        index = -1
+        try:
+            for index, planned in enumerate(plan.steps):
+                await self._execute_step(plan_id, index, step_from_planned(planned))
+        except StepFailed as error:
+            reason = f"step {index + 1} ({plan.steps[index].description}): {error}"
+            with self.store.transaction():
+                updated = self._set_status(plan_id, PlanStatus.failed, reason)
+                self._audit("plan failed", plan_id, plan_id, outcome=f"failed: {reason}")
+            return updated
+        except asyncio.CancelledError:
+            with self.store.transaction():
+                self._set_status(plan_id, PlanStatus.interrupted, "the controller stopped while the plan ran")
+                if index >= 0:
+                    self._finish_record(plan_id, index, StepOutcome.interrupted, "the controller stopped")
+                self._audit("plan interrupted", plan_id, plan_id, outcome="interrupted")
+            raise
+        with self.store.transaction():
+            updated = self._set_status(plan_id, PlanStatus.done)
+            self._audit("plan done", plan_id, plan_id)
+        return updated
+
+    def _finish_record(self, plan_id: str, index: int, outcome: StepOutcome, error: str | None) -> None:
+        plan = self._plan(plan_id)
+        record = next((r for r in plan.records if r.step_index == index), None)
+        if record is None:
+            record = StepRecord(step_index=index, started_at=self.clock())
+        self._save_record(plan_id, record.model_copy(update={"outcome": outcome, "error": error,
+                                                             "ended_at": self.clock()}))
+
+    async def _execute_step(self, plan_id: str, index: int, step: Step) -> None:
+        record = StepRecord(step_index=index, host_id=step.host_id, started_at=self.clock())
+        self._save_record(plan_id, record)
+        if self.on_step is not None:
+            self.on_step(index, step)
+        try:
+            state = build_state(self.store, now=self.clock(), exclude=plan_id)
+            # prepare
+            reason = step.blocked(state)
+            if reason is not None:
+                raise StepFailed(f"prepare: {reason}")
+            # perform
+            previous_output = ""
+            for op in step.operations(state):
+                result, shown = await self._perform(plan_id, index, step, state, op, previous_output)
+                previous_output = result.stdout
+                if result.exit_code != 0:
+                    raise StepFailed(f"{shown} exited {result.exit_code}: "
+                                     f"{_tail(result.stderr.strip()) or _tail(result.stdout.strip())}")
+            # verify
+            verifier = VERIFIERS.get(type(step)) if self.verify else None
+            if verifier is not None:
+                problem = await verifier(_Recorded(self, plan_id, index, step, state), step, state)
+                if problem is not None:
+                    raise StepFailed(f"verify: {problem}")
+            # update documents
+            self._update_documents(state, step.take(state))
+        except StepFailed as error:
+            self._finish_record(plan_id, index, StepOutcome.failed, str(error))
+            raise
+        except (OSError, ValueError, KeyError) as error:  # a host that went away, a parser that refused
+            message = f"{type(error).__name__}: {error}"
+            self._finish_record(plan_id, index, StepOutcome.failed, message)
+            raise StepFailed(message) from error
+        self._finish_record(plan_id, index, StepOutcome.done, None)
+
+    async def _perform(self, plan_id: str, index: int, step: Step, state: OperationalState, op: Any,
+                       previous_output: str) -> tuple[CommandResult, str]:
+        recorded = _Recorded(self, plan_id, index, step, state)
+        if isinstance(op, LibvirtOp):
+            shown = f"libvirt: {op.display}"
+            result = await recorded.libvirt(op.host_id, op.op, shown=shown, **_libvirt_kwargs(op, step, state))
+        elif isinstance(op, DeferredShellOp):
+            shown = DEFERRED_BUILDERS[op.build](previous_output)
+            result = await recorded.run(op.host_id, shown, privileged=op.privileged)
+        else:
+            assert isinstance(op, ShellOp)
+            shown = op.command
+            result = await recorded.run(op.host_id, op.command, privileged=op.privileged)
+        return result, shown
+
+    def _record(self, plan_id: str, index: int, step: Step, state: OperationalState, host_id: str, shown: str,
+                result: CommandResult, started: dt.datetime, seconds: float) -> None:
+        output = _tail((result.stdout or "") + (("\n" + result.stderr) if result.stderr else ""))
+        plan = self._plan(plan_id)
+        record = next(r for r in plan.records if r.step_index == index)
+        command = CommandRecord(host_id=host_id, command=shown, exit_code=result.exit_code,
+                                stdout_tail=_tail(result.stdout), stderr_tail=_tail(result.stderr),
+                                started_at=started, ended_at=self.clock())
+        with self.store.transaction():
+            self._save_record(plan_id, record.model_copy(update={"commands": [*record.commands, command]}))
+            self._audit("step command", step.describe(state), plan_id,
+                        outcome="ok" if result.exit_code == 0 else f"exit {result.exit_code}",
+                        host_id=host_id, command=shown, exit_code=result.exit_code,
+                        duration_seconds=round(seconds, 3), output_tail=output)
+
+    def _update_documents(self, before: OperationalState, after: OperationalState) -> None:
+        """Write what the step changed, field by field over the current documents (monitoring may have
+        written other fields of the same document meanwhile)."""
+        docs: list[Document] = []
+        for predicted in after.changed_documents(before):
+            old = _lookup(before, predicted)
+            current = self.store.get(predicted.kind, predicted.id)
+            if current is None or old is None:
+                docs.append(predicted)
+                continue
+            new_data = predicted.model_dump()
+            old_data = old.model_dump()
+            changed = {k: v for k, v in new_data.items() if old_data.get(k) != v}
+            merged = current.model_dump()
+            merged.update(changed)
+            docs.append(type(predicted).model_validate(merged))
+        if docs:
+            self.store.put_many(docs)
+
+
+class _Recorded:
+    """HostOperations that writes every call into the step record and the audit log."""
+
+    def __init__(self, executor: Executor, plan_id: str, index: int, step: Step, state: OperationalState) -> None:
+        self.executor = executor
+        self.plan_id = plan_id
+        self.index = index
+        self.step = step
+        self.state = state
+
+    async def run(self, host_id: str, command: str, *, privileged: bool = True) -> CommandResult:
+        started, t0 = self.executor.clock(), time.monotonic()
+        result = await self.executor.ops.run(host_id, command, privileged=privileged)
+        self.executor._record(self.plan_id, self.index, self.step, self.state, host_id, command, result, started,
+                              time.monotonic() - t0)
+        return result
+
+    async def libvirt(self, host_id: str, op: str, *, shown: str | None = None, **kwargs: Any) -> CommandResult:
+        started, t0 = self.executor.clock(), time.monotonic()
+        result = await self.executor.ops.libvirt(host_id, op, **kwargs)
+        text = shown or f"libvirt: {op} {self.state.vm_name(kwargs['vm_id']) if 'vm_id' in kwargs else ''}".rstrip()
+        self.executor._record(self.plan_id, self.index, self.step, self.state, host_id, text, result, started,
+                              time.monotonic() - t0)
+        return result
+
+
+def _lookup(state: OperationalState, doc: Document) -> Document | None:
+    mapping = {"host-dynamic": state.host_dyn, "host-config": state.host_config, "vm-dynamic": state.vm_dyn,
+               "disk-dynamic": state.disk_dyn}[doc.kind]
+    return mapping.get(doc.id)
+
+
+__all__ = ["CommandResult", "Executor", "HostOperations", "StepFailed", "VERIFIERS", "VmStatus", "disk_backings"]
