@@ -51,8 +51,8 @@ class DiskEditorScreen(KerubScreen, inherit_bindings=False):
                                     id="expectations")
             yield Static("", id="editor-error", markup=False)
             with Horizontal(id="editor-buttons"):
-                yield Button("Cancel", id="cancel")
-                yield Button("Save [^s]", id="save", variant="primary")
+                yield Button("Cancel", id="cancel", compact=True)
+                yield Button("Save [^s]", id="save", variant="primary", compact=True)
         yield Footer()
 
     def on_mount(self) -> None:

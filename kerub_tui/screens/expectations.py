@@ -93,7 +93,7 @@ class ExpectationEditor(Vertical):
     DEFAULT_CSS = """
     ExpectationEditor { height: auto; border: round $panel-lighten-2; padding: 0 1; }
     ExpectationEditor OptionList { height: auto; max-height: 8; border: none; }
-    ExpectationEditor #expect-choose { height: auto; }
+    ExpectationEditor #expect-choose { height: auto; margin: 1 0; }
     ExpectationEditor #expect-type { width: 2fr; }
     ExpectationEditor #expect-level { width: 1fr; }
     ExpectationEditor #expect-summary { color: $text-muted; padding: 0 1; }
@@ -128,14 +128,14 @@ class ExpectationEditor(Vertical):
         yield OptionList(id="expect-list")
         with Horizontal(id="expect-choose"):
             yield Select([(name, name) for name in sorted(self.types)], prompt="add an expectation of type…",
-                         id="expect-type")
+                         id="expect-type", compact=True)
             yield Select([(level.value, level.value) for level in Level], value=Level.want.value,
-                         allow_blank=False, id="expect-level")
+                         allow_blank=False, id="expect-level", compact=True)
         yield Static("", id="expect-summary", markup=False)
         yield Vertical(id="expect-fields")
         yield Static("", id="expect-error", markup=False)
         with Horizontal(id="expect-add-row"):
-            yield Button("Add expectation [^n]", id="expect-add")
+            yield Button("Add expectation [^n]", id="expect-add", compact=True)
 
     def on_mount(self) -> None:
         self._refresh_list()

@@ -16,19 +16,22 @@ class FormField(Vertical):
     """``label  [widget]`` with an error line under it, shown only while the value is wrong."""
 
     DEFAULT_CSS = """
-    FormField { height: auto; margin: 0 0 0 0; }
+    FormField { height: auto; margin: 0 0 1 0; }
     FormField > Horizontal { height: auto; }
-    FormField .field-label { width: 16; padding: 1 1 0 0; text-align: right; color: $text-muted; }
+    FormField .field-label { width: 16; padding: 0 1 0 0; text-align: right; color: $text-muted; }
     FormField .field-help { color: $text-muted; padding: 0 0 0 16; }
     FormField .field-error { color: $error; padding: 0 0 0 16; display: none; }
     FormField.-invalid .field-error { display: block; }
-    FormField.-invalid Input { border: tall $error; }
+    FormField.-invalid Input { background: $error 25%; }
+    FormField.-invalid .field-label { color: $error; text-style: bold; }
     FormField Input, FormField Select { width: 1fr; }
-    FormField Switch { margin: 0 0 0 0; }
+    FormField Switch { border: none; height: 1; padding: 0; }
     """
 
     def __init__(self, label: str, widget: Widget, *, key: str, help: str = "") -> None:
         super().__init__(id=f"field-{key}", classes="form-field")
+        if isinstance(widget, (Input, Select)):
+            widget.compact = True  # one line per field: a whole form fits 80x24
         self.label = label
         self.widget = widget
         self.key = key

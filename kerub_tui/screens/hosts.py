@@ -71,13 +71,13 @@ class AddHostScreen(KerubScreen, inherit_bindings=False):
                                               id="identity"), key="identity")
             yield FormField("Name", Input(placeholder="empty: the address", id="name"), key="name")
             with Horizontal(id="addhost-buttons"):
-                yield Button("Fetch host key [^s]", id="connect", variant="primary")
+                yield Button("Fetch host key [^s]", id="connect", variant="primary", compact=True)
             yield Static("", id="addhost-error", markup=False)
             with Vertical(id="addhost-key"):
                 yield Static("", id="addhost-key-text", markup=False)
                 with Horizontal():
-                    yield Button("Cancel", id="reject")
-                    yield Button("Accept and add [^y]", id="accept", variant="warning")
+                    yield Button("Cancel", id="reject", compact=True)
+                    yield Button("Accept and add [^y]", id="accept", variant="warning", compact=True)
             yield Static("", id="addhost-progress", markup=False)
         yield Footer()
 

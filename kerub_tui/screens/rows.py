@@ -326,7 +326,7 @@ class AuditRows:
         Column("host", "Host"),
         Column("exit", "Exit"),
         Column("duration", "Took"),
-        Column("outcome", "Outcome / output"),
+        Column("outcome", "Command / outcome"),
     )
 
     def __init__(self, fleet: Fleet) -> None:
@@ -346,9 +346,9 @@ class AuditRows:
         exit_style = "" if entry.exit_code in (None, 0) else "bold red"
         exit_text = "-" if entry.exit_code is None else str(entry.exit_code)
         took = "-" if entry.duration_seconds is None else f"{entry.duration_seconds:.1f}s"
-        detail = entry.outcome
-        if entry.output_tail:
-            detail = f"{detail}: {entry.output_tail}" if detail else entry.output_tail
+        detail = entry.command or entry.outcome
+        if entry.output_tail and entry.exit_code not in (None, 0):
+            detail = f"{detail} → {entry.output_tail}" if detail else entry.output_tail
         return (
             time_cell(entry.time),
             Cell(entry.os_user or "-"),

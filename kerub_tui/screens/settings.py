@@ -91,7 +91,7 @@ class SettingsScreen(KerubScreen, inherit_bindings=False):
                                     help=_describe(name))
                 yield Static("", id="optimisation-error", markup=False)
                 with Horizontal(id="optimisation-buttons"):
-                    yield Button("Save optimisation [^s]", id="save-optimisation", variant="primary")
+                    yield Button("Save optimisation [^s]", id="save-optimisation", variant="primary", compact=True)
             yield Static("", id="keymap", classes="panel")
         yield Footer()
 

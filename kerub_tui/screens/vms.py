@@ -36,7 +36,7 @@ EDITOR_CSS = """
 {name} VerticalScroll {{ padding: 0 1; }}
 {name} .editor-title {{ text-style: bold; padding: 1 0 0 0; }}
 {name} .section {{ height: auto; border: round $panel-lighten-2; padding: 0 1; }}
-{name} .row {{ height: auto; }}
+{name} .row {{ height: auto; margin-bottom: 1; }}
 {name} .row Select {{ width: 1fr; }}
 {name} .row Input {{ width: 1fr; }}
 {name} .row Button {{ min-width: 5; width: 5; }}
@@ -65,16 +65,16 @@ class DiskRow(Vertical):
     def compose(self) -> ComposeResult:
         with Horizontal(classes="row"):
             if self.new:
-                yield Input(placeholder="new disk name", classes="disk-name")
-                yield Input(placeholder="size, e.g. 10G", classes="disk-size")
+                yield Input(placeholder="new disk name", classes="disk-name", compact=True)
+                yield Input(placeholder="size, e.g. 10G", classes="disk-size", compact=True)
             else:
                 disks = sorted(self.db.list(VirtualStorageDevice), key=lambda d: d.name)
                 options = [(f"{d.name} ({format_size(d.size)})", d.id) for d in disks]
                 yield Select(options, value=self.link.disk_id if self.link else Select.NULL,
-                             prompt="existing disk…", classes="disk-existing")
+                             prompt="existing disk…", classes="disk-existing", compact=True)
             yield Select([(b, b) for b in BUSES], value=self.link.bus if self.link else "virtio",
-                         allow_blank=False, classes="disk-bus")
-            yield Button("✕", classes="remove-row", tooltip="remove this disk from the VM")
+                         allow_blank=False, classes="disk-bus", compact=True)
+            yield Button("✕", classes="remove-row", tooltip="remove this disk from the VM", compact=True)
         yield Static("", classes="row-error", markup=False)
 
     def set_error(self, message: str | None) -> None:
@@ -95,13 +95,13 @@ class NicRow(Vertical):
         source = "bridge" if nic is not None and nic.bridge else "network"
         with Horizontal(classes="row"):
             yield Select([("network", "network"), ("bridge", "bridge")], value=source, allow_blank=False,
-                         classes="nic-source")
+                         classes="nic-source", compact=True)
             yield Input((nic.network or nic.bridge or "") if nic else "default", placeholder="name",
-                        classes="nic-name")
+                        classes="nic-name", compact=True)
             yield Select([(m, m) for m in NIC_MODELS], value=nic.model if nic else "virtio", allow_blank=False,
-                         classes="nic-model")
-            yield Input((nic.mac or "") if nic else "", placeholder="MAC (optional)", classes="nic-mac")
-            yield Button("✕", classes="remove-row", tooltip="remove this NIC")
+                         classes="nic-model", compact=True)
+            yield Input((nic.mac or "") if nic else "", placeholder="MAC (optional)", classes="nic-mac", compact=True)
+            yield Button("✕", classes="remove-row", tooltip="remove this NIC", compact=True)
         yield Static("", classes="row-error", markup=False)
 
     def set_error(self, message: str | None) -> None:
@@ -143,19 +143,19 @@ class VmEditorScreen(KerubScreen, inherit_bindings=False):
                 for link in vm.disks if vm else []:
                     yield DiskRow(db, link=link)
                 with Horizontal(classes="add-buttons"):
-                    yield Button("+ existing disk", id="add-existing-disk")
-                    yield Button("+ new disk", id="add-new-disk")
+                    yield Button("+ existing disk", id="add-existing-disk", compact=True)
+                    yield Button("+ new disk", id="add-new-disk", compact=True)
             with Vertical(classes="section", id="nics-section") as nics:
                 nics.border_title = "NICs"
                 for nic in vm.nics if vm else []:
                     yield NicRow(nic)
                 with Horizontal(classes="add-buttons"):
-                    yield Button("+ NIC", id="add-nic")
+                    yield Button("+ NIC", id="add-nic", compact=True)
             yield ExpectationEditor("vm", vm.expectations if vm else [], db, id="expectations")
             yield Static("", id="editor-error", markup=False)
             with Horizontal(id="editor-buttons"):
-                yield Button("Cancel", id="cancel")
-                yield Button("Save [^s]", id="save", variant="primary")
+                yield Button("Cancel", id="cancel", compact=True)
+                yield Button("Save [^s]", id="save", variant="primary", compact=True)
         yield Footer()
 
     def on_mount(self) -> None:
