@@ -62,18 +62,22 @@ def _penalty(rejections: Iterable[Rejection]) -> float:
 
 def sequence_cost(state: OperationalState, steps: Iterable[Step]) -> float:
     """Scalar cost of a sequence, each step costed on the state its predecessors leave."""
+    steps = list(steps)
     total = 0.0
-    for step in steps:
+    for i, step in enumerate(steps):
         total += scalar(step.cost(state))
-        state = step.take(state)
+        if i < len(steps) - 1:
+            state = step.take(state)
     return total
 
 
 def _applicable(state: OperationalState, steps: Iterable[Step]) -> bool:
-    for step in steps:
+    steps = list(steps)
+    for i, step in enumerate(steps):
         if step.blocked(state) is not None:
             return False
-        state = step.take(state)
+        if i < len(steps) - 1:
+            state = step.take(state)
     return True
 
 

@@ -39,6 +39,7 @@ GREEDY_CANDIDATES = 4  # per item in greedy mode
 SOFT_ITEMS_PER_NODE = 4
 DEFAULT_MAX_NODES = 4000
 DEFAULT_MAX_SECONDS = 30.0
+STALL_LIMIT = 300  # nodes without fewer open hard items: the rest cannot be fixed, stop looking
 
 # Which open items are tackled first: what is already broken, then what must run, then the rest.
 _TYPE_ORDER = {
@@ -213,16 +214,33 @@ class SearchResult:
         return total
 
 
-def _item_order(state: OperationalState, item: Item) -> tuple[object, ...]:
+def _item_order(state: OperationalState, item: Item, smallest_first: bool = False) -> tuple[object, ...]:
     hard = 0 if is_hard(item) else 1
     order = _TYPE_ORDER.get(item.type, 10)
     size: tuple[object, ...] = ()
     if isinstance(item, Violation) and item.subject_kind == "vm" and item.type == "availability":
         vm = state.vms.get(item.subject_id)
         if vm is not None:
-            # biggest first: the classic first-fit-decreasing order for packing
-            size = (-len(vm.expectations), -vm.memory_max, -vm.cpus)
+            # Biggest first (first-fit decreasing) packs best when everything fits; when it cannot all
+            # fit, smallest first leaves the fewest VMs unplaced.
+            sign = 1 if smallest_first else -1
+            size = (-len(vm.expectations), sign * vm.memory_max, sign * vm.cpus)
     return (hard, order, size, item_key(item))
+
+
+def _oversubscribed(state: OperationalState, ev: Evaluation) -> bool:
+    """More memory asked by VMs waiting to start than free on the hosts that could take them."""
+    from .checkers import host_usable
+    from .state import vm_memory
+
+    wanted = 0
+    for vm_id, violations in ev.vm_v.items():
+        if any(v.type == "availability" and v.hard for v in violations) and state.vm_host(vm_id) is None:
+            wanted += vm_memory(state.vms[vm_id])
+    if not wanted:
+        return False
+    free = sum(max(state.free_memory(h), 0) for h in state.host_ids() if host_usable(state, h) is None)
+    return wanted > free
 
 
 def replay(state: OperationalState, steps: Iterable[Step]) -> tuple[list[OperationalState], str | None]:
@@ -264,7 +282,9 @@ def search(state: OperationalState, *, max_nodes: int = DEFAULT_MAX_NODES,
     seen: set[frozenset[Step]] = {frozenset()}
     best_goal: Node | None = root if root_ev.hard == 0 else None
     best_partial = root
+    smallest_first = _oversubscribed(state, root_ev)
     expanded = 0
+    since_better = 0
     stopped = ""
     while heap:
         if expanded >= max_nodes:
@@ -272,6 +292,9 @@ def search(state: OperationalState, *, max_nodes: int = DEFAULT_MAX_NODES,
             break
         if clock() - started > max_seconds:
             stopped = f"time limit of {max_seconds:.0f} s reached"
+            break
+        if best_goal is None and since_better >= STALL_LIMIT:
+            stopped = f"no progress in {STALL_LIMIT} nodes: some items cannot be fixed"
             break
         _, _, _, node = heapq.heappop(heap)
         if best_goal is not None and node.g >= best_goal.value:
@@ -282,10 +305,17 @@ def search(state: OperationalState, *, max_nodes: int = DEFAULT_MAX_NODES,
                 break
         if (node.ev.hard, node.value) < (best_partial.ev.hard, best_partial.value):
             best_partial = node
+            since_better = 0
         expanded += 1
-        for child in _expand(node, per_item, seen):
+        since_better += 1
+        children, stuck = _expand(node, per_item, seen, smallest_first)
+        if stuck and greedy and best_goal is None:
+            stopped = "what is left cannot be fixed"
+            break  # a greedy dive ends where nothing more can be fixed
+        for child in children:
             if (child.ev.hard, child.value) < (best_partial.ev.hard, best_partial.value):
                 best_partial = child
+                since_better = 0
             if best_goal is not None and child.g >= best_goal.value:
                 continue
             priority = child.value + H_UNIT * child.ev.hard
@@ -316,9 +346,11 @@ def _result(state: OperationalState, steps: tuple[Step, ...], root_ev: Evaluatio
                         states=states)
 
 
-def _expand(node: Node, per_item: int | None, seen: set[frozenset[Step]]) -> list[Node]:
+def _expand(node: Node, per_item: int | None, seen: set[frozenset[Step]],
+            smallest_first: bool = False) -> tuple[list[Node], bool]:
+    """The node's children, and whether it is stuck: open hard items, none of which any step can fix."""
     state = node.state
-    items = sorted(node.ev.items(), key=lambda i: _item_order(state, i))
+    items = sorted(node.ev.items(), key=lambda i: _item_order(state, i, smallest_first))
     chosen: list[tuple[Item, list[Candidate]]] = []
     for item in items:
         if not is_hard(item):
@@ -327,6 +359,7 @@ def _expand(node: Node, per_item: int | None, seen: set[frozenset[Step]]) -> lis
         if found:
             chosen = [(item, found)]
             break
+    stuck = node.ev.hard > 0 and not chosen
     if not chosen:
         soft = [i for i in items if not is_hard(i)]
         for item in soft[:SOFT_ITEMS_PER_NODE]:
@@ -351,7 +384,7 @@ def _expand(node: Node, per_item: int | None, seen: set[frozenset[Step]]) -> lis
                 new_state = step.take(new_state)
             ev = node.ev.update(state, new_state, _touched_all(candidate.steps))
             children.append(Node(new_state, node.steps + candidate.steps, g, ev))
-    return children
+    return children, stuck
 
 
 def _value(state: OperationalState, steps: tuple[Step, ...], root_ev: Evaluation) -> tuple[int, float] | None:
