@@ -100,7 +100,7 @@ def best_capability(state: OperationalState, disk: VirtualStorageDevice, host_id
 
 def _trust_then(state: OperationalState, source: str, target: str) -> list[Step]:
     config = state.host_config.get(target)
-    if config is not None and source in config.ssh_trust:
+    if source == target or (config is not None and source in config.ssh_trust):
         return []
     return [TrustHost(source, target)]
 

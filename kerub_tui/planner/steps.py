@@ -1151,7 +1151,7 @@ class CopyAllocation(Step):
             return (f"disk {src.name} is in use by {', '.join(sorted(running))}: a copy taken now would not be "
                     "consistent")
         config = state.host_config.get(self.target)
-        if config is None or self.host not in config.ssh_trust:
+        if self.host != self.target and (config is None or self.host not in config.ssh_trust):
             return f"{state.host_name(self.target)} does not trust {state.host_name(self.host)} yet"
         if self.move:
             remover = remove_step(self.disk, source)
@@ -1178,8 +1178,10 @@ class CopyAllocation(Step):
     def cost(self, state: OperationalState) -> Cost:
         disk = state.disks.get(self._source_disk())
         size = disk.size if disk is not None else 0
-        return Cost(network_bytes=size, io_bytes=2 * size, cpu_seconds=size / 500e6,
-                    time_seconds=5.0 + size / NETWORK_BYTES_PER_SECOND, risk=0.05 if self.move else 0.0)
+        network = 0 if self.host == self.target else size
+        seconds = size / NETWORK_BYTES_PER_SECOND if network else 2 * size / IO_BYTES_PER_SECOND
+        return Cost(network_bytes=network, io_bytes=2 * size, cpu_seconds=size / 500e6,
+                    time_seconds=5.0 + seconds, risk=0.05 if self.move else 0.0)
 
     def describe(self, state: OperationalState) -> str:
         verb = "move" if self.move else "copy"
@@ -1200,6 +1202,16 @@ class CopyAllocation(Step):
         target = state.hosts[self.target]
         disk = state.disks[self._source_disk()]
         ops: list[Operation] = list(creator.operations(state))
+        destination = creator.allocation()
+        if self.host == self.target:
+            from ..hosts import fileimage
+
+            # on one host qemu-img copies directly (and converts between raw and qcow2)
+            ops.append(ShellOp(self.host, fileimage.qemu_img_convert(
+                allocation_path(source), allocation_path(destination), fmt=destination.format, src_fmt=source.format)))
+            if self.move:
+                ops.extend(remove_step(self.disk, source).operations(state))
+            return ops
         ops.append(ShellOp(self.host, copy.copy_allocation_pipeline(
             allocation_path(source), target.address, allocation_path(creator.allocation()), disk.size,
             dst_port=target.port, dst_user=target.user, identity_file=PEER_KEY, known_hosts_file=PEER_KNOWN_HOSTS)))

@@ -454,3 +454,17 @@ def test_params_are_plain_json_values() -> None:
     for step in ALL_STEPS:
         for value in dataclasses.asdict(step).values():
             assert value is None or isinstance(value, (str, int, bool))
+
+
+def test_copy_on_one_host_uses_qemu_img_and_needs_no_trust() -> None:
+    s = fleet().state()
+    copy = CopyAllocation("disk-d", "host-h1", "lvm:vg0", "host-h1", "file:/var/lib/kerub", move=True)
+    s1 = taken(s, copy)
+    [alloc] = s1.allocations("disk-d")
+    assert alloc.path == "/var/lib/kerub/kerub-d.qcow2"
+    commands = [c.command for c in copy.commands(s)]
+    assert commands[0].startswith("qemu-img create")
+    assert shlex.split(commands[1])[:2] == ["qemu-img", "convert"]
+    assert "/dev/vg0/kerub-d" in shlex.split(commands[1]) and "/var/lib/kerub/kerub-d.qcow2" in shlex.split(commands[1])
+    assert commands[2].startswith("lvm") or "lvremove" in commands[2]
+    assert copy.cost(s).network_bytes == 0
