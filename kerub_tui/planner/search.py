@@ -322,9 +322,12 @@ def search(state: OperationalState, *, max_nodes: int = DEFAULT_MAX_NODES,
             heapq.heappush(heap, (priority, -len(child.steps), next(counter), child))
     chosen = best_goal if best_goal is not None else best_partial
     steps = prune(state, chosen.steps, root_ev) if len(chosen.steps) <= 40 and not greedy else chosen.steps
-    method = ("greedy best-first (first plan found" if greedy else "best-first search (cheapest plan found")
+    method = "greedy best-first: first plan found" if greedy else "best-first search: cheapest plan found"
     method += f"; {expanded} nodes expanded"
-    method += f"; {stopped})" if stopped else ")"
+    if stopped:
+        method += f"; {stopped}"
+    if chosen.ev.hard:
+        method += f"; {chosen.ev.hard} dealbreakers or problems left open"
     return _result(state, steps, root_ev, method, expanded)
 
 
