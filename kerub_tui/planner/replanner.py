@@ -334,6 +334,9 @@ class Replanner:
     async def run(self) -> None:
         subscription = self.store.feed.subscribe()
         try:
+            # One controller per data dir: a plan still marked running was cut off by the last stop.
+            for plan in recover_interrupted(self.store, now=self.clock()):
+                self._own.add((plan.id, plan.status.value))
             self._start_approved()
             await self.replan_async()
             while True:

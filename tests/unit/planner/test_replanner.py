@@ -234,3 +234,19 @@ async def test_the_service_proposes_executes_on_approval_and_settles(store: Stor
         store.feed.close()
         await task
         await replanner.stop()
+
+
+async def test_the_service_marks_plans_cut_off_by_the_last_stop_interrupted(store: Store) -> None:
+    two_pending(store)
+    plan = Replanner(store, clock=lambda: NOW).replan().proposed[0]
+    store.put(plan.evolve(status=PlanStatus.running))
+    replanner = Replanner(store, debounce=0.01)
+    task = asyncio.create_task(replanner.run())
+    try:
+        await _until(lambda: replanner.passes >= 1, "the first pass")
+        assert store.get(Plan, plan.id).status is PlanStatus.interrupted
+        # and the re-plan that follows proposes the start again, from what the hosts report
+        assert [p.steps[0].description for p in proposals(store)] == ["start web on h1"]
+    finally:
+        store.feed.close()
+        await task
