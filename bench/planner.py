@@ -194,7 +194,7 @@ def main() -> int:
         t0 = time.perf_counter()
         state = state_of(single, power_saving=False)
         build = time.perf_counter() - t0
-        print(f"snapshot {hosts} hosts ({10 * hosts} VMs): {build:.3f} s", flush=True)
+        print(f"snapshot {hosts} hosts ({len(state.vms)} VMs): {build:.3f} s", flush=True)
         one = run_planner(single, power_saving=False)
         print(f"plan one VM start, {hosts} hosts: {one.seconds:.3f} s", flush=True)
         for pending in (100,):
