@@ -27,6 +27,7 @@ from .core.models import (
     Host,
     HostDynamic,
     Plan,
+    PlanStatus,
     VirtualMachine,
     VirtualMachineDynamic,
     VirtualStorageDevice,
@@ -383,6 +384,17 @@ async def cmd_plan(args: argparse.Namespace, c: Controller, out: TextIO) -> int:
     elif args.action in ("approve", "reject"):
         plan = await c.decide_plan(_find_plan(store, args.name).id, approve=args.action == "approve")
         print(f"plan {plan.id[:8]}: {plan.status.value}", file=out)
+        if plan.status is PlanStatus.approved and c.replanner is None:
+            # No controller runs on this data dir: carry the plan out here, now.
+            plan = await c.execute_now(plan.id)
+            for record in plan.records:
+                step = plan.steps[record.step_index]
+                print(f"  {record.step_index + 1}. {step.description}: {record.outcome.value}"
+                      + (f" ({record.error})" if record.error else ""), file=out)
+            print(f"plan {plan.id[:8]}: {plan.status.value}"
+                  + (f": {plan.status_reason}" if plan.status_reason else ""), file=out)
+            if plan.status is not PlanStatus.done:
+                return EXIT_ERROR
     return EXIT_OK
 
 
@@ -433,25 +445,48 @@ async def _run_local(args: argparse.Namespace, command: Command) -> int:
     controller = Controller(args.data_dir, readonly=args.readonly)
     await controller.start(connect_hosts=False)
     try:
-        return await command(args, controller, sys.stdout)
+        changed: list[str] = []
+        remove = controller.db.feed.add_listener(lambda change: changed.append(change.kind))
+        code = await command(args, controller, sys.stdout)
+        remove()
+        if code == EXIT_OK and not controller.readonly and set(changed) - {"audit", "event", "plan"}:
+            # No controller runs here to re-plan on this change: do its one pass now.
+            _replan_once(controller, sys.stdout)
+        return code
     finally:
         await controller.stop()
 
 
+def _replan_once(controller: Controller, out: TextIO) -> None:
+    from .planner.replanner import Replanner
+
+    before = {p.id for p in controller.db.list(Plan) if p.status is PlanStatus.proposed}
+    Replanner(controller.db).replan()
+    for plan in sorted(controller.db.list(Plan), key=lambda p: p.created_at):
+        if plan.status is PlanStatus.proposed and plan.id not in before:
+            print(f"proposal {plan.id[:8]} ({plan.plan_kind}, {len(plan.steps)} steps): "
+                  f"{'; '.join(plan.trigger)[:100]} -- kerub-tui plan show {plan.id[:8]}", file=out)
+
+
+def serve_socket(controller: Controller) -> ControlServer:
+    return ControlServer(controller, run_in_controller)
+
+
 async def serve(args: argparse.Namespace) -> int:
     """The controller without a console: hosts, monitors, planner, the control socket; until a signal."""
-    controller = Controller(args.data_dir, readonly=args.readonly)
+    controller = Controller(args.data_dir, readonly=args.readonly, serve=serve_socket)
+    controller.open_store()
+    # Subscribed before anything starts: the first connection states are printed too.
+    subscription = controller.subscribe() if args.json_events else None
     await controller.start()
-    server = ControlServer(controller, run_in_controller)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
     printer: asyncio.Task[None] | None = None
     try:
-        await server.start()
-        if args.json_events:
-            printer = asyncio.create_task(_print_changes(controller), name="json-events")
+        if subscription is not None:
+            printer = asyncio.create_task(_print_changes(subscription), name="json-events")
         print(f"kerub-tui: serving {controller.data_dir} (pid {__import__('os').getpid()})", file=sys.stderr)
         await stop.wait()
     finally:
@@ -459,15 +494,14 @@ async def serve(args: argparse.Namespace) -> int:
             printer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await printer
-        await server.stop()
         await controller.stop()
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(signum)
     return EXIT_OK
 
 
-async def _print_changes(controller: Controller) -> None:
-    async for change in controller.subscribe():
+async def _print_changes(subscription: Any) -> None:
+    async for change in subscription:
         line = {"kind": change.kind, "id": change.id,
                 "op": "delete" if change.new is None else ("create" if change.old is None else "update"),
                 "new": change.new.model_dump(mode="json") if change.new is not None else None}
@@ -484,7 +518,7 @@ def run_console(args: argparse.Namespace) -> int:
 
         KerubApp(RemoteController(data_dir, readonly=args.readonly)).run()
         return EXIT_OK
-    controller = Controller(data_dir, readonly=args.readonly)
+    controller = Controller(data_dir, readonly=args.readonly, serve=None if args.readonly else serve_socket)
     controller.open_store()
     KerubApp(controller).run()
     return EXIT_OK

@@ -11,7 +11,7 @@ import asyncio
 import getpass
 import logging
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -37,6 +37,8 @@ from .core.models import (
 from .core.names import InvalidName
 from .core.store import NotFound, Store, StoreError
 from .hosts.fleet import Fleet, FleetError
+from .planner.executor import Executor
+from .planner.replanner import ApprovalRefused, Replanner
 from .ssh import SshError
 
 log = logging.getLogger(__name__)
@@ -61,12 +63,18 @@ def os_user() -> str:
 class Controller:
     """Owns the store of one data dir. ``await start()`` before use, ``await stop()`` at the end."""
 
-    def __init__(self, data_dir: Path | str | None = None, *, readonly: bool = False) -> None:
+    def __init__(self, data_dir: Path | str | None = None, *, readonly: bool = False,
+                 serve: Callable[["Controller"], Any] | None = None) -> None:
+        """``serve`` makes the control socket server (cli passes it: the socket runs the command line)."""
         self.data_dir = paths.data_dir(data_dir)
         self.readonly = readonly
         self.store: Store | None = None
         self.fleet: Fleet | None = None
+        self.replanner: Replanner | None = None
+        self.executor: Executor | None = None
+        self.server: Any = None
         self.started = False
+        self._serve = serve
         self._tasks: list[asyncio.Task[Any]] = []
 
     # --- lifecycle --------------------------------------------------------------------------
@@ -86,11 +94,25 @@ class Controller:
         every host and run the planner. One-shot commands start without them."""
         store = self.open_store()
         self.fleet = Fleet(store, self.data_dir)
+        if self._serve is not None:
+            self.server = self._serve(self)
+            await self.server.start()
         if connect_hosts and not self.readonly:
+            from .hosts.operations import FleetOperations
+
+            self.executor = Executor(store, FleetOperations(self.fleet))
+            self.replanner = Replanner(store, executor=self.executor)
             await self.fleet.start()
+            self._tasks.append(asyncio.create_task(self.replanner.run(), name="replanner"))
         self.started = True
 
     async def stop(self) -> None:
+        if self.server is not None:
+            await self.server.stop()
+            self.server = None
+        if self.replanner is not None:
+            await self.replanner.stop()
+            self.replanner = None
         if self.fleet is not None:
             await self.fleet.stop()
             self.fleet = None
@@ -305,8 +327,32 @@ class Controller:
             raise ActionError(f"plan {plan.id[:8]} is {plan.status.value}, not proposed")
         from .planner import replanner  # the planner owns approval: reservations and re-validation
 
-        decided = (replanner.approve if approve else replanner.reject)(store, plan.id, os_user())
+        try:
+            decided = (replanner.approve if approve else replanner.reject)(store, plan.id, os_user())
+        except ApprovalRefused as error:
+            raise ActionError(f"plan {plan.id[:8]} withdrawn: {error}") from None
         return decided
+
+    async def execute_now(self, plan_id: str, *, connect_timeout: float = 120.0) -> Plan:
+        """Carry out an approved plan in this process (a one-shot command with no controller running):
+        connect the hosts its steps touch, run it, and return the finished plan."""
+        store = self._writable()
+        if self.replanner is not None:
+            raise ActionError("this controller runs approved plans by itself")
+        plan: Plan = store.require(Plan, plan_id)
+        from .hosts.operations import FleetOperations
+
+        fleet = self._fleet()
+        host_ids = sorted({c.host_id for step in plan.steps for c in step.commands}
+                          | {step.host_id for step in plan.steps if step.host_id})
+        await fleet.start()
+        for host_id in host_ids:
+            try:
+                await fleet.wait_up(host_id, timeout=connect_timeout)
+            except Exception as error:  # the plan stays approved: a controller can run it later
+                raise ActionError(f"plan {plan.id[:8]} approved but not run: {error}") from None
+        executor = Executor(store, FleetOperations(fleet))
+        return await executor.execute(plan.id)
 
     async def set_auto_approve(self, plan_kind: str, enabled: bool) -> Settings:
         from .core.models import AutoApprovePolicy, utcnow
