@@ -18,7 +18,7 @@ from rich.text import Text
 from textual.binding import Binding, BindingType
 from textual.message import Message
 from textual.widgets import DataTable
-from textual.widgets.data_table import CellDoesNotExist
+from textual.widgets.data_table import CellDoesNotExist, RowKey
 
 from ..core.bus import Change
 from .format import MARK_GLYPH, Cell, sort_key
@@ -158,6 +158,10 @@ class LiveTable(DataTable, inherit_bindings=False):  # type: ignore[type-arg]
         self._cells: dict[str, Sequence[Cell]] = {}
         self._search: dict[str, tuple[str, ...]] = {}
         self._column_index = {c.key: i for i, c in enumerate(source.columns)}
+        # Rows on show whose table cells lag behind ``_cells``: they were off screen when they
+        # changed. Any update_cell makes the DataTable repaint every visible cell, so changes to
+        # rows nobody can see wait until the rows scroll into view (or a sort needs them).
+        self._stale: set[str] = set()
         self.loaded = False
         self.prompt_filter: Callable[["LiveTable"], None] | None = None
 
@@ -201,6 +205,7 @@ class LiveTable(DataTable, inherit_bindings=False):  # type: ignore[type-arg]
 
     def _rebuild(self) -> None:
         keep = self.cursor_id
+        self._stale.clear()
         self.clear()
         for doc_id in self._ordered(i for i in self._cells if self.row_filter(self._search[i])):
             self.add_row(*self._row(doc_id), key=doc_id)
@@ -274,19 +279,25 @@ class LiveTable(DataTable, inherit_bindings=False):  # type: ignore[type-arg]
                     marks_changed = True
                 if shown:
                     removals.append(doc_id)
+                self._stale.discard(doc_id)
                 continue
             old = self._cells.get(doc_id)
             self._remember(doc_id, cells)
             matches = self.row_filter(self._search[doc_id])
             if shown and not matches:
                 removals.append(doc_id)
+                self._stale.discard(doc_id)
             elif not shown and matches:
                 self.add_row(*self._row(doc_id), key=doc_id)
                 need_sort = True
             elif shown and old is not None:
                 if sort_index < len(old) and sort_key(old[sort_index]) != sort_key(cells[sort_index]):
                     need_sort = True
-                self._update_cells(doc_id, old, cells)
+                if self._in_view(doc_id):
+                    self._update_cells(doc_id, self.get_row(doc_id)[1:] if doc_id in self._stale else old, cells)
+                    self._stale.discard(doc_id)
+                else:
+                    self._stale.add(doc_id)
         if len(removals) > _REBUILD_AFTER_REMOVALS:
             self._rebuild()
         else:
@@ -305,7 +316,33 @@ class LiveTable(DataTable, inherit_bindings=False):  # type: ignore[type-arg]
                 grow = after.cell_len > self.columns[column.key].content_width  # type: ignore[index]
                 self.update_cell(doc_id, column.key, after, update_width=grow and column.width is None)
 
+    def _in_view(self, doc_id: str) -> bool:
+        index = self._row_locations.get(RowKey(doc_id))  # type: ignore[attr-defined]
+        if index is None:
+            return False
+        top = int(self.scroll_y)
+        return top <= index < top + max(1, self.scrollable_content_region.height)
+
+    def _catch_up(self, doc_ids: Iterable[str]) -> None:
+        """Bring lagging rows' table cells up to date."""
+        for doc_id in list(doc_ids):
+            if doc_id in self.rows and doc_id in self._cells:
+                self._update_cells(doc_id, self.get_row(doc_id)[1:], self._cells[doc_id])
+            self._stale.discard(doc_id)
+
+    def _catch_up_in_view(self) -> None:
+        if self._stale:
+            self._catch_up([i for i in self._stale if self._in_view(i)])
+
+    def watch_scroll_y(self, old_value: float, new_value: float) -> None:
+        self._catch_up_in_view()
+        super().watch_scroll_y(old_value, new_value)
+
+    def on_resize(self) -> None:
+        self._catch_up_in_view()
+
     def _sort(self) -> None:
+        self._catch_up(self._stale)  # DataTable.sort reads its own cells
         index = self._column_index.get(self.sort_column, 0) + 1  # + the mark column
         self.sort(key=lambda values: (sort_key(values[index]), sort_key(values[1])), reverse=self.sort_reverse)
 
@@ -322,9 +359,13 @@ class LiveTable(DataTable, inherit_bindings=False):  # type: ignore[type-arg]
             parts.append(f"/{self.row_filter.text}")
         if self.marked:
             parts.append(f"{MARK_GLYPH}{len(self.marked)}")
-        self.border_title = "  ".join(parts)
+        title = "  ".join(parts)
+        if title != self.border_title:  # each assignment repaints the border
+            self.border_title = title
         sort_label = next((c.label for c in self.source.columns if c.key == self.sort_column), "")
-        self.border_subtitle = f"sort {sort_label.lower()}{' desc' if self.sort_reverse else ''}"
+        subtitle = f"sort {sort_label.lower()}{' desc' if self.sort_reverse else ''}"
+        if subtitle != self.border_subtitle:
+            self.border_subtitle = subtitle
 
     # --- filter, marks, sort ----------------------------------------------------------------
 

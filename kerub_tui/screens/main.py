@@ -94,19 +94,30 @@ class DiskTable(LiveTable):
         self.app.ops.delete_disks(self.selected_ids())  # type: ignore[attr-defined]
 
 
-class StatusBar(Static):
+class Line(Static):
+    """A one-line Static that repaints only when its text changes (an update relayouts the screen)."""
+
+    _shown: Text | None = None
+
+    def show(self, text: Text) -> None:
+        if text != self._shown:
+            self._shown = text
+            self.update(text)
+
+
+class StatusBar(Line):
     DEFAULT_CSS = """
     StatusBar { height: 1; background: $panel; color: $text; padding: 0 1; }
     """
 
 
-class PaneBar(Static):
+class PaneBar(Line):
     DEFAULT_CSS = """
     PaneBar { height: 1; padding: 0 1; display: none; }
     """
 
 
-class FirstRun(Static):
+class FirstRun(Line):
     DEFAULT_CSS = """
     FirstRun { height: auto; border: round $warning; padding: 0 1; margin: 0 0; display: none; }
     FirstRun.-shown { display: block; }
@@ -195,7 +206,7 @@ class MainScreen(KerubScreen, inherit_bindings=False):
             label = f" {n} {table.source.title} {table.row_count} "
             text.append(label, style="bold reverse" if name == self.active_pane else "")
             text.append(" ")
-        self.query_one(PaneBar).update(text)
+        self.query_one(PaneBar).show(text)
 
     def action_pane(self, pane: str) -> None:
         self.show_pane(pane)
@@ -247,11 +258,11 @@ class MainScreen(KerubScreen, inherit_bindings=False):
         if self.kerub.attached:
             text.append(" │ attached", style="cyan")
         text.append(f" │ {self.kerub.controller.data_dir}", style="dim")
-        self.query_one(StatusBar).update(text)
+        self.query_one(StatusBar).show(text)
         first_run = self.query_one(FirstRun)
         if not hosts:
             key = self.kerub.key_for("main.add_host")
-            first_run.update(Text.assemble(
+            first_run.show(Text.assemble(
                 ("No hosts yet. ", "bold"), "Press ", (key, "bold reverse"), " to add your first host, or from a shell:\n",
                 ("  kerub-tui host add ADDRESS[:PORT] --user root", "bold cyan"),
                 "\nThen create VMs (", (self.kerub.key_for("vms.new"), "bold"), " in the VMs pane) and approve "

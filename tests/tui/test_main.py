@@ -365,3 +365,33 @@ async def test_changes_reach_every_open_screen(tmp_path):
         await settle(app, pilot)
         await pilot.press("escape")
         assert ident("vm000009", 9) in app.screen.table("vms").shown_ids()
+
+
+async def test_rows_out_of_view_catch_up_when_they_scroll_in(tmp_path):
+    controller = await started_controller(tmp_path / "data")
+    many = [VirtualMachine(id=ident("vm000100", n), name=f"x{n:03d}", memory_min=256 << 20, memory_max=256 << 20)
+            for n in range(100)]
+    controller.db.put_many(many)
+    app = KerubApp(controller)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(app, pilot)
+        await pilot.press("2")
+        vms: LiveTable = app.screen.table("vms")
+        last = many[-1].id
+        assert not vms._in_view(last)
+        controller.db.put(VirtualMachineDynamic(id=last, host_id=H1, status=VmStatus.up, updated_at=T0))
+        await settle(app, pilot)
+        # Out of view: known to the table (filter, marks, bulk see it), not yet pushed to the widget.
+        assert vms.cells_of(last)[1].plain == "up"
+        assert vms.get_row(last)[2].plain == "down"
+        await pilot.press("end")
+        await settle(app, pilot)
+        assert vms._in_view(last) and vms.get_row(last)[2].plain == "up"
+        # A sort needs every cell: lagging rows catch up first.
+        first = many[0].id
+        controller.db.put(VirtualMachineDynamic(id=first, host_id=H1, status=VmStatus.paused, updated_at=T0))
+        await settle(app, pilot)
+        await pilot.press("o")  # by status
+        statuses = [vms.cells_of(i)[1].plain for i in vms.shown_ids()]
+        assert statuses == sorted(statuses) and statuses.count("paused") == 1
+        assert [vms.get_row(i)[2].plain for i in vms.shown_ids()] == statuses
