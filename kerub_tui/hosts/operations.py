@@ -1,0 +1,524 @@
+"""What the execution engine does on real hosts: shell commands over SSH, libvirt calls through the
+host's tunnel. Implements the executor's ``HostOperations`` protocol over a :class:`Fleet`.
+
+Nothing here raises into the executor for a host-side failure: a command that cannot run (host not
+connected, timeout, lost connection) and a libvirt call that fails both come back as a non-zero exit
+code with one line saying why in ``stderr``, so the plan fails with a clear reason and the audit log
+keeps it.
+
+libvirt operations (keyword arguments as the planner's steps emit them):
+
+- ``start`` (vm_id, vm_name, xml): define the domain and start it. A domain that was not defined
+  before and fails to start is undefined again, so no half-made definition stays on the host.
+- ``shutdown`` (vm_id, timeout): ask the guest to power off (ACPI), return when the domain is off or
+  when ``timeout`` seconds passed (the step's next operation destroys what is still running). The
+  wait follows libvirt's lifecycle events, with a state re-read every few seconds in case an event
+  was lost with a reconnect.
+- ``destroy-if-running``, ``undefine``, ``pause``, ``resume``: idempotent (done already = success).
+- ``migrate`` (vm_id, target_host_id, target_address, copy_storage): a live, managed direct migration
+  between the two hosts' tunnelled libvirt connections: the libvirt calls go through the SSH tunnels,
+  the memory (and with ``copy_storage`` the disks, over NBD) flows directly between the two qemu
+  processes to ``tcp://TARGET_ADDRESS``. The target gets the domain's definition with its disks
+  pointed at the target's own allocations (from the disks' dynamic documents).
+- ``domain-state`` (vm_id): stdout ``running``, ``paused``, ``shut off``, or empty without a domain.
+
+The SPICE password is part of the domain XML given to ``start`` (and of the definition a migration
+carries): it never appears in a result, a log line or an error message (scrubbed if libvirt echoes it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+import xml.etree.ElementTree as ET
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import libvirt
+
+from kerub_tui.core.models import VirtualStorageDeviceDynamic
+from kerub_tui.core.names import InvalidName, check_address, check_name
+from kerub_tui.ssh import CommandTimeout, SshError
+from kerub_tui.ssh.keys import describe_error
+
+from . import kvm
+from .libvirt_link import off_loop
+
+log = logging.getLogger(__name__)
+
+EXIT_UNREACHABLE = 255  # like ssh: the command could not be run, or the connection failed under it
+EXIT_TIMEOUT = 124  # like timeout(1)
+EXIT_LIBVIRT = 1
+
+COMMAND_TIMEOUT = 4 * 3600.0  # a copy of a large disk streams for a long time
+LIBVIRT_TIMEOUT = 300.0  # one libvirt call (define, start, destroy...)
+MIGRATE_TIMEOUT = 6 * 3600.0
+CONNECT_WAIT = 30.0  # a host that is reconnecting gets this long before an operation fails
+RECHECK_SECONDS = 5.0  # the shutdown wait re-reads the state this often, should an event be lost
+
+OPS = ("start", "shutdown", "destroy-if-running", "undefine", "pause", "resume", "migrate", "domain-state")
+
+# libvirt's domain states as the executor's verifiers name them
+_STATE_TEXT = {
+    libvirt.VIR_DOMAIN_RUNNING: "running",
+    libvirt.VIR_DOMAIN_BLOCKED: "running",
+    libvirt.VIR_DOMAIN_SHUTDOWN: "running",  # shutting down: still running until it is off
+    libvirt.VIR_DOMAIN_PAUSED: "paused",
+    libvirt.VIR_DOMAIN_PMSUSPENDED: "paused",
+    libvirt.VIR_DOMAIN_SHUTOFF: "shut off",
+    libvirt.VIR_DOMAIN_CRASHED: "shut off",
+    libvirt.VIR_DOMAIN_NOSTATE: "shut off",
+}
+
+_UNDEFINE_FLAGS = (
+    libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE
+    | libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA
+    | libvirt.VIR_DOMAIN_UNDEFINE_CHECKPOINTS_METADATA
+    | libvirt.VIR_DOMAIN_UNDEFINE_KEEP_NVRAM  # never delete a firmware store kerub-tui did not make
+)
+
+_MIGRATE_FLAGS = (
+    libvirt.VIR_MIGRATE_LIVE
+    | libvirt.VIR_MIGRATE_PERSIST_DEST
+    | libvirt.VIR_MIGRATE_UNDEFINE_SOURCE
+    | libvirt.VIR_MIGRATE_ABORT_ON_ERROR
+)
+
+
+@dataclass(frozen=True)
+class OperationResult:
+    """What one operation did: the executor reads exit_code, stdout and stderr."""
+
+    exit_code: int
+    stdout: str = ""
+    stderr: str = ""
+
+
+class OperationError(Exception):
+    """An operation refused or failed on the host; the message is the one line for stderr."""
+
+
+def _one_line(text: str, limit: int = 500) -> str:
+    line = " ".join(str(text).split())
+    return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
+def libvirt_message(error: BaseException) -> str:
+    """One line from a libvirt error (its own message, without libvirt's code prefix noise)."""
+    if isinstance(error, libvirt.libvirtError):
+        return _one_line(error.get_error_message() or str(error))
+    return _one_line(describe_error(error) if not isinstance(error, OperationError) else str(error))
+
+
+def _scrub(text: str, secrets: tuple[str, ...]) -> str:
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "(secret)")
+    return text
+
+
+def spice_password_of(xml: str) -> str | None:
+    """The SPICE password in a domain XML (to keep it out of messages), None without one."""
+    try:
+        root = ET.fromstring(xml)
+    except ET.ParseError:
+        match = re.search(r"passwd=['\"]([^'\"]*)['\"]", xml)
+        return match[1] if match else None
+    graphics = root.find("./devices/graphics[@type='spice']")
+    return graphics.get("passwd") if graphics is not None else None
+
+
+# --- libvirt calls (each runs in a libvirt thread, off the loop) -----------------------------------
+
+
+def _lookup(conn: Any, vm_id: str) -> Any:
+    """The domain of ``vm_id`` on this host, or None."""
+    try:
+        return conn.lookupByUUIDString(kvm.domain_uuid(vm_id))
+    except libvirt.libvirtError as error:
+        if error.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+            return None
+        raise
+
+
+def _state_text(dom: Any) -> str:
+    try:
+        state, _reason = dom.state()
+    except libvirt.libvirtError as error:
+        if error.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+            return ""
+        raise
+    return _STATE_TEXT.get(state, "shut off")
+
+
+def domain_state(conn: Any, vm_id: str) -> str:
+    dom = _lookup(conn, vm_id)
+    return "" if dom is None else _state_text(dom)
+
+
+def _start(conn: Any, vm_id: str, vm_name: str, xml: str) -> str:
+    wanted = kvm.domain_uuid(vm_id)
+    facts = kvm.parse_domain_xml(xml)
+    if facts.name != vm_name or (facts.uuid or "").lower() != wanted:
+        raise OperationError(f"the domain XML is for {facts.name!r} ({facts.uuid}), not {vm_name!r} ({wanted})")
+    existing = _lookup(conn, vm_id)
+    if existing is not None:
+        state = _state_text(existing)
+        if state == "running":
+            return f"{vm_name} is already running"
+        if state == "paused":
+            raise OperationError(f"{vm_name} is already here and paused: resume it rather than start it")
+    try:
+        other = conn.lookupByName(vm_name)
+    except libvirt.libvirtError as error:
+        if error.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:
+            raise
+        other = None
+    if other is not None and other.UUIDString().lower() != wanted:
+        raise OperationError(f"this host already has another domain named {vm_name} "
+                             f"(uuid {other.UUIDString()}), not made by kerub-tui for this VM")
+    dom = conn.defineXML(xml)
+    try:
+        dom.create()
+    except BaseException:
+        if existing is None:  # leave no definition behind that nobody recorded
+            with contextlib.suppress(libvirt.libvirtError):
+                dom.undefineFlags(_UNDEFINE_FLAGS)
+        raise
+    return f"{vm_name} defined and started"
+
+
+def _request_shutdown(conn: Any, vm_id: str, on_event: Callable[[], None]) -> tuple[str, int | None]:
+    """Register for the domain's lifecycle events, then ask for a shutdown. (state, callback id)."""
+    dom = _lookup(conn, vm_id)
+    if dom is None:
+        return "", None
+    callback_id = conn.domainEventRegisterAny(
+        dom, libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE, lambda *_args: on_event(), None)
+    try:
+        state = _state_text(dom)
+        if state == "running":
+            dom.shutdownFlags(libvirt.VIR_DOMAIN_SHUTDOWN_ACPI_POWER_BTN)
+        return state, callback_id
+    except BaseException:
+        with contextlib.suppress(libvirt.libvirtError):
+            conn.domainEventDeregisterAny(callback_id)
+        raise
+
+
+def _deregister(conn: Any, callback_id: int) -> None:
+    with contextlib.suppress(libvirt.libvirtError):
+        conn.domainEventDeregisterAny(callback_id)
+
+
+def _destroy_if_running(conn: Any, vm_id: str) -> str:
+    dom = _lookup(conn, vm_id)
+    if dom is None:
+        return "no such domain here"
+    if _state_text(dom) in ("", "shut off"):
+        return "not running"
+    try:
+        dom.destroy()
+    except libvirt.libvirtError as error:
+        if error.get_error_code() == libvirt.VIR_ERR_OPERATION_INVALID and _state_text(dom) in ("", "shut off"):
+            return "stopped meanwhile"
+        raise
+    return "destroyed"
+
+
+def _undefine(conn: Any, vm_id: str) -> str:
+    dom = _lookup(conn, vm_id)
+    if dom is None:
+        return "no such domain here"
+    if not dom.isPersistent():
+        return "not defined (transient)"
+    dom.undefineFlags(_UNDEFINE_FLAGS)
+    return "undefined"
+
+
+def _pause(conn: Any, vm_id: str) -> str:
+    dom = _require(conn, vm_id)
+    state = _state_text(dom)
+    if state == "paused":
+        return "already paused"
+    if state != "running":
+        raise OperationError(f"the domain is {state or 'not defined'}, not running")
+    dom.suspend()
+    return "paused"
+
+
+def _resume(conn: Any, vm_id: str) -> str:
+    dom = _require(conn, vm_id)
+    state = _state_text(dom)
+    if state == "running":
+        return "already running"
+    if state != "paused":
+        raise OperationError(f"the domain is {state or 'not defined'}, not paused")
+    dom.resume()
+    return "resumed"
+
+
+def _require(conn: Any, vm_id: str) -> Any:
+    dom = _lookup(conn, vm_id)
+    if dom is None:
+        raise OperationError("no such domain on this host")
+    return dom
+
+
+# --- migration -------------------------------------------------------------------------------------
+
+
+def retarget_disks(xml: str, paths: dict[str, tuple[str, str, str]]) -> str:
+    """The domain XML with each kerub disk (alias ``ua-DISKID``) pointed at the target's allocation.
+
+    ``paths`` maps the disk alias to (disk type ``block``/``file``, path, format). Disks not in
+    ``paths`` (network disks, CD-ROMs kerub-tui did not attach) keep their source.
+    """
+    root = kvm._parse(xml)
+    for disk in root.findall("./devices/disk"):
+        alias = disk.find("alias")
+        key = alias.get("name") if alias is not None else None
+        if key not in paths:
+            continue
+        kind, path, fmt = paths[key]
+        disk.set("type", kind)
+        source = disk.find("source")
+        if source is None:
+            source = ET.SubElement(disk, "source")
+        for attr in list(source.attrib):
+            del source.attrib[attr]
+        for child in list(source):
+            source.remove(child)
+        source.set("dev" if kind == "block" else "file", path)
+        driver = disk.find("driver")
+        if driver is not None:
+            driver.set("type", fmt)
+            if kind == "file" and driver.get("io") == "native":
+                del driver.attrib["io"]
+    return ET.tostring(root, encoding="unicode")
+
+
+def disk_alias(disk_id: str) -> str:
+    """The alias kvm.domain_xml gives a disk: how a domain's disk is matched to its document."""
+    return "ua-" + re.sub(r"[^A-Za-z0-9_-]", "-", disk_id)
+
+
+def _migrate(dom: Any, dconn: Any, uri: str, dest_xml: str | None, persist_xml: str | None,
+             copy_storage: bool) -> str:
+    params: dict[str, Any] = {libvirt.VIR_MIGRATE_PARAM_URI: uri}
+    flags = _MIGRATE_FLAGS
+    if dest_xml is not None:
+        params[libvirt.VIR_MIGRATE_PARAM_DEST_XML] = dest_xml
+    if persist_xml is not None:
+        params[libvirt.VIR_MIGRATE_PARAM_PERSIST_XML] = persist_xml
+    if copy_storage:
+        flags |= libvirt.VIR_MIGRATE_NON_SHARED_DISK
+        # NBD to the address kerub-tui reaches the target at, not whatever its hostname resolves to
+        params[libvirt.VIR_MIGRATE_PARAM_DISKS_URI] = uri
+    dom.migrate3(dconn, params, flags)
+    return "migrated"
+
+
+# --- the operations --------------------------------------------------------------------------------
+
+
+class FleetOperations:
+    """The executor's HostOperations over a Fleet: ``await ops.run(host_id, command)``,
+    ``await ops.libvirt(host_id, "start", vm_id=..., vm_name=..., xml=...)``."""
+
+    def __init__(
+        self,
+        fleet: Any,
+        *,
+        command_timeout: float | None = COMMAND_TIMEOUT,
+        libvirt_timeout: float = LIBVIRT_TIMEOUT,
+        migrate_timeout: float = MIGRATE_TIMEOUT,
+        connect_wait: float = CONNECT_WAIT,
+    ) -> None:
+        self.fleet = fleet
+        self.command_timeout = command_timeout
+        self.libvirt_timeout = libvirt_timeout
+        self.migrate_timeout = migrate_timeout
+        self.connect_wait = connect_wait
+
+    # shell -------------------------------------------------------------------------------------------
+
+    async def run(self, host_id: str, command: str, *, privileged: bool = True) -> OperationResult:
+        try:
+            result = await self.fleet.run(host_id, command, privileged=privileged, timeout=self.command_timeout,
+                                          wait=self.connect_wait)
+        except CommandTimeout as error:
+            return OperationResult(EXIT_TIMEOUT, error.result.stdout, _join(error.result.stderr, str(error)))
+        except (SshError, OSError) as error:
+            return OperationResult(EXIT_UNREACHABLE, "", _one_line(describe_error(error)))
+        except Exception as error:  # FleetError (host not in the fleet) and the like: one line, no traceback
+            if type(error).__name__ not in ("FleetError",):
+                log.exception("running a command on %s failed", host_id)
+            return OperationResult(EXIT_UNREACHABLE, "", _one_line(str(error) or type(error).__name__))
+        if result.exit_code is None:
+            why = f"killed by signal {result.signal}" if result.signal else "no exit status came back"
+            return OperationResult(EXIT_UNREACHABLE, result.stdout, _join(result.stderr, why))
+        return OperationResult(result.exit_code, result.stdout, result.stderr)
+
+    # libvirt -----------------------------------------------------------------------------------------
+
+    async def libvirt(self, host_id: str, op: str, **kwargs: Any) -> OperationResult:
+        secrets: tuple[str, ...] = ()
+        if op == "start" and isinstance(kwargs.get("xml"), str):
+            secrets = tuple(s for s in [spice_password_of(kwargs["xml"])] if s)
+        try:
+            handler = self._handlers().get(op)
+            if handler is None:
+                raise OperationError(f"unknown libvirt operation {op!r}")
+            text = await handler(host_id, **kwargs)
+        except TimeoutError:
+            return OperationResult(EXIT_TIMEOUT, "", f"libvirt {op}: no answer from the host in time")
+        except (libvirt.libvirtError, OperationError, InvalidName, ValueError, TypeError) as error:
+            return OperationResult(EXIT_LIBVIRT, "", _scrub(f"libvirt {op}: {libvirt_message(error)}", secrets))
+        except (SshError, OSError) as error:
+            return OperationResult(EXIT_UNREACHABLE, "", _scrub(f"libvirt {op}: {libvirt_message(error)}", secrets))
+        except Exception as error:  # FleetError and friends
+            if type(error).__name__ != "FleetError":
+                log.exception("libvirt %s on %s failed", op, host_id)
+            return OperationResult(EXIT_UNREACHABLE, "", _scrub(f"libvirt {op}: {_one_line(str(error))}", secrets))
+        return OperationResult(0, text)
+
+    def _handlers(self) -> dict[str, Callable[..., Any]]:
+        return {
+            "start": self._op_start,
+            "shutdown": self._op_shutdown,
+            "destroy-if-running": self._simple(_destroy_if_running),
+            "undefine": self._simple(_undefine),
+            "pause": self._simple(_pause),
+            "resume": self._simple(_resume),
+            "domain-state": self._simple(domain_state),
+            "migrate": self._op_migrate,
+        }
+
+    async def _call(self, host_id: str, fn: Callable[..., Any], *args: Any, timeout: float | None = None) -> Any:
+        return await self.fleet.libvirt(host_id, fn, *args, timeout=timeout or self.libvirt_timeout,
+                                        wait=self.connect_wait)
+
+    def _simple(self, fn: Callable[[Any, str], str]) -> Callable[..., Any]:
+        async def handler(host_id: str, *, vm_id: str) -> str:
+            return await self._call(host_id, fn, _vm_id(vm_id))
+
+        return handler
+
+    async def _op_start(self, host_id: str, *, vm_id: str, vm_name: str, xml: str) -> str:
+        check_name(vm_name, "VM name")
+        return await self._call(host_id, _start, _vm_id(vm_id), vm_name, xml)
+
+    async def _op_shutdown(self, host_id: str, *, vm_id: str, timeout: int | float) -> str:
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:
+            raise OperationError(f"the shutdown timeout must be a positive number of seconds, not {timeout!r}")
+        vm_id = _vm_id(vm_id)
+        loop = asyncio.get_running_loop()
+        changed = asyncio.Event()
+
+        def on_event() -> None:  # libvirtaio calls it on the loop; be safe if it ever is not
+            loop.call_soon_threadsafe(changed.set)
+
+        conn_holder: list[Any] = []
+
+        def request(conn: Any) -> tuple[str, int | None]:
+            conn_holder.append(conn)
+            return _request_shutdown(conn, vm_id, on_event)
+
+        state, callback_id = await self._call(host_id, request)
+        if state in ("", "shut off"):
+            if callback_id is not None:
+                await off_loop(_deregister, conn_holder[0], callback_id, timeout=30)
+            return "not running" if state else "no such domain here"
+        try:
+            deadline = loop.time() + float(timeout)
+            while state not in ("", "shut off"):
+                left = deadline - loop.time()
+                if left <= 0:
+                    return f"still {state} after {timeout:g} s"
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(min(left, RECHECK_SECONDS)):
+                        await changed.wait()
+                changed.clear()
+                state = await self._call(host_id, domain_state, vm_id)
+            return "shut off"
+        finally:
+            if callback_id is not None:
+                with contextlib.suppress(Exception):
+                    await off_loop(_deregister, conn_holder[0], callback_id, timeout=30)
+
+    async def _op_migrate(self, host_id: str, *, vm_id: str, target_host_id: str, target_address: str,
+                          copy_storage: bool = False) -> str:
+        vm_id = _vm_id(vm_id)
+        if target_host_id == host_id:
+            raise OperationError("the target is the source host")
+        uri = kvm.migrate_uri(check_address(target_address))
+        dconn = await self._call(target_host_id, lambda conn: conn)
+        dest_xml = persist_xml = None
+        if copy_storage:
+            paths = self._target_disks(vm_id, target_host_id)
+            secure = libvirt.VIR_DOMAIN_XML_SECURE | libvirt.VIR_DOMAIN_XML_MIGRATABLE
+
+            def definitions(conn: Any) -> tuple[str, str]:
+                dom = _require(conn, vm_id)
+                return dom.XMLDesc(secure), dom.XMLDesc(secure | libvirt.VIR_DOMAIN_XML_INACTIVE)
+
+            live, inactive = await self._call(host_id, definitions)
+            dest_xml, persist_xml = retarget_disks(live, paths), retarget_disks(inactive, paths)
+
+        def migrate(conn: Any) -> str:
+            dom = _require(conn, vm_id)
+            state = _state_text(dom)
+            if state not in ("running", "paused"):
+                raise OperationError(f"the domain is {state or 'not defined'} here, not running")
+            return _migrate(dom, dconn, uri, dest_xml, persist_xml, copy_storage)
+
+        try:
+            return await self._call(host_id, migrate, timeout=self.migrate_timeout)
+        except (TimeoutError, asyncio.CancelledError):
+            # The libvirt thread still waits for the migration: abort the job so the VM stays here.
+            def abort(conn: Any) -> None:
+                dom = _lookup(conn, vm_id)
+                if dom is not None:
+                    with contextlib.suppress(libvirt.libvirtError):
+                        dom.abortJob()
+
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self._call(host_id, abort, timeout=60))
+            raise
+
+    def _target_disks(self, vm_id: str, target_host_id: str) -> dict[str, tuple[str, str, str]]:
+        """For each disk of the VM: how the target reaches its own allocation of it."""
+        from kerub_tui.core.models import VirtualMachine
+
+        store = self.fleet.store
+        vm = store.get(VirtualMachine, vm_id)
+        if vm is None:
+            raise OperationError(f"no VM {vm_id} in the store")
+        out: dict[str, tuple[str, str, str]] = {}
+        for link in vm.disks:
+            dyn = store.get(VirtualStorageDeviceDynamic, link.disk_id)
+            alloc = next((a for a in (dyn.allocations if dyn else []) if a.host_id == target_host_id), None)
+            if alloc is None:
+                raise OperationError(f"the target has no allocation of disk {link.disk_id} to copy into")
+            kind = "file" if alloc.type == "file" else "block"
+            out[disk_alias(link.disk_id)] = (kind, alloc.path, alloc.format)
+        return out
+
+
+def _vm_id(vm_id: Any) -> str:
+    if not isinstance(vm_id, str) or not vm_id or len(vm_id) > 200:
+        raise OperationError(f"{vm_id!r} is not a VM id")
+    kvm.domain_uuid(vm_id)
+    return vm_id
+
+
+def _join(*parts: str) -> str:
+    return "\n".join(p.rstrip("\n") for p in parts if p)
+
+
+__all__ = ["FleetOperations", "OperationError", "OperationResult", "disk_alias", "domain_state",
+           "libvirt_message", "retarget_disks", "spice_password_of"]
