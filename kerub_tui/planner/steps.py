@@ -333,7 +333,9 @@ class StartVm(Step):
         from ..hosts import kvm
 
         name = state.vm_name(self.vm)
-        return [_libvirt(self.host, "start", kvm.describe_start(name), vm_id=self.vm)]
+        # the start op defines the domain from the XML generated for this host, then starts it
+        display = f"{kvm.describe_start(name)} (after {kvm.describe_define(name)})"
+        return [_libvirt(self.host, "start", display, vm_id=self.vm)]
 
 
 @step_type

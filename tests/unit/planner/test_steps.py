@@ -443,7 +443,8 @@ def test_vm_steps_use_libvirt_display_text() -> None:
     s = fleet().state()
     [op] = StartVm("vm-idle", "host-h2").operations(s)
     assert isinstance(op, LibvirtOp) and op.op == "start" and op.kwargs() == {"vm_id": "vm-idle"}
-    assert StartVm("vm-idle", "host-h2").commands(s)[0].command == f"libvirt: {kvm.describe_start('idle')}"
+    assert StartVm("vm-idle", "host-h2").commands(s)[0].command == (
+        f"libvirt: {kvm.describe_start('idle')} (after {kvm.describe_define('idle')})")
     migrate = MigrateVm("vm-web", "host-h1", "host-h2")
     assert migrate.commands(s)[0].command == f"libvirt: {kvm.describe_migrate('web', '127.0.0.3')}"
     stop = [c.command for c in StopVm("vm-web", "host-h1").commands(s)]
