@@ -21,7 +21,7 @@ from .base import KerubScreen
 from .expectations import ExpectationEditor
 from .forms import FieldError, FormField, pydantic_errors, size_value
 from .rows import alloc_path, redundancy_cell
-from .vms import _EDITOR_BINDINGS, EDITOR_CSS, expectation_states
+from .vms import _EDITOR_BINDINGS, EDITOR_CSS, expectation_states, planner_verdicts
 
 
 class DiskEditorScreen(KerubScreen, inherit_bindings=False):
@@ -202,7 +202,9 @@ class DiskDetailScreen(KerubScreen, inherit_bindings=False):
         for a in allocations:
             allocs.add_row(fleet.host_name(a.host_id), a.type, alloc_path(a), format_size(a.actual_size), a.format)
         self.query_one("#disk-allocations", Static).update(allocs if allocations else Text("none", style="dim"))
-        self.query_one("#disk-expectations", Static).update(expectation_states(disk.expectations, disk.id, fleet))
+        verdicts = planner_verdicts(db, "disk", disk.id)
+        self.query_one("#disk-expectations", Static).update(
+            expectation_states(disk.expectations, disk.id, fleet, verdicts))
 
     def action_edit(self) -> None:
         self.kerub.open_disk_editor(self.disk_id)

@@ -365,7 +365,8 @@ class VmDetailScreen(KerubScreen, inherit_bindings=False):
         self.repaint()
 
     def on_changes(self, changes: Sequence[Change]) -> None:
-        if any(c.id == self.vm_id or c.kind in ("event", "host") for c in changes):
+        # Not on every host figure: the verdicts are rebuilt from a snapshot of the whole store.
+        if any(c.id == self.vm_id or c.kind in ("event", "host", "disk", "disk-dynamic") for c in changes):
             if self.kerub.controller.db.get(VirtualMachine, self.vm_id) is None:
                 if self.app.screen is self:
                     self.notify("this VM was deleted", severity="warning")
@@ -402,7 +403,8 @@ class VmDetailScreen(KerubScreen, inherit_bindings=False):
                                  f"({nic.model}{', ' + nic.mac if nic.mac else ''})")
         table.add_row("id", Text(vm.id, style="dim"))
         self.query_one("#vm-summary", Static).update(table)
-        self.query_one("#vm-expectations", Static).update(expectation_states(vm.expectations, vm.id, fleet))
+        verdicts = planner_verdicts(db, "vm", vm.id)
+        self.query_one("#vm-expectations", Static).update(expectation_states(vm.expectations, vm.id, fleet, verdicts))
         self.run_worker(self._explain(vm.id), name="explain", group="explain", exclusive=True)
 
     async def _explain(self, vm_id: str) -> None:
@@ -429,32 +431,47 @@ class VmDetailScreen(KerubScreen, inherit_bindings=False):
         self.kerub.ops.delete_vms([self.vm_id])
 
 
-def expectation_states(expectations: Sequence[Any], target_id: str, fleet: Any) -> Text:
-    """Each expectation, satisfied or violated with the planner's reason."""
+def planner_verdicts(db: Any, kind: str, doc_id: str) -> dict[int, str] | str:
+    """The planner's verdict on each expectation of a VM or disk now: {index: reason} for the
+    violated ones; a message instead when the planner cannot judge (the verdict is a help, never a
+    reason to lose the screen)."""
+    try:
+        from ..planner.checkers import disk_violations, vm_violations
+        from ..planner.state import OperationalState
+
+        state = OperationalState.from_store(db)
+        found = (vm_violations if kind == "vm" else disk_violations)(state, doc_id)
+    except Exception as error:
+        return f"the planner could not judge: {type(error).__name__}: {error}"
+    return {v.index: v.reason for v in found}
+
+
+def expectation_states(expectations: Sequence[Any], target_id: str, fleet: Any,
+                       verdicts: dict[int, str] | str | None = None) -> Text:
+    """Each expectation, satisfied or violated with the reason: the planner's verdict when given,
+    else the open violation events."""
     text = Text()
     if not expectations:
         text.append("none: the planner leaves this alone", style="dim")
         return text
     open_ = fleet.open_violations(target_id)
-    matched: set[str] = set()
-    for exp in expectations:
-        spec = exp.spec()
+    if isinstance(verdicts, str):
+        text.append(verdicts + "\n", style="yellow")
+        verdicts = None
+    for index, exp in enumerate(expectations):
         shown = display_spec(exp, fleet.name_of)
-        reason = open_.get(spec) or open_.get(shown)
-        if reason is None:
-            reason = next((m for k, m in open_.items() if k not in matched and k.split(":")[0].split("@")[0]
-                           == exp.type), None)
+        if verdicts is not None:
+            reason = verdicts.get(index)
+        else:
+            spec = exp.spec()
+            reason = open_.get(spec) or open_.get(shown) or next(
+                (m for k, m in open_.items() if k.split(":")[0].split("@")[0] == exp.type), None)
         if reason is not None:
-            matched.update(k for k, m in open_.items() if m == reason)
             text.append("✗ ", style="bold red")
-            text.append(f"{shown}", style="bold")
+            text.append(shown, style="bold")
             text.append(f"\n    {reason}\n", style="red")
         else:
             text.append("✓ ", style="green")
             text.append(f"{shown}\n")
-    for key, message in open_.items():
-        if key not in matched:
-            text.append("✗ ", style="bold red")
-            text.append(f"{message}\n", style="red")
     text.rstrip()
     return text

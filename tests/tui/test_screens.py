@@ -422,23 +422,30 @@ async def test_audit_is_filterable_and_shows_the_output(tmp_path):
             "db1-data" in plain(app.screen.query_one("#events-detail", Static))
 
 
-async def test_vm_detail_shows_violations_with_reasons(tmp_path):
+async def test_vm_detail_shows_the_planner_verdicts_live(tmp_path):
+    from kerub_tui.core.models import Event, VirtualMachineDynamic, VmStatus
+
     controller = await started_controller(tmp_path / "data")
     app = KerubApp(controller)
     async with app.run_test(size=(120, 40)) as pilot:
         await settle(app, pilot)
-        await pilot.press("2", "enter")  # db1
+        await pilot.press("2", "enter")  # db1, down
         await settle(app, pilot)
         text = plain(app.screen.query_one("#vm-expectations", Static))
-        assert "✗ availability:up@dealbreaker" in text and "db1 is down" in text
+        assert "✗ availability:up@dealbreaker\n    not running" in text
         assert "✓ cpu-architecture:aarch64@want" in text
-        from kerub_tui.core.models import Event
-
+        # It starts on h1 (x86_64): running satisfies availability, and the architecture wish is not met.
+        controller.db.put(VirtualMachineDynamic(id=DB1, host_id=H1, status=VmStatus.up, updated_at=T0))
+        await settle(app, pilot)
+        text = plain(app.screen.query_one("#vm-expectations", Static))
+        assert "✓ availability:up@dealbreaker" in text
+        assert "✗ cpu-architecture:aarch64@want" in text and "x86_64" in text
+        await pilot.press("escape")
+        # The table's badge follows the planner's violation events.
+        assert app.screen.table("vms").cells_of(DB1)[5].plain == "✗1/2"
         controller.db.put(Event(time=T0 + dt.timedelta(hours=1), type="violation-cleared", target=DB1,
                                 message="availability:up@dealbreaker: db1 runs on h1"))
         await settle(app, pilot)
-        assert "✗" not in plain(app.screen.query_one("#vm-expectations", Static))
-        await pilot.press("escape")
         assert app.screen.table("vms").cells_of(DB1)[5].plain == "✓2"
         await pilot.press("3")
         disks = app.screen.table("disks")
