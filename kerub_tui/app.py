@@ -343,7 +343,10 @@ class KerubApp(App[None]):
 
     def _palette_callback(self, node: DOMNode, binding: Binding) -> Callable[[], Awaitable[Any]]:
         async def run() -> None:
-            if isinstance(node, Widget) and node.focusable and node.display:
+            screen = getattr(node, "screen", None)
+            if isinstance(node, LiveTable) and isinstance(screen, MainScreen) and node.id in PANES:
+                screen.show_pane(node.id)  # at 80x24 the pane may be hidden behind another tab
+            elif isinstance(node, Widget) and node.focusable and node.display:
                 node.focus()
             await self.run_action(binding.action, node)
 
