@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+
 import pytest
 from textual.widgets import Input, Static
 
@@ -34,12 +36,30 @@ async def test_add_a_lab_host_from_the_console(clean_lab, tmp_path):
         assert app.screen.query_one("FirstRun").has_class("-shown")
         await pilot.press("a")
         screen = app.screen
+        error = screen.query_one("#addhost-error", Static)
         screen.query_one("#address", Input).value = host.address
         screen.query_one("#port", Input).value = str(host.port)
-        screen.query_one("#identity", Input).value = str(host.client_key)
         screen.query_one("#name", Input).value = "lab1"
+        # A key the host does not know: refused, said so, nothing added.
+        stranger = tmp_path / "stranger"
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(stranger)], check=True)
+        screen.query_one("#identity", Input).value = str(stranger)
         await pilot.press("ctrl+s")
         await until(pilot, lambda: screen.fetched, "the host key")
+        await pilot.press("ctrl+y")
+        await until(pilot, lambda: error.has_class("-shown"), "the refusal")
+        assert controller.db.count(Host) == 0 and "Nothing was added." in screen.progress
+        # The key changes between showing it and accepting it: refused too.
+        screen.query_one("#identity", Input).value = str(host.client_key)
+        await pilot.press("ctrl+s")
+        await until(pilot, lambda: screen.fetched and not screen.busy, "the host key again")
+        screen.fetched = (screen.fetched[0], "SHA256:" + "A" * 43)
+        await pilot.press("ctrl+y")
+        await until(pilot, lambda: error.has_class("-shown") and not screen.busy, "the key mismatch")
+        assert host.host_key_fingerprint in plain(error) and controller.db.count(Host) == 0
+        # The real key, accepted.
+        await pilot.press("ctrl+s")
+        await until(pilot, lambda: screen.fetched and not screen.busy, "the host key")
         assert screen.fetched[1] == host.host_key_fingerprint
         assert host.host_key_fingerprint in plain(screen.query_one("#addhost-key-text", Static))
         await pilot.press("ctrl+y")
