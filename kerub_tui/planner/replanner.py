@@ -29,7 +29,9 @@ from typing import Any
 
 from ..core.bus import Change
 from ..core.models import AuditEntry, Event, EventSeverity, HostDynamic, Plan, PlanStatus, utcnow
+from .checkers import all_violations
 from .commitments import ACTIVE, build_state, lock_holders
+from .state import OperationalState
 from .optimise import overloaded_hosts
 from .planning import PlanDraft, open_items, plan_all, plan_signature, premises
 from .search import is_hard, replay
@@ -277,6 +279,7 @@ class Replanner:
         self.passes = 0
         self._own: set[tuple[str, str]] = set()
         self._reported: frozenset[str] = frozenset()
+        self._violations: set[tuple[str, str]] | None = None
         self._executions: dict[str, asyncio.Task[Any]] = {}
         self._idle = asyncio.Event()
 
@@ -303,8 +306,49 @@ class Replanner:
         for plan in report.proposed + report.kept + report.withdrawn + report.approved:
             self._own.add((plan.id, plan.status.value))
         self._report_unfixable(state, drafts, report)
+        self._report_violations()
         self.passes += 1
         return report
+
+    def _report_violations(self) -> None:
+        """An Event when an expectation becomes violated, and one when it is met again.
+
+        Judged on what the hosts report (the store), not on what approved plans will do. The last
+        event per (subject, expectation) is the memory, so a restart does not repeat them.
+        """
+        state = OperationalState.from_store(self.store)
+        current: dict[tuple[str, str], str] = {}
+        names: dict[str, str] = {}
+        for violation in all_violations(state):
+            subject = self.store.get(violation.subject_kind, violation.subject_id)
+            if subject is None or violation.index >= len(subject.expectations):
+                continue
+            spec = subject.expectations[violation.index].spec()
+            current[(violation.subject_id, spec)] = violation.reason
+            names[violation.subject_id] = subject.name
+        if self._violations is None:
+            self._violations = set()
+            for event in sorted(self.store.list(Event), key=lambda e: e.time):
+                if event.type in ("violation", "violation-cleared") and event.target:
+                    key = (event.target, event.message.split(": ", 1)[0])
+                    if event.type == "violation":
+                        self._violations.add(key)
+                    else:
+                        self._violations.discard(key)
+        events = []
+        for key in sorted(set(current) - self._violations):
+            target, spec = key
+            events.append(Event(type="violation", severity=EventSeverity.warning, target=target,
+                                message=f"{spec}: {current[key]}"))
+        for key in sorted(self._violations - set(current)):
+            target, spec = key
+            subject = self.store.get("vm", target) or self.store.get("disk", target)
+            if subject is None:
+                continue  # deleted with its expectations: nothing left to clear
+            events.append(Event(type="violation-cleared", target=target, message=f"{spec}: met again"))
+        self._violations = set(current)
+        if events:
+            self.store.put_many(events)
 
     def _report_unfixable(self, state: Any, drafts: list[PlanDraft], report: ReplanReport) -> None:
         """One warning event per new set of dealbreakers and problems that no plan addresses."""

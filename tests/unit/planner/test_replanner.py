@@ -27,7 +27,7 @@ from kerub_tui.planner.executor import Executor
 from kerub_tui.planner.planning import repair_draft
 from kerub_tui.planner.replanner import ApprovalRefused, Replanner, approve, reject, relevant
 
-from .fleet import NOW, from_tables
+from .fleet import NOW, from_tables, host_id
 from .simulator import FleetSimulator
 
 
@@ -250,3 +250,34 @@ async def test_the_service_marks_plans_cut_off_by_the_last_stop_interrupted(stor
     finally:
         store.feed.close()
         await task
+
+
+def test_violations_appearing_and_clearing_are_events_once(store: Store) -> None:
+    fleet = from_tables(hosts="""
+        name memory
+        h1   4G
+    """, vms="""
+        name memory expect
+        huge 64G    availability:up@dealbreaker
+    """)
+    store.put_many(fleet.documents())
+    replanner = Replanner(store, clock=lambda: NOW)
+    replanner.replan()
+    replanner.replan()
+
+    def events(kind: str) -> list[Event]:
+        return [e for e in store.list(Event) if e.type == kind]
+
+    vm = store.find_by_name("vm", "huge")
+    assert [(e.target, e.message) for e in events("violation")] == [
+        (vm.id, "availability:up@dealbreaker: not running")]
+    # A restarted controller remembers what it reported.
+    Replanner(store, clock=lambda: NOW).replan()
+    assert len(events("violation")) == 1
+    # Met again (the VM was made smaller and now runs on h1): one clearing event.
+    store.put(store.get("vm", vm.id).evolve(memory_min=1 << 30, memory_max=1 << 30))
+    store.put(VirtualMachineDynamic(id=vm.id, host_id=host_id("h1"), status=VmStatus.up))
+    replanner.replan()
+    replanner.replan()
+    assert [(e.target, e.message) for e in events("violation-cleared")] == [
+        (vm.id, "availability:up@dealbreaker: met again")]
