@@ -380,9 +380,17 @@ class Executor:
         for predicted in after.changed_documents(before):
             old = _lookup(before, predicted)
             current = self.store.get(predicted.kind, predicted.id)
-            if current is None or old is None:
+            if current is None:
                 docs.append(predicted)
                 continue
+            if old is None:
+                # The document appeared while the step ran (monitoring saw the new domain): write only
+                # what the prediction sets apart from a fresh document, not its blanks over the report.
+                try:
+                    old = type(predicted).model_validate({"id": predicted.id})
+                except ValueError:
+                    docs.append(predicted)
+                    continue
             new_data = predicted.model_dump()
             old_data = old.model_dump()
             changed = {k: v for k, v in new_data.items() if old_data.get(k) != v}
