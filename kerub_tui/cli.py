@@ -143,6 +143,15 @@ def build_parser() -> argparse.ArgumentParser:
     _list_show(disk)
     disk.add_parser("delete", help="delete a disk (its storage is removed by a plan)").add_argument("name")
 
+    console = sub.add_parser("console", help="open a running VM's SPICE console in a viewer (over SSH)")
+    console.add_argument("name", metavar="VM")
+    console.add_argument("--viewer", metavar="COMMAND",
+                         help="viewer command, given the .vv file (default: $KERUB_TUI_VIEWER or remote-viewer)")
+    console.add_argument("--print-vv", action="store_true",
+                         help="print the .vv connection file (it holds the SPICE password) for a viewer elsewhere")
+    console.add_argument("--local-port", type=int, metavar="PORT",
+                         help="with --print-vv: the port your own `ssh -L` listens on")
+
     plan = sub.add_parser("plan", help="the planner's proposals").add_subparsers(
         dest="action", metavar="ACTION", required=True, parser_class=_Parser)
     _list_show(plan, what="id")
@@ -412,6 +421,16 @@ def _show_plan(c: Controller, plan: Plan) -> str:
     return "\n".join(lines)
 
 
+async def cmd_console(args: argparse.Namespace, c: Controller, out: TextIO) -> int:
+    if args.print_vv:
+        print(await c.console_file(args.name, local_port=args.local_port), file=out, end="")
+        return EXIT_OK
+    print(f"opening the console of {args.name}; close the viewer to end it", file=out)
+    print(await c.open_console(args.name, viewer=args.viewer, env=getattr(args, "client_env", None), wait=True),
+          file=out)
+    return EXIT_OK
+
+
 Command = Callable[[argparse.Namespace, Controller, TextIO], Awaitable[int]]
 COMMANDS: dict[str, Command] = {
     "export": cmd_export,
@@ -420,14 +439,18 @@ COMMANDS: dict[str, Command] = {
     "vm": cmd_vm,
     "disk": cmd_disk,
     "plan": cmd_plan,
+    "console": cmd_console,
 }
 
 
-async def run_in_controller(argv: list[str], controller: Controller) -> tuple[int, str, str]:
-    """Run one command line against a live controller (the control socket's ``cli`` method)."""
+async def run_in_controller(argv: list[str], controller: Controller,
+                            env: dict[str, str] | None = None) -> tuple[int, str, str]:
+    """Run one command line against a live controller (the control socket's ``cli`` method);
+    ``env`` is the caller's display environment, for a console viewer."""
     out, err = io.StringIO(), io.StringIO()
     try:
         args = build_parser().parse_args(argv)
+        args.client_env = env or {}
         if args.command not in COMMANDS:
             raise CliError(f"{args.command or 'the console'} cannot run through the control socket")
         if args.command == "import":

@@ -33,8 +33,14 @@ from .controller import ActionError, Controller
 REMOTE_ACTIONS = frozenset({
     "create_vm", "update_vm", "set_vm_availability", "delete_vm", "create_disk", "update_disk", "delete_disk",
     "decide_plan", "set_auto_approve", "set_optimisation", "fetch_host_key", "add_host", "remove_host",
-    "evacuate_host", "update_host", "open_console", "explain",
+    "evacuate_host", "update_host", "open_console", "console_file", "explain",
 })
+# What a viewer needs from the environment of whoever asked for a console (not the controller's).
+DISPLAY_ENV = ("DISPLAY", "WAYLAND_DISPLAY", "XAUTHORITY", "XDG_RUNTIME_DIR", "KERUB_TUI_VIEWER")
+
+
+def display_env() -> dict[str, str]:
+    return {name: os.environ[name] for name in DISPLAY_ENV if name in os.environ}
 _LINE_LIMIT = 256 * 1024 * 1024  # a snapshot of a big fleet is one line
 
 
@@ -86,7 +92,7 @@ def _change_message(change: Change) -> dict[str, Any]:
 # --- server -----------------------------------------------------------------------------------
 
 
-CliRunner = Callable[[list[str], Controller], Awaitable[tuple[int, str, str]]]
+CliRunner = Callable[[list[str], Controller, dict[str, str]], Awaitable[tuple[int, str, str]]]
 
 
 class ControlServer:
@@ -180,7 +186,10 @@ class ControlServer:
             if params.get("readonly"):
                 controller = copy.copy(controller)
                 controller.readonly = True
-            code, out, err = await self.cli_runner(argv, controller)
+            env = params.get("env") or {}
+            if not isinstance(env, dict) or not all(k in DISPLAY_ENV and isinstance(v, str) for k, v in env.items()):
+                raise ValueError("cli: env may only carry " + ", ".join(DISPLAY_ENV))
+            code, out, err = await self.cli_runner(argv, controller, env)
             return {"exit": code, "stdout": out, "stderr": err}
         if method == "snapshot":
             return {"documents": [d.model_dump(mode="json") for d in self.controller.db.all_documents()]}
@@ -210,7 +219,7 @@ def run_cli_remote(data_dir: Path | str, argv: list[str], readonly: bool = False
     path = socket_path(data_dir)
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
         sock.connect(str(path))
-        request = {"id": 1, "method": "cli", "params": {"argv": argv, "readonly": readonly}}
+        request = {"id": 1, "method": "cli", "params": {"argv": argv, "readonly": readonly, "env": display_env()}}
         sock.sendall(json.dumps(request).encode() + b"\n")
         with sock.makefile("rb") as stream:
             line = stream.readline()
@@ -321,6 +330,8 @@ class RemoteController:
             async def call(*args: Any, **kwargs: Any) -> Any:
                 if self.readonly and name not in ("fetch_host_key", "explain", "open_console"):
                     raise ActionError("read-only mode: nothing can be changed (started with --readonly)")
+                if name == "open_console":
+                    kwargs.setdefault("env", display_env())  # the viewer shows on this console's display
                 return await self._call(name, *args, **kwargs)
 
             return call

@@ -76,6 +76,7 @@ class Controller:
         self.started = False
         self._serve = serve
         self._tasks: list[asyncio.Task[Any]] = []
+        self._consoles: list[Any] = []
 
     # --- lifecycle --------------------------------------------------------------------------
 
@@ -107,6 +108,9 @@ class Controller:
         self.started = True
 
     async def stop(self) -> None:
+        for session in self._consoles:
+            await session.close()
+        self._consoles.clear()
         if self.server is not None:
             await self.server.stop()
             self.server = None
@@ -460,6 +464,63 @@ class Controller:
             host = self.db.put(host.evolve(dedicated=True))  # type: ignore[assignment]
         self.audit("host add", host.name, f"key {host.fingerprint}")
         return host
+
+    # --- consoles ---------------------------------------------------------------------------
+
+    async def open_console(self, vm_ref: str, *, viewer: str | None = None, env: dict[str, str] | None = None,
+                           wait: bool = False) -> str:
+        """Show a running VM's SPICE console in a viewer, through its host's SSH connection.
+
+        ``viewer`` defaults to $KERUB_TUI_VIEWER, else remote-viewer; ``env`` is the environment the
+        viewer runs in (the display of whoever asked). With ``wait``, returns when the viewer ends;
+        otherwise the session lives until the viewer ends or the controller stops.
+        Opening a console changes nothing, so read-only mode allows it."""
+        from .hosts.console import ConsoleError, open_console
+
+        environment = dict(os.environ)
+        environment.update(env or {})
+        viewer = viewer or environment.get("KERUB_TUI_VIEWER") or None
+        vm = self.resolve(VirtualMachine, vm_ref)
+        await self._connected_to_vm_host(vm.id)
+        try:
+            session = await open_console(self._fleet(), self.db, vm.id, viewer=viewer, env=environment)
+        except (ConsoleError, ValueError) as error:
+            raise ActionError(str(error)) from None
+        if not self.readonly:
+            self.audit("console", vm.name, session.description)
+        if wait:
+            code = await session.wait()
+            tail = session.stderr_tail.strip().splitlines()[-1:] if code else []
+            return session.description + (f" (viewer exited {code}: {tail[0]})" if tail else "")
+        self._consoles.append(session)
+        return session.description
+
+    async def _connected_to_vm_host(self, vm_id: str, timeout: float = 60.0) -> None:
+        """A one-shot command has no connections yet: connect the fleet and wait for the VM's host."""
+        fleet = self._fleet()
+        if not fleet.started:
+            await fleet.start()
+        dyn = self.db.get(VirtualMachineDynamic, vm_id)
+        if dyn is None or dyn.host_id is None:
+            return  # console_vm says the VM is not running, in its words
+        try:
+            await fleet.wait_up(dyn.host_id, timeout=timeout)
+        except Exception as error:
+            raise ActionError(f"the VM's host is not reachable: {error}") from None
+
+    async def console_file(self, vm_ref: str, *, local_port: int | None = None) -> str:
+        """The .vv connection file (with the SPICE password) for a viewer elsewhere: on request only."""
+        from .hosts.console import ConsoleError, console_file
+
+        vm = self.resolve(VirtualMachine, vm_ref)
+        await self._connected_to_vm_host(vm.id)
+        try:
+            text = await console_file(self._fleet(), self.db, vm.id, local_port=local_port)
+        except (ConsoleError, ValueError) as error:
+            raise ActionError(str(error)) from None
+        if not self.readonly:
+            self.audit("console file", vm.name, "the .vv file was printed on request")
+        return text
 
     # --- explanation ------------------------------------------------------------------------
 
