@@ -94,7 +94,10 @@ async def off_loop(fn: Callable[..., T], *args: Any, timeout: float | None = _CA
     """``fn(*args, **kwargs)`` in a libvirt thread; the loop keeps serving tunnels meanwhile."""
     loop = asyncio.get_running_loop()
     future = loop.run_in_executor(_libvirt_executor(), functools.partial(fn, *args, **kwargs))
-    return await asyncio.wait_for(future, timeout)
+    # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation that races with
+    # the result, and a monitor being stopped would then carry on.
+    async with asyncio.timeout(timeout):
+        return await future
 
 
 # --- domain state -------------------------------------------------------------------------------
@@ -313,7 +316,8 @@ class LibvirtLink:
         if listener is not None:
             listener.close()
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(listener.wait_closed(), 5)
+                async with asyncio.timeout(5):
+                    await listener.wait_closed()
         path, self._path = self._path, None
         if path is not None:
             path.unlink(missing_ok=True)

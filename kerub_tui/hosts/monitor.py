@@ -48,6 +48,7 @@ from kerub_tui.core.models import (
 )
 from kerub_tui.core.store import Store
 from kerub_tui.ssh import HostConnection, NotConnected, SshError
+from kerub_tui.ssh.connection import cancel_and_wait
 
 from . import facts, ksm
 from .libvirt_link import DomainEvent, DomainState, LibvirtLink, LibvirtUnavailable
@@ -356,19 +357,19 @@ class HostMonitor:
         self._reported: set[str] = set()
         self._pending_stats: dict[str, DomainStats] = {}
         self._generation = 0
+        self._stopping = False
 
     # --- lifecycle --------------------------------------------------------------------------
 
     def start(self) -> None:
         if self._task is None:
+            self._stopping = False
             self._task = asyncio.create_task(self._run(), name=f"monitor:{self.name}")
 
     async def stop(self) -> None:
+        self._stopping = True
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(task)
         await self._close_link()
 
     async def _close_link(self) -> None:
@@ -378,7 +379,7 @@ class HostMonitor:
             await link.close()
 
     async def _run(self) -> None:
-        while True:
+        while not self._stopping:
             try:
                 await self.host.connection(wait=None)
             except NotConnected:
@@ -417,7 +418,7 @@ class HostMonitor:
         """Run one stream for the life of this connection; restart it (with backoff) if it ends."""
         delay = self.settings.restart_initial
         generation = self.host.generation
-        while self.host.generation == generation and self.host.is_up:
+        while self._live(generation):
             async with self.host.stream(command, privileged=privileged) as stream:
                 handle = make_handler()  # a fresh parser per run
                 async for line in stream:
@@ -425,7 +426,8 @@ class HostMonitor:
                 with contextlib.suppress(TimeoutError, NotConnected):
                     # Ended because the connection is going? Give the supervisor a moment to see it.
                     conn = await self.host.connection()
-                    await asyncio.wait_for(conn.wait_closed(), 2)
+                    async with asyncio.timeout(2):
+                        await conn.wait_closed()
             if self.host.generation != generation or not self.host.is_up:
                 return  # the connection went: the monitor restarts everything on the next one
             detail = "; ".join(stream.stderr_tail[-3:]) or f"exit status {stream.exit_code}"
@@ -607,7 +609,7 @@ class HostMonitor:
     async def _keep_link(self, generation: int) -> None:
         """Keep the libvirt link open while the connection lives (libvirtd may restart)."""
         delay = self.settings.restart_initial
-        while self.host.generation == generation and self.host.is_up:
+        while self._live(generation):
             link = self.link
             if link is not None:
                 await link.closed.wait()
@@ -617,9 +619,13 @@ class HostMonitor:
                 delay = self.settings.restart_initial
             await asyncio.sleep(random.uniform(delay / 2, delay))
             delay = min(delay * 2, self.settings.restart_max)
-            if self.host.generation != generation or not self.host.is_up:
+            if not self._live(generation):
                 return
             await self._open_link()
+
+    def _live(self, generation: int) -> bool:
+        """Still monitoring, on the same connection."""
+        return not self._stopping and self.host.generation == generation and self.host.is_up
 
 
 def _to_mib(value: int) -> int:

@@ -79,6 +79,21 @@ class Endpoint:
         return fingerprint_of(self.host_key)
 
 
+async def cancel_and_wait(task: "asyncio.Task[Any] | None") -> None:
+    """Cancel ``task`` and wait until it is really done.
+
+    Cancels again while it is not: on Python 3.11 asyncio.wait_for (used inside asyncssh) can
+    swallow a cancellation that races with its result, and a supervisor must not outlive close().
+    """
+    if task is None:
+        return
+    while not task.done():
+        task.cancel()
+        await asyncio.wait({task}, timeout=1.0)
+    if not task.cancelled() and task.exception() is not None:
+        log.debug("%s ended with %r", task.get_name(), task.exception())
+
+
 class ConnectGate:
     """Limits the connections being opened at once across the fleet."""
 
@@ -272,10 +287,7 @@ class HostConnection:
         self._closing = True
         self._kick.set()
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(task)
         await self._drop_connection()
         self._up.set()  # wake whoever waits for a connection: they see the close and give up
 
@@ -294,7 +306,8 @@ class HostConnection:
         if conn is not None:
             conn.close()
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(conn.wait_closed(), 5)
+                async with asyncio.timeout(5):
+                    await conn.wait_closed()
 
     # --- state ------------------------------------------------------------------------------
 
@@ -535,7 +548,8 @@ class RemoteStream:
             if self._proc is not None:
                 self._proc.close()
                 with contextlib.suppress(Exception):
-                    await asyncio.wait_for(self._proc.wait_closed(), 5)
+                    async with asyncio.timeout(5):
+                        await self._proc.wait_closed()
             if self._stderr_task is not None:
                 self._stderr_task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
