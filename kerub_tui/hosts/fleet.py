@@ -133,7 +133,7 @@ class Fleet:
         *,
         ssh_settings: SshSettings | None = None,
         monitor_settings: MonitorSettings | None = None,
-        monitoring: bool = True,
+        monitoring: bool = True,  # False: connect, discover, keep libvirt open; no streams
         write_interval: float = 1.0,
         on_status: StatusCallback | None = None,
     ) -> None:
@@ -175,9 +175,8 @@ class Fleet:
         if self.started:
             return
         self.started = True
-        if self.monitoring:
-            ensure_event_loop_impl()
-            self._sockets = socket_dir(self.data_dir)
+        ensure_event_loop_impl()
+        self._sockets = socket_dir(self.data_dir)
         _ = self.client_key
         for host in self.store.list(Host):
             if host.host_key:
@@ -209,7 +208,7 @@ class Fleet:
             client_key=None if host.identity else self.client_key,
         )
 
-    def _attach(self, host: Host) -> _Member:
+    def _attach(self, host: Host, connection_open: asyncssh.SSHClientConnection | None = None) -> _Member:
         host_id = host.id
         connection = HostConnection(
             host.name,
@@ -219,30 +218,27 @@ class Fleet:
             on_state=lambda status, reason: self._on_state(host_id, status, reason),
         )
         member = _Member(host_id, connection, None)
-        if self.monitoring:
-            if self._sockets is None:
-                # A one-shot command (host add) joins one host without start()ing the whole fleet.
-                ensure_event_loop_impl()
-                self._sockets = socket_dir(self.data_dir)
-            sockets = self._sockets
-            member.monitor = HostMonitor(
-                host_id,
-                host.name,
-                connection,
-                self.writer,
-                lambda: LibvirtLink(host.name, connection, sockets),
-                discover=lambda monitor: self._discover(member, monitor.link),
-                memory_total=lambda: self._memory_total(host_id),
-                event=self._put_event,
-                settings=self.monitor_settings,
-            )
+        if self._sockets is None:
+            # A one-shot command (host add) joins one host without start()ing the whole fleet.
+            ensure_event_loop_impl()
+            self._sockets = socket_dir(self.data_dir)
+        sockets = self._sockets
+        member.monitor = HostMonitor(
+            host_id,
+            host.name,
+            connection,
+            self.writer,
+            lambda: LibvirtLink(host.name, connection, sockets),
+            discover=lambda monitor: self._discover(member, monitor.link),
+            memory_total=lambda: self._memory_total(host_id),
+            event=self._put_event,
+            settings=self.monitor_settings,
+            streams=self.monitoring,
+        )
         self._members[host_id] = member
         self._write_status(host_id, HostStatus.connecting, None)
-        connection.start()
-        if member.monitor is not None:
-            member.monitor.start()
-        else:
-            member.discovered.set()
+        connection.start(connection_open)
+        member.monitor.start()
         return member
 
     async def _detach(self, member: _Member) -> None:
@@ -351,8 +347,9 @@ class Fleet:
     async def fetch_host_key(self, address: str, port: int | None = None) -> tuple[str, str]:
         """The host's public key line and its SHA256 fingerprint; nothing runs on the host."""
         check_address(address)
-        return await fetch_host_key(address, port, config=self.ssh_settings.config,
-                                    timeout=self.ssh_settings.connect_timeout)
+        async with self.gate.slot():  # a key exchange is a connection sshd has to start too
+            return await fetch_host_key(address, port, config=self.ssh_settings.config,
+                                        timeout=self.ssh_settings.connect_timeout)
 
     def resolve_login(self, address: str, port: int | None, user: str | None) -> tuple[int, str]:
         """Port and user as OpenSSH would use them: given, else the ssh config's, else 22 / root."""
@@ -364,8 +361,9 @@ class Fleet:
         return port, check_user(user)
 
     async def _accepted_key(self, address: str, port: int, accepted_fingerprint: str | None) -> str:
-        key_line, offered = await fetch_host_key(address, port, config=self.ssh_settings.config,
-                                                 timeout=self.ssh_settings.connect_timeout)
+        async with self.gate.slot():
+            key_line, offered = await fetch_host_key(address, port, config=self.ssh_settings.config,
+                                                     timeout=self.ssh_settings.connect_timeout)
         if accepted_fingerprint is None:
             raise FingerprintRequired(address, key_line, offered)
         if offered != accepted_fingerprint.strip():
@@ -408,12 +406,12 @@ class Fleet:
                     host_key=key_line, fingerprint=accepted_fingerprint.strip())  # type: ignore[union-attr]
         # Prove the login works before anything is stored.
         try:
-            probe = await open_connection(self._endpoint(host), self.ssh_settings)
+            async with self.gate.slot():
+                probe = await open_connection(self._endpoint(host), self.ssh_settings)
         except SshError as error:
             raise FleetError(str(error)) from None
-        probe.close()
         self.store.put(host)
-        member = self._attach(host)
+        member = self._attach(host, probe)  # the login just proved becomes the host's connection
         await self._wait_discovered(member, timeout)
         return self.store.require(Host, host.id)
 
@@ -506,8 +504,7 @@ class Fleet:
                       wait: float = 0.0, **kwargs: Any) -> T:
         """``fn(virConnect, *args, **kwargs)`` with the host's libvirt connection, off the loop."""
         member = self.member(host_id)
-        if member.monitor is None:
-            raise FleetError("libvirt access needs monitoring on (Fleet(monitoring=True))")
+        assert member.monitor is not None
         if wait:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(wait):

@@ -340,8 +340,10 @@ class HostMonitor:
         memory_total: Callable[[], int | None] = lambda: None,
         event: Callable[[Event], None] | None = None,
         settings: MonitorSettings | None = None,
+        streams: bool = True,
     ) -> None:
         self.host_id = host_id
+        self.streams = streams  # False: discovery and the libvirt link only (a one-shot controller)
         self.name = name
         self.host = connection
         self.writer = writer
@@ -392,11 +394,13 @@ class HostMonitor:
                 if self.discover is not None:
                     await self.discover(self)
                 async with asyncio.TaskGroup() as group:
-                    group.create_task(self._keep_stream("vmstat", self._vmstat_command(), self._vmstat_handler, False))
-                    group.create_task(self._keep_stream("state", self._state_command(), self._state_handler, True))
-                    domstats = domain_stats_command(self.settings.domain_stats_interval)
-                    group.create_task(self._keep_stream("domain stats", domstats, self._domstats_handler, False))
                     group.create_task(self._keep_link(generation))
+                    if self.streams:
+                        vmstat, state = self._vmstat_command(), self._state_command()
+                        domstats = domain_stats_command(self.settings.domain_stats_interval)
+                        group.create_task(self._keep_stream("vmstat", vmstat, self._vmstat_handler, False))
+                        group.create_task(self._keep_stream("state", state, self._state_handler, True))
+                        group.create_task(self._keep_stream("domain stats", domstats, self._domstats_handler, False))
             except* (NotConnected, SshError):
                 pass
             except* Exception as errors:  # a bug must not end monitoring of the host for good

@@ -277,11 +277,14 @@ class HostConnection:
 
     # --- lifecycle --------------------------------------------------------------------------
 
-    def start(self) -> None:
+    def start(self, connection: asyncssh.SSHClientConnection | None = None) -> None:
+        """Start supervising; ``connection``, one just opened with this endpoint, is used first."""
         if self._task is None:
             self._closing = False
             self._up.clear()
-            self._task = asyncio.create_task(self._supervise(), name=f"ssh:{self.name}")
+            self._task = asyncio.create_task(self._supervise(connection), name=f"ssh:{self.name}")
+        elif connection is not None:
+            connection.close()
 
     async def close(self) -> None:
         self._closing = True
@@ -333,14 +336,17 @@ class HostConnection:
 
     # --- the supervisor ---------------------------------------------------------------------
 
-    async def _supervise(self) -> None:
+    async def _supervise(self, adopted: asyncssh.SSHClientConnection | None = None) -> None:
         attempt = 0
         ever_up = False
         while not self._closing:
             self._kick.clear()
             try:
-                async with self.gate.slot():
-                    conn = await open_connection(self.endpoint, self.settings)
+                if adopted is not None and not adopted.is_closed():
+                    conn, adopted = adopted, None
+                else:
+                    async with self.gate.slot():
+                        conn = await open_connection(self.endpoint, self.settings)
             except SshError as error:
                 self.last_error = error
                 if isinstance(error, HostKeyMismatch):
