@@ -36,6 +36,7 @@ from kerub_tui.core.models import (
     Event,
     EventSeverity,
     Host,
+    HostCapabilities,
     HostDynamic,
     HostStatus,
     utcnow,
@@ -230,7 +231,7 @@ class Fleet:
             self.writer,
             lambda: LibvirtLink(host.name, connection, sockets),
             discover=lambda monitor: self._discover(member, monitor.link),
-            memory_total=lambda: self._memory_total(host_id),
+            capabilities=lambda: self._capabilities(host_id),
             event=self._put_event,
             settings=self.monitor_settings,
             streams=self.monitoring,
@@ -261,11 +262,9 @@ class Fleet:
     def status(self, host_id: str) -> HostStatus:
         return self.member(host_id).connection.state
 
-    def _memory_total(self, host_id: str) -> int | None:
+    def _capabilities(self, host_id: str) -> HostCapabilities | None:
         host = self.store.get(Host, host_id)
-        if host is None or host.capabilities is None or not host.capabilities.memory_bytes:
-            return None
-        return host.capabilities.memory_bytes
+        return host.capabilities if host is not None else None
 
     # --- state and events ---------------------------------------------------------------------
 
@@ -320,6 +319,7 @@ class Fleet:
     async def _discover(self, member: _Member, link: LibvirtLink | None) -> Host | None:
         async with member.discovery_lock:
             result = await discover(member.connection, link)
+            known = set(member.last_discovery.problems) if member.last_discovery else set()
             member.last_discovery = result
             host = self.store.get(Host, member.host_id)
             if host is None:
@@ -327,6 +327,8 @@ class Fleet:
             updated = host.model_copy(update={"capabilities": result.capabilities})
             self.store.put(updated)
             for problem in result.problems:
+                if problem in known:
+                    continue  # reported at the last discovery already (a reconnection is not news)
                 self._put_event(Event(type="discovery-problem", severity=EventSeverity.warning,
                                       host_id=host.id, message=f"{host.name}: {problem}"))
             member.discovered.set()

@@ -4,8 +4,8 @@ No polling loop runs in the controller. Each host has three streams on its SSH c
 
 - ``vmstat 1``: CPU split and memory, every second -> HostDynamic;
 - a state watch: a remote shell loop reads KSM, LVM (vgs/lvs), the image filesystem and the
-  temperatures every few seconds and prints them only when they changed -> HostDynamic
-  (ksm, storage_free, cpu_temperature);
+  temperatures every few seconds (SMART health every few minutes) and prints them only when they
+  changed -> HostDynamic (ksm, storage_free, cpu_temperature, failing_devices);
 - a domain stats watch: a remote loop reads each qemu process's CPU ticks and RSS, and an awk on
   the host prints a domain's CPU % (of one host CPU) and memory only when they changed ->
   VirtualMachineDynamic (cpu_percent, memory_used);
@@ -40,6 +40,7 @@ from kerub_tui.core.models import (
     Document,
     Event,
     EventSeverity,
+    HostCapabilities,
     HostDynamic,
     VirtualMachine,
     VirtualMachineDynamic,
@@ -52,7 +53,7 @@ from kerub_tui.ssh.connection import cancel_and_wait
 
 from . import facts, ksm
 from .libvirt_link import DomainEvent, DomainState, LibvirtLink, LibvirtUnavailable
-from .parse import ParseError, VmstatParser
+from .parse import ParseError, VmstatParser, parse_smart_health
 
 log = logging.getLogger(__name__)
 
@@ -64,23 +65,36 @@ LAST_SEEN_REFRESH = 30.0  # seconds: last_seen alone is rewritten at most this o
 # --- the state watch: sections printed only when they change ------------------------------------
 
 
-def watch_command(sections: Mapping[str, str], interval: int) -> str:
+def watch_command(sections: Mapping[str, str], interval: int, every: Mapping[str, int] | None = None) -> str:
     """A remote loop running each section's command every ``interval`` seconds and printing the
-    whole batch (framed by markers, with exit statuses) only when it differs from the last one."""
+    whole batch (framed by markers, with exit statuses) only when it differs from the last one.
+
+    ``every[name] = k`` runs that section only every k-th round (SMART: every few minutes); its
+    last output stands in between.
+    """
     if isinstance(interval, bool) or not isinstance(interval, int) or not 1 <= interval <= 86400:
         raise ValueError(f"watch interval must be 1..86400 seconds, not {interval!r}")
     if not sections:
         raise ValueError("a watch needs at least one section")
-    parts = []
+    every = every or {}
+    slow, parts = [], []
     for name, command in sections.items():
-        if not name.replace("_", "").isalnum():
+        if not name.replace("_", "").isalnum() or not name.isascii():
             raise ValueError(f"section name {name!r} must be letters, digits and '_'")
-        parts.append(f"echo {shlex.quote(_MARK + 'section ' + name)}; ( {command} ) 2>/dev/null; echo \"{_MARK}status $?\"")
+        section = f"echo {shlex.quote(_MARK + 'section ' + name)}; ( {command} ) 2>/dev/null; echo \"{_MARK}status $?\""
+        rounds = every.get(name, 1)
+        if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
+            raise ValueError(f"section {name}: every must be a positive whole number of rounds")
+        if rounds == 1:
+            parts.append(section)
+        else:
+            slow.append(f"if [ $((n % {rounds})) -eq 0 ]; then s_{name}=$({section}); fi; ")
+            parts.append(f"printf '%s\\n' \"$s_{name}\"")
     batch = "; ".join(parts)
     return (
-        f"prev=; while :; do cur=$({batch}); "
+        f"n=0; prev=; while :; do {''.join(slow)}cur=$({batch}); "
         f"if [ \"$cur\" != \"$prev\" ]; then printf '%s\\n{_MARK}end\\n' \"$cur\"; prev=$cur; fi; "
-        f"sleep {interval}; done"
+        f"n=$((n + 1)); sleep {interval}; done"
     )
 
 
@@ -312,6 +326,7 @@ def apply_domain_state(
 class MonitorSettings:
     vmstat_interval: int = 1
     state_interval: int = 5  # KSM, LVM, image filesystem, temperature
+    smart_interval: int = 600  # SMART health of each disk (a multiple of state_interval)
     domain_stats_interval: int = 2
     restart_initial: float = 2.0  # a stream that ended by itself is restarted after this (backoff)
     restart_max: float = 300.0
@@ -337,7 +352,7 @@ class HostMonitor:
         link_factory: Callable[[], LibvirtLink],
         *,
         discover: Discoverer | None = None,
-        memory_total: Callable[[], int | None] = lambda: None,
+        capabilities: Callable[[], HostCapabilities | None] = lambda: None,
         event: Callable[[Event], None] | None = None,
         settings: MonitorSettings | None = None,
         streams: bool = True,
@@ -349,7 +364,8 @@ class HostMonitor:
         self.writer = writer
         self.link_factory = link_factory
         self.discover = discover
-        self.memory_total = memory_total
+        self.capabilities = capabilities  # the host's discovered facts, read when streams start
+        self._smart: dict[str, str] = {}  # state watch section -> block device
         self.settings = settings or MonitorSettings()
         self._event = event
         self.link: LibvirtLink | None = None
@@ -447,10 +463,26 @@ class HostMonitor:
     def _state_command(self) -> str:
         sections = {"ksm": ksm.ksm_read_command(), "thermal": facts.thermal_command()}
         sections.update(facts.storage_monitor_commands())
-        return watch_command(sections, self.settings.state_interval)
+        every: dict[str, int] = {}
+        self._smart = {}
+        capabilities = self.capabilities()
+        if capabilities is not None and capabilities.tools.get("smartctl"):
+            rounds = max(1, self.settings.smart_interval // self.settings.state_interval)
+            for index, device in enumerate(facts.smart_devices(capabilities)[:64]):
+                try:
+                    command = facts.smart_health_command(device)
+                except ValueError:
+                    continue  # lsblk said something odd: not worth a watch
+                name = f"smart_{index}"
+                sections[name] = command
+                every[name] = rounds
+                self._smart[name] = device
+        return watch_command(sections, self.settings.state_interval, every)
 
     def _vmstat_handler(self) -> Callable[[str], None]:
-        parser = VmstatParser(memory_total=self.memory_total(), unit=facts.VMSTAT_UNIT)
+        capabilities = self.capabilities()
+        memory_total = capabilities.memory_bytes if capabilities and capabilities.memory_bytes else None
+        parser = VmstatParser(memory_total=memory_total, unit=facts.VMSTAT_UNIT)
 
         def handle(line: str) -> None:
             try:
@@ -503,6 +535,22 @@ class HostMonitor:
                 self.problem("parse-error", f"{self.name}: {problem}", EventSeverity.warning)
             if not problems:
                 changes["cpu_temperature"] = temperature
+        failing, smart_read = [], False
+        for name, device in self._smart.items():
+            output = batch.get(name)
+            if output is None or not output.stdout.strip():
+                continue
+            try:
+                # smartctl's exit status is a bit mask that is non-zero for a failing disk itself
+                health = parse_smart_health(output.stdout)
+            except ParseError as error:
+                self.problem("parse-error", f"{self.name}: {device}: {error}", EventSeverity.warning)
+                continue
+            smart_read = True
+            if health.failing:
+                failing.append(device)
+        if smart_read:
+            changes["failing_devices"] = sorted(failing)
         if changes:
             self.update_host(**changes)
 

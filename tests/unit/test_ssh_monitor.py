@@ -62,6 +62,32 @@ def test_watch_prints_only_when_something_changed(tmp_path):
     assert len(batches) == 2
 
 
+def test_a_slow_section_runs_once_and_its_output_stands_in(tmp_path):
+    slow, fast = tmp_path / "slow", tmp_path / "fast"
+    slow.write_text("s1\n")
+    fast.write_text("f1\n")
+    command = watch_command({"slow": f"cat {slow}", "fast": f"cat {fast}"}, 1, {"slow": 1000})
+    proc = subprocess.Popen(["sh", "-c", command], stdout=subprocess.PIPE, text=True)
+    parser = WatchParser()
+    try:
+        def next_batch():
+            while True:
+                batch = parser.feed(proc.stdout.readline().rstrip("\n"))
+                if batch is not None:
+                    return batch
+
+        first = next_batch()
+        slow.write_text("s2\n")  # not read again for 1000 rounds: no batch for this
+        time.sleep(1.3)
+        fast.write_text("f2\n")
+        second = next_batch()
+    finally:
+        proc.kill()
+        proc.wait()
+    assert (first["slow"].stdout, first["fast"].stdout) == ("s1\n", "f1\n")
+    assert (second["slow"].stdout, second["fast"].stdout) == ("s1\n", "f2\n")
+
+
 @pytest.mark.parametrize("interval", [0, -1, 86401, True, 1.5])
 def test_watch_interval_is_validated(interval):
     with pytest.raises(ValueError):
