@@ -73,6 +73,8 @@ async def fleet_on(tmp_path: Path, **kwargs):
     finally:
         await fleet.stop()
         store.close()
+    # the local ends of the libvirt tunnels went with the fleet
+    assert list((data / "run").glob("*.sock")) == []
 
 
 async def add(fleet: Fleet, host, **kwargs) -> Host:

@@ -11,6 +11,7 @@ import secrets
 import shlex
 import shutil
 import signal
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,6 +19,7 @@ import pytest
 
 from kerub_tui.core.models import HostStatus
 from kerub_tui.ssh import (
+    AuthenticationFailed,
     CommandTimeout,
     Endpoint,
     HostConnection,
@@ -219,6 +221,29 @@ async def test_ssh_config_alias_through_a_proxyjump(clean_lab, tmp_path):
             await open_connection(endpoint(target, address="kerub-target", port=None, identity=None), settings)
     finally:
         jump.start_sshd()
+
+
+async def test_keys_held_by_ssh_agent_are_used(lab, tmp_path, monkeypatch):
+    if shutil.which("ssh-agent") is None or shutil.which("ssh-add") is None:
+        pytest.skip("ssh-agent is not installed (Debian package openssh-client)")
+    host = lab.hosts[0]
+    socket_path = tmp_path / "agent.sock"
+    agent = subprocess.Popen(["ssh-agent", "-D", "-a", str(socket_path)], stdout=subprocess.DEVNULL)
+    try:
+        await until(socket_path.exists, "the agent's socket")
+        env = {**os.environ, "SSH_AUTH_SOCK": str(socket_path)}
+        subprocess.run(["ssh-add", "-q", str(host.client_key)], env=env, check=True, capture_output=True)
+        # No identity file, and a controller key the host does not know: only the agent can log in.
+        stranger = load_or_create_client_key(tmp_path / "data")
+        monkeypatch.delenv("SSH_AUTH_SOCK", raising=False)
+        with pytest.raises(AuthenticationFailed):
+            await open_connection(endpoint(host, identity=None, client_key=stranger), SETTINGS)
+        monkeypatch.setenv("SSH_AUTH_SOCK", str(socket_path))
+        async with connected(host, identity=None, client_key=stranger) as conn:
+            assert (await conn.run("uname -n")).stdout.strip() == host.name
+    finally:
+        agent.terminate()
+        agent.wait(timeout=30)
 
 
 # --- another login: sudo -n, and a one-time password to install the key -------------------------
