@@ -411,9 +411,12 @@ class Replanner:
             remaining = min(self.debounce, deadline - loop.time())
             if remaining <= 0:
                 return
+            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation that arrives
+            # just as a change does, and the controller's stop then waits for this task forever.
             try:
-                change = await asyncio.wait_for(subscription.get(), timeout=remaining)
-            except asyncio.TimeoutError:
+                async with asyncio.timeout(remaining):
+                    change = await subscription.get()
+            except TimeoutError:
                 return
             self._handle(change)
 
