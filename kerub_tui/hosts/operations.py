@@ -113,6 +113,14 @@ def libvirt_message(error: BaseException) -> str:
     return _one_line(describe_error(error) if not isinstance(error, OperationError) else str(error))
 
 
+def connection_lost(error: libvirt.libvirtError) -> bool:
+    """The call failed because the connection to libvirtd broke (tunnel or host gone), not on the host."""
+    # Errors the host reports keep their own domain (qemu, storage...); the client's socket and RPC
+    # layers report a broken link.
+    return (error.get_error_code() in (libvirt.VIR_ERR_NO_CONNECT, libvirt.VIR_ERR_RPC)
+            or error.get_error_domain() in (libvirt.VIR_FROM_RPC, libvirt.VIR_FROM_REMOTE))
+
+
 def _scrub(text: str, secrets: tuple[str, ...]) -> str:
     for secret in secrets:
         if secret:
@@ -376,7 +384,10 @@ class FleetOperations:
             text = await handler(host_id, **kwargs)
         except TimeoutError:
             return OperationResult(EXIT_TIMEOUT, "", f"libvirt {op}: no answer from the host in time")
-        except (libvirt.libvirtError, OperationError, InvalidName, ValueError, TypeError) as error:
+        except libvirt.libvirtError as error:
+            code = EXIT_UNREACHABLE if connection_lost(error) else EXIT_LIBVIRT
+            return OperationResult(code, "", _scrub(f"libvirt {op}: {libvirt_message(error)}", secrets))
+        except (OperationError, InvalidName, ValueError, TypeError) as error:
             return OperationResult(EXIT_LIBVIRT, "", _scrub(f"libvirt {op}: {libvirt_message(error)}", secrets))
         except (SshError, OSError) as error:
             return OperationResult(EXIT_UNREACHABLE, "", _scrub(f"libvirt {op}: {libvirt_message(error)}", secrets))
