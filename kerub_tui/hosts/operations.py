@@ -45,6 +45,7 @@ from kerub_tui.ssh import CommandTimeout, SshError
 from kerub_tui.ssh.keys import describe_error
 
 from . import kvm
+from .fileimage import check_path
 from .libvirt_link import off_loop
 
 log = logging.getLogger(__name__)
@@ -167,11 +168,20 @@ def domain_state(conn: Any, vm_id: str) -> str:
     return "" if dom is None else _state_text(dom)
 
 
-def _start(conn: Any, vm_id: str, vm_name: str, xml: str) -> str:
+def check_start(vm_id: str, vm_name: str, xml: str) -> None:
+    """The XML handed to ``start`` is a domain of this VM: its name and its UUID (from the VM id)."""
+    check_name(vm_name, "VM name")
+    if not isinstance(xml, str):
+        raise OperationError("the domain XML must be text")
     wanted = kvm.domain_uuid(vm_id)
     facts = kvm.parse_domain_xml(xml)
     if facts.name != vm_name or (facts.uuid or "").lower() != wanted:
         raise OperationError(f"the domain XML is for {facts.name!r} ({facts.uuid}), not {vm_name!r} ({wanted})")
+
+
+def _start(conn: Any, vm_id: str, vm_name: str, xml: str) -> str:
+    check_start(vm_id, vm_name, xml)
+    wanted = kvm.domain_uuid(vm_id)
     existing = _lookup(conn, vm_id)
     if existing is not None:
         state = _state_text(existing)
@@ -314,6 +324,23 @@ def disk_alias(disk_id: str) -> str:
     return "ua-" + re.sub(r"[^A-Za-z0-9_-]", "-", disk_id)
 
 
+def target_disk_source(alloc: Any) -> tuple[str, str, str]:
+    """(disk type, path, format) of an allocation for a domain's <disk>, its names validated as
+    kvm.domain_xml validates them (a document written without validation must not reach libvirt)."""
+    if alloc.type == "lvm":
+        check_name(alloc.vg, "volume group")
+        check_name(alloc.lv, "logical volume")
+    elif alloc.type == "zfs":
+        check_name(alloc.pool, "ZFS pool")
+        check_name(alloc.volume, "ZFS volume")
+    elif alloc.type == "gvinum":
+        check_name(alloc.volume, "gvinum volume")
+    if alloc.format not in ("raw", "qcow2"):
+        raise OperationError(f"disk format {alloc.format!r} is not supported")
+    path = check_path(alloc.path, "disk path")
+    return ("file" if alloc.type == "file" else "block"), path, alloc.format
+
+
 def _migrate(dom: Any, dconn: Any, uri: str, dest_xml: str | None, persist_xml: str | None,
              copy_storage: bool) -> str:
     params: dict[str, Any] = {libvirt.VIR_MIGRATE_PARAM_URI: uri}
@@ -420,8 +447,9 @@ class FleetOperations:
         return handler
 
     async def _op_start(self, host_id: str, *, vm_id: str, vm_name: str, xml: str) -> str:
-        check_name(vm_name, "VM name")
-        return await self._call(host_id, _start, _vm_id(vm_id), vm_name, xml)
+        vm_id = _vm_id(vm_id)
+        check_start(vm_id, vm_name, xml)  # refused here, before anything reaches the host
+        return await self._call(host_id, _start, vm_id, vm_name, xml)
 
     async def _op_shutdown(self, host_id: str, *, vm_id: str, timeout: int | float) -> str:
         if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:
@@ -487,16 +515,21 @@ class FleetOperations:
                 raise OperationError(f"the domain is {state or 'not defined'} here, not running")
             return _migrate(dom, dconn, uri, dest_xml, persist_xml, copy_storage)
 
+        def abort(conn: Any) -> None:
+            dom = _lookup(conn, vm_id)
+            if dom is not None:
+                with contextlib.suppress(libvirt.libvirtError):
+                    dom.abortJob()
+
         try:
             return await self._call(host_id, migrate, timeout=self.migrate_timeout)
-        except (TimeoutError, asyncio.CancelledError):
+        except TimeoutError:
             # The libvirt thread still waits for the migration: abort the job so the VM stays here.
-            def abort(conn: Any) -> None:
-                dom = _lookup(conn, vm_id)
-                if dom is not None:
-                    with contextlib.suppress(libvirt.libvirtError):
-                        dom.abortJob()
-
+            with contextlib.suppress(Exception):
+                await self._call(host_id, abort, timeout=60)
+            raise OperationError(f"the migration did not finish within {self.migrate_timeout:g} s: "
+                                 "aborted, the VM stays on the source") from None
+        except asyncio.CancelledError:
             with contextlib.suppress(Exception):
                 await asyncio.shield(self._call(host_id, abort, timeout=60))
             raise
@@ -515,8 +548,7 @@ class FleetOperations:
             alloc = next((a for a in (dyn.allocations if dyn else []) if a.host_id == target_host_id), None)
             if alloc is None:
                 raise OperationError(f"the target has no allocation of disk {link.disk_id} to copy into")
-            kind = "file" if alloc.type == "file" else "block"
-            out[disk_alias(link.disk_id)] = (kind, alloc.path, alloc.format)
+            out[disk_alias(link.disk_id)] = target_disk_source(alloc)
         return out
 
 
@@ -531,5 +563,5 @@ def _join(*parts: str) -> str:
     return "\n".join(p.rstrip("\n") for p in parts if p)
 
 
-__all__ = ["FleetOperations", "OperationError", "OperationResult", "disk_alias", "domain_state",
-           "libvirt_message", "retarget_disks", "spice_password_of"]
+__all__ = ["FleetOperations", "OperationError", "OperationResult", "check_start", "connection_lost", "disk_alias",
+           "domain_state", "libvirt_message", "retarget_disks", "spice_password_of", "target_disk_source"]
