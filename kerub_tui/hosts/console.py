@@ -93,14 +93,14 @@ def _display_available(env: Mapping[str, str]) -> bool:
 def viewer_argv(viewer: str | None) -> list[str]:
     """The viewer command (shell-like words, no shell involved), the .vv path is appended to it."""
     text = DEFAULT_VIEWER if viewer is None or not viewer.strip() else viewer
+    if any(not c.isprintable() for c in text):
+        raise ConsoleError("the viewer command must be one line without control characters")
     try:
         argv = shlex.split(text)
     except ValueError as error:
         raise ConsoleError(f"the viewer command {text!r} cannot be split into words: {error}") from None
     if not argv:
         raise ConsoleError("the viewer command is empty")
-    if any("\0" in word or "\n" in word for word in argv):
-        raise ConsoleError("the viewer command must not contain NUL or newline characters")
     return argv
 
 
