@@ -269,13 +269,16 @@ class LibvirtLink:
         self.close_reason = None
         path = self.sockets / f"{os.getpid()}.{next(_socket_numbers)}.sock"
         path.unlink(missing_ok=True)
+        # Known before the forward exists: a stop that cancels us mid-way still removes the socket file.
+        self._path = path
         try:
             self._listener = await self.host.forward_local_path(str(path), REMOTE_SOCKET)
-        except (OSError, SshError) as error:
+        except asyncio.CancelledError:
+            self._drop_tunnel_now()
+            raise
+        except Exception as error:  # OSError, SshError, asyncssh.Error and friends
+            self._drop_tunnel_now()
             raise LibvirtUnavailable(f"{self.name}: cannot forward the libvirt socket: {describe_error(error)}") from None
-        except Exception as error:  # asyncssh.Error and friends
-            raise LibvirtUnavailable(f"{self.name}: cannot forward the libvirt socket: {describe_error(error)}") from None
-        self._path = path
         os.chmod(path, 0o600)
         uri = f"qemu+unix:///system?socket={path}"
         try:
@@ -283,6 +286,9 @@ class LibvirtLink:
         except (libvirt.libvirtError, TimeoutError) as error:
             await self._release_tunnel()
             raise LibvirtUnavailable(f"{self.name}: libvirt did not answer through the tunnel: {_libvirt_message(error)}") from None
+        except BaseException:  # cancelled by a stop while libvirt was connecting
+            self._drop_tunnel_now()
+            raise
         self.conn = conn
         try:
             await off_loop(conn.registerCloseCallback, self._on_close, None)
@@ -310,6 +316,15 @@ class LibvirtLink:
         if self.close_reason is None:
             self.close_reason = "closed"
         self.closed.set()
+
+    def _drop_tunnel_now(self) -> None:
+        """Close the forward and remove its socket file without awaiting (we may be cancelled)."""
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            listener.close()
+        path, self._path = self._path, None
+        if path is not None:
+            path.unlink(missing_ok=True)
 
     async def _release_tunnel(self) -> None:
         listener, self._listener = self._listener, None
