@@ -114,6 +114,8 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("--name", help="name in kerub-tui (default: the address)")
     add.add_argument("--accept-fingerprint", metavar="SHA256:...", help="the host key fingerprint you accept")
     add.add_argument("--dedicated", action="store_true", help="only runs kerub-tui's VMs: may be powered down")
+    add.add_argument("--install-key", action="store_true",
+                     help="log in once with a password (asked for, never stored) to install kerub-tui's key")
     _list_show(host)
     host.add_parser("remove", help="remove a host with no VMs or disks on it").add_argument("name")
     host.add_parser("evacuate", help="maintenance: move everything off, then it may be removed").add_argument("name")
@@ -215,8 +217,12 @@ async def cmd_host(args: argparse.Namespace, c: Controller, out: TextIO) -> int:
         if args.accept_fingerprint is None:
             print(f"host key of {address}:{port or 22} is {fingerprint}", file=out)
             raise CliError(f"not added: check the fingerprint, then run again with --accept-fingerprint {fingerprint}")
+        password = getattr(args, "secret", None) if args.install_key else None
+        if args.install_key and not password:
+            raise CliError("--install-key needs the password of the login user, asked for on a terminal")
         host = await c.add_host(name=args.name or address, address=address, port=port or 22, user=args.user,
-                                identity=args.identity, fingerprint=args.accept_fingerprint, dedicated=args.dedicated)
+                                identity=args.identity, fingerprint=args.accept_fingerprint, dedicated=args.dedicated,
+                                password=password)
         print(f"added host {host.name} ({host.id}), key {host.fingerprint}", file=out)
     elif args.action == "list":
         hosts = sorted(store.list(Host), key=lambda h: h.name)
@@ -443,14 +449,15 @@ COMMANDS: dict[str, Command] = {
 }
 
 
-async def run_in_controller(argv: list[str], controller: Controller,
-                            env: dict[str, str] | None = None) -> tuple[int, str, str]:
+async def run_in_controller(argv: list[str], controller: Controller, env: dict[str, str] | None = None,
+                            secret: str | None = None) -> tuple[int, str, str]:
     """Run one command line against a live controller (the control socket's ``cli`` method);
     ``env`` is the caller's display environment, for a console viewer."""
     out, err = io.StringIO(), io.StringIO()
     try:
         args = build_parser().parse_args(argv)
         args.client_env = env or {}
+        args.secret = secret
         if args.command not in COMMANDS:
             raise CliError(f"{args.command or 'the console'} cannot run through the control socket")
         if args.command == "import":
@@ -547,6 +554,17 @@ def run_console(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _ask_password(args: argparse.Namespace) -> str | None:
+    """`host add --install-key --accept-fingerprint ...`: the login password, from the terminal only."""
+    if args.command != "host" or args.action != "add" or not args.install_key or not args.accept_fingerprint:
+        return None
+    if not sys.stdin.isatty():
+        raise CliError("--install-key asks for the password on a terminal; there is none here")
+    import getpass
+
+    return getpass.getpass(f"password of {args.user}@{_address(args.address)[0]} (used once, never stored): ")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
@@ -556,15 +574,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "serve":
             return asyncio.run(serve(args))
         data_dir = paths.data_dir(args.data_dir)
+        secret = _ask_password(args)
         if controller_running(data_dir):
             if args.command == "import":
                 pid = Store.holder_pid(data_dir)
                 raise CliError(f"import needs the controller stopped: stop the kerub-tui running on {data_dir}"
                                + (f" (pid {pid})" if pid else "") + " first")
-            code, out, err = run_cli_remote(data_dir, argv, readonly=args.readonly)
+            code, out, err = run_cli_remote(data_dir, argv, readonly=args.readonly, secret=secret)
             sys.stdout.write(out)
             sys.stderr.write(err)
             return code
+        args.secret = secret
         return asyncio.run(_run_local(args, COMMANDS[args.command]))
     except _Exit as done:
         return done.status

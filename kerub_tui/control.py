@@ -92,7 +92,7 @@ def _change_message(change: Change) -> dict[str, Any]:
 # --- server -----------------------------------------------------------------------------------
 
 
-CliRunner = Callable[[list[str], Controller, dict[str, str]], Awaitable[tuple[int, str, str]]]
+CliRunner = Callable[[list[str], Controller, dict[str, str], str | None], Awaitable[tuple[int, str, str]]]
 
 
 class ControlServer:
@@ -189,7 +189,10 @@ class ControlServer:
             env = params.get("env") or {}
             if not isinstance(env, dict) or not all(k in DISPLAY_ENV and isinstance(v, str) for k, v in env.items()):
                 raise ValueError("cli: env may only carry " + ", ".join(DISPLAY_ENV))
-            code, out, err = await self.cli_runner(argv, controller, env)
+            secret = params.get("secret")
+            if secret is not None and not isinstance(secret, str):
+                raise ValueError("cli: secret must be text")
+            code, out, err = await self.cli_runner(argv, controller, env, secret)
             return {"exit": code, "stdout": out, "stderr": err}
         if method == "snapshot":
             return {"documents": [d.model_dump(mode="json") for d in self.controller.db.all_documents()]}
@@ -214,12 +217,15 @@ async def _send(writer: asyncio.StreamWriter, message: dict[str, Any]) -> None:
 # --- clients ----------------------------------------------------------------------------------
 
 
-def run_cli_remote(data_dir: Path | str, argv: list[str], readonly: bool = False) -> tuple[int, str, str]:
+def run_cli_remote(data_dir: Path | str, argv: list[str], readonly: bool = False,
+                   secret: str | None = None) -> tuple[int, str, str]:
     """Run a command line in the data dir's controller. Blocking: the command line has no loop."""
     path = socket_path(data_dir)
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
         sock.connect(str(path))
-        request = {"id": 1, "method": "cli", "params": {"argv": argv, "readonly": readonly, "env": display_env()}}
+        # A secret (a one-time login password) travels beside argv, never in it: argv is shown and logged.
+        request = {"id": 1, "method": "cli",
+                   "params": {"argv": argv, "readonly": readonly, "env": display_env(), "secret": secret}}
         sock.sendall(json.dumps(request).encode() + b"\n")
         with sock.makefile("rb") as stream:
             line = stream.readline()

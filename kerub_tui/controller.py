@@ -452,10 +452,19 @@ class Controller:
             raise ActionError(f"{address}: {error}") from None
 
     async def add_host(self, *, name: str, address: str, port: int | None = None, user: str | None = None,
-                       identity: str | None = None, fingerprint: str, dedicated: bool = False) -> Host:
-        """Join a host whose key has the accepted ``fingerprint``: connect, discover, monitor."""
+                       identity: str | None = None, fingerprint: str, dedicated: bool = False,
+                       password: str | None = None) -> Host:
+        """Join a host whose key has the accepted ``fingerprint``: connect, discover, monitor.
+
+        With ``password`` (a one-time login, used once and kept nowhere) the controller's own public
+        key is installed for ``user`` first, so the host needs no key the admin installed by hand."""
         self._writable()
         try:
+            if password is not None:
+                if identity is not None:
+                    raise ActionError("give either an identity file or a password to install kerub-tui's key, not both")
+                await self._fleet().install_key(address, port, user, password, fingerprint)
+                self.audit("host install-key", f"{user or 'root'}@{address}", "kerub-tui's public key installed")
             host = await self._fleet().add_host(name, address, port, user, identity, accepted_fingerprint=fingerprint)
         except (FleetError, SshError, InvalidName, OSError) as error:
             self.audit("host add", f"{name} ({address})", f"refused: {error}")

@@ -321,3 +321,41 @@ async def test_install_key_with_a_one_time_password(login_user, tmp_path, monkey
     finally:
         await fleet.stop()
         store.close()
+
+
+async def test_controller_joins_a_host_with_a_one_time_password(login_user, tmp_path, monkeypatch):
+    """`host add --install-key`: the password installs kerub-tui's own key, then the key is all it uses."""
+    from kerub_tui.controller import ActionError, Controller
+    from kerub_tui.core.models import AuditEntry
+
+    host, user, password = login_user
+    monkeypatch.delenv("SSH_AUTH_SOCK", raising=False)
+    controller = Controller(tmp_path / "data")
+    await controller.start(connect_hosts=False)
+    try:
+        with pytest.raises(ActionError, match="either an identity file or a password"):
+            await controller.add_host(name="pw", address=host.address, port=host.port, user=user,
+                                      identity=str(host.client_key), fingerprint=host.host_key_fingerprint,
+                                      password=password)
+        joined = await controller.add_host(name="pw", address=host.address, port=host.port, user=user,
+                                           fingerprint=host.host_key_fingerprint, password=password)
+        assert joined.capabilities is not None and joined.capabilities.os.hostname == host.name
+        actions = [a.action for a in controller.db.list(AuditEntry)]
+        assert "host install-key" in actions and "host add" in actions
+        # The password is kept nowhere: not in any document, not in the data dir.
+        for doc in controller.db.all_documents():
+            assert password not in doc.model_dump_json()
+        for path in (tmp_path / "data").rglob("*"):
+            if path.is_file():
+                assert password.encode() not in path.read_bytes()
+    finally:
+        await controller.stop()
+
+
+def test_install_key_without_a_terminal_says_so(tmp_path):
+    result = subprocess.run(
+        [os.sys.executable, "-m", "kerub_tui", "--data-dir", str(tmp_path / "d"), "host", "add", "127.0.0.1",
+         "--install-key", "--accept-fingerprint", "SHA256:" + "A" * 43],
+        stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    assert "asks for the password on a terminal" in result.stderr
