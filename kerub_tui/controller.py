@@ -550,7 +550,9 @@ def _first_error(error: Exception) -> str:
             item = items[0]
             msg = str(item.get("msg", "")).removeprefix("Value error, ")
             loc = ".".join(str(p) for p in item.get("loc", ()))
-            return f"{loc}: {msg}" if loc else msg
+            field = loc.rsplit(".", 1)[-1].replace("_", " ")
+            # Our validators already name the field ("VM name 'x;y' contains ';'"): no need to repeat it.
+            return f"{loc}: {msg}" if loc and field not in msg else msg
     return str(error)
 
 
