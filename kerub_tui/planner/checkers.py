@@ -9,6 +9,7 @@ expectation is never accepted and then silently ignored.
 
 from __future__ import annotations
 
+import abc
 import datetime as dt
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -111,7 +112,7 @@ def _plural(n: int, word: str, plural: str | None = None) -> str:
 # --- VM checkers ---------------------------------------------------------------------------------
 
 
-class VmChecker:
+class VmChecker(abc.ABC):
     type: ClassVar[str]
     placement: ClassVar[bool] = True  # met or not depending on which host the VM runs on
 
@@ -122,8 +123,9 @@ class VmChecker:
             return None  # not on any host: nothing to judge (availability says whether it should be)
         return self.host_fit(state, vm, exp, host_id)
 
+    @abc.abstractmethod
     def host_fit(self, state: OperationalState, vm: VirtualMachine, exp: Any, host_id: str) -> str | None:
-        raise NotImplementedError
+        """None when ``host_id`` meets the expectation for ``vm``, else the reason it does not."""
 
 
 class AvailabilityChecker(VmChecker):
@@ -351,11 +353,12 @@ class VmDependencyChecker(VmChecker):
 # --- disk checkers -------------------------------------------------------------------------------
 
 
-class DiskChecker:
+class DiskChecker(abc.ABC):
     type: ClassVar[str]
 
+    @abc.abstractmethod
     def check(self, state: OperationalState, disk: VirtualStorageDevice, exp: Any) -> str | None:
-        raise NotImplementedError
+        """None when the disk's allocations meet the expectation, else the reason."""
 
     def capability_fit(self, state: OperationalState, disk: VirtualStorageDevice, exp: Any, host_id: str,
                        capability_id: str) -> str | None:

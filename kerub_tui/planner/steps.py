@@ -14,6 +14,7 @@ Builders are imported inside ``operations`` so predictions never depend on them.
 
 from __future__ import annotations
 
+import abc
 import dataclasses
 import shlex
 from dataclasses import dataclass
@@ -115,7 +116,7 @@ def step_type(cls: type["Step"]) -> type["Step"]:
 
 
 @dataclass(frozen=True)
-class Step:
+class Step(abc.ABC):
     type: ClassVar[str] = ""
 
     # identity -------------------------------------------------------------------------------------
@@ -139,8 +140,9 @@ class Step:
     def blocked(self, state: OperationalState) -> str | None:
         return None
 
+    @abc.abstractmethod
     def take(self, state: OperationalState) -> OperationalState:
-        raise NotImplementedError
+        """The state after this step: a pure prediction; nothing touches a host."""
 
     def touched(self) -> Touched:
         return Touched(hosts=frozenset(h for h in [self.host_id] if h))
@@ -153,14 +155,16 @@ class Step:
 
     # presentation ---------------------------------------------------------------------------------
 
+    @abc.abstractmethod
     def describe(self, state: OperationalState) -> str:
-        raise NotImplementedError
+        """One line for the admin: what this step does, with names rather than ids."""
 
     def effect(self, state: OperationalState) -> str:
         return ""
 
+    @abc.abstractmethod
     def operations(self, state: OperationalState) -> list[Operation]:
-        raise NotImplementedError
+        """What the executor runs, in order: shell text from the hosts' builders, libvirt calls."""
 
     def commands(self, state: OperationalState) -> list[HostCommand]:
         out = []
@@ -570,11 +574,13 @@ class _CreateAllocation(Step):
     capability: str
     size: int
 
+    @abc.abstractmethod
     def allocation(self) -> Any:
-        raise NotImplementedError
+        """The allocation this step creates."""
 
+    @abc.abstractmethod
     def remover(self) -> Step:
-        raise NotImplementedError
+        """The step that removes what this one creates."""
 
     def inverse(self) -> Step:
         return self.remover()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 from rich.table import Table
@@ -25,13 +26,20 @@ class LogScreen(KerubScreen, inherit_bindings=False):
     LogScreen LiveTable { height: 1fr; }
     LogScreen .log-detail { height: auto; max-height: 10; border: round $panel-lighten-2; padding: 0 1; }
     """
-    table_id = ""
+    # Each log screen says what it lists and how one entry reads. A Screen cannot be an ABC (its
+    # metaclass is Textual's), so an incomplete subclass is refused when it is defined instead.
+    table_id: ClassVar[str]
+    rows: ClassVar[type[AuditRows] | type[EventRows]]
+    detail: Callable[[Any, str], Any]  # (self, doc id) -> what the panel under the table shows
 
-    def make_source(self) -> Any:
-        raise NotImplementedError
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        missing = [name for name in ("table_id", "rows", "detail") if not hasattr(cls, name)]
+        if missing:
+            raise TypeError(f"{cls.__name__} must define {', '.join(missing)}")
 
     def compose(self) -> ComposeResult:
-        table = LiveTable(self.make_source(), id=self.table_id)
+        table = LiveTable(self.rows(self.kerub.fleet), id=self.table_id)
         table.prompt_filter = self.kerub.prompt_filter
         yield table
         yield Static("", id=f"{self.table_id}-detail", classes="log-detail")
@@ -58,9 +66,6 @@ class LogScreen(KerubScreen, inherit_bindings=False):
         detail = self.query_one(f"#{self.table_id}-detail", Static)
         detail.update(self.detail(doc_id) if doc_id else Text("nothing recorded yet", style="dim"))
 
-    def detail(self, doc_id: str) -> Any:
-        raise NotImplementedError
-
 
 def _grid() -> Table:
     table = Table.grid(padding=(0, 2))
@@ -73,9 +78,7 @@ class AuditScreen(LogScreen):
     view = "audit"
     help_section = "Audit"
     table_id = "audit"
-
-    def make_source(self) -> AuditRows:
-        return AuditRows(self.kerub.fleet)
+    rows = AuditRows
 
     def detail(self, doc_id: str) -> Any:
         entry: AuditEntry | None = self.kerub.controller.db.get(AuditEntry, doc_id)
@@ -102,9 +105,7 @@ class EventsScreen(LogScreen):
     view = "events"
     help_section = "Events"
     table_id = "events"
-
-    def make_source(self) -> EventRows:
-        return EventRows(self.kerub.fleet)
+    rows = EventRows
 
     def detail(self, doc_id: str) -> Any:
         event: Event | None = self.kerub.controller.db.get(Event, doc_id)

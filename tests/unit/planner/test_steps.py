@@ -469,3 +469,30 @@ def test_copy_on_one_host_uses_qemu_img_and_needs_no_trust() -> None:
     assert "/dev/vg0/kerub-d" in shlex.split(commands[1]) and "/var/lib/kerub/kerub-d.qcow2" in shlex.split(commands[1])
     assert commands[2].startswith("lvm") or "lvremove" in commands[2]
     assert copy.cost(s).network_bytes == 0
+
+
+def test_a_step_or_checker_missing_a_required_part_cannot_exist() -> None:
+    """The base classes' hooks are abstract: an incomplete step fails when built, never when run."""
+    import dataclasses as dc
+
+    import pytest
+
+    from kerub_tui.planner import checkers, steps
+
+    @dc.dataclass(frozen=True)
+    class Incomplete(steps.Step):
+        host: str = "h1"
+
+        def take(self, state):  # describe() and operations() are missing
+            return state
+
+    with pytest.raises(TypeError, match="abstract"):
+        Incomplete()
+
+    class NoFit(checkers.VmChecker):
+        type = "x"
+
+    with pytest.raises(TypeError, match="abstract"):
+        NoFit()
+    for name, cls in steps.STEP_TYPES.items():
+        assert not getattr(cls, "__abstractmethods__", None), f"{name} leaves {cls.__abstractmethods__} undefined"
