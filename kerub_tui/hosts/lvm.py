@@ -18,6 +18,8 @@ from typing import Any
 
 from kerub_tui.core.names import check_name
 
+from . import fileimage
+
 from .parse.errors import ParseError, guarded, load_json, missing_tool, optional_str, to_float, to_int
 
 PVS_FIELDS = "pv_name,vg_name,pv_uuid,pv_attr,pv_size,pv_free,dev_size,pe_start"
@@ -63,8 +65,7 @@ SECTOR = 512
 
 
 def check_size(size: object, what: str = "size") -> int:
-    if isinstance(size, bool) or not isinstance(size, int) or size <= 0:
-        raise ValueError(f"{what} must be a positive number of bytes, not {size!r}")
+    size = fileimage.check_size(size, what)
     if size > _MAX_BYTES:
         raise ValueError(f"{what} {size} is implausibly large")
     return size
