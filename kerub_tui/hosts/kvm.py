@@ -35,11 +35,11 @@ from kerub_tui.core.models import (
     ZfsAllocation,
     utcnow,
 )
-from kerub_tui.core.names import check_address, check_name, check_user
+from kerub_tui.core.names import check_name, check_user
 
 from .fileimage import check_path
 from .iscsi import IscsiDiskSource
-from .nfs import NfsDiskSource
+from .nfs import NfsDiskSource, url_host
 from .spice import check_spice_password
 
 KERUB_XMLNS = "https://github.com/kocka/kerub-tui/xmlns/domain/1"
@@ -456,20 +456,13 @@ def domain_dynamic(
 
 def migrate_uri(target_address: str) -> str:
     """The direct migration stream URI (qemu to qemu), e.g. tcp://10.0.0.2 or tcp://[fd00::2]."""
-    check_address(target_address)
-    try:
-        if ipaddress.ip_address(target_address).version == 6:
-            return f"tcp://[{target_address}]"
-    except ValueError:
-        pass
-    return f"tcp://{target_address}"
+    return f"tcp://{url_host(target_address)}"
 
 
 def peer_uri(target_address: str, user: str = "root") -> str:
     """The libvirt URI the source libvirtd uses for peer-to-peer migration (over the hosts' SSH trust)."""
-    check_address(target_address)
+    host = url_host(target_address)
     check_user(user)
-    host = f"[{target_address}]" if ":" in target_address else target_address
     return f"qemu+ssh://{user}@{host}/system"
 
 

@@ -49,8 +49,8 @@ def check_options(options: object) -> str:
     return options
 
 
-def _server(server: str) -> str:
-    """The server part of SERVER:PATH: an IPv6 address needs brackets."""
+def url_host(server: str) -> str:
+    """The host part of SERVER:PATH or of a URL: an IPv6 address needs brackets."""
     check_address(server)
     try:
         if ipaddress.ip_address(server).version == 6:
@@ -217,7 +217,7 @@ def nfs_mount(server: str, remote_path: str, target: str, options: str = "hard,v
     """Mount SERVER:PATH on ``target`` unless something is mounted there already (idempotent)."""
     check_path(remote_path, "remote path")
     check_path(target, "mount point")
-    source = f"{_server(server)}:{remote_path}"
+    source = f"{url_host(server)}:{remote_path}"
     q = shlex.quote(target)
     mount = shlex.join(["mount", "-t", "nfs", "-o", check_options(options), source, target])
     return f"mkdir -p {q} && {{ mountpoint -q {q} || {mount}; }}"
@@ -233,7 +233,7 @@ def nfs_unmount(target: str) -> str:
 
 def nfs_qemu_url(server: str, export_path: str, file_name: str) -> str:
     """nfs://server/export/file, as qemu's NFS client takes it (for qemu-img; libvirt takes the parts)."""
-    return f"nfs://{_server(server)}{_file_path(export_path, file_name)}"
+    return f"nfs://{url_host(server)}{_file_path(export_path, file_name)}"
 
 
 def _file_path(export_path: str, file_name: str) -> str:
