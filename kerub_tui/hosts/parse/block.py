@@ -61,14 +61,20 @@ def _walk(entries: object, key: str, command: str, out: list[dict[str, Any]], de
             _walk(entry["children"], "children", command, out, depth + 1)
 
 
+def _entries(text: str, key: str, command: str) -> list[dict[str, Any]]:
+    """The JSON document's ``key`` list, its children flattened into it."""
+    data = load_json(text, command)
+    if key not in data:
+        raise ParseError(command, f"no {key!r} list")
+    entries: list[dict[str, Any]] = []
+    _walk(data[key], key, command, entries)
+    return entries
+
+
 @guarded(LSBLK)
 def parse_lsblk(text: str) -> list[BlockDevice]:
     """``lsblk -J -b -o NAME,PATH,TYPE,SIZE,ROTA,MODEL,MOUNTPOINT,FSTYPE`` -> devices, children flattened."""
-    data = load_json(text, LSBLK)
-    if "blockdevices" not in data:
-        raise ParseError(LSBLK, "no 'blockdevices' list")
-    entries: list[dict[str, Any]] = []
-    _walk(data["blockdevices"], "blockdevices", LSBLK, entries)
+    entries = _entries(text, "blockdevices", LSBLK)
     devices: list[BlockDevice] = []
     for entry in entries:
         name = _text(entry.get("name"), "name", LSBLK)
@@ -93,11 +99,7 @@ def parse_lsblk(text: str) -> list[BlockDevice]:
 @guarded(FINDMNT)
 def parse_findmnt(text: str) -> list[Filesystem]:
     """``findmnt -J -b -o TARGET,SOURCE,FSTYPE,SIZE,AVAIL`` -> filesystems, the mount tree flattened."""
-    data = load_json(text, FINDMNT)
-    if "filesystems" not in data:
-        raise ParseError(FINDMNT, "no 'filesystems' list")
-    entries: list[dict[str, Any]] = []
-    _walk(data["filesystems"], "filesystems", FINDMNT, entries)
+    entries = _entries(text, "filesystems", FINDMNT)
     filesystems: list[Filesystem] = []
     for entry in entries:
         target = _text(entry.get("target"), "target", FINDMNT)
