@@ -204,15 +204,19 @@ def test_pipeline_over_real_ssh(tmp_path: Path, loopback_sshd: dict[str, object]
     data = make_source(tmp_path / "src", size)
     dst = tmp_path / HOSTILE / "dst.img"
     dst.parent.mkdir()
-    command = copy_allocation_pipeline(
-        str(tmp_path / "src"),
-        "127.0.0.1",
-        str(dst),
-        size,
-        dst_port=int(loopback_sshd["port"]),  # type: ignore[call-overload]
-        identity_file=str(loopback_sshd["identity"]),
-        known_hosts_file=str(loopback_sshd["known_hosts"]),
-    )
+
+    def pipeline(src: Path) -> str:
+        return copy_allocation_pipeline(
+            str(src),
+            "127.0.0.1",
+            str(dst),
+            size,
+            dst_port=int(loopback_sshd["port"]),  # type: ignore[call-overload]
+            identity_file=str(loopback_sshd["identity"]),
+            known_hosts_file=str(loopback_sshd["known_hosts"]),
+        )
+
+    command = pipeline(tmp_path / "src")
     result = subprocess.run(["sh", "-c", command], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert parse_copy_sum(result.stdout) == hashlib.sha256(data).hexdigest()
@@ -221,15 +225,7 @@ def test_pipeline_over_real_ssh(tmp_path: Path, loopback_sshd: dict[str, object]
     assert not (tmp_path / "pwned").exists()
 
     # a source that cannot be read: non-zero exit and a clear line, never a silent success
-    bad = copy_allocation_pipeline(
-        str(tmp_path / "missing"),
-        "127.0.0.1",
-        str(dst),
-        size,
-        dst_port=int(loopback_sshd["port"]),  # type: ignore[call-overload]
-        identity_file=str(loopback_sshd["identity"]),
-        known_hosts_file=str(loopback_sshd["known_hosts"]),
-    )
+    bad = pipeline(tmp_path / "missing")
     result = subprocess.run(["sh", "-c", bad], capture_output=True, text=True, timeout=60)
     assert result.returncode == 1
     assert "checksum mismatch" in result.stderr and "cannot read" in result.stderr
