@@ -578,12 +578,8 @@ class _CreateAllocation(Step):
     def allocation(self) -> Any:
         """The allocation this step creates."""
 
-    @abc.abstractmethod
-    def remover(self) -> Step:
-        """The step that removes what this one creates."""
-
     def inverse(self) -> Step:
-        return self.remover()
+        return remove_step(self.disk, self.allocation())
 
     def blocked(self, state: OperationalState) -> str | None:
         disk = state.disks.get(self.disk)
@@ -663,9 +659,6 @@ class CreateLv(_CreateAllocation):
         return LvmAllocation(host_id=self.host, capability_id=self.capability, vg=self.vg, lv=self.lv,
                              actual_size=self.size)
 
-    def remover(self) -> Step:
-        return RemoveLv(self.disk, self.host, self.capability, self.vg, self.lv)
-
     def describe(self, state: OperationalState) -> str:
         return (f"create LV {self.vg}/{self.lv} ({format_size(self.size)}) on {state.host_name(self.host)} "
                 f"for disk {state.disk_name(self.disk)}")
@@ -701,9 +694,6 @@ class CreateThinLv(_CreateAllocation):
         return LvmAllocation(host_id=self.host, capability_id=self.capability, vg=self.vg, lv=self.lv,
                              thin_pool=self.pool, actual_size=self.size)
 
-    def remover(self) -> Step:
-        return RemoveLv(self.disk, self.host, self.capability, self.vg, self.lv)
-
     def describe(self, state: OperationalState) -> str:
         return (f"create thin LV {self.vg}/{self.lv} ({format_size(self.size)}) in pool {self.pool} on "
                 f"{state.host_name(self.host)} for disk {state.disk_name(self.disk)}")
@@ -732,9 +722,6 @@ class CreateMirrorLv(_CreateAllocation):
     def allocation(self) -> Any:
         return LvmAllocation(host_id=self.host, capability_id=self.capability, vg=self.vg, lv=self.lv,
                              mirrors=self.mirrors, actual_size=self.size)
-
-    def remover(self) -> Step:
-        return RemoveLv(self.disk, self.host, self.capability, self.vg, self.lv)
 
     def cost(self, state: OperationalState) -> Cost:
         io = self.size * self.mirrors  # the initial sync
@@ -914,9 +901,6 @@ class CreateFileImage(_CreateAllocation):
         return FileAllocation(host_id=self.host, capability_id=self.capability, path=self.path,
                               format=self.format, actual_size=self.size)
 
-    def remover(self) -> Step:
-        return RemoveFileImage(self.disk, self.host, self.capability, self.path)
-
     def describe(self, state: OperationalState) -> str:
         return (f"create {self.format} image {self.path} ({format_size(self.size)}) on {state.host_name(self.host)} "
                 f"for disk {state.disk_name(self.disk)}")
@@ -1005,9 +989,6 @@ class CreateZfsVolume(_CreateAllocation):
         return ZfsAllocation(host_id=self.host, capability_id=self.capability, pool=self.pool, volume=self.volume,
                              actual_size=self.size)
 
-    def remover(self) -> Step:
-        return RemoveZfsVolume(self.disk, self.host, self.capability, self.pool, self.volume)
-
     def describe(self, state: OperationalState) -> str:
         return (f"create ZFS volume {self.pool}/{self.volume} ({format_size(self.size)}) on "
                 f"{state.host_name(self.host)} for disk {state.disk_name(self.disk)}")
@@ -1051,9 +1032,6 @@ class CreateGvinumVolume(_CreateAllocation):
     def allocation(self) -> Any:
         return GvinumAllocation(host_id=self.host, capability_id=self.capability, volume=self.volume,
                                 actual_size=self.size)
-
-    def remover(self) -> Step:
-        return RemoveGvinumVolume(self.disk, self.host, self.capability, self.volume)
 
     def describe(self, state: OperationalState) -> str:
         return (f"create gvinum volume {self.volume} ({format_size(self.size)}) on drive {self.drive} of "
@@ -1109,10 +1087,6 @@ def remove_step(disk_id: str, alloc: Any) -> Step:
     if isinstance(alloc, ZfsAllocation):
         return RemoveZfsVolume(disk_id, alloc.host_id, alloc.capability_id, alloc.pool, alloc.volume)
     return RemoveGvinumVolume(disk_id, alloc.host_id, alloc.capability_id, alloc.volume)
-
-
-def allocation_path(alloc: Any) -> str:
-    return alloc.path
 
 
 @step_type
@@ -1216,13 +1190,11 @@ class CopyAllocation(Step):
 
             # on one host qemu-img copies directly (and converts between raw and qcow2)
             ops.append(ShellOp(self.host, fileimage.qemu_img_convert(
-                allocation_path(source), allocation_path(destination), fmt=destination.format, src_fmt=source.format)))
-            if self.move:
-                ops.extend(remove_step(self.disk, source).operations(state))
-            return ops
-        ops.append(ShellOp(self.host, copy.copy_allocation_pipeline(
-            allocation_path(source), target.address, allocation_path(creator.allocation()), disk.size,
-            dst_port=target.port, dst_user=target.user, identity_file=PEER_KEY, known_hosts_file=PEER_KNOWN_HOSTS)))
+                source.path, destination.path, fmt=destination.format, src_fmt=source.format)))
+        else:
+            ops.append(ShellOp(self.host, copy.copy_allocation_pipeline(
+                source.path, target.address, destination.path, disk.size, dst_port=target.port,
+                dst_user=target.user, identity_file=PEER_KEY, known_hosts_file=PEER_KNOWN_HOSTS)))
         if self.move:
             ops.extend(remove_step(self.disk, source).operations(state))
         return ops
