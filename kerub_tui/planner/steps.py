@@ -273,6 +273,11 @@ def _running_dependants(state: OperationalState, vm_id: str) -> list[str]:
     return sorted(set(out))
 
 
+def _host_down(state: OperationalState, host_id: str) -> str | None:
+    """Why a host cannot be reached (it is not up), or None."""
+    return None if state.host_up(host_id) else f"{state.host_name(host_id)} is {state.host_status(host_id).value}"
+
+
 def _locked_vm(state: OperationalState, vm_id: str) -> str | None:
     return f"{state.vm_name(vm_id)} is held by another plan" if state.locked("vm", vm_id) else None
 
@@ -616,8 +621,8 @@ class _RemoveAllocation(Step):
     def blocked(self, state: OperationalState) -> str | None:
         if _find_allocation(state, self.disk, self.host, self.capability) is None:
             return f"disk {state.disk_name(self.disk)} has no storage on {state.host_name(self.host)} {self.capability}"
-        if not state.host_up(self.host):
-            return f"{state.host_name(self.host)} is {state.host_status(self.host).value}"
+        if down := _host_down(state, self.host):
+            return down
         users = [state.vm_name(v) for v in state.disk_users(self.disk) if state.vm_host(v) == self.host]
         if users:
             return f"disk {state.disk_name(self.disk)} is in use by {', '.join(sorted(users))} on {state.host_name(self.host)}"
@@ -1119,8 +1124,8 @@ class CopyAllocation(Step):
         source = _find_allocation(state, self._source_disk(), self.host, self.capability)
         if source is None:
             return f"disk {state.disk_name(self._source_disk())} has no storage on {state.host_name(self.host)} {self.capability}"
-        if not state.host_up(self.host):
-            return f"{state.host_name(self.host)} is {state.host_status(self.host).value}"
+        if down := _host_down(state, self.host):
+            return down
         creator = self._creator(state)
         if creator is None:
             return f"{state.host_name(self.target)} has no storage {self.target_capability}"
@@ -1281,9 +1286,7 @@ class UnexportNfs(Step):
             for mount in _config_list(state, other, "mounts"):
                 if mount.source == f"{address}:{self.path}":
                     return f"{state.host_name(other)} still mounts {mount.source}: unmount it first"
-        if not state.host_up(self.host):
-            return f"{state.host_name(self.host)} is {state.host_status(self.host).value}"
-        return None
+        return _host_down(state, self.host)
 
     def take(self, state: OperationalState) -> OperationalState:
         exports = [e for e in _config_list(state, self.host, "exports")
@@ -1371,9 +1374,7 @@ class UnmountNfs(Step):
             users = [state.vm_name(v) for v in state.disk_users(mount.disk_id) if state.vm_host(v) == self.host]
             if users:
                 return f"{', '.join(sorted(users))} on {state.host_name(self.host)} use {self.target}"
-        if not state.host_up(self.host):
-            return f"{state.host_name(self.host)} is {state.host_status(self.host).value}"
-        return None
+        return _host_down(state, self.host)
 
     def take(self, state: OperationalState) -> OperationalState:
         mounts = [m for m in _config_list(state, self.host, "mounts") if m.target != self.target]
@@ -1446,9 +1447,7 @@ class UnshareIscsi(Step):
     def blocked(self, state: OperationalState) -> str | None:
         if not any(t.tid == self.tid for t in _config_list(state, self.host, "iscsi_targets")):
             return f"{state.host_name(self.host)} has no iSCSI target {self.tid}"
-        if not state.host_up(self.host):
-            return f"{state.host_name(self.host)} is {state.host_status(self.host).value}"
-        return None
+        return _host_down(state, self.host)
 
     def take(self, state: OperationalState) -> OperationalState:
         targets = [t for t in _config_list(state, self.host, "iscsi_targets") if t.tid != self.tid]
@@ -1489,8 +1488,8 @@ class SetKsm(Step):
         return SetKsm(self.host, not self.run, self.pages_to_scan, self.sleep_millisecs)
 
     def blocked(self, state: OperationalState) -> str | None:
-        if not state.host_up(self.host):
-            return f"{state.host_name(self.host)} is {state.host_status(self.host).value}"
+        if down := _host_down(state, self.host):
+            return down
         dyn = state.host_dyn.get(self.host)
         if dyn is not None and not dyn.ksm.available:
             return f"{state.host_name(self.host)} has no KSM"
@@ -1680,10 +1679,7 @@ class TrustHost(Step):
         config = state.host_config.get(self.target)
         if config is not None and self.host in config.ssh_trust:
             return f"{state.host_name(self.target)} already trusts {state.host_name(self.host)}"
-        for h in (self.host, self.target):
-            if not state.host_up(h):
-                return f"{state.host_name(h)} is {state.host_status(h).value}"
-        return None
+        return _host_down(state, self.host) or _host_down(state, self.target)
 
     def take(self, state: OperationalState) -> OperationalState:
         trust = sorted(set(_config_list(state, self.target, "ssh_trust")) | {self.host})
