@@ -176,8 +176,7 @@ class Fleet:
         if self.started:
             return
         self.started = True
-        ensure_event_loop_impl()
-        self._sockets = socket_dir(self.data_dir)
+        self._socket_dir()
         _ = self.client_key
         for host in self.store.list(Host):
             if host.host_key:
@@ -219,11 +218,7 @@ class Fleet:
             on_state=lambda status, reason: self._on_state(host_id, status, reason),
         )
         member = _Member(host_id, connection, None)
-        if self._sockets is None:
-            # A one-shot command (host add) joins one host without start()ing the whole fleet.
-            ensure_event_loop_impl()
-            self._sockets = socket_dir(self.data_dir)
-        sockets = self._sockets
+        sockets = self._socket_dir()  # a one-shot command (host add) joins one host without start()
         member.monitor = HostMonitor(
             host_id,
             host.name,
@@ -241,6 +236,13 @@ class Fleet:
         connection.start(connection_open)
         member.monitor.start()
         return member
+
+    def _socket_dir(self) -> Path:
+        """Where the local ends of the libvirt tunnels live; made (with libvirt's event loop) once."""
+        if self._sockets is None:
+            ensure_event_loop_impl()
+            self._sockets = socket_dir(self.data_dir)
+        return self._sockets
 
     async def _detach(self, member: _Member) -> None:
         if member.monitor is not None:
@@ -363,9 +365,7 @@ class Fleet:
         return port, check_user(user)
 
     async def _accepted_key(self, address: str, port: int, accepted_fingerprint: str | None) -> str:
-        async with self.gate.slot():
-            key_line, offered = await fetch_host_key(address, port, config=self.ssh_settings.config,
-                                                     timeout=self.ssh_settings.connect_timeout)
+        key_line, offered = await self.fetch_host_key(address, port)
         if accepted_fingerprint is None:
             raise FingerprintRequired(address, key_line, offered)
         if offered != accepted_fingerprint.strip():

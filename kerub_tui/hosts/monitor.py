@@ -32,6 +32,7 @@ import datetime as dt
 import logging
 import random
 import shlex
+import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -205,10 +206,8 @@ def parse_domain_stats(line: str) -> DomainStats:
 
 
 def _is_uuid(text: str) -> bool:
-    import uuid as uuid_module
-
     try:
-        return str(uuid_module.UUID(text)) == text.lower()
+        return str(uuid.UUID(text)) == text.lower()
     except ValueError:
         return False
 

@@ -150,12 +150,12 @@ async def client_options(endpoint: Endpoint, settings: SshSettings) -> asyncssh.
         "gss_auth": False,
         "gss_kex": False,
     }
-    base = await asyncssh.SSHClientConnectionOptions.construct(**common)
     if endpoint.identity:
-        keys: list[Any] = [endpoint.identity]
-    else:
-        # The controller's key first, then what ~/.ssh/config (IdentityFile) or ~/.ssh/id_* offer.
-        keys = ([endpoint.client_key] if endpoint.client_key is not None else []) + list(base.client_keys or [])
+        return await asyncssh.SSHClientConnectionOptions.construct(**common, client_keys=[endpoint.identity])
+    # The controller's key first, then what ~/.ssh/config (IdentityFile) or ~/.ssh/id_* offer: a
+    # first pass loads those, a second puts the controller's key in front.
+    base = await asyncssh.SSHClientConnectionOptions.construct(**common)
+    keys = ([endpoint.client_key] if endpoint.client_key is not None else []) + list(base.client_keys or [])
     return await asyncssh.SSHClientConnectionOptions.construct(base, client_keys=keys or None)
 
 
