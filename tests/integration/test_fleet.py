@@ -25,40 +25,18 @@ from kerub_tui.core.store import Store
 from kerub_tui.hosts.fleet import Fleet, FingerprintMismatch, FingerprintRequired, FleetError
 from kerub_tui.hosts.monitor import MonitorSettings
 from kerub_tui.ssh import SshSettings
-from kerub_tui.ssh.commands import PROCESS_TAG
+
+from ._support import DEADLINE, SETTINGS, started_by_us, until
 
 pytestmark = pytest.mark.lab
 
-SETTINGS = SshSettings(config=(), keepalive_interval=1.0, keepalive_count_max=2, backoff_initial=0.1,
-                       backoff_max=1.0, connect_timeout=10.0)
 MONITOR = MonitorSettings(state_interval=1, domain_stats_interval=1, restart_initial=0.5)
-DEADLINE = 60.0  # generous: waits assert what happens and in which order, not how fast
 DOMAIN_TYPE = "kvm" if Path("/dev/kvm").exists() else "qemu"
-
-
-async def until(predicate, what: str, timeout: float = DEADLINE):
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if loop.time() > deadline:
-            raise AssertionError(f"gave up waiting for {what}")
-        await asyncio.sleep(0.05)
-
-
-def cmdline(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-    except OSError:
-        return ""
 
 
 def ours(host) -> list[str]:
     """Processes on the host that the controller started (streams, watch loops, commands)."""
-    marks = (PROCESS_TAG, "vmstat", "@@kerub", "/proc/uptime")
-    return [c for c in map(cmdline, host.pids()) if any(m in c for m in marks)]
+    return started_by_us(host, "/proc/uptime")
 
 
 @contextlib.asynccontextmanager

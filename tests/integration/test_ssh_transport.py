@@ -4,7 +4,6 @@ installing the controller's key with a one-time password login."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import secrets
@@ -29,43 +28,15 @@ from kerub_tui.ssh import (
     load_or_create_client_key,
     open_connection,
 )
-from kerub_tui.ssh.commands import PROCESS_TAG
+
+from ._support import DEADLINE, SETTINGS, cmdline, started_by_us, until
 
 pytestmark = pytest.mark.lab
-
-SETTINGS = SshSettings(config=(), keepalive_interval=1.0, keepalive_count_max=2, backoff_initial=0.1,
-                       backoff_max=1.0, connect_timeout=10.0)
-DEADLINE = 60.0  # generous: these waits assert what happens, not how fast
-
-
-def cmdline(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-    except OSError:
-        return ""
 
 
 def is_sshd(pid: int) -> bool:
     argv0 = cmdline(pid).split(" ", 1)[0]
     return argv0.startswith("sshd:") or Path(argv0).name == "sshd"
-
-
-def started_by_us(host, *needles: str) -> list[str]:
-    """Command lines of the host's processes that the controller started (or that match needles)."""
-    marks = (PROCESS_TAG, "vmstat", "@@kerub", *needles)
-    return [c for c in map(cmdline, host.pids()) if any(m in c for m in marks)]
-
-
-async def until(predicate, what: str, timeout: float = DEADLINE):
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if loop.time() > deadline:
-            raise AssertionError(f"gave up waiting for {what}")
-        await asyncio.sleep(0.05)
 
 
 def endpoint(host, **changes) -> Endpoint:
