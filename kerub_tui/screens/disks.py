@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, ClassVar
 
 from pydantic import ValidationError
@@ -19,12 +19,13 @@ from ..core.names import InvalidName, check_name
 from ..core.sizes import format_size
 from .base import KerubScreen
 from .expectations import ExpectationEditor
-from .forms import FieldError, FormField, pydantic_errors, size_value
+from .forms import EditorScreen, FieldError, FormField, pydantic_errors, size_value
 from .rows import alloc_path, redundancy_cell
 from .vms import _EDITOR_BINDINGS, EDITOR_CSS, expectation_states, planner_verdicts
 
 
-class DiskEditorScreen(KerubScreen, inherit_bindings=False):
+class DiskEditorScreen(EditorScreen, inherit_bindings=False):
+    what = "disk"
     view = "disk-editor"
     help_section = "Disk editor"
     BINDINGS: ClassVar[list[BindingType]] = list(_EDITOR_BINDINGS)
@@ -33,7 +34,6 @@ class DiskEditorScreen(KerubScreen, inherit_bindings=False):
     def __init__(self, disk_id: str | None = None) -> None:
         super().__init__()
         self.disk_id = disk_id
-        self.saving = False
 
     @property
     def disk(self) -> VirtualStorageDevice | None:
@@ -55,9 +55,6 @@ class DiskEditorScreen(KerubScreen, inherit_bindings=False):
                 yield Button("Save [^s]", id="save", variant="primary", compact=True)
         yield Footer()
 
-    def on_mount(self) -> None:
-        self.query_one("#name", Input).focus()
-
     def on_button_pressed(self, event: Button.Pressed) -> None:
         if event.button.id == "save":
             event.stop()
@@ -65,14 +62,6 @@ class DiskEditorScreen(KerubScreen, inherit_bindings=False):
         elif event.button.id == "cancel":
             event.stop()
             self.app.pop_screen()
-
-    def _field(self, key: str) -> FormField:
-        return self.query_one(f"#field-{key}", FormField)
-
-    def _error(self, message: str | None) -> None:
-        widget = self.query_one("#editor-error", Static)
-        widget.set_class(bool(message), "-shown")
-        widget.update(f"✗ {message}" if message else "")
 
     def read_form(self) -> dict[str, Any] | None:
         problems: dict[str, str] = {}
@@ -105,15 +94,9 @@ class DiskEditorScreen(KerubScreen, inherit_bindings=False):
         self._error(None)
         return values
 
-    def action_save(self) -> None:
-        if self.saving or self.kerub.refuse_readonly("save disk"):
-            return
-        values = self.read_form()
-        if values is None:
-            return
+    def saver(self, values: dict[str, Any]) -> Callable[[], Awaitable[VirtualStorageDevice]]:
         controller = self.kerub.controller
         disk_id = self.disk_id
-        self.saving = True
 
         async def save() -> VirtualStorageDevice:
             if disk_id is None:
@@ -122,17 +105,7 @@ class DiskEditorScreen(KerubScreen, inherit_bindings=False):
                 return await controller.create_disk(name, **fields)
             return await controller.update_disk(disk_id, **values)
 
-        def saved(disk: VirtualStorageDevice) -> None:
-            self.saving = False
-            self.notify(f"disk {disk.name} saved", title="disk")
-            if self.app.screen is self:
-                self.app.pop_screen()
-
-        def failed(message: str) -> None:
-            self.saving = False
-            self._error(message)
-
-        self.kerub.perform("save disk", save, after=saved, on_error=failed)
+        return save
 
 
 class DiskDetailScreen(KerubScreen, inherit_bindings=False):

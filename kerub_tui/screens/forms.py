@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, ClassVar
 
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
@@ -10,6 +11,7 @@ from textual.widget import Widget
 from textual.widgets import Input, Label, Select, Static, Switch
 
 from ..core.sizes import parse_size
+from .base import KerubScreen
 
 
 class FormField(Vertical):
@@ -103,3 +105,56 @@ def pydantic_errors(error: Exception) -> list[tuple[tuple[Any, ...], str]]:
         message = str(item.get("msg", "")).removeprefix("Value error, ")
         out.append((tuple(item.get("loc", ())), message))
     return out
+
+
+class EditorScreen(KerubScreen, inherit_bindings=False):
+    """A document editor: ctrl+s reads the form, saves once at a time, and leaves when the save is done;
+    a failure shows on the editor's error line."""
+
+    # Each editor says what it edits, how its form reads, and which controller call saves it. A Screen
+    # cannot be an ABC (its metaclass is Textual's), so an incomplete editor is refused when defined.
+    what: ClassVar[str]  # "disk", "VM": in the action's label and the saved message
+    read_form: Callable[[Any], dict[str, Any] | None]  # (self) -> the validated values, or None, errors shown
+    saver: Callable[[Any, dict[str, Any]], Callable[[], Awaitable[Any]]]  # (self, values) -> the save call
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        missing = [name for name in ("what", "read_form", "saver") if not hasattr(cls, name)]
+        if missing:
+            raise TypeError(f"{cls.__name__} must define {', '.join(missing)}")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.saving = False
+
+    def on_mount(self) -> None:
+        self.query_one("#name", Input).focus()
+
+    def _field(self, key: str) -> FormField:
+        return self.query_one(f"#field-{key}", FormField)
+
+    def _error(self, message: str | None) -> None:
+        widget = self.query_one("#editor-error", Static)
+        widget.set_class(bool(message), "-shown")
+        widget.update(f"✗ {message}" if message else "")
+
+    def action_save(self) -> None:
+        label = f"save {self.what}"
+        if self.saving or self.kerub.refuse_readonly(label):
+            return
+        values = self.read_form()
+        if values is None:
+            return
+        self.saving = True
+
+        def saved(doc: Any) -> None:
+            self.saving = False
+            self.notify(f"{self.what} {doc.name} saved", title=self.what)
+            if self.app.screen is self:
+                self.app.pop_screen()
+
+        def failed(message: str) -> None:
+            self.saving = False
+            self._error(message)
+
+        self.kerub.perform(label, self.saver(values), after=saved, on_error=failed)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, ClassVar
 
 from pydantic import ValidationError
@@ -20,7 +20,7 @@ from ..core.sizes import format_size
 from .base import KerubScreen
 from .expectations import ExpectationEditor, display_spec
 from .format import STATUS_STYLES, percent
-from .forms import FieldError, FormField, int_value, pydantic_errors, size_value
+from .forms import EditorScreen, FieldError, FormField, int_value, pydantic_errors, size_value
 
 BUSES = ("virtio", "scsi", "sata", "ide")
 NIC_MODELS = ("virtio", "e1000", "rtl8139")
@@ -110,7 +110,8 @@ class NicRow(Vertical):
         error.update(message or "")
 
 
-class VmEditorScreen(KerubScreen, inherit_bindings=False):
+class VmEditorScreen(EditorScreen, inherit_bindings=False):
+    what = "VM"
     view = "vm-editor"
     help_section = "VM editor"
     BINDINGS: ClassVar[list[BindingType]] = list(_EDITOR_BINDINGS)
@@ -119,7 +120,6 @@ class VmEditorScreen(KerubScreen, inherit_bindings=False):
     def __init__(self, vm_id: str | None = None) -> None:
         super().__init__()
         self.vm_id = vm_id
-        self.saving = False
 
     @property
     def vm(self) -> VirtualMachine | None:
@@ -158,9 +158,6 @@ class VmEditorScreen(KerubScreen, inherit_bindings=False):
                 yield Button("Save [^s]", id="save", variant="primary", compact=True)
         yield Footer()
 
-    def on_mount(self) -> None:
-        self.query_one("#name", Input).focus()
-
     async def on_button_pressed(self, event: Button.Pressed) -> None:
         button = event.button
         if button.id == "save":
@@ -184,14 +181,6 @@ class VmEditorScreen(KerubScreen, inherit_bindings=False):
             row = button.parent.parent if button.parent is not None else None
             if isinstance(row, (DiskRow, NicRow)):
                 row.remove()
-
-    def _field(self, key: str) -> FormField:
-        return self.query_one(f"#field-{key}", FormField)
-
-    def _error(self, message: str | None) -> None:
-        widget = self.query_one("#editor-error", Static)
-        widget.set_class(bool(message), "-shown")
-        widget.update(f"✗ {message}" if message else "")
 
     def read_form(self) -> dict[str, Any] | None:
         """Everything the form says, validated; None with each problem shown where it is."""
@@ -283,15 +272,9 @@ class VmEditorScreen(KerubScreen, inherit_bindings=False):
         self._error(None)
         return values
 
-    def action_save(self) -> None:
-        if self.saving or self.kerub.refuse_readonly("save VM"):
-            return
-        values = self.read_form()
-        if values is None:
-            return
+    def saver(self, values: dict[str, Any]) -> Callable[[], Awaitable[VirtualMachine]]:
         controller = self.kerub.controller
         vm_id = self.vm_id
-        self.saving = True
 
         async def save() -> VirtualMachine:
             from ..controller import ActionError
@@ -318,17 +301,7 @@ class VmEditorScreen(KerubScreen, inherit_bindings=False):
                         pass
                 raise
 
-        def saved(vm: VirtualMachine) -> None:
-            self.saving = False
-            self.notify(f"VM {vm.name} saved", title="VM")
-            if self.app.screen is self:
-                self.app.pop_screen()
-
-        def failed(message: str) -> None:
-            self.saving = False
-            self._error(message)
-
-        self.kerub.perform("save VM", save, after=saved, on_error=failed)
+        return save
 
 
 class VmDetailScreen(KerubScreen, inherit_bindings=False):
