@@ -258,25 +258,23 @@ def _undefine(conn: Any, vm_id: str) -> str:
 
 
 def _pause(conn: Any, vm_id: str) -> str:
-    dom = _require(conn, vm_id)
-    state = _state_text(dom)
-    if state == "paused":
-        return "already paused"
-    if state != "running":
-        raise OperationError(f"the domain is {state or 'not defined'}, not running")
-    dom.suspend()
-    return "paused"
+    return _switch(conn, vm_id, "running", "paused", "suspend", "paused")
 
 
 def _resume(conn: Any, vm_id: str) -> str:
+    return _switch(conn, vm_id, "paused", "running", "resume", "resumed")
+
+
+def _switch(conn: Any, vm_id: str, source: str, target: str, method: str, done: str) -> str:
+    """Call ``dom.<method>()`` to take a domain from ``source`` to ``target`` state; idempotent."""
     dom = _require(conn, vm_id)
     state = _state_text(dom)
-    if state == "running":
-        return "already running"
-    if state != "paused":
-        raise OperationError(f"the domain is {state or 'not defined'}, not paused")
-    dom.resume()
-    return "resumed"
+    if state == target:
+        return f"already {target}"
+    if state != source:
+        raise OperationError(f"the domain is {state or 'not defined'}, not {source}")
+    getattr(dom, method)()
+    return done
 
 
 def _require(conn: Any, vm_id: str) -> Any:
