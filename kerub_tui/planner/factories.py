@@ -485,7 +485,7 @@ def _cool_down(state: OperationalState, p: Problem) -> list[Candidate]:
 
 def _grow_thin_pool(state: OperationalState, p: Problem) -> list[Candidate]:
     vg, pool_name = p.detail.split("/", 1)
-    pool = next((x for x in state.thin_pools(p.host_id) if x.vg == vg and x.name == pool_name), None)
+    pool = state.thin_pool(p.host_id, vg, pool_name)
     if pool is None:
         return []
     used = state.thin_pool_used(p.host_id, vg, pool_name)

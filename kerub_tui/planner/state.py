@@ -514,11 +514,16 @@ class OperationalState:
         config = self.host_config.get(host_id)
         return sorted(config.thin_pools, key=lambda p: (p.vg, p.name)) if config is not None else []
 
+    def thin_pool(self, host_id: str, vg: str, name: str) -> Any:
+        """The thin pool ``vg/name`` of a host, or None."""
+        config = self.host_config.get(host_id)
+        return next((p for p in config.thin_pools if p.vg == vg and p.name == name), None) if config is not None else None
+
     def thin_pool_used(self, host_id: str, vg: str, pool: str) -> int:
         """Bytes of the pool in use: monitoring's figure when it has one, else what thin LVs were given."""
         dyn = self.host_dyn.get(host_id)
         key = thin_pool_key(vg, pool)
-        size = next((p.size_bytes for p in self.thin_pools(host_id) if p.vg == vg and p.name == pool), 0)
+        size = p.size_bytes if (p := self.thin_pool(host_id, vg, pool)) is not None else 0
         allotted = self.thin_used.get((host_id, vg, pool), 0)
         if dyn is not None and key in dyn.storage_free:
             # monitoring saw the pool's free bytes; predicted thin LVs add to that

@@ -690,8 +690,7 @@ class CreateThinLv(_CreateAllocation):
         return 0  # comes out of the pool, not the volume group
 
     def blocked(self, state: OperationalState) -> str | None:
-        pool = next((p for p in state.thin_pools(self.host) if p.vg == self.vg and p.name == self.pool), None)
-        if pool is None:
+        if state.thin_pool(self.host, self.vg, self.pool) is None:
             return f"{state.host_name(self.host)} has no thin pool {self.vg}/{self.pool}"
         return super().blocked(state)
 
@@ -816,7 +815,7 @@ class CreateThinPool(Step):
     size: int
 
     def blocked(self, state: OperationalState) -> str | None:
-        if any(p.vg == self.vg and p.name == self.pool for p in state.thin_pools(self.host)):
+        if state.thin_pool(self.host, self.vg, self.pool) is not None:
             return f"{state.host_name(self.host)} already has thin pool {self.vg}/{self.pool}"
         if state.free_storage(self.host, self.capability) < self.size:
             return f"{state.host_name(self.host)} {self.capability}: not enough free space for a {format_size(self.size)} pool"
@@ -854,7 +853,7 @@ class ExtendThinPool(Step):
     size: int  # the new total size
 
     def _current(self, state: OperationalState) -> ThinPool | None:
-        return next((p for p in state.thin_pools(self.host) if p.vg == self.vg and p.name == self.pool), None)
+        return state.thin_pool(self.host, self.vg, self.pool)
 
     def blocked(self, state: OperationalState) -> str | None:
         pool = self._current(state)
