@@ -517,7 +517,8 @@ class OperationalState:
     def thin_pool(self, host_id: str, vg: str, name: str) -> Any:
         """The thin pool ``vg/name`` of a host, or None."""
         config = self.host_config.get(host_id)
-        return next((p for p in config.thin_pools if p.vg == vg and p.name == name), None) if config is not None else None
+        pools = config.thin_pools if config is not None else []
+        return next((p for p in pools if p.vg == vg and p.name == name), None)
 
     def thin_pool_used(self, host_id: str, vg: str, pool: str) -> int:
         """Bytes of the pool in use: monitoring's figure when it has one, else what thin LVs were given."""
