@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import io
 import json
+import os
 import signal
 import sys
 from collections.abc import Awaitable, Callable, Sequence
@@ -178,6 +179,12 @@ def _table(rows: list[list[str]], header: list[str]) -> str:
     return "\n".join("  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip() for r in [header, *rows])
 
 
+def _print_list(out: TextIO, docs: Sequence[Document], as_json: bool, header: list[str],
+                row: Callable[[Any], list[str]]) -> None:
+    """A `list` command's output: the documents as JSON, or one table row each."""
+    print(_json(list(docs)) if as_json else _table([row(d) for d in docs], header), file=out)
+
+
 def _json(value: Any) -> str:
     if isinstance(value, Document):
         value = value.model_dump(mode="json")
@@ -225,16 +232,13 @@ async def cmd_host(args: argparse.Namespace, c: Controller, out: TextIO) -> int:
                                 password=password)
         print(f"added host {host.name} ({host.id}), key {host.fingerprint}", file=out)
     elif args.action == "list":
-        hosts = sorted(store.list(Host), key=lambda h: h.name)
-        if args.json:
-            print(_json(hosts), file=out)
-            return EXIT_OK
-        rows = []
-        for h in hosts:
+        def host_row(h: Host) -> list[str]:
             dyn = store.get(HostDynamic, h.id)
-            rows.append([h.name, f"{h.address}:{h.port}", dyn.status.value if dyn else "-",
-                         str(len(store.vms_on_host(h.id))), "yes" if h.recycling else "-"])
-        print(_table(rows, ["NAME", "ADDRESS", "STATUS", "VMS", "EVACUATING"]), file=out)
+            return [h.name, f"{h.address}:{h.port}", dyn.status.value if dyn else "-",
+                    str(len(store.vms_on_host(h.id))), "yes" if h.recycling else "-"]
+
+        _print_list(out, sorted(store.list(Host), key=lambda h: h.name), args.json,
+                    ["NAME", "ADDRESS", "STATUS", "VMS", "EVACUATING"], host_row)
     elif args.action == "show":
         host = c.resolve(Host, args.name)
         dyn = store.get(HostDynamic, host.id)
@@ -292,18 +296,15 @@ async def cmd_vm(args: argparse.Namespace, c: Controller, out: TextIO) -> int:
                                disks=disk_links, expectations=args.expect)
         print(f"created VM {vm.name} ({vm.id})", file=out)
     elif args.action == "list":
-        vms = sorted(store.list(VirtualMachine), key=lambda v: v.name)
-        if args.json:
-            print(_json(vms), file=out)
-            return EXIT_OK
-        rows = []
-        for v in vms:
+        def vm_row(v: VirtualMachine) -> list[str]:
             dyn = store.get(VirtualMachineDynamic, v.id)
             host = store.get(Host, dyn.host_id) if dyn and dyn.host_id else None
-            rows.append([v.name, dyn.status.value if dyn else "down", host.name if host else "-", str(v.cpus),
-                         f"{format_size(v.memory_min)}:{format_size(v.memory_max)}",
-                         " ".join(e.spec() for e in v.expectations) or "-"])
-        print(_table(rows, ["NAME", "STATUS", "HOST", "CPUS", "MEMORY", "EXPECTATIONS"]), file=out)
+            return [v.name, dyn.status.value if dyn else "down", host.name if host else "-", str(v.cpus),
+                    f"{format_size(v.memory_min)}:{format_size(v.memory_max)}",
+                    " ".join(e.spec() for e in v.expectations) or "-"]
+
+        _print_list(out, sorted(store.list(VirtualMachine), key=lambda v: v.name), args.json,
+                    ["NAME", "STATUS", "HOST", "CPUS", "MEMORY", "EXPECTATIONS"], vm_row)
     elif args.action == "show":
         vm = c.resolve(VirtualMachine, args.name)
         dyn = store.get(VirtualMachineDynamic, vm.id)
@@ -344,20 +345,17 @@ async def cmd_disk(args: argparse.Namespace, c: Controller, out: TextIO) -> int:
         disk = await c.create_disk(args.name, size=args.size, read_only=args.read_only, expectations=args.expect)
         print(f"created disk {disk.name} ({disk.id})", file=out)
     elif args.action == "list":
-        disks = sorted(store.list(VirtualStorageDevice), key=lambda d: d.name)
-        if args.json:
-            print(_json(disks), file=out)
-            return EXIT_OK
-        rows = []
-        for d in disks:
+        def disk_row(d: VirtualStorageDevice) -> list[str]:
             dyn = store.get(VirtualStorageDeviceDynamic, d.id)
             allocations = []
             for a in dyn.allocations if dyn else []:
                 host = store.get(Host, a.host_id)
                 allocations.append(f"{a.type}@{host.name if host else a.host_id[:8]}")
-            rows.append([d.name, format_size(d.size), ", ".join(allocations) or "-",
-                         " ".join(e.spec() for e in d.expectations) or "-"])
-        print(_table(rows, ["NAME", "SIZE", "ALLOCATIONS", "EXPECTATIONS"]), file=out)
+            return [d.name, format_size(d.size), ", ".join(allocations) or "-",
+                    " ".join(e.spec() for e in d.expectations) or "-"]
+
+        _print_list(out, sorted(store.list(VirtualStorageDevice), key=lambda d: d.name), args.json,
+                    ["NAME", "SIZE", "ALLOCATIONS", "EXPECTATIONS"], disk_row)
     elif args.action == "show":
         disk = c.resolve(VirtualStorageDevice, args.name)
         dyn = store.get(VirtualStorageDeviceDynamic, disk.id)
@@ -377,27 +375,17 @@ async def cmd_disk(args: argparse.Namespace, c: Controller, out: TextIO) -> int:
     return EXIT_OK
 
 
-def _find_plan(store: Store, ref: str) -> Plan:
-    matches = [p for p in store.list(Plan) if p.id.startswith(ref)]
-    if len(matches) != 1:
-        raise CliError(f"no plan {ref!r}" if not matches else f"plan id {ref!r} is ambiguous: give more of it")
-    return matches[0]
-
-
 async def cmd_plan(args: argparse.Namespace, c: Controller, out: TextIO) -> int:
     store = c.db
     if args.action == "list":
-        plans = sorted(store.list(Plan), key=lambda p: p.created_at)
-        if args.json:
-            print(_json(plans), file=out)
-            return EXIT_OK
-        rows = [[p.id[:8], p.status.value, p.plan_kind, str(len(p.steps)), "; ".join(p.trigger)[:60]] for p in plans]
-        print(_table(rows, ["ID", "STATUS", "KIND", "STEPS", "TRIGGER"]), file=out)
+        _print_list(out, sorted(store.list(Plan), key=lambda p: p.created_at), args.json,
+                    ["ID", "STATUS", "KIND", "STEPS", "TRIGGER"],
+                    lambda p: [p.id[:8], p.status.value, p.plan_kind, str(len(p.steps)), "; ".join(p.trigger)[:60]])
     elif args.action == "show":
-        plan = _find_plan(store, args.name)
+        plan = c.plan(args.name)
         print(_json(plan) if args.json else _show_plan(c, plan), file=out)
     elif args.action in ("approve", "reject"):
-        plan = await c.decide_plan(_find_plan(store, args.name).id, approve=args.action == "approve")
+        plan = await c.decide_plan(args.name, approve=args.action == "approve")
         print(f"plan {plan.id[:8]}: {plan.status.value}", file=out)
         if plan.status is PlanStatus.approved and c.replanner is None:
             # No controller runs on this data dir: carry the plan out here, now.
@@ -517,7 +505,7 @@ async def serve(args: argparse.Namespace) -> int:
     try:
         if subscription is not None:
             printer = asyncio.create_task(_print_changes(subscription), name="json-events")
-        print(f"kerub-tui: serving {controller.data_dir} (pid {__import__('os').getpid()})", file=sys.stderr)
+        print(f"kerub-tui: serving {controller.data_dir} (pid {os.getpid()})", file=sys.stderr)
         await stop.wait()
     finally:
         if printer is not None:

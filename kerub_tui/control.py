@@ -7,7 +7,7 @@ speaking JSON lines. Requests ``{"id": N, "method": M, "params": {...}}``; answe
 - ``ping``: the controller's pid and data dir;
 - ``cli``: run a command-line command in the controller (argv in, exit code and output out), so the
   command line has one implementation whether it runs alone or through the socket;
-- ``snapshot``: every document; ``subscribe``: then every committed change, as ``{"change": ...}`` lines;
+- ``subscribe``: every document, then every committed change, as ``{"change": ...}`` lines;
 - ``call``: one controller action by name, for an attached console (``RemoteController``).
 """
 
@@ -194,8 +194,6 @@ class ControlServer:
                 raise ValueError("cli: secret must be text")
             code, out, err = await self.cli_runner(argv, controller, env, secret)
             return {"exit": code, "stdout": out, "stderr": err}
-        if method == "snapshot":
-            return {"documents": [d.model_dump(mode="json") for d in self.controller.db.all_documents()]}
         if method == "call":
             name = params.get("name")
             if name not in REMOTE_ACTIONS or not hasattr(self.controller, name):

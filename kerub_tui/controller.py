@@ -20,11 +20,13 @@ from .core.bus import Subscription
 from .core.expectations import Expectation, InvalidExpectation, parse_spec, validate_expectation
 from .core.models import (
     AuditEntry,
+    AutoApprovePolicy,
     DiskLink,
     Document,
     Event,
     EventSeverity,
     Host,
+    HostConfiguration,
     Nic,
     Plan,
     PlanStatus,
@@ -33,11 +35,17 @@ from .core.models import (
     VirtualMachineDynamic,
     VirtualStorageDevice,
     VirtualStorageDeviceDynamic,
+    utcnow,
 )
 from .core.names import InvalidName
 from .core.store import NotFound, Store, StoreError
+from .hosts.console import ConsoleError, console_file, open_console
 from .hosts.fleet import Fleet, FleetError
+from .hosts.operations import FleetOperations
+from .planner import replanner
+from .planner.checkers import ensure_checkable
 from .planner.executor import Executor
+from .planner.explain import explain_text
 from .planner.replanner import ApprovalRefused, Replanner
 from .ssh import SshError
 
@@ -99,8 +107,6 @@ class Controller:
             self.server = self._serve(self)
             await self.server.start()
         if connect_hosts and not self.readonly:
-            from .hosts.operations import FleetOperations
-
             self.executor = Executor(store, FleetOperations(self.fleet))
             self.replanner = Replanner(store, executor=self.executor)
             await self.fleet.start()
@@ -199,10 +205,6 @@ class Controller:
         return out
 
     def _ensure_checkable(self, exp: Expectation) -> None:
-        try:
-            from .planner.checkers import ensure_checkable
-        except ImportError:  # the planner is not part of this build: refuse rather than ignore
-            raise ActionError(f"{exp.type}: no planner to check expectations") from None  # type: ignore[attr-defined]
         try:
             ensure_checkable(exp)
         except ValueError as error:
@@ -319,19 +321,22 @@ class Controller:
 
     # --- plans and settings -----------------------------------------------------------------
 
+    def plan(self, ref: str) -> Plan:
+        """A plan by id or by an unambiguous prefix of it (as `plan list` shows them)."""
+        plan: Plan | None = self.db.get(Plan, ref)
+        if plan is not None:
+            return plan
+        matches = [p for p in self.db.list(Plan) if p.id.startswith(ref)]
+        if len(matches) != 1:
+            raise ActionError(f"no plan {ref!r}" if not matches else f"plan id {ref!r} is ambiguous: give more of it")
+        return matches[0]
+
     async def decide_plan(self, ref: str, approve: bool) -> Plan:
         store = self._writable()
-        plan: Plan | None = store.get(Plan, ref)
-        if plan is None:
-            matches = [p for p in store.list(Plan) if p.id.startswith(ref)]
-            if len(matches) != 1:
-                raise ActionError(f"no plan {ref!r}" if not matches else f"plan id {ref!r} is ambiguous")
-            plan = matches[0]
+        plan = self.plan(ref)
         if plan.status is not PlanStatus.proposed:
             raise ActionError(f"plan {plan.id[:8]} is {plan.status.value}, not proposed")
-        from .planner import replanner  # the planner owns approval: reservations and re-validation
-
-        try:
+        try:  # the planner owns approval: reservations and re-validation
             decided = (replanner.approve if approve else replanner.reject)(store, plan.id, os_user())
         except ApprovalRefused as error:
             raise ActionError(f"plan {plan.id[:8]} withdrawn: {error}") from None
@@ -344,8 +349,6 @@ class Controller:
         if self.replanner is not None:
             raise ActionError("this controller runs approved plans by itself")
         plan: Plan = store.require(Plan, plan_id)
-        from .hosts.operations import FleetOperations
-
         fleet = self._fleet()
         host_ids = sorted({c.host_id for step in plan.steps for c in step.commands}
                           | {step.host_id for step in plan.steps if step.host_id})
@@ -359,8 +362,6 @@ class Controller:
         return await executor.execute(plan.id)
 
     async def set_auto_approve(self, plan_kind: str, enabled: bool) -> Settings:
-        from .core.models import AutoApprovePolicy, utcnow
-
         store = self._writable()
         settings = self.settings()
         policies = [p for p in settings.auto_approve if p.plan_kind != plan_kind]
@@ -425,19 +426,9 @@ class Controller:
                 f"host {host.name} still has {len(vms)} VM(s) and {len(disks)} disk allocation(s): "
                 f"evacuate it first (kerub-tui host evacuate {host.name})"
             )
-        from .core.models import HostConfiguration, HostDynamic
-
-        await self._forget_host_connection(host.id)
-        with store.transaction():
-            store.delete(Host, host.id)
-            store.delete(HostDynamic, host.id)
-            store.delete(HostConfiguration, host.id)
+        store.delete(HostConfiguration, host.id)
+        await self._fleet().remove_host(host.id)  # disconnects, then forgets Host and HostDynamic
         self.audit("host remove", host.name)
-
-    async def _forget_host_connection(self, host_id: str) -> None:
-        """Drop the host's SSH connection and its monitors, if the fleet holds them."""
-        if self.fleet is not None:
-            await self.fleet.remove_host(host_id)
 
     def _fleet(self) -> Fleet:
         if self.fleet is None:
@@ -484,8 +475,6 @@ class Controller:
         viewer runs in (the display of whoever asked). With ``wait``, returns when the viewer ends;
         otherwise the session lives until the viewer ends or the controller stops.
         Opening a console changes nothing, so read-only mode allows it."""
-        from .hosts.console import ConsoleError, open_console
-
         environment = dict(os.environ)
         environment.update(env or {})
         viewer = viewer or environment.get("KERUB_TUI_VIEWER") or None
@@ -519,8 +508,6 @@ class Controller:
 
     async def console_file(self, vm_ref: str, *, local_port: int | None = None) -> str:
         """The .vv connection file (with the SPICE password) for a viewer elsewhere: on request only."""
-        from .hosts.console import ConsoleError, console_file
-
         vm = self.resolve(VirtualMachine, vm_ref)
         await self._connected_to_vm_host(vm.id)
         try:
@@ -535,8 +522,6 @@ class Controller:
 
     async def explain(self, vm_ref: str) -> str:
         """Why the VM runs where it runs, and why each other host was rejected."""
-        from .planner.explain import explain_text
-
         vm = self.resolve(VirtualMachine, vm_ref)
         return explain_text(self.db, vm.id)
 
