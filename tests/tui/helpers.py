@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 from textual.message import Message
@@ -18,6 +20,17 @@ async def started_controller(data_dir: Path, *, readonly: bool = False, empty: b
     # the fixture hosts are not real, so start it here without connecting anything.
     await controller.start(connect_hosts=False)
     return controller
+
+
+@asynccontextmanager
+async def running(tmp_path: Path, size: tuple[int, int], *, empty: bool = False,
+                  message_hook: Callable[[Message], None] | None = None) -> AsyncIterator[tuple]:
+    """The console on the fixture fleet (stored under tmp_path/data), settled: (controller, app, pilot)."""
+    controller = await started_controller(tmp_path / "data", empty=empty)
+    app = KerubApp(controller)
+    async with app.run_test(size=size, message_hook=message_hook) as pilot:
+        await settle(app, pilot)
+        yield controller, app, pilot
 
 
 class Recorder:

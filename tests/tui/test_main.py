@@ -16,7 +16,7 @@ from kerub_tui.screens.main import FirstRun, MainScreen, StatusBar
 from kerub_tui.screens.plans import ProposalsScreen
 
 from .fleet_data import DB1, H1, H2, T0, WEB1, WEB2, ident
-from .helpers import Recorder, plain, settle, started_controller
+from .helpers import Recorder, plain, running, settle, started_controller
 
 
 def status_text(app: KerubApp) -> str:
@@ -24,10 +24,7 @@ def status_text(app: KerubApp) -> str:
 
 
 async def test_three_live_panes_and_status(tmp_path):
-    controller = await started_controller(tmp_path / "data")
-    app = KerubApp(controller)
-    async with app.run_test(size=(120, 40)) as pilot:
-        await settle(app, pilot)
+    async with running(tmp_path, (120, 40)) as (controller, app, pilot):
         screen = app.screen
         assert isinstance(screen, MainScreen)
         assert screen.table("hosts").shown_ids() == [H1, H2, ident("host0003", 3)]
@@ -48,10 +45,7 @@ async def test_three_live_panes_and_status(tmp_path):
 
 
 async def test_first_run_says_what_to_do(tmp_path):
-    controller = await started_controller(tmp_path / "data", empty=True)
-    app = KerubApp(controller)
-    async with app.run_test(size=(80, 24)) as pilot:
-        await settle(app, pilot)
+    async with running(tmp_path, (80, 24), empty=True) as (controller, app, pilot):
         first_run = app.screen.query_one(FirstRun)
         assert first_run.has_class("-shown") and first_run.display
         text = str(first_run.render())
@@ -67,10 +61,7 @@ async def test_first_run_says_what_to_do(tmp_path):
 async def test_first_run_names_the_remapped_key(tmp_path, private_dirs):
     config, _ = private_dirs
     (config / "keymap.toml").write_text('"main.add_host" = "plus"\n')
-    controller = await started_controller(tmp_path / "data", empty=True)
-    app = KerubApp(controller)
-    async with app.run_test(size=(80, 24)) as pilot:
-        await settle(app, pilot)
+    async with running(tmp_path, (80, 24), empty=True) as (controller, app, pilot):
         assert "Press + to add your first host" in str(app.screen.query_one(FirstRun).render())
         await pilot.press("a")
         assert isinstance(app.screen, MainScreen)
@@ -79,10 +70,7 @@ async def test_first_run_names_the_remapped_key(tmp_path, private_dirs):
 
 
 async def test_rows_update_in_place_and_the_cursor_stays(tmp_path):
-    controller = await started_controller(tmp_path / "data")
-    app = KerubApp(controller)
-    async with app.run_test(size=(120, 40)) as pilot:
-        await settle(app, pilot)
+    async with running(tmp_path, (120, 40)) as (controller, app, pilot):
         await pilot.press("2")
         vms: LiveTable = app.screen.table("vms")
         assert vms.has_focus
@@ -109,11 +97,8 @@ async def test_rows_update_in_place_and_the_cursor_stays(tmp_path):
 
 
 async def test_filter_regex_invert_and_esc(tmp_path):
-    controller = await started_controller(tmp_path / "data")
     record = Recorder()
-    app = KerubApp(controller)
-    async with app.run_test(size=(120, 40), message_hook=record) as pilot:
-        await settle(app, pilot)
+    async with running(tmp_path, (120, 40), message_hook=record) as (controller, app, pilot):
         await pilot.press("2", "slash", *"^web[12]$", "enter")
         vms: LiveTable = app.screen.table("vms")
         assert vms.shown_ids() == [WEB1, WEB2]
@@ -131,10 +116,7 @@ async def test_filter_regex_invert_and_esc(tmp_path):
 
 
 async def test_filter_and_sort_survive_updates(tmp_path):
-    controller = await started_controller(tmp_path / "data")
-    app = KerubApp(controller)
-    async with app.run_test(size=(120, 40)) as pilot:
-        await settle(app, pilot)
+    async with running(tmp_path, (120, 40)) as (controller, app, pilot):
         await pilot.press("2", "slash", *"^h1$", "enter")  # VMs whose host column is h1
         vms: LiveTable = app.screen.table("vms")
         assert vms.shown_ids() == [WEB1]
@@ -162,11 +144,8 @@ async def test_filter_and_sort_survive_updates(tmp_path):
 
 
 async def test_marks_and_bulk_actions(tmp_path):
-    controller = await started_controller(tmp_path / "data")
     record = Recorder()
-    app = KerubApp(controller)
-    async with app.run_test(size=(120, 40), message_hook=record) as pilot:
-        await settle(app, pilot)
+    async with running(tmp_path, (120, 40), message_hook=record) as (controller, app, pilot):
         await pilot.press("2")
         vms: LiveTable = app.screen.table("vms")
         assert vms.shown_ids() == [DB1, WEB1, WEB2]
@@ -213,11 +192,8 @@ async def test_marks_and_bulk_actions(tmp_path):
 
 
 async def test_bulk_delete_reports_refusals(tmp_path):
-    controller = await started_controller(tmp_path / "data")
     record = Recorder()
-    app = KerubApp(controller)
-    async with app.run_test(size=(120, 40), message_hook=record) as pilot:
-        await settle(app, pilot)
+    async with running(tmp_path, (120, 40), message_hook=record) as (controller, app, pilot):
         await pilot.press("2", "ctrl+a", "ctrl+d", "y")
         await settle(app, pilot)
         # db1 is down: deleted; web1 and web2 run: refused by the controller, and said so.
@@ -229,11 +205,8 @@ async def test_bulk_delete_reports_refusals(tmp_path):
 
 
 async def test_jump_to_views(tmp_path):
-    controller = await started_controller(tmp_path / "data")
     record = Recorder()
-    app = KerubApp(controller)
-    async with app.run_test(size=(80, 24), message_hook=record) as pilot:
-        await settle(app, pilot)
+    async with running(tmp_path, (80, 24), message_hook=record) as (controller, app, pilot):
         await pilot.press("colon", *"plans", "enter")
         assert isinstance(app.screen, ProposalsScreen)
         await pilot.press("colon", *"audit", "enter")
@@ -261,10 +234,7 @@ async def test_jump_to_views(tmp_path):
 async def test_help_lists_every_key_of_the_screen(tmp_path, private_dirs):
     config, _ = private_dirs
     (config / "keymap.toml").write_text('"vms.start" = "ctrl+s"\n')
-    controller = await started_controller(tmp_path / "data")
-    app = KerubApp(controller)
-    async with app.run_test(size=(120, 40)) as pilot:
-        await settle(app, pilot)
+    async with running(tmp_path, (120, 40)) as (controller, app, pilot):
         await pilot.press("question_mark")
         assert isinstance(app.screen, HelpScreen)
         listed = {row.binding_id: row for row in app.screen.rows}
@@ -289,10 +259,7 @@ async def test_every_binding_has_an_id_and_the_palette_offers_them(tmp_path):
     assert all(b.id for b in iter_bindings())
     ids = all_binding_ids()
     assert len(ids) > 40
-    controller = await started_controller(tmp_path / "data")
-    app = KerubApp(controller)
-    async with app.run_test(size=(120, 40)) as pilot:
-        await settle(app, pilot)
+    async with running(tmp_path, (120, 40)) as (controller, app, pilot):
         titles = {c.title: c for c in app.get_system_commands(app.screen)}
         helps = " ".join(c.help for c in titles.values())
         for binding_id in ("vms.start", "vms.delete", "hosts.evacuate", "disks.new", "main.add_host",
@@ -337,21 +304,15 @@ async def test_readonly_refuses_every_change_and_shows_it(tmp_path):
 
 
 async def test_console_needs_a_running_vm(tmp_path):
-    controller = await started_controller(tmp_path / "data")
     record = Recorder()
-    app = KerubApp(controller)
-    async with app.run_test(size=(120, 40), message_hook=record) as pilot:
-        await settle(app, pilot)
+    async with running(tmp_path, (120, 40), message_hook=record) as (controller, app, pilot):
         await pilot.press("2", "c")  # db1 is down
         refused = record.of(KerubApp.ActionRefused)
         assert refused and "db1 is not running" in refused[-1].reason
 
 
 async def test_changes_reach_every_open_screen(tmp_path):
-    controller = await started_controller(tmp_path / "data")
-    app = KerubApp(controller)
-    async with app.run_test(size=(120, 40)) as pilot:
-        await settle(app, pilot)
+    async with running(tmp_path, (120, 40)) as (controller, app, pilot):
         await pilot.press("colon", *"audit", "enter")
         from kerub_tui.core.models import AuditEntry
 

@@ -27,7 +27,7 @@ from kerub_tui.screens.live import LiveTable
 from kerub_tui.screens.main import MainScreen
 
 from .fleet_data import D_DB1, D_SHARED, DB1, H1, H3, P_KSM, P_START, T0, WEB1, WEB2
-from .helpers import Recorder, plain, settle, started_controller
+from .helpers import Recorder, plain, running, settle
 
 GIB = 1 << 30
 
@@ -51,11 +51,8 @@ async def choose(pilot, selector: str, value) -> None:
 
 
 async def test_vm_editor_shows_errors_inline_and_creates(tmp_path):
-    controller = await started_controller(tmp_path / "data")
     record = Recorder()
-    app = KerubApp(controller)
-    async with app.run_test(size=(120, 60), message_hook=record) as pilot:
-        await settle(app, pilot)
+    async with running(tmp_path, (120, 60), message_hook=record) as (controller, app, pilot):
         await pilot.press("2", "n")
         screen = app.screen
         assert type(screen).__name__ == "VmEditorScreen"
@@ -107,10 +104,7 @@ async def test_vm_editor_shows_errors_inline_and_creates(tmp_path):
 
 
 async def test_vm_editor_controller_refusal_is_shown_and_nothing_is_left_behind(tmp_path):
-    controller = await started_controller(tmp_path / "data")
-    app = KerubApp(controller)
-    async with app.run_test(size=(120, 60)) as pilot:
-        await settle(app, pilot)
+    async with running(tmp_path, (120, 60)) as (controller, app, pilot):
         await pilot.press("2", "n")
         screen = app.screen
         await fill(pilot, "#name", "web1")  # taken: the controller refuses
@@ -126,10 +120,7 @@ async def test_vm_editor_controller_refusal_is_shown_and_nothing_is_left_behind(
 
 
 async def test_expectation_editor_offers_every_type_with_its_fields(tmp_path):
-    controller = await started_controller(tmp_path / "data")
-    app = KerubApp(controller)
-    async with app.run_test(size=(120, 60)) as pilot:
-        await settle(app, pilot)
+    async with running(tmp_path, (120, 60)) as (controller, app, pilot):
         await pilot.press("2", "n")
         editor = app.screen.query_one(ExpectationEditor)
         type_select = editor.query_one("#expect-type", Select)
@@ -144,11 +135,8 @@ async def test_expectation_editor_offers_every_type_with_its_fields(tmp_path):
 
 
 async def test_expectation_editor_validates_each_field(tmp_path):
-    controller = await started_controller(tmp_path / "data")
     record = Recorder()
-    app = KerubApp(controller)
-    async with app.run_test(size=(120, 60), message_hook=record) as pilot:
-        await settle(app, pilot)
+    async with running(tmp_path, (120, 60), message_hook=record) as (controller, app, pilot):
         await pilot.press("2")
         table = app.screen.table("vms")
         table.move_cursor(row=table.get_row_index(WEB2))
@@ -187,10 +175,7 @@ async def test_expectation_editor_validates_each_field(tmp_path):
 
 
 async def test_disk_editor(tmp_path):
-    controller = await started_controller(tmp_path / "data")
-    app = KerubApp(controller)
-    async with app.run_test(size=(120, 60)) as pilot:
-        await settle(app, pilot)
+    async with running(tmp_path, (120, 60)) as (controller, app, pilot):
         await pilot.press("3", "n")
         screen = app.screen
         editor = screen.query_one(ExpectationEditor)
@@ -223,11 +208,8 @@ async def test_disk_editor(tmp_path):
 
 
 async def test_host_detail_and_its_actions(tmp_path):
-    controller = await started_controller(tmp_path / "data")
     record = Recorder()
-    app = KerubApp(controller)
-    async with app.run_test(size=(120, 40), message_hook=record) as pilot:
-        await settle(app, pilot)
+    async with running(tmp_path, (120, 40), message_hook=record) as (controller, app, pilot):
         await pilot.press("enter")  # h1
         screen = app.screen
         assert type(screen).__name__ == "HostDetailScreen"
@@ -265,10 +247,7 @@ async def test_host_detail_and_its_actions(tmp_path):
 async def test_host_detail_figures_follow_the_feed(tmp_path):
     from .fleet_data import sample_series
 
-    controller = await started_controller(tmp_path / "data")
-    app = KerubApp(controller)
-    async with app.run_test(size=(120, 40)) as pilot:
-        await settle(app, pilot)
+    async with running(tmp_path, (120, 40)) as (controller, app, pilot):
         await pilot.press("enter")
         for doc in sample_series(H1, 64, count=12):
             controller.db.put(doc)
@@ -280,10 +259,7 @@ async def test_host_detail_figures_follow_the_feed(tmp_path):
 
 
 async def test_add_host_form_errors(tmp_path):
-    controller = await started_controller(tmp_path / "data")
-    app = KerubApp(controller)
-    async with app.run_test(size=(80, 24)) as pilot:
-        await settle(app, pilot)
+    async with running(tmp_path, (80, 24)) as (controller, app, pilot):
         await pilot.press("a")
         screen = app.screen
         await fill(pilot, "#address", "bad address!")
@@ -306,11 +282,8 @@ async def test_add_host_unreachable_is_a_clear_error(tmp_path):
     with socket.socket() as probe:  # a loopback port nobody listens on
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    controller = await started_controller(tmp_path / "data")
     record = Recorder()
-    app = KerubApp(controller)
-    async with app.run_test(size=(80, 24), message_hook=record) as pilot:
-        await settle(app, pilot)
+    async with running(tmp_path, (80, 24), message_hook=record) as (controller, app, pilot):
         await pilot.press("a")
         await fill(pilot, "#address", "127.0.0.1")
         await fill(pilot, "#port", str(port))
@@ -326,10 +299,7 @@ async def test_add_host_unreachable_is_a_clear_error(tmp_path):
 
 
 async def test_proposals_show_steps_and_follow_a_running_plan(tmp_path):
-    controller = await started_controller(tmp_path / "data")
-    app = KerubApp(controller)
-    async with app.run_test(size=(120, 40)) as pilot:
-        await settle(app, pilot)
+    async with running(tmp_path, (120, 40)) as (controller, app, pilot):
         await pilot.press("colon", *"plans", "enter")
         screen = app.screen
         table = screen.query_one("#plans", LiveTable)
@@ -357,10 +327,7 @@ async def test_proposals_show_steps_and_follow_a_running_plan(tmp_path):
 
 
 async def test_always_approve_is_listed_and_revocable_in_settings(tmp_path):
-    controller = await started_controller(tmp_path / "data")
-    app = KerubApp(controller)
-    async with app.run_test(size=(120, 40)) as pilot:
-        await settle(app, pilot)
+    async with running(tmp_path, (120, 40)) as (controller, app, pilot):
         await pilot.press("colon", *"plans", "enter", "A")
         assert isinstance(app.screen, ConfirmScreen)
         assert "every plan of kind 'repair' runs without asking" in plain(app.screen.query_one("#confirm-impact"))
@@ -379,10 +346,7 @@ async def test_always_approve_is_listed_and_revocable_in_settings(tmp_path):
 async def test_settings_optimisation_and_keymap(tmp_path, private_dirs):
     config, _ = private_dirs
     (config / "keymap.toml").write_text('"vms.start" = "ctrl+s"\n"no.such" = "x"\n"vms.stop" = 3\n')
-    controller = await started_controller(tmp_path / "data")
-    app = KerubApp(controller)
-    async with app.run_test(size=(120, 60)) as pilot:
-        await settle(app, pilot)
+    async with running(tmp_path, (120, 60)) as (controller, app, pilot):
         await pilot.press("colon", *"settings", "enter")
         keymap = plain(app.screen.query_one("#keymap", Static))
         assert "no binding with id 'no.such'" in keymap and "vms.stop: expected a key" in keymap
@@ -403,10 +367,7 @@ async def test_settings_optimisation_and_keymap(tmp_path, private_dirs):
 
 
 async def test_audit_is_filterable_and_shows_the_output(tmp_path):
-    controller = await started_controller(tmp_path / "data")
-    app = KerubApp(controller)
-    async with app.run_test(size=(120, 40)) as pilot:
-        await settle(app, pilot)
+    async with running(tmp_path, (120, 40)) as (controller, app, pilot):
         await pilot.press("colon", *"audit", "enter")
         table = app.screen.query_one(LiveTable)
         assert len(table.shown_ids()) == 4
@@ -425,10 +386,7 @@ async def test_audit_is_filterable_and_shows_the_output(tmp_path):
 async def test_vm_detail_shows_the_planner_verdicts_live(tmp_path):
     from kerub_tui.core.models import Event, VirtualMachineDynamic, VmStatus
 
-    controller = await started_controller(tmp_path / "data")
-    app = KerubApp(controller)
-    async with app.run_test(size=(120, 40)) as pilot:
-        await settle(app, pilot)
+    async with running(tmp_path, (120, 40)) as (controller, app, pilot):
         await pilot.press("2", "enter")  # db1, down
         await settle(app, pilot)
         text = plain(app.screen.query_one("#vm-expectations", Static))
