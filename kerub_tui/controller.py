@@ -47,6 +47,7 @@ from .planner.checkers import ensure_checkable
 from .planner.executor import Executor
 from .planner.explain import explain_text
 from .planner.replanner import ApprovalRefused, Replanner
+from .sim import HostPool, SimulatedFleet, Timing
 from .ssh import SshError
 
 log = logging.getLogger(__name__)
@@ -72,12 +73,18 @@ class Controller:
     """Owns the store of one data dir. ``await start()`` before use, ``await stop()`` at the end."""
 
     def __init__(self, data_dir: Path | str | None = None, *, readonly: bool = False,
-                 serve: Callable[["Controller"], Any] | None = None) -> None:
-        """``serve`` makes the control socket server (cli passes it: the socket runs the command line)."""
+                 serve: Callable[["Controller"], Any] | None = None, sim_timing: Timing | None = None,
+                 sim_seed: int = 0) -> None:
+        """``serve`` makes the control socket server (cli passes it: the socket runs the command line).
+        ``sim_timing`` and ``sim_seed`` tune the simulated hosts, if the store has any."""
         self.data_dir = paths.data_dir(data_dir)
         self.readonly = readonly
         self.store: Store | None = None
         self.fleet: Fleet | None = None
+        self.simulator: SimulatedFleet | None = None
+        self.hosts: HostPool | None = None  # every host, real (self.fleet) or simulated (self.simulator)
+        self.sim_timing = sim_timing or Timing()
+        self.sim_seed = sim_seed
         self.replanner: Replanner | None = None
         self.executor: Executor | None = None
         self.server: Any = None
@@ -103,13 +110,15 @@ class Controller:
         every host and run the planner. One-shot commands start without them."""
         store = self.open_store()
         self.fleet = Fleet(store, self.data_dir)
+        self.simulator = SimulatedFleet(store, timing=self.sim_timing, seed=self.sim_seed, writer=self.fleet.writer)
+        self.hosts = HostPool(store, self.fleet, self.simulator, FleetOperations(self.fleet))
         if self._serve is not None:
             self.server = self._serve(self)
             await self.server.start()
         if connect_hosts and not self.readonly:
-            self.executor = Executor(store, FleetOperations(self.fleet))
+            self.executor = Executor(store, self.hosts)
             self.replanner = Replanner(store, executor=self.executor)
-            await self.fleet.start()
+            await self.hosts.start()
             self._tasks.append(asyncio.create_task(self.replanner.run(), name="replanner"))
         self.started = True
 
@@ -123,8 +132,10 @@ class Controller:
         if self.replanner is not None:
             await self.replanner.stop()
             self.replanner = None
-        if self.fleet is not None:
-            await self.fleet.stop()
+        if self.hosts is not None:
+            await self.hosts.stop()
+            self.hosts = None
+            self.simulator = None
             self.fleet = None
         for task in self._tasks:
             task.cancel()
@@ -349,16 +360,16 @@ class Controller:
         if self.replanner is not None:
             raise ActionError("this controller runs approved plans by itself")
         plan: Plan = store.require(Plan, plan_id)
-        fleet = self._fleet()
+        hosts = self._hosts()
         host_ids = sorted({c.host_id for step in plan.steps for c in step.commands}
                           | {step.host_id for step in plan.steps if step.host_id})
-        await fleet.start()
+        await hosts.start()
         for host_id in host_ids:
             try:
-                await fleet.wait_up(host_id, timeout=connect_timeout)
+                await hosts.wait_up(host_id, timeout=connect_timeout)
             except Exception as error:  # the plan stays approved: a controller can run it later
                 raise ActionError(f"plan {plan.id[:8]} approved but not run: {error}") from None
-        executor = Executor(store, FleetOperations(fleet))
+        executor = Executor(store, hosts)
         return await executor.execute(plan.id)
 
     async def set_auto_approve(self, plan_kind: str, enabled: bool) -> Settings:
@@ -427,13 +438,33 @@ class Controller:
                 f"evacuate it first (kerub-tui host evacuate {host.name})"
             )
         store.delete(HostConfiguration, host.id)
-        await self._fleet().remove_host(host.id)  # disconnects, then forgets Host and HostDynamic
+        await self._hosts().remove_host(host.id)  # disconnects, then forgets Host and HostDynamic
         self.audit("host remove", host.name)
 
     def _fleet(self) -> Fleet:
         if self.fleet is None:
             raise ActionError("the controller is not started")
         return self.fleet
+
+    def _hosts(self) -> HostPool:
+        if self.hosts is None:
+            raise ActionError("the controller is not started")
+        return self.hosts
+
+    async def add_simulated_host(self, name: str, profile: str, *, dedicated: bool = False) -> Host:
+        """A simulated host of ``profile`` (kerub_tui.sim.profiles): the demo, benchmarks, rehearsals."""
+        self._writable()
+        try:
+            host = await self._simulator().add_host(name, profile, dedicated=dedicated)
+        except (FleetError, ValueError) as error:
+            raise ActionError(str(error)) from None
+        self.audit("host add", host.name, f"simulated {profile}")
+        return host
+
+    def _simulator(self) -> SimulatedFleet:
+        if self.simulator is None:
+            raise ActionError("the controller is not started")
+        return self.simulator
 
     async def fetch_host_key(self, address: str, port: int | None = None) -> tuple[str, str]:
         """The host's key and SHA256 fingerprint, for the admin to accept. Nothing runs on the host."""
@@ -479,6 +510,7 @@ class Controller:
         environment.update(env or {})
         viewer = viewer or environment.get("KERUB_TUI_VIEWER") or None
         vm = self.resolve(VirtualMachine, vm_ref)
+        self._not_simulated(vm)
         await self._connected_to_vm_host(vm.id)
         try:
             session = await open_console(self._fleet(), self.db, vm.id, viewer=viewer, env=environment)
@@ -493,22 +525,29 @@ class Controller:
         self._consoles.append(session)
         return session.description
 
+    def _not_simulated(self, vm: VirtualMachine) -> None:
+        dyn = self.db.get(VirtualMachineDynamic, vm.id)
+        host = self.db.get(Host, dyn.host_id) if dyn is not None and dyn.host_id else None
+        if host is not None and host.simulated:
+            raise ActionError(f"{vm.name} runs on {host.name}, a simulated host: there is no screen to show")
+
     async def _connected_to_vm_host(self, vm_id: str, timeout: float = 60.0) -> None:
         """A one-shot command has no connections yet: connect the fleet and wait for the VM's host."""
-        fleet = self._fleet()
-        if not fleet.started:
-            await fleet.start()
+        hosts = self._hosts()
+        if not hosts.started:
+            await hosts.start()
         dyn = self.db.get(VirtualMachineDynamic, vm_id)
         if dyn is None or dyn.host_id is None:
             return  # console_vm says the VM is not running, in its words
         try:
-            await fleet.wait_up(dyn.host_id, timeout=timeout)
+            await hosts.wait_up(dyn.host_id, timeout=timeout)
         except Exception as error:
             raise ActionError(f"the VM's host is not reachable: {error}") from None
 
     async def console_file(self, vm_ref: str, *, local_port: int | None = None) -> str:
         """The .vv connection file (with the SPICE password) for a viewer elsewhere: on request only."""
         vm = self.resolve(VirtualMachine, vm_ref)
+        self._not_simulated(vm)
         await self._connected_to_vm_host(vm.id)
         try:
             text = await console_file(self._fleet(), self.db, vm.id, local_port=local_port)

@@ -220,6 +220,7 @@ class Host(Document):
     end_of_life: dt.date | None = None
     power: PowerManagement = PowerManagement()
     capabilities: HostCapabilities | None = None
+    simulated: bool = False  # a kerub_tui.sim host (the demo, benchmarks): no SSH, nothing real runs
 
     @field_validator("name")
     @classmethod
@@ -255,6 +256,9 @@ class KsmState(Model):
     full_scans: int = 0
 
 
+MAX_DROPS = 10  # connection losses remembered per host
+
+
 class HostDynamic(Document):
     kind: Literal["host-dynamic"] = "host-dynamic"
     status: HostStatus = HostStatus.connecting
@@ -270,6 +274,17 @@ class HostDynamic(Document):
     cpu_temperature: float | None = None  # degrees C, hottest sensor
     failing_devices: list[str] = []  # block devices whose SMART health failed
     last_seen: dt.datetime | None = None
+    drops: list[dt.datetime] = []  # when the connection was lost after being up, the latest few
+
+    def with_status(self, status: HostStatus, reason: str | None, now: dt.datetime) -> "HostDynamic":
+        """This document after the connection went ``status``: a loss after being up is kept in
+        ``drops`` (the planner tells a flapping host by them), ``last_seen`` is refreshed when up."""
+        changes: dict[str, Any] = {"status": status, "status_reason": reason}
+        if status is HostStatus.up:
+            changes["last_seen"] = now
+        elif self.status is HostStatus.up and status in (HostStatus.down, HostStatus.unreachable):
+            changes["drops"] = [*self.drops, now][-MAX_DROPS:]
+        return self.model_copy(update=changes)
 
 
 class NfsExport(Model):

@@ -98,6 +98,23 @@ class FingerprintRequired(FleetError):
 StatusCallback = Callable[[str, HostStatus, "str | None"], None]
 
 
+def status_event(host_id: str, name: str, status: HostStatus, reason: str | None, *,
+                 offered_key: str | None = None) -> Event | None:
+    """The Event for a host's connection changing to ``status`` (None for connecting)."""
+    if status is HostStatus.up:
+        return Event(type="host-up", host_id=host_id, message=f"{name} is up")
+    if status is HostStatus.down:
+        return Event(type="host-down", severity=EventSeverity.warning, host_id=host_id,
+                     message=f"{name} is down: {reason}")
+    if status is HostStatus.unreachable:
+        return Event(type="host-unreachable", severity=EventSeverity.warning, host_id=host_id,
+                     message=f"{name} is unreachable: {reason}")
+    if status is HostStatus.key_mismatch:
+        return Event(type="key-mismatch", severity=EventSeverity.error, host_id=host_id, target=offered_key,
+                     message=f"{name}: {reason}")
+    return None
+
+
 @dataclass
 class _Member:
     host_id: str
@@ -179,7 +196,7 @@ class Fleet:
         self._socket_dir()
         _ = self.client_key
         for host in self.store.list(Host):
-            if host.host_key:
+            if host.host_key and not host.simulated:  # simulated hosts are kerub_tui.sim's
                 self._attach(host)
 
     async def stop(self) -> None:
@@ -277,20 +294,12 @@ class Fleet:
         previous = self._current_status(host_id)
         self._write_status(host_id, status, reason)
         if status is not previous:
-            if status is HostStatus.up:
-                self._put_event(Event(type="host-up", host_id=host_id, message=f"{name} is up"))
-            elif status is HostStatus.down:
-                self._put_event(Event(type="host-down", severity=EventSeverity.warning, host_id=host_id,
-                                      message=f"{name} is down: {reason}"))
-            elif status is HostStatus.unreachable:
-                self._put_event(Event(type="host-unreachable", severity=EventSeverity.warning, host_id=host_id,
-                                      message=f"{name} is unreachable: {reason}"))
-            elif status is HostStatus.key_mismatch:
-                offered = None
-                if member is not None and isinstance(member.connection.last_error, HostKeyMismatch):
-                    offered = member.connection.last_error.offered
-                self._put_event(Event(type="key-mismatch", severity=EventSeverity.error, host_id=host_id,
-                                      target=offered, message=f"{name}: {reason}"))
+            offered = None
+            if member is not None and isinstance(member.connection.last_error, HostKeyMismatch):
+                offered = member.connection.last_error.offered
+            event = status_event(host_id, name, status, reason, offered_key=offered)
+            if event is not None:
+                self._put_event(event)
         for listener in list(self._listeners):
             try:
                 listener(host_id, status, reason)
@@ -305,10 +314,7 @@ class Fleet:
         if self.store.get(Host, host_id) is None:
             return  # removed meanwhile
         current = self.writer.current(HostDynamic, host_id) or HostDynamic(id=host_id)
-        changes: dict[str, Any] = {"status": status, "status_reason": reason}
-        if status is HostStatus.up:
-            changes["last_seen"] = utcnow()
-        self.writer.put(current.model_copy(update=changes), urgent=True)
+        self.writer.put(current.with_status(status, reason, utcnow()), urgent=True)
 
     def _put_event(self, event: Event) -> None:
         try:
@@ -527,4 +533,4 @@ class Fleet:
             raise NotConnected(f"host {host_id} is {member.connection.state.value}: {member.connection.reason}") from None
 
 
-__all__ = ["Fleet", "FingerprintMismatch", "FingerprintRequired", "FleetError", "LibvirtUnavailable"]
+__all__ = ["Fleet", "FingerprintMismatch", "FingerprintRequired", "FleetError", "LibvirtUnavailable", "status_event"]

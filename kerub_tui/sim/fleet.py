@@ -1,0 +1,466 @@
+"""Simulated hosts behind the interface the controller uses for real ones.
+
+A ``SimulatedFleet`` keeps every Host whose document says ``simulated``: it "connects" to each
+(a short handshake, then discovery from the host's profile), then monitors it as the SSH fleet does,
+through the same ``HostMonitor`` document code: ``vmstat 1`` lines into the same parser once a second,
+the state watch's KSM and LVM JSON every few seconds when they changed, domain statistics and
+libvirt lifecycle events for the guests. Commands and libvirt operations from the executor are
+carried out by each host's ``Machine`` after realistic durations. Connection changes raise the same
+Events and write the same HostDynamic fields as real ones; only ``Host.simulated`` tells them apart.
+
+On demand (the demo, the fault tests, the benchmark): ``fail_host`` (power loss: the guests die with
+it), ``recover_host`` (it boots and reconnects), ``disconnect``/``reconnect`` (a network flap: the
+guests keep running) and ``reconnect_all``.
+
+    sim = SimulatedFleet(store, timing=Timing(scale=1.0))
+    host = await sim.add_host("kvm01", "r640")
+    await sim.start()
+    await sim.wait_up(host.id)
+    sim.fail_host(host.id)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from kerub_tui.core.models import (
+    Event,
+    FileAllocation,
+    Host,
+    HostConfiguration,
+    HostDynamic,
+    HostStatus,
+    LvmAllocation,
+    VirtualMachine,
+    VirtualMachineDynamic,
+    VirtualStorageDeviceDynamic,
+    VmStatus,
+    utcnow,
+)
+from kerub_tui.core.names import InvalidName, check_name
+from kerub_tui.core.store import Store
+from kerub_tui.hosts.fleet import FleetError, StatusCallback, status_event
+from kerub_tui.hosts.libvirt_link import DomainEvent
+from kerub_tui.hosts.monitor import DocumentWriter, DomainStats, HostMonitor, MonitorSettings, SectionOutput
+from kerub_tui.hosts.operations import EXIT_UNREACHABLE, OperationResult
+from kerub_tui.ssh import NotConnected
+
+from .machine import GIB, Domain, Machine, Result, Timing
+from .profiles import profile as find_profile
+
+log = logging.getLogger(__name__)
+
+ADDRESS_DOMAIN = "sim.invalid"  # RFC 2606: a name that can never resolve, so nothing real is reached
+DETECT_SECONDS = 3.0  # how long a lost host takes to notice (ssh keepalives), at timing scale 1
+MIGRATE_BYTES_PER_SECOND = 1.1 * GIB  # a 10 GbE link, as live migration sees it
+_VMSTAT_HEADER = (
+    "--procs-- -----------------------memory---------------------- ---swap-- -----io---- -system-- "
+    "----------cpu----------",
+    "   r    b         swpd         free         buff        cache   si   so    bi    bo   in   cs  us  sy  id  wa  st  gu",
+)
+
+
+@dataclass
+class _Member:
+    host_id: str
+    name: str
+    machine: Machine
+    monitor: HostMonitor
+    status: HostStatus = HostStatus.connecting
+    reason: str | None = None
+    vmstat: Callable[[str], None] | None = None
+    task: asyncio.Task[None] | None = None
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+    last_state: tuple[Any, ...] | None = None
+
+
+class SimulatedFleet:
+    """Every simulated Host in ``store``, connected, discovered and monitored."""
+
+    def __init__(self, store: Store, *, timing: Timing | None = None, seed: int = 0,
+                 writer: DocumentWriter | None = None, write_interval: float = 1.0,
+                 monitor_settings: MonitorSettings | None = None) -> None:
+        self.store = store
+        self.timing = timing or Timing()
+        self.seed = seed
+        self.settings = monitor_settings or MonitorSettings()
+        self.writer = writer or DocumentWriter(store, write_interval)
+        self._own_writer = writer is None
+        self._members: dict[str, _Member] = {}
+        self._listeners: list[StatusCallback] = []
+        self.started = False
+
+    # --- lifecycle --------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        if self.started:
+            return
+        self.started = True
+        for host in self.store.list(Host):
+            if host.simulated and host.id not in self._members:
+                self._attach(host)
+
+    async def stop(self) -> None:
+        members, self._members = list(self._members.values()), {}
+        for member in members:
+            self._cancel(member)
+        await asyncio.gather(*(m.task for m in members if m.task is not None), return_exceptions=True)
+        if self._own_writer:
+            self.writer.close()
+        self.started = False
+
+    def add_listener(self, callback: StatusCallback) -> Callable[[], None]:
+        self._listeners.append(callback)
+        return lambda: self._listeners.remove(callback) if callback in self._listeners else None
+
+    def has(self, host_id: str) -> bool:
+        return host_id in self._members
+
+    @property
+    def host_ids(self) -> list[str]:
+        return list(self._members)
+
+    # --- joining and leaving ------------------------------------------------------------------
+
+    async def add_host(self, name: str, profile: str, *, dedicated: bool = False) -> Host:
+        """A new simulated host of ``profile`` (see sim.profiles); connected at once when started."""
+        try:
+            check_name(name, "host name")
+        except InvalidName as error:
+            raise FleetError(str(error)) from None
+        find_profile(profile)
+        if self.store.find_by_name(Host, name) is not None:
+            raise FleetError(f"a host named {name!r} already exists")
+        host = Host(name=name, address=f"{name.lower()}.{ADDRESS_DOMAIN}", simulated=True, dedicated=dedicated,
+                    capabilities=None)
+        # The profile travels in the document (as discovery would find it), so a restarted
+        # controller simulates the same machine.
+        host = host.model_copy(update={"capabilities": find_profile(profile).capabilities(name)})
+        self.store.put(host)
+        if self.started:
+            self._attach(host)
+        return host
+
+    async def remove_host(self, host_id: str) -> None:
+        member = self._members.pop(host_id, None)
+        if member is not None:
+            self._cancel(member)
+            if member.task is not None:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await member.task
+        with self.store.transaction():
+            self.store.delete(Host, host_id)
+            self.store.delete(HostDynamic, host_id)
+        with contextlib.suppress(Exception):
+            self.writer.delete(HostDynamic, host_id)
+
+    def _attach(self, host: Host) -> _Member:
+        if host.capabilities is None:
+            raise FleetError(f"simulated host {host.name} has no profile facts")
+        rng = random.Random(f"{self.seed}:{host.id}")
+        machine = Machine(host.name, host.capabilities, timing=self.timing, rng=rng)
+        self._restore(machine, host.id)
+        host_id = host.id
+        # The monitor's document side only: its streams never start, the simulator feeds it.
+        monitor = HostMonitor(host_id, host.name, None, self.writer, lambda: None,  # type: ignore[arg-type]
+                              capabilities=lambda: self._capabilities(host_id), event=self._put_event,
+                              settings=self.settings, streams=False)
+        member = _Member(host_id, host.name, machine, monitor)
+        machine.on_domain = lambda state: self._on_domain(member, state)
+        machine.on_storage = lambda: self._report_state(member)
+        self._members[host_id] = member
+        self._set_status(member, HostStatus.connecting, None)
+        self._connect(member, self.timing.connect)
+        return member
+
+    def _restore(self, machine: Machine, host_id: str) -> None:
+        """What the documents say this host had (a controller restart is not a host reboot)."""
+        for dyn in self.store.list(VirtualMachineDynamic):
+            if dyn.host_id != host_id or dyn.status not in (VmStatus.up, VmStatus.paused):
+                continue
+            vm = self.store.get(VirtualMachine, dyn.id)
+            if vm is None:
+                continue
+            machine.domains[vm.id] = Domain(vm.id, vm.name, vm.memory_max, vm.cpus,
+                                            "paused" if dyn.status is VmStatus.paused else "running",
+                                            cpu_percent=dyn.cpu_percent or machine.rng.uniform(1, 30),
+                                            rss_share=min(0.98, (dyn.memory_used or vm.memory_max * 7 // 10)
+                                                          / vm.memory_max))
+        for disk_dyn in self.store.list(VirtualStorageDeviceDynamic):
+            for alloc in disk_dyn.allocations:
+                if alloc.host_id != host_id:
+                    continue
+                if isinstance(alloc, LvmAllocation) and alloc.vg in machine.volumes:
+                    machine.restore_volume(alloc.vg, alloc.lv, alloc.actual_size or 0, alloc.thin_pool)
+                elif isinstance(alloc, FileAllocation):
+                    machine.restore_image(alloc.path, alloc.format, alloc.actual_size or 0)
+        config = self.store.get(HostConfiguration, host_id)
+        for pool in config.thin_pools if config is not None else []:
+            if pool.vg in machine.volumes:
+                machine.restore_volume(pool.vg, pool.name, pool.size_bytes, None, kind="thin-pool")
+        dyn = self.store.get(HostDynamic, host_id)
+        if dyn is not None and dyn.ksm.run:
+            machine.ksm.update(run=1, pages_to_scan=dyn.ksm.pages_to_scan or 100)
+
+    def _capabilities(self, host_id: str) -> Any:
+        host = self.store.get(Host, host_id)
+        return host.capabilities if host is not None else None
+
+    def _cancel(self, member: _Member) -> None:
+        if member.task is not None and not member.task.done():
+            member.task.cancel()
+
+    def member(self, host_id: str) -> _Member:
+        member = self._members.get(host_id)
+        if member is None:
+            host = self.store.get(Host, host_id)
+            raise FleetError(f"no simulated host with id {host_id}" if host is None
+                             else f"host {host.name} is not simulated by this controller")
+        return member
+
+    def machine(self, host_id: str) -> Machine:
+        return self.member(host_id).machine
+
+    def status(self, host_id: str) -> HostStatus:
+        return self.member(host_id).status
+
+    # --- connection states ----------------------------------------------------------------------
+
+    def _set_status(self, member: _Member, status: HostStatus, reason: str | None) -> None:
+        previous = member.status if member.task is not None or status is not HostStatus.connecting else None
+        member.status, member.reason = status, reason
+        member.changed.set()
+        current = self.writer.current(HostDynamic, member.host_id) or HostDynamic(id=member.host_id)
+        before = current.status
+        self.writer.put(current.with_status(status, reason, utcnow()), urgent=True)
+        if status is not before or previous is None:
+            event = status_event(member.host_id, member.name, status, reason)
+            if event is not None and status is not before:
+                self._put_event(event)
+        for listener in list(self._listeners):
+            try:
+                listener(member.host_id, status, reason)
+            except Exception:
+                log.exception("status listener failed")
+
+    def _put_event(self, event: Event) -> None:
+        try:
+            self.store.put(event)
+        except Exception:
+            log.exception("cannot store event %s", event.type)
+
+    def _connect(self, member: _Member, delay: float) -> None:
+        self._cancel(member)
+        member.task = asyncio.create_task(self._session(member, delay), name=f"sim:{member.name}")
+
+    async def _session(self, member: _Member, delay: float) -> None:
+        """Connect (after ``delay``), discover, then monitor until the connection is lost."""
+        machine = member.machine
+        await asyncio.sleep(self.timing.seconds(delay * machine.rng.uniform(0.5, 1.5)))
+        if not (machine.up and machine.reachable):
+            self._set_status(member, HostStatus.down if member.status is HostStatus.down else HostStatus.unreachable,
+                             f"connect to {member.name} port 22: No route to host")
+            return
+        self._set_status(member, HostStatus.up, None)
+        member.monitor.apply_sync([d.state(DomainEvent.sync) for d in machine.running()])
+        member.vmstat = member.monitor._vmstat_handler()
+        for line in _VMSTAT_HEADER:
+            member.vmstat(line)
+        member.last_state = None
+        self._report_state(member)
+        ticks = 0
+        # Spread the hosts' seconds apart, as real hosts' clocks are.
+        await asyncio.sleep(self.timing.seconds(machine.rng.random()) if self.timing.scale else 0)
+        while True:
+            self._vmstat_tick(member)
+            ticks += 1
+            if ticks % max(1, self.settings.domain_stats_interval) == 0:
+                self._domain_stats_tick(member)
+            if ticks % max(1, self.settings.state_interval) == 0:
+                machine.ksm_tick()
+                self._report_state(member)
+            # Monitoring runs at real rates; at scale 0 (tests) a tick still yields, once a second.
+            await asyncio.sleep(max(self.settings.vmstat_interval * self.timing.scale, 0) or 1.0)
+
+    def _vmstat_tick(self, member: _Member) -> None:
+        machine = member.machine
+        user, system, idle = machine.load()
+        total_kib = machine.memory // 1024
+        used_kib = machine.used_memory() // 1024
+        buff = 64 * 1024
+        cache = max(0, min(8 * 1024 * 1024, (total_kib - used_kib) // 3))
+        free = max(0, total_kib - used_kib - buff - cache)
+        running = len(machine.running())
+        line = (f"{min(running, machine.cpus) // 4:4d} {0:4d} {0:12d} {free:12d} {buff:12d} {cache:12d} {0:4d} {0:4d} "
+                f"{machine.rng.randint(0, 400):5d} {machine.rng.randint(20, 2000):5d} "
+                f"{machine.rng.randint(300, 5000):4d} {machine.rng.randint(500, 9000):4d} "
+                f"{round(user):3d} {round(system):3d} {max(0, 100 - round(user) - round(system)):3d} {0:3d} {0:3d} {0:3d}")
+        assert member.vmstat is not None
+        member.vmstat(line)
+
+    def _domain_stats_tick(self, member: _Member) -> None:
+        for domain in member.machine.wander():
+            member.monitor.apply_stats(DomainStats(domain.vm_id, round(domain.cpu_percent),
+                                                   int(domain.memory * domain.rss_share) // (1 << 20) * (1 << 20)))
+
+    def _report_state(self, member: _Member) -> None:
+        """The state watch's batch (KSM, LVM, the image filesystem), only when it changed."""
+        if member.status is not HostStatus.up:
+            return
+        machine = member.machine
+        batch = {
+            "ksm": SectionOutput(0, machine.ksm_text()),
+            "vgs": SectionOutput(0, machine.vgs_json()),
+            "lvs": SectionOutput(0, machine.lvs_json()),
+            "images_fs": SectionOutput(0, machine.findmnt_json()),
+        }
+        key = tuple((name, output.stdout) for name, output in sorted(batch.items()) if name != "vgs") + (
+            tuple(sorted((vg, machine.vg_free(vg)) for vg in machine.volumes)),)
+        if key == member.last_state:
+            return
+        member.last_state = key
+        member.monitor.apply_state(batch)
+
+    def _on_domain(self, member: _Member, state: Any) -> None:
+        if member.status is HostStatus.up:  # libvirt events come only over a live connection
+            member.monitor.apply_domain(state)
+
+    # --- faults on demand ---------------------------------------------------------------------
+
+    def fail_host(self, host_id: str, reason: str = "power loss") -> None:
+        """The machine loses power: guests die; the controller notices after its keepalives miss."""
+        member = self.member(host_id)
+        member.machine.crash()
+        self._lose(member, f"connection lost: {reason} (simulated)")
+
+    def recover_host(self, host_id: str, *, boot: float | None = None) -> None:
+        """Power back: the machine boots (``boot`` seconds, scaled) and the controller reconnects."""
+        member = self.member(host_id)
+        member.machine.boot()
+        member.machine.reachable = True
+        self._connect(member, self.timing.boot if boot is None else boot)
+
+    def disconnect(self, host_id: str, reason: str = "network unreachable") -> None:
+        """The network to the host goes: its guests keep running, the controller loses sight of it."""
+        member = self.member(host_id)
+        member.machine.reachable = False
+        self._lose(member, f"connection lost: {reason} (simulated)")
+
+    def reconnect(self, host_id: str) -> None:
+        member = self.member(host_id)
+        member.machine.reachable = True
+        if member.machine.up:
+            self._connect(member, self.timing.connect)
+
+    def reconnect_all(self) -> None:
+        """Every host's connection drops and comes back at once (the controller's network blinked)."""
+        for member in list(self._members.values()):
+            if member.status is HostStatus.up:
+                self._cancel(member)
+                self._set_status(member, HostStatus.down, "connection lost: Connection reset by peer (simulated)")
+            if member.machine.up:
+                self._connect(member, self.timing.connect)
+
+    def _lose(self, member: _Member, reason: str) -> None:
+        self._cancel(member)
+        member.task = asyncio.create_task(self._noticed(member, reason), name=f"sim-lost:{member.name}")
+
+    async def _noticed(self, member: _Member, reason: str) -> None:
+        await asyncio.sleep(self.timing.seconds(DETECT_SECONDS))
+        if member.status is not HostStatus.down:
+            self._set_status(member, HostStatus.down, reason)
+
+    async def wait_up(self, host_id: str, timeout: float | None = None) -> None:
+        member = self.member(host_id)
+        try:
+            async with asyncio.timeout(timeout):
+                while member.status is not HostStatus.up:
+                    member.changed.clear()
+                    await member.changed.wait()
+        except TimeoutError:
+            raise NotConnected(f"host {member.name} is {member.status.value}: {member.reason}") from None
+
+    # --- the executor's HostOperations ----------------------------------------------------------
+
+    def _reachable(self, host_id: str) -> _Member | OperationResult:
+        member = self._members.get(host_id)
+        if member is None:
+            return OperationResult(EXIT_UNREACHABLE, "", f"host {host_id} is not a simulated host of this controller")
+        if member.status is not HostStatus.up:
+            return OperationResult(EXIT_UNREACHABLE, "", f"host {member.name} is {member.status.value}: {member.reason}")
+        return member
+
+    async def run(self, host_id: str, command: str, *, privileged: bool = True) -> OperationResult:
+        member = self._reachable(host_id)
+        if isinstance(member, OperationResult):
+            return member
+        return _result(await member.machine.shell(command))
+
+    async def libvirt(self, host_id: str, op: str, **kwargs: Any) -> OperationResult:
+        member = self._reachable(host_id)
+        if isinstance(member, OperationResult):
+            return member
+        machine = member.machine
+        vm_id = kwargs.get("vm_id", "")
+        if op == "start":
+            result = await machine.start(vm_id, kwargs["vm_name"], kwargs["xml"])
+        elif op == "shutdown":
+            result = await machine.shutdown(vm_id, float(kwargs.get("timeout") or 0))
+        elif op == "destroy-if-running":
+            result = await machine.destroy(vm_id)
+        elif op == "undefine":
+            result = await machine.undefine(vm_id)
+        elif op in ("pause", "resume"):
+            result = await machine.set_paused(vm_id, op == "pause")
+        elif op == "domain-state":
+            result = Result(0, machine.domain_state(vm_id))
+        elif op == "migrate":
+            result = await self._migrate(member, kwargs["target_host_id"], vm_id, bool(kwargs.get("copy_storage")))
+        else:
+            result = Result(1, "", f"unknown libvirt operation {op!r}")
+        return _result(result)
+
+    async def _migrate(self, source: _Member, target_id: str, vm_id: str, copy_storage: bool) -> Result:
+        target = self._reachable(target_id)
+        if isinstance(target, OperationResult):
+            return Result(1, "", f"operation failed: Failed to connect to remote libvirt URI: {target.stderr}")
+        domain = source.machine.domains.get(vm_id)
+        if domain is None or domain.status == "shut off":
+            return Result(1, "", "Requested operation is not valid: domain is not running")
+        free = target.machine.memory - min(GIB, target.machine.memory // 10) - target.machine.committed_memory()
+        if domain.memory > free:
+            return Result(1, "", "operation failed: migration job: unexpectedly failed: "
+                                 "cannot set up guest memory 'pc.ram': Cannot allocate memory")
+        seconds = 0.5 + domain.memory * domain.rss_share / MIGRATE_BYTES_PER_SECOND
+        if copy_storage:
+            disks = sum(v.size for vg in source.machine.volumes.values() for v in vg.values()) * 0.01
+            seconds += disks / (source.machine.write_mbps * 1e6)
+        arrived = Domain(domain.vm_id, domain.name, domain.memory, domain.cpus, "running",
+                         cpu_percent=domain.cpu_percent, rss_share=domain.rss_share)
+        target.machine.domains[vm_id] = arrived
+        target.machine.on_domain(arrived.state(DomainEvent.started, migrating=True))
+        try:
+            await source.machine.spend(seconds)
+            await target.machine.spend(0)
+        except Exception:
+            target.machine.domains.pop(vm_id, None)
+            target.machine.on_domain(arrived.state(DomainEvent.undefined, migrating=True))
+            return Result(1, "", "operation failed: migration out job: unexpectedly failed "
+                                 "(the connection to a host was lost)")
+        source.machine.domains.pop(vm_id, None)
+        source.machine.stopped(domain, DomainEvent.stopped, migrating=True)
+        target.machine.on_domain(arrived.state(DomainEvent.resumed, migrating=True))
+        return Result(0)
+
+
+def _result(result: Result) -> OperationResult:
+    return OperationResult(result.exit_code, result.stdout, result.stderr)
+
+
+__all__ = ["ADDRESS_DOMAIN", "SimulatedFleet"]
