@@ -598,6 +598,27 @@ def all_violations(state: OperationalState) -> list[Violation]:
 # --- placement -----------------------------------------------------------------------------------
 
 
+FLAP_DROPS = 3  # connection losses within FLAP_WINDOW that make a host "flapping"
+FLAP_WINDOW = dt.timedelta(minutes=10)
+FLAP_CALM = dt.timedelta(minutes=5)  # up this long since its last loss, it may take guests again
+
+
+def flap_calm_at(state: OperationalState, host_id: str) -> dt.datetime | None:
+    """When a flapping host may take guests again; None if it is not flapping.
+
+    A host that keeps losing its connection would pull guests back only to lose them again: plans
+    would move VMs to it and away from it in turn. Until it has stayed up for FLAP_CALM, nothing new
+    is placed there."""
+    dyn = state.host_dyn.get(host_id)
+    if dyn is None or len(dyn.drops) < FLAP_DROPS:
+        return None
+    recent = [t for t in dyn.drops if state.now - t <= FLAP_WINDOW]
+    if len(recent) < FLAP_DROPS:
+        return None
+    calm_at = max(recent) + FLAP_CALM
+    return calm_at if state.now < calm_at else None
+
+
 def host_usable(state: OperationalState, host_id: str, today: dt.date | None = None) -> str | None:
     """Why nothing new may be placed on this host (down, maintenance, end of life, locked), or None."""
     host = state.hosts.get(host_id)
@@ -614,6 +635,11 @@ def host_usable(state: OperationalState, host_id: str, today: dt.date | None = N
         return f"{name}: past its end of life ({host.end_of_life.isoformat()})"
     if host.capabilities is None:
         return f"{name}: not discovered yet"
+    calm_at = flap_calm_at(state, host_id)
+    if calm_at is not None:
+        drops = len([t for t in state.host_dyn[host_id].drops if state.now - t <= FLAP_WINDOW])
+        return (f"{name}: flapping (lost {drops} times in {int(FLAP_WINDOW.total_seconds() // 60)} min); "
+                f"takes guests again from {calm_at:%H:%M:%S} if it stays up")
     if state.locked("host", host_id):
         return f"{name}: held by another plan"
     return None

@@ -29,7 +29,7 @@ from typing import Any
 
 from ..core.bus import Change
 from ..core.models import AuditEntry, Event, EventSeverity, HostDynamic, Plan, PlanStatus, utcnow
-from .checkers import all_violations
+from .checkers import all_violations, flap_calm_at
 from .commitments import ACTIVE, build_state, lock_holders
 from .state import OperationalState
 from .optimise import overloaded_hosts
@@ -276,6 +276,7 @@ class Replanner:
         self.executor = executor
         self.search_options = search_options or {}
         self.overloaded_since: dict[str, dt.datetime] = {}
+        self.flapping: dict[str, dt.datetime] = {}  # host -> when it may take guests again
         self.passes = 0
         self._own: set[tuple[str, str]] = set()
         self._reported: frozenset[str] = frozenset()
@@ -298,6 +299,7 @@ class Replanner:
                 del self.overloaded_since[host_id]
         for host_id in sorted(hot):
             self.overloaded_since.setdefault(host_id, now)
+        self.flapping = {h: t for h in state.host_ids() if (t := flap_calm_at(state, h)) is not None}
         return state.with_context(overloaded_since=dict(self.overloaded_since))
 
     def _write(self, state: Any, drafts: list[PlanDraft], now: dt.datetime) -> ReplanReport:
@@ -363,10 +365,14 @@ class Replanner:
             self.store.put(event)
 
     def pending_hold(self) -> set[str]:
+        """Hosts whose next monitoring tick may change a plan with no other change: a load-balancing
+        hold running out, a flapping host whose calm period is over. Their ticks are the clock."""
+        now = self.clock()
+        calm = {host_id for host_id, at in self.flapping.items() if at <= now}
         hold = self.store.get("settings", "settings")
         if hold is None or not hold.optimisation.load_balancing:
-            return set()
-        return set(self.overloaded_since)
+            return calm
+        return calm | set(self.overloaded_since)
 
     async def replan_async(self) -> ReplanReport:
         """Snapshot on the loop (the store is not thread-safe), plan in a worker thread, write on the loop."""

@@ -25,6 +25,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -137,7 +138,8 @@ class SimulatedFleet:
         find_profile(profile)
         if self.store.find_by_name(Host, name) is not None:
             raise FleetError(f"a host named {name!r} already exists")
-        host = Host(name=name, address=f"{name.lower()}.{ADDRESS_DOMAIN}", simulated=True, dedicated=dedicated,
+        label = re.sub(r"[^a-z0-9-]+", "-", name.lower()).strip("-")[:63] or "host"  # a DNS label
+        host = Host(name=name, address=f"{label}.{ADDRESS_DOMAIN}", simulated=True, dedicated=dedicated,
                     capabilities=None)
         # The profile travels in the document (as discovery would find it), so a restarted
         # controller simulates the same machine.
