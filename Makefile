@@ -8,16 +8,20 @@ BASE_PACKAGES := tools/packages-base.txt
 LAB_PACKAGES := tests/lab/packages.txt tools/packages-test.txt
 ARGS ?=
 
-.PHONY: run test bench system-base system-lab clean
+.PHONY: run demo test bench system-base system-lab clean
 
 run: $(VENV)/.stamp-run
 	$(PY) -m kerub_tui $(ARGS)
+
+# The console on a simulated fleet in its own data dir: a tour without any hosts.
+demo: $(VENV)/.stamp-run
+	$(PY) -m kerub_tui --demo $(ARGS)
 
 test: system-lab $(VENV)/.stamp-test
 	$(PY) -m pytest $(ARGS)
 
 bench: system-lab $(VENV)/.stamp-bench
-	@for b in bench/store.py bench/planner.py bench/ssh.py bench/console.py; do \
+	@for b in bench/store.py bench/planner.py bench/ssh.py bench/console.py bench/fleet.py; do \
 		if [ -f $$b ]; then echo "== $$b"; $(PY) $$b || exit $$?; fi; \
 	done
 

@@ -235,15 +235,14 @@ class SimulatedFleet:
     # --- connection states ----------------------------------------------------------------------
 
     def _set_status(self, member: _Member, status: HostStatus, reason: str | None) -> None:
-        previous = member.status if member.task is not None or status is not HostStatus.connecting else None
+        """As the SSH fleet does: HostDynamic at once, an Event when the status changed, listeners."""
         member.status, member.reason = status, reason
         member.changed.set()
         current = self.writer.current(HostDynamic, member.host_id) or HostDynamic(id=member.host_id)
-        before = current.status
         self.writer.put(current.with_status(status, reason, utcnow()), urgent=True)
-        if status is not before or previous is None:
+        if status is not current.status:
             event = status_event(member.host_id, member.name, status, reason)
-            if event is not None and status is not before:
+            if event is not None:
                 self._put_event(event)
         for listener in list(self._listeners):
             try:
