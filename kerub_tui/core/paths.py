@@ -15,6 +15,7 @@ STORE_FILE = "kerub.unqlite"
 LOCK_FILE = "kerub.lock"
 SOCKET_FILE = "control.sock"
 KEY_FILE = "id_ed25519"
+DEMO_DIR = "demo"
 
 
 def data_dir(override: str | os.PathLike[str] | None = None) -> Path:
@@ -25,6 +26,14 @@ def data_dir(override: str | os.PathLike[str] | None = None) -> Path:
     if env:
         return Path(env).expanduser().resolve()
     return Path(platformdirs.user_data_dir(APP_NAME, appauthor=False))
+
+
+def demo_data_dir(override: str | os.PathLike[str] | None = None) -> Path:
+    """The demo's data dir: --data-dir, else a "demo" dir inside the data dir, so a demo never
+    mixes its simulated fleet into the admin's documents."""
+    if override:
+        return Path(override).expanduser().resolve()
+    return data_dir() / DEMO_DIR
 
 
 def config_dir() -> Path:
