@@ -199,7 +199,8 @@ class SimulatedFleet:
                 if alloc.host_id != host_id:
                     continue
                 if isinstance(alloc, LvmAllocation) and alloc.vg in machine.volumes:
-                    machine.restore_volume(alloc.vg, alloc.lv, alloc.actual_size or 0, alloc.thin_pool)
+                    machine.restore_volume(alloc.vg, alloc.lv, alloc.actual_size or 0, alloc.thin_pool,
+                                           mirrors=alloc.mirrors)
                 elif isinstance(alloc, FileAllocation):
                     machine.restore_image(alloc.path, alloc.format, alloc.actual_size or 0)
         config = self.store.get(HostConfiguration, host_id)

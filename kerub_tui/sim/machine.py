@@ -86,6 +86,7 @@ class Volume:
     size: int
     kind: str = "linear"  # linear, thin-pool, thin, raid1
     pool: str | None = None
+    mirrors: int = 0  # raid1: extra copies (each takes ``size`` of the VG)
     uuid: str = field(default_factory=lambda: _lvm_uuid())
 
 
@@ -93,6 +94,9 @@ class Volume:
 class Image:
     format: str
     size: int
+
+
+_LAYOUT = {"thin-pool": "thin,pool", "thin": "thin,sparse", "raid1": "raid,raid1"}  # lvs' lv_layout
 
 
 def _lvm_uuid() -> str:
@@ -157,7 +161,7 @@ class Machine:
         return min(self.memory, BASE_MEMORY + max(0, guests - shared))
 
     def vg_free(self, vg: str) -> int:
-        used = sum(v.size * (2 if v.kind == "raid1" else 1) for v in self.volumes[vg].values() if v.kind != "thin")
+        used = sum(v.size * (v.mirrors + 1) for v in self.volumes[vg].values() if v.kind != "thin")
         return max(0, self.volume_groups[vg] - used)
 
     def images_free(self) -> int:
@@ -236,7 +240,7 @@ class Machine:
                     thin = sum(v.size for v in self.volumes[vg].values() if v.pool == name) * 0.3
                     used = f"{min(100.0, 100.0 * thin / volume.size):.2f}"
                 rows.append({"lv_name": name, "vg_name": vg, "lv_uuid": volume.uuid, "lv_size": str(volume.size),
-                             "lv_attr": attr, "lv_layout": "thin,pool" if volume.kind == "thin-pool" else volume.kind,
+                             "lv_attr": attr, "lv_layout": _LAYOUT.get(volume.kind, volume.kind),
                              "segtype": volume.kind, "pool_lv": volume.pool or "", "origin": "",
                              "data_percent": used, "metadata_percent": "1.20" if used else "",
                              "devices": "" if volume.kind == "thin" else f"{self._pv()}(0)"})
@@ -261,8 +265,10 @@ class Machine:
     def ksm_text(self) -> str:
         return self._ksm_read().stdout
 
-    def restore_volume(self, vg: str, lv: str, size: int, pool: str | None, *, kind: str | None = None) -> None:
-        self.volumes[vg][lv] = Volume(_extents(size) if size else EXTENT, kind or ("thin" if pool else "linear"), pool)
+    def restore_volume(self, vg: str, lv: str, size: int, pool: str | None, *, kind: str | None = None,
+                       mirrors: int = 0) -> None:
+        kind = kind or ("thin" if pool else "raid1" if mirrors else "linear")
+        self.volumes[vg][lv] = Volume(_extents(size) if size else EXTENT, kind, pool, mirrors)
 
     def restore_image(self, path: str, fmt: str, size: int) -> None:
         self.images[path] = Image(fmt, size)
@@ -287,7 +293,8 @@ class Machine:
             if pool not in self.volumes[vg] or self.volumes[vg][pool].kind != "thin-pool":
                 return Result(5, "", f"  Thin pool {vg}/{pool} not found.")
         else:
-            needed = size * (int(options.get("--mirrors", "1")) + 1 if kind == "raid1" else 1)
+            mirrors = int(options.get("--mirrors", "1")) if kind == "raid1" else 0
+            needed = size * (mirrors + 1)
             if needed > self.vg_free(vg):
                 free = self.vg_free(vg) // EXTENT
                 return Result(5, "", f'  Volume group "{vg}" has insufficient free space ({free} extents): '
@@ -297,7 +304,7 @@ class Machine:
             return Result(5, "", f"  device-mapper: reload ioctl on  ({self.rng.randint(250, 253)}:"
                                  f"{self.rng.randint(1, 60)}) failed: Device or resource busy\n"
                                  f"  Failed to activate new LV {vg}/{name}.")
-        self.volumes[vg][name] = Volume(size, kind, pool)
+        self.volumes[vg][name] = Volume(size, kind, pool, int(options.get("--mirrors", "1")) if kind == "raid1" else 0)
         self.on_storage()
         return Result(0, f'  Logical volume "{name}" created.\n')
 
@@ -311,8 +318,9 @@ class Machine:
         if size < volume.size:
             return Result(3, "", f"  New size given ({size // EXTENT} extents) not larger than existing size "
                                  f"({volume.size // EXTENT} extents)")
-        if volume.kind != "thin" and size - volume.size > self.vg_free(vg):
-            return Result(5, "", f'  Insufficient free space: {(size - volume.size) // EXTENT} extents needed, '
+        growth = (size - volume.size) * (volume.mirrors + 1)  # every copy grows
+        if volume.kind != "thin" and growth > self.vg_free(vg):
+            return Result(5, "", f'  Insufficient free space: {growth // EXTENT} extents needed, '
                                  f'but only {self.vg_free(vg) // EXTENT} available')
         await self.spend(0.4)
         if self._unlucky():
@@ -327,14 +335,15 @@ class Machine:
         vg, _, name = path.partition("/")
         if name not in self.volumes.get(vg, {}):
             return Result(5, "", f'  Failed to find logical volume "{path}"')
-        if any(v.pool == name for v in self.volumes[vg].values()):
-            return Result(5, "", f"  Removing pool {path} will remove its thin volumes first; refused")
         await self.spend(0.4)
         if self._unlucky():
             return Result(5, "", f"  Logical volume {path} contains a filesystem in use.")
-        del self.volumes[vg][name]
+        # as lvremove --yes does: a pool goes with the thin volumes in it
+        removed = [lv for lv, v in self.volumes[vg].items() if v.pool == name] + [name]
+        for lv in removed:
+            del self.volumes[vg][lv]
         self.on_storage()
-        return Result(0, f'  Logical volume "{name}" successfully removed.\n')
+        return Result(0, "".join(f'  Logical volume "{lv}" successfully removed.\n' for lv in removed))
 
     # images
 
@@ -359,8 +368,6 @@ class Machine:
             path, size = rest[0], int(rest[1])
             if not path.startswith(IMAGES_DIR + "/"):
                 return Result(1, "", f"qemu-img: {path}: Could not create '{path}': No such file or directory")
-            if size > self.images_free() and options.get("-f") == "raw":
-                return Result(1, "", f"qemu-img: {path}: Could not preallocate: No space left on device")
             await self.spend(0.2)
             if self._unlucky():
                 return Result(1, "", f"qemu-img: {path}: Could not create '{path}': Input/output error")
@@ -378,13 +385,31 @@ class Machine:
             if size < image.size:
                 return Result(1, "", "qemu-img: Use the --shrink option to perform a shrink operation.")
             await self.spend(0.2)
+            if self._unlucky():
+                return Result(1, "", f"qemu-img: Could not open '{path}': Failed to get \"write\" lock")
             image.size = size
+            self.on_storage()
+            return Result(0)
+        if sub == "convert":
+            options, rest = _flags(words[2:])
+            if len(rest) != 2:
+                return Result(1, "", "qemu-img: Expecting one image file name")
+            source, target = rest
+            image = self.images.get(source)
+            if image is None:
+                return Result(1, "", f"qemu-img: Could not open '{source}': No such file or directory")
+            await self.spend(1.0 + image.size * 0.05 / (self.write_mbps * 1e6))  # sparse: a few % is data
+            if self._unlucky():
+                return Result(1, "", "qemu-img: error while writing at byte 0: Input/output error")
+            self.images[target] = Image(options.get("-O", image.format), image.size)
             self.on_storage()
             return Result(0)
         return Result(127, "", f"qemu-img {sub}: not simulated by the kerub-tui simulator")
 
     async def _rm(self, words: list[str]) -> Result:
         await self.spend(0.05)
+        if self._unlucky():
+            return Result(1, "", f"rm: cannot remove '{words[-1]}': Device or resource busy")
         for path in [w for w in words[1:] if not w.startswith("-")]:
             self.images.pop(path, None)
         self.on_storage()
@@ -405,6 +430,8 @@ class Machine:
         return Result(0, "\n".join(lines) + "\n")
 
     def _ksm_write(self, command: str) -> Result:
+        if self._unlucky():
+            return Result(1, "", "sh: 1: echo: echo: I/O error")
         for part in command.split("&&"):
             match = re.fullmatch(r"\s*echo (\d+) > /sys/kernel/mm/ksm/(run|pages_to_scan|sleep_millisecs)\s*", part)
             if match is None:

@@ -331,8 +331,6 @@ async def test_a_restarted_fleet_finds_the_running_guests_and_volumes_its_docume
         await after.stop()
 
 
-@pytest.mark.xfail(strict=True, reason="sim/fleet.py:202 _restore passes no LvmAllocation.mirrors to "
-                                       "Machine.restore_volume: a raid1 LV comes back linear after a restart")
 async def test_a_restarted_fleet_restores_a_mirrored_lv_as_raid1(store):
     before = new_fleet(store)
     host = await up_host(before)
