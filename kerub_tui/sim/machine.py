@@ -141,6 +141,7 @@ class Machine:
         self.on_domain: Callable[[DomainState], None] = lambda state: None
         self.on_storage: Callable[[], None] = lambda: None
         self.generation = 0  # bumped on every crash: work begun before it does not finish after
+        self.peer_key: str | None = None  # the public half of /root/.ssh/kerub-peer, once made
 
     # --- facts ----------------------------------------------------------------------------------
 
@@ -197,6 +198,10 @@ class Machine:
             if command.startswith("echo ") and "/sys/kernel/mm/ksm/" in command:
                 await self.spend(0.03)
                 return self._ksm_write(command)
+            if command.startswith(("umask 077 && ", "if [ -f ")) and "/.ssh/" in command:
+                return await self._ssh_files(command)
+            if command.startswith("s=$(mktemp) && d=$(mktemp) && "):
+                return await self._copy(command)
             try:
                 words = shlex.split(command)
             except ValueError as error:
@@ -454,6 +459,47 @@ class Machine:
         self.ksm["pages_shared"] = self.ksm["pages_sharing"] // 4
         self.ksm["full_scans"] += 1
         return True
+
+    # host-to-host trust and copies (planner steps ssh-trust and copy-allocation)
+
+    async def _ssh_files(self, command: str) -> Result:
+        """The peer key, known_hosts and authorized_keys edits: kept as files would keep them."""
+        await self.spend(0.05)
+        if "ssh-keygen" in command:  # make the peer key once, print its public half
+            if self.peer_key is None:
+                import asyncssh
+
+                key = asyncssh.generate_private_key("ssh-ed25519", comment="kerub-peer")
+                self.peer_key = key.export_public_key().decode().strip()
+            return Result(0, self.peer_key + "\n")
+        return Result(0)
+
+    async def _copy(self, command: str) -> Result:
+        """copy.copy_allocation_pipeline on the source: stream the allocation to the destination.
+
+        Only this half is simulated: the destination allocation was made by the step's first
+        operation on the other machine, and guest data has no content here to checksum."""
+        size_match = re.search(r"head -c (\d+) -- ", command)
+        source_match = re.search(r"if \[ ! -r ('(?:[^']|'\\'')*'|\S+) \]", command)
+        if size_match is None or source_match is None:
+            return Result(2, "", "sh: 1: Syntax error: the copy pipeline is not one kerub-tui writes")
+        source, size = shlex.split(source_match.group(1))[0], int(size_match.group(1))
+        if not self._readable(source):
+            return Result(1, "", f"kerub-copy-failed: cannot read {source}")
+        await self.spend(1.0 + size / (min(self.write_mbps, 1100) * 1e6))  # disk or 10 GbE, the slower
+        if self._unlucky():
+            return Result(1, "", "kerub-copy-failed: checksum mismatch (source "
+                                 f"{self.rng.getrandbits(256):064x}, destination none)")
+        import hashlib
+
+        digest = hashlib.sha256(f"{self.name}:{source}:{size}".encode()).hexdigest()
+        return Result(0, f"kerub-copy-sha256 {digest}\n")
+
+    def _readable(self, path: str) -> bool:
+        if path in self.images:
+            return True
+        parts = path.split("/")  # /dev/VG/LV
+        return len(parts) == 4 and parts[1] == "dev" and parts[3] in self.volumes.get(parts[2], {})
 
     async def _poweroff(self, words: list[str]) -> Result:
         await self.spend(0.1)

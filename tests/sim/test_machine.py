@@ -542,3 +542,32 @@ async def test_a_crash_downs_the_guests_and_a_down_machine_answers_nothing():
     machine.boot()
     assert not ksm.parse_ksm((await ok(machine, ksm.ksm_read_command())).stdout).run
     assert (await machine.start(vm.id, vm.name, xml)).exit_code == 0
+
+
+# --- host-to-host trust and copies ------------------------------------------------------------------
+
+
+async def test_the_copy_pipeline_streams_an_existing_allocation_and_reports_its_sum():
+    from kerub_tui.hosts import copy
+
+    machine = new_machine()
+    await ok(machine, lvm.lvcreate(VG, "kerub-d1", 1 * GIB))
+    pipeline = copy.copy_allocation_pipeline(f"/dev/{VG}/kerub-d1", "kvm2.sim.invalid", f"/dev/{VG}/kerub-d1", GIB)
+    result = await ok(machine, pipeline)
+    assert copy.parse_copy_sum(result.stdout)
+    hostile = copy.copy_allocation_pipeline(f"/dev/{VG}/it's $(reboot)", "kvm2.sim.invalid", "/dev/x", 5)
+    refused = await machine.shell(hostile)
+    assert refused.exit_code == 1 and f"cannot read /dev/{VG}/it's $(reboot)" in refused.stderr
+
+
+async def test_the_trust_step_s_commands_make_a_peer_key_once_and_install_keys():
+    from kerub_tui.hosts import trust
+    from kerub_tui.planner.steps import known_host_command, peer_key_command
+
+    machine = new_machine()
+    first = await ok(machine, peer_key_command())
+    again = await ok(machine, peer_key_command())
+    assert first.stdout == again.stdout
+    assert trust.parse_public_key(first.stdout.strip()).identity
+    await ok(machine, trust.ssh_trust(first.stdout.strip()))
+    await ok(machine, known_host_command("kvm2.sim.invalid", 22, first.stdout.strip()))
