@@ -480,10 +480,12 @@ class Machine:
         Only this half is simulated: the destination allocation was made by the step's first
         operation on the other machine, and guest data has no content here to checksum."""
         size_match = re.search(r"head -c (\d+) -- ", command)
-        source_match = re.search(r"if \[ ! -r ('(?:[^']|'\\'')*'|\S+) \]", command)
-        if size_match is None or source_match is None:
+        _, marker, rest = command.partition("if [ ! -r ")
+        if size_match is None or not marker:
             return Result(2, "", "sh: 1: Syntax error: the copy pipeline is not one kerub-tui writes")
-        source, size = shlex.split(source_match.group(1))[0], int(size_match.group(1))
+        words = shlex.shlex(rest, posix=True)
+        words.whitespace_split = True
+        source, size = words.get_token() or "", int(size_match.group(1))
         if not self._readable(source):
             return Result(1, "", f"kerub-copy-failed: cannot read {source}")
         await self.spend(1.0 + size / (min(self.write_mbps, 1100) * 1e6))  # disk or 10 GbE, the slower
