@@ -8,6 +8,7 @@ hands every coalesced batch of changes to the screens. The controller never impo
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from pathlib import Path
@@ -32,11 +33,12 @@ from .screens.hosts import AddHostScreen, HostDetailScreen
 from .screens.keymap import Keymap, load_keymap
 from .screens.live import LiveTable
 from .screens.logs import AuditScreen, EventsScreen
-from .screens.main import PANES, MainScreen
+from .screens.main import DEMO_LABEL, PANES, MainScreen
 from .screens.plans import ProposalsScreen
 from .screens.prompt import PromptScreen
 from .screens.settings import SettingsScreen
 from .screens.vms import VmDetailScreen, VmEditorScreen
+from .sim.demo import Tour
 
 log = logging.getLogger(__name__)
 
@@ -105,9 +107,15 @@ class KerubApp(App[None]):
             super().__init__()
             self.count = count
 
-    def __init__(self, controller: Any, *, keymap_file: Path | None = None) -> None:
+    def __init__(self, controller: Any, *, keymap_file: Path | None = None, demo: bool = False,
+                 tour: Tour | None = None) -> None:
+        """``demo`` labels the console as the demo (``kerub-tui --demo``); ``tour`` is the demo's
+        scripted part, run while the console is open."""
         super().__init__()
         self.controller = controller
+        self.demo = demo
+        self.tour = tour
+        self._tour_task: asyncio.Task[None] | None = None
         self.attached = not isinstance(controller, Controller)
         self.keymap_file = keymap_file
         self.keymap: Keymap | None = None
@@ -130,7 +138,7 @@ class KerubApp(App[None]):
             except Exception as error:  # the console cannot run without its controller: say why
                 self.exit(return_code=1, message=f"kerub-tui: {error}")
                 return
-        self.sub_title = str(self.controller.data_dir)
+        self.sub_title = f"{DEMO_LABEL} — {self.controller.data_dir}" if self.demo else str(self.controller.data_dir)
         self.keymap = load_keymap(self.keymap_file, known_ids=all_binding_ids())
         if self.keymap.bindings:
             self.set_keymap(self.keymap.bindings)
@@ -141,8 +149,30 @@ class KerubApp(App[None]):
         await self._feed_ready.wait()
         self.main = MainScreen()
         await self.push_screen(self.main)
+        if self.demo:
+            self.notify(f"A simulated fleet: no real host is contacted. The planner's proposals wait in :plans "
+                        f"({self.key_for('table.open')} opens one, {self.key_for('plans.approve')} approves).",
+                        title="kerub-tui demo", timeout=20)
+        if self.tour is not None:
+            self.start_tour(self.tour)
+
+    def start_tour(self, tour: Tour) -> None:
+        """Run the demo's scripted events; each is told in a notification."""
+        tour.say = lambda line: self.notify(line, title="demo", timeout=15)
+
+        def ended(task: asyncio.Task[None]) -> None:
+            if not task.cancelled() and task.exception() is not None:
+                log.error("the demo tour failed", exc_info=task.exception())
+                self.notify(f"the demo's script stopped: {task.exception()}", title="demo", severity="warning")
+
+        self._tour_task = asyncio.create_task(tour.run(), name="demo-tour")
+        self._tour_task.add_done_callback(ended)
 
     async def on_unmount(self) -> None:
+        if self._tour_task is not None:
+            self._tour_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._tour_task
         if self._subscription is not None:
             self._subscription.close()
         await self.controller.stop()

@@ -17,6 +17,7 @@ import os
 import signal
 import sys
 from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
 from typing import Any, TextIO
 
 from . import __version__
@@ -94,6 +95,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--data-dir", help="data dir (default: $KERUB_TUI_DATA or the user data dir)")
     parser.add_argument("--readonly", action="store_true", help="change nothing, on hosts or documents")
+    parser.add_argument("--demo", action="store_true",
+                        help="a guided tour on a simulated fleet, in a data dir of its own (no host is contacted)")
     parser.add_argument("--version", action="version", version=f"kerub-tui {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
@@ -542,6 +545,59 @@ def run_console(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+DEMO_TIMING = {"scale": 1.0, "failure_rate": 0.02}  # real durations; now and then a command fails, as on hosts
+
+
+async def prepare_demo(data_dir: Path, out: TextIO) -> None:
+    """Seed the demo's data dir when it is new (at once: the simulator runs at timing scale 0 here)."""
+    from .sim import Timing
+    from .sim.demo import HOSTS, LEGACY_HOSTS, LEGACY_VMS, SIM_SEED, VMS, DemoError, check_data_dir, seed, seeded
+
+    controller = Controller(data_dir, sim_timing=Timing(scale=0.0, connect=0.0, boot=0.0), sim_seed=SIM_SEED)
+    controller.open_store()
+    try:
+        check_data_dir(controller)
+        if seeded(controller):
+            return
+        print(f"kerub-tui: setting up the demo in {data_dir}: {len(LEGACY_HOSTS) + len(HOSTS)} simulated hosts, "
+              f"{len(LEGACY_VMS) + len(VMS)} VMs (a few seconds)", file=out)
+        await controller.start()
+        await seed(controller)
+    except DemoError as error:
+        raise CliError(str(error)) from None
+    except TimeoutError:
+        raise CliError(f"the demo could not be set up in {data_dir}: the simulated fleet did not settle; "
+                       "run kerub-tui --demo again to continue it") from None
+    finally:
+        await controller.stop()
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    """The console on the demo's simulated fleet, with the tour (see kerub_tui.sim.demo)."""
+    from .app import KerubApp
+    from .sim import Timing
+    from .sim.demo import SIM_SEED, Tour
+
+    if args.readonly:
+        raise CliError("--demo runs a simulated fleet that changes while you watch, so it cannot be read-only; "
+                       "to look at the demo's documents without running it: kerub-tui --readonly --data-dir "
+                       f"{paths.demo_data_dir(args.data_dir)}")
+    if args.command is not None:
+        raise CliError(f"--demo opens the console; run {args.command} without it "
+                       f"(with --data-dir {paths.demo_data_dir(args.data_dir)} to act on the demo)")
+    data_dir = paths.demo_data_dir(args.data_dir)
+    if controller_running(data_dir):  # the demo already runs there: another console on the same fleet
+        from .control import RemoteController
+
+        KerubApp(RemoteController(data_dir), demo=True).run()
+        return EXIT_OK
+    asyncio.run(prepare_demo(data_dir, sys.stderr))
+    controller = Controller(data_dir, serve=serve_socket, sim_timing=Timing(**DEMO_TIMING), sim_seed=SIM_SEED)
+    controller.open_store()
+    KerubApp(controller, demo=True, tour=Tour(controller)).run()
+    return EXIT_OK
+
+
 def _ask_password(args: argparse.Namespace) -> str | None:
     """`host add --install-key --accept-fingerprint ...`: the login password, from the terminal only."""
     if args.command != "host" or args.action != "add" or not args.install_key or not args.accept_fingerprint:
@@ -557,6 +613,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         args = build_parser().parse_args(argv)
+        if args.demo:
+            return run_demo(args)
         if args.command is None:
             return run_console(args)
         if args.command == "serve":

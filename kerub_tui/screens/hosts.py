@@ -22,7 +22,7 @@ from .format import STATUS_STYLES, ago, percent, timestamp
 from .forms import FieldError, FormField, int_value
 from .history import BUCKETS, cpu_busy, memory_used_percent
 from .live import LiveTable
-from .rows import DiskRows, EventRows, VmRows
+from .rows import SIMULATED_STYLE, DiskRows, EventRows, VmRows
 
 
 class AddHostScreen(KerubScreen, inherit_bindings=False):
@@ -385,6 +385,8 @@ class HostDetailScreen(KerubScreen, inherit_bindings=False):
         title.append(status, style=STATUS_STYLES.get(status, ""))
         if host.recycling:
             title.append("  maintenance (evacuating)", style="bold magenta")
+        if host.simulated:
+            title.append("  simulated host", style=f"bold {SIMULATED_STYLE}")
         if host.fingerprint:
             title.append(f"  {host.fingerprint}", style="dim")
         self.query_one("#host-title", Static).update(title)
@@ -476,6 +478,9 @@ def capabilities_table(host: Host) -> Table:
     if tools:
         table.add_row("tools", " ".join(tools))
     table.add_row("discovered", timestamp(caps.discovered_at))
+    if host.simulated:
+        table.add_row("simulated", Text("yes: kerub-tui's simulator answers for this machine; nothing real runs",
+                                        style=SIMULATED_STYLE))
     return table
 
 

@@ -20,7 +20,7 @@ from ..core.bus import Change
 from ..core.models import Host, HostDynamic, HostStatus, Plan, PlanStatus
 from .base import KerubScreen
 from .live import LiveTable
-from .rows import DiskRows, HostRows, VmRows, plan_progress
+from .rows import SIMULATED_STYLE, DiskRows, HostRows, VmRows, plan_progress
 
 COMPACT_WIDTH = 100
 COMPACT_HEIGHT = 30
@@ -28,6 +28,7 @@ WIDE_WIDTH = 160
 WIDE_HEIGHT = 45
 
 STATUS_KINDS = frozenset({"host", "host-dynamic", "plan"})
+DEMO_LABEL = "demo: simulated fleet"
 
 
 class HostTable(LiveTable):
@@ -244,6 +245,9 @@ class MainScreen(KerubScreen, inherit_bindings=False):
         text = Text()
         text.append("kerub-tui", style="bold")
         text.append(f" │ hosts {up}/{len(hosts)} up", style="" if up == len(hosts) else "bold yellow")
+        simulated = sum(1 for h in hosts if h.simulated)
+        if simulated and not self.kerub.demo:
+            text.append(f", {simulated} simulated", style=SIMULATED_STYLE)
         text.append(" │ ")
         text.append(f"{proposed} proposal{'s' if proposed != 1 else ''}",
                     style="bold yellow" if proposed else "")
@@ -252,6 +256,9 @@ class MainScreen(KerubScreen, inherit_bindings=False):
             text.append(f" │ running {plan.plan_kind} {plan_progress(plan)}", style="bold cyan")
             if len(running) > 1:
                 text.append(f" +{len(running) - 1}", style="cyan")
+        if self.kerub.demo:
+            text.append(" │ ")
+            text.append(DEMO_LABEL, style=f"bold {SIMULATED_STYLE}")
         if self.kerub.controller.readonly:
             text.append(" │ ")
             text.append(" READ-ONLY ", style="bold white on red")
@@ -267,6 +274,7 @@ class MainScreen(KerubScreen, inherit_bindings=False):
                 ("  kerub-tui host add ADDRESS[:PORT] --user root", "bold cyan"),
                 "\nThen create VMs (", (self.kerub.key_for("vms.new"), "bold"), " in the VMs pane) and approve "
                 "the planner's proposals (", (":plans", "bold"), ").  ", (self.kerub.key_for("app.help"), "bold"),
-                " lists every key.",
+                " lists every key.  No hosts at hand? ", ("kerub-tui --demo", "bold cyan"),
+                " tours a simulated fleet.",
             ))
         first_run.set_class(not hosts, "-shown")

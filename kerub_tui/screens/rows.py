@@ -32,6 +32,8 @@ from .format import (
 from .history import cpu_busy, memory_used_percent
 from .live import Column
 
+SIMULATED_STYLE = "magenta"  # the mark of a simulated host (kerub_tui.sim), wherever one is shown
+SIM_TAG = "sim"
 SPARK_WIDTH = 10
 SPARK_BUCKETS_PER_CHAR = 3  # 10 chars x 3 buckets x 10 s = the last five minutes
 
@@ -114,8 +116,11 @@ class HostRows:
             else:
                 ksm = Cell("off", sort=0)
             free = size_cell(sum(dyn.storage_free.values()) if dyn.storage_free else None)
+        name = Cell(host.name, "bold")
+        if host.simulated:  # a simulated host says so: nothing real runs there
+            name.append(f" {SIM_TAG}", style=f"italic {SIMULATED_STYLE}")
         return (
-            Cell(host.name, "bold"),
+            name,
             Cell(address),
             status,
             figure_with_spark(cpu, cpu_hist, SPARK_WIDTH),
