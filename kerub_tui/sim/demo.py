@@ -283,12 +283,14 @@ class Tour:
         """The host that loses power: up, x86, holding no disk (so its VMs can restart anywhere),
         running the most VMs that must run; ties by name."""
         db = self.controller.db
+        simulator = self.controller.simulator
         best: tuple[Any, ...] | None = None
         chosen = None
-        for host in db.list(Host):
-            status = self.controller.hosts.status(host.id)
-            caps = host.capabilities
-            if status is not HostStatus.up or host.end_of_life is not None or host.recycling or caps is None:
+        for host_id in simulator.host_ids:
+            host = db.get(Host, host_id)
+            caps = host.capabilities if host is not None else None
+            if host is None or simulator.status(host_id) is not HostStatus.up or host.end_of_life is not None \
+                    or host.recycling or caps is None:
                 continue
             if caps.cpu.architecture != "x86_64" or db.disks_on_host(host.id):
                 continue
@@ -301,6 +303,7 @@ class Tour:
         return chosen
 
     async def run(self) -> None:
+        await self._connected()
         await self.sleep(self.power_loss_after)
         host = self.victim()
         if host is None:
@@ -313,6 +316,15 @@ class Tour:
         await self._until_empty(host.id)
         simulator.recover_host(host.id)
         self._log(f"{host.name}: power is back; it boots and rejoins the fleet", host.name)
+
+    async def _connected(self, poll: float = 0.2, ceiling: float = 60.0) -> None:
+        """Until every simulated host has connected (or failed to): the countdown starts from a
+        fleet the admin can see."""
+        simulator = self.controller.simulator
+        waited = 0.0
+        while waited < ceiling and any(simulator.status(h) is HostStatus.connecting for h in simulator.host_ids):
+            await self.sleep(poll)
+            waited += poll
 
     async def _until_empty(self, host_id: str, poll: float = 1.0) -> None:
         """Until no VM that must run is placed on the host any more, or ``power_back_after``."""
