@@ -15,12 +15,16 @@ from textual.widgets import Input
 
 from kerub_tui.app import KerubApp
 
-from .fleet_data import H1, H2, NOW, build_fleet, sample_series
+from kerub_tui.core.models import Host
+from kerub_tui.sim import ADDRESS_DOMAIN, profile
+
+from .fleet_data import H1, H2, NOW, build_fleet, host_dynamic, ident, sample_series
 from .helpers import settle
 
 SIZES = [pytest.param((80, 24), id="80x24"), pytest.param((120, 40), id="120x40")]
 # The status bar shows the data dir: show a fixed, typical one rather than the test's temp dir.
 SHOWN_DATA_DIR = Path("/var/lib/kerub-tui")
+SIM = ident("host0004", 4)
 
 
 @pytest.fixture
@@ -60,6 +64,19 @@ def before(*keys: str, then=None):
 @pytest.mark.parametrize("size", SIZES)
 def test_main_screen(snap_compare, tmp_path, frozen_clock, size):
     assert snap_compare(fleet_app(tmp_path), terminal_size=size, run_before=before())
+
+
+def with_simulated_host(app: KerubApp) -> KerubApp:
+    """The fixture fleet and one simulated host (kerub_tui.sim), up: how the console labels it."""
+    host = Host(id=SIM, name="sim1", address=f"sim1.{ADDRESS_DOMAIN}", simulated=True,
+                capabilities=profile("mini").capabilities("sim1"))
+    app.controller.db.put_many([host, host_dynamic(SIM, 95.0, 3, 64)])
+    return app
+
+
+@pytest.mark.parametrize("size", [pytest.param((80, 24), id="80x24")])
+def test_main_screen_with_a_simulated_host(snap_compare, tmp_path, frozen_clock, size):
+    assert snap_compare(with_simulated_host(fleet_app(tmp_path)), terminal_size=size, run_before=before())
 
 
 @pytest.mark.parametrize("size", SIZES)
