@@ -32,7 +32,7 @@ from ..core.models import AuditEntry, Event, EventSeverity, HostDynamic, Plan, P
 from .checkers import all_violations, flap_calm_at
 from .commitments import ACTIVE, build_state, lock_holders
 from .state import OperationalState
-from .optimise import overloaded_hosts
+from .optimise import KSM_TIGHT, overloaded_hosts
 from .planning import PlanDraft, open_items, plan_all, plan_signature, premises
 from .search import is_hard, replay
 from .steps import UnknownStep, step_from_planned
@@ -225,19 +225,23 @@ _RESTARTING_STATUSES = frozenset({PlanStatus.approved, PlanStatus.done, PlanStat
                                   PlanStatus.interrupted, PlanStatus.rejected})
 
 
-def host_dynamic_digest(doc: HostDynamic | None) -> Any:
-    """What of a host's monitoring the planner reads, coarsely (percent of CPU is noise to it)."""
+def host_dynamic_digest(doc: HostDynamic | None, memory_total: int | None = None) -> Any:
+    """What of a host's monitoring the planner reads, coarsely (percent of CPU is noise to it, and
+    so is the guests' memory drifting by a few MiB: only crossing the KSM "tight" line matters)."""
     if doc is None:
         return None
-    used_bucket = None if doc.memory_used is None else doc.memory_used // (256 << 20)
+    tight = None
+    if doc.memory_used is not None:
+        tight = doc.memory_used / memory_total >= KSM_TIGHT if memory_total else doc.memory_used >> 30
     return (doc.status, tuple(sorted(doc.failing_devices)), doc.ksm.available, doc.ksm.run,
             doc.ksm.full_scans >= 2, (doc.ksm.pages_sharing * 4096) >> 26,
             doc.cpu_temperature is not None and doc.cpu_temperature >= 85.0,
-            tuple(sorted((k, v >> 30) for k, v in doc.storage_free.items())), used_bucket)
+            tuple(sorted((k, v >> 30) for k, v in doc.storage_free.items())), tight)
 
 
 def relevant(change: Change, *, own: set[tuple[str, str]] | None = None,
-             pending_hold: set[str] | None = None) -> bool:
+             pending_hold: set[str] | None = None, memory_total: Callable[[str], int | None] | None = None) -> bool:
+    """Whether ``change`` can alter a plan. ``memory_total(host_id)``: the host's RAM in bytes."""
     if change.kind in _IGNORED_KINDS:
         return False
     if change.kind == "plan":
@@ -248,7 +252,8 @@ def relevant(change: Change, *, own: set[tuple[str, str]] | None = None,
     if change.kind == "host-dynamic":
         if pending_hold and change.id in pending_hold:
             return True  # a host waiting out its load-balancing hold: the monitor's tick is our clock
-        return host_dynamic_digest(change.old) != host_dynamic_digest(change.new)  # type: ignore[arg-type]
+        total = memory_total(change.id) if memory_total is not None else None
+        return host_dynamic_digest(change.old, total) != host_dynamic_digest(change.new, total)  # type: ignore[arg-type]
     if change.kind == "vm-dynamic":
         def key(d: Any) -> Any:
             return None if d is None else (d.host_id, d.status)
@@ -261,6 +266,13 @@ def relevant(change: Change, *, own: set[tuple[str, str]] | None = None,
 
 
 # --- the service -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    drafts: list[PlanDraft]
+    open_hard: list[str]  # dealbreakers and problems open now, described
+    violations: list[Any]  # on what the hosts report, for the violation events
 
 
 class Replanner:
@@ -287,9 +299,22 @@ class Replanner:
     # one pass, synchronous: tests and the command line use it directly
     def replan(self) -> ReplanReport:
         now = self.clock()
+        state, reported = self._snapshots(now)
+        return self._write(state, self._plan(state, reported), now)
+
+    def _snapshots(self, now: dt.datetime) -> tuple[OperationalState, OperationalState]:
+        """The state to plan on (commitments of approved plans included) and the state the hosts
+        report (for violation events); one and the same when no plan is approved or running."""
         state = self._snapshot(now)
+        if any(p.status in ACTIVE for p in self.store.list(Plan)):
+            return state, OperationalState.from_store(self.store)
+        return state, state
+
+    def _plan(self, state: OperationalState, reported: OperationalState) -> _Outcome:
+        """The pure part of a pass (a worker thread runs it): drafts, open dealbreakers, violations."""
         drafts = plan_all(state, **self.search_options)
-        return self._write(state, drafts, now)
+        open_hard = sorted(i.describe() for i in open_items(state) if is_hard(i))
+        return _Outcome(drafts, open_hard, all_violations(reported))
 
     def _snapshot(self, now: dt.datetime) -> Any:
         state = build_state(self.store, now=now)
@@ -302,26 +327,25 @@ class Replanner:
         self.flapping = {h: t for h in state.host_ids() if (t := flap_calm_at(state, h)) is not None}
         return state.with_context(overloaded_since=dict(self.overloaded_since))
 
-    def _write(self, state: Any, drafts: list[PlanDraft], now: dt.datetime) -> ReplanReport:
-        report = write_drafts(self.store, drafts, now=now)
+    def _write(self, state: Any, outcome: _Outcome, now: dt.datetime) -> ReplanReport:
+        report = write_drafts(self.store, outcome.drafts, now=now)
         auto_approve(self.store, report, now=now)
         for plan in report.proposed + report.kept + report.withdrawn + report.approved:
             self._own.add((plan.id, plan.status.value))
-        self._report_unfixable(state, drafts, report)
-        self._report_violations()
+        self._report_unfixable(outcome, report)
+        self._report_violations(outcome.violations)
         self.passes += 1
         return report
 
-    def _report_violations(self) -> None:
+    def _report_violations(self, violations: list[Any]) -> None:
         """An Event when an expectation becomes violated, and one when it is met again.
 
         Judged on what the hosts report (the store), not on what approved plans will do. The last
         event per (subject, expectation) is the memory, so a restart does not repeat them.
         """
-        state = OperationalState.from_store(self.store)
         current: dict[tuple[str, str], str] = {}
         names: dict[str, str] = {}
-        for violation in all_violations(state):
+        for violation in violations:
             subject = self.store.get(violation.subject_kind, violation.subject_id)
             if subject is None or violation.index >= len(subject.expectations):
                 continue
@@ -352,11 +376,10 @@ class Replanner:
         if events:
             self.store.put_many(events)
 
-    def _report_unfixable(self, state: Any, drafts: list[PlanDraft], report: ReplanReport) -> None:
+    def _report_unfixable(self, outcome: _Outcome, report: ReplanReport) -> None:
         """One warning event per new set of dealbreakers and problems that no plan addresses."""
-        addressed = {line for d in drafts for line in d.trigger}
-        open_hard = sorted(i.describe() for i in open_items(state) if is_hard(i))
-        unfixable = frozenset(line for line in open_hard if line not in addressed)
+        addressed = {line for d in outcome.drafts for line in d.trigger}
+        unfixable = frozenset(line for line in outcome.open_hard if line not in addressed)
         report.unfixable = sorted(unfixable)
         new = sorted(unfixable - self._reported)
         self._reported = unfixable
@@ -377,9 +400,9 @@ class Replanner:
     async def replan_async(self) -> ReplanReport:
         """Snapshot on the loop (the store is not thread-safe), plan in a worker thread, write on the loop."""
         now = self.clock()
-        state = self._snapshot(now)
-        drafts = await asyncio.to_thread(plan_all, state, **self.search_options)
-        return self._write(state, drafts, now)
+        state, reported = self._snapshots(now)
+        outcome = await asyncio.to_thread(self._plan, state, reported)
+        return self._write(state, outcome, now)
 
     async def run(self) -> None:
         subscription = self.store.feed.subscribe()
@@ -407,7 +430,11 @@ class Replanner:
         """Start executions of newly approved plans; say whether the change calls for a re-plan."""
         if change.kind == "plan" and change.new is not None and change.new.status is PlanStatus.approved:
             self._start_execution(change.new.id)
-        return relevant(change, own=self._own, pending_hold=self.pending_hold())
+        return relevant(change, own=self._own, pending_hold=self.pending_hold(), memory_total=self._memory_total)
+
+    def _memory_total(self, host_id: str) -> int | None:
+        host = self.store.get("host", host_id)
+        return host.capabilities.memory_bytes if host is not None and host.capabilities is not None else None
 
     async def _settle(self, subscription: Any) -> None:
         """Debounce: wait until the feed is quiet for ``debounce`` seconds (at most ``max_delay``)."""

@@ -170,6 +170,15 @@ def test_relevant_changes() -> None:
     assert relevant(Change("vm", "v", None, None))
 
 
+def test_guest_memory_drift_is_not_a_reason_to_replan_but_crossing_the_ksm_line_is() -> None:
+    total = 64 << 30
+    dyn = HostDynamic(id="h", status=HostStatus.up, memory_used=40 << 30)
+    drift = dyn.model_copy(update={"memory_used": (40 << 30) + (300 << 20)})
+    tight = dyn.model_copy(update={"memory_used": int(total * 0.9)})
+    assert not relevant(Change("host-dynamic", "h", dyn, drift), memory_total=lambda host_id: total)
+    assert relevant(Change("host-dynamic", "h", dyn, tight), memory_total=lambda host_id: total)
+
+
 def test_unfixable_dealbreakers_are_reported_once(store: Store) -> None:
     fleet = from_tables(hosts="""
         name memory
