@@ -246,7 +246,7 @@ async def bring_up(controller: Any, *, poll: float = 0.05) -> None:
         for plan in _open(controller, PlanStatus.proposed):
             try:
                 await controller.decide_plan(plan.id, True)
-            except Exception as error:  # withdrawn meanwhile: the next pass proposes afresh
+            except Exception as error:  # the controller's ActionError: withdrawn meanwhile, re-proposed next pass
                 log.info("demo seed: %s", error)
         await asyncio.sleep(poll)
 
@@ -254,11 +254,10 @@ async def bring_up(controller: Any, *, poll: float = 0.05) -> None:
 # --- the tour ---------------------------------------------------------------------------------
 
 
-@dataclass
+@dataclass(frozen=True)
 class TourStep:
-    """What the tour did, for the console's notifications and the tests."""
+    """What the tour did (and told the admin), and to which host."""
 
-    at: float
     what: str
     host: str = ""
 
@@ -275,8 +274,7 @@ class Tour:
     steps: list[TourStep] = field(default_factory=list)
 
     def _log(self, what: str, host: str = "") -> None:
-        loop = asyncio.get_running_loop()
-        self.steps.append(TourStep(loop.time(), what, host))
+        self.steps.append(TourStep(what, host))
         self.say(what)
 
     def victim(self) -> Host | None:
@@ -341,5 +339,5 @@ def _must_run(vm: VirtualMachine | None) -> bool:
     return vm is not None and any(e.type == "availability" and e.up for e in vm.expectations)
 
 
-__all__ = ["DemoError", "HOSTS", "LEGACY_HOSTS", "LEGACY_VMS", "SEED_ACTION", "SIM_SEED", "Tour", "VMS",
+__all__ = ["DemoError", "HOSTS", "LEGACY_HOSTS", "LEGACY_VMS", "SEED_ACTION", "SIM_SEED", "Tour", "TourStep", "VMS",
            "bring_up", "check_data_dir", "seed", "seeded"]

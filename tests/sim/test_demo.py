@@ -14,7 +14,6 @@ import datetime as dt
 import io
 from collections import Counter
 from collections.abc import Callable
-from pathlib import Path
 
 import pytest
 
