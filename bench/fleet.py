@@ -223,10 +223,8 @@ class FeedCounter:
     """A change-feed subscriber counting the changes it receives by kind, and those the re-planner
     treats as reasons to plan again (its own ``relevant`` filter)."""
 
-    def __init__(self, store: Any) -> None:
-        from kerub_tui.planner.replanner import relevant
-
-        self.relevant = relevant
+    def __init__(self, store: Any, replanner: Any) -> None:
+        self.relevant = replanner.wants
         self.counts: collections.Counter[str] = collections.Counter()
         self.subscription = store.feed.subscribe()
         self.task = asyncio.get_running_loop().create_task(self._run())
@@ -352,9 +350,9 @@ async def run(data_dir: Path, hosts: int, window: float, presses: int) -> dict[s
     out["store_open_s"] = time.perf_counter() - began
     out["documents"] = sum(1 for _ in store.all_documents())
     writes = StoreTimer(store)
-    feed = FeedCounter(store)
     await controller.start()
     passes = PassTimer(controller.replanner)  # before its task's first step: no await since start
+    feed = FeedCounter(store, controller.replanner)
     await wait_all_up(controller, timeout=300)
     out["all_up_s"] = time.perf_counter() - began
     # Settle: the first domain statistics (2 s) and state reports (5 s), then the re-planner idle.

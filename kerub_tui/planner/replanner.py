@@ -430,6 +430,10 @@ class Replanner:
         """Start executions of newly approved plans; say whether the change calls for a re-plan."""
         if change.kind == "plan" and change.new is not None and change.new.status is PlanStatus.approved:
             self._start_execution(change.new.id)
+        return self.wants(change)
+
+    def wants(self, change: Change) -> bool:
+        """Whether ``change`` calls for a re-plan, by this service's own memory (its own writes, holds)."""
         return relevant(change, own=self._own, pending_hold=self.pending_hold(), memory_total=self._memory_total)
 
     def _memory_total(self, host_id: str) -> int | None:
