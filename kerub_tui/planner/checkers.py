@@ -139,6 +139,11 @@ class AvailabilityChecker(VmChecker):
                 return None
             if host_id is None:
                 return "not running"
+            if state.host_status(host_id) is HostStatus.connecting:
+                # The controller has just started and not heard from the host yet: what it reported
+                # last stands. Calling this a violation would flash every VM red at each start, and
+                # a plan made on it could start a second copy of a VM that is running.
+                return None
             if not state.host_up(host_id):
                 return f"its host {state.host_name(host_id)} is {state.host_status(host_id).value}"
             return f"{status.value} on {state.host_name(host_id)}"

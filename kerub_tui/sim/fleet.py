@@ -182,8 +182,11 @@ class SimulatedFleet:
         return member
 
     def _restore(self, machine: Machine, host_id: str) -> None:
-        """What the documents say this host had (a controller restart is not a host reboot)."""
-        for dyn in self.store.list(VirtualMachineDynamic):
+        """What the documents say this host had (a controller restart is not a host reboot). A host
+        last seen down comes back as one that was rebooted meanwhile: without its guests."""
+        host_dyn = self.store.get(HostDynamic, host_id)
+        rebooted = host_dyn is not None and host_dyn.status in (HostStatus.down, HostStatus.unreachable)
+        for dyn in [] if rebooted else self.store.list(VirtualMachineDynamic):
             if dyn.host_id != host_id or dyn.status not in (VmStatus.up, VmStatus.paused):
                 continue
             vm = self.store.get(VirtualMachine, dyn.id)

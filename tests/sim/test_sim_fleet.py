@@ -364,3 +364,22 @@ async def test_a_removed_host_is_forgotten(fleet, store):
     await asyncio.sleep(0.05)  # the writer's pending updates, if any, do not bring it back
     assert store.get(HostDynamic, host.id) is None and store.get(Host, host.id) is None
     assert fleet.status(other.id) is HostStatus.up
+
+
+async def test_a_host_last_seen_down_comes_back_after_a_restart_without_its_guests(store):
+    before = new_fleet(store)
+    host = await up_host(before)
+    vm = await running_vm(before, store, host)
+    before.fail_host(host.id)
+    await until(lambda: dyn(store, host).status is HostStatus.down, "the power loss noticed")
+    await before.stop()
+    assert store.get(VirtualMachineDynamic, vm.id).host_id == host.id, "nobody could tell the guest died"
+
+    after = new_fleet(store)
+    try:
+        await after.start()
+        await after.wait_up(host.id, timeout=HANG_GUARD)
+        assert await domain_state(after, host, vm) in ("", "shut off")
+        await until(lambda: store.get(VirtualMachineDynamic, vm.id).status is VmStatus.down, "the guest reported down")
+    finally:
+        await after.stop()

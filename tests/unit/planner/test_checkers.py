@@ -138,6 +138,12 @@ def test_availability() -> None:
     assert vm_verdict(f, "web", "availability:up") is SATISFIED
     f.host("h1", status=HostStatus.unreachable)
     assert vm_verdict(f, "web", "availability:up") == Violated("its host h1 is unreachable")
+    # just started, not heard from the host yet: the last report stands (no violation, no restart)
+    f.host("h1", status=HostStatus.connecting)
+    assert vm_verdict(f, "web", "availability:up") is SATISFIED
+    from kerub_tui.planner.planning import plan_all
+
+    assert plan_all(f.state()) == []
 
 
 def test_not_same_host() -> None:
