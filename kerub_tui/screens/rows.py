@@ -10,6 +10,7 @@ from ..core.models import (
     Event,
     Host,
     HostDynamic,
+    HostStatus,
     Plan,
     PlanStatus,
     StepOutcome,
@@ -106,8 +107,10 @@ class HostRows:
             status = status_cell(dyn.status.value)
             if host.recycling:
                 status.append(" maint", style="magenta")
-            cpu = cpu_busy(dyn)
-            mem = memory_used_percent(dyn, total)
+            # A host not up has no current figures: its last ones would pass for live ones.
+            live = dyn.status is HostStatus.up
+            cpu = cpu_busy(dyn) if live else None
+            mem = memory_used_percent(dyn, total) if live else None
             if not dyn.ksm.available:
                 ksm = Cell("n/a", "dim", sort=-1)
             elif dyn.ksm.run:
