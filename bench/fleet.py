@@ -470,7 +470,9 @@ def print_size(n: int, built: dict[str, Any], r: dict[str, Any]) -> None:
 
 def print_ratios(small: int, large: int, a: dict[str, Any], b: dict[str, Any]) -> None:
     def ratio(x: float, y: float) -> str:
-        return f"{x / y:.2f} x" if y else "inf x"
+        if not y:
+            return "n/a (both zero)" if not x else f"n/a (from zero to {x:g})"
+        return f"{x / y:.2f} x"
 
     scale = large / small
     figures = [
