@@ -238,10 +238,10 @@ async def cmd_host(args: argparse.Namespace, c: Controller, out: TextIO) -> int:
         def host_row(h: Host) -> list[str]:
             dyn = store.get(HostDynamic, h.id)
             return [h.name, f"{h.address}:{h.port}", dyn.status.value if dyn else "-",
-                    str(len(store.vms_on_host(h.id))), "yes" if h.recycling else "-"]
+                    str(len(store.vms_on_host(h.id))), "yes" if h.recycling else "-", "yes" if h.simulated else "-"]
 
         _print_list(out, sorted(store.list(Host), key=lambda h: h.name), args.json,
-                    ["NAME", "ADDRESS", "STATUS", "VMS", "EVACUATING"], host_row)
+                    ["NAME", "ADDRESS", "STATUS", "VMS", "EVACUATING", "SIMULATED"], host_row)
     elif args.action == "show":
         host = c.resolve(Host, args.name)
         dyn = store.get(HostDynamic, host.id)

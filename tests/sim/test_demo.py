@@ -241,3 +241,11 @@ async def test_preparing_seeds_once_and_refuses_real_hosts(tmp_path_factory, tmp
     await controller.stop()
     with pytest.raises(cli.CliError, match="holds real hosts"):
         await cli.prepare_demo(real, out)
+
+
+def test_host_list_says_which_hosts_are_simulated(tmp_path_factory, tmp_path, capsys) -> None:
+    ready = seeded_copy(tmp_path_factory, tmp_path / "ready")
+    assert cli.main(["--data-dir", str(ready), "host", "list"]) == cli.EXIT_OK
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split()[-1] == "SIMULATED"
+    assert len(lines) == 13 and all(line.split()[-1] == "yes" for line in lines[1:])
