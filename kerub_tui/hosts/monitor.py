@@ -413,7 +413,7 @@ class HostMonitor:
                     if self.streams:
                         vmstat, state = self._vmstat_command(), self._state_command()
                         domstats = domain_stats_command(self.settings.domain_stats_interval)
-                        group.create_task(self._keep_stream("vmstat", vmstat, self._vmstat_handler, False))
+                        group.create_task(self._keep_stream("vmstat", vmstat, self.vmstat_handler, False))
                         group.create_task(self._keep_stream("state", state, self._state_handler, True))
                         group.create_task(self._keep_stream("domain stats", domstats, self._domstats_handler, False))
             except* (NotConnected, SshError):
@@ -478,7 +478,7 @@ class HostMonitor:
                 self._smart[name] = device
         return watch_command(sections, self.settings.state_interval, every)
 
-    def _vmstat_handler(self) -> Callable[[str], None]:
+    def vmstat_handler(self) -> Callable[[str], None]:
         capabilities = self.capabilities()
         memory_total = capabilities.memory_bytes if capabilities and capabilities.memory_bytes else None
         parser = VmstatParser(memory_total=memory_total, unit=facts.VMSTAT_UNIT)

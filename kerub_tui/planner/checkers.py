@@ -614,14 +614,16 @@ def flap_calm_at(state: OperationalState, host_id: str) -> dt.datetime | None:
     A host that keeps losing its connection would pull guests back only to lose them again: plans
     would move VMs to it and away from it in turn. Until it has stayed up for FLAP_CALM, nothing new
     is placed there."""
-    dyn = state.host_dyn.get(host_id)
-    if dyn is None or len(dyn.drops) < FLAP_DROPS:
-        return None
-    recent = [t for t in dyn.drops if state.now - t <= FLAP_WINDOW]
+    recent = recent_drops(state, host_id)
     if len(recent) < FLAP_DROPS:
         return None
     calm_at = max(recent) + FLAP_CALM
     return calm_at if state.now < calm_at else None
+
+
+def recent_drops(state: OperationalState, host_id: str) -> list[dt.datetime]:
+    dyn = state.host_dyn.get(host_id)
+    return [t for t in dyn.drops if state.now - t <= FLAP_WINDOW] if dyn is not None else []
 
 
 def host_usable(state: OperationalState, host_id: str, today: dt.date | None = None) -> str | None:
@@ -642,8 +644,7 @@ def host_usable(state: OperationalState, host_id: str, today: dt.date | None = N
         return f"{name}: not discovered yet"
     calm_at = flap_calm_at(state, host_id)
     if calm_at is not None:
-        drops = len([t for t in state.host_dyn[host_id].drops if state.now - t <= FLAP_WINDOW])
-        return (f"{name}: flapping (lost {drops} times in {int(FLAP_WINDOW.total_seconds() // 60)} min); "
+        return (f"{name}: flapping (lost {len(recent_drops(state, host_id))} times in {int(FLAP_WINDOW.total_seconds() // 60)} min); "
                 f"takes guests again from {calm_at:%H:%M:%S} if it stays up")
     if state.locked("host", host_id):
         return f"{name}: held by another plan"

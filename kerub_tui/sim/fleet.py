@@ -46,13 +46,13 @@ from kerub_tui.core.models import (
 )
 from kerub_tui.core.names import InvalidName, check_name
 from kerub_tui.core.store import Store
-from kerub_tui.hosts.fleet import FleetError, StatusCallback, status_event
+from kerub_tui.hosts.fleet import FleetError, status_event
 from kerub_tui.hosts.libvirt_link import DomainEvent
 from kerub_tui.hosts.monitor import DocumentWriter, DomainStats, HostMonitor, MonitorSettings, SectionOutput
 from kerub_tui.hosts.operations import EXIT_UNREACHABLE, OperationResult
 from kerub_tui.ssh import NotConnected
 
-from .machine import GIB, Domain, Machine, Result, Timing
+from .machine import GIB, Domain, Machine, Timing
 from .profiles import profile as find_profile
 
 log = logging.getLogger(__name__)
@@ -94,7 +94,6 @@ class SimulatedFleet:
         self.writer = writer or DocumentWriter(store, write_interval)
         self._own_writer = writer is None
         self._members: dict[str, _Member] = {}
-        self._listeners: list[StatusCallback] = []
         self.started = False
 
     # --- lifecycle --------------------------------------------------------------------------
@@ -115,10 +114,6 @@ class SimulatedFleet:
         if self._own_writer:
             self.writer.close()
         self.started = False
-
-    def add_listener(self, callback: StatusCallback) -> Callable[[], None]:
-        self._listeners.append(callback)
-        return lambda: self._listeners.remove(callback) if callback in self._listeners else None
 
     def has(self, host_id: str) -> bool:
         return host_id in self._members
@@ -239,7 +234,7 @@ class SimulatedFleet:
     # --- connection states ----------------------------------------------------------------------
 
     def _set_status(self, member: _Member, status: HostStatus, reason: str | None) -> None:
-        """As the SSH fleet does: HostDynamic at once, an Event when the status changed, listeners."""
+        """As the SSH fleet does: HostDynamic at once, an Event when the status changed."""
         member.status, member.reason = status, reason
         member.changed.set()
         current = self.writer.current(HostDynamic, member.host_id) or HostDynamic(id=member.host_id)
@@ -248,11 +243,6 @@ class SimulatedFleet:
             event = status_event(member.host_id, member.name, status, reason)
             if event is not None:
                 self._put_event(event)
-        for listener in list(self._listeners):
-            try:
-                listener(member.host_id, status, reason)
-            except Exception:
-                log.exception("status listener failed")
 
     def _put_event(self, event: Event) -> None:
         try:
@@ -274,7 +264,7 @@ class SimulatedFleet:
             return
         self._set_status(member, HostStatus.up, None)
         member.monitor.apply_sync([d.state(DomainEvent.sync) for d in machine.running()])
-        member.vmstat = member.monitor._vmstat_handler()
+        member.vmstat = member.monitor.vmstat_handler()
         for line in _VMSTAT_HEADER:
             member.vmstat(line)
         member.last_state = None
@@ -325,8 +315,7 @@ class SimulatedFleet:
             "lvs": SectionOutput(0, machine.lvs_json()),
             "images_fs": SectionOutput(0, machine.findmnt_json()),
         }
-        key = tuple((name, output.stdout) for name, output in sorted(batch.items()) if name != "vgs") + (
-            tuple(sorted((vg, machine.vg_free(vg)) for vg in machine.volumes)),)
+        key = tuple(output.stdout for _, output in sorted(batch.items()))
         if key == member.last_state:
             return
         member.last_state = key
@@ -405,7 +394,7 @@ class SimulatedFleet:
         member = self._reachable(host_id)
         if isinstance(member, OperationResult):
             return member
-        return _result(await member.machine.shell(command))
+        return await member.machine.shell(command)
 
     async def libvirt(self, host_id: str, op: str, **kwargs: Any) -> OperationResult:
         member = self._reachable(host_id)
@@ -424,23 +413,22 @@ class SimulatedFleet:
         elif op in ("pause", "resume"):
             result = await machine.set_paused(vm_id, op == "pause")
         elif op == "domain-state":
-            result = Result(0, machine.domain_state(vm_id))
+            result = OperationResult(0, machine.domain_state(vm_id))
         elif op == "migrate":
             result = await self._migrate(member, kwargs["target_host_id"], vm_id, bool(kwargs.get("copy_storage")))
         else:
-            result = Result(1, "", f"unknown libvirt operation {op!r}")
-        return _result(result)
+            result = OperationResult(1, "", f"unknown libvirt operation {op!r}")
+        return result
 
-    async def _migrate(self, source: _Member, target_id: str, vm_id: str, copy_storage: bool) -> Result:
+    async def _migrate(self, source: _Member, target_id: str, vm_id: str, copy_storage: bool) -> OperationResult:
         target = self._reachable(target_id)
         if isinstance(target, OperationResult):
-            return Result(1, "", f"operation failed: Failed to connect to remote libvirt URI: {target.stderr}")
+            return OperationResult(1, "", f"operation failed: Failed to connect to remote libvirt URI: {target.stderr}")
         domain = source.machine.domains.get(vm_id)
         if domain is None or domain.status == "shut off":
-            return Result(1, "", "Requested operation is not valid: domain is not running")
-        free = target.machine.memory - min(GIB, target.machine.memory // 10) - target.machine.committed_memory()
-        if domain.memory > free:
-            return Result(1, "", "operation failed: migration job: unexpectedly failed: "
+            return OperationResult(1, "", "Requested operation is not valid: domain is not running")
+        if domain.memory > target.machine.free_memory():
+            return OperationResult(1, "", "operation failed: migration job: unexpectedly failed: "
                                  "cannot set up guest memory 'pc.ram': Cannot allocate memory")
         seconds = 0.5 + domain.memory * domain.rss_share / MIGRATE_BYTES_PER_SECOND
         if copy_storage:
@@ -456,16 +444,12 @@ class SimulatedFleet:
         except Exception:
             target.machine.domains.pop(vm_id, None)
             target.machine.on_domain(arrived.state(DomainEvent.undefined, migrating=True))
-            return Result(1, "", "operation failed: migration out job: unexpectedly failed "
+            return OperationResult(1, "", "operation failed: migration out job: unexpectedly failed "
                                  "(the connection to a host was lost)")
         source.machine.domains.pop(vm_id, None)
         source.machine.stopped(domain, DomainEvent.stopped, migrating=True)
         target.machine.on_domain(arrived.state(DomainEvent.resumed, migrating=True))
-        return Result(0)
-
-
-def _result(result: Result) -> OperationResult:
-    return OperationResult(result.exit_code, result.stdout, result.stderr)
+        return OperationResult(0)
 
 
 __all__ = ["ADDRESS_DOMAIN", "SimulatedFleet"]

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from kerub_tui.core.models import HostCapabilities, StorageTechnology, VmStatus
 from kerub_tui.hosts import ksm
 from kerub_tui.hosts.kvm import parse_domain_xml
+from kerub_tui.hosts.operations import EXIT_UNREACHABLE, OperationResult
 from kerub_tui.hosts.facts import IMAGES_DIR
 from kerub_tui.hosts.libvirt_link import DomainEvent, DomainState
 
@@ -34,7 +35,6 @@ EXTENT = 4 * MIB  # LVM's default extent size
 BASE_MEMORY = 2 * GIB  # what the host OS, libvirtd and the page cache floor take
 PAGE = 4096
 
-EXIT_UNREACHABLE = 255  # as ssh reports a channel closed under a command
 
 
 @dataclass
@@ -49,13 +49,6 @@ class Timing:
 
     def seconds(self, base: float) -> float:
         return max(0.0, base * self.scale)
-
-
-@dataclass(frozen=True)
-class Result:
-    exit_code: int
-    stdout: str = ""
-    stderr: str = ""
 
 
 class MachineDown(Exception):
@@ -153,6 +146,15 @@ class Machine:
     def cpus(self) -> int:
         return max(1, self.capabilities.cpu.cpus)
 
+    def closed(self) -> OperationResult:
+        """What a command gets when the machine goes away under it: ssh's exit status and words."""
+        return OperationResult(EXIT_UNREACHABLE, "", f"Connection to {self.name} closed by remote host.")
+
+    def free_memory(self) -> int:
+        """Memory a new guest may take: what the host keeps for itself is counted as the planner
+        counts it (10 %, at most 1 GiB)."""
+        return self.memory - min(GIB, self.memory // 10) - self.committed_memory()
+
     def committed_memory(self) -> int:
         return sum(d.memory for d in self.domains.values() if d.status != "shut off")
 
@@ -189,7 +191,7 @@ class Machine:
 
     # --- the shell ------------------------------------------------------------------------------
 
-    async def shell(self, command: str) -> Result:
+    async def shell(self, command: str) -> OperationResult:
         """Run ``command`` as the host's shell would, for the commands kerub-tui writes."""
         try:
             if command.startswith("if [ -r /sys/kernel/mm/ksm/run ]"):
@@ -205,31 +207,31 @@ class Machine:
             try:
                 words = shlex.split(command)
             except ValueError as error:
-                return Result(2, "", f"sh: 1: Syntax error: {error}")
+                return OperationResult(2, "", f"sh: 1: Syntax error: {error}")
             if not words:
-                return Result(0)
+                return OperationResult(0)
             handler = self._COMMANDS.get(words[0])
             if handler is None:
-                return Result(127, "", f"sh: 1: {words[0]}: not found (the kerub-tui simulator does not "
+                return OperationResult(127, "", f"sh: 1: {words[0]}: not found (the kerub-tui simulator does not "
                                         f"simulate {words[0]})")
             return await handler(self, words)
         except MachineDown:
-            return Result(EXIT_UNREACHABLE, "", f"Connection to {self.name} closed by remote host.")
+            return self.closed()
         except ValueError as error:  # an argument the tool would refuse
-            return Result(3, "", f"  {error}")
+            return OperationResult(3, "", f"  {error}")
 
     # LVM
 
-    async def _lvs(self, words: list[str]) -> Result:
+    async def _lvs(self, words: list[str]) -> OperationResult:
         await self.spend(0.08)
         vg = words[-1] if not words[-1].startswith("-") and "," not in words[-1] else None
         if vg is not None and vg not in self.volumes:
-            return Result(5, "", f'  Volume group "{vg}" not found\n  Cannot process volume group {vg}')
-        return Result(0, self.lvs_json(vg))
+            return OperationResult(5, "", f'  Volume group "{vg}" not found\n  Cannot process volume group {vg}')
+        return OperationResult(0, self.lvs_json(vg))
 
-    async def _vgs(self, words: list[str]) -> Result:
+    async def _vgs(self, words: list[str]) -> OperationResult:
         await self.spend(0.08)
-        return Result(0, self.vgs_json())
+        return OperationResult(0, self.vgs_json())
 
     def lvs_json(self, vg_filter: str | None = None) -> str:
         """``lvs --reportformat json --units b --nosuffix -o LVS_FIELDS [VG]`` as lvm prints it."""
@@ -282,169 +284,169 @@ class Machine:
         device = next((s.device for s in self.capabilities.storage if s.device), "/dev/sda")
         return f"{device}p3" if "nvme" in device else f"{device}3"
 
-    async def _lvcreate(self, words: list[str]) -> Result:
+    async def _lvcreate(self, words: list[str]) -> OperationResult:
         options, vg = _options(words[1:])
         name, kind = options.get("--name"), options.get("--type", "linear")
         size_text = options.get("--size") or options.get("--virtualsize")
         if vg not in self.volumes:
-            return Result(5, "", f'  Volume group "{vg}" not found\n  Cannot process volume group {vg}')
+            return OperationResult(5, "", f'  Volume group "{vg}" not found\n  Cannot process volume group {vg}')
         if not name or not size_text:
-            return Result(3, "", "  Please specify either size or extents (not both).")
+            return OperationResult(3, "", "  Please specify either size or extents (not both).")
         size = _extents(_size(size_text))
         if name in self.volumes[vg]:
-            return Result(5, "", f'  Logical Volume "{name}" already exists in volume group "{vg}"')
+            return OperationResult(5, "", f'  Logical Volume "{name}" already exists in volume group "{vg}"')
         pool = options.get("--thinpool")
         if kind == "thin":
             if pool not in self.volumes[vg] or self.volumes[vg][pool].kind != "thin-pool":
-                return Result(5, "", f"  Thin pool {vg}/{pool} not found.")
+                return OperationResult(5, "", f"  Thin pool {vg}/{pool} not found.")
         else:
             mirrors = int(options.get("--mirrors", "1")) if kind == "raid1" else 0
             needed = size * (mirrors + 1)
             if needed > self.vg_free(vg):
                 free = self.vg_free(vg) // EXTENT
-                return Result(5, "", f'  Volume group "{vg}" has insufficient free space ({free} extents): '
+                return OperationResult(5, "", f'  Volume group "{vg}" has insufficient free space ({free} extents): '
                                      f'{needed // EXTENT} required.')
         await self.spend(0.5 + (1.0 if kind == "raid1" else 0.0))
         if self._unlucky():
-            return Result(5, "", f"  device-mapper: reload ioctl on  ({self.rng.randint(250, 253)}:"
+            return OperationResult(5, "", f"  device-mapper: reload ioctl on  ({self.rng.randint(250, 253)}:"
                                  f"{self.rng.randint(1, 60)}) failed: Device or resource busy\n"
                                  f"  Failed to activate new LV {vg}/{name}.")
         self.volumes[vg][name] = Volume(size, kind, pool, int(options.get("--mirrors", "1")) if kind == "raid1" else 0)
         self.on_storage()
-        return Result(0, f'  Logical volume "{name}" created.\n')
+        return OperationResult(0, f'  Logical volume "{name}" created.\n')
 
-    async def _lvextend(self, words: list[str]) -> Result:
+    async def _lvextend(self, words: list[str]) -> OperationResult:
         options, path = _options(words[1:])
         vg, _, name = path.partition("/")
         volume = self.volumes.get(vg, {}).get(name)
         if volume is None:
-            return Result(5, "", f'  Failed to find logical volume "{path}"')
+            return OperationResult(5, "", f'  Failed to find logical volume "{path}"')
         size = _extents(_size(options.get("--size", "0b")))
         if size < volume.size:
-            return Result(3, "", f"  New size given ({size // EXTENT} extents) not larger than existing size "
+            return OperationResult(3, "", f"  New size given ({size // EXTENT} extents) not larger than existing size "
                                  f"({volume.size // EXTENT} extents)")
         growth = (size - volume.size) * (volume.mirrors + 1)  # every copy grows
         if volume.kind != "thin" and growth > self.vg_free(vg):
-            return Result(5, "", f'  Insufficient free space: {growth // EXTENT} extents needed, '
+            return OperationResult(5, "", f'  Insufficient free space: {growth // EXTENT} extents needed, '
                                  f'but only {self.vg_free(vg) // EXTENT} available')
         await self.spend(0.4)
         if self._unlucky():
-            return Result(5, "", f"  Failed to suspend logical volume {path}.")
+            return OperationResult(5, "", f"  Failed to suspend logical volume {path}.")
         old, volume.size = volume.size, size
         self.on_storage()
-        return Result(0, f"  Size of logical volume {path} changed from {old} B to {size} B.\n"
+        return OperationResult(0, f"  Size of logical volume {path} changed from {old} B to {size} B.\n"
                          f"  Logical volume {path} successfully resized.\n")
 
-    async def _lvremove(self, words: list[str]) -> Result:
+    async def _lvremove(self, words: list[str]) -> OperationResult:
         _, path = _options(words[1:])
         vg, _, name = path.partition("/")
         if name not in self.volumes.get(vg, {}):
-            return Result(5, "", f'  Failed to find logical volume "{path}"')
+            return OperationResult(5, "", f'  Failed to find logical volume "{path}"')
         await self.spend(0.4)
         if self._unlucky():
-            return Result(5, "", f"  Logical volume {path} contains a filesystem in use.")
+            return OperationResult(5, "", f"  Logical volume {path} contains a filesystem in use.")
         # as lvremove --yes does: a pool goes with the thin volumes in it
         removed = [lv for lv, v in self.volumes[vg].items() if v.pool == name] + [name]
         for lv in removed:
             del self.volumes[vg][lv]
         self.on_storage()
-        return Result(0, "".join(f'  Logical volume "{lv}" successfully removed.\n' for lv in removed))
+        return OperationResult(0, "".join(f'  Logical volume "{lv}" successfully removed.\n' for lv in removed))
 
     # images
 
-    async def _qemu_img(self, words: list[str]) -> Result:
+    async def _qemu_img(self, words: list[str]) -> OperationResult:
         sub = words[1] if len(words) > 1 else ""
         if sub == "info":
             await self.spend(0.05)
             path = words[-1]
             image = self.images.get(path)
             if image is None:
-                return Result(1, "", f"qemu-img: Could not open '{path}': Could not open '{path}': "
+                return OperationResult(1, "", f"qemu-img: Could not open '{path}': Could not open '{path}': "
                                      "No such file or directory")
             info = {"virtual-size": image.size, "filename": path, "format": image.format,
                     "actual-size": min(image.size, 196608 if image.format == "qcow2" else 0), "dirty-flag": False}
             if image.format == "qcow2":
                 info["cluster-size"] = 65536
-            return Result(0, json.dumps(info, indent=4) + "\n")
+            return OperationResult(0, json.dumps(info, indent=4) + "\n")
         if sub == "create":
             options, rest = _flags(words[2:])
             if len(rest) != 2 or not rest[1].isdigit():
-                return Result(1, "", "qemu-img: Invalid image size specified.")
+                return OperationResult(1, "", "qemu-img: Invalid image size specified.")
             path, size = rest[0], int(rest[1])
             if not path.startswith(IMAGES_DIR + "/"):
-                return Result(1, "", f"qemu-img: {path}: Could not create '{path}': No such file or directory")
+                return OperationResult(1, "", f"qemu-img: {path}: Could not create '{path}': No such file or directory")
             await self.spend(0.2)
             if self._unlucky():
-                return Result(1, "", f"qemu-img: {path}: Could not create '{path}': Input/output error")
+                return OperationResult(1, "", f"qemu-img: {path}: Could not create '{path}': Input/output error")
             self.images[path] = Image(options.get("-f", "raw"), size)
             self.on_storage()
-            return Result(0)
+            return OperationResult(0)
         if sub == "resize":
             _, rest = _flags(words[2:])
             if len(rest) != 2 or not rest[1].isdigit():
-                return Result(1, "", "qemu-img: Invalid image size specified.")
+                return OperationResult(1, "", "qemu-img: Invalid image size specified.")
             path, size = rest[0], int(rest[1])
             image = self.images.get(path)
             if image is None:
-                return Result(1, "", f"qemu-img: Could not open '{path}': No such file or directory")
+                return OperationResult(1, "", f"qemu-img: Could not open '{path}': No such file or directory")
             if size < image.size:
-                return Result(1, "", "qemu-img: Use the --shrink option to perform a shrink operation.")
+                return OperationResult(1, "", "qemu-img: Use the --shrink option to perform a shrink operation.")
             await self.spend(0.2)
             if self._unlucky():
-                return Result(1, "", f"qemu-img: Could not open '{path}': Failed to get \"write\" lock")
+                return OperationResult(1, "", f"qemu-img: Could not open '{path}': Failed to get \"write\" lock")
             image.size = size
             self.on_storage()
-            return Result(0)
+            return OperationResult(0)
         if sub == "convert":
             options, rest = _flags(words[2:])
             if len(rest) != 2:
-                return Result(1, "", "qemu-img: Expecting one image file name")
+                return OperationResult(1, "", "qemu-img: Expecting one image file name")
             source, target = rest
             image = self.images.get(source)
             if image is None:
-                return Result(1, "", f"qemu-img: Could not open '{source}': No such file or directory")
+                return OperationResult(1, "", f"qemu-img: Could not open '{source}': No such file or directory")
             await self.spend(1.0 + image.size * 0.05 / (self.write_mbps * 1e6))  # sparse: a few % is data
             if self._unlucky():
-                return Result(1, "", "qemu-img: error while writing at byte 0: Input/output error")
+                return OperationResult(1, "", "qemu-img: error while writing at byte 0: Input/output error")
             self.images[target] = Image(options.get("-O", image.format), image.size)
             self.on_storage()
-            return Result(0)
-        return Result(127, "", f"qemu-img {sub}: not simulated by the kerub-tui simulator")
+            return OperationResult(0)
+        return OperationResult(127, "", f"qemu-img {sub}: not simulated by the kerub-tui simulator")
 
-    async def _rm(self, words: list[str]) -> Result:
+    async def _rm(self, words: list[str]) -> OperationResult:
         await self.spend(0.05)
         if self._unlucky():
-            return Result(1, "", f"rm: cannot remove '{words[-1]}': Device or resource busy")
+            return OperationResult(1, "", f"rm: cannot remove '{words[-1]}': Device or resource busy")
         for path in [w for w in words[1:] if not w.startswith("-")]:
             self.images.pop(path, None)
         self.on_storage()
-        return Result(0)
+        return OperationResult(0)
 
-    async def _test(self, words: list[str]) -> Result:
+    async def _test(self, words: list[str]) -> OperationResult:
         await self.spend(0.02)
         if words[1:3] == ["!", "-e"] and len(words) == 4:
-            return Result(1 if words[3] in self.images else 0)
+            return OperationResult(1 if words[3] in self.images else 0)
         if words[1:2] == ["-e"] and len(words) == 3:
-            return Result(0 if words[2] in self.images else 1)
-        return Result(2, "", "sh: 1: test: unexpected operator")
+            return OperationResult(0 if words[2] in self.images else 1)
+        return OperationResult(2, "", "sh: 1: test: unexpected operator")
 
     # KSM
 
-    def _ksm_read(self) -> Result:
+    def _ksm_read(self) -> OperationResult:
         lines = [f"{ksm.KSM_DIR}/{key}:{value}" for key, value in self.ksm.items()]
-        return Result(0, "\n".join(lines) + "\n")
+        return OperationResult(0, "\n".join(lines) + "\n")
 
-    def _ksm_write(self, command: str) -> Result:
+    def _ksm_write(self, command: str) -> OperationResult:
         if self._unlucky():
-            return Result(1, "", "sh: 1: echo: echo: I/O error")
+            return OperationResult(1, "", "sh: 1: echo: echo: I/O error")
         for part in command.split("&&"):
             match = re.fullmatch(r"\s*echo (\d+) > /sys/kernel/mm/ksm/(run|pages_to_scan|sleep_millisecs)\s*", part)
             if match is None:
-                return Result(2, "", f"sh: 1: cannot create {part.strip()!r}: Permission denied")
+                return OperationResult(2, "", f"sh: 1: cannot create {part.strip()!r}: Permission denied")
             self.ksm[match.group(2)] = int(match.group(1))
         if not self.ksm["run"]:
             self.ksm.update(pages_shared=0, pages_sharing=0)
-        return Result(0)
+        return OperationResult(0)
 
     def ksm_tick(self) -> bool:
         """One KSM scan's progress while it runs (similar guests share pages); True when it changed."""
@@ -462,7 +464,7 @@ class Machine:
 
     # host-to-host trust and copies (planner steps ssh-trust and copy-allocation)
 
-    async def _ssh_files(self, command: str) -> Result:
+    async def _ssh_files(self, command: str) -> OperationResult:
         """The peer key, known_hosts and authorized_keys edits: kept as files would keep them."""
         await self.spend(0.05)
         if "ssh-keygen" in command:  # make the peer key once, print its public half
@@ -471,10 +473,10 @@ class Machine:
 
                 key = asyncssh.generate_private_key("ssh-ed25519", comment="kerub-peer")
                 self.peer_key = key.export_public_key().decode().strip()
-            return Result(0, self.peer_key + "\n")
-        return Result(0)
+            return OperationResult(0, self.peer_key + "\n")
+        return OperationResult(0)
 
-    async def _copy(self, command: str) -> Result:
+    async def _copy(self, command: str) -> OperationResult:
         """copy.copy_allocation_pipeline on the source: stream the allocation to the destination.
 
         Only this half is simulated: the destination allocation was made by the step's first
@@ -482,20 +484,20 @@ class Machine:
         size_match = re.search(r"head -c (\d+) -- ", command)
         _, marker, rest = command.partition("if [ ! -r ")
         if size_match is None or not marker:
-            return Result(2, "", "sh: 1: Syntax error: the copy pipeline is not one kerub-tui writes")
+            return OperationResult(2, "", "sh: 1: Syntax error: the copy pipeline is not one kerub-tui writes")
         words = shlex.shlex(rest, posix=True)
         words.whitespace_split = True
         source, size = words.get_token() or "", int(size_match.group(1))
         if not self._readable(source):
-            return Result(1, "", f"kerub-copy-failed: cannot read {source}")
+            return OperationResult(1, "", f"kerub-copy-failed: cannot read {source}")
         await self.spend(1.0 + size / (min(self.write_mbps, 1100) * 1e6))  # disk or 10 GbE, the slower
         if self._unlucky():
-            return Result(1, "", "kerub-copy-failed: checksum mismatch (source "
+            return OperationResult(1, "", "kerub-copy-failed: checksum mismatch (source "
                                  f"{self.rng.getrandbits(256):064x}, destination none)")
         import hashlib
 
         digest = hashlib.sha256(f"{self.name}:{source}:{size}".encode()).hexdigest()
-        return Result(0, f"kerub-copy-sha256 {digest}\n")
+        return OperationResult(0, f"kerub-copy-sha256 {digest}\n")
 
     def _readable(self, path: str) -> bool:
         if path in self.images:
@@ -503,9 +505,9 @@ class Machine:
         parts = path.split("/")  # /dev/VG/LV
         return len(parts) == 4 and parts[1] == "dev" and parts[3] in self.volumes.get(parts[2], {})
 
-    async def _poweroff(self, words: list[str]) -> Result:
+    async def _poweroff(self, words: list[str]) -> OperationResult:
         await self.spend(0.1)
-        return Result(EXIT_UNREACHABLE, "", f"Connection to {self.name} closed by remote host.")
+        return self.closed()
 
     _COMMANDS = {
         "lvs": _lvs, "vgs": _vgs, "lvcreate": _lvcreate, "lvextend": _lvextend, "lvremove": _lvremove,
@@ -518,84 +520,82 @@ class Machine:
         domain = self.domains.get(vm_id)
         return domain.status if domain is not None else ""
 
-    async def start(self, vm_id: str, vm_name: str, xml: str) -> Result:
+    async def start(self, vm_id: str, vm_name: str, xml: str) -> OperationResult:
         facts = parse_domain_xml(xml)
         memory, cpus = facts.memory_max or GIB, facts.vcpus or 1
         domain = self.domains.get(vm_id)
         if domain is not None and domain.status != "shut off":
-            return Result(1, "", "Requested operation is not valid: domain is already running")
-        # what the host keeps for itself, as the planner counts it: 10 %, at most 1 GiB
-        free = self.memory - min(GIB, self.memory // 10) - self.committed_memory()
-        if memory > free:
-            return Result(1, "", "internal error: qemu unexpectedly closed the monitor: "
+            return OperationResult(1, "", "Requested operation is not valid: domain is already running")
+        if memory > self.free_memory():
+            return OperationResult(1, "", "internal error: qemu unexpectedly closed the monitor: "
                                  "cannot set up guest memory 'pc.ram': Cannot allocate memory")
         try:
             await self.spend(1.5)
         except MachineDown:
-            return Result(EXIT_UNREACHABLE, "", f"Connection to {self.name} closed by remote host.")
+            return self.closed()
         if self._unlucky():
-            return Result(1, "", "internal error: process exited while connecting to monitor: "
+            return OperationResult(1, "", "internal error: process exited while connecting to monitor: "
                                  "qemu-system-x86_64: failed to initialize kvm: Device or resource busy")
         domain = Domain(vm_id, vm_name, memory, cpus, "running", cpu_percent=self.rng.uniform(1, 40),
                         rss_share=self.rng.uniform(0.55, 0.95))
         self.domains[vm_id] = domain
         self.on_domain(domain.state(DomainEvent.started))
-        return Result(0)
+        return OperationResult(0)
 
-    async def shutdown(self, vm_id: str, timeout: float) -> Result:
+    async def shutdown(self, vm_id: str, timeout: float) -> OperationResult:
         domain = self.domains.get(vm_id)
         if domain is None or domain.status == "shut off":
-            return Result(0)
+            return OperationResult(0)
         guest = self.rng.uniform(3.0, 8.0)  # the guest's own shutdown after the ACPI press
         try:
             await self.spend(min(timeout, guest))
         except MachineDown:
-            return Result(EXIT_UNREACHABLE, "", f"Connection to {self.name} closed by remote host.")
+            return self.closed()
         if timeout < guest:
-            return Result(0)  # still running when the wait ended: the step destroys it next, as on a host
+            return OperationResult(0)  # still running when the wait ended: the step destroys it next, as on a host
         self.stopped(domain, DomainEvent.shutdown)
-        return Result(0)
+        return OperationResult(0)
 
-    async def destroy(self, vm_id: str) -> Result:
+    async def destroy(self, vm_id: str) -> OperationResult:
         domain = self.domains.get(vm_id)
         if domain is None or domain.status == "shut off":
-            return Result(0)
+            return OperationResult(0)
         try:
             await self.spend(0.3)
         except MachineDown:
-            return Result(EXIT_UNREACHABLE, "", f"Connection to {self.name} closed by remote host.")
+            return self.closed()
         self.stopped(domain, DomainEvent.stopped)
-        return Result(0)
+        return OperationResult(0)
 
     def stopped(self, domain: Domain, event: DomainEvent, *, migrating: bool = False) -> None:
         domain.status = "shut off"
         domain.cpu_percent = 0.0
         self.on_domain(domain.state(event, migrating=migrating))
 
-    async def undefine(self, vm_id: str) -> Result:
+    async def undefine(self, vm_id: str) -> OperationResult:
         domain = self.domains.pop(vm_id, None)
         if domain is not None and domain.status != "shut off":
             self.domains[vm_id] = domain
-            return Result(1, "", "Requested operation is not valid: cannot undefine a running domain "
+            return OperationResult(1, "", "Requested operation is not valid: cannot undefine a running domain "
                                  "without destroying it first")
         if domain is not None:
             self.on_domain(domain.state(DomainEvent.undefined))
-        return Result(0)
+        return OperationResult(0)
 
-    async def set_paused(self, vm_id: str, paused: bool) -> Result:
+    async def set_paused(self, vm_id: str, paused: bool) -> OperationResult:
         domain = self.domains.get(vm_id)
         if domain is None or domain.status == "shut off":
-            return Result(1, "", "Requested operation is not valid: domain is not running")
+            return OperationResult(1, "", "Requested operation is not valid: domain is not running")
         wanted = "paused" if paused else "running"
         if domain.status == wanted:
-            return Result(0)
+            return OperationResult(0)
         try:
             await self.spend(0.2)
         except MachineDown:
-            return Result(EXIT_UNREACHABLE, "", f"Connection to {self.name} closed by remote host.")
+            return self.closed()
         domain.status = wanted
         self.on_domain(domain.state(DomainEvent.suspended if paused else DomainEvent.resumed))
-        return Result(0)
+        return OperationResult(0)
 
     # --- the machine itself ---------------------------------------------------------------------
 
@@ -669,4 +669,4 @@ def _flags(words: list[str]) -> tuple[dict[str, str], list[str]]:
     return options, rest
 
 
-__all__ = ["Domain", "Machine", "MachineDown", "Result", "Timing"]
+__all__ = ["Domain", "EXIT_UNREACHABLE", "Machine", "MachineDown", "Timing"]

@@ -43,10 +43,6 @@ class HostPool:
         await self.simulated.stop()
         await self.fleet.stop()
 
-    def add_listener(self, callback: Any) -> Any:
-        removers = [self.fleet.add_listener(callback), self.simulated.add_listener(callback)]
-        return lambda: [remove() for remove in removers]
-
     def status(self, host_id: str) -> HostStatus:
         return self.simulated.status(host_id) if self.is_simulated(host_id) else self.fleet.status(host_id)
 

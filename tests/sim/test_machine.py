@@ -21,7 +21,8 @@ from kerub_tui.core.models import VirtualMachine
 from kerub_tui.hosts import facts, fileimage, ksm, kvm, lvm, spice
 from kerub_tui.hosts.facts import IMAGES_DIR, Output
 from kerub_tui.sim import Machine, Timing, profile
-from kerub_tui.sim.machine import EXIT_UNREACHABLE, EXTENT, Result
+from kerub_tui.hosts.operations import OperationResult
+from kerub_tui.sim.machine import EXIT_UNREACHABLE, EXTENT
 
 GIB = 1 << 30
 PROFILE = profile("mini")
@@ -34,7 +35,7 @@ def new_machine(*, scale: float = 0.0, failure_rate: float = 0.0, profile_name: 
                    timing=Timing(scale=scale, failure_rate=failure_rate), rng=random.Random(7))
 
 
-async def ok(machine: Machine, command: str) -> Result:
+async def ok(machine: Machine, command: str) -> OperationResult:
     result = await machine.shell(command)
     assert result.exit_code == 0, (command, result)
     return result
@@ -412,7 +413,7 @@ def test_the_shell_answers_anything_with_an_exit_code_and_text(commands, failure
     machine = new_machine(failure_rate=failure_rate)
     machine.up = up
 
-    async def run_all() -> list[Result]:
+    async def run_all() -> list[OperationResult]:
         return [await machine.shell(command) for command in commands]
 
     for result in asyncio.run(run_all()):
