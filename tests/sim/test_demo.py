@@ -13,7 +13,6 @@ import asyncio
 import datetime as dt
 import io
 from collections import Counter
-from collections.abc import Callable
 
 import pytest
 
@@ -43,21 +42,12 @@ from kerub_tui.sim.demo import (
     seed,
 )
 from tests.tui.demo_data import demo_controller, seeded_copy
+from tests.sim._support import CEILING, until
 
-CEILING = 60.0
 ALL_HOSTS = {h.name for h in (*LEGACY_HOSTS, *HOSTS)}
 ALL_VMS = {v.name for v in (*LEGACY_VMS, *VMS)}
 ALL_DISKS = {d.name for v in (*LEGACY_VMS, *VMS) for d in v.disks}
 
-
-async def until(predicate: Callable[[], object], what: str, ceiling: float = CEILING) -> object:
-    try:
-        async with asyncio.timeout(ceiling):
-            while not (value := predicate()):
-                await asyncio.sleep(0.02)
-            return value
-    except TimeoutError:
-        raise AssertionError(f"never happened: {what}") from None
 
 
 @pytest.fixture

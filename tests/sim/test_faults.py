@@ -8,8 +8,6 @@ that only turns a hang into a failure.
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -18,22 +16,10 @@ from kerub_tui.controller import Controller
 from kerub_tui.core.models import Event, HostDynamic, HostStatus, Plan, PlanStatus, VirtualMachineDynamic, VmStatus
 from kerub_tui.planner.steps import StartVm, step_from_planned
 from kerub_tui.sim import Timing
+from tests.sim._support import CEILING, until
 
 GIB = 1 << 30
-CEILING = 60.0  # seconds: only a hang gets near it
 
-
-async def until(predicate: Callable[[], object], what: str, ceiling: float = CEILING) -> object:
-    """Wait (on the controller's own loop) until ``predicate()`` is truthy; its value."""
-    try:
-        async with asyncio.timeout(ceiling):
-            while True:
-                value = predicate()
-                if value:
-                    return value
-                await asyncio.sleep(0.02)
-    except TimeoutError:
-        raise AssertionError(f"never happened: {what}") from None
 
 
 @pytest.fixture

@@ -8,8 +8,7 @@ Timing(scale=0): work happens at once; waits are for a state, with a ceiling onl
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -36,20 +35,11 @@ from kerub_tui.hosts.fleet import Fleet, FleetError
 from kerub_tui.hosts.operations import EXIT_UNREACHABLE, FleetOperations, OperationResult
 from kerub_tui.planner.steps import CreateLv, MigrateVm, RemoveLv, StartVm, step_from_planned
 from kerub_tui.sim import HostPool, SimulatedFleet, Timing, profile
+from tests.sim._support import CEILING, until
 
 GIB = 1 << 30
-CEILING = 30.0  # seconds: only a hang gets near it
 VG = profile("mini").vg
 
-
-async def until(condition: Callable[[], Any], what: str) -> Any:
-    try:
-        async with asyncio.timeout(CEILING):
-            while not (value := condition()):
-                await asyncio.sleep(0.02)
-            return value
-    except TimeoutError:
-        raise AssertionError(f"never happened: {what}") from None
 
 
 @pytest.fixture

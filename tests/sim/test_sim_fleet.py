@@ -9,8 +9,7 @@ nothing asserts on how long anything took).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Iterator
-from typing import Any
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
@@ -36,6 +35,7 @@ from kerub_tui.hosts.fleet import FleetError
 from kerub_tui.sim import ADDRESS_DOMAIN, SimulatedFleet, Timing, profile
 from kerub_tui.sim.machine import EXIT_UNREACHABLE
 from kerub_tui.ssh import NotConnected
+from tests.sim._support import until
 
 GIB = 1 << 30
 MIB = 1 << 20
@@ -59,15 +59,6 @@ async def fleet(store: Store) -> AsyncIterator[SimulatedFleet]:
     yield sim
     await sim.stop()
 
-
-async def until(condition: Callable[[], Any], what: str) -> Any:
-    try:
-        async with asyncio.timeout(HANG_GUARD):
-            while not (value := condition()):
-                await asyncio.sleep(0.01)
-            return value
-    except TimeoutError:
-        raise AssertionError(f"never happened: {what}") from None
 
 
 async def up_host(fleet: SimulatedFleet, name: str = "kvm01", profile_name: str = "mini") -> Host:
