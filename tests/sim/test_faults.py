@@ -113,6 +113,7 @@ async def test_a_dead_host_s_vms_are_proposed_elsewhere_respecting_their_expecta
 
     await approve_all(controller)
     assert placement(controller, vms["web1"]) == (placed[vms["web1"]], VmStatus.up)
+    assert "runs web2, which must not share a host with web1" in await controller.explain(vms["web1"])
     assert placement(controller, vms["db"]) == (placed[vms["db"]], VmStatus.up)
     machine = controller.simulator.machine(placed[vms["db"]])
     assert machine.domain_state(vms["db"]) == "running", "the simulated host really runs it now"
