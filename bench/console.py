@@ -172,9 +172,24 @@ class Painter:
         return future
 
 
-async def measure(app, table_of, loaded, store, args) -> dict:
+async def key_latencies(app, table, painter: Painter, presses: int) -> list[float]:
+    """Seconds from each cursor key (down, up, down...) to the screen update that shows it moved."""
     from textual import events
 
+    latencies = []
+    rng = random.Random(3)
+    for n in range(presses):
+        key = "down" if n % 2 == 0 else "up"
+        expected = table.cursor_row + (1 if key == "down" else -1)
+        repaint = painter.when(lambda e=expected: table.cursor_row == e)
+        pressed = time.perf_counter()
+        app._driver.send_message(events.Key(key, None))
+        latencies.append(await asyncio.wait_for(repaint, timeout=60) - pressed)
+        await asyncio.sleep(rng.uniform(0.01, 0.03))
+    return latencies
+
+
+async def measure(app, table_of, loaded, store, args) -> dict:
     result: dict = {}
     painter = Painter(app)
     started = time.perf_counter()
@@ -190,16 +205,7 @@ async def measure(app, table_of, loaded, store, args) -> dict:
         load = Load(store, args.rate)
         t0 = load.start()
         await asyncio.sleep(0.5)  # under load before measuring
-        latencies = []
-        rng = random.Random(3)
-        for n in range(args.presses):
-            key = "down" if n % 2 == 0 else "up"
-            expected = table.cursor_row + (1 if key == "down" else -1)
-            repaint = painter.when(lambda e=expected: table.cursor_row == e)
-            pressed = time.perf_counter()
-            app._driver.send_message(events.Key(key, None))
-            latencies.append(await asyncio.wait_for(repaint, timeout=60) - pressed)
-            await asyncio.sleep(rng.uniform(0.01, 0.03))
+        latencies = await key_latencies(app, table, painter, args.presses)
         elapsed = asyncio.get_running_loop().time() - t0
         await load.stop()
         result["changes_per_s"] = load.count / elapsed

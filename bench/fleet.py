@@ -43,7 +43,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.console import Painter, percentile, rss_kib  # noqa: E402
+from bench.console import Painter, key_latencies, percentile, rss_kib  # noqa: E402
 
 GIB = 1 << 30
 MIB = 1 << 20
@@ -296,8 +296,6 @@ async def failover(controller: Any) -> dict[str, Any]:
 
 async def console(controller: Any, presses: int) -> dict[str, Any]:
     """The console on the running controller while the fleet streams: first paint, key latency."""
-    from textual import events
-
     from kerub_tui.app import KerubApp
 
     app = KerubApp(controller)
@@ -320,16 +318,7 @@ async def console(controller: Any, presses: int) -> dict[str, Any]:
         await pilot.pause()
         await asyncio.sleep(0.5)
         cpu0, wall0 = cpu_seconds(), time.perf_counter()
-        latencies = []
-        rng = random.Random(3)
-        for n in range(presses):
-            key = "down" if n % 2 == 0 else "up"
-            expected = table.cursor_row + (1 if key == "down" else -1)
-            repaint = painter.when(lambda e=expected: table.cursor_row == e)
-            pressed = time.perf_counter()
-            app._driver.send_message(events.Key(key, None))
-            latencies.append(await asyncio.wait_for(repaint, timeout=60) - pressed)
-            await asyncio.sleep(rng.uniform(0.01, 0.03))
+        latencies = await key_latencies(app, table, painter, presses)
         result["cpu_percent"] = 100 * (cpu_seconds() - cpu0) / (time.perf_counter() - wall0)
         result["rss_mib"] = rss_kib() / 1024
         result["latency_p50_ms"] = percentile(latencies, 50) * 1000
