@@ -226,7 +226,7 @@ def _wanted_up_missing(controller: Any) -> list[str]:
     db = controller.db
     missing = []
     for vm in db.list(VirtualMachine):
-        if not any(e.type == "availability" and e.up for e in vm.expectations):
+        if not _must_run(vm):
             continue
         dyn = db.get(VirtualMachineDynamic, vm.id)
         if dyn is None or dyn.status is not VmStatus.up:
