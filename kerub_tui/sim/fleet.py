@@ -271,7 +271,7 @@ class SimulatedFleet:
         self._report_state(member)
         ticks = 0
         # Spread the hosts' seconds apart, as real hosts' clocks are.
-        await asyncio.sleep(self.timing.seconds(machine.rng.random()) if self.timing.scale else 0)
+        await asyncio.sleep(self.timing.seconds(machine.rng.random()))
         while True:
             self._vmstat_tick(member)
             ticks += 1
@@ -281,7 +281,7 @@ class SimulatedFleet:
                 machine.ksm_tick()
                 self._report_state(member)
             # Monitoring runs at real rates; at scale 0 (tests) a tick still yields, once a second.
-            await asyncio.sleep(max(self.settings.vmstat_interval * self.timing.scale, 0) or 1.0)
+            await asyncio.sleep(self.timing.seconds(self.settings.vmstat_interval) or 1.0)
 
     def _vmstat_tick(self, member: _Member) -> None:
         machine = member.machine
