@@ -402,12 +402,44 @@ class VirtualMachineDynamic(Document):
 # --- virtual storage -------------------------------------------------------------------------
 
 
+_SHA256_RE = re.compile(r"[0-9a-f]{64}\Z")
+
+
+class ImageInfo(Model):
+    """What makes a disk an image: read-only content an admin brought once (an ISO or a disk image)
+    that many VMs use, as a CD-ROM or as the backing of their own system disk.
+
+    ``format`` is what ``qemu-img info`` said on the host (an ISO is ``raw`` content with an ISO 9660
+    signature, recorded as ``iso``), never what the file name suggested."""
+
+    format: Literal["raw", "qcow2", "iso"]
+    virtual_size: int = Field(gt=0)  # what a guest sees; a clone's disk is at least this big
+    file_size: int = Field(gt=0)  # what one copy takes on a host
+    sha256: str  # of the file as imported; every copy is checked against it
+    source: str = ""  # where it was imported from (a file name on the jump box, or HOST:PATH), for people
+    imported_at: dt.datetime = Field(default_factory=utcnow)
+
+    @field_validator("sha256")
+    @classmethod
+    def _sha256(cls, v: str) -> str:
+        if not _SHA256_RE.match(v):
+            raise ValueError(f"{v!r} is not a sha256 digest (64 lower-case hex digits)")
+        return v
+
+
 class VirtualStorageDevice(Document):
     kind: Literal["disk"] = "disk"
     name: str
     size: int = Field(gt=0)
     read_only: bool = False
     expectations: list[DiskExpectation] = []
+    image: ImageInfo | None = None  # set: this disk is an image (read-only, shared by many VMs)
+
+    @model_validator(mode="after")
+    def _image_read_only(self) -> "VirtualStorageDevice":
+        if self.image is not None and not self.read_only:
+            raise ValueError(f"image {self.name} must be read-only")
+        return self
 
     @field_validator("name")
     @classmethod
