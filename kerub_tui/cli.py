@@ -81,6 +81,14 @@ def _size(text: str) -> int:
         raise argparse.ArgumentTypeError(str(error)) from None
 
 
+def _boot(text: str) -> list[str]:
+    devices = [d.strip() for d in text.split(",")]
+    bad = [d for d in devices if d not in ("hd", "cdrom", "network")]
+    if bad or not devices:
+        raise argparse.ArgumentTypeError(f"boot order {text!r}: use hd, cdrom and network, comma-separated")
+    return devices
+
+
 def _address(text: str) -> tuple[str, int | None]:
     host, sep, port = text.rpartition(":")
     if sep and host and not host.endswith(":") and port.isdigit() and (host.count(":") == 0 or host.startswith("[")):
@@ -123,6 +131,10 @@ def build_parser() -> argparse.ArgumentParser:
     _list_show(host)
     host.add_parser("remove", help="remove a host with no VMs or disks on it").add_argument("name")
     host.add_parser("evacuate", help="maintenance: move everything off, then it may be removed").add_argument("name")
+    hset = host.add_parser("set", help="change a host's settings")
+    hset.add_argument("name")
+    hset.add_argument("--accel", choices=("auto", "kvm", "tcg"), required=True,
+                      help="accelerator of its guests: kvm, tcg, or auto (kvm where usable)")
 
     vm = sub.add_parser("vm", help="virtual machines").add_subparsers(dest="action", metavar="ACTION", required=True,
                                                                       parser_class=_Parser)
@@ -134,7 +146,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="a new disk of this size (repeatable)")
     create.add_argument("--expect", action="append", default=[], metavar="SPEC",
                         help="TYPE[:ARG[,ARG...]][@LEVEL], e.g. not-same-host:web1@dealbreaker")
+    create.add_argument("--cdrom", metavar="IMAGE", help="attach this ISO image as a CD-ROM (and boot from it)")
+    create.add_argument("--boot", type=_boot, metavar="DEV[,DEV...]",
+                        help="boot order of hd, cdrom, network (default: cdrom,hd with --cdrom, else hd)")
     _list_show(vm)
+    vm.add_parser("eject", help="take the ISO out of the VM's CD-ROM (live too when it runs)").add_argument("name")
     for action, helptext in (("start", "expect the VM up"), ("stop", "expect the VM down"),
                              ("delete", "delete a stopped VM")):
         vm.add_parser(action, help=helptext).add_argument("name")
@@ -252,11 +268,21 @@ async def cmd_host(args: argparse.Namespace, c: Controller, out: TextIO) -> int:
     elif args.action == "remove":
         await c.remove_host(args.name)
         print(f"removed host {args.name}", file=out)
+    elif args.action == "set":
+        host = await c.set_host_accel(args.name, args.accel)
+        print(f"host {host.name}: accelerator {_accel_text(host)}", file=out)
     elif args.action == "evacuate":
         host = await c.evacuate_host(args.name)
         print(f"host {host.name} is in maintenance: the planner will propose moving its VMs and disks away",
               file=out)
     return EXIT_OK
+
+
+def _accel_text(host: Host) -> str:
+    from .hosts.kvm import host_accelerator
+
+    accel = host_accelerator(host)
+    return f"{accel.name} ({accel.why})"
 
 
 def _show_host(c: Controller, host: Host, dyn: HostDynamic | None) -> str:
@@ -277,6 +303,7 @@ def _show_host(c: Controller, host: Host, dyn: HostDynamic | None) -> str:
                          f"{format_size(storage.size_bytes)}")
         tools = sorted(t for t, present in caps.tools.items() if present)
         lines.append(f"  tools {' '.join(tools) or '-'}")
+    lines.append(f"  accelerator {_accel_text(host)}")
     for vm_id in sorted(c.db.vms_on_host(host.id)):
         vm = c.db.get(VirtualMachine, vm_id)
         lines.append(f"  runs {vm.name if vm else vm_id}")
@@ -291,13 +318,12 @@ async def cmd_vm(args: argparse.Namespace, c: Controller, out: TextIO) -> int:
         minimum, maximum = args.memory
         if store.find_by_name(VirtualMachine, args.name) is not None:
             raise CliError(f"a VM named {args.name!r} already exists")
-        disk_links = []
-        for index, size in enumerate(args.disk):
-            disk = await c.create_disk(f"{args.name}-disk{index}", size=size)
-            disk_links.append({"disk_id": disk.id})
         vm = await c.create_vm(args.name, cpus=args.cpus, memory_min=minimum, memory_max=maximum,
-                               disks=disk_links, expectations=args.expect)
+                               disk_sizes=args.disk, expectations=args.expect, cdrom=args.cdrom, boot=args.boot)
         print(f"created VM {vm.name} ({vm.id})", file=out)
+    elif args.action == "eject":
+        vm = await c.eject_vm(args.name)
+        print(f"VM {vm.name}: CD-ROM ejected", file=out)
     elif args.action == "list":
         def vm_row(v: VirtualMachine) -> list[str]:
             dyn = store.get(VirtualMachineDynamic, v.id)
@@ -330,9 +356,11 @@ async def _show_vm(c: Controller, vm: VirtualMachine, dyn: VirtualMachineDynamic
              f"  cpus {vm.cpus}, memory {format_size(vm.memory_min)}..{format_size(vm.memory_max)}, {vm.architecture}"]
     host = c.db.get(Host, dyn.host_id) if dyn is not None and dyn.host_id else None
     lines.append(f"  status {dyn.status.value if dyn else 'down'}" + (f" on {host.name}" if host else ""))
+    lines.append(f"  boot {','.join(vm.boot)}")
     for link in vm.disks:
         disk = c.db.get(VirtualStorageDevice, link.disk_id)
-        lines.append(f"  disk {disk.name if disk else link.disk_id} ({link.bus}"
+        kind = "cdrom" if link.device == "cdrom" else "disk"
+        lines.append(f"  {kind} {disk.name if disk else link.disk_id} ({link.bus}"
                      f"{', read-only' if link.read_only else ''})")
     for exp in vm.expectations:
         lines.append(f"  expects {exp.spec()}")

@@ -226,24 +226,93 @@ class Controller:
     async def create_vm(self, name: str, *, cpus: int = 1, memory_min: int, memory_max: int | None = None,
                         architecture: str = "x86_64", disks: Iterable[DiskLink | dict[str, Any]] = (),
                         nics: Iterable[Nic | dict[str, Any]] = (),
-                        expectations: Iterable[str | dict[str, Any] | Expectation] = ()) -> VirtualMachine:
+                        expectations: Iterable[str | dict[str, Any] | Expectation] = (),
+                        disk_sizes: Iterable[int] = (), cdrom: str | None = None,
+                        boot: Iterable[str] | None = None) -> VirtualMachine:
+        """A new VM. ``disk_sizes`` makes a new blank disk of each size (NAME-disk0, ...);
+        ``cdrom`` attaches an ISO image as a read-only SATA CD-ROM (and boots from it first unless
+        ``boot`` says otherwise); ``boot`` is the boot order (hd, cdrom, network). Everything is
+        checked before anything is stored: a refused VM leaves no disk behind."""
         store = self._writable()
         if store.find_by_name(VirtualMachine, name) is not None:
             raise ActionError(f"a VM named {name!r} already exists")
+        new_disks = [self._new_disk(f"{name}-disk{index}", size) for index, size in enumerate(disk_sizes)]
+        links = [DiskLink(disk_id=d.id) for d in new_disks] + [
+            link if isinstance(link, DiskLink) else DiskLink.model_validate(link) for link in disks]
+        if cdrom is not None:
+            links.append(self._cdrom_link(cdrom))
+        boot_order = list(boot) if boot is not None else (["cdrom", "hd"] if cdrom is not None else ["hd"])
         try:
             vm = VirtualMachine(
                 name=name, cpus=cpus, memory_min=memory_min, memory_max=memory_max or memory_min,
-                architecture=architecture, disks=list(disks), nics=list(nics),
-                expectations=self._expectations(expectations, "vm"),
+                architecture=architecture, disks=links, nics=list(nics),
+                expectations=self._expectations(expectations, "vm"), boot=boot_order,
             )
         except (ValueError, InvalidName) as error:
             raise ActionError(_first_error(error)) from None
+        made = {d.id for d in new_disks}
         for link in vm.disks:
-            if store.get(VirtualStorageDevice, link.disk_id) is None:
+            if link.disk_id not in made and store.get(VirtualStorageDevice, link.disk_id) is None:
                 raise ActionError(f"VM {name}: no disk with id {link.disk_id}")
-        store.put(vm)
+        with store.transaction():
+            for disk in new_disks:
+                store.put(disk)
+            store.put(vm)
+        for disk in new_disks:
+            self.audit("disk create", disk.name)
         self.audit("vm create", vm.name)
         return vm
+
+    def _new_disk(self, name: str, size: int, **fields: Any) -> VirtualStorageDevice:
+        """A new disk document (not stored yet), its name free."""
+        if self.db.find_by_name(VirtualStorageDevice, name) is not None:
+            raise ActionError(f"a disk named {name!r} already exists")
+        try:
+            return VirtualStorageDevice(name=name, size=size, **fields)
+        except (ValueError, InvalidName) as error:
+            raise ActionError(_first_error(error)) from None
+
+    def _image(self, ref: str, formats: tuple[str, ...], use: str) -> VirtualStorageDevice:
+        disk: VirtualStorageDevice = self.resolve(VirtualStorageDevice, ref)
+        if disk.image is None:
+            raise ActionError(f"disk {disk.name} is not an image (kerub-tui image list shows them)")
+        if disk.image.format not in formats:
+            raise ActionError(f"image {disk.name} is {disk.image.format}: {use} needs {' or '.join(formats)}")
+        return disk
+
+    def _cdrom_link(self, ref: str) -> DiskLink:
+        image = self._image(ref, ("iso",), "a CD-ROM")
+        return DiskLink(disk_id=image.id, bus="sata", device="cdrom", read_only=True)
+
+    async def eject_vm(self, ref: str) -> VirtualMachine:
+        """Take the VM's ISO images out of its CD-ROM drives (its cloud-init seed stays).
+
+        The documents change at once, so the next start has no CD-ROM. A running VM also has the
+        medium taken out of its live drive through libvirt (forced, even if the guest locked the
+        tray): the empty drive stays until the VM is next started."""
+        store = self._writable()
+        vm: VirtualMachine = self.resolve(VirtualMachine, ref)
+        ejected = [link for link in vm.disks if link.device == "cdrom"]
+        if not ejected:
+            raise ActionError(f"VM {vm.name} has no CD-ROM to eject")
+        dyn = store.get(VirtualMachineDynamic, vm.id)
+        host = store.get(Host, dyn.host_id) if dyn is not None and dyn.host_id else None
+        if host is not None and dyn is not None and dyn.status.value in ("up", "paused") and not host.simulated:
+            await self._connected_to_vm_host(vm.id)
+            for link in ejected:
+                result = await self._hosts().libvirt(host.id, "eject", vm_id=vm.id, disk_id=link.disk_id)
+                if result.exit_code != 0:
+                    raise ActionError(f"VM {vm.name}: the CD-ROM was not ejected on {host.name}: "
+                                      f"{result.stderr.strip() or result.exit_code}")
+        names = [self._disk_name(link.disk_id) for link in ejected]
+        updated = vm.evolve(disks=[link for link in vm.disks if link.device != "cdrom"])
+        store.put(updated)
+        self.audit("vm eject", vm.name, ", ".join(names))
+        return updated  # type: ignore[return-value]
+
+    def _disk_name(self, disk_id: str) -> str:
+        disk = self.db.get(VirtualStorageDevice, disk_id)
+        return disk.name if disk is not None else disk_id
 
     async def update_vm(self, ref: str, **changes: Any) -> VirtualMachine:
         store = self._writable()
@@ -425,6 +494,25 @@ class Controller:
             raise ActionError(_first_error(error)) from None
         store.put(updated)
         self.audit("host update", updated.name)
+        return updated  # type: ignore[return-value]
+
+    async def set_host_accel(self, ref: str, accel: str) -> Host:
+        """The accelerator of a host's guests: kvm, tcg, or auto (kvm where discovery found it usable).
+        Guests started from now on use it; running ones keep theirs until they are next started."""
+        store = self._writable()
+        host = self.host(ref)
+        if accel not in ("auto", "kvm", "tcg"):
+            raise ActionError(f"accelerator {accel!r} must be auto, kvm or tcg")
+        hyper = host.capabilities.hypervisor if host.capabilities is not None else None
+        if accel == "kvm" and hyper is not None and not hyper.kvm:
+            raise ActionError(f"host {host.name} cannot run kvm guests ({hyper.reason or 'no usable kvm'}): "
+                              "use tcg or auto")
+        updated = host.evolve(accel=accel)
+        store.put(updated)
+        self.audit("host set", host.name, f"accel {accel}")
+        if accel == "tcg" and hyper is not None and hyper.kvm:
+            self.event("accel-forced", f"{host.name} runs its guests under TCG although kvm is available "
+                       "(set by the admin)", host_id=host.id)
         return updated  # type: ignore[return-value]
 
     async def remove_host(self, ref: str) -> None:

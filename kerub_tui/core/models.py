@@ -221,6 +221,8 @@ class Host(Document):
     power: PowerManagement = PowerManagement()
     capabilities: HostCapabilities | None = None
     simulated: bool = False  # a kerub_tui.sim host (the demo, benchmarks): no SSH, nothing real runs
+    # the admin's choice of accelerator for this host's guests; auto = kvm where discovery found it usable
+    accel: Literal["auto", "kvm", "tcg"] = "auto"
 
     @field_validator("name")
     @classmethod
@@ -316,6 +318,14 @@ class ThinPool(Model):
     size_bytes: int = 0
 
 
+class SeedFile(Model):
+    """A VM's cloud-init seed (cidata ISO) the controller wrote on a host."""
+
+    vm_id: str
+    path: str
+    digest: str  # of what it says (hosts/cloudinit.seed_digest): another digest is a stale seed
+
+
 class HostConfiguration(Document):
     kind: Literal["host-config"] = "host-config"
     exports: list[NfsExport] = []
@@ -323,6 +333,7 @@ class HostConfiguration(Document):
     mounts: list[Mount] = []
     thin_pools: list[ThinPool] = []
     ssh_trust: list[str] = []  # host ids whose controller-installed key this host accepts
+    seeds: list[SeedFile] = []
 
 
 # --- virtual machines ------------------------------------------------------------------------
@@ -355,6 +366,38 @@ class Nic(Model):
 
 MIB = 1 << 20
 
+BootDevice = Literal["hd", "cdrom", "network"]
+_SSH_KEY_RE = re.compile(r"(ssh-(ed25519|rsa|dss)|ecdsa-sha2-nistp(256|384|521)|sk-(ssh-ed25519|ecdsa-sha2-nistp256)@openssh\.com)"
+                         r" [A-Za-z0-9+/]+={0,3}( [^\n\r\x00]*)?\Z")
+CLOUD_INIT_MAX = 64 * 1024  # user data and network config, each: a seed is a small ISO
+
+
+class CloudInit(Model):
+    """What the VM's NoCloud seed carries (see hosts/cloudinit.py): ssh public keys, and the admin's
+    user data and network config as given. The user data may hold secrets: it is never logged."""
+
+    ssh_keys: list[str] = []
+    user_data: str | None = None
+    network_config: str | None = None
+
+    @field_validator("ssh_keys")
+    @classmethod
+    def _keys(cls, v: list[str]) -> list[str]:
+        out = []
+        for key in v:
+            key = key.strip()
+            if not _SSH_KEY_RE.match(key):
+                raise ValueError(f"{key[:40]!r} is not an OpenSSH public key line (ssh-ed25519 AAAA... comment)")
+            out.append(key)
+        return out
+
+    @field_validator("user_data", "network_config")
+    @classmethod
+    def _text(cls, v: str | None) -> str | None:
+        if v is not None and (len(v.encode()) > CLOUD_INIT_MAX or "\x00" in v):
+            raise ValueError(f"cloud-init data must be text of at most {CLOUD_INIT_MAX // 1024} KiB")
+        return v
+
 
 class VirtualMachine(Document):
     kind: Literal["vm"] = "vm"
@@ -366,11 +409,22 @@ class VirtualMachine(Document):
     disks: list[DiskLink] = []
     nics: list[Nic] = []
     expectations: list[VmExpectation] = []
+    boot: list[BootDevice] = ["hd"]  # the boot order: the first device that boots wins
+    cloud_init: CloudInit | None = None  # set: the VM gets a NoCloud seed (a cidata CD-ROM)
 
     @field_validator("name")
     @classmethod
     def _name(cls, v: str) -> str:
         return check_name(v, "VM name")
+
+    @field_validator("boot")
+    @classmethod
+    def _boot(cls, v: list[str]) -> list[str]:
+        if not v:
+            raise ValueError("the boot order needs at least one device (hd, cdrom, network)")
+        if len(set(v)) != len(v):
+            raise ValueError(f"the boot order {','.join(v)} names a device twice")
+        return v
 
     @model_validator(mode="after")
     def _memory(self) -> "VirtualMachine":
@@ -469,6 +523,8 @@ class LvmAllocation(_Allocation):
 class FileAllocation(_Allocation):
     type: Literal["file"] = "file"
     path: str
+    # an overlay: the image (disk id) whose copy on the same host is this file's backing file
+    backing: str | None = None
 
     @field_validator("path")
     @classmethod

@@ -26,6 +26,7 @@ import libvirt
 from kerub_tui.core.models import (
     FileAllocation,
     GvinumAllocation,
+    Host,
     LvmAllocation,
     Nic,
     VirtualMachine,
@@ -44,6 +45,8 @@ from .spice import check_spice_password
 
 KERUB_XMLNS = "https://github.com/kocka/kerub-tui/xmlns/domain/1"
 DOMAIN_TYPES = ("kvm", "qemu")
+ACCELERATORS = ("kvm", "tcg")
+BOOT_DEVICES = ("hd", "cdrom", "network")
 _KERUB_UUID_NAMESPACE = uuid.UUID("6f1c2b9e-4a57-4d2e-9a0c-5b8e0d3f7a11")
 ET.register_namespace("kerub", KERUB_XMLNS)
 
@@ -87,6 +90,41 @@ def target_dev(bus: str, index: int) -> str:
         n = n // 26 - 1
         if n < 0:
             return prefix + letters
+
+
+@dataclass(frozen=True)
+class Accelerator:
+    """How a host runs its guests: ``name`` kvm or tcg, and why (discovered, or the admin's override)."""
+
+    name: str
+    why: str
+    kvm_available: bool | None  # what discovery found; None before the first discovery
+
+    @property
+    def domain_type(self) -> str:
+        """The libvirt domain type: kvm, or qemu for TCG (qemu's own instruction translator)."""
+        return "kvm" if self.name == "kvm" else "qemu"
+
+    @property
+    def forced_tcg(self) -> bool:
+        """KVM is there but the admin chose TCG (Linux guests crawl under nested KVM on some hosts)."""
+        return self.name == "tcg" and bool(self.kvm_available)
+
+
+def host_accelerator(host: Host) -> Accelerator:
+    """The host's accelerator: the admin's ``accel`` when set, else kvm when discovery found /dev/kvm
+    usable and libvirt offering kvm domains, else tcg. A host not discovered yet is taken to have kvm
+    (what libvirt would pick), as before this setting existed."""
+    hyper = host.capabilities.hypervisor if host.capabilities is not None else None
+    available = hyper.kvm if hyper is not None else None
+    if host.accel == "tcg":
+        return Accelerator("tcg", "set by the admin" + ("; kvm is available" if available else ""), available)
+    if host.accel == "kvm":
+        return Accelerator("kvm", "set by the admin", available)
+    if available is False:
+        return Accelerator("tcg", "discovered: " + (hyper.reason if hyper and hyper.reason else "no usable kvm"),
+                           available)
+    return Accelerator("kvm", "discovered" if available else "assumed (not discovered yet)", available)
 
 
 def _sub(parent: ET.Element, tag: str, text: str | None = None, **attrs: str) -> ET.Element:
@@ -157,6 +195,7 @@ def domain_xml(
     nics_default: Sequence[Nic] | None = None,
     current_memory: int | None = None,
     cpu_mode: str | None = None,
+    seed: str | None = None,
 ) -> str:
     """The libvirt domain XML of ``vm`` on one host.
 
@@ -165,7 +204,9 @@ def domain_xml(
     VM gets at start (default: its maximum); the balloon may take it down to the minimum.
     ``cpu_mode`` None gives libvirt's default CPU model: it runs and migrates everywhere, while
     host-model can fail to start on nested hosts (seen: qemu "failed to set MSR 0x10a") and does not
-    exist under TCG; host-model or host-passthrough may be asked for on kvm."""
+    exist under TCG; host-model or host-passthrough may be asked for on kvm.
+    ``seed`` is the path of the VM's cloud-init seed on this host (a cidata ISO): attached read-only
+    as one more SATA CD-ROM, after the VM's own disks."""
     name = check_name(vm.name, "VM name")
     if domain_type not in DOMAIN_TYPES:
         raise ValueError(f"domain type {domain_type!r} must be one of {DOMAIN_TYPES}")
@@ -198,7 +239,11 @@ def domain_xml(
     _sub(domain, "vcpu", str(int(vm.cpus)), placement="static")
     os_element = _sub(domain, "os")
     _sub(os_element, "type", "hvm", arch=arch)
-    _sub(os_element, "boot", dev="hd")
+    boot = list(getattr(vm, "boot", None) or ["hd"])
+    if len(set(boot)) != len(boot) or any(dev not in BOOT_DEVICES for dev in boot):
+        raise ValueError(f"boot order {boot!r} must name each of {', '.join(BOOT_DEVICES)} at most once")
+    for dev in boot:  # libvirt tries them in this order: the first disk of that kind, or the first NIC
+        _sub(os_element, "boot", dev=dev)
     features = _sub(domain, "features")
     _sub(features, "acpi")  # the guest needs ACPI to hear a graceful shutdown request
     _sub(features, "apic")
@@ -232,6 +277,16 @@ def domain_xml(
         # the guest sees which disk is which (libvirt allows letters, digits, '_', '.', '+', '-' and space)
         _sub(disk, "serial", re.sub(r"[^A-Za-z0-9_.+-]", "-", _text(disk_doc.id, "disk id"))[:20])
         _sub(disk, "alias", name="ua-" + re.sub(r"[^A-Za-z0-9_-]", "-", disk_doc.id))
+    if seed is not None:
+        disk = _sub(devices, "disk", type="file", device="cdrom")
+        _sub(disk, "driver", name="qemu", type="raw")
+        _sub(disk, "source", file=_text(check_path(seed, "seed path"), "seed path"))
+        index = counters.get("sd", 0)
+        counters["sd"] = index + 1
+        _sub(disk, "target", dev=target_dev("sata", index), bus="sata")
+        _sub(disk, "readonly")
+        _sub(disk, "serial", "cidata")
+        _sub(disk, "alias", name="ua-cloud-init-seed")
     if "sd" in counters and any(link.bus == "scsi" for link in vm.disks):
         _sub(devices, "controller", type="scsi", model="virtio-scsi")
 

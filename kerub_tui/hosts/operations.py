@@ -21,6 +21,9 @@ libvirt operations (keyword arguments as the planner's steps emit them):
   processes to ``tcp://TARGET_ADDRESS``. The target gets the domain's definition with its disks
   pointed at the target's own allocations (from the disks' dynamic documents).
 - ``domain-state`` (vm_id): stdout ``running``, ``paused``, ``shut off``, or empty without a domain.
+- ``eject`` (vm_id, disk_id): take the medium out of a running domain's CD-ROM drive (forced, even
+  if the guest locked the tray), live and in its definition; the empty drive stays until the next
+  start, which defines the domain from the documents again. Idempotent.
 
 The SPICE password is part of the domain XML given to ``start`` (and of the definition a migration
 carries): it never appears in a result, a log line or an error message (scrubbed if libvirt echoes it).
@@ -60,7 +63,7 @@ MIGRATE_TIMEOUT = 6 * 3600.0
 CONNECT_WAIT = 30.0  # a host that is reconnecting gets this long before an operation fails
 RECHECK_SECONDS = 5.0  # the shutdown wait re-reads the state this often, should an event be lost
 
-OPS = ("start", "shutdown", "destroy-if-running", "undefine", "pause", "resume", "migrate", "domain-state")
+OPS = ("start", "shutdown", "destroy-if-running", "undefine", "pause", "resume", "migrate", "domain-state", "eject")
 
 # libvirt's domain states as the executor's verifiers name them
 _STATE_TEXT = {
@@ -277,6 +280,33 @@ def _switch(conn: Any, vm_id: str, source: str, target: str, method: str, done: 
     return done
 
 
+def _eject(conn: Any, vm_id: str, disk_id: str) -> str:
+    dom = _lookup(conn, vm_id)
+    if dom is None:
+        return "no such domain here"
+    if _state_text(dom) not in ("running", "paused"):
+        return "not running"
+    root = kvm._parse(dom.XMLDesc(0))
+    alias = disk_alias(disk_id)
+    for disk in root.findall("./devices/disk"):
+        found = disk.find("alias")
+        if found is None or found.get("name") != alias:
+            continue
+        if disk.get("device") != "cdrom":
+            raise OperationError("that disk is not a CD-ROM: only a CD-ROM's medium can be ejected")
+        source = disk.find("source")
+        # an empty drive: no <source>, or (live) one with only libvirt's index left
+        if source is None or not any(source.get(a) for a in ("file", "dev", "name")):
+            return "already empty"
+        disk.remove(source)
+        flags = libvirt.VIR_DOMAIN_AFFECT_LIVE | libvirt.VIR_DOMAIN_DEVICE_MODIFY_FORCE
+        if dom.isPersistent():
+            flags |= libvirt.VIR_DOMAIN_AFFECT_CONFIG
+        dom.updateDeviceFlags(ET.tostring(disk, encoding="unicode"), flags)
+        return "ejected"
+    return "no such CD-ROM in the domain"
+
+
 def _require(conn: Any, vm_id: str) -> Any:
     dom = _lookup(conn, vm_id)
     if dom is None:
@@ -432,6 +462,7 @@ class FleetOperations:
             "resume": self._simple(_resume),
             "domain-state": self._simple(domain_state),
             "migrate": self._op_migrate,
+            "eject": self._op_eject,
         }
 
     async def _call(self, host_id: str, fn: Callable[..., Any], *args: Any, timeout: float | None = None) -> Any:
@@ -448,6 +479,11 @@ class FleetOperations:
         vm_id = _vm_id(vm_id)
         check_start(vm_id, vm_name, xml)  # refused here, before anything reaches the host
         return await self._call(host_id, _start, vm_id, vm_name, xml)
+
+    async def _op_eject(self, host_id: str, *, vm_id: str, disk_id: str) -> str:
+        if not isinstance(disk_id, str) or not disk_id or len(disk_id) > 200:
+            raise OperationError(f"{disk_id!r} is not a disk id")
+        return await self._call(host_id, _eject, _vm_id(vm_id), disk_id)
 
     async def _op_shutdown(self, host_id: str, *, vm_id: str, timeout: int | float) -> str:
         if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:

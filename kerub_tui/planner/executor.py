@@ -225,7 +225,7 @@ def _libvirt_kwargs(op: LibvirtOp, step: Step, state: OperationalState) -> dict[
         host = state.hosts[step.host]  # type: ignore[attr-defined]
         vm = state.vms[step.vm]  # type: ignore[attr-defined]
         hyper = host.capabilities.hypervisor if host.capabilities else None
-        domain_type = "kvm" if hyper is None or hyper.kvm else "qemu"
+        domain_type = kvm.host_accelerator(host).domain_type  # the admin's override, else what was discovered
         # The SPICE password lives only in the domain definition on the host, never in a document.
         kwargs.update(vm_name=vm.name, xml=kvm.domain_xml(
             vm, disk_backings(state, vm.id, host.id), spice.new_spice_password(),

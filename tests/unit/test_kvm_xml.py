@@ -112,6 +112,13 @@ def sample_vms() -> list[tuple[VirtualMachine, dict]]:
             VirtualMachine(name="cdrom", disks=[DiskLink(disk_id="d1", bus="sata", device="cdrom")]),
             {"d1": (d1, GvinumAllocation(host_id="h", capability_id="gvinum:x", volume="iso"))},
         ),
+        (
+            VirtualMachine(name="installer", boot=["cdrom", "hd", "network"], nics=[Nic(network="default")],
+                           disks=[DiskLink(disk_id="d2"),
+                                  DiskLink(disk_id="d3", bus="sata", device="cdrom", read_only=True)]),
+            {"d2": (d2, lvm(lv="installer-disk0")),
+             "d3": (disk("d3", "debian-iso", read_only=True), file_alloc("/var/lib/kerub-tui/images/debian.iso"))},
+        ),
     ]
 
 
@@ -250,6 +257,68 @@ def test_any_accepted_image_path_round_trips(tail: str) -> None:
     assert ET.fromstring(text).find("./devices/disk/source").get("file") == path  # type: ignore[union-attr]
 
 
+# --- boot order, CD-ROMs, the cloud-init seed, the accelerator -------------------------------------
+
+SEED = "/var/lib/kerub-tui/seeds/kerub-seed-vm-0123456789abcdef.iso"
+
+
+def test_boot_order_is_rendered_in_the_vm_order() -> None:
+    vm, disks = sample_vms()[-1]
+    root = ET.fromstring(domain_xml(vm, disks, PASSWORD))
+    assert [b.get("dev") for b in root.findall("./os/boot")] == ["cdrom", "hd", "network"]
+    plain = ET.fromstring(domain_xml(*sample_vms()[0], PASSWORD))
+    assert [b.get("dev") for b in plain.findall("./os/boot")] == ["hd"]  # the default: the first hard disk
+    cdrom = root.findall("./devices/disk")[1]
+    assert cdrom.get("device") == "cdrom" and cdrom.find("readonly") is not None
+    assert cdrom.find("target").attrib == {"dev": "sda", "bus": "sata"}  # type: ignore[union-attr]
+    assert cdrom.find("source").get("file") == "/var/lib/kerub-tui/images/debian.iso"  # type: ignore[union-attr]
+    # a document built without validation cannot smuggle a device or a duplicate in
+    for bad in (["hd", "hd"], ["floppy"], ["hd; reboot"]):
+        forged = vm.model_copy(update={"boot": bad})
+        with pytest.raises(ValueError, match="boot order"):
+            domain_xml(forged, disks, PASSWORD)
+    with pytest.raises(ValueError, match="names a device twice"):
+        VirtualMachine(name="x", boot=["cdrom", "cdrom"])
+    with pytest.raises(ValueError):
+        VirtualMachine(name="x", boot=[])
+
+
+def test_the_seed_is_one_more_read_only_sata_cdrom() -> None:
+    vm, disks = sample_vms()[-1]
+    root = ET.fromstring(domain_xml(vm, disks, PASSWORD, seed=SEED))
+    seed = root.findall("./devices/disk")[-1]
+    assert seed.get("device") == "cdrom" and seed.find("readonly") is not None
+    assert seed.find("source").get("file") == SEED  # type: ignore[union-attr]
+    assert seed.find("target").attrib == {"dev": "sdb", "bus": "sata"}  # type: ignore[union-attr]  # after the ISO
+    assert seed.find("driver").get("type") == "raw"  # type: ignore[union-attr]
+    for bad in ("relative/seed.iso", "/var/lib/../seed.iso", "/seed\n.iso"):
+        with pytest.raises(ValueError):
+            domain_xml(vm, disks, PASSWORD, seed=bad)
+
+
+def test_accelerator_is_discovered_and_the_admin_may_override_it() -> None:
+    from kerub_tui.core.models import Host, HostCapabilities, HypervisorInfo
+    from kerub_tui.hosts.kvm import host_accelerator
+
+    def host(accel: str, kvm: bool | None) -> Host:
+        caps = None if kvm is None else HostCapabilities(hypervisor=HypervisorInfo(
+            kvm=kvm, reason=None if kvm else "libvirt offers no kvm domain for x86_64"))
+        return Host(name="h", address="10.0.0.1", accel=accel, capabilities=caps)
+
+    assert (host_accelerator(host("auto", True)).name, host_accelerator(host("auto", True)).domain_type) == ("kvm", "kvm")
+    no_kvm = host_accelerator(host("auto", False))
+    assert (no_kvm.name, no_kvm.domain_type) == ("tcg", "qemu") and "no kvm domain" in no_kvm.why
+    forced = host_accelerator(host("tcg", True))
+    assert (forced.domain_type, forced.forced_tcg) == ("qemu", True) and "kvm is available" in forced.why
+    assert not host_accelerator(host("tcg", False)).forced_tcg
+    assert host_accelerator(host("auto", None)).name == "kvm"  # not discovered yet: what libvirt would pick
+    assert host_accelerator(host("kvm", False)).domain_type == "kvm"
+    with pytest.raises(ValueError):
+        Host(name="h", address="10.0.0.1", accel="hvf")
+    vm, disks = sample_vms()[0]
+    assert ET.fromstring(domain_xml(vm, disks, PASSWORD, domain_type=forced.domain_type)).get("type") == "qemu"
+
+
 # --- libvirt's own schema ------------------------------------------------------------------------
 
 
@@ -257,6 +326,8 @@ def test_any_accepted_image_path_round_trips(tail: str) -> None:
                     reason="virt-xml-validate needs libvirt-clients and xmllint (libxml2-utils)")
 def test_libvirt_schema_accepts_every_sample(tmp_path: Path) -> None:
     documents = [domain_xml(vm, disks, PASSWORD) for vm, disks in sample_vms()]
+    vm, disks = sample_vms()[-1]
+    documents.append(domain_xml(vm, disks, PASSWORD, domain_type="qemu", seed=SEED))
     documents.append(iscsi_secret_xml("kerub-d4", "0b3a3f26-9a4f-4a8e-8a38-3f7a8e0c1d22"))
     for index, text in enumerate(documents):
         path = tmp_path / f"doc{index}.xml"
