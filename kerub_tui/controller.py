@@ -42,7 +42,7 @@ from .core.store import NotFound, Store, StoreError
 from .hosts.console import ConsoleError, console_file, open_console
 from .hosts.fleet import Fleet, FleetError
 from .hosts.operations import FleetOperations
-from .planner import replanner
+from .planner import reconcile, replanner
 from .planner.checkers import ensure_checkable
 from .planner.executor import Executor
 from .planner.explain import explain_text
@@ -87,6 +87,7 @@ class Controller:
         self.sim_seed = sim_seed
         self.replanner: Replanner | None = None
         self.executor: Executor | None = None
+        self.reconciler: reconcile.Reconciler | None = None
         self.server: Any = None
         self.started = False
         self._serve = serve
@@ -103,6 +104,8 @@ class Controller:
                 self.store = Store(self.data_dir, readonly=True)
             else:
                 self.store = Store.open(self.data_dir, readonly=self.readonly)
+                if not self.readonly:  # plans a killed process left running are interrupted, said so
+                    reconcile.interrupt_dead_writers(self.store)
         return self.store
 
     async def start(self, *, connect_hosts: bool = True) -> None:
@@ -118,6 +121,8 @@ class Controller:
         if connect_hosts and not self.readonly:
             self.executor = Executor(store, self.hosts)
             self.replanner = Replanner(store, executor=self.executor)
+            self.reconciler = reconcile.Reconciler(store, self.hosts)  # each host as it comes up
+            self._tasks.append(asyncio.create_task(self.reconciler.run(), name="reconciler"))
             await self.hosts.start()
             self._tasks.append(asyncio.create_task(self.replanner.run(), name="replanner"))
         self.started = True

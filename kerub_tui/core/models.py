@@ -622,10 +622,23 @@ class StepOutcome(str, enum.Enum):
     interrupted = "interrupted"
 
 
+class StepIntent(Model):
+    """What a step is about to create, recorded (committed) before its commands run, so a controller
+    killed in between can tell on restart what on the host is its own: the disk and the allocation
+    it will have. ``resolution`` is set once a restart settled it: ``adopted`` (found with the
+    intended shape and recorded), ``absent`` (never made), ``mismatch`` (something else is there)."""
+
+    disk_id: str
+    allocation: Allocation
+    adopt: bool = True  # False for a copy's target: half-copied data is never adopted
+    resolution: Literal["adopted", "absent", "mismatch"] | None = None
+
+
 class StepRecord(Model):
     step_index: int
     host_id: str | None = None
     outcome: StepOutcome = StepOutcome.running
+    intent: StepIntent | None = None
     commands: list[CommandRecord] = []
     error: str | None = None
     started_at: dt.datetime | None = None
@@ -659,6 +672,7 @@ class Plan(Document):
     decided_by: str | None = None
     decided_at: dt.datetime | None = None
     records: list[StepRecord] = []
+    runner: str | None = None  # the process carrying it out (pid, start time, boot): a dead one's plan is interrupted
 
 
 class AuditEntry(Document):

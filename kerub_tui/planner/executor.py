@@ -13,6 +13,13 @@ controller implements over SSH and the libvirt tunnel; tests use a simulator.
   commands are idempotent and fail loudly);
 - update documents: the step's own prediction, written field by field over the current documents,
   so the store says what the planner will see next even before monitoring reports it.
+
+Crashes: the plan names the process carrying it out (``Plan.runner``), and a step that creates storage
+records what it is about to make (``StepRecord.intent``) in its own committed transaction before its
+commands run, so a controller killed in between leaves a record a restart can reconcile with what the
+host reports (``reconcile``). A create step whose command fails because its target already exists,
+with the intended shape and an earlier cut-off step's intent naming it, adopts it instead of failing
+on it forever.
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ from ..core.models import (
     CommandRecord,
     Document,
     FileAllocation,
+    LvmAllocation,
     Plan,
     PlanStatus,
     StepOutcome,
@@ -37,9 +45,11 @@ from ..core.models import (
     utcnow,
 )
 from .commitments import build_state
+from .reconcile import intent_of, object_key, object_label, process_identity, size_matches
 from .state import OperationalState
 from .steps import (
     DEFERRED_BUILDERS,
+    _CreateAllocation,
     CreateFileImage,
     CreateLv,
     CreateMirrorLv,
@@ -275,7 +285,8 @@ class Executor:
         if plan.status is not PlanStatus.approved:
             raise ValueError(f"plan {plan_id[:8]} is {plan.status.value}, not approved")
         with self.store.transaction():
-            self._set_status(plan_id, PlanStatus.running)
+            self.store.put(self._plan(plan_id).model_copy(update={
+                "status": PlanStatus.running, "status_reason": None, "runner": process_identity()}))
             self._audit("plan start", plan_id, plan_id)
         index = -1
         try:
@@ -318,16 +329,28 @@ class Executor:
             reason = step.blocked(state)
             if reason is not None:
                 raise StepFailed(f"prepare: {reason}")
+            # intent: what the step is about to make, committed before any command runs
+            intent = intent_of(step, state)
+            if intent is not None:
+                with self.store.transaction():
+                    current = next(r for r in self._plan(plan_id).records if r.step_index == index)
+                    self._save_record(plan_id, current.model_copy(update={"intent": intent}))
             # perform
             previous_output = ""
+            adopted = False
             for op in step.operations(state):
                 result, shown = await self._perform(plan_id, index, step, state, op, previous_output)
                 previous_output = result.stdout
                 if result.exit_code != 0:
-                    raise StepFailed(f"{shown} exited {result.exit_code}: "
-                                     f"{_tail(result.stderr.strip()) or _tail(result.stdout.strip())}")
+                    failure = (f"{shown} exited {result.exit_code}: "
+                               f"{_tail(result.stderr.strip()) or _tail(result.stdout.strip())}")
+                    if isinstance(step, _CreateAllocation):
+                        adopted = await self._adopt_existing(plan_id, index, step, state, failure)
+                        if adopted:
+                            break
+                    raise StepFailed(failure)
             # verify
-            verifier = VERIFIERS.get(type(step)) if self.verify else None
+            verifier = VERIFIERS.get(type(step)) if self.verify and not adopted else None
             if verifier is not None:
                 problem = await verifier(_Recorded(self, plan_id, index, step, state), step, state)
                 if problem is not None:
@@ -342,6 +365,45 @@ class Executor:
             self._finish_record(plan_id, index, StepOutcome.failed, message)
             raise StepFailed(message) from error
         self._finish_record(plan_id, index, StepOutcome.done, None)
+
+    async def _adopt_existing(self, plan_id: str, index: int, step: _CreateAllocation, state: OperationalState,
+                              failure: str) -> bool:
+        """The create command failed: if its target is there with the intended shape and an earlier
+        step cut off before it recorded its outcome intended exactly it, the target is that step's
+        work: settle that intent as adopted and go on. Otherwise raise StepFailed saying what is there."""
+        alloc = step.allocation()
+        key = object_key(alloc)
+        recorded = _Recorded(self, plan_id, index, step, state)
+        size = await _existing_size(recorded, alloc)
+        if size is None:
+            return False
+        label = object_label(alloc)
+        if not size_matches(alloc.actual_size, size):
+            raise StepFailed(f"{failure} ({label} is already there, {size} bytes, not the {alloc.actual_size} "
+                             "intended: no document knows it; a cleanup proposal can remove it)")
+        earlier = None
+        for plan in self.store.list(Plan):
+            for record in plan.records:
+                intent = record.intent
+                if (intent is None or (plan.id, record.step_index) == (plan_id, index) or not intent.adopt
+                        or record.outcome is StepOutcome.done or intent.resolution not in (None, "absent")
+                        or intent.disk_id != step.disk or object_key(intent.allocation) != key):
+                    continue
+                if record.outcome is StepOutcome.running and plan.status is PlanStatus.running:
+                    continue
+                earlier = (plan, record)
+        if earlier is None:
+            raise StepFailed(f"{failure} ({label} is already there but no record says kerub-tui made it for "
+                             f"disk {state.disk_name(step.disk)}: a cleanup proposal can remove it)")
+        plan, record = earlier
+        settled = record.model_copy(update={"intent": record.intent.model_copy(update={"resolution": "adopted"})})
+        with self.store.transaction():
+            self.store.put(plan.model_copy(update={"records": [settled if r.step_index == record.step_index else r
+                                                               for r in plan.records]}))
+            self._audit("step adopt", step.describe(state), plan_id, outcome=(
+                f"{label} already there, made by plan {plan.id[:8]} step {record.step_index + 1} before it was "
+                "cut off: adopted"), host_id=step.host)
+        return True
 
     async def _perform(self, plan_id: str, index: int, step: Step, state: OperationalState, op: Any,
                        previous_output: str) -> tuple[CommandResult, str]:
@@ -399,6 +461,33 @@ class Executor:
             docs.append(type(predicted).model_validate(merged))
         if docs:
             self.store.put_many(docs)
+
+
+async def _existing_size(ops: HostOperations, alloc: Any) -> int | None:
+    """The size of an allocation's object on its host (an LV's size, an image's virtual size), None
+    when it is not there or cannot be read."""
+    from ..hosts import fileimage, lvm
+
+    if isinstance(alloc, LvmAllocation):
+        result = await ops.run(alloc.host_id, lvm.lvs_json_command(alloc.vg))
+        if result.exit_code != 0:
+            return None
+        try:
+            found = next((lv for lv in lvm.parse_lvs(result.stdout) if lv.name == alloc.lv), None)
+        except ValueError:
+            return None
+        if found is None or (found.pool or None) != (alloc.thin_pool or None):
+            return None
+        return found.size_bytes
+    if isinstance(alloc, FileAllocation):
+        result = await ops.run(alloc.host_id, fileimage.qemu_img_info(alloc.path))
+        if result.exit_code != 0:
+            return None
+        try:
+            return fileimage.parse_qemu_img_info(result.stdout).virtual_size
+        except ValueError:
+            return None
+    return None
 
 
 class _Recorded:

@@ -34,6 +34,7 @@ from .commitments import ACTIVE, build_state, lock_holders
 from .state import OperationalState
 from .optimise import KSM_TIGHT, overloaded_hosts
 from .planning import PlanDraft, open_items, plan_all, plan_signature, premises
+from .reconcile import CLEANUP  # also registers the cleanup steps, so their plans can be read
 from .search import is_hard, replay
 from .steps import UnknownStep, step_from_planned
 
@@ -170,7 +171,8 @@ def write_drafts(store: Any, drafts: list[PlanDraft], *, now: dt.datetime) -> Re
     active_sigs = {_plan_sig(p) for p in store.list(Plan) if p.status in ACTIVE}
     rejected = {(_plan_sig(p), p.premises) for p in _recent_decided(store, PlanStatus.rejected)}
     with store.transaction():
-        for plan in sorted((p for p in store.list(Plan) if p.status is PlanStatus.proposed),
+        for plan in sorted((p for p in store.list(Plan) if p.status is PlanStatus.proposed
+                            and p.plan_kind != CLEANUP),  # reconcile's proposals: the planner makes none
                            key=lambda p: (p.created_at, p.id)):
             sig = _plan_sig(plan)
             draft = by_sig.get(sig) if sig is not None else None

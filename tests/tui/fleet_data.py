@@ -6,6 +6,7 @@ import datetime as dt
 from pathlib import Path
 
 from kerub_tui.controller import Controller
+from kerub_tui.planner.reconcile import process_identity
 from kerub_tui.core.expectations import validate_expectation
 from kerub_tui.core.models import (
     AuditEntry,
@@ -142,6 +143,7 @@ def fleet_documents() -> list:
              effects=["db1 runs on h1"], cost=Cost(cpu_seconds=2.0, time_seconds=6.0, risk=0.1),
              unsatisfied=["db1: cpu-architecture:aarch64@want — no aarch64 host"]),
         Plan(id=P_KSM, plan_kind="ksm", created_at=T0 + dt.timedelta(minutes=3), status=PlanStatus.running,
+             runner=process_identity(),  # this process runs it: opening the store leaves it running
              trigger=["h2: 4 similar VMs and 75% memory used: KSM saves about 1.0G"],
              steps=[
                  PlannedStep(type="ksm-enable", description="enable KSM on h2", host_id=H2,

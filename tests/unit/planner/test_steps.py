@@ -25,6 +25,7 @@ from kerub_tui.core.models import (
     VmStatus,
 )
 from kerub_tui.planner.state import OperationalState
+from kerub_tui.planner.reconcile import RemoveOrphanFile, RemoveOrphanLv
 from kerub_tui.planner.steps import (
     STEP_TYPES,
     CopyAllocation,
@@ -110,6 +111,7 @@ def test_registry_covers_the_issue_list() -> None:
         "create-zfs-volume", "remove-zfs-volume", "create-gvinum-volume", "remove-gvinum-volume",
         "copy-allocation", "nfs-export", "nfs-unexport", "nfs-mount", "nfs-unmount", "iscsi-share",
         "iscsi-unshare", "ksm", "power-down", "wake-host", "ssh-trust",
+        "remove-orphan-lv", "remove-orphan-file",  # reconcile's cleanup after a crash
     ])
 
 
@@ -339,6 +341,7 @@ def test_ksm_power_and_trust() -> None:
     assert trust.blocked(s4) == "h1 already trusts h2"
 
 
+
 ALL_STEPS: list[Step] = [
     StartVm("vm-idle", "host-h2"), StopVm("vm-web", "host-h1"), PauseVm("vm-web", "host-h1"),
     ResumeVm("vm-web", "host-h1"), MigrateVm("vm-web", "host-h1", "host-h2", True),
@@ -364,6 +367,7 @@ ALL_STEPS: list[Step] = [
     ShareIscsi("host-h1", 3, "iqn.2025-01.kerub:d", "/dev/vg0/kerub-d", "disk-d"),
     UnshareIscsi("host-h1", 3), SetKsm("host-h2", True, 100, 20), PowerDownHost("host-h2"),
     WakeHost("host-h2", "host-h1"), TrustHost("host-h1", "host-h2"),
+    RemoveOrphanLv("host-h1", "vg0", "kerub-lost", GIB), RemoveOrphanFile("host-h1", "/var/lib/kerub/kerub-lost.qcow2"),
 ]
 
 

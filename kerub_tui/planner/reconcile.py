@@ -1,0 +1,693 @@
+"""After a crash: the documents and the hosts made to agree again.
+
+A controller can be killed between a step's command and the record of what it made. Three things
+close that gap:
+
+- **Intents.** Before a step that creates a disk's storage runs its commands, the executor records
+  (and commits) what it is about to make: the disk and the allocation, with its host and exact name
+  (``StepIntent`` in the step's record). ``intent_of`` builds it.
+- **Dead writers.** Every process that opens the store for writing marks the plans a dead process
+  left ``running`` (and their running step) ``interrupted``, with the reason and an event
+  (``interrupt_dead_writers``). A plan names the process carrying it out (``Plan.runner``: pid,
+  start time and boot id), so "dead" is checked, not guessed.
+- **Reconcile.** When a host (re)connects, what it reports (LVs, image files) is compared with the
+  documents (``reconcile``, pure): an object an unsettled intent names and whose shape matches is
+  adopted (its allocation recorded as the step would have); an intent whose object is not there is
+  settled as never made; anything kerub-named (``steps.allocation_name``: ``kerub-``) that no
+  document or intent knows becomes an event and a ``cleanup`` proposal, which the admin approves
+  (or an auto-approve policy for ``cleanup`` plans, which the admin sets knowingly: it deletes data).
+
+Half-made copies (``CopyAllocation``) are never adopted: their data may be partial; they are
+offered for cleanup instead. Simulated hosts are not reconciled (the simulator loses nothing).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+import os
+import re
+import shlex
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from ..core.models import (
+    Cost,
+    Event,
+    EventSeverity,
+    FileAllocation,
+    Host,
+    HostConfiguration,
+    HostDynamic,
+    HostStatus,
+    LvmAllocation,
+    Plan,
+    PlanStatus,
+    StepIntent,
+    StepOutcome,
+    StepRecord,
+    VirtualStorageDevice,
+    VirtualStorageDeviceDynamic,
+    utcnow,
+)
+from ..core.sizes import format_size
+from .state import OperationalState, Reservation
+from .steps import CopyAllocation, Operation, ShellOp, Step, _CreateAllocation, _host_down, step_type
+
+log = logging.getLogger(__name__)
+
+KERUB_PREFIX = "kerub-"  # steps.allocation_name: what kerub-tui names the storage it makes
+CLEANUP = "cleanup"  # the kind of the plans that remove what no document knows
+RECONCILER = "kerub-tui reconcile"
+MiB = 1 << 20
+
+
+# --- who is carrying out a plan ---------------------------------------------------------------------
+
+
+def _boot_id() -> str:
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as f:
+            return f.read().strip()
+    except OSError:
+        return "?"
+
+
+def _start_ticks(pid: int) -> str | None:
+    """The process's start time in clock ticks since boot (/proc/PID/stat field 22), None if gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            text = f.read()
+    except OSError:
+        return None
+    fields = text.rpartition(")")[2].split()
+    return fields[19] if len(fields) > 19 else None
+
+
+def process_identity(pid: int | None = None) -> str:
+    """``pid:start:boot`` of a process (this one by default): a pid reused later does not match."""
+    pid = os.getpid() if pid is None else pid
+    return f"{pid}:{_start_ticks(pid) or '?'}:{_boot_id()}"
+
+
+def identity_alive(identity: str | None) -> bool:
+    """Whether the process ``identity`` names still runs (same pid, same start time, same boot)."""
+    if not identity:
+        return False
+    pid_text, _, rest = identity.partition(":")
+    start, _, boot = rest.partition(":")
+    if not pid_text.isdigit() or start == "?" or boot != _boot_id():
+        return False
+    return _start_ticks(int(pid_text)) == start
+
+
+def _describe_runner(identity: str | None) -> str:
+    if not identity:
+        return "the process that ran it (not recorded)"
+    return f"the process that ran it (pid {identity.partition(':')[0]})"
+
+
+def interrupt_dead_writers(store: Any, *, now: dt.datetime | None = None) -> list[Plan]:
+    """Mark the plans left ``running`` by a process that is gone (and their running steps)
+    ``interrupted``, each with the reason, an audit entry and an event. Called by every process that
+    opens the store for writing; a plan this very process runs is left alone."""
+    from ..core.models import AuditEntry
+
+    now = now or utcnow()
+    mine = process_identity()
+    out = []
+    for plan in sorted(store.list(Plan), key=lambda p: p.id):
+        if plan.status is not PlanStatus.running or plan.runner == mine:
+            continue
+        if identity_alive(plan.runner):
+            # Only one process writes a data dir, and it is this one: a live runner elsewhere cannot be
+            # writing here. Say so rather than guess.
+            log.warning("plan %s is marked running by live process %s", plan.id[:8], plan.runner)
+            continue
+        who = _describe_runner(plan.runner)
+        reason = f"{who} is gone: stopped while the plan ran; re-planning from what the hosts report"
+        records = [r.model_copy(update={"outcome": StepOutcome.interrupted, "ended_at": now,
+                                        "error": f"{who} stopped while this step ran"})
+                   if r.outcome is StepOutcome.running else r for r in plan.records]
+        updated = plan.model_copy(update={"status": PlanStatus.interrupted, "records": records,
+                                          "status_reason": reason})
+        with store.transaction():
+            store.put(updated)
+            store.put(AuditEntry(os_user=RECONCILER, action="plan interrupted", target=plan.id,
+                                 outcome="interrupted: " + reason, plan_id=plan.id))
+            store.put(Event(type="plan-interrupted", severity=EventSeverity.warning, target=plan.id,
+                            message=f"plan {plan.id[:8]} ({plan.plan_kind}): {reason}"))
+        out.append(updated)
+    return out
+
+
+# --- intents -----------------------------------------------------------------------------------------
+
+
+def intent_of(step: Step, state: OperationalState) -> StepIntent | None:
+    """What ``step`` is about to create on a host, for its record before its commands run."""
+    if isinstance(step, _CreateAllocation):
+        return StepIntent(disk_id=step.disk, allocation=step.allocation())
+    if isinstance(step, CopyAllocation):
+        creator = step._creator(state)
+        if creator is not None:
+            return StepIntent(disk_id=step.disk, allocation=creator.allocation(), adopt=False)
+    return None
+
+
+def object_key(alloc: Any) -> tuple[str, ...]:
+    """What an allocation is on its host, whatever its size: equal keys = the same object."""
+    if isinstance(alloc, LvmAllocation):
+        return (alloc.host_id, "lv", alloc.vg, alloc.lv)
+    if isinstance(alloc, FileAllocation):
+        return (alloc.host_id, "file", alloc.path)
+    return (alloc.host_id, alloc.type, getattr(alloc, "pool", ""), getattr(alloc, "volume", ""))
+
+
+def object_label(alloc: Any) -> str:
+    if isinstance(alloc, LvmAllocation):
+        return f"LV {alloc.vg}/{alloc.lv}"
+    if isinstance(alloc, FileAllocation):
+        return f"image {alloc.path}"
+    return f"{alloc.type} volume {getattr(alloc, 'volume', '?')}"
+
+
+def size_matches(intended: int | None, seen: int | None) -> bool:
+    """A made object is at least what was asked and at most what rounding up gives (LVM rounds to
+    its extents, qemu-img to sectors)."""
+    if intended is None or seen is None:
+        return False
+    return intended <= seen <= intended + max(256 * MiB, intended // 100)
+
+
+@dataclass(frozen=True)
+class Pending:
+    """An intent not settled yet: the step was cut off (or failed) before it recorded its outcome."""
+
+    plan_id: str
+    step_index: int
+    intent: StepIntent
+
+    @property
+    def host_id(self) -> str:
+        return self.intent.allocation.host_id
+
+    @property
+    def key(self) -> tuple[str, ...]:
+        return object_key(self.intent.allocation)
+
+
+def pending_intents(plans: Iterable[Plan]) -> list[Pending]:
+    """The intents of steps that neither finished nor run now, not yet settled by a reconcile."""
+    out = []
+    for plan in plans:
+        for record in plan.records:
+            intent = record.intent
+            if intent is None or intent.resolution is not None:
+                continue
+            if record.outcome is StepOutcome.done:
+                continue  # recorded by the step itself
+            if record.outcome is StepOutcome.running and plan.status is PlanStatus.running:
+                continue  # in flight in this very process
+            out.append(Pending(plan.id, record.step_index, intent))
+    return sorted(out, key=lambda p: (p.plan_id, p.step_index))
+
+
+def running_intents(plans: Iterable[Plan]) -> set[tuple[str, ...]]:
+    """Objects steps of this process are making right now: theirs, not orphans."""
+    return {object_key(r.intent.allocation) for p in plans if p.status is PlanStatus.running
+            for r in p.records if r.intent is not None and r.outcome is StepOutcome.running}
+
+
+# --- what a host reports ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SeenObject:
+    """A kerub-named object a host reports: an LV (vg, name) or an image file (path)."""
+
+    kind: str  # "lv" or "file"
+    name: str  # LV name, or the file's path
+    size: int | None = None  # LV size; a file's virtual size when it was read
+    vg: str = ""
+    pool: str | None = None  # a thin LV's pool
+
+    def key(self, host_id: str) -> tuple[str, ...]:
+        return (host_id, "lv", self.vg, self.name) if self.kind == "lv" else (host_id, "file", self.name)
+
+    def label(self) -> str:
+        return f"LV {self.vg}/{self.name}" if self.kind == "lv" else f"image {self.name}"
+
+
+@dataclass(frozen=True)
+class HostReport:
+    """What one host reports. ``None`` for a kind that could not be read: nothing is concluded about
+    it (an unreadable host is not an empty one)."""
+
+    host_id: str
+    lvs: tuple[SeenObject, ...] | None = None
+    files: tuple[SeenObject, ...] | None = None
+
+    def find(self, key: tuple[str, ...]) -> tuple[bool | None, SeenObject | None]:
+        """(whether the kind was read, the object) for an object key."""
+        kind = key[1]
+        seen = self.lvs if kind == "lv" else self.files if kind == "file" else None
+        if seen is None:
+            return None, None
+        return True, next((s for s in seen if s.key(self.host_id) == key), None)
+
+
+# --- the pure part -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Orphan:
+    host_id: str
+    seen: SeenObject
+    why: str  # no document knows it / its shape does not match what was intended
+
+    @property
+    def key(self) -> tuple[str, ...]:
+        return self.seen.key(self.host_id)
+
+
+@dataclass
+class Outcome:
+    adopted: list[tuple[Pending, int]] = field(default_factory=list)  # with the size seen
+    absent: list[Pending] = field(default_factory=list)
+    mismatched: list[tuple[Pending, str]] = field(default_factory=list)
+    orphans: list[Orphan] = field(default_factory=list)
+
+
+def known_objects(disk_dyns: Iterable[VirtualStorageDeviceDynamic], configs: Iterable[HostConfiguration],
+                  plans: Iterable[Plan]) -> set[tuple[str, ...]]:
+    """Every object a document names: allocations, thin pools, and what steps running now make."""
+    plans = list(plans)
+    known = {object_key(a) for d in disk_dyns for a in d.allocations}
+    for config in configs:
+        known |= {(config.id, "lv", p.vg, p.name) for p in config.thin_pools}
+    return known | running_intents(plans)
+
+
+def reconcile(report: HostReport, *, disks: Iterable[str], disk_dyns: Iterable[VirtualStorageDeviceDynamic],
+              configs: Iterable[HostConfiguration], plans: Iterable[Plan]) -> Outcome:
+    """Compare one host's report with the documents: what to adopt, settle, and offer for cleanup."""
+    plans = list(plans)
+    disk_dyns = list(disk_dyns)
+    disk_ids = set(disks)
+    known = known_objects(disk_dyns, configs, plans)
+    outcome = Outcome()
+    claimed: set[tuple[str, ...]] = set()
+    for pending in pending_intents(plans):
+        if pending.host_id != report.host_id:
+            continue
+        read, seen = report.find(pending.key)
+        if read is None:
+            continue  # not readable now: settled at a later connect
+        if seen is None or pending.key in known or pending.key in claimed:
+            # Not there: never made. Or a document (or another intent) already records it: this step
+            # made nothing that is not known.
+            outcome.absent.append(pending)
+            continue
+        alloc = pending.intent.allocation
+        why = None
+        if not pending.intent.adopt:
+            why = "it was being copied when the controller stopped: its data may be partial"
+        elif pending.intent.disk_id not in disk_ids:
+            why = "its disk was deleted since"
+        elif not size_matches(alloc.actual_size, seen.size):
+            why = (f"it is {format_size(seen.size) if seen.size is not None else 'of unknown size'}, "
+                   f"{format_size(alloc.actual_size or 0)} was intended")
+        elif isinstance(alloc, LvmAllocation) and (alloc.thin_pool or None) != (seen.pool or None):
+            why = f"it is in pool {seen.pool or '(none)'}, {alloc.thin_pool or 'no pool'} was intended"
+        claimed.add(pending.key)
+        if why is None:
+            outcome.adopted.append((pending, seen.size or 0))
+        else:
+            outcome.mismatched.append((pending, why))
+            outcome.orphans.append(Orphan(report.host_id, seen, why))
+    adopted = {p.key for p, _ in outcome.adopted}
+    for seen in [*(report.lvs or ()), *(report.files or ())]:
+        key = seen.key(report.host_id)
+        if key in known or key in claimed or key in adopted:
+            continue
+        outcome.orphans.append(Orphan(report.host_id, seen, "no document or record of kerub-tui knows it"))
+    return outcome
+
+
+# --- cleanup steps ----------------------------------------------------------------------------------
+
+
+def _unknown_reason(state: OperationalState, host: str, key: tuple[str, ...], label: str) -> str | None:
+    for disk_id in state.disks_on(host):
+        for alloc in state.allocations(disk_id):
+            if object_key(alloc) == key:
+                return f"{label} is disk {state.disk_name(disk_id)}'s storage now: not removed"
+    for pool in state.thin_pools(host):
+        if key == (host, "lv", pool.vg, pool.name):
+            return f"{label} is a thin pool kerub-tui uses: not removed"
+    return None
+
+
+@step_type
+@dataclass(frozen=True)
+class RemoveOrphanLv(Step):
+    """Remove a kerub-named LV that no document knows (a cleanup after a crash); approved by the admin."""
+
+    type: ClassVar[str] = "remove-orphan-lv"
+    host: str
+    vg: str
+    lv: str
+    size: int = 0
+
+    def blocked(self, state: OperationalState) -> str | None:
+        return _host_down(state, self.host) or _unknown_reason(
+            state, self.host, (self.host, "lv", self.vg, self.lv), f"LV {self.vg}/{self.lv}")
+
+    def take(self, state: OperationalState) -> OperationalState:
+        return state.consume_storage(self.host, f"lvm:{self.vg}", -self.size)
+
+    def reservations(self) -> list[Reservation]:
+        return [Reservation("orphan", f"{self.host}/lv/{self.vg}/{self.lv}")]
+
+    def cost(self, state: OperationalState) -> Cost:
+        return Cost(time_seconds=2.0, risk=0.05)
+
+    def describe(self, state: OperationalState) -> str:
+        size = f" ({format_size(self.size)})" if self.size else ""
+        return f"remove LV {self.vg}/{self.lv}{size} on {state.host_name(self.host)}, which no document knows"
+
+    def effect(self, state: OperationalState) -> str:
+        return f"{state.host_name(self.host)} has no LV {self.vg}/{self.lv}"
+
+    def operations(self, state: OperationalState) -> list[Operation]:
+        from ..hosts import lvm
+
+        return [ShellOp(self.host, lvm.lvremove(vg=self.vg, lv=self.lv))]
+
+
+@step_type
+@dataclass(frozen=True)
+class RemoveOrphanFile(Step):
+    """Remove a kerub-named image file that no document knows; approved by the admin."""
+
+    type: ClassVar[str] = "remove-orphan-file"
+    host: str
+    path: str
+
+    def blocked(self, state: OperationalState) -> str | None:
+        return _host_down(state, self.host) or _unknown_reason(
+            state, self.host, (self.host, "file", self.path), f"image {self.path}")
+
+    def take(self, state: OperationalState) -> OperationalState:
+        return state
+
+    def reservations(self) -> list[Reservation]:
+        return [Reservation("orphan", f"{self.host}/file/{self.path}")]
+
+    def cost(self, state: OperationalState) -> Cost:
+        return Cost(time_seconds=1.0, risk=0.05)
+
+    def describe(self, state: OperationalState) -> str:
+        return f"remove image {self.path} on {state.host_name(self.host)}, which no document knows"
+
+    def effect(self, state: OperationalState) -> str:
+        return f"{state.host_name(self.host)} has no {self.path}"
+
+    def operations(self, state: OperationalState) -> list[Operation]:
+        from ..hosts import fileimage
+
+        return [ShellOp(self.host, fileimage.file_remove(path=self.path))]
+
+
+def removal_step(orphan: Orphan) -> Step:
+    if orphan.seen.kind == "lv":
+        return RemoveOrphanLv(orphan.host_id, orphan.seen.vg, orphan.seen.name, orphan.seen.size or 0)
+    return RemoveOrphanFile(orphan.host_id, orphan.seen.name)
+
+
+def _removal_key(step: Any) -> tuple[str, ...] | None:
+    if isinstance(step, RemoveOrphanLv):
+        return (step.host, "lv", step.vg, step.lv)
+    if isinstance(step, RemoveOrphanFile):
+        return (step.host, "file", step.path)
+    return None
+
+
+def offered(plans: Iterable[Plan]) -> set[tuple[str, ...]]:
+    """Objects already in a cleanup plan that is open, being carried out, or that the admin rejected
+    (asked once; a rejected cleanup is not asked again)."""
+    from .steps import UnknownStep, step_from_planned
+
+    out = set()
+    for plan in plans:
+        if plan.plan_kind != CLEANUP or plan.status not in (
+                PlanStatus.proposed, PlanStatus.approved, PlanStatus.running, PlanStatus.rejected):
+            continue
+        for planned in plan.steps:
+            with contextlib.suppress(UnknownStep):
+                key = _removal_key(step_from_planned(planned))
+                if key is not None:
+                    out.add(key)
+    return out
+
+
+def cleanup_plan(state: OperationalState, orphans: Sequence[Orphan]) -> Plan | None:
+    """One proposal removing ``orphans`` (of one host), or None without any."""
+    if not orphans:
+        return None
+    steps = [removal_step(o) for o in orphans]
+    planned = [s.to_planned(state) for s in steps]
+    cost = Cost()
+    for step in steps:
+        cost = cost + step.cost(state)
+    return Plan(plan_kind=CLEANUP, trigger=[f"{o.seen.label()} on {state.host_name(o.host_id)}: {o.why}"
+                                            for o in orphans],
+                steps=planned, effects=[p.effect for p in planned if p.effect], cost=cost,
+                method="reconciled with what the host reports after a restart")
+
+
+# --- writing the outcome -------------------------------------------------------------------------------
+
+
+def _settle(store: Any, pending: Pending, resolution: str) -> None:
+    plan = store.get(Plan, pending.plan_id)
+    if plan is None:
+        return
+    records: list[StepRecord] = []
+    for record in plan.records:
+        if record.step_index == pending.step_index and record.intent is not None:
+            record = record.model_copy(update={"intent": record.intent.model_copy(update={"resolution": resolution})})
+        records.append(record)
+    store.put(plan.model_copy(update={"records": records}))
+
+
+def _adopt(store: Any, pending: Pending, size: int) -> bool:
+    disk_id = pending.intent.disk_id
+    if store.get(VirtualStorageDevice, disk_id) is None:
+        return False
+    alloc = pending.intent.allocation.model_copy(update={"actual_size": size or pending.intent.allocation.actual_size})
+    dyn = store.get(VirtualStorageDeviceDynamic, disk_id) or VirtualStorageDeviceDynamic(id=disk_id)
+    kept = [a for a in dyn.allocations if not (a.host_id == alloc.host_id and a.capability_id == alloc.capability_id)]
+    store.put(dyn.model_copy(update={"allocations": [*kept, alloc]}))
+    return True
+
+
+@dataclass
+class Applied:
+    adopted: list[str] = field(default_factory=list)  # labels
+    absent: list[str] = field(default_factory=list)
+    cleanup: Plan | None = None
+
+
+def apply(store: Any, outcome: Outcome, *, now: dt.datetime | None = None) -> Applied:
+    """Write what ``reconcile`` found: adoptions, settled intents, events, one cleanup proposal."""
+    from ..core.models import AuditEntry
+
+    now = now or utcnow()
+    applied = Applied()
+    auto = False
+    state = OperationalState.from_store(store, now=now)
+    with store.transaction():
+        for pending, size in outcome.adopted:
+            label = object_label(pending.intent.allocation)
+            host = state.host_name(pending.host_id)
+            if not _adopt(store, pending, size):
+                continue
+            _settle(store, pending, "adopted")
+            applied.adopted.append(label)
+            message = (f"{label} on {host}, made for disk {state.disk_name(pending.intent.disk_id)} by plan "
+                       f"{pending.plan_id[:8]} (step {pending.step_index + 1}) before it was cut off, is recorded as "
+                       "the disk's storage")
+            store.put(Event(type="storage-adopted", host_id=pending.host_id, target=pending.intent.disk_id,
+                            message=message))
+            store.put(AuditEntry(os_user=RECONCILER, action="storage adopt", target=label, host_id=pending.host_id,
+                                 plan_id=pending.plan_id, outcome="adopted"))
+        for pending in outcome.absent:
+            _settle(store, pending, "absent")
+            applied.absent.append(object_label(pending.intent.allocation))
+        for pending, why in outcome.mismatched:
+            _settle(store, pending, "mismatch")
+        already = offered(store.list(Plan))
+        fresh = [o for o in outcome.orphans if o.key not in already]
+        plan = cleanup_plan(state, fresh)
+        if plan is not None:
+            policy = store.get("settings", "settings")
+            auto = policy is not None and any(p.plan_kind == CLEANUP for p in policy.auto_approve)
+            store.put(plan)
+            applied.cleanup = plan
+            for orphan in fresh:
+                store.put(Event(
+                    type="orphan-storage", severity=EventSeverity.warning, host_id=orphan.host_id, target=plan.id,
+                    message=(f"{orphan.seen.label()} on {state.host_name(orphan.host_id)} is named like kerub-tui's "
+                             f"storage but {orphan.why}: cleanup plan {plan.id[:8]} removes it once approved "
+                             f"(kerub-tui plan show {plan.id[:8]})")))
+    if applied.cleanup is not None and auto:
+        from .replanner import ApprovalRefused, approve
+
+        with contextlib.suppress(ApprovalRefused):
+            applied.cleanup = approve(store, applied.cleanup.id, "kerub-tui (auto-approve): cleanup", now=now)
+    return applied
+
+
+# --- reading a host ------------------------------------------------------------------------------------
+
+_NAME = re.compile(r"^kerub-[A-Za-z0-9._+-]*$")
+
+
+def list_images_command(directory: str) -> str:
+    """The kerub-named image files directly in ``directory`` (one name per line; nothing when the
+    directory does not exist)."""
+    from ..hosts.fileimage import check_path
+
+    quoted = shlex.quote(check_path(directory, "images dir"))
+    return (f"if [ -d {quoted} ]; then find {quoted} -mindepth 1 -maxdepth 1 -type f "
+            f"-name 'kerub-*' -printf '%f\\n'; fi")
+
+
+def parse_image_names(text: str) -> list[str]:
+    """Names from ``list_images_command``; a line that is no kerub name is skipped, never trusted."""
+    return sorted({line for line in text.splitlines() if _NAME.match(line) and line not in ("kerub-",)})
+
+
+async def read_host(ops: Any, host_id: str, *, images_dir: str | None = None,
+                    intended_files: Iterable[str] = ()) -> HostReport:
+    """Ask the host for its kerub-named LVs and image files (the virtual size of the files an intent
+    names). A command that fails leaves that kind unread (None)."""
+    from ..hosts import fileimage, lvm
+    from ..hosts.facts import IMAGES_DIR
+
+    images_dir = images_dir or IMAGES_DIR
+    lvs: tuple[SeenObject, ...] | None = None
+    result = await ops.run(host_id, lvm.lvs_json_command())
+    if result.exit_code == 0:
+        try:
+            lvs = tuple(SeenObject("lv", lv.name, lv.size_bytes, lv.vg, lv.pool)
+                        for lv in lvm.parse_lvs(result.stdout) if lv.name.startswith(KERUB_PREFIX))
+        except ValueError as error:
+            log.info("reconcile %s: lvs: %s", host_id, error)
+    files: tuple[SeenObject, ...] | None = None
+    result = await ops.run(host_id, list_images_command(images_dir))
+    if result.exit_code == 0:
+        names = parse_image_names(result.stdout)
+        wanted = set(intended_files)
+        seen = []
+        for name in names:
+            path = f"{images_dir.rstrip('/')}/{name}"
+            size = None
+            if path in wanted:
+                info = await ops.run(host_id, fileimage.qemu_img_info(path))
+                if info.exit_code == 0:
+                    with contextlib.suppress(ValueError):
+                        size = fileimage.parse_qemu_img_info(info.stdout).virtual_size
+            seen.append(SeenObject("file", path, size))
+        files = tuple(seen)
+    return HostReport(host_id, lvs, files)
+
+
+async def reconcile_host(store: Any, ops: Any, host_id: str, *, now: dt.datetime | None = None) -> Applied | None:
+    """Read one host and write what reconciling it with the documents finds. None: not reconciled
+    (a simulated host, or one not up)."""
+    host = store.get(Host, host_id)
+    dyn = store.get(HostDynamic, host_id)
+    if host is None or host.simulated or dyn is None or dyn.status is not HostStatus.up:
+        return None
+    intended = [p.intent.allocation.path for p in pending_intents(store.list(Plan))
+                if p.host_id == host_id and isinstance(p.intent.allocation, FileAllocation)]
+    report = await read_host(ops, host_id, intended_files=intended)
+    # The documents as they are now, after the awaits (a step may have finished meanwhile).
+    outcome = reconcile(report, disks=[d.id for d in store.list(VirtualStorageDevice)],
+                        disk_dyns=store.list(VirtualStorageDeviceDynamic), configs=store.list(HostConfiguration),
+                        plans=store.list(Plan))
+    if not (outcome.adopted or outcome.absent or outcome.mismatched or outcome.orphans):
+        return Applied()
+    return apply(store, outcome, now=now)
+
+
+class Reconciler:
+    """Reconciles each host when it comes up (at the controller's start, and after a reconnect)."""
+
+    def __init__(self, store: Any, ops: Any) -> None:
+        self.store = store
+        self.ops = ops
+        self.passes = 0
+        self._tasks: dict[str, asyncio.Task[Any]] = {}
+        self._again: set[str] = set()
+
+    def _up(self, doc: Any) -> bool:
+        return doc is not None and doc.status is HostStatus.up
+
+    async def run(self) -> None:
+        subscription = self.store.feed.subscribe(["host-dynamic"])
+        try:
+            for dyn in self.store.list(HostDynamic):
+                if self._up(dyn):
+                    self.request(dyn.id)
+            async for change in subscription:
+                if self._up(change.new) and not self._up(change.old):
+                    self.request(change.id)
+        finally:
+            subscription.close()
+            await self.stop()
+
+    def request(self, host_id: str) -> None:
+        if host_id in self._tasks:
+            self._again.add(host_id)
+            return
+        task = asyncio.get_running_loop().create_task(self._reconcile(host_id), name=f"reconcile {host_id[:8]}")
+        self._tasks[host_id] = task
+
+    async def _reconcile(self, host_id: str) -> None:
+        try:
+            while True:
+                self._again.discard(host_id)
+                try:
+                    await reconcile_host(self.store, self.ops, host_id)
+                except Exception:  # a host that went away mid-way: the next connect tries again
+                    log.exception("reconciling host %s failed", host_id)
+                self.passes += 1
+                if host_id not in self._again:
+                    return
+        finally:
+            self._tasks.pop(host_id, None)
+
+    async def wait_idle(self) -> None:
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks.values()), return_exceptions=True)
+
+    async def stop(self) -> None:
+        tasks = list(self._tasks.values())
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+
+__all__ = ["CLEANUP", "Applied", "HostReport", "Orphan", "Outcome", "Pending", "Reconciler", "RemoveOrphanFile",
+           "RemoveOrphanLv", "SeenObject", "apply", "cleanup_plan", "identity_alive", "intent_of",
+           "interrupt_dead_writers", "list_images_command", "object_key", "pending_intents", "process_identity",
+           "read_host", "reconcile", "reconcile_host", "size_matches"]
