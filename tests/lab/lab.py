@@ -41,6 +41,11 @@ FULL_BINARIES = (
     "libvirtd", "virtlogd", "virsh", "qemu-system-x86_64", "lvm",
 )
 LIGHT_BINARIES = ("unshare", "nsenter", "sshd", "ssh", "ssh-keygen", "ssh-keyscan")
+# A test-controlled delay of the lvm wrapper (inside a host's namespace): see _lvm_wrapper and
+# LabHost.delay_lvm.
+LVM_DELAY_FILE = "/run/kerub-lab/lvm-delay"
+LVM_PHASE_FILE = "/run/kerub-lab/lvm-phase"
+
 # Commands of the lvm multi-call binary that never change LVs: the wrapper runs them untouched.
 LVM_READ_ONLY = (
     "pvs vgs lvs pvdisplay vgdisplay lvdisplay pvscan vgscan lvscan lvmconfig config dumpconfig "
@@ -424,6 +429,7 @@ class LabHost:
         ]
         if not self.light:
             script += [
+                f"rm -f {LVM_DELAY_FILE} {LVM_PHASE_FILE}",
                 'for d in $(virsh -q list --all --name); do virsh -q destroy "$d" >/dev/null 2>&1;'
                 ' virsh -q undefine --nvram "$d" >/dev/null 2>&1 ||'
                 ' virsh -q undefine "$d" >/dev/null; done',
@@ -431,6 +437,24 @@ class LabHost:
                 f" lvremove -qq -y {q(self.vg)} 2>/dev/null; fi",
             ]
         self.run("\n".join(script), check=True)
+
+    def delay_lvm(self, subcommand: str | None, before: float = 0, after: float = 0, skip: int = 0) -> None:
+        """Make the host's lvm wrapper sleep ``before`` seconds before the real ``subcommand``
+        (lvcreate, lvremove...) and ``after`` seconds after it, once ``skip`` calls of it went
+        through undelayed; None removes the delay."""
+        if subcommand is None:
+            self.run(f"rm -f {LVM_DELAY_FILE} {LVM_PHASE_FILE}", check=True)
+            return
+        if not re.fullmatch(r"[a-z]+", subcommand):
+            raise LabError(f"not an lvm subcommand: {subcommand!r}")
+        self.run(f"rm -f {LVM_PHASE_FILE}; echo {q(f'{subcommand} {before:g} {after:g} {int(skip)}')} > {LVM_DELAY_FILE}",
+                 check=True)
+
+    def lvm_phase(self) -> tuple[str, int, str] | None:
+        """(phase, wrapper pid in the host's pid namespace, subcommand) of the delayed lvm command:
+        "before" it runs, "after" it ran, "done"; None before any."""
+        out = self.run(f"cat {LVM_PHASE_FILE} 2>/dev/null || true").stdout.split()
+        return (out[0], int(out[1]), out[2]) if len(out) >= 3 else None
 
     def _load_host_key(self) -> None:
         line = self.host_key.with_suffix(".pub").read_text().strip()
@@ -916,9 +940,27 @@ case " {LVM_READ_ONLY} " in
     *" $sub "*) exec "$real" "$@" ;;
 esac
 if [ -z "$sub" ]; then exec "$real"; fi
+# A test's delay around one subcommand: "SUBCOMMAND BEFORE AFTER SKIP" (seconds; SKIP calls pass
+# undelayed first) in {LVM_DELAY_FILE}; the phase ("before", "after", "done"), this wrapper's pid and
+# the subcommand go to {LVM_PHASE_FILE}.
+delay=
+if [ -r {LVM_DELAY_FILE} ]; then
+    read -r delayed before after skip < {LVM_DELAY_FILE}
+    if [ "$delayed" = "$sub" ]; then
+        if [ "${{skip:-0}}" -gt 0 ]; then
+            echo "$delayed $before $after $((skip - 1))" > {LVM_DELAY_FILE}
+        else
+            delay=1
+        fi
+    fi
+fi
+if [ -n "$delay" ]; then echo "before $$ $sub" > {LVM_PHASE_FILE}; sleep "$before"; fi
 "$real" "$@"
 rc=$?
 {q(SYSTEM_PYTHON)} -I -S {q(lvmap)} "$real" {q(pv_file)}
+if [ -n "$delay" ]; then
+    echo "after $$ $sub $rc" > {LVM_PHASE_FILE}; sleep "$after"; echo "done $$ $sub $rc" > {LVM_PHASE_FILE}
+fi
 exit $rc
 """
 
