@@ -185,38 +185,46 @@ def repair(data_dir: Path) -> CheckResult:
         if good is not None:
             info, docs = good
             generation = max(generation, info.generation)
+            backup_keys = {_key(doc.kind, doc.id) for doc in docs}
+            # A damaged record whose key the backup does not know may have a damaged key: its
+            # document is then one of those the backup has and the file does not.
+            unknown_identity = bool(known_bad - backup_keys)
             for doc in docs:
                 key = _key(doc.kind, doc.id)
                 if key in salvaged:
                     continue
                 # Only what is damaged or missing: with a manifest that counts nothing missing, a
                 # document absent from the file was deleted after the backup and stays deleted.
-                if key in known_bad or missing is None or missing > 0:
+                if key in known_bad or missing is None or missing > 0 or unknown_identity:
                     restored[key] = doc
-            when = f"the backup {info.describe()}"
             stale = (f"; the store was at generation {manifest.generation}: changes made to them since are lost"
-                     if manifest is not None and manifest.generation != info.generation else "")
-            lines.append(f"restored {len(restored)} documents from {when}{stale}")
-            unexplained = len(restored) - len(known_bad & restored.keys()) - max(missing or 0, 0)
-            if missing is not None and unexplained > 0:
-                lines.append(f"  {unexplained} of them more than the manifest's count of missing documents: "
-                             "documents deleted after that backup may be back")
+                     if manifest is not None and manifest.generation != info.generation and restored else "")
+            lines.append(f"restored {len(restored)} documents from the backup {info.describe()}{stale}")
         else:
             lines.append("no backup to restore from")
-        lost = sorted(known_bad - restored.keys())
-        lost_unknown = 0
-        if missing is not None:
-            restored_missing = len(restored) - len(known_bad & restored.keys())
-            lost_unknown = max(0, missing - restored_missing)
-        if lost or lost_unknown:
-            what = [k.removeprefix(integrity.DOC_PREFIX) for k in lost]
-            if lost_unknown:
-                what.append(f"{lost_unknown} documents missing from the file and from the backup")
-            lines.append(f"lost: {', '.join(what)}")
-        elif manifest is None and good is None:
-            lines.append("lost: whatever the file held that could not be read (no manifest says how much)")
+        total = len(salvaged) + len(restored)
+        unrestored = sorted(k.removeprefix(integrity.DOC_PREFIX) for k in known_bad - restored.keys())
+        if manifest is not None:
+            lost_count = manifest.count - total
+            if total > manifest.count:
+                lines.append(f"  {total - manifest.count} documents more than the manifest counted: documents "
+                             "deleted after that backup may be back")
+            if lost_count <= 0:
+                lines.append("lost: nothing")
+            else:
+                named = unrestored[:lost_count]
+                rest = lost_count - len(named)
+                lines.append("lost: " + ", ".join(named + ([f"{rest} documents missing from the file and from the "
+                                                            "backup"] if rest else [])))
+        elif unrestored:
+            lines.append(f"lost: {', '.join(unrestored)}, and whatever else the file held that could not be read "
+                         "(its manifest is gone: nothing says how much)")
+        elif good is None:
+            lines.append("lost: whatever the file held that could not be read (no backup, and its manifest is "
+                         "gone: nothing says how much)")
         else:
-            lines.append("lost: nothing")
+            lines.append("lost: nothing the backup did not hold (its manifest is gone: a document written after "
+                         "the backup, in a damaged page, cannot be counted)")
         documents = {**restored, **salvaged}
         aside = _rebuild(data_dir, path, journal, documents, generation + 1)
         lines.append(f"the damaged file is kept as {aside}")

@@ -111,6 +111,9 @@ def _child(path: str, flags: int, fd: int) -> None:
     """In the forked child: open, walk every record with a cursor, send each one. Never returns."""
     status = 0
     try:
+        import faulthandler
+
+        faulthandler.disable()  # a crash here is reported by the parent, not as a dump on the terminal
         import unqlite
 
         def send(kind: bytes, key: bytes, value: bytes) -> None:

@@ -575,6 +575,9 @@ class Store:
     def _backup_at_open(self) -> None:
         from .backup import BACKUP_EVERY_COMMITS, BACKUP_MAX_AGE
 
+        # What a writer or a repair killed mid-way left: temp files, never taken for the real ones.
+        integrity.remove_temps(self.data_dir)
+        integrity.remove_temps(self.data_dir / integrity.BACKUP_DIR)
         newest = self.backups.newest()
         if newest is None:
             if self.generation > 1 or any(self._docs.values()):
