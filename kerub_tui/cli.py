@@ -149,8 +149,17 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--cdrom", metavar="IMAGE", help="attach this ISO image as a CD-ROM (and boot from it)")
     create.add_argument("--boot", type=_boot, metavar="DEV[,DEV...]",
                         help="boot order of hd, cdrom, network (default: cdrom,hd with --cdrom, else hd)")
+    create.add_argument("--from", dest="from_image", metavar="IMAGE",
+                        help="the first disk starts as this disk image (grown to the first --disk SIZE)")
+    create.add_argument("--ssh-key", action="append", default=[], metavar="FILE",
+                        help="cloud-init: an ssh public key file for the guest's default user (repeatable)")
+    create.add_argument("--user-data", metavar="FILE", help="cloud-init: user data, as given (never logged)")
+    create.add_argument("--network-config", metavar="FILE", help="cloud-init: network config, as given")
     _list_show(vm)
     vm.add_parser("eject", help="take the ISO out of the VM's CD-ROM (live too when it runs)").add_argument("name")
+    clone = vm.add_parser("clone", help="copy a stopped VM with its disks (their content copied by a plan)")
+    clone.add_argument("source", metavar="SRC")
+    clone.add_argument("name")
     for action, helptext in (("start", "expect the VM up"), ("stop", "expect the VM down"),
                              ("delete", "delete a stopped VM")):
         vm.add_parser(action, help=helptext).add_argument("name")
@@ -173,10 +182,6 @@ def build_parser() -> argparse.ArgumentParser:
                          help="print the .vv connection file (it holds the SPICE password) for a viewer elsewhere")
     console.add_argument("--local-port", type=int, metavar="PORT",
                          help="with --print-vv: the port your own `ssh -L` listens on")
-
-    check = sub.add_parser("check", help="verify the store; --repair salvages and restores a damaged one")
-    check.add_argument("--repair", action="store_true",
-                       help="salvage what reads, restore the rest from the newest backup, keep the damaged file aside")
 
     plan = sub.add_parser("plan", help="the planner's proposals").add_subparsers(
         dest="action", metavar="ACTION", required=True, parser_class=_Parser)
@@ -323,8 +328,13 @@ async def cmd_vm(args: argparse.Namespace, c: Controller, out: TextIO) -> int:
         if store.find_by_name(VirtualMachine, args.name) is not None:
             raise CliError(f"a VM named {args.name!r} already exists")
         vm = await c.create_vm(args.name, cpus=args.cpus, memory_min=minimum, memory_max=maximum,
-                               disk_sizes=args.disk, expectations=args.expect, cdrom=args.cdrom, boot=args.boot)
+                               disk_sizes=args.disk, expectations=args.expect, cdrom=args.cdrom, boot=args.boot,
+                               from_image=args.from_image, cloud_init=_cloud_init(args))
         print(f"created VM {vm.name} ({vm.id})", file=out)
+    elif args.action == "clone":
+        vm = await c.clone_vm(args.source, args.name)
+        print(f"created VM {vm.name} ({vm.id}) as a copy of {args.source}; "
+              "a plan copies its disks when it is started", file=out)
     elif args.action == "eject":
         vm = await c.eject_vm(args.name)
         print(f"VM {vm.name}: CD-ROM ejected", file=out)
@@ -355,12 +365,71 @@ async def cmd_vm(args: argparse.Namespace, c: Controller, out: TextIO) -> int:
     return EXIT_OK
 
 
+CLOUD_INIT_FILE_MAX = 64 * 1024
+
+
+def _read_text(path: str, what: str) -> str:
+    """A file the admin named, as text: one clear line when it cannot be read (its content is never echoed)."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read(CLOUD_INIT_FILE_MAX + 1)
+    except OSError as error:
+        raise CliError(f"{what} {path}: {error.strerror or error}") from None
+    if len(data) > CLOUD_INIT_FILE_MAX:
+        raise CliError(f"{what} {path} is larger than {CLOUD_INIT_FILE_MAX // 1024} KiB")
+    try:
+        return data.decode()
+    except UnicodeDecodeError:
+        raise CliError(f"{what} {path} is not UTF-8 text") from None
+
+
+def _cloud_init(args: argparse.Namespace) -> dict[str, Any] | None:
+    if not (args.ssh_key or args.user_data or args.network_config):
+        return None
+    keys = []
+    for path in args.ssh_key:
+        lines = [line.strip() for line in _read_text(path, "ssh key file").splitlines()]
+        found = [line for line in lines if line and not line.startswith("#")]
+        if not found:
+            raise CliError(f"ssh key file {path} holds no key")
+        keys += found
+    return {"ssh_keys": keys,
+            "user_data": _read_text(args.user_data, "user data file") if args.user_data else None,
+            "network_config": _read_text(args.network_config, "network config file") if args.network_config else None}
+
+
+_FILE_OPTIONS = ("--ssh-key", "--user-data", "--network-config")
+
+
+def _absolute_files(argv: list[str]) -> list[str]:
+    """The command line with the file arguments of ``vm create`` made absolute: a controller that serves
+    it through the socket reads them, and its working directory is not the caller's."""
+    out: list[str] = []
+    expect_file = False
+    for word in argv:
+        if expect_file:
+            out.append(os.path.abspath(word))
+            expect_file = False
+            continue
+        option, eq, value = word.partition("=")
+        if option in _FILE_OPTIONS and eq:
+            out.append(f"{option}={os.path.abspath(value)}")
+            continue
+        expect_file = word in _FILE_OPTIONS
+        out.append(word)
+    return out
+
+
 async def _show_vm(c: Controller, vm: VirtualMachine, dyn: VirtualMachineDynamic | None) -> str:
     lines = [f"VM {vm.name}  ({vm.id})",
              f"  cpus {vm.cpus}, memory {format_size(vm.memory_min)}..{format_size(vm.memory_max)}, {vm.architecture}"]
     host = c.db.get(Host, dyn.host_id) if dyn is not None and dyn.host_id else None
     lines.append(f"  status {dyn.status.value if dyn else 'down'}" + (f" on {host.name}" if host else ""))
     lines.append(f"  boot {','.join(vm.boot)}")
+    if vm.cloud_init is not None:
+        from .controller import _cloud_init_summary
+
+        lines.append(f"  cloud-init: {_cloud_init_summary(vm.cloud_init)}")
     for link in vm.disks:
         disk = c.db.get(VirtualStorageDevice, link.disk_id)
         kind = "cdrom" if link.device == "cdrom" else "disk"
@@ -494,31 +563,9 @@ async def run_in_controller(argv: list[str], controller: Controller, env: dict[s
     return code, out.getvalue(), err.getvalue()
 
 
-def run_check(args: argparse.Namespace) -> int:
-    """`kerub-tui check [--repair]`: on the store file itself, never through a controller."""
-    from .core import backup
-
-    data_dir = paths.data_dir(args.data_dir)
-    if args.repair and args.readonly:
-        raise CliError("check --repair changes the store: run it without --readonly")
-    result = backup.repair(data_dir) if args.repair else backup.check(data_dir)
-    print("\n".join(result.lines), file=sys.stdout if result.sound else sys.stderr)
-    return EXIT_OK if result.sound else EXIT_ERROR
-
-
-def _warn_damaged(controller: Controller) -> None:
-    """--readonly on a damaged store shows what reads; one line says so."""
-    store = controller.store
-    if store is not None and store.damage:
-        print(f"kerub-tui: warning: the store in {controller.data_dir} is damaged ({'; '.join(store.damage)}); "
-              f"showing what can be read; run `kerub-tui --data-dir {controller.data_dir} check --repair`",
-              file=sys.stderr)
-
-
 async def _run_local(args: argparse.Namespace, command: Command) -> int:
     controller = Controller(args.data_dir, readonly=args.readonly)
     await controller.start(connect_hosts=False)
-    _warn_damaged(controller)
     try:
         changed: list[str] = []
         remove = controller.db.feed.add_listener(lambda change: changed.append(change.kind))
@@ -673,8 +720,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_console(args)
         if args.command == "serve":
             return asyncio.run(serve(args))
-        if args.command == "check":
-            return run_check(args)
         data_dir = paths.data_dir(args.data_dir)
         secret = _ask_password(args)
         if controller_running(data_dir):
@@ -682,7 +727,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 pid = Store.holder_pid(data_dir)
                 raise CliError(f"import needs the controller stopped: stop the kerub-tui running on {data_dir}"
                                + (f" (pid {pid})" if pid else "") + " first")
-            code, out, err = run_cli_remote(data_dir, argv, readonly=args.readonly, secret=secret)
+            code, out, err = run_cli_remote(data_dir, _absolute_files(argv), readonly=args.readonly, secret=secret)
             sys.stdout.write(out)
             sys.stderr.write(err)
             return code

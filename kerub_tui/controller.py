@@ -21,6 +21,7 @@ from .core.expectations import Expectation, InvalidExpectation, parse_spec, vali
 from .core.models import (
     AuditEntry,
     AutoApprovePolicy,
+    CloudInit,
     DiskLink,
     Document,
     Event,
@@ -38,7 +39,7 @@ from .core.models import (
     utcnow,
 )
 from .core.names import InvalidName
-from .core.integrity import store_existed
+from .core.sizes import format_size
 from .core.store import NotFound, Store, StoreError
 from .hosts.console import ConsoleError, console_file, open_console
 from .hosts.fleet import Fleet, FleetError
@@ -100,8 +101,7 @@ class Controller:
     def open_store(self) -> Store:
         """Open the store (the data dir's writer lock; a read-only snapshot with --readonly)."""
         if self.store is None:
-            if (self.readonly and not (self.data_dir / paths.STORE_FILE).exists()
-                    and not store_existed(self.data_dir)):
+            if self.readonly and not (self.data_dir / paths.STORE_FILE).exists():
                 # Read-only on a new data dir: an empty snapshot, nothing created on disk.
                 self.store = Store(self.data_dir, readonly=True)
             else:
@@ -121,7 +121,6 @@ class Controller:
             self.server = self._serve(self)
             await self.server.start()
         if connect_hosts and not self.readonly:
-            store.backup_if_changed()  # a console or `serve` starting: a backup of what it starts from
             self.executor = Executor(store, self.hosts)
             self.replanner = Replanner(store, executor=self.executor)
             self.reconciler = reconcile.Reconciler(store, self.hosts)  # each host as it comes up
@@ -236,15 +235,31 @@ class Controller:
                         nics: Iterable[Nic | dict[str, Any]] = (),
                         expectations: Iterable[str | dict[str, Any] | Expectation] = (),
                         disk_sizes: Iterable[int] = (), cdrom: str | None = None,
-                        boot: Iterable[str] | None = None) -> VirtualMachine:
+                        boot: Iterable[str] | None = None, from_image: str | None = None,
+                        cloud_init: CloudInit | dict[str, Any] | None = None) -> VirtualMachine:
         """A new VM. ``disk_sizes`` makes a new blank disk of each size (NAME-disk0, ...);
         ``cdrom`` attaches an ISO image as a read-only SATA CD-ROM (and boots from it first unless
-        ``boot`` says otherwise); ``boot`` is the boot order (hd, cdrom, network). Everything is
-        checked before anything is stored: a refused VM leaves no disk behind."""
+        ``boot`` says otherwise); ``boot`` is the boot order (hd, cdrom, network). With
+        ``from_image`` the first disk (NAME-disk0) starts as that disk image's content, grown to the
+        first of ``disk_sizes`` when given (never smaller than the image). ``cloud_init`` (ssh keys,
+        user data, network config) gives the VM a NoCloud seed. Everything is checked before anything
+        is stored: a refused VM leaves no disk behind."""
         store = self._writable()
         if store.find_by_name(VirtualMachine, name) is not None:
             raise ActionError(f"a VM named {name!r} already exists")
-        new_disks = [self._new_disk(f"{name}-disk{index}", size) for index, size in enumerate(disk_sizes)]
+        sizes = list(disk_sizes)
+        new_disks = []
+        if from_image is not None:
+            image = self._image(from_image, ("raw", "qcow2"), "a clone")
+            assert image.image is not None
+            size = sizes.pop(0) if sizes else image.image.virtual_size
+            if size < image.image.virtual_size:
+                raise ActionError(f"disk size {format_size(size)} is smaller than image {image.name} "
+                                  f"({format_size(image.image.virtual_size)}): give --disk of at least that")
+            new_disks.append(self._new_disk(f"{name}-disk0", size, expectations=self._expectations(
+                [{"type": "clone-of", "disk": image.id}], "disk")))
+        new_disks += [self._new_disk(f"{name}-disk{index}", size)
+                      for index, size in enumerate(sizes, start=len(new_disks))]
         links = [DiskLink(disk_id=d.id) for d in new_disks] + [
             link if isinstance(link, DiskLink) else DiskLink.model_validate(link) for link in disks]
         if cdrom is not None:
@@ -255,6 +270,7 @@ class Controller:
                 name=name, cpus=cpus, memory_min=memory_min, memory_max=memory_max or memory_min,
                 architecture=architecture, disks=links, nics=list(nics),
                 expectations=self._expectations(expectations, "vm"), boot=boot_order,
+                cloud_init=cloud_init,
             )
         except (ValueError, InvalidName) as error:
             raise ActionError(_first_error(error)) from None
@@ -268,7 +284,7 @@ class Controller:
             store.put(vm)
         for disk in new_disks:
             self.audit("disk create", disk.name)
-        self.audit("vm create", vm.name)
+        self.audit("vm create", vm.name, _cloud_init_summary(vm.cloud_init) if vm.cloud_init else "ok")
         return vm
 
     def _new_disk(self, name: str, size: int, **fields: Any) -> VirtualStorageDevice:
@@ -317,6 +333,58 @@ class Controller:
         store.put(updated)
         self.audit("vm eject", vm.name, ", ".join(names))
         return updated  # type: ignore[return-value]
+
+    async def set_vm_cloud_init(self, ref: str, cloud_init: CloudInit | dict[str, Any] | None) -> VirtualMachine:
+        """New cloud-init settings (None: no seed). A changed seed is written on the VM's host at its
+        next start (a running VM keeps the seed it started with). Audited without the user data."""
+        store = self._writable()
+        vm: VirtualMachine = self.resolve(VirtualMachine, ref)
+        try:
+            updated = vm.evolve(cloud_init=cloud_init)
+        except (ValueError, InvalidName) as error:
+            raise ActionError(_first_error(error)) from None
+        store.put(updated)
+        self.audit("vm cloud-init", vm.name, _cloud_init_summary(updated.cloud_init))  # type: ignore[attr-defined]
+        return updated  # type: ignore[return-value]
+
+    async def clone_vm(self, source_ref: str, name: str) -> VirtualMachine:
+        """A copy of a stopped VM: the same settings, new disks whose content the planner copies from
+        the source's disks (clone-of), the same images in its CD-ROMs; its own cloud-init seed."""
+        store = self._writable()
+        source: VirtualMachine = self.resolve(VirtualMachine, source_ref)
+        dyn = store.get(VirtualMachineDynamic, source.id)
+        if dyn is not None and dyn.status.value != "down":
+            raise ActionError(f"VM {source.name} is {dyn.status.value}: stop it first to clone it "
+                              f"(kerub-tui vm stop {source.name})")
+        if store.find_by_name(VirtualMachine, name) is not None:
+            raise ActionError(f"a VM named {name!r} already exists")
+        links: list[DiskLink] = []
+        new_disks: list[VirtualStorageDevice] = []
+        for link in source.disks:
+            disk = store.get(VirtualStorageDevice, link.disk_id)
+            if disk is None:
+                raise ActionError(f"VM {source.name}: its disk {link.disk_id} is gone")
+            if disk.read_only or link.device == "cdrom":
+                links.append(link)  # an image or another read-only disk: shared, not copied
+                continue
+            copy = self._new_disk(f"{name}-disk{len(new_disks)}", disk.size, expectations=self._expectations(
+                [{"type": "clone-of", "disk": disk.id}], "disk"))
+            new_disks.append(copy)
+            links.append(link.model_copy(update={"disk_id": copy.id}))
+        keep = [e for e in source.expectations if e.type != "availability"]
+        try:
+            vm = VirtualMachine(name=name, architecture=source.architecture, cpus=source.cpus,
+                                memory_min=source.memory_min, memory_max=source.memory_max, disks=links,
+                                nics=[nic.model_copy(update={"mac": None}) for nic in source.nics],
+                                expectations=keep, boot=source.boot, cloud_init=source.cloud_init)
+        except (ValueError, InvalidName) as error:
+            raise ActionError(_first_error(error)) from None
+        with store.transaction():
+            for disk in new_disks:
+                store.put(disk)
+            store.put(vm)
+        self.audit("vm clone", vm.name, f"from {source.name}, {len(new_disks)} disk(s) copied")
+        return vm
 
     def _disk_name(self, disk_id: str) -> str:
         disk = self.db.get(VirtualStorageDevice, disk_id)
@@ -659,6 +727,18 @@ class Controller:
         """Why the VM runs where it runs, and why each other host was rejected."""
         vm = self.resolve(VirtualMachine, vm_ref)
         return explain_text(self.db, vm.id)
+
+
+def _cloud_init_summary(cloud_init: CloudInit | None) -> str:
+    """What the audit log says of cloud-init settings: counts and sizes, never the content."""
+    if cloud_init is None:
+        return "no cloud-init"
+    parts = [f"{len(cloud_init.ssh_keys)} ssh key(s)"]
+    if cloud_init.user_data is not None:
+        parts.append(f"user data ({len(cloud_init.user_data.encode())} bytes)")
+    if cloud_init.network_config is not None:
+        parts.append(f"network config ({len(cloud_init.network_config.encode())} bytes)")
+    return ", ".join(parts)
 
 
 def _first_error(error: Exception) -> str:

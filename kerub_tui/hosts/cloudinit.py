@@ -18,6 +18,7 @@ import hashlib
 import io
 import json
 import re
+import shlex
 from dataclasses import dataclass
 
 import pycdlib
@@ -130,5 +131,36 @@ def seed_path(vm_id: str, digest: str, directory: str = SEED_DIR) -> str:
     return seed_pattern(vm_id, directory).replace("*", digest[:16])
 
 
+def write_seed_command(path: str, pattern: str) -> str:
+    """On the host: the seed ISO from standard input into ``path`` (a temporary file renamed into
+    place, so a cut transfer leaves no half seed), then the VM's older seeds there removed. The
+    directory is traversable (qemu runs as another user; libvirt gives it the file at start), the file
+    readable by root only until then."""
+    from .fileimage import check_path
+
+    check_path(path, "seed path")
+    check_path(pattern.replace("*", "x"), "seed pattern")
+    directory, _, name = path.rpartition("/")
+    tmp = f"{directory}/.{name}.tmp"
+    keep = shlex.quote(path)
+    d, t = shlex.quote(directory), shlex.quote(tmp)
+    return (f"mkdir -p -- {d} && chmod 0711 {d} && umask 077 && "
+            f"{{ cat > {t} && test -s {t} && mv -f -- {t} {keep} || {{ rm -f -- {t}; exit 1; }}; }} && "
+            f"for old in {_glob(pattern)}; do if [ \"$old\" != {keep} ]; then rm -f -- \"$old\"; fi; done")
+
+
+def remove_seeds_command(pattern: str) -> str:
+    """On the host: every seed file of a VM removed (idempotent)."""
+    return f"rm -f -- {_glob(pattern)}"
+
+
+def _glob(pattern: str) -> str:
+    """A seed pattern for the shell: its directory and name quoted, the one '*' left to expand."""
+    head, star, tail = pattern.partition("*")
+    if not star or "*" in tail:
+        raise ValueError(f"{pattern!r} is not a seed pattern")
+    return f"{shlex.quote(head)}*{shlex.quote(tail)}"
+
+
 __all__ = ["SEED_DIR", "VOLUME_ID", "SeedContent", "build_seed", "read_seed", "seed_content", "seed_digest",
-           "seed_path", "seed_pattern", "vm_seed"]
+           "seed_path", "seed_pattern", "vm_seed", "remove_seeds_command", "write_seed_command"]

@@ -55,6 +55,29 @@ def qemu_img_create(path: str, size: int, fmt: str = "qcow2") -> str:
     return shlex.join(["qemu-img", "create", "-q", "-f", fmt, path, str(size)])
 
 
+def qemu_img_create_overlay(path: str, backing: str, backing_fmt: str, size: int) -> str:
+    """A qcow2 overlay of ``size`` bytes whose backing file is ``backing`` (an image's copy on the same
+    host): instant, copy-on-write. The backing format is stated, never probed (a probed raw image could
+    claim to be a qcow2 with a backing file of its own)."""
+    check_path(path, "overlay path")
+    check_path(backing, "backing image path")
+    check_size(size)
+    check_format(backing_fmt)
+    if path == backing:
+        raise ValueError("an overlay cannot be its own backing file")
+    return shlex.join(["qemu-img", "create", "-q", "-f", "qcow2", "-b", backing, "-F", backing_fmt, path, str(size)])
+
+
+def qemu_img_convert_into(src: str, dst: str, src_fmt: str) -> str:
+    """Copy an image's content into an existing raw target (an LV at least as large): -n, no creation."""
+    check_path(src, "source image path")
+    check_path(dst, "target path")
+    check_format(src_fmt)
+    if src == dst:
+        raise ValueError("source and target are the same")
+    return shlex.join(["qemu-img", "convert", "-q", "-n", "-f", src_fmt, "-O", "raw", src, dst])
+
+
 def qemu_img_info(path: str) -> str:
     """Read an image's facts as JSON. --force-share: also works on an image a running VM holds open."""
     check_path(path, "image path")

@@ -409,10 +409,11 @@ class FleetOperations:
 
     # shell -------------------------------------------------------------------------------------------
 
-    async def run(self, host_id: str, command: str, *, privileged: bool = True) -> OperationResult:
+    async def run(self, host_id: str, command: str, *, privileged: bool = True,
+                  input: bytes | None = None) -> OperationResult:
         try:
             result = await self.fleet.run(host_id, command, privileged=privileged, timeout=self.command_timeout,
-                                          wait=self.connect_wait)
+                                          wait=self.connect_wait, input=input)
         except CommandTimeout as error:
             return OperationResult(EXIT_TIMEOUT, error.result.stdout, _join(error.result.stderr, str(error)))
         except (SshError, OSError) as error:

@@ -70,6 +70,7 @@ from .steps import (
     StopVm,
     step_from_planned,
 )
+from .image_steps import CloneImageOverlay, CloneImageToLv
 
 TAIL = 2000  # characters of output kept per command in the audit log and the step record
 
@@ -92,6 +93,7 @@ class HostOperations(Protocol):
     """
 
     async def run(self, host_id: str, command: str, *, privileged: bool = True) -> CommandResult: ...
+    # a command with standard input (a ShellOp with ``input``) is run as run(..., input=bytes)
 
     async def libvirt(self, host_id: str, op: str, **kwargs: Any) -> CommandResult: ...
 
@@ -196,6 +198,8 @@ VERIFIERS: dict[type[Step], Verifier] = {
     PauseVm: _domain_verifier("host", ("paused",)),
     StopVm: _domain_verifier("host", ("shut off", "")),
     MigrateVm: _domain_verifier("target", ("running", "paused")),
+    CloneImageOverlay: _verify_image,
+    CloneImageToLv: _verify_lv_present,
 }
 
 
@@ -236,10 +240,18 @@ def _libvirt_kwargs(op: LibvirtOp, step: Step, state: OperationalState) -> dict[
         vm = state.vms[step.vm]  # type: ignore[attr-defined]
         hyper = host.capabilities.hypervisor if host.capabilities else None
         domain_type = kvm.host_accelerator(host).domain_type  # the admin's override, else what was discovered
+        seed = None
+        if vm.cloud_init is not None:
+            from .image_steps import seed_missing, seed_on
+
+            missing = seed_missing(state, vm.id, host.id)
+            if missing:
+                raise StepFailed(missing)
+            seed = seed_on(state, vm.id, host.id).path  # type: ignore[union-attr]
         # The SPICE password lives only in the domain definition on the host, never in a document.
         kwargs.update(vm_name=vm.name, xml=kvm.domain_xml(
             vm, disk_backings(state, vm.id, host.id), spice.new_spice_password(),
-            domain_type=domain_type, emulator=hyper.emulator if hyper else None))
+            domain_type=domain_type, emulator=hyper.emulator if hyper else None, seed=seed))
     return kwargs
 
 
@@ -417,7 +429,10 @@ class Executor:
         else:
             assert isinstance(op, ShellOp)
             shown = op.command
-            result = await recorded.run(op.host_id, op.command, privileged=op.privileged)
+            if op.input is not None:  # what it reads is made now and goes nowhere but the host
+                result = await recorded.run(op.host_id, op.command, privileged=op.privileged, input=op.input())
+            else:
+                result = await recorded.run(op.host_id, op.command, privileged=op.privileged)
         return result, shown
 
     def _record(self, plan_id: str, index: int, step: Step, state: OperationalState, host_id: str, shown: str,
@@ -500,9 +515,13 @@ class _Recorded:
         self.step = step
         self.state = state
 
-    async def run(self, host_id: str, command: str, *, privileged: bool = True) -> CommandResult:
+    async def run(self, host_id: str, command: str, *, privileged: bool = True,
+                  input: bytes | None = None) -> CommandResult:
         started, t0 = self.executor.clock(), time.monotonic()
-        result = await self.executor.ops.run(host_id, command, privileged=privileged)
+        if input is not None:
+            result = await self.executor.ops.run(host_id, command, privileged=privileged, input=input)  # type: ignore[call-arg]
+        else:
+            result = await self.executor.ops.run(host_id, command, privileged=privileged)
         self.executor._record(self.plan_id, self.index, self.step, self.state, host_id, command, result, started,
                               time.monotonic() - t0)
         return result

@@ -120,6 +120,8 @@ def bring_disk(state: OperationalState, disk_id: str, host_id: str, *, move: boo
     if not allocs:
         clone = next((e for e in disk.expectations if e.type == "clone-of"), None)
         source = state.resolve_disk(clone.disk) if clone is not None else None
+        if source is not None and state.disks[source].image is not None:
+            return _image_clone(state, disk, source, host_id, cap, penalty)
         if source is not None:
             src_alloc = next((a for a in sorted(state.allocations(source), key=lambda a: (a.host_id != host_id, a.host_id))
                               if state.host_up(a.host_id)), None)
@@ -136,6 +138,27 @@ def bring_disk(state: OperationalState, disk_id: str, host_id: str, *, move: boo
     keep_source = bool(users_elsewhere) or not move or len(allocs) > 1
     return [*_trust_then(state, source.host_id, host_id),
             CopyAllocation(disk_id, source.host_id, source.capability_id, host_id, cap.id, move=not keep_source)], penalty
+
+
+def _image_clone(state: OperationalState, disk: VirtualStorageDevice, image_id: str, host_id: str, cap: Any,
+                 penalty: float) -> tuple[list[Step], float] | None:
+    """A new disk that starts as an image: the image's copy on the host first (brought there when it
+    has none), then the clone: an overlay on file storage, a full copy into an LV."""
+    from .image_steps import image_clone_steps
+
+    brought = bring_disk(state, image_id, host_id, move=False)
+    if brought is None:
+        return None
+    before, image_penalty = brought
+    after = state
+    for step in before:
+        if step.blocked(after) is not None:
+            return None
+        after = step.take(after)
+    clone = image_clone_steps(after, disk, image_id, host_id, cap)
+    if clone is None:
+        return None
+    return [*before, clone], penalty + image_penalty
 
 
 # --- VM placement --------------------------------------------------------------------------------
@@ -200,6 +223,8 @@ def _start_on(state: OperationalState, vm: VirtualMachine, host_id: str, prefix:
     rejections = placement_rejections(state, vm, host_id, capacity=False)
     if any(r.hard for r in rejections):
         return None
+    from .image_steps import seed_steps
+
     steps = list(prefix)
     penalty = _penalty(rejections)
     for link in vm.disks:
@@ -209,6 +234,7 @@ def _start_on(state: OperationalState, vm: VirtualMachine, host_id: str, prefix:
         disk_steps, disk_penalty = brought
         steps.extend(disk_steps)
         penalty += disk_penalty
+    steps.extend(seed_steps(state, vm.id, host_id))
     steps.append(StartVm(vm.id, host_id))
     start = base if base is not None else state
     if not _applicable(start, steps):
@@ -265,7 +291,9 @@ def relocation_candidates(state: OperationalState, vm_id: str, *, limit: int = M
             copy_storage = True
         if not ok:
             continue
-        steps = [*before, MigrateVm(vm_id, source, host_id, copy_storage), *after]
+        from .image_steps import seed_steps
+
+        steps = [*before, *seed_steps(state, vm_id, host_id), MigrateVm(vm_id, source, host_id, copy_storage), *after]
         if not _applicable(state, steps):
             continue
         rank = (sequence_cost(state, steps) + penalty, _placement_policy_key(state, vm, host_id),

@@ -185,8 +185,8 @@ def undersized_allocation(state: OperationalState, host_id: str) -> list[Problem
     out = []
     for disk_id in state.disks_on(host_id):
         disk = state.disks.get(disk_id)
-        if disk is None:
-            continue
+        if disk is None or disk.image is not None:
+            continue  # an image's copy is its file as imported (a qcow2 is smaller than what it holds)
         for alloc in state.allocations(disk_id):
             if alloc.host_id == host_id and alloc.actual_size is not None and alloc.actual_size < disk.size:
                 if isinstance(alloc, LvmAllocation) and alloc.mirrors:

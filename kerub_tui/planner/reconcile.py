@@ -150,7 +150,8 @@ def interrupt_dead_writers(store: Any, *, now: dt.datetime | None = None) -> lis
 def intent_of(step: Step, state: OperationalState) -> StepIntent | None:
     """What ``step`` is about to create on a host, for its record before its commands run."""
     if isinstance(step, _CreateAllocation):
-        return StepIntent(disk_id=step.disk, allocation=step.allocation())
+        # a step that fills what it creates (an image's clone into an LV) is not adopted half-filled
+        return StepIntent(disk_id=step.disk, allocation=step.allocation(), adopt=getattr(step, "adoptable", True))
     if isinstance(step, CopyAllocation):
         creator = step._creator(state)
         if creator is not None:

@@ -18,6 +18,7 @@ import abc
 import dataclasses
 import shlex
 from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 from ..core.models import (
@@ -61,6 +62,9 @@ class ShellOp:
     host_id: str
     command: str
     privileged: bool = True
+    # what the command reads on its standard input, made when it runs (a cloud-init seed): never
+    # part of the command line, so never in the plan or the audit log
+    input: Callable[[], bytes] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -315,7 +319,9 @@ class StartVm(Step):
         deps = _dealbreaker_dependencies_down(state, self.vm)
         if deps:
             return f"{vm.name} depends on {', '.join(deps)}, not running yet"
-        return None
+        from .image_steps import seed_missing
+
+        return seed_missing(state, self.vm, self.host)
 
     def take(self, state: OperationalState) -> OperationalState:
         return state.apply([_vm_dyn(state, self.vm, host_id=self.host, status=VmStatus.up, spice_address=None,
@@ -509,7 +515,9 @@ class MigrateVm(Step):
         missing = vm_disks_missing(state, self.vm, self.target)
         if missing:
             return f"{state.host_name(self.target)} has no copy of disk " + ", ".join(state.disk_name(d) for d in missing)
-        return None
+        from .image_steps import seed_missing
+
+        return seed_missing(state, self.vm, self.target)
 
     def take(self, state: OperationalState) -> OperationalState:
         return state.apply([_vm_dyn(state, self.vm, host_id=self.target, spice_address=None, spice_port=None)])
@@ -630,7 +638,9 @@ class _RemoveAllocation(Step):
         if config is not None and any(e.disk_id == self.disk for e in config.exports) or \
                 config is not None and any(t.disk_id == self.disk for t in config.iscsi_targets):
             return f"disk {state.disk_name(self.disk)} is shared from {state.host_name(self.host)}: unshare it first"
-        return _locked_disk(state, self.disk)
+        from .image_steps import backing_blocks_removal
+
+        return backing_blocks_removal(state, self.disk, self.host) or _locked_disk(state, self.disk)
 
     def take(self, state: OperationalState) -> OperationalState:
         return _drop_allocation(state, self.disk, self.host, self.capability)
@@ -1715,3 +1725,6 @@ DEFERRED_BUILDERS = {"trust_command_from_key": trust_command_from_key}
 
 def order_key(step: Step) -> tuple[Any, ...]:
     return step.sort_key()
+
+
+from . import image_steps as _image_steps  # noqa: E402,F401  (registers its step types with step_type)

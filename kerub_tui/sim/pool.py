@@ -60,9 +60,14 @@ class HostPool:
 
     # the executor's HostOperations
 
-    async def run(self, host_id: str, command: str, *, privileged: bool = True) -> OperationResult:
+    async def run(self, host_id: str, command: str, *, privileged: bool = True,
+                  input: bytes | None = None) -> OperationResult:
         if self.is_simulated(host_id):
+            if input is not None:  # the simulator has no files to write (cloud-init seeds)
+                return OperationResult(127, "", "a command with input is not simulated by the kerub-tui simulator")
             return await self.simulated.run(host_id, command, privileged=privileged)
+        if input is not None:
+            return await self.operations.run(host_id, command, privileged=privileged, input=input)
         return await self.operations.run(host_id, command, privileged=privileged)
 
     async def libvirt(self, host_id: str, op: str, **kwargs: Any) -> OperationResult:

@@ -112,6 +112,7 @@ def test_registry_covers_the_issue_list() -> None:
         "copy-allocation", "nfs-export", "nfs-unexport", "nfs-mount", "nfs-unmount", "iscsi-share",
         "iscsi-unshare", "ksm", "power-down", "wake-host", "ssh-trust",
         "remove-orphan-lv", "remove-orphan-file",  # reconcile's cleanup after a crash
+        "clone-image-overlay", "clone-image-lv", "write-seed",  # planner/image_steps.py
     ])
 
 
@@ -341,6 +342,7 @@ def test_ksm_power_and_trust() -> None:
     assert trust.blocked(s4) == "h1 already trusts h2"
 
 
+from kerub_tui.planner.image_steps import CloneImageOverlay, CloneImageToLv, WriteSeed  # noqa: E402
 
 ALL_STEPS: list[Step] = [
     StartVm("vm-idle", "host-h2"), StopVm("vm-web", "host-h1"), PauseVm("vm-web", "host-h1"),
@@ -368,6 +370,11 @@ ALL_STEPS: list[Step] = [
     UnshareIscsi("host-h1", 3), SetKsm("host-h2", True, 100, 20), PowerDownHost("host-h2"),
     WakeHost("host-h2", "host-h1"), TrustHost("host-h1", "host-h2"),
     RemoveOrphanLv("host-h1", "vg0", "kerub-lost", GIB), RemoveOrphanFile("host-h1", "/var/lib/kerub/kerub-lost.qcow2"),
+    # planner/image_steps.py
+    CloneImageOverlay("disk-new", "host-h1", "file:/var/lib/kerub", "/var/lib/kerub/kerub-new.qcow2", GIB, "disk-d",
+                      "/var/lib/kerub/d.qcow2", "qcow2"),
+    CloneImageToLv("disk-new", "host-h1", "lvm:vg0", "vg0", "kerub-new", GIB, "disk-d", "/dev/vg0/kerub-d", "raw"),
+    WriteSeed("vm-idle", "host-h1", "a" * 64, "/var/lib/kerub-tui/seeds/kerub-seed-vm-idle-aaaaaaaaaaaaaaaa.iso"),
 ]
 
 
