@@ -183,6 +183,10 @@ def build_parser() -> argparse.ArgumentParser:
     console.add_argument("--local-port", type=int, metavar="PORT",
                          help="with --print-vv: the port your own `ssh -L` listens on")
 
+    check = sub.add_parser("check", help="verify the store; --repair salvages and restores a damaged one")
+    check.add_argument("--repair", action="store_true",
+                       help="salvage what reads, restore the rest from the newest backup, keep the damaged file aside")
+
     plan = sub.add_parser("plan", help="the planner's proposals").add_subparsers(
         dest="action", metavar="ACTION", required=True, parser_class=_Parser)
     _list_show(plan, what="id")
@@ -563,9 +567,31 @@ async def run_in_controller(argv: list[str], controller: Controller, env: dict[s
     return code, out.getvalue(), err.getvalue()
 
 
+def run_check(args: argparse.Namespace) -> int:
+    """`kerub-tui check [--repair]`: on the store file itself, never through a controller."""
+    from .core import backup
+
+    data_dir = paths.data_dir(args.data_dir)
+    if args.repair and args.readonly:
+        raise CliError("check --repair changes the store: run it without --readonly")
+    result = backup.repair(data_dir) if args.repair else backup.check(data_dir)
+    print("\n".join(result.lines), file=sys.stdout if result.sound else sys.stderr)
+    return EXIT_OK if result.sound else EXIT_ERROR
+
+
+def _warn_damaged(controller: Controller) -> None:
+    """--readonly on a damaged store shows what reads; one line says so."""
+    store = controller.store
+    if store is not None and store.damage:
+        print(f"kerub-tui: warning: the store in {controller.data_dir} is damaged ({'; '.join(store.damage)}); "
+              f"showing what can be read; run `kerub-tui --data-dir {controller.data_dir} check --repair`",
+              file=sys.stderr)
+
+
 async def _run_local(args: argparse.Namespace, command: Command) -> int:
     controller = Controller(args.data_dir, readonly=args.readonly)
     await controller.start(connect_hosts=False)
+    _warn_damaged(controller)
     try:
         changed: list[str] = []
         remove = controller.db.feed.add_listener(lambda change: changed.append(change.kind))
@@ -720,6 +746,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_console(args)
         if args.command == "serve":
             return asyncio.run(serve(args))
+        if args.command == "check":
+            return run_check(args)
         data_dir = paths.data_dir(args.data_dir)
         secret = _ask_password(args)
         if controller_running(data_dir):

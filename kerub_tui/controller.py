@@ -39,6 +39,7 @@ from .core.models import (
     utcnow,
 )
 from .core.names import InvalidName
+from .core.integrity import store_existed
 from .core.sizes import format_size
 from .core.store import NotFound, Store, StoreError
 from .hosts.console import ConsoleError, console_file, open_console
@@ -101,7 +102,8 @@ class Controller:
     def open_store(self) -> Store:
         """Open the store (the data dir's writer lock; a read-only snapshot with --readonly)."""
         if self.store is None:
-            if self.readonly and not (self.data_dir / paths.STORE_FILE).exists():
+            if (self.readonly and not (self.data_dir / paths.STORE_FILE).exists()
+                    and not store_existed(self.data_dir)):
                 # Read-only on a new data dir: an empty snapshot, nothing created on disk.
                 self.store = Store(self.data_dir, readonly=True)
             else:
@@ -121,6 +123,7 @@ class Controller:
             self.server = self._serve(self)
             await self.server.start()
         if connect_hosts and not self.readonly:
+            store.backup_if_changed()  # a console or `serve` starting: a backup of what it starts from
             self.executor = Executor(store, self.hosts)
             self.replanner = Replanner(store, executor=self.executor)
             self.reconciler = reconcile.Reconciler(store, self.hosts)  # each host as it comes up

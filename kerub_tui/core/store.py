@@ -3,6 +3,9 @@
 Everything is also held in memory (dicts by kind and id, plus the indexes), rebuilt on open: reads
 never touch the file, and the API never exposes UnQLite, so another engine could sit behind it.
 Autocommit on close is disabled, so a process killed mid-transaction leaves the last committed state.
+Every record carries a checksum and a manifest counts them (``integrity``): a damaged file is
+refused for writing with what to do (``StoreDamaged``), never read as a smaller fleet; backups
+are made in the data dir (``backup``).
 """
 
 from __future__ import annotations
@@ -23,7 +26,9 @@ from typing import Any, TypeVar
 import unqlite
 from pydantic import ValidationError
 
+from . import integrity
 from .bus import Change, ChangeFeed
+from .integrity import DIGEST_MOD, MANIFEST_KEY, encode_manifest, encode_record, store_existed
 from .models import (
     DOCUMENT_TYPES,
     SCHEMA_VERSION,
@@ -39,11 +44,11 @@ log = logging.getLogger(__name__)
 D = TypeVar("D", bound=Document)
 
 # unqlite_open() modes (unqlite.h); the Python binding does not export them.
-_OPEN_READONLY = 0x00000001
-_OPEN_CREATE = 0x00000004
+_OPEN_READONLY = integrity._OPEN_READONLY
+_OPEN_CREATE = integrity._OPEN_CREATE
 
-_DOC_PREFIX = "doc/"
-_META_SCHEMA = "meta/schema_version"
+_DOC_PREFIX = integrity.DOC_PREFIX
+_META_SCHEMA = integrity.META_SCHEMA
 EXPORT_FORMAT = "kerub-tui-export"
 
 # Upgrades of stored documents: MIGRATIONS[n] turns a schema-n document dict into schema n+1.
@@ -71,6 +76,19 @@ class ReadOnlyStore(StoreError):
 
 class NotFound(StoreError):
     pass
+
+
+class StoreDamaged(StoreError):
+    """The store file is damaged: nothing is written to it; ``kerub-tui check --repair`` mends it."""
+
+    def __init__(self, path: Path, problems: list[str]) -> None:
+        self.problems = problems
+        data_dir = path.parent
+        super().__init__(
+            f"the store {path} is damaged ({'; '.join(problems)}): nothing was written to it; run "
+            f"`kerub-tui --data-dir {data_dir} check --repair` (it keeps the damaged file and restores "
+            f"what it cannot read from the backups in {data_dir / integrity.BACKUP_DIR})"
+        )
 
 
 def _key(kind: str, doc_id: str) -> str:
@@ -101,10 +119,22 @@ class Store:
         self._db: Any = None
         self._lock_fd: int | None = None
         self._tx_depth = 0
-        self._tx_undo: list[tuple[str, str, Document | None]] = []
+        self._tx_undo: list[tuple[str, str, Document | None, int | None]] = []
         self._tx_changes: list[Change] = []
-        # Raw records that would not parse: kept in the file untouched, reported, never dropped.
+        self._tx_start: tuple[int, int] = (0, 0)
+        # Raw records that would not parse or fail their checksum, by key: a writer refuses such a
+        # file (StoreDamaged); a read-only reader shows the rest and lists them here and in ``damage``.
         self.unreadable: dict[str, str] = {}
+        self.damage: list[str] = []
+        # The manifest: each document record's CRC by key, their sum, the commit generation.
+        self._crcs: dict[str, int] = {}
+        self._digest = 0
+        self.generation = 0
+        self._backups: Any = None
+        self._commits_since_backup = 0
+        self._last_backup_at = time.monotonic()  # of the last backup, or of the open
+        self._stored_schema: int | None = None
+        self._busy = False
         # indexes
         self._vm_host: dict[str, str] = {}
         self._host_vms: dict[str, set[str]] = defaultdict(set)
@@ -131,16 +161,25 @@ class Store:
             return
         ensure_private_dir(self.data_dir)
         self._acquire_lock()
+        existed = store_existed(self.data_dir)
+        if existed and not self.path.exists():
+            raise StoreDamaged(self.path, ["the file is missing, but a store was kept here (the marker and "
+                                           "backups say so)"])
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
         os.close(fd)
         os.chmod(self.path, 0o600)
         crashed = self._journal_path.exists()  # we hold the lock: a journal now is a crashed writer's
+        reading = self._read(writable=True, existed=existed)  # rolls a hot journal back: the last commit
+        self._apply(reading)
+        if reading.damaged:
+            raise StoreDamaged(self.path, reading.problems)
         self._db = unqlite.UnQLite(str(self.path), flags=_OPEN_CREATE)
         self._db.disable_autocommit()
-        self._load()  # reading rolls the hot journal back: the last committed state
         if crashed:
             self._rebuild()
-        self._check_schema()
+        self._check_schema(reading)
+        integrity.write_marker(self.data_dir)
+        self._backup_at_open()
 
     @property
     def _journal_path(self) -> Path:
@@ -219,60 +258,68 @@ class Store:
             os.close(fd)
 
     def _load_readonly(self) -> None:
-        # A snapshot: open, read everything, close, so a read-only reader never blocks the writer.
+        # A snapshot: read everything, close, so a read-only reader never blocks the writer.
+        existed = store_existed(self.data_dir)
+        if not self.path.exists():
+            if not existed:
+                raise StoreError(f"no store at {self.path}: nothing to open read-only")
+            self.damage = ["the file is missing, but a store was kept here (the marker and backups say so)"]
+            return
         if self._journal_path.exists() and not self._writer_present():
             raise StoreError(
                 f"{self.path} was not closed cleanly (its writer was killed): open it once without "
                 "--readonly to roll back to the last commit"
             )
         for attempt in range(50):
-            try:
-                db = unqlite.UnQLite(str(self.path), flags=_OPEN_READONLY)
-                try:
-                    self._db = db
-                    self._load()
-                finally:
-                    db.close()
-                    self._db = None
-                break
-            except unqlite.UnQLiteError as error:
-                if attempt == 49:
-                    raise StoreError(f"cannot read {self.path}: {error}") from None
-                time.sleep(0.05)
+            reading = self._read(writable=False, existed=existed)
+            if reading.damaged and attempt < 49 and (self._busy or (attempt < 5 and self._writer_present())):
+                time.sleep(0.05)  # locked, or a commit in flight: read again
+                continue
+            break
+        if self._busy:
+            raise StoreError(f"cannot read {self.path}: {reading.summary()}")
+        self._apply(reading)
         version = self._stored_schema
         if version is not None and version > SCHEMA_VERSION:
             raise self._newer_schema_error(version)
 
-    def _load(self) -> None:
+    def _read(self, *, writable: bool, existed: bool) -> integrity.Reading:
+        """Read and verify every record (in a child: see ``integrity``); nothing is parsed yet."""
+        size = self.path.stat().st_size
+        raw = integrity.read_records(self.path, writable=writable) if size else integrity.RawRead()
+        self._busy = raw.busy
+        return integrity.verify(raw, existed=existed, file_size=size, page_size=integrity.page_size_of(self.path))
+
+    def _apply(self, reading: integrity.Reading) -> None:
+        """Parse the verified records into documents; a record that is no valid document is damage."""
         self._docs.clear()
         self.unreadable.clear()
-        self._stored_schema: int | None = None
-        stored_docs: list[tuple[str, dict[str, Any]]] = []
-        for raw_key, raw_value in self._db.items():
-            key = _to_text(raw_key)
-            if key == _META_SCHEMA:
-                self._stored_schema = int(_to_text(raw_value))
-                continue
-            if not key.startswith(_DOC_PREFIX):
-                continue
-            try:
-                stored_docs.append((key, json.loads(raw_value)))
-            except (ValueError, UnicodeDecodeError) as error:
-                self.unreadable[key] = f"not JSON: {error}"
+        self._crcs = {}
+        self._stored_schema: int | None = reading.schema
+        self.generation = reading.manifest.generation if reading.manifest else 0
         version = self._stored_schema or SCHEMA_VERSION
         if version > SCHEMA_VERSION:
             return  # refused by the caller, with the right message
-        for key, data in stored_docs:
+        invalid: list[str] = []
+        for key, body in reading.bodies.items():
             try:
-                data = _migrate(data, version)
-                doc = parse_document(data)
-            except (ValidationError, KeyError, TypeError, ValueError) as error:
-                self.unreadable[key] = f"invalid document: {error}"
+                doc = parse_document(_migrate(json.loads(body), version))
+                if _key(doc.kind, doc.id) != key:
+                    raise ValueError(f"the record holds {_key(doc.kind, doc.id)}")
+            except (ValidationError, KeyError, TypeError, ValueError, UnicodeDecodeError, RecursionError,
+                    MemoryError) as error:
+                reading.damaged_keys[key] = f"invalid document: {str(error).splitlines()[0]}"
+                invalid.append(key)
                 continue
             self._docs[doc.kind][doc.id] = doc
+            self._crcs[key] = reading.crcs[key]
             self._index(None, doc)
-        if self.unreadable:
-            log.warning("%d unreadable records kept aside in %s", len(self.unreadable), self.path)
+        if invalid:
+            reading.problems.append(f"{len(invalid)} records are not valid documents "
+                                    f"({integrity._names(sorted(invalid))})")
+        self._digest = sum(self._crcs.values()) % DIGEST_MOD
+        self.unreadable = dict(reading.damaged_keys)
+        self.damage = list(reading.problems)
 
     def _newer_schema_error(self, version: int) -> StoreError:
         return StoreError(
@@ -280,23 +327,32 @@ class Store:
             f"up to {SCHEMA_VERSION}): upgrade kerub-tui, or restore an export made by this version"
         )
 
-    def _check_schema(self) -> None:
+    def _check_schema(self, reading: integrity.Reading) -> None:
         version = self._stored_schema
         if version is not None and version > SCHEMA_VERSION:
             raise self._newer_schema_error(version)
-        if version == SCHEMA_VERSION:
+        if version == SCHEMA_VERSION and reading.manifest is not None:
             return
-        # New store, or an older schema whose documents _load migrated in memory: write them back.
+        # New store, an older schema whose documents _apply migrated in memory, or a store from
+        # before checksums: write every document back, with its checksum, and the manifest.
         self._db.begin()
         try:
+            crcs: dict[str, int] = {}
             for kind_docs in self._docs.values():
                 for doc in kind_docs.values():
-                    self._db.store(_key(doc.kind, doc.id), doc.model_dump_json())
+                    key = _key(doc.kind, doc.id)
+                    value = encode_record(key, doc.model_dump_json())
+                    crcs[key] = int(value[:8], 16)
+                    self._db.store(key, value)
             self._db.store(_META_SCHEMA, str(SCHEMA_VERSION))
+            digest = sum(crcs.values()) % DIGEST_MOD
+            self._db.store(MANIFEST_KEY, encode_manifest(self.generation + 1, len(crcs), digest))
             self._db.commit()
         except BaseException:
             self._db.rollback()
             raise
+        self._crcs, self._digest = crcs, digest
+        self.generation += 1
         self._stored_schema = SCHEMA_VERSION
 
     @property
@@ -399,6 +455,7 @@ class Store:
             self._db.begin()
             self._tx_undo = []
             self._tx_changes = []
+            self._tx_start = (self.generation, self._digest)
         self._tx_depth += 1
         try:
             yield self
@@ -410,24 +467,34 @@ class Store:
         self._tx_depth -= 1
         if self._tx_depth == 0:
             try:
+                if self._tx_undo:  # something changed: the manifest changes with it
+                    self.generation += 1
+                    self._db.store(MANIFEST_KEY, encode_manifest(self.generation, len(self._crcs), self._digest))
                 self._db.commit()
             except BaseException:
                 self._rollback()
                 raise
             changes, self._tx_changes = self._tx_changes, []
-            self._tx_undo = []
+            wrote, self._tx_undo = bool(self._tx_undo), []
             self.feed.publish(changes)
+            if wrote:
+                self._backup_after_commit()
 
     def _rollback(self) -> None:
         with contextlib.suppress(unqlite.UnQLiteError):
             self._db.rollback()
-        for kind, doc_id, old in reversed(self._tx_undo):
+        for kind, doc_id, old, old_crc in reversed(self._tx_undo):
             current = self._docs[kind].get(doc_id)
             if old is None:
                 self._docs[kind].pop(doc_id, None)
             else:
                 self._docs[kind][doc_id] = old
             self._index(current, old)
+            if old_crc is None:
+                self._crcs.pop(_key(kind, doc_id), None)
+            else:
+                self._crcs[_key(kind, doc_id)] = old_crc
+        self.generation, self._digest = self._tx_start
         self._tx_undo = []
         self._tx_changes = []
 
@@ -438,8 +505,14 @@ class Store:
             old = self._docs[doc.kind].get(doc.id)
             if old == doc:
                 return doc  # nothing changed: no write, no change event
-            self._db.store(_key(doc.kind, doc.id), doc.model_dump_json())
-            self._tx_undo.append((doc.kind, doc.id, old))
+            key = _key(doc.kind, doc.id)
+            value = encode_record(key, doc.model_dump_json())
+            self._db.store(key, value)
+            old_crc = self._crcs.get(key)
+            crc = int(value[:8], 16)
+            self._tx_undo.append((doc.kind, doc.id, old, old_crc))
+            self._crcs[key] = crc
+            self._digest = (self._digest - (old_crc or 0) + crc) % DIGEST_MOD
             self._docs[doc.kind][doc.id] = doc
             self._index(old, doc)
             self._tx_changes.append(Change(doc.kind, doc.id, old, doc))
@@ -456,12 +529,70 @@ class Store:
             old = self._docs[kind].get(doc_id)
             if old is None:
                 return False
-            self._db.delete(_key(kind, doc_id))
-            self._tx_undo.append((kind, doc_id, old))
+            key = _key(kind, doc_id)
+            self._db.delete(key)
+            old_crc = self._crcs.pop(key, None)
+            self._tx_undo.append((kind, doc_id, old, old_crc))
+            self._digest = (self._digest - (old_crc or 0)) % DIGEST_MOD
             del self._docs[kind][doc_id]
             self._index(old, None)
             self._tx_changes.append(Change(kind, doc_id, old, None))
         return True
+
+    # --- backups ----------------------------------------------------------------------------
+
+    @property
+    def backups(self) -> Any:
+        """The data dir's rotated backups (``kerub_tui.core.backup.Backups``)."""
+        if self._backups is None:
+            from .backup import Backups
+
+            self._backups = Backups(self.data_dir)
+        return self._backups
+
+    def backup(self) -> Path:
+        """Write a backup of every document now (``backups/`` in the data dir, rotated)."""
+        self._writable()
+        path = self.backups.write([doc.model_dump_json() for doc in self.all_documents()], self.generation)
+        self._commits_since_backup = 0
+        self._last_backup_at = time.monotonic()
+        return path
+
+    def _try_backup(self) -> Path | None:
+        try:
+            return self.backup()
+        except OSError as error:  # a backup that cannot be written never stops a write or a start
+            log.warning("no backup of %s could be written: %s", self.path, error)
+            return None
+
+    def backup_if_changed(self) -> Path | None:
+        """A backup unless the newest one already holds this generation (a controller's start)."""
+        newest = self.backups.newest()
+        if newest is not None and newest.generation == self.generation:
+            return None
+        return self._try_backup()
+
+    def _backup_at_open(self) -> None:
+        from .backup import BACKUP_EVERY_COMMITS, BACKUP_MAX_AGE
+
+        # What a writer or a repair killed mid-way left: temp files, never taken for the real ones.
+        integrity.remove_temps(self.data_dir)
+        integrity.remove_temps(self.data_dir / integrity.BACKUP_DIR)
+        newest = self.backups.newest()
+        if newest is None:
+            if self.generation > 1 or any(self._docs.values()):
+                self._try_backup()
+        elif newest.generation != self.generation and (
+                self.generation - newest.generation >= BACKUP_EVERY_COMMITS or newest.age() >= BACKUP_MAX_AGE):
+            self._try_backup()
+
+    def _backup_after_commit(self) -> None:
+        from .backup import BACKUP_EVERY_COMMITS, BACKUP_MIN_INTERVAL
+
+        self._commits_since_backup += 1
+        if (self._commits_since_backup >= BACKUP_EVERY_COMMITS
+                and time.monotonic() - self._last_backup_at >= BACKUP_MIN_INTERVAL):
+            self._try_backup()
 
     # --- mirrors ----------------------------------------------------------------------------
 

@@ -195,8 +195,7 @@ def test_older_schema_is_migrated(tmp_path, monkeypatch):
 
     from kerub_tui.core import store as store_module
 
-    s = Store.open(tmp_path)
-    s.close()
+    # A store written by a kerub-tui from before checksums and manifests (plain JSON records).
     old = {"kind": "vm", "id": "v1", "schema_version": 0, "name": "old", "vcpus": 3}
     db = unqlite.UnQLite(str(tmp_path / "kerub.unqlite"))
     db["meta/schema_version"] = "0"
@@ -220,8 +219,10 @@ def test_older_schema_is_migrated(tmp_path, monkeypatch):
     s.close()
 
 
-def test_unreadable_records_are_kept_not_dropped(tmp_path):
+def test_a_record_written_behind_the_stores_back_is_damage_and_kept(tmp_path):
     import unqlite
+
+    from kerub_tui.core.store import StoreDamaged
 
     s = Store.open(tmp_path)
     s.put(m.VirtualMachine(name="good"))
@@ -230,11 +231,31 @@ def test_unreadable_records_are_kept_not_dropped(tmp_path):
     db["doc/vm/broken"] = b"\xff{not json"
     db.commit()
     db.close()
+    with pytest.raises(StoreDamaged, match="damaged records \\(vm/broken\\).*check --repair"):
+        Store.open(tmp_path)
+    readonly = Store.open(tmp_path, readonly=True)  # shows what reads, and says what does not
+    assert [v.name for v in readonly.list(m.VirtualMachine)] == ["good"]
+    assert "doc/vm/broken" in readonly.unreadable and readonly.damage
+    readonly.close()
+    db = unqlite.UnQLite(str(tmp_path / "kerub.unqlite"))
+    assert db["doc/vm/broken"] == b"\xff{not json"  # nothing was written over it
+    db.close()
+
+
+def test_a_store_from_before_checksums_is_upgraded(tmp_path):
+    import unqlite
+
+    db = unqlite.UnQLite(str(tmp_path / "kerub.unqlite"))
+    vm = m.VirtualMachine(name="old")
+    db["meta/schema_version"] = str(m.SCHEMA_VERSION)
+    db[f"doc/vm/{vm.id}"] = vm.model_dump_json()
+    db.commit()
+    db.close()
     s = Store.open(tmp_path)
-    assert [v.name for v in s.list(m.VirtualMachine)] == ["good"]
-    assert "doc/vm/broken" in s.unreadable
-    s.put(m.VirtualMachine(name="another"))
+    assert s.list(m.VirtualMachine) == [vm] and s.damage == []
     s.close()
     db = unqlite.UnQLite(str(tmp_path / "kerub.unqlite"))
-    assert db["doc/vm/broken"] == b"\xff{not json"
+    assert not db[f"doc/vm/{vm.id}"].startswith(b"{")  # written back with its checksum
+    assert b"count" in db["meta/manifest"]
     db.close()
+    assert (tmp_path / "kerub.unqlite.mark").exists()
