@@ -623,13 +623,15 @@ class StepOutcome(str, enum.Enum):
 
 
 class StepIntent(Model):
-    """What a step is about to create, recorded (committed) before its commands run, so a controller
-    killed in between can tell on restart what on the host is its own: the disk and the allocation
-    it will have. ``resolution`` is set once a restart settled it: ``adopted`` (found with the
-    intended shape and recorded), ``absent`` (never made), ``mismatch`` (something else is there)."""
+    """What a step is about to create (or remove, or resize), recorded (committed) before its commands
+    run, so a controller killed in between can tell on restart what on the host is its own: the disk
+    and the allocation it will have (had, for a removal). ``resolution`` is set once a restart settled
+    it: ``adopted`` (the change is found made and recorded), ``absent`` (never made), ``mismatch``
+    (something else is there)."""
 
     disk_id: str
     allocation: Allocation
+    change: Literal["create", "remove", "resize"] = "create"
     adopt: bool = True  # False for a copy's target: half-copied data is never adopted
     resolution: Literal["adopted", "absent", "mismatch"] | None = None
 

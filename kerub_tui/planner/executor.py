@@ -203,6 +203,12 @@ VERIFIERS: dict[type[Step], Verifier] = {
 }
 
 
+# Steps whose command fails when their effect is already there (lvremove of a gone LV, lvextend to the
+# size it has): read back, such a failure is success. Creating is not among them: an existing target may
+# be someone else's data, adopted only with an intent (Executor._adopt_existing).
+ALREADY_DONE_IS_DONE = (RemoveLv, ExtendLv, ExtendFileImage)
+
+
 # --- libvirt details the plan does not store ------------------------------------------------------
 
 
@@ -358,8 +364,10 @@ class Executor:
                                f"{_tail(result.stderr.strip()) or _tail(result.stdout.strip())}")
                     if isinstance(step, _CreateAllocation):
                         adopted = await self._adopt_existing(plan_id, index, step, state, failure)
-                        if adopted:
-                            break
+                    elif isinstance(step, ALREADY_DONE_IS_DONE) and self.verify:
+                        adopted = await self._already_done(plan_id, index, step, state, failure)
+                    if adopted:
+                        break
                     raise StepFailed(failure)
             # verify
             verifier = VERIFIERS.get(type(step)) if self.verify and not adopted else None
@@ -377,6 +385,17 @@ class Executor:
             self._finish_record(plan_id, index, StepOutcome.failed, message)
             raise StepFailed(message) from error
         self._finish_record(plan_id, index, StepOutcome.done, None)
+
+    async def _already_done(self, plan_id: str, index: int, step: Step, state: OperationalState,
+                            failure: str) -> bool:
+        """A removal or a resize whose command failed because its effect is already there (a step cut
+        off after its command, re-planned): the effect is what was wanted, so the step is done."""
+        recorded = _Recorded(self, plan_id, index, step, state)
+        if await VERIFIERS[type(step)](recorded, step, state) is not None:
+            return False
+        self._audit("step already done", step.describe(state), plan_id, host_id=step.host_id,
+                    outcome=f"{failure}; but its effect is already there (read back): done")
+        return True
 
     async def _adopt_existing(self, plan_id: str, index: int, step: _CreateAllocation, state: OperationalState,
                               failure: str) -> bool:

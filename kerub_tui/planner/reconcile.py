@@ -55,7 +55,19 @@ from ..core.models import (
 )
 from ..core.sizes import format_size
 from .state import OperationalState, Reservation
-from .steps import CopyAllocation, Operation, ShellOp, Step, _CreateAllocation, _host_down, step_type
+from .steps import (
+    CopyAllocation,
+    ExtendFileImage,
+    ExtendLv,
+    Operation,
+    ShellOp,
+    Step,
+    _CreateAllocation,
+    _find_allocation,
+    _host_down,
+    _RemoveAllocation,
+    step_type,
+)
 
 log = logging.getLogger(__name__)
 
@@ -148,7 +160,8 @@ def interrupt_dead_writers(store: Any, *, now: dt.datetime | None = None) -> lis
 
 
 def intent_of(step: Step, state: OperationalState) -> StepIntent | None:
-    """What ``step`` is about to create on a host, for its record before its commands run."""
+    """What ``step`` is about to create, remove or resize on a host, for its record before its
+    commands run."""
     if isinstance(step, _CreateAllocation):
         # a step that fills what it creates (an image's clone into an LV) is not adopted half-filled
         return StepIntent(disk_id=step.disk, allocation=step.allocation(), adopt=getattr(step, "adoptable", True))
@@ -156,6 +169,15 @@ def intent_of(step: Step, state: OperationalState) -> StepIntent | None:
         creator = step._creator(state)
         if creator is not None:
             return StepIntent(disk_id=step.disk, allocation=creator.allocation(), adopt=False)
+        return None
+    if isinstance(step, (_RemoveAllocation, ExtendLv, ExtendFileImage)):
+        current = _find_allocation(state, step.disk, step.host, step.capability)
+        if current is None:
+            return None
+        if isinstance(step, _RemoveAllocation):
+            return StepIntent(disk_id=step.disk, allocation=current, change="remove")
+        return StepIntent(disk_id=step.disk, allocation=current.model_copy(update={"actual_size": step.size}),
+                          change="resize")
     return None
 
 
@@ -308,6 +330,19 @@ def reconcile(report: HostReport, *, disks: Iterable[str], disk_dyns: Iterable[V
         read, seen = report.find(pending.key)
         if read is None:
             continue  # not readable now: settled at a later connect
+        change = pending.intent.change
+        if change != "create":
+            listed, size = _recorded(disk_dyns, pending)
+            if change == "remove":  # gone from the host, still in the documents: record the removal
+                record = seen is None and listed
+            else:  # grown as intended, the documents say otherwise: record the new size
+                record = (listed and seen is not None and seen.size != size
+                          and size_matches(pending.intent.allocation.actual_size, seen.size))
+            if record:
+                outcome.adopted.append((pending, seen.size or 0 if seen is not None else 0))
+            else:
+                outcome.absent.append(pending)  # not done, or the documents already say so
+            continue
         if seen is None or pending.key in known or pending.key in claimed:
             # Not there: never made. Or a document (or another intent) already records it: this step
             # made nothing that is not known.
@@ -337,6 +372,17 @@ def reconcile(report: HostReport, *, disks: Iterable[str], disk_dyns: Iterable[V
             continue
         outcome.orphans.append(Orphan(report.host_id, seen, "no document or record of kerub-tui knows it"))
     return outcome
+
+
+def _recorded(disk_dyns: Iterable[VirtualStorageDeviceDynamic], pending: Pending) -> tuple[bool, int | None]:
+    """Whether the intent's disk lists the intent's object as an allocation, and its recorded size."""
+    for dyn in disk_dyns:
+        if dyn.id != pending.intent.disk_id:
+            continue
+        for alloc in dyn.allocations:
+            if object_key(alloc) == pending.key:
+                return True, alloc.actual_size
+    return False, None
 
 
 # --- cleanup steps ----------------------------------------------------------------------------------
@@ -487,11 +533,17 @@ def _settle(store: Any, pending: Pending, resolution: str) -> None:
 
 
 def _adopt(store: Any, pending: Pending, size: int) -> bool:
+    """Record the intent's change as its step would have: the allocation added, resized or dropped."""
     disk_id = pending.intent.disk_id
+    dyn = store.get(VirtualStorageDeviceDynamic, disk_id) or VirtualStorageDeviceDynamic(id=disk_id)
+    if pending.intent.change == "remove":
+        kept = [a for a in dyn.allocations if object_key(a) != pending.key]
+        if len(kept) != len(dyn.allocations):
+            store.put(dyn.model_copy(update={"allocations": kept}))
+        return True
     if store.get(VirtualStorageDevice, disk_id) is None:
         return False
     alloc = pending.intent.allocation.model_copy(update={"actual_size": size or pending.intent.allocation.actual_size})
-    dyn = store.get(VirtualStorageDeviceDynamic, disk_id) or VirtualStorageDeviceDynamic(id=disk_id)
     kept = [a for a in dyn.allocations if not (a.host_id == alloc.host_id and a.capability_id == alloc.capability_id)]
     store.put(dyn.model_copy(update={"allocations": [*kept, alloc]}))
     return True
@@ -520,9 +572,9 @@ def apply(store: Any, outcome: Outcome, *, now: dt.datetime | None = None) -> Ap
                 continue
             _settle(store, pending, "adopted")
             applied.adopted.append(label)
-            message = (f"{label} on {host}, made for disk {state.disk_name(pending.intent.disk_id)} by plan "
-                       f"{pending.plan_id[:8]} (step {pending.step_index + 1}) before it was cut off, is recorded as "
-                       "the disk's storage")
+            done = {"create": "made", "remove": "removed", "resize": "resized"}[pending.intent.change]
+            message = (f"{label} on {host} was {done} for disk {state.disk_name(pending.intent.disk_id)} by plan "
+                       f"{pending.plan_id[:8]} (step {pending.step_index + 1}) before it was cut off: recorded so")
             store.put(Event(type="storage-adopted", host_id=pending.host_id, target=pending.intent.disk_id,
                             message=message))
             store.put(AuditEntry(os_user=RECONCILER, action="storage adopt", target=label, host_id=pending.host_id,

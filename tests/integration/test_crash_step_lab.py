@@ -10,7 +10,8 @@ out in its own process — is killed at a known point:
   was recorded about it);
 - after the step was recorded done, while the next step runs.
 
-Then a restart — `kerub-tui serve` (which reconciles the host when it connects) or more one-shot
+`kerub-tui serve` itself is killed too, after lvcreate ran and before it ran (then restarted at
+once). Then a restart — `kerub-tui serve` (which reconciles the host when it connects) or more one-shot
 commands (whose executor adopts its own earlier work when lvcreate says "already exists") — and the
 host and the documents agree: every kerub LV on the host is exactly the allocation of a disk, the
 killed plan is interrupted with a reason, a re-plan succeeds, and the VM runs with each disk once.
@@ -133,6 +134,10 @@ def kill_at(host, env: dict[str, str], plan_ref: str, point: Callable[[], bool],
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+    settle_host(host, stop_wrapper=stop_wrapper)
+
+
+def settle_host(host, *, stop_wrapper: bool) -> None:
     phase = host.lvm_phase()
     if stop_wrapper and phase is not None and phase[0] == "before":
         # The command never started: the wrapper (this test's own delay) is killed before lvcreate.
@@ -214,10 +219,16 @@ class Serve:
 
     def __init__(self, env: dict[str, str]) -> None:
         self.env = env
-        self.proc = subprocess.Popen([sys.executable, "-m", "kerub_tui", "serve"], env=env,
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        line = self.proc.stderr.readline()
-        assert "serving" in line, line
+        self.log = Path(env["KERUB_TUI_CONFIG"]).parent / f"serve-{time.monotonic_ns()}.log"
+        with open(self.log, "w") as log:  # a file, not a pipe nobody reads: serve never blocks on it
+            self.proc = subprocess.Popen([sys.executable, "-m", "kerub_tui", "serve"], env=env,
+                                         stdout=subprocess.DEVNULL, stderr=log, text=True)
+        wait_for(lambda: "serving" in self.log.read_text() or self.proc.poll() is not None, "serve to start")
+        assert self.proc.poll() is None, self.log.read_text()
+
+    def kill(self) -> None:
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(timeout=30)
 
     def plans(self) -> list[dict]:
         done = kerub("plan", "list", "--json", env=self.env, timeout=60)
@@ -363,5 +374,67 @@ def test_a_kerub_named_lv_no_document_knows_is_removed_only_through_an_approved_
         assert "kerub-stray" in kerub_lvs(host)  # nothing deleted without approval
         assert serve.carry_out(cleanup["id"])["status"] == "done"
         assert kerub_lvs(host) == {}
+    finally:
+        serve.stop()
+
+
+def test_serve_killed_after_lvcreate_ran_then_serve_again_adopts(host, env) -> None:
+    join(host, env)
+    ref = new_vm(env)
+    serve = Serve(env)
+    try:
+        host.delay_lvm("lvcreate", after=600)
+        ok("plan", "approve", ref, env=env)  # through the socket: serve carries it out
+        wait_for(phase_is(host, "after"), "lvcreate to have run")
+        serve.kill()
+    finally:
+        if serve.proc.poll() is None:
+            serve.kill()
+    settle_host(host, stop_wrapper=False)
+    assert list(kerub_lvs(host)) == ["kerub-crash-disk0"]
+    serve = Serve(env)
+    try:
+        interrupted(env, ref)
+        wait_for(lambda: serve.show("disk", "crash-disk0")["dynamic"], "the LV adopted")
+        fresh = serve.proposal(lambda p: types(p) == ["start-vm"], "a plan only starting the VM")
+        assert serve.carry_out(fresh["id"])["status"] == "done"
+        assert vm_running(host)
+        assert_agree(host, env)
+    finally:
+        serve.stop()
+
+
+def test_serve_killed_while_lvcreate_waits_and_restarted_at_once(host, env) -> None:
+    """Killed before lvcreate ran, with the wrapper left alone and the new controller started at once:
+    the command is tied to its SSH channel (ssh/commands.py), so it dies with the killed controller;
+    whatever the host did, the LV ends up the disk's, once."""
+    join(host, env)
+    ref = new_vm(env)
+    serve = Serve(env)
+    try:
+        host.delay_lvm("lvcreate", before=4)
+        ok("plan", "approve", ref, env=env)
+        wait_for(phase_is(host, "before"), "lvcreate to wait")
+        serve.kill()
+    finally:
+        if serve.proc.poll() is None:
+            serve.kill()
+    serve = Serve(env)  # at once: lvcreate has not run yet
+    try:
+        interrupted(env, ref)
+        host.delay_lvm(None)
+        wait_for(lambda: "lvcreate" not in host.run("ps -eo args").stdout, "no lvcreate left on the host")
+
+        def started() -> bool:
+            if vm_running(host):
+                return True
+            for plan in serve.plans():
+                if plan["status"] == "proposed" and "start-vm" in types(plan):
+                    serve.carry_out(plan["id"])
+            return False
+
+        wait_for(started, "the VM to run")
+        assert_agree(host, env)
+        assert list(kerub_lvs(host)) == ["kerub-crash-disk0"]
     finally:
         serve.stop()

@@ -37,6 +37,7 @@ from kerub_tui.planner.commitments import build_state
 from kerub_tui.planner.executor import CommandResult, Executor
 from kerub_tui.planner.planning import repair_draft
 from kerub_tui.planner.replanner import Replanner, approve
+from kerub_tui.planner.state import OperationalState
 
 from .fleet import NOW, Fleet, from_tables
 from .simulator import FleetSimulator
@@ -449,3 +450,116 @@ async def test_read_host_reads_kerub_lvs_and_images() -> None:
             return CommandResult(255, "", "connection lost")
 
     assert await rc.read_host(Broken(), "h") == rc.HostReport("h", None, None)
+
+
+# --- removals and resizes -----------------------------------------------------------------------------
+
+
+def disk_on_h1(store: Store, size: int = 10 * GIB) -> Fleet:
+    fleet = Fleet()
+    fleet.host("h1")
+    fleet.disk("data", size=size)
+    fleet.put(VirtualStorageDeviceDynamic(id="disk-data", allocations=[lv_alloc(size)]))
+    store.put_many(fleet.documents())
+    return fleet
+
+
+def approved_plan(store: Store, *steps) -> Plan:
+    state = build_state(store, now=NOW)
+    planned = []
+    for step in steps:
+        planned.append(step.to_planned(state))
+        state = step.take(state)
+    plan = Plan(plan_kind="repair", steps=planned)
+    store.put(plan)
+    return approve(store, plan.id, "admin")
+
+
+def cut_off(store: Store, plan: Plan, intent: StepIntent) -> None:
+    store.put(plan.model_copy(update={"status": PlanStatus.running, "runner": DEAD, "records": [
+        StepRecord(step_index=0, host_id="host-h1", started_at=NOW, intent=intent)]}))
+    rc.interrupt_dead_writers(store, now=NOW)
+
+
+async def test_removals_and_resizes_record_their_intent_too(store: Store) -> None:
+    from kerub_tui.planner.steps import ExtendLv, RemoveLv
+
+    fleet = disk_on_h1(store)
+    seen = []
+
+    class Watching(FleetSimulator):
+        async def run(self, host_id, command, *, privileged=True):
+            if command.startswith(("lvremove", "lvextend")):
+                seen.append(next(p for p in store.list(Plan) if p.status is PlanStatus.running).records[0].intent)
+            return await super().run(host_id, command, privileged=privileged)
+
+    grow = approved_plan(store, ExtendLv("disk-data", "host-h1", "lvm:vg0", "vg0", "kerub-data", 12 * GIB))
+    sim = Watching(fleet.state())
+    assert (await Executor(store, sim, on_step=sim.on_step).execute(grow.id)).status is PlanStatus.done
+    remove = approved_plan(store, RemoveLv("disk-data", "host-h1", "lvm:vg0", "vg0", "kerub-data"))
+    sim = Watching(OperationalState.from_store(store, now=NOW))
+    assert (await Executor(store, sim, on_step=sim.on_step).execute(remove.id)).status is PlanStatus.done
+    assert [(i.change, i.allocation.lv, i.allocation.actual_size) for i in seen] == [
+        ("resize", "kerub-data", 12 * GIB), ("remove", "kerub-data", 12 * GIB)]
+
+
+def test_a_removal_cut_off_after_lvremove_is_recorded_on_reconcile(store: Store) -> None:
+    from kerub_tui.planner.steps import RemoveLv
+
+    disk_on_h1(store)
+    plan = approved_plan(store, RemoveLv("disk-data", "host-h1", "lvm:vg0", "vg0", "kerub-data"))
+    cut_off(store, plan, StepIntent(disk_id="disk-data", allocation=lv_alloc(), change="remove"))
+    # the host still has it: the removal never happened, the documents stay
+    kept = reconcile_store(store, rc.HostReport("host-h1", lvs=(lv("kerub-data", 10 * GIB),), files=()))
+    assert [p.plan_id for p in kept.absent] == [plan.id] and not kept.adopted and not kept.orphans
+    # the host no longer has it: recorded as removed
+    gone = reconcile_store(store, rc.HostReport("host-h1", lvs=(), files=()))
+    assert [p.plan_id for p, _ in gone.adopted] == [plan.id]
+    rc.apply(store, gone, now=NOW)
+    assert store.get(VirtualStorageDeviceDynamic, "disk-data").allocations == []
+    assert store.get(Plan, plan.id).records[0].intent.resolution == "adopted"
+    assert any(e.type == "storage-adopted" and "removed" in e.message for e in store.list(Event))
+
+
+def test_a_resize_cut_off_after_lvextend_is_recorded_on_reconcile(store: Store) -> None:
+    from kerub_tui.planner.steps import ExtendLv
+
+    disk_on_h1(store)
+    plan = approved_plan(store, ExtendLv("disk-data", "host-h1", "lvm:vg0", "vg0", "kerub-data", 12 * GIB))
+    cut_off(store, plan, StepIntent(disk_id="disk-data", allocation=lv_alloc(12 * GIB), change="resize"))
+    unchanged = reconcile_store(store, rc.HostReport("host-h1", lvs=(lv("kerub-data", 10 * GIB),), files=()))
+    assert not unchanged.adopted and [p.plan_id for p in unchanged.absent] == [plan.id]
+    grown = reconcile_store(store, rc.HostReport("host-h1", lvs=(lv("kerub-data", 12 * GIB),), files=()))
+    assert [(p.plan_id, size) for p, size in grown.adopted] == [(plan.id, 12 * GIB)]
+    rc.apply(store, grown, now=NOW)
+    [alloc] = store.get(VirtualStorageDeviceDynamic, "disk-data").allocations
+    assert alloc.actual_size == 12 * GIB
+
+
+async def test_a_removal_or_resize_whose_effect_is_already_there_is_done(store: Store) -> None:
+    from kerub_tui.planner.steps import ExtendLv, RemoveLv
+
+    disk_on_h1(store)
+    extend = ExtendLv("disk-data", "host-h1", "lvm:vg0", "vg0", "kerub-data", 12 * GIB)
+    grow = approved_plan(store, extend)
+    # lvextend was run by a killed controller: the LV is 12G already and lvextend refuses
+    sim = FleetSimulator(extend.take(OperationalState.from_store(store, now=NOW)), fail=lambda host, command:
+                         "New size (3072 extents) matches existing size" if command.startswith("lvextend") else None)
+    done = await Executor(store, sim).execute(grow.id)
+    assert done.status is PlanStatus.done, done.status_reason
+    assert store.get(VirtualStorageDeviceDynamic, "disk-data").allocations[0].actual_size == 12 * GIB
+    remove = RemoveLv("disk-data", "host-h1", "lvm:vg0", "vg0", "kerub-data")
+    gone = approved_plan(store, remove)
+    sim = FleetSimulator(remove.take(OperationalState.from_store(store, now=NOW)), fail=lambda host, command:
+                         'Failed to find logical volume "vg0/kerub-data"' if command.startswith("lvremove") else None)
+    done = await Executor(store, sim).execute(gone.id)
+    assert done.status is PlanStatus.done, done.status_reason
+    assert store.get(VirtualStorageDeviceDynamic, "disk-data").allocations == []
+    assert [a.action for a in store.list(AuditEntry)].count("step already done") == 2
+    # a failure whose effect is not there still fails
+    store.put(VirtualStorageDeviceDynamic(id="disk-data", allocations=[lv_alloc()]))
+    again = approved_plan(store, remove)
+    sim = FleetSimulator(OperationalState.from_store(store, now=NOW), fail=lambda host, command:
+                         "  Logical volume vg0/kerub-data in use." if command.startswith("lvremove") else None)
+    failed = await Executor(store, sim).execute(again.id)
+    assert failed.status is PlanStatus.failed and "in use" in failed.status_reason
