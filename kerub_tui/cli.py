@@ -736,6 +736,31 @@ def _ask_password(args: argparse.Namespace) -> str | None:
     return getpass.getpass(f"password of {args.user}@{_address(args.address)[0]} (used once, never stored): ")
 
 
+async def _install_key_here(data_dir: Path, args: argparse.Namespace, password: str) -> None:
+    """`host add --install-key` while a controller runs on the data dir: the password stays in this
+    process, which logs in with it over its own SSH connection (the host key checked against the
+    accepted fingerprint first) and installs the controller's public key, as the controller would."""
+    from .hosts.fleet import Fleet, FleetError
+    from .ssh import SshError
+
+    if args.readonly:
+        raise CliError("read-only mode: installing a key changes the host")
+    address, port = _address(args.address)
+    snapshot = Store.open(data_dir, readonly=True)  # the controller holds the lock; Fleet wants a store
+    try:
+        await Fleet(snapshot, data_dir).install_key(address, port or 22, args.user, password, args.accept_fingerprint)
+    except (FleetError, SshError, InvalidName, OSError) as error:
+        raise CliError(str(error)) from None
+    finally:
+        snapshot.close()
+    print(f"installed kerub-tui's key for {args.user}@{address}", file=sys.stderr)
+
+
+def _without_install_key(argv: list[str]) -> list[str]:
+    """argv without --install-key (or an abbreviation argparse takes for it), once the key is installed."""
+    return [word for word in argv if not (len(word) > 4 and "--install-key".startswith(word))]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
@@ -755,7 +780,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                 pid = Store.holder_pid(data_dir)
                 raise CliError(f"import needs the controller stopped: stop the kerub-tui running on {data_dir}"
                                + (f" (pid {pid})" if pid else "") + " first")
-            code, out, err = run_cli_remote(data_dir, _absolute_files(argv), readonly=args.readonly, secret=secret)
+            if secret is not None:
+                # The password never goes through the socket: this process logs in with it and installs
+                # the controller's key, then the controller adds the host with that key.
+                asyncio.run(_install_key_here(data_dir, args, secret))
+                argv = _without_install_key(argv)
+            code, out, err = run_cli_remote(data_dir, _absolute_files(argv), readonly=args.readonly)
             sys.stdout.write(out)
             sys.stderr.write(err)
             return code

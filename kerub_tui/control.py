@@ -19,13 +19,14 @@ import copy
 import json
 import os
 import socket
+import struct
 from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 from .core.bus import Change, Subscription
 from .core.models import Document, Settings, parse_document
-from .core.paths import SOCKET_FILE
+from .core.paths import SOCKET_FILE, UnsafeDataDir, check_private_dir
 from .core.store import Store, StoreError
 from .controller import ActionError, Controller
 
@@ -48,18 +49,54 @@ def socket_path(data_dir: Path | str) -> Path:
     return Path(data_dir) / SOCKET_FILE
 
 
-def controller_running(data_dir: Path | str) -> bool:
-    """True if a controller answers on the data dir's socket (a stale socket file does not count)."""
+def peer_uid(sock: socket.socket) -> int | None:
+    """The uid of the process at the other end of a connected unix socket (Linux SO_PEERCRED)."""
+    if not hasattr(socket, "SO_PEERCRED"):
+        return None
+    _pid, uid, _gid = struct.unpack("3i", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i")))
+    return uid
+
+
+def connect(data_dir: Path | str) -> socket.socket | None:
+    """A connection to the controller on the data dir, or None when none answers (no socket, a stale one).
+
+    Nothing is sent before it is known whose it is: the data dir and the socket file must be ours
+    (core.paths.check_private_dir: no symlink, no other user's file, nothing writable by others), and
+    the process serving the socket must run as us or as root (SO_PEERCRED). Otherwise StoreError says
+    what is wrong: a socket planted by another user would receive our commands and secrets."""
     path = socket_path(data_dir)
-    if not path.exists():
-        return False
     try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-            sock.settimeout(2)
-            sock.connect(str(path))
-        return True
+        if not check_private_dir(Path(data_dir)):
+            return None
+    except UnsafeDataDir as error:
+        raise StoreError(str(error)) from None
+    if not path.exists():
+        return None
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.settimeout(2)
+        sock.connect(str(path))
+        sock.settimeout(None)
     except OSError:
+        sock.close()
+        return None
+    uid = peer_uid(sock)
+    if uid is not None and uid not in (os.geteuid(), 0):
+        sock.close()
+        raise StoreError(f"the control socket {path} is served by a process of another user (uid {uid}): "
+                         "nothing was sent to it; stop that process and remove the socket, or use a data dir "
+                         "of your own")
+    return sock
+
+
+def controller_running(data_dir: Path | str) -> bool:
+    """True if a controller answers on the data dir's socket (a stale socket file does not count).
+    StoreError if the dir or the socket is not safely ours (see connect)."""
+    sock = connect(data_dir)
+    if sock is None:
         return False
+    sock.close()
+    return True
 
 
 def _encode(value: Any) -> Any:
@@ -215,15 +252,14 @@ async def _send(writer: asyncio.StreamWriter, message: dict[str, Any]) -> None:
 # --- clients ----------------------------------------------------------------------------------
 
 
-def run_cli_remote(data_dir: Path | str, argv: list[str], readonly: bool = False,
-                   secret: str | None = None) -> tuple[int, str, str]:
-    """Run a command line in the data dir's controller. Blocking: the command line has no loop."""
-    path = socket_path(data_dir)
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-        sock.connect(str(path))
-        # A secret (a one-time login password) travels beside argv, never in it: argv is shown and logged.
-        request = {"id": 1, "method": "cli",
-                   "params": {"argv": argv, "readonly": readonly, "env": display_env(), "secret": secret}}
+def run_cli_remote(data_dir: Path | str, argv: list[str], readonly: bool = False) -> tuple[int, str, str]:
+    """Run a command line in the data dir's controller. Blocking: the command line has no loop.
+    No secret ever goes through the socket: a password stays in the process it was typed in."""
+    sock = connect(data_dir)
+    if sock is None:
+        raise StoreError(f"no controller answers on {socket_path(data_dir)} any more")
+    with sock:
+        request = {"id": 1, "method": "cli", "params": {"argv": argv, "readonly": readonly, "env": display_env()}}
         sock.sendall(json.dumps(request).encode() + b"\n")
         with sock.makefile("rb") as stream:
             line = stream.readline()
@@ -258,8 +294,10 @@ class RemoteController:
         self.disconnected = asyncio.Event()
 
     async def start(self) -> None:
-        self._reader, self._writer = await asyncio.open_unix_connection(
-            str(socket_path(self.data_dir)), limit=_LINE_LIMIT)
+        sock = connect(self.data_dir)
+        if sock is None:
+            raise StoreError(f"no controller answers on {socket_path(self.data_dir)}")
+        self._reader, self._writer = await asyncio.open_unix_connection(sock=sock, limit=_LINE_LIMIT)
         await _send(self._writer, {"id": 0, "method": "subscribe"})
         first = json.loads(await self._reader.readline())
         if "error" in first:

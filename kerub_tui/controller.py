@@ -110,7 +110,22 @@ class Controller:
                 self.store = Store.open(self.data_dir, readonly=self.readonly)
                 if not self.readonly:  # plans a killed process left running are interrupted, said so
                     reconcile.interrupt_dead_writers(self.store)
+                    self._clean_run_dir()
         return self.store
+
+    def _clean_run_dir(self) -> None:
+        """As the writer (the lock is ours), remove what killed processes left in run/: tunnel sockets and
+        console files holding a SPICE password."""
+        try:
+            removed = paths.clean_run_dir(self.data_dir)
+        except (paths.UnsafeDataDir, OSError) as error:
+            assert self.store is not None
+            self.store.close()
+            self.store = None
+            raise StoreError(str(error)) from None
+        if removed:
+            log.info("removed %d leftovers of stopped kerub-tui processes from %s", len(removed),
+                     self.data_dir / paths.RUN_DIR)
 
     async def start(self, *, connect_hosts: bool = True) -> None:
         """Open the store; with ``connect_hosts`` (the console, ``serve``) also connect and monitor
@@ -687,8 +702,10 @@ class Controller:
             self.audit("console", vm.name, session.description)
         if wait:
             code = await session.wait()
-            tail = session.stderr_tail.strip().splitlines()[-1:] if code else []
-            return session.description + (f" (viewer exited {code}: {tail[0]})" if tail else "")
+            if code != 0:  # its output is never shown: it can hold the SPICE password
+                how = f"was killed by signal {-code}" if code < 0 else f"exited with status {code}"
+                raise ActionError(f"{session.description}: the viewer {how}")
+            return session.description
         self._consoles.append(session)
         return session.description
 

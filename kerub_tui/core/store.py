@@ -37,7 +37,7 @@ from .models import (
     VirtualStorageDeviceDynamic,
     parse_document,
 )
-from .paths import LOCK_FILE, STORE_FILE, ensure_private_dir
+from .paths import LOCK_FILE, STORE_FILE, UnsafeDataDir, check_private_dir, ensure_private_dir, open_private
 
 log = logging.getLogger(__name__)
 
@@ -148,6 +148,9 @@ class Store:
         store = cls(Path(data_dir), readonly=readonly)
         try:
             store._open()
+        except UnsafeDataDir as error:  # a planted data dir or file: one line, nothing opened
+            store.close()
+            raise StoreError(str(error)) from None
         except BaseException:
             store.close()
             raise
@@ -155,6 +158,7 @@ class Store:
 
     def _open(self) -> None:
         if self.readonly:
+            check_private_dir(self.data_dir)
             if not self.path.exists():
                 raise StoreError(f"no store at {self.path}: nothing to open read-only")
             self._load_readonly()
@@ -165,9 +169,9 @@ class Store:
         if existed and not self.path.exists():
             raise StoreDamaged(self.path, ["the file is missing, but a store was kept here (the marker and "
                                            "backups say so)"])
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        fd = open_private(self.path, os.O_RDWR | os.O_CREAT)
+        os.fchmod(fd, 0o600)
         os.close(fd)
-        os.chmod(self.path, 0o600)
         crashed = self._journal_path.exists()  # we hold the lock: a journal now is a crashed writer's
         reading = self._read(writable=True, existed=existed)  # rolls a hot journal back: the last commit
         self._apply(reading)
@@ -222,7 +226,7 @@ class Store:
 
     def _acquire_lock(self) -> None:
         lock_path = self.data_dir / LOCK_FILE
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        fd = open_private(lock_path, os.O_RDWR | os.O_CREAT)  # never through a planted symlink
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as error:
@@ -239,14 +243,18 @@ class Store:
     def holder_pid(data_dir: Path) -> int | None:
         """The pid written by the process holding the data dir's lock, if readable."""
         try:
-            text = (Path(data_dir) / LOCK_FILE).read_text().strip()
+            fd = os.open(Path(data_dir) / LOCK_FILE, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            try:
+                text = os.read(fd, 64).decode().strip()
+            finally:
+                os.close(fd)
             return int(text) if text else None
         except (OSError, ValueError):
             return None
 
     def _writer_present(self) -> bool:
         try:
-            fd = os.open(self.data_dir / LOCK_FILE, os.O_RDONLY)
+            fd = os.open(self.data_dir / LOCK_FILE, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
         except FileNotFoundError:
             return False
         try:

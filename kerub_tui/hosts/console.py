@@ -48,7 +48,6 @@ from .libvirt_link import socket_dir
 log = logging.getLogger(__name__)
 
 DEFAULT_VIEWER = "remote-viewer"
-STDERR_KEPT = 2000  # characters of the viewer's stderr kept to explain a failure
 
 
 class ConsoleError(Exception):
@@ -213,6 +212,20 @@ async def console_file(fleet: Any, store: Any, vm_ref: str, *, local_port: int |
                          delete_this_file=False)
 
 
+def write_console_file(directory: Path, text: str) -> Path:
+    """Write a .vv file in ``directory`` (run/ of the data dir): 0600, a name no one else can have
+    taken (mkstemp), starting with this process's pid, so the next controller removes it if this
+    process is killed before it does (core.paths.clean_run_dir)."""
+    fd, name = tempfile.mkstemp(prefix=f"{os.getpid()}.console-", suffix=".vv", dir=directory)
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text)
+    except BaseException:
+        os.unlink(name)
+        raise
+    return Path(name)
+
+
 # --- the session ----------------------------------------------------------------------------------
 
 
@@ -228,8 +241,6 @@ class ConsoleSession:
         self.local_port = local_port
         self._listener = listener
         self._vv_path = vv_path
-        self._stderr = b""
-        self._stderr_task = asyncio.get_running_loop().create_task(self._drain_stderr())
         self._waiter = asyncio.get_running_loop().create_task(self._wait_and_release())
 
     @property
@@ -250,20 +261,8 @@ class ConsoleSession:
         return self.process.returncode
 
     @property
-    def stderr_tail(self) -> str:
-        return self._stderr.decode(errors="replace")[-STDERR_KEPT:]
-
-    @property
     def forwarding(self) -> bool:
         return self._listener is not None
-
-    async def _drain_stderr(self) -> None:
-        stream = self.process.stderr
-        if stream is None:
-            return
-        with contextlib.suppress(Exception):
-            while chunk := await stream.read(4096):
-                self._stderr = (self._stderr + chunk)[-STDERR_KEPT * 2:]
 
     async def _wait_and_release(self) -> int:
         try:
@@ -282,10 +281,7 @@ class ConsoleSession:
 
     async def wait(self) -> int:
         """The viewer's exit status, once it has ended and the forward is closed."""
-        code = await asyncio.shield(self._waiter)
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(self._stderr_task, 5)
-        return code
+        return await asyncio.shield(self._waiter)
 
     async def close(self) -> None:
         """Stop the viewer (TERM, then KILL) and close the forward."""
@@ -325,16 +321,18 @@ async def open_console(fleet: Any, store: Any, vm_ref: str, *, viewer: str | Non
         raise ConsoleError(f"cannot forward the console of {vm.name} through {host.name}'s SSH connection: "
                            f"{error}") from None
     local_port = listener.get_port()
-    directory = socket_dir(fleet.data_dir)
-    fd, name = tempfile.mkstemp(prefix="console-", suffix=".vv", dir=directory)  # 0600
-    vv_path = Path(name)
     try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(spice.vv_file("127.0.0.1", local_port, password, f"{vm.name} on {host.name}"))
+        vv_path = write_console_file(socket_dir(fleet.data_dir),
+                                     spice.vv_file("127.0.0.1", local_port, password, f"{vm.name} on {host.name}"))
+    except BaseException:
+        listener.close()
+        raise
+    try:
         full_argv = [executable, *argv[1:], str(vv_path)]
+        # Nothing the viewer prints is shown, kept or logged: its lines can carry the SPICE URI and password.
         process = await asyncio.create_subprocess_exec(
             *full_argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.PIPE, env=environment, start_new_session=True)
+            stderr=asyncio.subprocess.DEVNULL, env=environment, start_new_session=True)
     except BaseException as error:
         listener.close()
         with contextlib.suppress(FileNotFoundError):
@@ -348,4 +346,4 @@ async def open_console(fleet: Any, store: Any, vm_ref: str, *, viewer: str | Non
 
 
 __all__ = ["ConsoleError", "ConsoleSession", "ConsoleTarget", "DEFAULT_VIEWER", "NoViewer", "console_file",
-           "console_target", "console_vm", "open_console", "ssh_forward_command", "viewer_argv"]
+           "console_target", "console_vm", "open_console", "ssh_forward_command", "viewer_argv", "write_console_file"]

@@ -32,7 +32,7 @@ from typing import Any, TypeVar
 import libvirt
 
 from kerub_tui.core.models import VmStatus
-from kerub_tui.core.paths import ensure_private_dir
+from kerub_tui.core.paths import RUN_DIR, run_dir
 from kerub_tui.ssh import HostConnection, SshError
 from kerub_tui.ssh.keys import describe_error
 
@@ -41,7 +41,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 REMOTE_SOCKET = "/run/libvirt/libvirt-sock"
-SOCKET_DIR = "run"  # under the data dir, 0700
+SOCKET_DIR = RUN_DIR  # under the data dir, 0700
 _MAX_SOCKET_PATH = 100  # sun_path holds 108 bytes; keep a margin
 _CALL_TIMEOUT = 120.0
 
@@ -221,11 +221,12 @@ def _read_domain(dom: Any, event: DomainEvent, migrating: bool = False) -> Domai
 
 
 def socket_dir(data_dir: Path) -> Path:
-    """The 0700 directory for local tunnel sockets; a private temporary one if the data dir's
-    path is too long for a unix socket address."""
+    """The 0700 directory for local tunnel sockets (names start with this process's pid, see
+    core.paths.run_dir); a private temporary one if the data dir's path is too long for a unix
+    socket address."""
     wanted = Path(data_dir) / SOCKET_DIR
     if len(str(wanted)) + 24 <= _MAX_SOCKET_PATH:
-        return ensure_private_dir(wanted)
+        return run_dir(wanted.parent)
     return Path(tempfile.mkdtemp(prefix="kerub-tui-"))  # mkdtemp makes it 0700
 
 

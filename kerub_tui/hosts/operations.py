@@ -143,6 +143,19 @@ def spice_password_of(xml: str) -> str | None:
     return graphics.get("passwd") if graphics is not None else None
 
 
+def without_spice_password(xml: str) -> tuple[str, str | None]:
+    """(the domain XML without its SPICE password, the password): the persistent definition never holds
+    it (libvirt would keep it in /etc/libvirt/qemu and show it to every `virsh dumpxml --security-info
+    --inactive`); it is set on the running domain only."""
+    password = spice_password_of(xml)
+    if not password:
+        return xml, None
+    stripped = re.sub(r"\s+passwd\s*=\s*(['\"])" + re.escape(password) + r"\1", "", xml)
+    if spice_password_of(stripped) is not None:
+        raise OperationError("the domain XML has more than one SPICE password")
+    return stripped, password
+
+
 # --- libvirt calls (each runs in a libvirt thread, off the loop) -----------------------------------
 
 
@@ -201,9 +214,16 @@ def _start(conn: Any, vm_id: str, vm_name: str, xml: str) -> str:
     if other is not None and other.UUIDString().lower() != wanted:
         raise OperationError(f"this host already has another domain named {vm_name} "
                              f"(uuid {other.UUIDString()}), not made by kerub-tui for this VM")
-    dom = conn.defineXML(xml)
+    # The persistent definition has no SPICE password; the domain starts from the full XML, so the
+    # password is on the live domain only, from its first instant (qemu cannot add one to a SPICE
+    # server started without: "Could not set password").
+    persistent, password = without_spice_password(xml)
+    dom = conn.defineXML(persistent)
     try:
-        dom.create()
+        if password is None:
+            dom.create()
+        else:
+            conn.createXML(xml, 0)
     except BaseException:
         if existing is None:  # leave no definition behind that nobody recorded
             with contextlib.suppress(libvirt.libvirtError):
@@ -599,4 +619,5 @@ def _join(*parts: str) -> str:
 
 
 __all__ = ["FleetOperations", "OperationError", "OperationResult", "check_start", "connection_lost", "disk_alias",
-           "domain_state", "libvirt_message", "retarget_disks", "spice_password_of", "target_disk_source"]
+           "domain_state", "libvirt_message", "retarget_disks", "spice_password_of", "target_disk_source",
+           "without_spice_password"]
