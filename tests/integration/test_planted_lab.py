@@ -7,7 +7,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import signal
 import socket
+import subprocess
 import sys
 import threading
 from pathlib import Path
@@ -150,3 +152,54 @@ def test_install_key_through_a_running_controller_keeps_the_password_here(
     assert password.encode() not in recorder.received
     assert request["params"]["argv"][-4:] == ["--name", "pw", "--accept-fingerprint", host.host_key_fingerprint]
     assert "--install-key" not in request["params"]["argv"] and "secret" not in request["params"]
+
+
+def _serve(data: Path) -> subprocess.Popen[str]:
+    process = subprocess.Popen([sys.executable, "-m", "kerub_tui", "--data-dir", str(data), "serve"],
+                               stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    assert process.stderr is not None and "serving" in process.stderr.readline()
+    return process
+
+
+async def test_a_sigkilled_serve_s_tunnel_sockets_go_at_the_next_start(clean_lab, tmp_path):
+    data = tmp_path / "data"
+    host = clean_lab.hosts[0]
+    added = subprocess.run(
+        [sys.executable, "-m", "kerub_tui", "--data-dir", str(data), "host", "add", f"{host.address}:{host.port}",
+         "--name", host.name, "--identity", str(host.client_key), "--accept-fingerprint", host.host_key_fingerprint],
+        stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=300)
+    assert added.returncode == 0, added.stderr
+    run = data / "run"
+    pids = []
+    for _crash in range(2):
+        killed = _serve(data)
+        pids.append(killed.pid)
+        # its libvirt tunnel: the local end is a socket named after it
+        await until(lambda: list(run.glob(f"{killed.pid}.*.sock")), "serve's libvirt tunnel socket")
+        killed.kill()
+        killed.wait()
+        assert list(run.glob(f"{killed.pid}.*.sock"))  # left behind by the kill
+    survivor = _serve(data)
+    try:
+        assert {name.split(".", 1)[0] for name in os.listdir(run)} <= {str(survivor.pid)}
+    finally:
+        survivor.send_signal(signal.SIGTERM)
+        assert survivor.wait(120) == 0
+
+
+async def test_a_migrated_vm_keeps_its_password_live_and_out_of_the_target_s_definition(clean_lab, tmp_path):
+    async with controller_on(clean_lab, tmp_path, hosts=2) as c:
+        dyn = await _running(c, "roamer")
+        source = lab_host(clean_lab, c, dyn.host_id)
+        password = _passwd(source.virsh(["dumpxml", "--security-info", "roamer"], check=True).stdout)
+        assert password
+        await c.evacuate_host(source.name)
+        move = await proposal(c, lambda p: "migrate-vm" in step_types(p), "the migration of roamer")
+        done = await carry_out(c, move)
+        assert done.status.value == "done", done.status_reason
+        target = lab_host(clean_lab, c, move.steps[step_types(move).index("migrate-vm")].params["target"])
+        live = target.virsh(["dumpxml", "--security-info", "roamer"], check=True).stdout
+        inactive = target.virsh(["dumpxml", "--security-info", "--inactive", "roamer"], check=True).stdout
+        assert _passwd(live) == password
+        assert "passwd=" not in inactive
+        assert password not in target.run("cat /etc/libvirt/qemu/roamer.xml", check=True).stdout
