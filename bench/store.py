@@ -4,11 +4,14 @@ Both sides store the same pydantic documents serialised the same way, so the fig
 engines and the store's bookkeeping, not the serialiser. Prints `name: value unit` lines and
 `ratio vs sqlite: x` (kerub-tui time / sqlite time: below 1 means kerub-tui is faster).
 Note: the kerub-tui store serves reads from memory (documents are loaded on open); its reopen
-figure is where that cost is paid.
+figure is where that cost is paid. The verify figures are the damage detection at open (a forked
+child reads every record, each checksum and the manifest are checked) against sqlite's
+`PRAGMA integrity_check`; "before"/"after" is a full open and read without and with it.
 """
 
 from __future__ import annotations
 
+import json
 import shutil
 import sqlite3
 import sys
@@ -18,6 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from kerub_tui.core import integrity  # noqa: E402
 from kerub_tui.core.models import VirtualMachine, parse_document  # noqa: E402
 from kerub_tui.core.store import Store  # noqa: E402
 
@@ -81,6 +85,29 @@ def bench_kerub(root: Path, docs) -> dict[str, float]:
     out["reopen with 10k documents"] = timed(lambda: holder.append(Store.open(root / "each-tx")))
     assert holder[0].count("vm") == N
     holder[0].close()
+    path = root / "each-tx" / "kerub.unqlite"
+
+    def verify_only():
+        raw = integrity.read_records(path, writable=False)
+        reading = integrity.verify(raw, existed=True, file_size=path.stat().st_size,
+                                   page_size=integrity.page_size_of(path))
+        assert not reading.damaged and len(reading.bodies) == N
+
+    out["verify 10k documents"] = timed(verify_only)
+
+    def unverified_load():
+        # What opening cost before checksums: the records read in-process, parsed, nothing verified.
+        import unqlite
+
+        db = unqlite.UnQLite(str(path), flags=0x00000001)
+        docs = [parse_document(json.loads(value[9:])) for key, value in db.items()
+                if (key if isinstance(key, str) else key.decode()).startswith("doc/")]
+        db.close()
+        assert len(docs) == N
+
+    out["open and read 10k documents, unverified (before)"] = timed(unverified_load)
+    out["open and read 10k documents, verified (after)"] = timed(
+        lambda: Store.open(root / "each-tx", readonly=True).close())
     return out
 
 
@@ -112,6 +139,26 @@ def bench_sqlite(root: Path, docs) -> dict[str, float]:
     holder = []
     out["reopen with 10k documents"] = timed(lambda: holder.append(SqliteStore(root / "each-tx.sqlite")))
     holder[0].close()
+
+    def integrity_check():
+        db = sqlite3.connect(root / "each-tx.sqlite")
+        assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        db.close()
+
+    out["verify 10k documents"] = timed(integrity_check)
+
+    def read_all():
+        db = SqliteStore(root / "each-tx.sqlite")
+        assert len(db.list("vm")) == N
+        db.close()
+
+    out["open and read 10k documents, unverified (before)"] = timed(read_all)
+
+    def check_and_read_all():
+        integrity_check()
+        read_all()
+
+    out["open and read 10k documents, verified (after)"] = timed(check_and_read_all)
     return out
 
 

@@ -144,6 +144,11 @@ class KerubApp(App[None]):
             self.set_keymap(self.keymap.bindings)
         for problem in self.keymap.problems:
             self.notify(problem, title="keymap", severity="warning", timeout=10)
+        damage = getattr(getattr(self.controller, "store", None), "damage", None)
+        if damage:  # --readonly on a damaged store: what reads is shown, and it says so
+            self.notify(f"the store is damaged ({'; '.join(damage)}): showing what can be read; run "
+                        f"kerub-tui --data-dir {self.controller.data_dir} check --repair",
+                        title="store", severity="error", timeout=60)
         self.fleet = Fleet(self.controller.db)
         self.follow_changes()
         await self._feed_ready.wait()

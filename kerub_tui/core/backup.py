@@ -250,7 +250,7 @@ def _salvage(data_dir: Path, path: Path, journal: Path, existed: bool) -> tuple[
             shutil.copyfile(path, copy)
             if journal.exists():
                 shutil.copyfile(journal, copy_journal)
-            raw = integrity.read_records(copy, writable=True)
+            raw = integrity.read_records(copy, writable=True, salvage=True)
         else:
             raw = integrity.RawRead()
         reading = integrity.verify(raw, existed=existed, file_size=size, page_size=integrity.page_size_of(path))

@@ -107,9 +107,20 @@ class RawRead:
     busy: bool = False  # the library said the file is locked (a writer mid-commit): try again
 
 
-def _child(path: str, flags: int, fd: int) -> None:
-    """In the forked child: open, walk every record with a cursor, send each one. Never returns."""
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def _child(path: str, flags: int, fd: int, batch: int) -> None:
+    """In the forked child: open, walk every record with a cursor, send each one. Never returns.
+
+    Records go out in writes of ``batch`` bytes (0: each at once, so a crash loses none read before it).
+    """
     status = 0
+    pending: list[bytes] = []
+    size = 0
     try:
         import faulthandler
 
@@ -117,10 +128,13 @@ def _child(path: str, flags: int, fd: int) -> None:
         import unqlite
 
         def send(kind: bytes, key: bytes, value: bytes) -> None:
-            data = _FRAME.pack(kind, len(key), len(value)) + key + value
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
+            nonlocal size
+            pending.append(_FRAME.pack(kind, len(key), len(value)) + key + value)
+            size += len(pending[-1])
+            if size >= batch:
+                _write_all(fd, b"".join(pending))
+                pending.clear()
+                size = 0
 
         db = unqlite.UnQLite(path, flags=flags)
         cursor = db.cursor()
@@ -145,34 +159,35 @@ def _child(path: str, flags: int, fd: int) -> None:
             except StopIteration:
                 break
         db.close()
-        send(_DONE, b"", b"")
+        pending.append(_FRAME.pack(_DONE, 0, 0))
+        _write_all(fd, b"".join(pending))
     except BaseException as error:  # noqa: BLE001 - everything goes to the parent, as text
         status = 3
         try:
             message = f"{type(error).__name__}: {error}".encode(errors="replace")[:500]
-            os.write(fd, _FRAME.pack(_FAILED, 0, len(message)) + message)
+            pending.append(_FRAME.pack(_FAILED, 0, len(message)) + message)
+            _write_all(fd, b"".join(pending))
         except BaseException:  # noqa: BLE001
             pass
     finally:
         os._exit(status)
 
 
-def read_records(path: Path, *, writable: bool) -> RawRead:
+def read_records(path: Path, *, writable: bool, salvage: bool = False) -> RawRead:
     """Read every record of the UnQLite file at ``path`` through a forked child.
 
     ``writable`` opens it read-write in the child, so a hot journal left by a killed writer is
-    rolled back (the caller holds the data dir's lock); otherwise read-only.
+    rolled back (the caller holds the data dir's lock); otherwise read-only. ``salvage`` sends
+    each record as soon as it is read (slower), so a crash loses none read before it.
     """
     result = RawRead()
     read_fd, write_fd = os.pipe()
     pid = os.fork()
     if pid == 0:  # pragma: no cover - the child exits from _child
         os.close(read_fd)
-        _child(str(path), _OPEN_CREATE if writable else _OPEN_READONLY, write_fd)
+        _child(str(path), _OPEN_CREATE if writable else _OPEN_READONLY, write_fd, 0 if salvage else 1 << 18)
     os.close(write_fd)
-    buffer = bytearray()
-    done = False
-    failure: str | None = None
+    chunks: list[bytes] = []
     killed = False
     try:
         poller = select.poll()
@@ -189,31 +204,11 @@ def read_records(path: Path, *, writable: bool) -> RawRead:
             if not chunk:
                 break
             last = time.monotonic()
-            buffer += chunk
-            offset = 0
-            while len(buffer) - offset >= _FRAME.size:
-                kind, key_len, value_len = _FRAME.unpack_from(buffer, offset)
-                end = offset + _FRAME.size + key_len + value_len
-                if end > len(buffer):
-                    break
-                key = bytes(buffer[offset + _FRAME.size:offset + _FRAME.size + key_len])
-                value = bytes(buffer[offset + _FRAME.size + key_len:end])
-                offset = end
-                if kind == _RECORD:
-                    try:
-                        result.records.append((key.decode(), value))
-                    except UnicodeDecodeError:
-                        result.bad_keys.append(repr(key)[2:-1])
-                elif kind == _BAD_RECORD:
-                    result.bad_keys.append(key.decode(errors="replace") or f"(unreadable key: {value.decode()})")
-                elif kind == _FAILED:
-                    failure = value.decode(errors="replace")
-                elif kind == _DONE:
-                    done = True
-            del buffer[:offset]
+            chunks.append(chunk)
     finally:
         os.close(read_fd)
         _, status = os.waitpid(pid, 0)
+    done, failure = _parse_frames(b"".join(chunks), result)
     if killed:
         result.failure = f"reading it stalled for {STALL_SECONDS:.0f} s (a damaged page chain)"
     elif failure is not None:
@@ -225,6 +220,34 @@ def read_records(path: Path, *, writable: bool) -> RawRead:
     elif not done:
         result.failure = "reading it stopped before the end"
     return result
+
+
+def _parse_frames(data: bytes, result: RawRead) -> tuple[bool, str | None]:
+    """Fill ``result`` from the child's frames (a cut-off last frame is dropped); (done, failure)."""
+    done = False
+    failure: str | None = None
+    offset = 0
+    header = _FRAME.size
+    while len(data) - offset >= header:
+        kind, key_len, value_len = _FRAME.unpack_from(data, offset)
+        end = offset + header + key_len + value_len
+        if end > len(data):
+            break
+        key = data[offset + header:offset + header + key_len]
+        value = data[offset + header + key_len:end]
+        offset = end
+        if kind == _RECORD:
+            try:
+                result.records.append((key.decode(), value))
+            except UnicodeDecodeError:
+                result.bad_keys.append(repr(key)[2:-1])
+        elif kind == _BAD_RECORD:
+            result.bad_keys.append(key.decode(errors="replace") or f"(unreadable key: {value.decode()})")
+        elif kind == _FAILED:
+            failure = value.decode(errors="replace")
+        elif kind == _DONE:
+            done = True
+    return done, failure
 
 
 # --- what a reading says --------------------------------------------------------------------------
