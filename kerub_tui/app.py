@@ -28,6 +28,7 @@ from .screens.actions import Operations
 from .screens.base import KerubScreen
 from .screens.disks import DiskDetailScreen, DiskEditorScreen
 from .screens.fleet import Fleet
+from .screens.format import safe
 from .screens.help import HelpScreen, _bindings_of, all_binding_ids, iter_bindings, key_display, section_name
 from .screens.hosts import AddHostScreen, HostDetailScreen
 from .screens.keymap import Keymap, load_keymap
@@ -314,6 +315,13 @@ class KerubApp(App[None]):
             self.push_screen(DiskEditorScreen(disk_id))
 
     # --- running actions ----------------------------------------------------------------------
+
+    def notify(self, message: str, *, title: str = "", severity: Any = "information",
+               timeout: float | None = None, markup: bool = True) -> None:
+        """Every notification is plain text: its message often carries what a host or a command said
+        (an error, a name), which is data, never markup or escape sequences (``markup`` is ignored)."""
+        super().notify(safe(message), title=safe(title, limit=200), severity=severity, timeout=timeout,
+                       markup=False)
 
     def refuse(self, action: str, reason: str) -> None:
         self.notify(reason, title=action, severity="error")

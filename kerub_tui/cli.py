@@ -38,6 +38,7 @@ from .core.models import (
 from .core.names import InvalidName
 from .core.sizes import format_size, parse_size
 from .core.store import Store, StoreError
+from .core.text import printable
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -298,6 +299,20 @@ def _accel_text(host: Host) -> str:
     return f"{accel.name} ({accel.why})"
 
 
+class TerminalOut:
+    """A text stream that shows control characters (from a host's output, a name, a message) as
+    visible escapes: what the command line prints is data, never an escape sequence for the terminal."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+
+    def write(self, text: str) -> int:
+        return self.stream.write(printable(text, newlines=True))
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+
 def _show_host(c: Controller, host: Host, dyn: HostDynamic | None) -> str:
     lines = [f"host {host.name}  ({host.id})", f"  address {host.user}@{host.address}:{host.port}",
              f"  key {host.fingerprint or '-'}"]
@@ -316,6 +331,10 @@ def _show_host(c: Controller, host: Host, dyn: HostDynamic | None) -> str:
                          f"{format_size(storage.size_bytes)}")
         tools = sorted(t for t, present in caps.tools.items() if present)
         lines.append(f"  tools {' '.join(tools) or '-'}")
+        for entry in caps.stale:  # not read by the latest discovery: the last good reading is shown
+            kept = f"last good reading {entry.read_at:%Y-%m-%d %H:%M:%S}" if entry.read_at else "never read"
+            lines.append(f"  stale {entry.section}: {kept}; not read since {entry.since:%Y-%m-%d %H:%M:%S}: "
+                         f"{entry.reason}")
     lines.append(f"  accelerator {_accel_text(host)}")
     for vm_id in sorted(c.db.vms_on_host(host.id)):
         vm = c.db.get(VirtualMachine, vm_id)
@@ -595,11 +614,11 @@ async def _run_local(args: argparse.Namespace, command: Command) -> int:
     try:
         changed: list[str] = []
         remove = controller.db.feed.add_listener(lambda change: changed.append(change.kind))
-        code = await command(args, controller, sys.stdout)
+        code = await command(args, controller, TerminalOut(sys.stdout))  # type: ignore[arg-type]
         remove()
         if code == EXIT_OK and not controller.readonly and set(changed) - {"audit", "event", "plan"}:
             # No controller runs here to re-plan on this change: do its one pass now.
-            _replan_once(controller, sys.stdout)
+            _replan_once(controller, TerminalOut(sys.stdout))  # type: ignore[arg-type]
         return code
     finally:
         await controller.stop()
@@ -786,15 +805,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                 asyncio.run(_install_key_here(data_dir, args, secret))
                 argv = _without_install_key(argv)
             code, out, err = run_cli_remote(data_dir, _absolute_files(argv), readonly=args.readonly)
-            sys.stdout.write(out)
-            sys.stderr.write(err)
+            sys.stdout.write(printable(out, newlines=True))
+            sys.stderr.write(printable(err, newlines=True))
             return code
         args.secret = secret
         return asyncio.run(_run_local(args, COMMANDS[args.command]))
     except _Exit as done:
         return done.status
     except (CliError, ActionError, StoreError, InvalidName) as error:
-        print(f"kerub-tui: {error}", file=sys.stderr)
+        print(printable(f"kerub-tui: {error}"), file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
         print("kerub-tui: interrupted", file=sys.stderr)

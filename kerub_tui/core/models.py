@@ -11,7 +11,7 @@ import datetime as dt
 import enum
 import re
 import uuid
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, ClassVar, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator, model_validator
 
@@ -166,7 +166,22 @@ class StorageCapability(Model):
     device: str | None = None  # the backing block device, for SMART and in-box redundancy
 
 
+class StaleFacts(Model):
+    """A section of a host's facts that the latest discovery could not read: what is stored for it
+    is the last good reading (from ``read_at``; None when it was never read)."""
+
+    section: str  # one of HostCapabilities.SECTIONS
+    since: dt.datetime  # the first discovery that failed to read it
+    read_at: dt.datetime | None = None
+    reason: str = ""  # what went wrong, one line
+
+
 class HostCapabilities(Model):
+    # The parts of the facts that discovery reads and keeps separately (see hosts/facts.py).
+    SECTIONS: ClassVar[tuple[str, ...]] = (
+        "cpu", "memory", "os", "dmi", "block_devices", "filesystems", "storage", "hypervisor", "ksm", "tools",
+    )
+
     discovered_at: dt.datetime | None = None
     os: OsInfo = OsInfo()
     cpu: CpuInfo = CpuInfo()
@@ -178,9 +193,14 @@ class HostCapabilities(Model):
     hypervisor: HypervisorInfo = HypervisorInfo()
     ksm: bool = False
     tools: dict[str, bool] = {}  # qemu-img, zfs, tgtd, targetcli, exportfs, ganesha, gvinum, ...
+    stale: list[StaleFacts] = []  # sections the latest discovery could not read: their last good values are kept
 
     def storage_by_id(self, capability_id: str) -> StorageCapability | None:
         return next((s for s in self.storage if s.id == capability_id), None)
+
+    def stale_section(self, section: str) -> StaleFacts | None:
+        """Why (and since when) ``section`` holds an older reading, or None when it is current."""
+        return next((s for s in self.stale if s.section == section), None)
 
 
 class PowerManagement(Model):

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import libvirt
 
@@ -33,6 +33,7 @@ class Discovery:
     capabilities: HostCapabilities
     problems: list[str]
     duration: float  # seconds
+    failed: dict[str, str] = field(default_factory=dict)  # sections not read -> why (see facts.merge_facts)
 
 
 def _version_text(version: int) -> str:
@@ -73,14 +74,19 @@ async def hypervisor_outputs(link: LibvirtLink | None) -> dict[str, facts.Output
 async def run_discovery_commands(
     host: HostConnection, *, timeout: float = COMMAND_TIMEOUT, skip: tuple[str, ...] = _LIBVIRT_COMMANDS
 ) -> tuple[dict[str, facts.CommandOutput], list[str]]:
-    """Every discovery command (but ``skip``), concurrently; outputs by name, and what failed."""
+    """Every discovery command (but ``skip``), concurrently; outputs by name, and what failed.
+
+    At most facts.MAX_OUTPUT bytes of each output are kept (the rest is read and dropped, and the
+    command's section is then not read): a host printing 30 MB costs the controller 4 MiB, once.
+    """
     commands = [c for c in facts.DISCOVERY_COMMANDS if c.name not in skip]
     problems: list[str] = []
     lost: list[NotConnected] = []
 
     async def one(command: facts.DiscoveryCommand) -> tuple[str, facts.CommandOutput | None]:
         try:
-            return command.name, await host.run(command.command, privileged=command.privileged, timeout=timeout)
+            return command.name, await host.run(command.command, privileged=command.privileged, timeout=timeout,
+                                                 max_output=facts.MAX_OUTPUT + 1)
         except CommandTimeout as error:
             problems.append(f"{command.name}: {error}")
             return command.name, error.result
@@ -102,5 +108,6 @@ async def discover(host: HostConnection, link: LibvirtLink | None, *, timeout: f
         run_discovery_commands(host, timeout=timeout), hypervisor_outputs(link)
     )
     merged: Mapping[str, facts.CommandOutput] = {**outputs, **hypervisor}
-    capabilities, parse_problems = facts.assemble_capabilities(merged)
-    return Discovery(capabilities, problems + parse_problems, time.monotonic() - started)
+    assembled = facts.assemble_discovery(merged)
+    return Discovery(assembled.capabilities, problems + assembled.problems, time.monotonic() - started,
+                     assembled.failed)

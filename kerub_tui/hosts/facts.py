@@ -25,10 +25,13 @@ from kerub_tui.core.models import (
     Filesystem,
     HostCapabilities,
     HypervisorInfo,
+    Model,
     OsInfo,
+    StaleFacts,
     StorageCapability,
     StorageTechnology,
 )
+from kerub_tui.core.text import clip, printable
 
 from . import ksm, lvm
 from .parse.cpu import CACHES_COMMAND
@@ -62,6 +65,40 @@ _THERMAL_FILES = (
     "/sys/class/thermal/thermal_zone*/type /sys/class/thermal/thermal_zone*/temp /sys/class/hwmon/hwmon*/temp*_input"
 )
 T = TypeVar("T")
+M = TypeVar("M", bound=Model)
+# What one discovery output may be: the largest real one (lsblk or findmnt of a big host) is a few
+# hundred KiB. A larger one is not read (nor stored): the section keeps its last good facts.
+MAX_OUTPUT = 4 * 1024 * 1024
+PROBLEM_LIMIT = 500  # characters of one discovery problem (it becomes an Event)
+TEXT_LIMIT = 1024  # characters of any one text a host reports (a model, a path, a name) that is stored
+LIST_LIMIT = 4096  # entries of any one list a host reports (CPU flags, block devices, filesystems, ...)
+# Which discovery commands each section of the facts comes from: a section whose command failed
+# or printed garbage was not read, and keeps its last good values (see merge_facts).
+SECTION_COMMANDS: dict[str, tuple[str, ...]] = {
+    "cpu": ("lscpu",),
+    "memory": ("meminfo",),
+    "os": ("os_release", "kernel", "hostname"),
+    "dmi": ("dmidecode",),
+    "block_devices": ("lsblk",),
+    "filesystems": ("findmnt",),
+    "storage": ("vgs", "pvs", "images_fs"),
+    "hypervisor": ("virsh_capabilities",),
+    "ksm": ("ksm",),
+    "tools": ("tools",),
+}
+# section -> the HostCapabilities fields it holds
+SECTION_FIELDS: dict[str, tuple[str, ...]] = {
+    "cpu": ("cpu",),
+    "memory": ("memory_bytes",),
+    "os": ("os",),
+    "dmi": ("dmi",),
+    "block_devices": ("block_devices",),
+    "filesystems": ("filesystems",),
+    "storage": ("storage",),
+    "hypervisor": ("hypervisor",),
+    "ksm": ("ksm",),
+    "tools": ("tools",),
+}
 _DEVICE_RE = re.compile(r"/dev/[A-Za-z0-9][A-Za-z0-9/_.:-]{0,200}\Z")
 
 
@@ -225,20 +262,28 @@ def storage_monitor_commands(images_dir: str = IMAGES_DIR) -> dict[str, str]:
 class _Reader:
     outputs: Mapping[str, CommandOutput]
     problems: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)  # command name -> its (first) problem
+
+    def fail(self, name: str, problem: str) -> None:
+        problem = printable(problem, limit=PROBLEM_LIMIT)
+        self.problems.append(problem)
+        self.failed.setdefault(name, problem)
 
     def text(self, name: str, *, required: bool = True) -> str | None:
         """stdout of a command that succeeded; None (and a problem if required) otherwise."""
         output = self.outputs.get(name)
         if output is None:
             if required:
-                self.problems.append(f"{name}: not run")
+                self.fail(name, f"{name}: not run")
             return None
         if output.exit_code != 0:
             if required:
                 detail = (output.stderr or output.stdout or "").strip().splitlines()
-                self.problems.append(
-                    f"{name}: exit status {output.exit_code}" + (f": {detail[-1][:200]}" if detail else "")
-                )
+                self.fail(name, f"{name}: exit status {output.exit_code}" + (f": {detail[-1][:200]}" if detail else ""))
+            return None
+        if getattr(output, "stdout_truncated", False) or len(output.stdout) > MAX_OUTPUT:
+            # a cut output may still parse into something plausible and wrong: not read at all
+            self.fail(name, f"{name}: printed more than {MAX_OUTPUT // 1024} KiB; not read")
             return None
         return output.stdout if isinstance(output.stdout, str) else None
 
@@ -250,7 +295,7 @@ class _Reader:
         try:
             return parser(text)
         except ParseError as exc:
-            self.problems.append(str(exc))
+            self.fail(name, str(exc))
             return None
 
 
@@ -261,7 +306,7 @@ def _fs_holding(outputs: _Reader) -> Filesystem | None:
     try:
         found = parse_findmnt(text)
     except ParseError as exc:
-        outputs.problems.append(f"images_fs: {exc}")
+        outputs.fail("images_fs", f"images_fs: {exc}")
         return None
     return found[0] if found else None
 
@@ -298,6 +343,16 @@ def _storage(reader: _Reader, images_dir: str) -> list[StorageCapability]:
     return storage
 
 
+@dataclass(frozen=True)
+class Assembled:
+    """What one discovery read: the facts, the problems (for Events), and the sections it could not
+    read (section -> why), whose values in ``capabilities`` are empty placeholders, not facts."""
+
+    capabilities: HostCapabilities
+    problems: list[str]
+    failed: dict[str, str]
+
+
 def assemble_capabilities(
     outputs: Mapping[str, CommandOutput],
     *,
@@ -305,6 +360,17 @@ def assemble_capabilities(
     now: dt.datetime | None = None,
 ) -> tuple[HostCapabilities, list[str]]:
     """Discovery outputs (by DISCOVERY_COMMANDS name) -> HostCapabilities and problems, never raising."""
+    assembled = assemble_discovery(outputs, images_dir=images_dir, now=now)
+    return assembled.capabilities, assembled.problems
+
+
+def assemble_discovery(
+    outputs: Mapping[str, CommandOutput],
+    *,
+    images_dir: str = IMAGES_DIR,
+    now: dt.datetime | None = None,
+) -> Assembled:
+    """Discovery outputs -> facts (bounded, see ``bounded_capabilities``), problems and failed sections."""
     reader = _Reader(outputs)
     caches_text = reader.text("lscpu_caches", required=False)
     if caches_text is not None and missing_tool(caches_text):
@@ -315,10 +381,12 @@ def assemble_capabilities(
         try:
             cpu = parse_lscpu(cpu_text, caches_text)
         except ParseError as exc:
-            reader.problems.append(str(exc))
             if caches_text is not None and exc.command == CACHES_COMMAND:
+                reader.problems.append(printable(str(exc), limit=PROBLEM_LIMIT))
                 # the cache detail is optional: fall back to the summary's sizes
                 cpu = reader.parse("lscpu", parse_lscpu)
+            else:
+                reader.fail("lscpu", str(exc))
     meminfo = reader.parse("meminfo", parse_meminfo)
 
     os_info = None
@@ -327,7 +395,7 @@ def assemble_capabilities(
         try:
             os_info = parse_os_info(*os_texts)  # type: ignore[arg-type]
         except ParseError as exc:
-            reader.problems.append(str(exc))
+            reader.fail("os_release", str(exc))
 
     dmi = reader.parse("dmidecode", parse_dmidecode)
     block_devices = reader.parse("lsblk", parse_lsblk) or []
@@ -344,7 +412,7 @@ def assemble_capabilities(
         try:
             hypervisor = parse_hypervisor(capabilities_text, domcaps).model_copy(update={"libvirt_version": version})
         except ParseError as exc:
-            reader.problems.append(str(exc))
+            reader.fail("virsh_capabilities", str(exc))
             hypervisor = HypervisorInfo(reason=str(exc)[:200])
     else:
         failed = outputs.get("virsh_capabilities")
@@ -367,7 +435,12 @@ def assemble_capabilities(
         ksm=bool(ksm_state and ksm_state.available),
         tools=tools,
     )
-    return capabilities, reader.problems
+    failed: dict[str, str] = {}
+    for section, commands in SECTION_COMMANDS.items():
+        why = [reader.failed[c] for c in commands if c in reader.failed]
+        if why:
+            failed[section] = "; ".join(why)[:PROBLEM_LIMIT]
+    return Assembled(bounded_capabilities(capabilities), reader.problems, failed)
 
 
 def thin_pool_free_key(vg: str, pool: str) -> str:
@@ -406,3 +479,77 @@ def read_temperature(output: CommandOutput) -> tuple[float | None, list[str]]:
     """thermal_command() output -> hottest temperature in °C (None without sensors), problems."""
     reader = _Reader({"thermal": output})
     return reader.parse("thermal", parse_thermal), reader.problems
+
+
+# --- bounds and the last good facts ---------------------------------------------------------------
+
+
+def _bounded(value: object) -> object:
+    if isinstance(value, str):
+        return printable(clip(value, TEXT_LIMIT))
+    if isinstance(value, Model):
+        return bounded_model(value)
+    if isinstance(value, list):
+        return [_bounded(v) for v in value[:LIST_LIMIT]]
+    if isinstance(value, dict):
+        return {_bounded(k): _bounded(v) for k, v in list(value.items())[:LIST_LIMIT]}
+    return value
+
+
+def bounded_model(model: M) -> M:
+    """``model`` with every text a host reported shown safely (control characters as visible escapes)
+    and clipped to TEXT_LIMIT characters, and every list to LIST_LIMIT entries."""
+    changes = {}
+    for name in type(model).model_fields:
+        value = getattr(model, name)
+        bounded = _bounded(value)
+        if bounded is not value and bounded != value:
+            changes[name] = bounded
+    return model.model_copy(update=changes) if changes else model
+
+
+def bounded_capabilities(capabilities: HostCapabilities) -> HostCapabilities:
+    return bounded_model(capabilities)
+
+
+def merge_facts(
+    previous: HostCapabilities | None,
+    fresh: HostCapabilities,
+    failed: Mapping[str, str],
+    now: dt.datetime | None = None,
+) -> HostCapabilities:
+    """The facts to store after a discovery: ``fresh`` for every section it read, the last good
+    values (from ``previous``) for each section in ``failed``, and those sections marked stale.
+
+    A section stays stale (with the time of its first failure) until a discovery reads it again. A
+    section that was never read is stale too, with its empty placeholder and no ``read_at``.
+    """
+    now = now or fresh.discovered_at or dt.datetime.now(dt.timezone.utc)
+    updates: dict[str, object] = {}
+    stale: list[StaleFacts] = []
+    for section in HostCapabilities.SECTIONS:
+        reason = failed.get(section)
+        if reason is None:
+            continue
+        before = previous.stale_section(section) if previous is not None else None
+        if previous is not None:
+            for name in SECTION_FIELDS[section]:
+                updates[name] = getattr(previous, name)
+        if before is not None:
+            read_at = before.read_at
+            since = before.since
+        else:
+            read_at = previous.discovered_at if previous is not None else None
+            since = now
+        stale.append(StaleFacts(section=section, since=since, read_at=read_at, reason=printable(reason)))
+    updates["stale"] = stale
+    return fresh.model_copy(update=updates)
+
+
+def stale_summary(capabilities: HostCapabilities) -> str:
+    """One line: which sections are stale and why, or '' when every section is current."""
+    parts = []
+    for entry in capabilities.stale:
+        kept = f"kept from {entry.read_at:%Y-%m-%d %H:%M:%S}" if entry.read_at else "never read"
+        parts.append(f"{entry.section} ({kept}; not read since {entry.since:%Y-%m-%d %H:%M:%S}: {entry.reason})")
+    return "; ".join(parts)

@@ -43,6 +43,7 @@ from kerub_tui.core.models import (
 )
 from kerub_tui.core.names import InvalidName, check_address, check_name, check_user
 from kerub_tui.core.store import Store
+from kerub_tui.core.text import printable
 from kerub_tui.ssh import (
     CommandResult,
     ConnectGate,
@@ -58,7 +59,7 @@ from kerub_tui.ssh import (
     password_connection,
     public_key_line,
 )
-from . import trust
+from . import facts, trust
 from .discovery import Discovery, discover
 from .libvirt_link import LibvirtLink, LibvirtUnavailable, ensure_event_loop_impl, socket_dir
 from .monitor import DocumentWriter, HostMonitor, MonitorSettings
@@ -113,6 +114,21 @@ def status_event(host_id: str, name: str, status: HostStatus, reason: str | None
         return Event(type="key-mismatch", severity=EventSeverity.error, host_id=host_id, target=offered_key,
                      message=f"{name}: {reason}")
     return None
+
+
+def stale_event(before: Host, after: HostCapabilities) -> Event | None:
+    """The Event for a discovery that changed which facts of a host are stale (None if nothing did)."""
+    was = {s.section for s in before.capabilities.stale} if before.capabilities is not None else set()
+    now = {s.section for s in after.stale}
+    if now == was:
+        return None
+    if not now:
+        return Event(type="facts-current", host_id=before.id,
+                     message=f"{before.name}: every fact was read again ({', '.join(sorted(was))} had been stale)")
+    message = (f"{before.name}: discovery could not read {', '.join(sorted(now))}: the last good facts are kept "
+               f"and the host takes no new guests until they are read again. {facts.stale_summary(after)}")
+    return Event(type="facts-stale", severity=EventSeverity.warning, host_id=before.id,
+                 target=",".join(sorted(now)), message=message[:2000])
 
 
 @dataclass
@@ -332,13 +348,18 @@ class Fleet:
             host = self.store.get(Host, member.host_id)
             if host is None:
                 return None
-            updated = host.model_copy(update={"capabilities": result.capabilities})
+            # What could not be read keeps its last good reading, marked stale: never an empty host.
+            merged = facts.merge_facts(host.capabilities, result.capabilities, result.failed)
+            updated = host.model_copy(update={"capabilities": merged})
             self.store.put(updated)
             for problem in result.problems:
                 if problem in known:
                     continue  # reported at the last discovery already (a reconnection is not news)
                 self._put_event(Event(type="discovery-problem", severity=EventSeverity.warning,
-                                      host_id=host.id, message=f"{host.name}: {problem}"))
+                                      host_id=host.id, message=f"{host.name}: {printable(problem, limit=500)}"))
+            event = stale_event(host, merged)
+            if event is not None:
+                self._put_event(event)
             member.discovered.set()
             return updated
 

@@ -626,6 +626,17 @@ def recent_drops(state: OperationalState, host_id: str) -> list[dt.datetime]:
     return [t for t in dyn.drops if state.now - t <= FLAP_WINDOW] if dyn is not None else []
 
 
+def stale_facts(capabilities: Any, exclude: tuple[str, ...] = ()) -> str | None:
+    """Why a host's facts cannot be trusted for new placements (a section discovery could not read:
+    its last good values are kept, but they may be out of date), or None."""
+    stale = [s for s in capabilities.stale if s.section not in exclude]
+    if not stale:
+        return None
+    first = min(s.since for s in stale)
+    return (f"facts not current ({', '.join(s.section for s in stale)} not read since {first:%H:%M:%S}: "
+            f"{stale[0].reason[:160]}); takes no new guests until discovery reads them again")
+
+
 def host_usable(state: OperationalState, host_id: str, today: dt.date | None = None) -> str | None:
     """Why nothing new may be placed on this host (down, maintenance, end of life, locked), or None."""
     host = state.hosts.get(host_id)
@@ -642,6 +653,9 @@ def host_usable(state: OperationalState, host_id: str, today: dt.date | None = N
         return f"{name}: past its end of life ({host.end_of_life.isoformat()})"
     if host.capabilities is None:
         return f"{name}: not discovered yet"
+    stale = stale_facts(host.capabilities, exclude=("hypervisor",))
+    if stale is not None:
+        return f"{name}: {stale}"
     calm_at = flap_calm_at(state, host_id)
     if calm_at is not None:
         return (f"{name}: flapping (lost {len(recent_drops(state, host_id))} times in {int(FLAP_WINDOW.total_seconds() // 60)} min); "
@@ -658,6 +672,9 @@ def capacity_rejection(state: OperationalState, vm: VirtualMachine, host_id: str
         return unusable
     name = state.host_name(host_id)
     caps = state.hosts[host_id].capabilities
+    stale = stale_facts(caps) if caps.stale_section("hypervisor") is not None else None
+    if stale is not None:
+        return f"{name}: {stale}"
     hyper = caps.hypervisor
     if not hyper.kvm and not hyper.domain_types:
         return f"{name}: no usable hypervisor" + (f" ({hyper.reason})" if hyper.reason else "")

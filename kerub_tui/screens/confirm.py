@@ -10,6 +10,8 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, Static
 
+from .format import safe
+
 
 class ConfirmScreen(ModalScreen[bool]):
     """Title, what will happen (one line per fact), and two buttons; ``y``/``n`` answer too."""
@@ -40,8 +42,9 @@ class ConfirmScreen(ModalScreen[bool]):
 
     def compose(self) -> ComposeResult:
         with Vertical():
-            yield Static(self.title_text, id="confirm-title", markup=False)
-            yield Static("\n".join(f"• {line}" for line in self.impact), id="confirm-impact", markup=False)
+            yield Static(safe(self.title_text, limit=500), id="confirm-title", markup=False)
+            yield Static("\n".join(f"• {safe(line, limit=1000)}" for line in self.impact), id="confirm-impact",
+                         markup=False)
             with Horizontal():
                 yield Button("No [n]", id="confirm-no")
                 yield Button(f"{self.confirm_label} [y]", id="confirm-yes",

@@ -6,7 +6,6 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, ClassVar
 
 from pydantic import ValidationError
-from rich.table import Table
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
@@ -19,6 +18,7 @@ from ..core.names import InvalidName, check_name
 from ..core.sizes import format_size
 from .base import KerubScreen
 from .expectations import ExpectationEditor
+from .format import DataGrid, data
 from .forms import EditorScreen, FieldError, FormField, pydantic_errors, size_value
 from .rows import alloc_path, redundancy_cell
 from .vms import _EDITOR_BINDINGS, EDITOR_CSS, expectation_states, planner_verdicts
@@ -155,10 +155,10 @@ class DiskDetailScreen(KerubScreen, inherit_bindings=False):
             return
         dyn: VirtualStorageDeviceDynamic | None = db.get(VirtualStorageDeviceDynamic, self.disk_id)
         allocations = list(dyn.allocations) if dyn else []
-        table = Table.grid(padding=(0, 2))
+        table = DataGrid.grid(padding=(0, 2))
         table.add_column(style="dim")
         table.add_column()
-        table.add_row("name", Text(disk.name, style="bold"))
+        table.add_row("name", data(disk.name, style="bold"))
         table.add_row("size", format_size(disk.size) + (", read-only" if disk.read_only else ""))
         users = sorted(v.name for v in db.list(VirtualMachine) if any(l.disk_id == disk.id for l in v.disks))
         table.add_row("used by", ", ".join(users) or "no VM")
@@ -169,7 +169,7 @@ class DiskDetailScreen(KerubScreen, inherit_bindings=False):
             table.add_row("cloned from", fleet.name_of("disk", dyn.cloned_from))
         table.add_row("id", Text(disk.id, style="dim"))
         self.query_one("#disk-summary", Static).update(table)
-        allocs = Table(box=None, expand=True, pad_edge=False)
+        allocs = DataGrid(box=None, expand=True, pad_edge=False)
         for column in ("host", "tech", "path", "size", "format"):
             allocs.add_column(column, style="bold" if column == "host" else "")
         for a in allocations:

@@ -2,6 +2,13 @@
 
 A table cell is a ``Cell``: rich Text that also carries the value it sorts by, so a column of "4.0G"
 sorts by bytes and a column of "3m ago" by time.
+
+Text from hosts and documents is data, never markup: a CPU model "[/]" must not crash the console
+and "[link=...]" must not become a hyperlink, an escape sequence must not reach the terminal. So
+every such text is shown through ``data`` (rich Text of ``core.text.printable``: control characters
+become visible escapes, nothing is parsed as markup), a ``Cell`` (which does the same), or a
+``DataGrid`` (a rich Table whose plain-string cells are ``data``). Where Textual wants markup (a
+border title), ``markup_safe`` escapes it.
 """
 
 from __future__ import annotations
@@ -10,20 +17,52 @@ import datetime as dt
 from collections.abc import Sequence
 from typing import Any
 
+from rich.table import Table
 from rich.text import Text
+from textual.markup import escape as escape_markup
 
 from ..core.models import HostStatus, PlanStatus, VmStatus
 from ..core.sizes import format_size
+from ..core.text import printable
 
 SPARK_BARS = "▁▂▃▄▅▆▇█"
 MARK_GLYPH = "●"
 
 
+# The most of one text the console shows in one place (a command's output tail, an event message):
+# the rest is cut with a marker. Documents hold more only when a host said more.
+SHOW_LIMIT = 4000
+CELL_LIMIT = 400  # characters of one table cell: wider than any terminal
+
+
+def data(text: object, style: str = "", *, limit: int = SHOW_LIMIT, newlines: bool = True) -> Text:
+    """Text from a host or a document, to show as it is: no markup, control characters visible."""
+    return Text(printable(text, newlines=newlines, limit=limit), style=style, end="")
+
+
+def safe(text: object, *, limit: int = SHOW_LIMIT) -> str:
+    """A plain string with control characters visible, for places that take plain text (notify with
+    markup off, a Static with markup=False)."""
+    return printable(text, newlines=True, limit=limit)
+
+
+def markup_safe(text: object, *, limit: int = CELL_LIMIT) -> str:
+    """Text for a place that parses Textual markup (a border title): escaped, one line."""
+    return escape_markup(printable(text, limit=limit))
+
+
+class DataGrid(Table):
+    """A rich Table whose plain-string cells are data (see ``data``), never markup."""
+
+    def add_row(self, *renderables: Any, **kwargs: Any) -> None:
+        super().add_row(*(data(r) if isinstance(r, str) else r for r in renderables), **kwargs)
+
+
 class Cell(Text):
-    """A table cell: rich Text plus the value the column sorts by."""
+    """A table cell: rich Text plus the value the column sorts by. Its text is data (see ``data``)."""
 
     def __init__(self, text: str = "", style: str = "", sort: Any = None) -> None:
-        super().__init__(text, style=style, end="", no_wrap=True, overflow="ellipsis")
+        super().__init__(printable(text, limit=CELL_LIMIT), style=style, end="", no_wrap=True, overflow="ellipsis")
         self.sort = text if sort is None else sort
 
     def __eq__(self, other: object) -> bool:

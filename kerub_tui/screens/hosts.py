@@ -6,7 +6,6 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
-from rich.table import Table
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
@@ -18,7 +17,7 @@ from ..core.models import Event, Host, HostConfiguration, HostDynamic
 from ..core.names import InvalidName, check_address, check_name, check_user
 from ..core.sizes import format_size
 from .base import KerubScreen
-from .format import STATUS_STYLES, ago, percent, timestamp
+from .format import STATUS_STYLES, DataGrid, ago, data, percent, safe, timestamp
 from .forms import FieldError, FormField, int_value
 from .history import BUCKETS, cpu_busy, memory_used_percent
 from .live import LiveTable
@@ -172,12 +171,12 @@ class AddHostScreen(KerubScreen, inherit_bindings=False):
         key_line, fingerprint = fetched
         assert self.params is not None
         kind = key_line.split(" ", 1)[0]
-        self.query_one("#addhost-key-text", Static).update(
+        self.query_one("#addhost-key-text", Static).update(safe(
             f"{self.params['address']}:{self.params['port']} presents this {kind} host key:\n\n"
             f"  {fingerprint}\n\n"
             "Compare it with the host's own (ssh-keygen -lf /etc/ssh/ssh_host_*_key.pub on its console)\n"
             "before you accept it: kerub-tui will refuse this host if the key ever changes."
-        )
+        ))
         self.query_one("#accept", Button).focus()
 
     def action_accept(self) -> None:
@@ -212,11 +211,11 @@ class AddHostScreen(KerubScreen, inherit_bindings=False):
     def _error(self, message: str | None) -> None:
         widget = self.query_one("#addhost-error", Static)
         widget.set_class(bool(message), "-shown")
-        widget.update(f"✗ {message}" if message else "")
+        widget.update(f"✗ {safe(message)}" if message else "")
 
     def _say(self, line: str) -> None:
         if line:
-            self.progress.append(line)
+            self.progress.append(safe(line, limit=1000).replace("\n", " "))
         self.query_one("#addhost-progress", Static).update("\n".join(self.progress[-12:]))
 
     def _follow(self, host_id: str) -> None:
@@ -379,8 +378,8 @@ class HostDetailScreen(KerubScreen, inherit_bindings=False):
             return
         dyn: HostDynamic | None = db.get(HostDynamic, self.host_id)
         title = Text()
-        title.append(f"Host {host.name}", style="bold")
-        title.append(f"  {host.user}@{host.address}:{host.port}  ")
+        title.append_text(data(f"Host {host.name}", style="bold"))
+        title.append_text(data(f"  {host.user}@{host.address}:{host.port}  "))
         status = dyn.status.value if dyn else "unknown"
         title.append(status, style=STATUS_STYLES.get(status, ""))
         if host.recycling:
@@ -388,7 +387,9 @@ class HostDetailScreen(KerubScreen, inherit_bindings=False):
         if host.simulated:
             title.append("  simulated host", style=f"bold {SIMULATED_STYLE}")
         if host.fingerprint:
-            title.append(f"  {host.fingerprint}", style="dim")
+            title.append_text(data(f"  {host.fingerprint}", style="dim"))
+        if host.capabilities is not None and host.capabilities.stale:
+            title.append("  facts stale", style="bold yellow")
         self.query_one("#host-title", Static).update(title)
         self.query_one("#host-figures", Static).update(live_figures(host, dyn))
         history = self.kerub.fleet.history
@@ -411,8 +412,8 @@ class HostDetailScreen(KerubScreen, inherit_bindings=False):
             self.kerub.open_disk(event.doc_id)
 
 
-def live_figures(host: Host, dyn: HostDynamic | None) -> Table:
-    table = Table.grid(padding=(0, 2))
+def live_figures(host: Host, dyn: HostDynamic | None) -> DataGrid:
+    table = DataGrid.grid(padding=(0, 2))
     table.add_column(style="dim")
     table.add_column()
     if dyn is None:
@@ -437,18 +438,23 @@ def live_figures(host: Host, dyn: HostDynamic | None) -> Table:
     for capability, free in sorted(dyn.storage_free.items()):
         table.add_row("free", f"{capability}: {format_size(free)}")
     if dyn.failing_devices:
-        table.add_row("failing", Text(", ".join(dyn.failing_devices), style="bold red"))
+        table.add_row("failing", data(", ".join(dyn.failing_devices), style="bold red"))
     return table
 
 
-def capabilities_table(host: Host) -> Table:
-    table = Table.grid(padding=(0, 2))
+def capabilities_table(host: Host) -> DataGrid:
+    table = DataGrid.grid(padding=(0, 2))
     table.add_column(style="dim")
     table.add_column()
     caps = host.capabilities
     if caps is None:
         table.add_row("discovery", "not done yet")
         return table
+    for entry in caps.stale:
+        kept = f"last good reading of {timestamp(entry.read_at)}" if entry.read_at else "never read"
+        table.add_row(Text("stale", style="bold yellow"),
+                      data(f"{entry.section}: {kept}; could not be read since {timestamp(entry.since)}: "
+                           f"{entry.reason}", style="yellow"))
     cpu = caps.cpu
     table.add_row("system", f"{caps.os.pretty_name or caps.os.id} {caps.os.version_id}".strip())
     table.add_row("kernel", caps.os.kernel or "-")
@@ -503,5 +509,5 @@ def services_text(config: HostConfiguration | None, db: Any) -> Text:
     for host_id in config.ssh_trust:
         host = db.get(Host, host_id)
         lines.append(f"accepts SSH from {host.name if host else host_id[:8]}")
-    text.append("\n".join(lines))
+    text.append_text(data("\n".join(lines)))
     return text

@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, ClassVar
 
-from rich.table import Table
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
@@ -13,7 +12,7 @@ from textual.widgets import DataTable, Footer, Static
 
 from ..core.models import AuditEntry, Event
 from .base import KerubScreen
-from .format import timestamp
+from .format import DataGrid, data, timestamp
 from .live import LiveTable
 from .rows import AuditRows, EventRows
 
@@ -67,8 +66,8 @@ class LogScreen(KerubScreen, inherit_bindings=False):
         detail.update(self.detail(doc_id) if doc_id else Text("nothing recorded yet", style="dim"))
 
 
-def _grid() -> Table:
-    table = Table.grid(padding=(0, 2))
+def _grid() -> DataGrid:
+    table = DataGrid.grid(padding=(0, 2))
     table.add_column(style="dim", no_wrap=True)
     table.add_column()
     return table
@@ -90,12 +89,12 @@ class AuditScreen(LogScreen):
         if entry.host_id:
             table.add_row("host", self.kerub.fleet.host_name(entry.host_id))
         if entry.command:
-            table.add_row("command", Text(entry.command, style="green"))
+            table.add_row("command", data(entry.command, style="green"))
         if entry.exit_code is not None:
             table.add_row("exit", Text(str(entry.exit_code), style="" if entry.exit_code == 0 else "bold red")
                           + Text(f" after {entry.duration_seconds:.2f}s" if entry.duration_seconds is not None else ""))
         if entry.output_tail:
-            table.add_row("output", Text(entry.output_tail))
+            table.add_row("output", data(entry.output_tail))
         if entry.plan_id:
             table.add_row("plan", entry.plan_id)
         return table
@@ -120,6 +119,6 @@ class EventsScreen(LogScreen):
             target = next((self.kerub.fleet.name_of(kind, event.target) for kind in ("vm", "disk", "host")
                            if self.kerub.controller.db.get(kind, event.target) is not None), event.target)
             table.add_row("about", target)
-        table.add_row("message", Text(event.message))
+        table.add_row("message", data(event.message))
         return table
 

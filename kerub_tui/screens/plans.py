@@ -15,8 +15,9 @@ from textual.widgets import DataTable, Footer, Static
 from ..core.bus import Change
 from ..core.models import Cost, Plan, PlanStatus, StepOutcome, StepRecord
 from ..core.sizes import format_size
+from ..core.text import printable
 from .base import KerubScreen
-from .format import STATUS_STYLES, timestamp
+from .format import SHOW_LIMIT, STATUS_STYLES, markup_safe, timestamp
 from .live import LiveTable
 from .rows import PlanRows
 
@@ -42,20 +43,26 @@ def cost_text(cost: Cost) -> str:
 
 
 def plan_detail(plan: Plan, host_name: Any) -> Text:
+    """The whole plan as text. Everything in it that came from a document or a host (descriptions,
+    commands, output tails, errors) is data: control characters visible, never markup."""
+
+    def shown(text: object, limit: int = SHOW_LIMIT) -> str:
+        return printable(text, newlines=True, limit=limit)
+
     head = Text()
     head.append(f"plan {plan.id}", style="bold")
     head.append("  ")
     head.append(plan.status.value, style=STATUS_STYLES.get(plan.status.value, ""))
-    head.append(f"  kind {plan.plan_kind}  created {timestamp(plan.created_at)}")
+    head.append(f"  kind {shown(plan.plan_kind, 100)}  created {timestamp(plan.created_at)}")
     if plan.decided_by:
-        head.append(f"  decided by {plan.decided_by} {timestamp(plan.decided_at)}", style="dim")
+        head.append(f"  decided by {shown(plan.decided_by, 100)} {timestamp(plan.decided_at)}", style="dim")
     if plan.status_reason:
-        head.append(f"\n{plan.status_reason}", style="italic")
+        head.append(f"\n{shown(plan.status_reason)}", style="italic")
     parts: list[Any] = [head]
     why = Text()
     why.append("\n\nBecause\n", style="bold")
     for trigger in plan.trigger or ["(no trigger recorded)"]:
-        why.append(f"  • {trigger}\n")
+        why.append(f"  • {shown(trigger)}\n")
     parts.append(why)
     records: dict[int, StepRecord] = {r.step_index: r for r in plan.records}
     steps = Text()
@@ -69,36 +76,36 @@ def plan_detail(plan: Plan, host_name: Any) -> Text:
         else:
             mark, style = " ", ""
         steps.append(f" {mark} ", style=style)
-        steps.append(f"{index + 1}. {step.description}", style="bold")
+        steps.append(f"{index + 1}. {shown(step.description)}", style="bold")
         if step.host_id:
-            steps.append(f"  on {host_name(step.host_id)}", style="cyan")
+            steps.append(f"  on {shown(host_name(step.host_id))}", style="cyan")
         steps.append(f"  [{cost_text(step.cost)}]\n", style="dim")
         if step.effect:
-            steps.append(f"      effect: {step.effect}\n")
+            steps.append(f"      effect: {shown(step.effect)}\n")
         for command in step.commands:
-            where = f"{host_name(command.host_id)}" if command.host_id != step.host_id else ""
-            steps.append(f"      $ {command.command}", style="green")
+            where = shown(host_name(command.host_id)) if command.host_id != step.host_id else ""
+            steps.append(f"      $ {shown(command.command)}", style="green")
             if where:
                 steps.append(f"   (on {where})", style="cyan")
             steps.append("\n")
         if record is not None:
             for ran in record.commands:
                 if ran.exit_code not in (None, 0):
-                    steps.append(f"      exit {ran.exit_code}: {ran.stderr_tail or ran.stdout_tail}\n",
+                    steps.append(f"      exit {ran.exit_code}: {shown(ran.stderr_tail or ran.stdout_tail)}\n",
                                  style="red")
             if record.error:
-                steps.append(f"      error: {record.error}\n", style="bold red")
+                steps.append(f"      error: {shown(record.error)}\n", style="bold red")
     parts.append(steps)
     tail = Text("\n")
     if plan.effects:
         tail.append("Predicted effects\n", style="bold")
         for effect in plan.effects:
-            tail.append(f"  • {effect}\n")
+            tail.append(f"  • {shown(effect)}\n")
     tail.append(f"Total cost: {cost_text(plan.cost)}\n", style="bold")
     if plan.unsatisfied:
         tail.append("Not satisfied by this plan\n", style="bold yellow")
         for item in plan.unsatisfied:
-            tail.append(f"  • {item}\n", style="yellow")
+            tail.append(f"  • {shown(item)}\n", style="yellow")
     parts.append(tail)
     out = Text()
     for part in parts:
@@ -170,7 +177,7 @@ class ProposalsScreen(KerubScreen, inherit_bindings=False):
             self.query_one("#plan-detail").border_title = "Plan"
             return
         detail.update(plan_detail(plan, self.kerub.fleet.host_name))
-        self.query_one("#plan-detail").border_title = f"Plan {plan.id[:8]} ({plan.status.value})"
+        self.query_one("#plan-detail").border_title = markup_safe(f"Plan {plan.id[:8]} ({plan.status.value})")
 
     def action_approve(self) -> None:
         plan = self.current

@@ -107,6 +107,8 @@ class HostRows:
             status = status_cell(dyn.status.value)
             if host.recycling:
                 status.append(" maint", style="magenta")
+            if host.capabilities is not None and host.capabilities.stale:
+                status.append(" stale", style="yellow")  # facts not read by the last discovery: see the detail
             # A host not up has no current figures: its last ones would pass for live ones.
             live = dyn.status is HostStatus.up
             cpu = cpu_busy(dyn) if live else None

@@ -6,7 +6,6 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, ClassVar
 
 from pydantic import ValidationError
-from rich.table import Table
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
@@ -19,7 +18,7 @@ from ..core.names import InvalidName, check_name
 from ..core.sizes import format_size
 from .base import KerubScreen
 from .expectations import ExpectationEditor, display_spec
-from .format import STATUS_STYLES, percent
+from .format import STATUS_STYLES, DataGrid, data, percent
 from .forms import EditorScreen, FieldError, FormField, int_value, pydantic_errors, size_value
 
 BUSES = ("virtio", "scsi", "sata", "ide")
@@ -354,13 +353,13 @@ class VmDetailScreen(KerubScreen, inherit_bindings=False):
             return
         dyn: VirtualMachineDynamic | None = db.get(VirtualMachineDynamic, self.vm_id)
         fleet = self.kerub.fleet
-        table = Table.grid(padding=(0, 2))
+        table = DataGrid.grid(padding=(0, 2))
         table.add_column(style="dim")
         table.add_column()
-        table.add_row("name", Text(vm.name, style="bold"))
+        table.add_row("name", data(vm.name, style="bold"))
         status = dyn.status.value if dyn else "down"
         table.add_row("status", Text(status, style=STATUS_STYLES.get(status, ""))
-                      + Text(f" on {fleet.host_name(dyn.host_id)}" if dyn and dyn.host_id else ""))
+                      + data(f" on {fleet.host_name(dyn.host_id)}" if dyn and dyn.host_id else ""))
         table.add_row("size", f"{vm.cpus} vCPU, memory {format_size(vm.memory_min)}..{format_size(vm.memory_max)},"
                               f" {vm.architecture}")
         if dyn is not None:
@@ -386,7 +385,7 @@ class VmDetailScreen(KerubScreen, inherit_bindings=False):
         except Exception as error:  # the explanation is a help, never a reason to lose the screen
             explanation = f"no explanation available: {error}"
         if self.is_mounted:
-            self.query_one("#vm-explain", Static).update(Text(str(explanation)))
+            self.query_one("#vm-explain", Static).update(data(str(explanation)))
 
     def action_edit(self) -> None:
         self.kerub.open_vm_editor(self.vm_id)
@@ -429,7 +428,7 @@ def expectation_states(expectations: Sequence[Any], target_id: str, fleet: Any,
         return text
     open_ = fleet.open_violations(target_id)
     if isinstance(verdicts, str):
-        text.append(verdicts + "\n", style="yellow")
+        text.append_text(data(verdicts + "\n", style="yellow"))
         verdicts = None
     for index, exp in enumerate(expectations):
         shown = display_spec(exp, fleet.name_of)
@@ -441,10 +440,10 @@ def expectation_states(expectations: Sequence[Any], target_id: str, fleet: Any,
                 (m for k, m in open_.items() if k.split(":")[0].split("@")[0] == exp.type), None)
         if reason is not None:
             text.append("✗ ", style="bold red")
-            text.append(shown, style="bold")
-            text.append(f"\n    {reason}\n", style="red")
+            text.append_text(data(shown, style="bold"))
+            text.append_text(data(f"\n    {reason}\n", style="red"))
         else:
             text.append("✓ ", style="green")
-            text.append(f"{shown}\n")
+            text.append_text(data(f"{shown}\n"))
     text.rstrip()
     return text
