@@ -16,6 +16,7 @@ import json
 import os
 import signal
 import sys
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any, TextIO
@@ -187,6 +188,20 @@ def build_parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check", help="verify the store; --repair salvages and restores a damaged one")
     check.add_argument("--repair", action="store_true",
                        help="salvage what reads, restore the rest from the newest backup, keep the damaged file aside")
+
+    image = sub.add_parser("image", help="images: ISOs and disk images that many VMs use").add_subparsers(
+        dest="action", metavar="ACTION", required=True, parser_class=_Parser)
+    iimport = image.add_parser("import", help="bring a file from this machine (or --from HOST:PATH) into "
+                                              "kerub-tui's image storage on a host")
+    iimport.add_argument("file", nargs="?", metavar="FILE")
+    iimport.add_argument("--name", help="name of the image (default: the file name without its extension)")
+    iimport.add_argument("--host", help="the host to keep it on (default: the connected host with the most room)")
+    iimport.add_argument("--from", dest="from_", metavar="HOST:PATH", help="a file already on a host")
+    # set by the command line for the controller it talks to: the file it checked, by absolute path and identity
+    iimport.add_argument("--client-file", help=argparse.SUPPRESS)
+    iimport.add_argument("--client-file-id", help=argparse.SUPPRESS)
+    _list_show(image)
+    image.add_parser("delete", help="delete an image no VM uses, and its copies on hosts").add_argument("name")
 
     plan = sub.add_parser("plan", help="the planner's proposals").add_subparsers(
         dest="action", metavar="ACTION", required=True, parser_class=_Parser)
@@ -542,6 +557,114 @@ def _show_plan(c: Controller, plan: Plan) -> str:
     return "\n".join(lines)
 
 
+def _image_row(c: Controller, d: VirtualStorageDevice) -> list[str]:
+    assert d.image is not None
+    dyn = c.db.get(VirtualStorageDeviceDynamic, d.id)
+    copies = []
+    for a in dyn.allocations if dyn else []:
+        host = c.db.get(Host, a.host_id)
+        copies.append(host.name if host else a.host_id[:8])
+    return [d.name, d.image.format, format_size(d.image.virtual_size), format_size(d.image.file_size),
+            ", ".join(sorted(copies)) or "-", d.image.sha256[:12], str(len(c.image_users(d.id)))]
+
+
+def _progress_printer(stream: TextIO) -> Callable[[str], None]:
+    """Progress lines on ``stream``: rewritten in place on a terminal, one per line otherwise."""
+    tty = stream.isatty()
+
+    def show(line: str) -> None:
+        """``line`` ending in a newline is the last one."""
+        if tty:
+            stream.write("\r" + line.rstrip("\n") + "\x1b[K" + ("\n" if line.endswith("\n") else ""))
+        else:
+            stream.write(line.rstrip("\n") + "\n")
+        stream.flush()
+
+    return show
+
+
+async def cmd_image(args: argparse.Namespace, c: Controller, out: TextIO) -> int:
+    if args.action == "import":
+        if (args.file is None) == (args.from_ is None):
+            raise CliError("give a FILE to import, or --from HOST:PATH")
+        expected = None
+        if args.client_file_id:
+            dev, _, ino = args.client_file_id.partition(":")
+            if not (dev.isdigit() and ino.isdigit()):
+                raise CliError("--client-file-id is DEV:INODE")
+            expected = (int(dev), int(ino))
+        peer = getattr(args, "peer_uid", None)
+        if args.file is not None and peer is not None and peer != os.getuid():
+            raise CliError(f"only the controller's own user (uid {os.getuid()}) can import a file from this "
+                           "machine through its control socket")
+        show = getattr(args, "progress", None) or _progress_printer(sys.stderr)
+        last = [0.0]
+        label = args.name or "image"
+
+        def progress(p: Any) -> None:
+            now = time.monotonic()
+            if p.phase == "sending" and 0 < p.done < p.total and now - last[0] < 1.0:
+                return
+            last[0] = now
+            show(f"{label}: {p.describe()}" + ("\n" if p.phase == "done" else ""))
+
+        from_host = from_path = None
+        if args.from_ is not None:
+            from_host, sep, from_path = args.from_.partition(":")
+            if not sep or not from_host or not from_path:
+                raise CliError(f"--from {args.from_!r}: give HOST:PATH, e.g. kvm1:/srv/iso/debian.iso")
+        image = await c.import_image(args.client_file or args.file, name=args.name, host=args.host,
+                                     from_host=from_host, from_path=from_path, expected_file=expected,
+                                     progress=progress)
+        assert image.image is not None
+        print(f"imported image {image.name} ({image.image.format}, {format_size(image.image.file_size)}, "
+              f"sha256 {image.image.sha256})", file=out)
+    elif args.action == "list":
+        _print_list(out, c.images(), args.json, ["NAME", "FORMAT", "VIRTUAL", "FILE", "COPIES", "SHA256", "VMS"],
+                    lambda d: _image_row(c, d))
+    elif args.action == "show":
+        image = c.image(args.name)
+        dyn = c.db.get(VirtualStorageDeviceDynamic, image.id)
+        if args.json:
+            print(_dump_pair(("image", image), ("dynamic", dyn)), file=out)
+            return EXIT_OK
+        info = image.image
+        assert info is not None
+        lines = [f"image {image.name}  ({image.id})",
+                 f"  {info.format}, virtual size {format_size(info.virtual_size)}, file {format_size(info.file_size)}",
+                 f"  sha256 {info.sha256}", f"  imported {info.imported_at:%Y-%m-%d %H:%M} from {info.source}"]
+        for a in dyn.allocations if dyn else []:
+            host = c.db.get(Host, a.host_id)
+            lines.append(f"  copy on {host.name if host else a.host_id}: {a.path}")
+        users = c.image_users(image.id)
+        lines.append(f"  used by {', '.join(users)}" if users else "  used by no VM")
+        print("\n".join(lines), file=out)
+    elif args.action == "delete":
+        await c.delete_image(args.name)
+        print(f"deleted image {args.name}", file=out)
+    return EXIT_OK
+
+
+def _image_client_argv(args: argparse.Namespace, argv: list[str]) -> list[str]:
+    """`image import FILE` served by a running controller: the controller (same machine, same user)
+    reads the file, so it is given the file's absolute path and identity (device, inode), checked
+    here by opening it; the controller refuses a different file at that path."""
+    if args.command != "image" or args.action != "import" or args.file is None:
+        return argv
+    path = os.path.abspath(args.file)
+    try:
+        with open(path, "rb") as stream:
+            info = os.fstat(stream.fileno())
+    except OSError as error:
+        shown = "".join(ch if ch.isprintable() else "?" for ch in args.file)
+        raise CliError(f"cannot read {shown}: {error.strerror or error}") from None
+    extra = ["--client-file", path, "--client-file-id", f"{info.st_dev}:{info.st_ino}"]
+    for index in range(len(argv) - 1):
+        if argv[index] == "image" and argv[index + 1] == "import":
+            return argv[: index + 2] + extra + argv[index + 2:]
+    return argv + extra
+
+
 async def cmd_console(args: argparse.Namespace, c: Controller, out: TextIO) -> int:
     if args.print_vv:
         print(await c.console_file(args.name, local_port=args.local_port), file=out, end="")
@@ -561,18 +684,23 @@ COMMANDS: dict[str, Command] = {
     "disk": cmd_disk,
     "plan": cmd_plan,
     "console": cmd_console,
+    "image": cmd_image,
 }
 
 
 async def run_in_controller(argv: list[str], controller: Controller, env: dict[str, str] | None = None,
-                            secret: str | None = None) -> tuple[int, str, str]:
+                            secret: str | None = None, *, progress: Callable[[str], None] | None = None,
+                            peer_uid: int | None = None) -> tuple[int, str, str]:
     """Run one command line against a live controller (the control socket's ``cli`` method);
-    ``env`` is the caller's display environment, for a console viewer."""
+    ``env`` is the caller's display environment, for a console viewer. ``progress`` sends the
+    caller a progress line while the command runs; ``peer_uid`` is the caller's user (-1: unknown)."""
     out, err = io.StringIO(), io.StringIO()
     try:
         args = build_parser().parse_args(argv)
         args.client_env = env or {}
         args.secret = secret
+        args.progress = progress
+        args.peer_uid = peer_uid
         if args.command not in COMMANDS:
             raise CliError(f"{args.command or 'the console'} cannot run through the control socket")
         if args.command == "import":
@@ -804,7 +932,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 # the controller's key, then the controller adds the host with that key.
                 asyncio.run(_install_key_here(data_dir, args, secret))
                 argv = _without_install_key(argv)
-            code, out, err = run_cli_remote(data_dir, _absolute_files(argv), readonly=args.readonly)
+            argv = _image_client_argv(args, _absolute_files(argv))
+            code, out, err = run_cli_remote(data_dir, argv, readonly=args.readonly,
+                                            progress=lambda line: _progress_printer(sys.stderr)(
+                                                printable(line, newlines=True)))
             sys.stdout.write(printable(out, newlines=True))
             sys.stderr.write(printable(err, newlines=True))
             return code

@@ -129,7 +129,7 @@ def _change_message(change: Change) -> dict[str, Any]:
 # --- server -----------------------------------------------------------------------------------
 
 
-CliRunner = Callable[[list[str], Controller, dict[str, str], str | None], Awaitable[tuple[int, str, str]]]
+CliRunner = Callable[..., Awaitable[tuple[int, str, str]]]  # (argv, controller, env, secret, *, progress, peer_uid)
 
 
 class ControlServer:
@@ -192,7 +192,7 @@ class ControlServer:
                     pump = asyncio.create_task(self._pump(subscription, writer))
                     continue
                 try:
-                    result = await self._dispatch(method, params)
+                    result = await self._dispatch(method, params, _Caller(req_id, reader, writer))
                     reply = {"id": req_id, "result": _encode(result)}
                 except (ActionError, StoreError, ValueError) as error:
                     reply = {"id": req_id, "error": str(error)}
@@ -212,7 +212,7 @@ class ControlServer:
             async for change in subscription:
                 await _send(writer, _change_message(change))
 
-    async def _dispatch(self, method: str, params: dict[str, Any]) -> Any:
+    async def _dispatch(self, method: str, params: dict[str, Any], caller: "_Caller | None" = None) -> Any:
         if method == "ping":
             return {"pid": os.getpid(), "data_dir": str(self.controller.data_dir)}
         if method == "cli":
@@ -229,7 +229,8 @@ class ControlServer:
             secret = params.get("secret")
             if secret is not None and not isinstance(secret, str):
                 raise ValueError("cli: secret must be text")
-            code, out, err = await self.cli_runner(argv, controller, env, secret)
+            extra = {} if caller is None else {"progress": caller.progress, "peer_uid": caller.uid}
+            code, out, err = await self.cli_runner(argv, controller, env, secret, **extra)
             return {"exit": code, "stdout": out, "stderr": err}
         if method == "call":
             name = params.get("name")
@@ -244,6 +245,38 @@ class ControlServer:
         raise ValueError(f"unknown method {method!r}")
 
 
+class CallerGone(ActionError):
+    """The client that asked for a long command (an image import) closed its end: stop the command."""
+
+
+class _Caller:
+    """Who sent one request: progress lines go back to it (``{"id": N, "progress": LINE}``) while
+    its command runs, and a client that went away stops the command at its next progress report."""
+
+    def __init__(self, req_id: Any, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.req_id = req_id
+        self.reader = reader
+        self.writer = writer
+        self.uid = peer_uid(writer)
+
+    def progress(self, line: str) -> None:
+        if self.reader.at_eof() or self.writer.is_closing():
+            raise CallerGone("the client that asked for it went away")
+        self.writer.write(json.dumps({"id": self.req_id, "progress": line}, separators=(",", ":")).encode() + b"\n")
+
+
+def peer_uid(writer: asyncio.StreamWriter) -> int:
+    """The uid of the process at the other end of a unix socket (SO_PEERCRED); -1 when unknown."""
+    import struct
+
+    sock = writer.get_extra_info("socket")
+    try:
+        creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+        return int(struct.unpack("3i", creds)[1])
+    except (AttributeError, OSError):
+        return -1
+
+
 async def _send(writer: asyncio.StreamWriter, message: dict[str, Any]) -> None:
     writer.write(json.dumps(message, separators=(",", ":")).encode() + b"\n")
     await writer.drain()
@@ -252,9 +285,11 @@ async def _send(writer: asyncio.StreamWriter, message: dict[str, Any]) -> None:
 # --- clients ----------------------------------------------------------------------------------
 
 
-def run_cli_remote(data_dir: Path | str, argv: list[str], readonly: bool = False) -> tuple[int, str, str]:
+def run_cli_remote(data_dir: Path | str, argv: list[str], readonly: bool = False,
+                   progress: Callable[[str], None] | None = None) -> tuple[int, str, str]:
     """Run a command line in the data dir's controller. Blocking: the command line has no loop.
-    No secret ever goes through the socket: a password stays in the process it was typed in."""
+    No secret ever goes through the socket: a password stays in the process it was typed in.
+    ``progress`` gets the progress lines the command sends while it runs."""
     sock = connect(data_dir)
     if sock is None:
         raise StoreError(f"no controller answers on {socket_path(data_dir)} any more")
@@ -262,7 +297,16 @@ def run_cli_remote(data_dir: Path | str, argv: list[str], readonly: bool = False
         request = {"id": 1, "method": "cli", "params": {"argv": argv, "readonly": readonly, "env": display_env()}}
         sock.sendall(json.dumps(request).encode() + b"\n")
         with sock.makefile("rb") as stream:
-            line = stream.readline()
+            while True:
+                line = stream.readline()
+                if not line:
+                    break
+                message = json.loads(line)
+                if isinstance(message, dict) and "progress" in message and "result" not in message:
+                    if progress is not None:
+                        progress(str(message["progress"]))
+                    continue
+                break
     if not line:
         raise StoreError(f"the controller on {data_dir} closed the control socket without answering")
     reply = json.loads(line)

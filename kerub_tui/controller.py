@@ -26,23 +26,32 @@ from .core.models import (
     Document,
     Event,
     EventSeverity,
+    FileAllocation,
     Host,
     HostConfiguration,
+    HostDynamic,
+    HostStatus,
+    ImageInfo,
     Nic,
     Plan,
     PlanStatus,
     Settings,
+    StorageCapability,
+    StorageTechnology,
     VirtualMachine,
     VirtualMachineDynamic,
     VirtualStorageDevice,
     VirtualStorageDeviceDynamic,
+    new_id,
     utcnow,
 )
-from .core.names import InvalidName
+from .core.names import InvalidName, check_name
 from .core.integrity import store_existed
 from .core.sizes import format_size
 from .core.store import NotFound, Store, StoreError
 from .hosts.console import ConsoleError, console_file, open_console
+from .hosts.facts import IMAGES_DIR
+from .hosts.fileimage import check_path
 from .hosts.fleet import Fleet, FleetError
 from .hosts.operations import FleetOperations
 from .planner import reconcile, replanner
@@ -493,6 +502,227 @@ class Controller:
         store.delete(VirtualStorageDeviceDynamic, disk.id)
         self.audit("disk delete", disk.name)
 
+    # --- images ------------------------------------------------------------------------------
+
+    def images(self) -> list[VirtualStorageDevice]:
+        """Every image (a read-only disk with image facts), by name."""
+        return sorted((d for d in self.db.list(VirtualStorageDevice) if d.image is not None), key=lambda d: d.name)
+
+    def image(self, ref: str) -> VirtualStorageDevice:
+        disk: VirtualStorageDevice = self.resolve(VirtualStorageDevice, ref)
+        if disk.image is None:
+            raise ActionError(f"{disk.name} is a disk, not an image")
+        return disk
+
+    def image_users(self, image_id: str) -> list[str]:
+        """Names of the VMs that link the image (as a CD-ROM or a disk)."""
+        return sorted(vm.name for vm in self.db.list(VirtualMachine) if any(l.disk_id == image_id for l in vm.disks))
+
+    def image_dependants(self, image_id: str) -> list[str]:
+        """Disks whose storage depends on a copy of the image: clones made from it (a qcow2 overlay
+        with the copy as its backing file) that still have storage."""
+        out = []
+        for dyn in self.db.list(VirtualStorageDeviceDynamic):
+            if dyn.id == image_id or not dyn.allocations:
+                continue
+            disk = self.db.get(VirtualStorageDevice, dyn.id)
+            clone = dyn.cloned_from == image_id or (disk is not None and any(
+                e.type == "clone-of" and getattr(e, "disk", None) in (image_id, self._image_name(image_id))
+                for e in disk.expectations))
+            if clone:
+                out.append(disk.name if disk is not None else dyn.id)
+        return sorted(out)
+
+    def _image_name(self, image_id: str) -> str | None:
+        disk = self.db.get(VirtualStorageDevice, image_id)
+        return disk.name if disk is not None else None
+
+    def _image_place(self, size: int, host_ref: str | None) -> tuple[Host, StorageCapability]:
+        """The host and image directory an import of ``size`` bytes goes to: the one given, else the
+        connected real host whose image directory has the most room. ActionError saying why none."""
+        from .hosts.images import SPACE_MARGIN
+
+        candidates = []
+        hosts = [self.host(host_ref)] if host_ref else sorted(self.db.list(Host), key=lambda h: h.name)
+        for host in hosts:
+            if host.simulated:
+                if host_ref:
+                    raise ActionError(f"{host.name} is a simulated host: no file can be stored there")
+                continue
+            caps = [c for c in (host.capabilities.storage if host.capabilities else [])
+                    if c.technology is StorageTechnology.file and c.name == IMAGES_DIR]
+            if not caps:
+                if host_ref:
+                    raise ActionError(f"{host.name} has no image directory ({IMAGES_DIR}): create it there "
+                                      "(mkdir -p) and kerub-tui uses it after its next discovery")
+                continue
+            dyn = self.db.get(HostDynamic, host.id)
+            if not host_ref and (host.recycling or dyn is None or dyn.status is not HostStatus.up):
+                continue
+            cap = caps[0]
+            free = dyn.storage_free.get(cap.id, cap.free_bytes) if dyn is not None else cap.free_bytes
+            candidates.append((free, host, cap))
+        if not candidates:
+            raise ActionError(f"no connected host has an image directory ({IMAGES_DIR}): create it on a host "
+                              "(mkdir -p) or name one with --host")
+        free, host, cap = max(candidates, key=lambda c: (c[0], c[1].name))
+        if free < size + SPACE_MARGIN:
+            raise ActionError(f"not enough space for the image ({format_size(size)}): {host.name} has "
+                              f"{format_size(free)} free in {cap.name}" + ("" if host_ref else ", the most of any host"))
+        return host, cap
+
+    async def import_image(self, path: str | None = None, *, name: str | None = None, host: str | None = None,
+                           from_host: str | None = None, from_path: str | None = None,
+                           expected_file: tuple[int, int] | None = None,
+                           progress: Callable[[Any], None] | None = None) -> VirtualStorageDevice:
+        """Import an image: ``path`` (a file on this machine) streamed over the chosen host's SSH
+        connection, or ``from_path``, a file already on ``from_host``, copied into kerub-tui's image
+        directory there. Checked on the host (sha256 on both ends, format by qemu-img, no backing or
+        data file, an ISO or a partitioned raw disk or a qcow2); only then recorded. Any refusal or
+        failure leaves no document and no file. ``expected_file`` is (st_dev, st_ino) of the file a
+        control-socket client opened: the file read here must be that one. ``progress`` gets
+        :class:`kerub_tui.hosts.images.Progress` reports."""
+        from .hosts import images as img
+
+        store = self._writable()
+        if (path is None) == (from_path is None):
+            raise ActionError("give either a file to import or --from HOST:PATH")
+        source_label = path if path is not None else f"{from_host}:{from_path}"
+        if name is None:
+            base = os.path.basename(path if path is not None else from_path or "")
+            name = base.rsplit(".", 1)[0] if "." in base[1:] else base
+            try:
+                check_name(name, "image name")
+            except InvalidName as error:
+                raise ActionError(f"{error}: give the image a name with --name") from None
+        try:
+            check_name(name, "image name")
+        except InvalidName as error:
+            raise ActionError(str(error)) from None
+        if store.find_by_name(VirtualStorageDevice, name) is not None:
+            raise ActionError(f"a disk or image named {name!r} already exists")
+        label = "".join(c if c.isprintable() else "?" for c in source_label)[:500]
+        stream = None
+        try:
+            if path is not None:
+                stream, size = _open_image_file(path, expected_file)
+                target, cap = self._image_place(size, host)
+            else:
+                if host is not None and host != from_host:
+                    raise ActionError("--from copies within its own host: --host must be that host or left out")
+                try:
+                    check_path(from_path, "path on the host")
+                except ValueError as error:
+                    raise ActionError(str(error)) from None
+                target, cap = self._image_place(1, from_host)
+                size = 0
+            image_id = new_id()
+            names = {ext: img.image_file_name(name, image_id, ext) for ext in img.EXTENSIONS}
+            digest = img.sha256_hasher()
+            chunks = img.file_chunks(stream, size, digest) if stream is not None else None
+            command = img.receive_command(cap.name, size if stream is not None else None, names,
+                                          source=from_path if stream is None else None)
+            connection = await self._image_connection(target)
+            verdict: list[Any] = []
+
+            def decide(report: Any) -> str:
+                expected = digest.hexdigest() if stream is not None else None
+                total = size if stream is not None else (report.size or 0)
+                classified = img.check_report(report, total, expected)
+                verdict.append(classified)
+                return img.image_extension(classified.format)
+
+            try:
+                report = await img.run_receiver(connection, command, total=size, chunks=chunks, decide=decide,
+                                                progress=progress)
+            except img.ImageRefused as error:
+                raise ActionError(f"image {name} refused: {error}; nothing was kept") from None
+        except ActionError as error:
+            self.audit("image import", f"{name} ({label})", f"refused: {error}")
+            raise
+        except BaseException as error:  # cancelled (the asking client went away), or worse
+            self.audit("image import", f"{name} ({label})",
+                       f"interrupted: {type(error).__name__}; the host removed what it had received")
+            raise
+        finally:
+            if stream is not None:
+                stream.close()
+        classified = verdict[0]
+        file_size = report.size if report.size is not None else size
+        assert report.sha256 is not None and report.committed is not None
+        disk = VirtualStorageDevice(
+            id=image_id, name=name, size=file_size, read_only=True,
+            image=ImageInfo(format=classified.format, virtual_size=classified.virtual_size, file_size=file_size,
+                            sha256=report.sha256, source=label))
+        dyn = VirtualStorageDeviceDynamic(id=image_id, updated_at=utcnow(), allocations=[FileAllocation(
+            host_id=target.id, capability_id=cap.id, path=report.committed, format=classified.allocation_format,
+            actual_size=file_size)])
+        with store.transaction():
+            store.put(disk)
+            store.put(dyn)
+        self.audit("image import", name, f"{classified.format}, {file_size} bytes, sha256 {report.sha256}, "
+                   f"from {label} to {target.name}:{report.committed}", host_id=target.id)
+        self.event("image-imported", f"image {name} ({classified.format}, {format_size(file_size)}) is on "
+                   f"{target.name}", host_id=target.id, target=name)
+        return disk
+
+    async def _image_connection(self, host: Host) -> Any:
+        """The host's SSH connection, connecting the fleet first when this process has not (a one-shot
+        command)."""
+        hosts = self._hosts()
+        if not hosts.started:
+            await hosts.start()
+        try:
+            await hosts.wait_up(host.id, timeout=60)
+        except Exception as error:
+            raise ActionError(f"{host.name} is not reachable: {error}") from None
+        return self._fleet().connection(host.id)
+
+    async def delete_image(self, ref: str) -> None:
+        """Remove an image and every copy of it. Refused while a VM links it or a clone's overlay
+        depends on a copy; a copy on a host that cannot be reached stays recorded (run it again)."""
+        from .hosts import images as img
+
+        store = self._writable()
+        disk = self.image(ref)
+        users = self.image_users(disk.id)
+        if users:
+            raise ActionError(f"image {disk.name} is used by {', '.join(users)}: detach it first")
+        dependants = self.image_dependants(disk.id)
+        if dependants:
+            raise ActionError(f"image {disk.name} is the backing of {', '.join(dependants)}: "
+                              "delete those disks first")
+        dyn = store.get(VirtualStorageDeviceDynamic, disk.id)
+        left = list(dyn.allocations) if dyn is not None else []
+        failures = []
+        for alloc in list(left):
+            host = store.get(Host, alloc.host_id)
+            host_name = host.name if host is not None else alloc.host_id
+            if host is None:
+                left.remove(alloc)  # the host is gone from kerub-tui: nothing to remove through it
+                continue
+            try:
+                connection = await self._image_connection(host)
+                result = await connection.run(img.remove_command(alloc.path), timeout=120)
+            except (ActionError, SshError, OSError) as error:
+                failures.append(f"{host_name}: {error}")
+                continue
+            self.audit("image delete", disk.name, "copy removed" if result.ok else
+                       f"removing the copy failed: {result.stderr.strip()[:200]}", host_id=host.id,
+                       command=result.command, exit_code=result.exit_code)
+            if result.ok:
+                left.remove(alloc)
+            else:
+                failures.append(f"{host_name}: {result.stderr.strip()[:200] or 'rm failed'}")
+        if left:
+            store.put(VirtualStorageDeviceDynamic(id=disk.id, allocations=left, updated_at=utcnow()))
+            raise ActionError(f"image {disk.name}: {len(left)} copy(ies) could not be removed "
+                              f"({'; '.join(failures)}); run the delete again")
+        with store.transaction():
+            store.delete(VirtualStorageDevice, disk.id)
+            store.delete(VirtualStorageDeviceDynamic, disk.id)
+        self.audit("image delete", disk.name)
+
     # --- plans and settings -----------------------------------------------------------------
 
     def plan(self, ref: str) -> Plan:
@@ -759,6 +989,30 @@ def _cloud_init_summary(cloud_init: CloudInit | None) -> str:
     if cloud_init.network_config is not None:
         parts.append(f"network config ({len(cloud_init.network_config.encode())} bytes)")
     return ", ".join(parts)
+
+
+def _open_image_file(path: str, expected: tuple[int, int] | None) -> tuple[Any, int]:
+    """Open a local file to import: a regular, readable, non-empty file (and the very file a control
+    socket client named, when ``expected`` is its (st_dev, st_ino)). ActionError otherwise."""
+    import stat
+
+    shown = "".join(c if c.isprintable() else "?" for c in path)
+    try:
+        stream = open(path, "rb")  # noqa: SIM115 - closed by the caller
+    except OSError as error:
+        raise ActionError(f"cannot read {shown}: {error.strerror or error}") from None
+    try:
+        info = os.fstat(stream.fileno())
+        if not stat.S_ISREG(info.st_mode):
+            raise ActionError(f"{shown} is not a regular file")
+        if info.st_size <= 0:
+            raise ActionError(f"{shown} is empty")
+        if expected is not None and (info.st_dev, info.st_ino) != tuple(expected):
+            raise ActionError(f"{shown} is not the file the command line opened (it was replaced meanwhile)")
+    except BaseException:
+        stream.close()
+        raise
+    return stream, info.st_size
 
 
 def _first_error(error: Exception) -> str:

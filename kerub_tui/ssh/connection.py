@@ -471,6 +471,29 @@ class HostConnection:
             signal=signal,
         )
 
+    @contextlib.asynccontextmanager
+    async def process(self, command: str, *, privileged: bool = True,
+                      wait: float | None = 0.0) -> AsyncIterator[Any]:
+        """A remote command with its stdin, stdout and stderr as byte streams, for a transfer.
+
+        Not under the channel watchdog (its stdin is the data): the command must end by itself on
+        stdin's end-of-file, which the channel closing gives it. Leaving the block closes the channel.
+        """
+        text = remote_command(command, user=self.user, privileged=privileged, tied=False)
+        async with self._sessions:
+            conn = await self.connection(wait)
+            try:
+                proc = await conn.create_process(text, encoding=None)
+            except (asyncssh.Error, OSError) as error:
+                raise NotConnected(f"{self.name}: cannot open a channel: {describe_error(error)}") from None
+            try:
+                yield proc
+            finally:
+                proc.close()
+                with contextlib.suppress(Exception):
+                    async with asyncio.timeout(5):
+                        await proc.wait_closed()
+
     def stream(self, command: str, *, privileged: bool = True, wait: float | None = 0.0) -> "RemoteStream":
         """A long-lived remote command read line by line; see RemoteStream."""
         return RemoteStream(self, command, privileged=privileged, wait=wait)
