@@ -27,6 +27,7 @@ from .core.bus import Change, Subscription
 from .screens.actions import Operations
 from .screens.base import KerubScreen
 from .screens.disks import DiskDetailScreen, DiskEditorScreen
+from .screens.images import ImagesScreen
 from .screens.fleet import Fleet
 from .screens.format import safe
 from .screens.help import HelpScreen, _bindings_of, all_binding_ids, iter_bindings, key_display, section_name
@@ -52,6 +53,7 @@ VIEWS = {
     "hosts": "hosts", "host": "hosts", "h": "hosts",
     "vms": "vms", "vm": "vms", "v": "vms",
     "disks": "disks", "disk": "disks", "storage": "disks", "d": "disks",
+    "images": "images", "image": "images", "iso": "images", "i": "images",
     "plans": "plans", "plan": "plans", "proposals": "plans", "p": "plans",
     "audit": "audit", "a": "audit",
     "events": "events", "event": "events", "e": "events",
@@ -59,7 +61,7 @@ VIEWS = {
     "help": "help",
     "q": "quit", "quit": "quit",
 }
-VIEW_NAMES = ("hosts", "vms", "disks", "plans", "audit", "events", "settings", "help", "quit")
+VIEW_NAMES = ("hosts", "vms", "disks", "images", "plans", "audit", "events", "settings", "help", "quit")
 
 
 class KerubApp(App[None]):
@@ -249,7 +251,7 @@ class KerubApp(App[None]):
             if text:
                 self.jump(text)
 
-        self.push_screen(PromptScreen(":", suggestions=VIEW_NAMES, hint="hosts vms disks plans audit events settings",
+        self.push_screen(PromptScreen(":", suggestions=VIEW_NAMES, hint="hosts vms disks images plans audit events settings",
                                       prompt_id="jump-prompt"), jumped)
 
     def prompt_filter(self, table: LiveTable) -> None:
@@ -288,6 +290,7 @@ class KerubApp(App[None]):
     def _view_screen(self, view: str) -> Screen[Any]:
         screens: dict[str, Callable[[], Screen[Any]]] = {
             "plans": ProposalsScreen, "audit": AuditScreen, "events": EventsScreen, "settings": SettingsScreen,
+            "images": ImagesScreen,
         }
         return screens[view]()
 
@@ -370,7 +373,7 @@ class KerubApp(App[None]):
     # --- command palette ----------------------------------------------------------------------
 
     def get_system_commands(self, screen: Screen[Any]) -> Iterable[SystemCommand]:
-        for view in ("hosts", "vms", "disks", "plans", "audit", "events", "settings"):
+        for view in ("hosts", "vms", "disks", "images", "plans", "audit", "events", "settings"):
             yield SystemCommand(f"Go to {view}", f":{view}", lambda v=view: self.jump(v))
         seen: set[str] = set()
         for node, binding in screen_bindings(screen):
