@@ -89,6 +89,8 @@ def best_capability(state: OperationalState, disk: VirtualStorageDevice, host_id
     """The best storage capability for a new allocation of ``disk`` on a host, with its soft penalty."""
     best = None
     for cap in state.capabilities(host_id):
+        if disk.image is not None and cap.technology.value != "file":
+            continue  # an image is kept as a file in an image directory
         rejections = allocation_rejections(state, disk, host_id, cap.id, size)
         if any(r.hard for r in rejections):
             continue
@@ -117,6 +119,8 @@ def bring_disk(state: OperationalState, disk_id: str, host_id: str, *, move: boo
     if found is None:
         return None
     cap, penalty = found
+    if not allocs and disk.image is not None:
+        return None  # an image with no copy left has nothing to copy from (and must not be made empty)
     if not allocs:
         clone = next((e for e in disk.expectations if e.type == "clone-of"), None)
         source = state.resolve_disk(clone.disk) if clone is not None else None
@@ -135,7 +139,7 @@ def bring_disk(state: OperationalState, disk_id: str, host_id: str, *, move: boo
     if source is None:
         return None
     users_elsewhere = [v for v in state.disk_users(disk_id) if state.vm_host(v) not in (None, host_id)]
-    keep_source = bool(users_elsewhere) or not move or len(allocs) > 1
+    keep_source = bool(users_elsewhere) or not move or len(allocs) > 1 or disk.image is not None  # images: copies
     return [*_trust_then(state, source.host_id, host_id),
             CopyAllocation(disk_id, source.host_id, source.capability_id, host_id, cap.id, move=not keep_source)], penalty
 
@@ -273,6 +277,14 @@ def relocation_candidates(state: OperationalState, vm_id: str, *, limit: int = M
                 ok = False
                 break
             if any(a.host_id == host_id for a in state.allocations(link.disk_id)):
+                continue
+            if disk.image is not None:  # an image gets a checked copy there; its copies stay where they are
+                brought = bring_disk(state, link.disk_id, host_id, move=False)
+                if brought is None:
+                    ok = False
+                    break
+                before.extend(brought[0])
+                penalty += brought[1]
                 continue
             local = _find_local(state, link.disk_id, source)
             if local is None:

@@ -1087,6 +1087,12 @@ def create_step(state: OperationalState, disk: VirtualStorageDevice, host_id: st
             return CreateMirrorLv(disk.id, host_id, cap.id, cap.name, name, size, mirrors)
         return CreateLv(disk.id, host_id, cap.id, cap.name, name, size)
     if cap.technology is StorageTechnology.file:
+        if disk.image is not None:  # a copy of an image keeps its kind: the copy step writes it byte for byte
+            from ..hosts.images import image_extension, image_file_name
+
+            path = f"{cap.name.rstrip('/')}/{image_file_name(disk.name, disk.id, image_extension(disk.image.format))}"
+            return CreateFileImage(disk.id, host_id, cap.id, path, size,
+                                   "qcow2" if disk.image.format == "qcow2" else "raw")
         return CreateFileImage(disk.id, host_id, cap.id, f"{cap.name.rstrip('/')}/{name}.qcow2", size, "qcow2")
     if cap.technology is StorageTechnology.zfs:
         return CreateZfsVolume(disk.id, host_id, cap.id, cap.name, name, size)
@@ -1197,7 +1203,9 @@ class CopyAllocation(Step):
         creator = self._creator(state)
         target = state.hosts[self.target]
         disk = state.disks[self._source_disk()]
-        ops: list[Operation] = list(creator.operations(state))
+        # an image's copy is made by the copy itself (nothing to create first), and checked against the
+        # image's own sha256 once there
+        ops: list[Operation] = [] if disk.image is not None else list(creator.operations(state))
         destination = creator.allocation()
         if self.host == self.target:
             from ..hosts import fileimage
@@ -1209,6 +1217,10 @@ class CopyAllocation(Step):
             ops.append(ShellOp(self.host, copy.copy_allocation_pipeline(
                 source.path, target.address, destination.path, disk.size, dst_port=target.port,
                 dst_user=target.user, identity_file=PEER_KEY, known_hosts_file=PEER_KNOWN_HOSTS)))
+        if disk.image is not None:
+            from ..hosts import images
+
+            ops.append(ShellOp(self.target, images.verify_command(destination.path, disk.image.sha256)))
         if self.move:
             ops.extend(remove_step(self.disk, source).operations(state))
         return ops
