@@ -519,23 +519,14 @@ class Controller:
         return sorted(vm.name for vm in self.db.list(VirtualMachine) if any(l.disk_id == image_id for l in vm.disks))
 
     def image_dependants(self, image_id: str) -> list[str]:
-        """Disks whose storage depends on a copy of the image: clones made from it (a qcow2 overlay
-        with the copy as its backing file) that still have storage."""
+        """Disks whose storage depends on a copy of the image: clones made from it as a qcow2 overlay
+        with a copy as its backing file (FileAllocation.backing)."""
         out = []
         for dyn in self.db.list(VirtualStorageDeviceDynamic):
-            if dyn.id == image_id or not dyn.allocations:
-                continue
-            disk = self.db.get(VirtualStorageDevice, dyn.id)
-            clone = dyn.cloned_from == image_id or (disk is not None and any(
-                e.type == "clone-of" and getattr(e, "disk", None) in (image_id, self._image_name(image_id))
-                for e in disk.expectations))
-            if clone:
+            if dyn.id != image_id and any(getattr(a, "backing", None) == image_id for a in dyn.allocations):
+                disk = self.db.get(VirtualStorageDevice, dyn.id)
                 out.append(disk.name if disk is not None else dyn.id)
         return sorted(out)
-
-    def _image_name(self, image_id: str) -> str | None:
-        disk = self.db.get(VirtualStorageDevice, image_id)
-        return disk.name if disk is not None else None
 
     def _image_place(self, size: int, host_ref: str | None) -> tuple[Host, StorageCapability]:
         """The host and image directory an import of ``size`` bytes goes to: the one given, else the

@@ -280,7 +280,7 @@ async def test_delete_is_refused_while_a_clone_depends_on_a_copy(controller):
     controller.db.put(clone)
     controller.db.put(VirtualStorageDeviceDynamic(id=clone.id, cloned_from=image.id, allocations=[
         FileAllocation(host_id="h1", capability_id="file:/var/lib/kerub-tui/images", format="qcow2",
-                       path="/var/lib/kerub-tui/images/kerub-web-root.qcow2")]))
+                       path="/var/lib/kerub-tui/images/kerub-web-root.qcow2", backing=image.id)]))
     with pytest.raises(ActionError, match="backing of web-root"):
         await controller.delete_image("debian")
 
