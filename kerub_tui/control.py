@@ -257,24 +257,13 @@ class _Caller:
         self.req_id = req_id
         self.reader = reader
         self.writer = writer
-        self.uid = peer_uid(writer)
+        uid = peer_uid(writer.get_extra_info("socket"))
+        self.uid = -1 if uid is None else uid
 
     def progress(self, line: str) -> None:
         if self.reader.at_eof() or self.writer.is_closing():
             raise CallerGone("the client that asked for it went away")
         self.writer.write(json.dumps({"id": self.req_id, "progress": line}, separators=(",", ":")).encode() + b"\n")
-
-
-def peer_uid(writer: asyncio.StreamWriter) -> int:
-    """The uid of the process at the other end of a unix socket (SO_PEERCRED); -1 when unknown."""
-    import struct
-
-    sock = writer.get_extra_info("socket")
-    try:
-        creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-        return int(struct.unpack("3i", creds)[1])
-    except (AttributeError, OSError):
-        return -1
 
 
 async def _send(writer: asyncio.StreamWriter, message: dict[str, Any]) -> None:
