@@ -403,22 +403,13 @@ async def cmd_vm(args: argparse.Namespace, c: Controller, out: TextIO) -> int:
     return EXIT_OK
 
 
-CLOUD_INIT_FILE_MAX = 64 * 1024
-
-
 def _read_text(path: str, what: str) -> str:
-    """A file the admin named, as text: one clear line when it cannot be read (its content is never echoed)."""
+    from .hosts.cloudinit import read_local_text
+
     try:
-        with open(path, "rb") as f:
-            data = f.read(CLOUD_INIT_FILE_MAX + 1)
-    except OSError as error:
-        raise CliError(f"{what} {path}: {error.strerror or error}") from None
-    if len(data) > CLOUD_INIT_FILE_MAX:
-        raise CliError(f"{what} {path} is larger than {CLOUD_INIT_FILE_MAX // 1024} KiB")
-    try:
-        return data.decode()
-    except UnicodeDecodeError:
-        raise CliError(f"{what} {path} is not UTF-8 text") from None
+        return read_local_text(path, what)
+    except ValueError as error:
+        raise CliError(str(error)) from None
 
 
 def _cloud_init(args: argparse.Namespace) -> dict[str, Any] | None:

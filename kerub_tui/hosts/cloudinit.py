@@ -131,6 +131,25 @@ def seed_path(vm_id: str, digest: str, directory: str = SEED_DIR) -> str:
     return seed_pattern(vm_id, directory).replace("*", digest[:16])
 
 
+FILE_MAX = 64 * 1024  # a key, user data or network config file read on the jump box
+
+
+def read_local_text(path: str, what: str) -> str:
+    """A file the admin named on the jump box (a key, user data), as text; ValueError with one line
+    saying why not. Its content is never echoed: user data may hold secrets."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read(FILE_MAX + 1)
+    except OSError as error:
+        raise ValueError(f"{what} {path}: {error.strerror or error}") from None
+    if len(data) > FILE_MAX:
+        raise ValueError(f"{what} {path} is larger than {FILE_MAX // 1024} KiB")
+    try:
+        return data.decode()
+    except UnicodeDecodeError:
+        raise ValueError(f"{what} {path} is not UTF-8 text") from None
+
+
 def write_seed_command(path: str, pattern: str) -> str:
     """On the host: the seed ISO from standard input into ``path`` (a temporary file renamed into
     place, so a cut transfer leaves no half seed), then the VM's older seeds there removed. The

@@ -129,6 +129,25 @@ class Operations:
                       lambda: self._each("delete VMs", ids, self.controller.delete_vm, self._vm_name),
                       label="Delete")
 
+    def eject_vm(self, vm_id: str) -> None:
+        """Take the ISO images out of the VM's CD-ROMs (live too when it runs), after a confirmation."""
+        if self.app.refuse_readonly("eject"):
+            return
+        vm = self.db.get(VirtualMachine, vm_id)
+        if vm is None:
+            return
+        cdroms = [self._disk_name(link.disk_id) for link in vm.disks if link.device == "cdrom"]
+        if not cdroms:
+            self.app.refuse("eject", f"VM {vm.name} has no CD-ROM")
+            return
+        dyn = self.db.get(VirtualMachineDynamic, vm_id)
+        running = dyn is not None and dyn.status is not VmStatus.down
+        impact = [f"{vm.name}: {_names(cdroms)} taken out" + (" of the running guest's drive now" if running else ""),
+                  "The next start has no CD-ROM; the boot order stays " + ",".join(vm.boot) + "."]
+        self._confirm(f"Eject the CD-ROM of {vm.name}?", impact,
+                      lambda: self._each("eject", [vm_id], self.controller.eject_vm, self._vm_name),
+                      label="Eject", danger=False)
+
     def open_console(self, vm_id: str | None) -> None:
         if vm_id is None:
             return

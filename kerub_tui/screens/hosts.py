@@ -467,6 +467,11 @@ def capabilities_table(host: Host) -> DataGrid:
     hv = caps.hypervisor
     table.add_row("hypervisor", f"libvirt {hv.libvirt_version or '-'}, "
                                 + ("KVM" if hv.kvm else f"no KVM ({hv.reason or 'unknown'})"))
+    from ..hosts.kvm import host_accelerator
+
+    accel = host_accelerator(host)
+    table.add_row("accelerator", Text(f"{accel.name} ({accel.why})",
+                                      style="yellow" if accel.forced_tcg else ""))
     if caps.dmi is not None:
         dmi = caps.dmi
         table.add_row("system", f"{dmi.system_manufacturer or '-'} {dmi.system_product or ''}".strip())

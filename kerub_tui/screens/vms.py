@@ -71,6 +71,8 @@ class DiskRow(Vertical):
                 options = [(f"{d.name} ({format_size(d.size)})", d.id) for d in disks]
                 yield Select(options, value=self.link.disk_id if self.link else Select.NULL,
                              prompt="existing disk…", classes="disk-existing", compact=True)
+                yield Select([("disk", "disk"), ("CD-ROM", "cdrom")], value=self.link.device if self.link else "disk",
+                             allow_blank=False, classes="disk-device", compact=True)
             yield Select([(b, b) for b in BUSES], value=self.link.bus if self.link else "virtio",
                          allow_blank=False, classes="disk-bus", compact=True)
             yield Button("✕", classes="remove-row", tooltip="remove this disk from the VM", compact=True)
@@ -137,6 +139,17 @@ class VmEditorScreen(EditorScreen, inherit_bindings=False):
                                                 placeholder="empty: same as min"), key="memory_max")
             yield FormField("Architecture", Input(vm.architecture if vm else "x86_64", id="architecture"),
                             key="architecture")
+            yield FormField("Boot order", Input(",".join(vm.boot) if vm else "hd", id="boot"), key="boot",
+                            help="hd, cdrom, network: comma-separated, the first that boots wins")
+            current = vm.cloud_init if vm else None
+            keep = " (empty: keep what is set)" if current is not None else ""
+            yield FormField("SSH key files", Input("", id="ssh_keys", placeholder="~/.ssh/id_ed25519.pub ..."),
+                            key="ssh_keys", help=f"cloud-init: public key files, space-separated{keep}"
+                            + (f"; now {len(current.ssh_keys)} key(s)" if current is not None else ""))
+            yield FormField("User data file", Input("", id="user_data", placeholder="user-data.yaml"),
+                            key="user_data", help=f"cloud-init user data, sent as given, never logged{keep}")
+            yield FormField("Network config file", Input("", id="network_config", placeholder="network-config.yaml"),
+                            key="network_config", help=f"cloud-init network config{keep}")
             with Vertical(classes="section", id="disks-section") as disks:
                 disks.border_title = "Disks"
                 for link in vm.disks if vm else []:
@@ -186,7 +199,8 @@ class VmEditorScreen(EditorScreen, inherit_bindings=False):
         db = self.kerub.controller.db
         problems: dict[str, str] = {}
         values: dict[str, Any] = {}
-        for key in ("name", "cpus", "memory_min", "memory_max", "architecture"):
+        for key in ("name", "cpus", "memory_min", "memory_max", "architecture", "boot", "ssh_keys", "user_data",
+                    "network_config"):
             self._field(key).set_error(None)
         try:
             values["name"] = check_name(self._field("name").value, "VM name")
@@ -207,6 +221,10 @@ class VmEditorScreen(EditorScreen, inherit_bindings=False):
         except FieldError as error:
             problems["memory_max"] = str(error)
         values["architecture"] = self._field("architecture").value or "x86_64"
+        values["boot"] = [d.strip() for d in str(self._field("boot").value or "hd").split(",") if d.strip()]
+        cloud_init = self._cloud_init(problems)
+        if cloud_init is not None:
+            values["cloud_init"] = cloud_init
         # disks
         links: list[DiskLink] = []
         new_disks: list[tuple[str, int, str]] = []
@@ -233,7 +251,10 @@ class VmEditorScreen(EditorScreen, inherit_bindings=False):
                     row.set_error("pick a disk, or remove this row")
                     row_problems = True
                     continue
-                links.append(DiskLink(disk_id=str(disk_id), bus=bus))  # type: ignore[arg-type]
+                device = row.query_one(".disk-device", Select).value
+                read_only = device == "cdrom" or bool(row.link and row.link.read_only)
+                links.append(DiskLink(disk_id=str(disk_id), bus=bus, device=device,  # type: ignore[arg-type]
+                                      read_only=read_only))
         ids = [link.disk_id for link in links]
         if len(set(ids)) != len(ids):
             self._error("the same disk is attached twice")
@@ -260,7 +281,10 @@ class VmEditorScreen(EditorScreen, inherit_bindings=False):
             except (ValidationError, InvalidName) as error:
                 for loc, message in pydantic_errors(error):
                     key = str(loc[0]) if loc else "memory_max"
-                    problems[key if key in ("name", "cpus", "memory_min", "memory_max", "architecture")
+                    if key == "cloud_init":
+                        key = "ssh_keys" if "ssh_keys" in map(str, loc) else "user_data"
+                    problems[key if key in ("name", "cpus", "memory_min", "memory_max", "architecture", "boot",
+                                            "ssh_keys", "user_data")
                              else "memory_max"] = message
         for key, message in problems.items():
             self._field(key).set_error(message)
@@ -270,6 +294,39 @@ class VmEditorScreen(EditorScreen, inherit_bindings=False):
             return None
         self._error(None)
         return values
+
+    def _cloud_init(self, problems: dict[str, str]) -> dict[str, Any] | None:
+        """The cloud-init settings after this form: the files named read here (the console's side, as
+        the command line does), what is not named kept; None when nothing changes."""
+        import os
+
+        from ..hosts.cloudinit import read_local_text
+
+        vm = self.vm
+        current = vm.cloud_init.model_dump() if vm is not None and vm.cloud_init is not None else None
+        out = dict(current or {"ssh_keys": [], "user_data": None, "network_config": None})
+        changed = False
+        key_files = str(self._field("ssh_keys").value or "").split()
+        if key_files:
+            keys: list[str] = []
+            for path in key_files:
+                try:
+                    text = read_local_text(os.path.expanduser(path), "ssh key file")
+                except ValueError as error:
+                    problems["ssh_keys"] = str(error)
+                    return None
+                keys += [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")]
+            out["ssh_keys"], changed = keys, True
+        for key, what in (("user_data", "user data file"), ("network_config", "network config file")):
+            path = str(self._field(key).value or "").strip()
+            if path:
+                try:
+                    out[key] = read_local_text(os.path.expanduser(path), what)
+                    changed = True
+                except ValueError as error:
+                    problems[key] = str(error)
+                    return None
+        return out if changed else None
 
     def saver(self, values: dict[str, Any]) -> Callable[[], Awaitable[VirtualMachine]]:
         controller = self.kerub.controller
@@ -287,7 +344,10 @@ class VmEditorScreen(EditorScreen, inherit_bindings=False):
                     links.append(DiskLink(disk_id=disk.id, bus=bus))  # type: ignore[arg-type]
                 fields = dict(name=values["name"], cpus=values["cpus"], memory_min=values["memory_min"],
                               memory_max=values["memory_max"], architecture=values["architecture"],
-                              disks=links, nics=values["nics"], expectations=values["expectations"])
+                              disks=links, nics=values["nics"], expectations=values["expectations"],
+                              boot=values["boot"])
+                if "cloud_init" in values:
+                    fields["cloud_init"] = values["cloud_init"]
                 if vm_id is None:
                     name = fields.pop("name")
                     return await controller.create_vm(name, **fields)
@@ -312,6 +372,7 @@ class VmDetailScreen(KerubScreen, inherit_bindings=False):
         Binding("s", "start", "Start", id="vm.start"),
         Binding("S", "stop", "Stop", id="vm.stop"),
         Binding("c", "console", "Console", id="vm.console"),
+        Binding("j", "eject", "Eject CD", id="vm.eject"),
         Binding("ctrl+d", "delete", "Delete", id="vm.delete"),
     ]
     DEFAULT_CSS = """
@@ -366,10 +427,17 @@ class VmDetailScreen(KerubScreen, inherit_bindings=False):
             table.add_row("now", f"memory used {format_size(dyn.memory_used)}, CPU {percent(dyn.cpu_percent)}")
             if dyn.spice_port:
                 table.add_row("console", f"SPICE on {dyn.spice_address or '?'}:{dyn.spice_port} (c opens it)")
+        table.add_row("boot", ",".join(vm.boot))
         for link in vm.disks:
             disk = db.get(VirtualStorageDevice, link.disk_id)
-            table.add_row("disk", f"{disk.name if disk else link.disk_id} {format_size(disk.size) if disk else ''}"
-                                  f" ({link.bus}{', read-only' if link.read_only else ''})")
+            table.add_row("CD-ROM" if link.device == "cdrom" else "disk",
+                          f"{disk.name if disk else link.disk_id} {format_size(disk.size) if disk else ''}"
+                          f" ({link.bus}{', read-only' if link.read_only else ''})"
+                          + (" (j ejects it)" if link.device == "cdrom" else ""))
+        if vm.cloud_init is not None:
+            from ..controller import _cloud_init_summary
+
+            table.add_row("cloud-init", _cloud_init_summary(vm.cloud_init))
         for nic in vm.nics:
             table.add_row("NIC", f"{'network' if nic.network else 'bridge'} {nic.network or nic.bridge} "
                                  f"({nic.model}{', ' + nic.mac if nic.mac else ''})")
@@ -401,6 +469,9 @@ class VmDetailScreen(KerubScreen, inherit_bindings=False):
 
     def action_delete(self) -> None:
         self.kerub.ops.delete_vms([self.vm_id])
+
+    def action_eject(self) -> None:
+        self.kerub.ops.eject_vm(self.vm_id)
 
 
 def planner_verdicts(db: Any, kind: str, doc_id: str) -> dict[int, str] | str:
