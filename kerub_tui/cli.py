@@ -11,8 +11,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import contextvars
 import io
 import json
+import logging
 import os
 import signal
 import sys
@@ -40,6 +42,8 @@ from .core.names import InvalidName
 from .core.sizes import format_size, parse_size
 from .core.store import Store, StoreError
 from .core.text import printable
+
+log = logging.getLogger(__name__)
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -91,11 +95,50 @@ def _boot(text: str) -> list[str]:
     return devices
 
 
+def _shown(text: str, limit: int = 40) -> str:
+    """``text`` quoted for a message, cut short: a 400-digit argument needs no echo in full."""
+    return repr(text if len(text) <= limit else text[: limit - 3] + "...")
+
+
+def _port(text: str) -> int:
+    """A TCP port, 1 to 65535 (0 would mean "any" to the kernel, never what the admin meant)."""
+    if not (text.isascii() and text.isdigit()):
+        raise argparse.ArgumentTypeError(f"port {_shown(text)} is not a number")
+    if len(text) > 5 or not 1 <= int(text) <= 65535:
+        raise argparse.ArgumentTypeError(f"port {_shown(text)} is out of range: 1 to 65535")
+    return int(text)
+
+
 def _address(text: str) -> tuple[str, int | None]:
+    """ADDRESS[:PORT] (an IPv6 address with a port in brackets: [::1]:2222)."""
     host, sep, port = text.rpartition(":")
-    if sep and host and not host.endswith(":") and port.isdigit() and (host.count(":") == 0 or host.startswith("[")):
-        return host.strip("[]"), int(port)
+    if sep and host and not host.endswith(":") and (host.count(":") == 0 or host.startswith("[")):
+        if port.isascii() and port.isdigit():
+            return host.strip("[]"), _port(port)
+        if port == "" or host.count(":") == 0:
+            raise argparse.ArgumentTypeError(f"{_shown(text)}: the port after ':' must be a number, 1 to 65535")
     return text.strip("[]"), None
+
+
+# Through the control socket, the directory of the client that typed the command (a relative file
+# name means a file there, never in the controller's directory); None when the command runs here.
+_CLIENT_CWD: contextvars.ContextVar[str | None] = contextvars.ContextVar("client_cwd", default=None)
+_NO_CWD = ""  # a client that did not say where it runs: relative names are refused
+
+
+def _path(text: str) -> str:
+    """A file the user named, made absolute against the directory the user typed it in."""
+    if text == "":
+        raise argparse.ArgumentTypeError("a file name must not be empty")
+    if "\0" in text:
+        raise argparse.ArgumentTypeError("a file name must not contain a NUL character")
+    path = os.path.expanduser(text)
+    if os.path.isabs(path):
+        return path
+    cwd = _CLIENT_CWD.get()
+    if cwd == _NO_CWD:
+        raise argparse.ArgumentTypeError(f"{_shown(text)} is relative: give an absolute path")
+    return os.path.join(cwd if cwd is not None else os.getcwd(), path)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -114,17 +157,17 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--json-events", action="store_true", help="print every document change as a JSON line")
 
     export = sub.add_parser("export", help="write every document to a JSON file (backup)")
-    export.add_argument("file")
+    export.add_argument("file", type=_path)
     imp = sub.add_parser("import", help="load documents from an export (the controller must be stopped)")
-    imp.add_argument("file")
+    imp.add_argument("file", type=_path)
     imp.add_argument("--replace", action="store_true", help="replace every document in a non-empty store")
 
     host = sub.add_parser("host", help="hosts").add_subparsers(dest="action", metavar="ACTION", required=True,
                                                                parser_class=_Parser)
     add = host.add_parser("add", help="add a host: shows its key fingerprint; accept it to join")
-    add.add_argument("address", metavar="ADDRESS[:PORT]")
+    add.add_argument("address", metavar="ADDRESS[:PORT]", type=_address)
     add.add_argument("--user", default="root")
-    add.add_argument("--identity", metavar="KEYFILE", help="private key (default: the controller's own key, agent)")
+    add.add_argument("--identity", metavar="KEYFILE", type=_path, help="private key (default: the controller's own key, agent)")
     add.add_argument("--name", help="name in kerub-tui (default: the address)")
     add.add_argument("--accept-fingerprint", metavar="SHA256:...", help="the host key fingerprint you accept")
     add.add_argument("--dedicated", action="store_true", help="only runs kerub-tui's VMs: may be powered down")
@@ -182,7 +225,7 @@ def build_parser() -> argparse.ArgumentParser:
                          help="viewer command, given the .vv file (default: $KERUB_TUI_VIEWER or remote-viewer)")
     console.add_argument("--print-vv", action="store_true",
                          help="print the .vv connection file (it holds the SPICE password) for a viewer elsewhere")
-    console.add_argument("--local-port", type=int, metavar="PORT",
+    console.add_argument("--local-port", type=_port, metavar="PORT",
                          help="with --print-vv: the port your own `ssh -L` listens on")
 
     check = sub.add_parser("check", help="verify the store; --repair salvages and restores a damaged one")
@@ -267,7 +310,7 @@ async def cmd_import(args: argparse.Namespace, c: Controller, out: TextIO) -> in
 async def cmd_host(args: argparse.Namespace, c: Controller, out: TextIO) -> int:
     store = c.db
     if args.action == "add":
-        address, port = _address(args.address)
+        address, port = args.address
         key, fingerprint = await c.fetch_host_key(address, port or 22)
         if args.accept_fingerprint is None:
             print(f"host key of {address}:{port or 22} is {fingerprint}", file=out)
@@ -679,13 +722,26 @@ COMMANDS: dict[str, Command] = {
 }
 
 
+def _one_line(error: BaseException) -> str:
+    """An error as the one line the admin reads: an OSError says what failed on which file; a
+    message never spans lines (a name with a newline in it cannot make it look like two)."""
+    if isinstance(error, OSError) and error.strerror:
+        text = error.strerror + (f": {error.filename}" if error.filename else "")
+    else:
+        text = str(error) or type(error).__name__
+    return " ".join(text.split())
+
+
 async def run_in_controller(argv: list[str], controller: Controller, env: dict[str, str] | None = None,
-                            secret: str | None = None, *, progress: Callable[[str], None] | None = None,
+                            secret: str | None = None, cwd: str | None = None, *,
+                            progress: Callable[[str], None] | None = None,
                             peer_uid: int | None = None) -> tuple[int, str, str]:
     """Run one command line against a live controller (the control socket's ``cli`` method);
-    ``env`` is the caller's display environment, for a console viewer. ``progress`` sends the
-    caller a progress line while the command runs; ``peer_uid`` is the caller's user (-1: unknown)."""
+    ``env`` is the caller's display environment, for a console viewer; ``cwd`` the caller's
+    directory, where its relative file names are. ``progress`` sends the caller a progress line
+    while the command runs; ``peer_uid`` is the caller's user (-1: unknown)."""
     out, err = io.StringIO(), io.StringIO()
+    cwd_token = _CLIENT_CWD.set(cwd or _NO_CWD)
     try:
         args = build_parser().parse_args(argv)
         args.client_env = env or {}
@@ -697,11 +753,18 @@ async def run_in_controller(argv: list[str], controller: Controller, env: dict[s
         if args.command == "import":
             raise CliError("import needs the controller stopped: stop the kerub-tui running on this data dir first")
         code = await COMMANDS[args.command](args, controller, out)
-    except (CliError, ActionError, StoreError, InvalidName) as error:
-        print(f"kerub-tui: {error}", file=err)
+    except (CliError, ActionError, StoreError, InvalidName, OSError) as error:
+        print(f"kerub-tui: {_one_line(error)}", file=err)
         code = EXIT_ERROR
     except _Exit as done:
         code = done.status
+    except Exception as error:  # a bug: one line for the client; the controller keeps serving
+        log.error("%s failed in the controller: %s: %s", " ".join(argv[:2]), type(error).__name__, _one_line(error))
+        log.debug("details", exc_info=True)
+        print(f"kerub-tui: internal error in the controller: {type(error).__name__}: {_one_line(error)}", file=err)
+        code = EXIT_ERROR
+    finally:
+        _CLIENT_CWD.reset(cwd_token)
     return code, out.getvalue(), err.getvalue()
 
 
@@ -871,7 +934,7 @@ def _ask_password(args: argparse.Namespace) -> str | None:
         raise CliError("--install-key asks for the password on a terminal; there is none here")
     import getpass
 
-    return getpass.getpass(f"password of {args.user}@{_address(args.address)[0]} (used once, never stored): ")
+    return getpass.getpass(f"password of {args.user}@{args.address[0]} (used once, never stored): ")
 
 
 async def _install_key_here(data_dir: Path, args: argparse.Namespace, password: str) -> None:
@@ -934,9 +997,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return asyncio.run(_run_local(args, COMMANDS[args.command]))
     except _Exit as done:
         return done.status
-    except (CliError, ActionError, StoreError, InvalidName) as error:
-        print(printable(f"kerub-tui: {error}"), file=sys.stderr)
+    except (CliError, ActionError, StoreError, InvalidName, OSError) as error:
+        print(printable(f"kerub-tui: {_one_line(error)}"), file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
         print("kerub-tui: interrupted", file=sys.stderr)
         return 130
+    except Exception as error:  # a bug; KERUB_TUI_DEBUG=1 shows where
+        if os.environ.get("KERUB_TUI_DEBUG"):
+            raise
+        print(f"kerub-tui: internal error: {type(error).__name__}: {_one_line(error)} "
+              "(a bug: KERUB_TUI_DEBUG=1 shows where)", file=sys.stderr)
+        return EXIT_ERROR

@@ -16,7 +16,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
+import functools
+import inspect
 import json
+import logging
 import os
 import socket
 import struct
@@ -24,10 +27,13 @@ from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+from pydantic import TypeAdapter, ValidationError
+
 from .core.bus import Change, Subscription
 from .core.models import Document, Settings, parse_document
 from .core.paths import SOCKET_FILE, UnsafeDataDir, check_private_dir
 from .core.store import Store, StoreError
+from .core.validation import describe
 from .controller import ActionError, Controller
 
 # Controller methods a remote client may call, with the positional/keyword arguments they take.
@@ -44,6 +50,11 @@ DISPLAY_ENV = ("DISPLAY", "WAYLAND_DISPLAY", "XAUTHORITY", "XDG_RUNTIME_DIR", "K
 def display_env() -> dict[str, str]:
     return {name: os.environ[name] for name in DISPLAY_ENV if name in os.environ}
 _LINE_LIMIT = 256 * 1024 * 1024  # a snapshot of a big fleet is one line
+# The largest request the server reads: a command line or an action's arguments are a few KiB.
+# A longer line is refused with an answer, and the server never holds more than twice this.
+REQUEST_LIMIT = 4 * 1024 * 1024
+
+log = logging.getLogger(__name__)
 
 
 def socket_path(data_dir: Path | str) -> Path:
@@ -130,7 +141,7 @@ def _change_message(change: Change) -> dict[str, Any]:
 # --- server -----------------------------------------------------------------------------------
 
 
-CliRunner = Callable[..., Awaitable[tuple[int, str, str]]]  # (argv, controller, env, secret, *, progress, peer_uid)
+CliRunner = Callable[..., Awaitable[tuple[int, str, str]]]  # (argv, controller, env, secret, cwd=, *, progress, peer_uid)
 
 
 class ControlServer:
@@ -150,7 +161,7 @@ class ControlServer:
             self.path.unlink()  # stale, from a controller that was killed
         old_umask = os.umask(0o177)
         try:
-            self._server = await asyncio.start_unix_server(self._serve, path=str(self.path), limit=_LINE_LIMIT)
+            self._server = await asyncio.start_unix_server(self._serve, path=str(self.path), limit=REQUEST_LIMIT)
         finally:
             os.umask(old_umask)
         os.chmod(self.path, 0o600)
@@ -176,15 +187,24 @@ class ControlServer:
         subscription: Subscription | None = None
         pump: asyncio.Task[Any] | None = None
         try:
-            while line := await reader.readline():
+            while True:
                 try:
-                    request = json.loads(line)
-                    req_id, method = request.get("id"), request["method"]
-                    params = request.get("params") or {}
-                except (ValueError, KeyError, AttributeError):
-                    await _send(writer, {"id": None, "error": "malformed request"})
+                    line = await reader.readline()
+                except ValueError:  # longer than REQUEST_LIMIT: what follows cannot be trusted either
+                    await _send(writer, {"id": None, "error": f"request refused: longer than "
+                                                              f"{REQUEST_LIMIT >> 20} MiB; the connection is closed"})
+                    break
+                if not line:
+                    break
+                try:
+                    req_id, method, params = _parse_request(line)
+                except BadRequest as error:
+                    await _send(writer, {"id": None, "error": f"malformed request: {error}"})
                     continue
                 if method == "subscribe":
+                    if subscription is not None:
+                        await _send(writer, {"id": req_id, "error": "already subscribed on this connection"})
+                        continue
                     # Subscribe before the snapshot is taken: no change can fall between the two.
                     subscription = self.controller.subscribe()
                     docs = [d.model_dump(mode="json") for d in self.controller.db.all_documents()]
@@ -192,12 +212,7 @@ class ControlServer:
                                                                    "readonly": self.controller.readonly}})
                     pump = asyncio.create_task(self._pump(subscription, writer))
                     continue
-                try:
-                    result = await self._dispatch(method, params, _Caller(req_id, reader, writer))
-                    reply = {"id": req_id, "result": _encode(result)}
-                except (ActionError, StoreError, ValueError) as error:
-                    reply = {"id": req_id, "error": str(error)}
-                await _send(writer, reply)
+                await _send(writer, await self._answer(req_id, method, params, _Caller(req_id, reader, writer)))
         except (ConnectionError, asyncio.IncompleteReadError):
             pass
         finally:
@@ -207,6 +222,26 @@ class ControlServer:
                 pump.cancel()
             writer.close()
             self._connections.discard(task)
+
+    async def _answer(self, req_id: Any, method: str, params: dict[str, Any],
+                      caller: "_Caller | None" = None) -> dict[str, Any]:
+        """The reply to one request: its result, or one line saying why not. Never an exception:
+        whatever a client sends, it gets an answer and the controller keeps serving."""
+        try:
+            return {"id": req_id, "result": _encode(await self._dispatch(method, params, caller))}
+        except (ActionError, StoreError, BadRequest) as error:
+            message = str(error)
+        except ValidationError as error:
+            message = describe(error)
+        except ValueError as error:  # pydantic's ValidationError among them
+            message = _first_line(error)
+        except OSError as error:
+            message = (error.strerror or str(error)) + (f": {error.filename}" if error.filename else "")
+        except Exception as error:  # a bug; the details go to the controller's log, not to the client
+            log.error("control socket: %s failed: %s: %s", method, type(error).__name__, _first_line(error))
+            log.debug("details", exc_info=True)
+            message = f"internal error in the controller: {type(error).__name__}: {_first_line(error)}"
+        return {"id": req_id, "error": " ".join(message.split())}
 
     async def _pump(self, subscription: Subscription, writer: asyncio.StreamWriter) -> None:
         with contextlib.suppress(ConnectionError, asyncio.CancelledError):
@@ -231,15 +266,22 @@ class ControlServer:
             if secret is not None and not isinstance(secret, str):
                 raise ValueError("cli: secret must be text")
             extra = {} if caller is None else {"progress": caller.progress, "peer_uid": caller.uid}
-            code, out, err = await self.cli_runner(argv, controller, env, secret, **extra)
+            cwd = params.get("cwd")
+            if cwd is not None and not (isinstance(cwd, str) and os.path.isabs(cwd) and "\0" not in cwd):
+                raise BadRequest("cli: cwd must be an absolute path")
+            code, out, err = await self.cli_runner(argv, controller, env, secret, cwd=cwd, **extra)
             return {"exit": code, "stdout": out, "stderr": err}
         if method == "call":
             name = params.get("name")
-            if name not in REMOTE_ACTIONS or not hasattr(self.controller, name):
+            if not isinstance(name, str) or name not in REMOTE_ACTIONS or not hasattr(self.controller, name):
                 raise ValueError(f"unknown action {name!r}")
             args = _decode(params.get("args") or [])
             kwargs = _decode(params.get("kwargs") or {})
-            result = getattr(self.controller, name)(*args, **kwargs)
+            if not isinstance(args, list) or not isinstance(kwargs, dict):
+                raise BadRequest(f"{name}: args must be a list and kwargs an object")
+            action = getattr(self.controller, name)
+            _check_arguments(name, action, args, kwargs)
+            result = action(*args, **kwargs)
             if asyncio.iscoroutine(result):
                 result = await result
             return result
@@ -267,6 +309,68 @@ class _Caller:
         self.writer.write(json.dumps({"id": self.req_id, "progress": line}, separators=(",", ":")).encode() + b"\n")
 
 
+class BadRequest(Exception):
+    """A request the server cannot take (not JSON, not an object, wrong arguments): one line back."""
+
+
+def _no_constant(name: str) -> Any:
+    raise BadRequest(f"{name} is not a number JSON allows")
+
+
+def _parse_request(line: bytes) -> tuple[Any, str, dict[str, Any]]:
+    try:
+        request = json.loads(line, parse_constant=_no_constant)
+    except (ValueError, RecursionError) as error:  # not UTF-8, not JSON, nested past reason
+        raise BadRequest(f"not JSON ({type(error).__name__})") from None
+    if not isinstance(request, dict):
+        raise BadRequest("a request is a JSON object")
+    req_id = request.get("id")
+    if isinstance(req_id, bool) or not (req_id is None or isinstance(req_id, (int, str))):
+        raise BadRequest("id must be a number or text")
+    method = request.get("method")
+    if not isinstance(method, str):
+        raise BadRequest("no method")
+    params = request.get("params") or {}
+    if not isinstance(params, dict):
+        raise BadRequest("params must be an object")
+    return req_id, method, params
+
+
+def _check_arguments(name: str, action: Callable[..., Any], args: list[Any], kwargs: dict[str, Any]) -> None:
+    """Refuse arguments the action does not take, or of the wrong type (a mapping where a name goes),
+    before the action runs: a client's mistake is its error, never a crash in the controller."""
+    try:
+        signature = inspect.signature(action, eval_str=True)
+    except (NameError, TypeError, ValueError):  # pragma: no cover - an annotation we cannot resolve
+        signature = inspect.signature(action)
+    try:
+        bound = signature.bind(*args, **kwargs)
+    except TypeError as error:
+        raise BadRequest(f"{name}: {error}") from None
+    for param, value in bound.arguments.items():
+        parameter = signature.parameters[param]
+        annotation = parameter.annotation
+        if annotation in (inspect.Parameter.empty, Any) or isinstance(annotation, str):
+            continue
+        values = (value.values() if parameter.kind is parameter.VAR_KEYWORD
+                  else value if parameter.kind is parameter.VAR_POSITIONAL else [value])
+        for item in values:
+            try:
+                _adapter(annotation).validate_python(item)
+            except ValidationError as error:
+                raise BadRequest(f"{name}: {param} {describe(error)}") from None
+
+
+@functools.lru_cache(maxsize=256)
+def _adapter(annotation: Any) -> TypeAdapter[Any]:
+    return TypeAdapter(annotation)
+
+
+def _first_line(error: BaseException) -> str:
+    lines = str(error).strip().splitlines()
+    return lines[0] if lines else type(error).__name__
+
+
 async def _send(writer: asyncio.StreamWriter, message: dict[str, Any]) -> None:
     writer.write(json.dumps(message, separators=(",", ":")).encode() + b"\n")
     await writer.drain()
@@ -284,7 +388,8 @@ def run_cli_remote(data_dir: Path | str, argv: list[str], readonly: bool = False
     if sock is None:
         raise StoreError(f"no controller answers on {socket_path(data_dir)} any more")
     with sock:
-        request = {"id": 1, "method": "cli", "params": {"argv": argv, "readonly": readonly, "env": display_env()}}
+        request = {"id": 1, "method": "cli",
+                   "params": {"argv": argv, "readonly": readonly, "env": display_env(), "cwd": os.getcwd()}}
         sock.sendall(json.dumps(request).encode() + b"\n")
         with sock.makefile("rb") as stream:
             while True:

@@ -43,6 +43,16 @@ class _Expectation(BaseModel):
     # What the expectation means, for help texts and the console's editor.
     summary: ClassVar[str] = ""
 
+    @field_validator("*")
+    @classmethod
+    def _printable(cls, value: Any) -> Any:
+        """No field of any expectation holds a newline or another control character (they would
+        forge lines in lists, logs and the audit)."""
+        for text in value if isinstance(value, list) else [value]:
+            if isinstance(text, str) and not text.isprintable():
+                raise ValueError(f"{_control_char(text)} is not allowed")
+        return value
+
     def spec(self) -> str:
         """The SPEC text that parses back to this expectation."""
         args = []
@@ -56,6 +66,11 @@ class _Expectation(BaseModel):
                 args.append(str(value.value if isinstance(value, enum.Enum) else value))
         head = self.type + (":" + ",".join(args) if args else "")  # type: ignore[attr-defined]
         return f"{head}@{self.level.value}"
+
+
+def _control_char(text: str) -> str:
+    bad = next(c for c in text if not c.isprintable())
+    return "a newline" if bad == "\n" else f"the control character {bad!r}"
 
 
 def _bool_spec(name: str, value: bool) -> str:
@@ -352,13 +367,19 @@ def parse_spec(
     ``resolve`` maps a referenced VM or disk name to its id (the CLI passes the store's lookup);
     without it references stay as written.
     """
+    if not isinstance(spec, str):
+        raise InvalidExpectation(f"an expectation is text such as availability:up, not {type(spec).__name__}")
+    if not spec.isprintable():
+        raise InvalidExpectation(f"expectation {spec[:40]!r} contains {_control_char(spec)}, which is not allowed")
     text = spec.strip()
     if not text:
         raise InvalidExpectation("empty expectation")
-    head, _, level = text.partition("@")
+    head, at, level = text.partition("@")
     kind, _, arg_text = head.partition(":")
     types = _VM_TYPES if target == "vm" else _DISK_TYPES
     data: dict[str, Any] = {"type": kind}
+    if at and not level:
+        raise InvalidExpectation(f"{text!r}: no level after '@' (one of wish, want, dealbreaker)")
     if level:
         if level not in Level.__members__:
             raise InvalidExpectation(f"level {level!r} is not one of wish, want, dealbreaker")

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator,
 
 from .expectations import DiskExpectation, VmExpectation
 from .names import check_address, check_name, check_user
+from .sizes import MAX_SIZE
 
 SCHEMA_VERSION = 1
 
@@ -424,8 +425,8 @@ class VirtualMachine(Document):
     name: str
     architecture: str = "x86_64"
     cpus: int = Field(default=1, ge=1, le=512)
-    memory_min: int = Field(default=256 * MIB, ge=16 * MIB)
-    memory_max: int = Field(default=256 * MIB, ge=16 * MIB)
+    memory_min: int = Field(default=256 * MIB, ge=16 * MIB, le=MAX_SIZE)
+    memory_max: int = Field(default=256 * MIB, ge=16 * MIB, le=MAX_SIZE)
     disks: list[DiskLink] = []
     nics: list[Nic] = []
     expectations: list[VmExpectation] = []
@@ -504,7 +505,7 @@ class ImageInfo(Model):
 class VirtualStorageDevice(Document):
     kind: Literal["disk"] = "disk"
     name: str
-    size: int = Field(gt=0)
+    size: int = Field(gt=0, le=MAX_SIZE)
     read_only: bool = False
     expectations: list[DiskExpectation] = []
     image: ImageInfo | None = None  # set: this disk is an image (read-only, shared by many VMs)

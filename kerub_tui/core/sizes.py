@@ -3,21 +3,33 @@
 from __future__ import annotations
 
 import re
+from decimal import Decimal
 
 _UNITS = {"": 1, "B": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40, "P": 1 << 50}
 _SIZE_RE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([KMGTP]?)(?:I?B)?\s*\Z", re.IGNORECASE)
+# The largest size kerub-tui accepts anywhere (a disk, memory): 1 EiB, far beyond any host, well
+# within what LVM (8 EiB) and qemu-img (2^63 bytes) can describe.
+MAX_SIZE = 1 << 60
 
 
 def parse_size(text: str) -> int:
     """Parse a size into bytes; raise ValueError with a readable message."""
     match = _SIZE_RE.match(text)
     if not match:
-        raise ValueError(f"size {text!r} is not understood: write e.g. 512M, 2G or 1.5T")
+        raise ValueError(f"size {_short(text)!r} is not understood: write e.g. 512M, 2G or 1.5T")
     number, unit = match.groups()
-    value = int(float(number) * _UNITS[unit.upper()])
+    exact = Decimal(number) * _UNITS[unit.upper()]  # Decimal: no float overflow on 400 digits
+    if exact > MAX_SIZE:
+        raise ValueError(f"size {_short(text)!r} is too large: at most 1024P (1 EiB)")
+    value = int(exact)
     if value <= 0:
-        raise ValueError(f"size {text!r} must be more than zero")
+        raise ValueError(f"size {_short(text)!r} must be more than zero")
     return value
+
+
+def _short(text: str) -> str:
+    text = text.strip()
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def format_size(value: int | float | None) -> str:

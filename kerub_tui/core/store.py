@@ -17,6 +17,7 @@ import fcntl
 import json
 import logging
 import os
+import tempfile
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator
@@ -28,16 +29,20 @@ from pydantic import ValidationError
 
 from . import integrity
 from .bus import Change, ChangeFeed
+from .expectations import DISK_EXPECTATION_TYPES, VM_EXPECTATION_TYPES
 from .integrity import DIGEST_MOD, MANIFEST_KEY, encode_manifest, encode_record, store_existed
 from .models import (
     DOCUMENT_TYPES,
     SCHEMA_VERSION,
     Document,
+    VirtualMachine,
     VirtualMachineDynamic,
+    VirtualStorageDevice,
     VirtualStorageDeviceDynamic,
     parse_document,
 )
 from .paths import LOCK_FILE, STORE_FILE, UnsafeDataDir, check_private_dir, ensure_private_dir, open_private
+from .validation import describe
 
 log = logging.getLogger(__name__)
 
@@ -639,17 +644,32 @@ class Store:
         }
 
     def export_file(self, path: Path | str) -> int:
-        """Write every document as JSON to ``path`` (atomically, 0600). Returns the count."""
+        """Write every document as JSON to ``path`` (atomically, 0600). Returns the count.
+
+        A failure (no such directory, a directory given, a full disk) is one StoreError line and
+        leaves nothing behind: no temporary copy of the store, an existing ``path`` untouched."""
         path = Path(path)
+        if path.is_dir():
+            raise StoreError(f"cannot export to {path}: it is a directory; name a file in it")
+        if not path.parent.is_dir():
+            raise StoreError(f"cannot export to {path}: there is no directory {path.parent}")
         data = self.export_data()
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as out:
-            json.dump(data, out, indent=1, sort_keys=True)
-            out.write("\n")
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, path)
+        tmp: str | None = None
+        try:
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")  # 0600
+            with os.fdopen(fd, "w") as out:
+                json.dump(data, out, indent=1, sort_keys=True)
+                out.write("\n")
+                out.flush()
+                os.fsync(out.fileno())
+            os.replace(tmp, path)
+            tmp = None
+        except OSError as error:
+            raise StoreError(f"cannot export to {path}: {error.strerror or error}") from None
+        finally:
+            if tmp is not None:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
         return len(data["documents"])
 
     def import_file(self, path: Path | str, *, replace: bool = False) -> int:
@@ -706,13 +726,53 @@ def parse_export(data: Any, source: str = "export") -> list[Document]:
     docs: list[Document] = []
     seen: set[tuple[str, str]] = set()
     for index, raw in enumerate(raw_docs):
+        if not isinstance(raw, dict):
+            raise StoreError(f"{source}: document {index + 1} is not a mapping of fields")
         try:
             doc = parse_document(_migrate(dict(raw), version))
-        except (ValidationError, KeyError, TypeError, ValueError) as error:
-            what = raw.get("kind", "?") if isinstance(raw, dict) else "?"
-            raise StoreError(f"{source}: document {index} ({what}) is invalid: {error}") from None
+        except ValidationError as error:
+            raise StoreError(f"{source}: {_label(index, raw)}: {describe(error, _TAGS)}") from None
+        except (KeyError, TypeError, ValueError) as error:
+            raise StoreError(f"{source}: {_label(index, raw)}: {' '.join(str(error).split())}") from None
         if (doc.kind, doc.id) in seen:
             raise StoreError(f"{source}: document {doc.kind}/{doc.id} appears twice")
         seen.add((doc.kind, doc.id))
         docs.append(doc)
+    _check_references(docs, source)
     return docs
+
+
+# Tag values of the tagged unions in documents: in validation error locations, but not fields.
+_TAGS = frozenset(DOCUMENT_TYPES) | frozenset(VM_EXPECTATION_TYPES) | frozenset(DISK_EXPECTATION_TYPES) | {
+    "lvm", "file", "zfs", "gvinum"}
+_NAMED_KINDS = {"host": "host", "vm": "VM", "disk": "disk"}  # names an admin uses: unique per kind
+
+
+def _label(index: int, raw: dict[str, Any]) -> str:
+    kind, name, doc_id = raw.get("kind"), raw.get("name"), raw.get("id")
+    what = f"{kind}" if isinstance(kind, str) and kind else "document"
+    if isinstance(name, str) and name:
+        what += f" {name[:40]!r}"
+    elif isinstance(doc_id, str) and doc_id:
+        what += f" {doc_id[:40]}"
+    return f"document {index + 1} ({what})"
+
+
+def _check_references(docs: list[Document], source: str) -> None:
+    """What each document is valid alone but not together: two VMs (hosts, disks) with one name,
+    a VM attached to a disk the export does not hold."""
+    named: dict[tuple[str, str], Document] = {}
+    for doc in docs:
+        name = getattr(doc, "name", None)
+        if doc.kind in _NAMED_KINDS and isinstance(name, str):
+            first = named.setdefault((doc.kind, name), doc)
+            if first is not doc:
+                raise StoreError(f"{source}: two {_NAMED_KINDS[doc.kind]}s are named {name!r} "
+                                 f"({first.id} and {doc.id}): names must be unique")
+    disks = {doc.id for doc in docs if isinstance(doc, VirtualStorageDevice)}
+    for doc in docs:
+        if isinstance(doc, VirtualMachine):
+            for link in doc.disks:
+                if link.disk_id not in disks:
+                    raise StoreError(f"{source}: VM {doc.name!r} uses disk {link.disk_id}, which the export "
+                                     "does not hold")

@@ -163,7 +163,7 @@ def test_export_import_is_an_exact_round_trip(tmp_path):
     ('{"format": "other"}', "not a kerub-tui export"),
     ('{"format": "kerub-tui-export", "schema_version": 99, "documents": []}', "newer kerub-tui"),
     ('{"format": "kerub-tui-export", "schema_version": 1, "documents": [{"kind": "vm", "name": "a b"}]}',
-     "document 0 \\(vm\\) is invalid"),
+     "document 1 \\(vm 'a b'\\): VM name 'a b' contains a space"),
 ])
 def test_bad_imports_are_refused_and_change_nothing(tmp_path, content, message):
     s = Store.open(tmp_path / "d")
