@@ -23,6 +23,7 @@ from textual.screen import Screen
 from textual.widget import Widget
 
 from .controller import ActionError, Controller
+from .core.store import StoreError
 from .core.bus import Change, Subscription
 from .screens.actions import Operations
 from .screens.base import KerubScreen
@@ -348,7 +349,7 @@ class KerubApp(App[None]):
         async def run() -> None:
             try:
                 result = await call()
-            except ActionError as error:
+            except (ActionError, StoreError) as error:  # a refusal, a full disk: one line, no traceback
                 self._failed(label, str(error), on_error)
                 return
             except Exception as error:  # a bug or a lost connection must not take the console down

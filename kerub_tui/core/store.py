@@ -96,6 +96,23 @@ class StoreDamaged(StoreError):
         )
 
 
+class StoreWriteError(StoreError):
+    """The disk refused a write (full, read-only, failing): nothing of the transaction was kept."""
+
+
+def _disk_trouble(path: Path) -> str | None:
+    """Why writes under ``path`` fail, in words, when the file system says so."""
+    try:
+        fs = os.statvfs(path)
+    except OSError:
+        return None
+    if fs.f_flag & os.ST_RDONLY:
+        return "the file system is read-only"
+    if fs.f_bavail * fs.f_frsize < (1 << 20) or (fs.f_files and fs.f_favail == 0):
+        return "the disk is full"
+    return None
+
+
 def _key(kind: str, doc_id: str) -> str:
     return f"{_DOC_PREFIX}{kind}/{doc_id}"
 
@@ -114,6 +131,10 @@ def _to_text(value: Any) -> str:
 
 class Store:
     """Typed documents by kind and id. Use ``Store.open(data_dir)``; close it (or use ``with``)."""
+
+    # Why writes fail right now (disk full, read-only), None while they work: said once in the log
+    # when it starts and once when it ends, and each refused write is one StoreWriteError line.
+    write_failure: str | None = None
 
     def __init__(self, data_dir: Path, *, readonly: bool = False) -> None:
         self.data_dir = data_dir
@@ -465,7 +486,8 @@ class Store:
         """Group writes: all are committed together or none is. Nested blocks join the outer one."""
         self._writable()
         if self._tx_depth == 0:
-            self._db.begin()
+            with self._writing():
+                self._db.begin()
             self._tx_undo = []
             self._tx_changes = []
             self._tx_start = (self.generation, self._digest)
@@ -480,18 +502,35 @@ class Store:
         self._tx_depth -= 1
         if self._tx_depth == 0:
             try:
-                if self._tx_undo:  # something changed: the manifest changes with it
-                    self.generation += 1
-                    self._db.store(MANIFEST_KEY, encode_manifest(self.generation, len(self._crcs), self._digest))
-                self._db.commit()
+                with self._writing():
+                    if self._tx_undo:  # something changed: the manifest changes with it
+                        self.generation += 1
+                        self._db.store(MANIFEST_KEY, encode_manifest(self.generation, len(self._crcs), self._digest))
+                    self._db.commit()
             except BaseException:
                 self._rollback()
                 raise
+            if self.write_failure is not None:
+                log.warning("writing %s works again", self.path)
+                self.write_failure = None
             changes, self._tx_changes = self._tx_changes, []
             wrote, self._tx_undo = bool(self._tx_undo), []
             self.feed.publish(changes)
             if wrote:
                 self._backup_after_commit()
+
+    @contextlib.contextmanager
+    def _writing(self) -> Iterator[None]:
+        """A write to the file: if the disk refuses it, one StoreWriteError line saying why."""
+        try:
+            yield
+        except (unqlite.UnQLiteError, OSError) as error:
+            reason = _disk_trouble(self.data_dir) or f"{type(error).__name__}: {error}"
+            if self.write_failure is None:
+                log.error("writing %s fails (%s): nothing new is recorded until that is fixed; kerub-tui keeps "
+                          "running", self.path, reason)
+            self.write_failure = reason
+            raise StoreWriteError(f"cannot write to {self.path}: {reason}; nothing was changed") from None
 
     def _rollback(self) -> None:
         with contextlib.suppress(unqlite.UnQLiteError):
@@ -520,7 +559,8 @@ class Store:
                 return doc  # nothing changed: no write, no change event
             key = _key(doc.kind, doc.id)
             value = encode_record(key, doc.model_dump_json())
-            self._db.store(key, value)
+            with self._writing():
+                self._db.store(key, value)
             old_crc = self._crcs.get(key)
             crc = int(value[:8], 16)
             self._tx_undo.append((doc.kind, doc.id, old, old_crc))
@@ -543,7 +583,8 @@ class Store:
             if old is None:
                 return False
             key = _key(kind, doc_id)
-            self._db.delete(key)
+            with self._writing():
+                self._db.delete(key)
             old_crc = self._crcs.pop(key, None)
             self._tx_undo.append((kind, doc_id, old, old_crc))
             self._digest = (self._digest - (old_crc or 0)) % DIGEST_MOD

@@ -42,7 +42,7 @@ from kerub_tui.core.models import (
     utcnow,
 )
 from kerub_tui.core.names import InvalidName, check_address, check_name, check_user
-from kerub_tui.core.store import Store
+from kerub_tui.core.store import Store, StoreWriteError
 from kerub_tui.core.text import printable
 from kerub_tui.ssh import (
     CommandResult,
@@ -335,6 +335,8 @@ class Fleet:
     def _put_event(self, event: Event) -> None:
         try:
             self.store.put(event)
+        except StoreWriteError:  # the store said once that writes fail: no traceback for each event
+            log.info("event %s not stored: %s", event.type, self.store.write_failure)
         except Exception:
             log.exception("cannot store event %s", event.type)
 

@@ -48,7 +48,7 @@ from kerub_tui.core.models import (
     VmStatus,
     utcnow,
 )
-from kerub_tui.core.store import Store
+from kerub_tui.core.store import Store, StoreWriteError
 from kerub_tui.ssh import HostConnection, NotConnected, SshError
 from kerub_tui.ssh.connection import cancel_and_wait
 
@@ -267,6 +267,9 @@ class DocumentWriter:
                     elif self.store.get(kind, doc_id) != doc:
                         self.store.put(doc)
                         self.writes += 1
+        except StoreWriteError:  # the store says once that writes fail; these are tried again next time
+            for key, doc in pending.items():
+                self._pending.setdefault(key, doc)
         except Exception:
             log.exception("writing %d monitored documents failed", len(pending))
 

@@ -29,6 +29,7 @@ from typing import Any
 
 from ..core.bus import Change
 from ..core.models import AuditEntry, Event, EventSeverity, HostDynamic, Plan, PlanStatus, utcnow
+from ..core.store import StoreWriteError
 from .checkers import all_violations, flap_calm_at
 from .commitments import ACTIVE, build_state, lock_holders
 from .state import OperationalState
@@ -413,7 +414,7 @@ class Replanner:
             for plan in recover_interrupted(self.store, now=self.clock()):
                 self._own.add((plan.id, plan.status.value))
             self._start_approved()
-            await self.replan_async()
+            await self._replan_unless_unwritable()
             while True:
                 self._idle.set()
                 change = await subscription.get()
@@ -421,12 +422,20 @@ class Replanner:
                     continue
                 self._idle.clear()
                 await self._settle(subscription)
-                await self.replan_async()
+                await self._replan_unless_unwritable()
         except StopAsyncIteration:
             return
         finally:
             subscription.close()
             self._idle.set()
+
+    async def _replan_unless_unwritable(self) -> None:
+        """A pass whose proposals cannot be written (the disk is full) is dropped, not the service:
+        the store has said so once, and the next change plans again."""
+        try:
+            await self.replan_async()
+        except StoreWriteError:
+            log.info("re-plan not written: %s", self.store.write_failure)
 
     def _handle(self, change: Change) -> bool:
         """Start executions of newly approved plans; say whether the change calls for a re-plan."""
