@@ -56,7 +56,7 @@ def _filled(parser: argparse.ArgumentParser, replace: tuple[argparse.Action, str
         if value is None and not required:
             continue
         if value is None:
-            value = FILLERS.get(action.dest, "nosuch")
+            value = next(iter(action.choices)) if action.choices else FILLERS.get(action.dest, "nosuch")
         argv += [action.option_strings[0], value] if action.option_strings else [value]
     return argv
 
@@ -70,6 +70,7 @@ def cases(tmp_dir: Path) -> list[list[str]]:
             if not _takes_value(action) or isinstance(action, argparse._HelpAction):
                 continue
             values = (BAD_VALUES.get(action.type) or BAD_BY_DEST.get(action.dest)
+                      or (["no-such-choice"] if action.choices else [])
                       or ([HOSTILE] if not action.option_strings else []))
             for value in values:
                 out.append([*prefix, *_filled(parser, (action, value.format(dir=tmp_dir)))])
