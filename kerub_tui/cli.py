@@ -946,7 +946,7 @@ async def _install_key_here(data_dir: Path, args: argparse.Namespace, password: 
 
     if args.readonly:
         raise CliError("read-only mode: installing a key changes the host")
-    address, port = _address(args.address)
+    address, port = args.address  # parsed by _address
     snapshot = Store.open(data_dir, readonly=True)  # the controller holds the lock; Fleet wants a store
     try:
         await Fleet(snapshot, data_dir).install_key(address, port or 22, args.user, password, args.accept_fingerprint)

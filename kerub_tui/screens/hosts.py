@@ -470,7 +470,7 @@ def capabilities_table(host: Host) -> DataGrid:
     from ..hosts.kvm import host_accelerator
 
     accel = host_accelerator(host)
-    table.add_row("accelerator", Text(f"{accel.name} ({accel.why})",
+    table.add_row("accelerator", data(f"{accel.name} ({accel.why})",  # why quotes host text
                                       style="yellow" if accel.forced_tcg else ""))
     if caps.dmi is not None:
         dmi = caps.dmi

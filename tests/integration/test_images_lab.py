@@ -320,9 +320,9 @@ def test_the_command_line_killed_while_a_controller_imports_for_it(clean_images,
         assert images(env) == []  # asked through the running controller
         audit = kerub("export", str(tmp_path / "export.json"), env=env)
         assert audit.returncode == 0, audit.stderr
-        entries = [d for d in json.loads((tmp_path / "export.json").read_text())["documents"]
-                   if d["kind"] == "audit" and d["action"] == "image import"]
-        assert entries and "went away" in entries[-1]["outcome"]
+        entries = sorted((d for d in json.loads((tmp_path / "export.json").read_text())["documents"]
+                          if d["kind"] == "audit" and d["action"] == "image import"), key=lambda d: d["time"])
+        assert entries and "went away" in entries[-1]["outcome"], entries
         assert serve.poll() is None  # the controller carries on
     finally:
         if serve.poll() is None:
