@@ -176,6 +176,10 @@ def build_parser() -> argparse.ArgumentParser:
     _list_show(host)
     host.add_parser("remove", help="remove a host with no VMs or disks on it").add_argument("name")
     host.add_parser("evacuate", help="maintenance: move everything off, then it may be removed").add_argument("name")
+    rekey = host.add_parser("rekey", help="accept a host's new SSH host key (reinstalled, key regenerated)")
+    rekey.add_argument("name")
+    rekey.add_argument("--accept-fingerprint", metavar="SHA256:...",
+                       help="the new host key fingerprint you checked out of band")
     hset = host.add_parser("set", help="change a host's settings")
     hset.add_argument("name")
     hset.add_argument("--accel", choices=("auto", "kvm", "tcg"), required=True,
@@ -340,6 +344,18 @@ async def cmd_host(args: argparse.Namespace, c: Controller, out: TextIO) -> int:
     elif args.action == "remove":
         await c.remove_host(args.name)
         print(f"removed host {args.name}", file=out)
+    elif args.action == "rekey":
+        host = c.resolve(Host, args.name)
+        if args.accept_fingerprint is None:
+            _key, offered = await c.fetch_host_key(host.address, host.port)
+            print(f"host {host.name} ({host.address}:{host.port}) presents host key {offered}; "
+                  f"accepted is {host.fingerprint or '-'}", file=out)
+            raise CliError(f"not changed: check the fingerprint out of band, then run again with "
+                           f"--accept-fingerprint {offered}")
+        old = host.fingerprint or "-"
+        host = await c.rekey_host(host.id, args.accept_fingerprint)
+        print(f"host {host.name}: new key {host.fingerprint} accepted (was {old}); connected and discovered",
+              file=out)
     elif args.action == "set":
         host = await c.set_host_accel(args.name, args.accel)
         print(f"host {host.name}: accelerator {_accel_text(host)}", file=out)

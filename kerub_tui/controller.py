@@ -899,6 +899,29 @@ class Controller:
         self.audit("host add", host.name, f"key {host.fingerprint}")
         return host
 
+    async def rekey_host(self, ref: str, fingerprint: str, *, timeout: float = 120.0) -> Host:
+        """Accept a host's new SSH host key (reinstalled, key regenerated) once the admin checked its
+        fingerprint out of band: the key the host presents now must have ``fingerprint`` and a login
+        with it must work, else nothing changes. Then the host reconnects with it and is discovered
+        again. Audited either way, with the old and the new fingerprint."""
+        self._writable()
+        host = self.resolve(Host, ref)
+        old = host.fingerprint or "-"
+        try:
+            updated = await self._fleet().accept_host_key(host.id, fingerprint)
+        except (FleetError, SshError, InvalidName, OSError) as error:
+            self.audit("host rekey", host.name, f"refused: {error}")
+            raise ActionError(str(error)) from None
+        self.audit("host rekey", host.name, f"key {old} -> {updated.fingerprint}")
+        self.event("key-accepted", f"{host.name}: its new host key {updated.fingerprint} was accepted "
+                   f"(it was {old})", host_id=host.id, target=updated.fingerprint)
+        try:
+            return await self._fleet().wait_discovered(host.id, timeout)
+        except FleetError:
+            state = self._fleet().status(host.id).value
+            raise ActionError(f"{host.name}: the new key is accepted, but the host was not discovered within "
+                              f"{timeout:g} s (connection {state}); it keeps trying by itself") from None
+
     # --- consoles ---------------------------------------------------------------------------
 
     async def open_console(self, vm_ref: str, *, viewer: str | None = None, env: dict[str, str] | None = None,

@@ -24,6 +24,7 @@ import contextlib
 import getpass
 import logging
 import os
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -96,6 +97,18 @@ class FingerprintRequired(FleetError):
         )
 
 
+_FINGERPRINT_RE = re.compile(r"SHA256:[A-Za-z0-9+/]{43}")
+
+
+def check_fingerprint(text: str) -> str:
+    """A SHA256 fingerprint as ``ssh-keygen -lf`` prints it (``SHA256:`` + 43 base64 characters)."""
+    if not isinstance(text, str) or not _FINGERPRINT_RE.fullmatch(text.strip()):
+        shown = printable(str(text), limit=80)
+        raise FleetError(f"{shown!r} is not a SHA256 fingerprint (SHA256: and 43 characters, "
+                         "as ssh-keygen -lf prints it)")
+    return text.strip()
+
+
 StatusCallback = Callable[[str, HostStatus, "str | None"], None]
 
 
@@ -111,8 +124,10 @@ def status_event(host_id: str, name: str, status: HostStatus, reason: str | None
         return Event(type="host-unreachable", severity=EventSeverity.warning, host_id=host_id,
                      message=f"{name} is unreachable: {reason}")
     if status is HostStatus.key_mismatch:
+        how = (f"; once checked: kerub-tui host rekey {name} --accept-fingerprint {offered_key} "
+               "(or K on the host in the console)") if offered_key else ""
         return Event(type="key-mismatch", severity=EventSeverity.error, host_id=host_id, target=offered_key,
-                     message=f"{name}: {reason}")
+                     message=f"{name}: {reason}{how}")
     return None
 
 
@@ -394,6 +409,8 @@ class Fleet:
         return port, check_user(user)
 
     async def _accepted_key(self, address: str, port: int, accepted_fingerprint: str | None) -> str:
+        if accepted_fingerprint is not None:
+            check_fingerprint(accepted_fingerprint)
         key_line, offered = await self.fetch_host_key(address, port)
         if accepted_fingerprint is None:
             raise FingerprintRequired(address, key_line, offered)
@@ -457,21 +474,38 @@ class Fleet:
                 "it keeps trying by itself"
             ) from None
 
-    async def accept_host_key(self, host_id: str, accepted_fingerprint: str, *, timeout: float = 120.0) -> Host:
-        """Accept a host's new key (reinstalled host) after the admin checked its fingerprint."""
+    async def accept_host_key(self, host_id: str, accepted_fingerprint: str) -> Host:
+        """Accept a host's new key (a reinstalled host, a regenerated key) after the admin checked its
+        fingerprint out of band. The key the host presents now must have that fingerprint and a login
+        with it pinned must work; only then is it stored, and the host's connection starts over with
+        it (a new discovery follows: ``wait_discovered``). Nothing changes otherwise."""
         host = self.store.get(Host, host_id)
         if host is None:
             raise FleetError(f"no host with id {host_id}")
+        if host.simulated:
+            raise FleetError(f"{host.name} is a simulated host: it has no host key to accept")
         key_line = await self._accepted_key(host.address, host.port, accepted_fingerprint)
-        updated = host.model_copy(update={"host_key": key_line, "fingerprint": accepted_fingerprint.strip()})
+        fingerprint = accepted_fingerprint.strip()
+        if host.host_key and fingerprint == host.fingerprint:
+            raise FleetError(f"{host.name}: {fingerprint} is already its accepted key; nothing changed")
+        updated = host.model_copy(update={"host_key": key_line, "fingerprint": fingerprint})
+        try:
+            async with self.gate.slot():
+                probe = await open_connection(self._endpoint(updated), self.ssh_settings)
+        except SshError as error:
+            raise FleetError(f"{host.name} presents {fingerprint}, but logging in with it failed: {error}; "
+                             "nothing changed") from None
         self.store.put(updated)
-        member = self._members.get(host_id)
-        if member is None:
-            if self.started:
-                self._attach(updated)
-        else:
-            member.connection.update_endpoint(self._endpoint(updated))
+        member = self._members.pop(host_id, None)
+        if member is not None:
+            await self._detach(member)
+        self._attach(updated, probe)  # the login just proved is the host's connection: discovered again
         return updated
+
+    async def wait_discovered(self, host_id: str, timeout: float = 120.0) -> Host:
+        """Wait for the host's next discovery after it was (re)attached; FleetError after ``timeout``."""
+        await self._wait_discovered(self.member(host_id), timeout)
+        return self.store.require(Host, host_id)
 
     async def install_key(
         self,

@@ -200,6 +200,36 @@ class Operations:
                       lambda: self._each("remove hosts", ids, self.controller.remove_host, self._host_name),
                       label="Remove")
 
+    def rekey_host(self, host_id: str | None) -> None:
+        """Fetch the key the host presents now and, if the admin confirms it against the fingerprint
+        checked out of band, accept it (Controller.rekey_host: audited, reconnects, rediscovers)."""
+        host = self.db.get(Host, host_id) if host_id else None
+        if host is None or self.app.refuse_readonly("accept host key"):
+            return
+        if host.simulated:
+            self.app.refuse("accept host key", f"{host.name} is a simulated host: it has no host key")
+            return
+
+        def confirm(offered: tuple[str, str]) -> None:
+            new = offered[1]
+            if new == host.fingerprint:
+                self.app.notify(f"{host.name} presents its accepted key {new}: nothing to accept",
+                                title="accept host key")
+                return
+            impact = [f"accepted now: {host.fingerprint or '-'}", f"presented now: {new}",
+                      "Accept only if the new fingerprint is the one you checked on the host itself "
+                      "(ssh-keygen -lf on its host key); kerub-tui then reconnects and discovers it again."]
+            self._confirm(f"Accept the new host key of {host.name}?", impact,
+                          lambda: self.app.perform(f"accept host key of {host.name}",
+                                                   lambda: self.controller.rekey_host(host.id, new),
+                                                   done_message=lambda h: f"{h.name}: new key {h.fingerprint} "
+                                                                          "accepted; connected and discovered"),
+                          label="Accept")
+
+        self.app.perform(f"fetch host key of {host.name}",
+                         lambda: self.controller.fetch_host_key(host.address, host.port),
+                         mutating=False, after=confirm)
+
     # --- disks --------------------------------------------------------------------------------
 
     def delete_disks(self, ids: Sequence[str]) -> None:

@@ -308,6 +308,7 @@ class HostDetailScreen(KerubScreen, inherit_bindings=False):
         Binding("shift+tab", "app.focus_previous", "Previous table", show=False, id="screen.focus_previous"),
         Binding("E", "evacuate", "Evacuate", id="host.evacuate"),
         Binding("ctrl+d", "remove", "Remove", id="host.remove"),
+        Binding("K", "rekey", "Accept new key", show=False, id="host.rekey"),
     ]
 
     DEFAULT_CSS = """
@@ -403,6 +404,9 @@ class HostDetailScreen(KerubScreen, inherit_bindings=False):
 
     def action_remove(self) -> None:
         self.kerub.ops.remove_hosts([self.host_id])
+
+    def action_rekey(self) -> None:
+        self.kerub.ops.rekey_host(self.host_id)
 
     def on_live_table_opened(self, event: LiveTable.Opened) -> None:
         event.stop()

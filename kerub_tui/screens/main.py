@@ -36,6 +36,7 @@ class HostTable(LiveTable):
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("E", "evacuate", "Evacuate", id="hosts.evacuate"),
         Binding("ctrl+d", "remove", "Remove", id="hosts.remove"),
+        Binding("K", "rekey", "Accept new key", show=False, id="hosts.rekey"),
     ]
 
     def action_evacuate(self) -> None:
@@ -43,6 +44,9 @@ class HostTable(LiveTable):
 
     def action_remove(self) -> None:
         self.app.ops.remove_hosts(self.selected_ids())  # type: ignore[attr-defined]
+
+    def action_rekey(self) -> None:
+        self.app.ops.rekey_host(self.cursor_id())  # type: ignore[attr-defined]
 
 
 class VmTable(LiveTable):

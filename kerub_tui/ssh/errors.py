@@ -28,7 +28,8 @@ class HostKeyMismatch(SshError):
             what = f"did not prove the accepted host key {accepted or '(none)'}"
         super().__init__(
             f"{address} {what}{': ' + detail if detail else ''}; refusing to connect "
-            "(if the host was reinstalled, check the new fingerprint out of band and accept it again)"
+            "(if the host was reinstalled or its key regenerated, check the new fingerprint out of band "
+            "and accept it: host rekey)"
         )
 
 
