@@ -37,6 +37,26 @@ def sh(text: str, **kwargs) -> subprocess.CompletedProcess[str]:
     return subprocess.run(["sh", "-c", text], capture_output=True, text=True, timeout=30, **kwargs)
 
 
+def on_open_channel(argv: list[str]) -> tuple[int, bytes, bytes]:
+    """Run a tied command (``argv``) the way sshd does while the channel stays open: its stdin is
+    kept open until the command has ended, then closed. (A stdin at end-of-file from the start is a
+    channel closed at once: the watchdog then kills the command, maybe before it wrote anything.)
+    The wrapper exits by itself when the command ends; stdout and stderr reach end-of-file then."""
+    proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        out = proc.stdout.read()  # small outputs: stderr's pipe cannot fill meanwhile
+        err = proc.stderr.read()
+        status = proc.wait(timeout=30)
+    finally:
+        proc.stdin.close()
+        proc.stdout.close()
+        proc.stderr.close()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    return status, out, err
+
+
 def test_plain_command_for_root_is_sent_as_is():
     assert remote_command("uname -n", user="root", privileged=True, tied=False) == "uname -n"
 
@@ -66,8 +86,8 @@ def test_empty_or_nul_commands_are_refused(bad):
 @pytest.mark.parametrize("value", HOSTILE)
 def test_hostile_values_arrive_intact_through_the_watchdog(value):
     command = f"printf %s {shlex.quote(value)}"
-    result = sh(remote_command(command, user="root", privileged=True, tied=True), input="")
-    assert result.stdout == value
+    status, out, _ = on_open_channel(["sh", "-c", remote_command(command, user="root", privileged=True, tied=True)])
+    assert (status, out.decode()) == (0, value)
     assert not Path("/tmp/pwned").exists()
 
 
@@ -75,18 +95,12 @@ def test_hostile_values_arrive_intact_through_the_watchdog(value):
 @given(st.text(alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\0"), max_size=40))
 def test_any_text_survives_the_wrapping(value):
     command = f"printf %s {shlex.quote(value)}"
-    result = subprocess.run(
-        ["sh", "-c", remote_command(command, user="root", privileged=False, tied=True)],
-        capture_output=True, timeout=30, input=b"",
-    )
-    assert result.stdout.decode() == value
+    status, out, _ = on_open_channel(["sh", "-c", remote_command(command, user="root", privileged=False, tied=True)])
+    assert (status, out.decode()) == (0, value)
 
 
 def test_watchdog_passes_exit_status_and_both_streams():
-    proc = subprocess.Popen(tie_to_channel("echo out; echo err >&2; exit 7"), stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    out, err = proc.communicate(timeout=30)  # communicate closes stdin: the command had ended anyway
-    assert (proc.returncode, out, err) == (7, "out\n", "err\n")
+    assert on_open_channel(tie_to_channel("echo out; echo err >&2; exit 7")) == (7, b"out\n", b"err\n")
 
 
 def test_watchdog_gives_the_command_an_empty_stdin():
