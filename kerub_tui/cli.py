@@ -749,7 +749,7 @@ def _one_line(error: BaseException) -> str:
 
 
 async def run_in_controller(argv: list[str], controller: Controller, env: dict[str, str] | None = None,
-                            secret: str | None = None, cwd: str | None = None, *,
+                            cwd: str | None = None, *,
                             progress: Callable[[str], None] | None = None,
                             peer_uid: int | None = None) -> tuple[int, str, str]:
     """Run one command line against a live controller (the control socket's ``cli`` method);
@@ -761,7 +761,7 @@ async def run_in_controller(argv: list[str], controller: Controller, env: dict[s
     try:
         args = build_parser().parse_args(argv)
         args.client_env = env or {}
-        args.secret = secret
+        args.secret = None  # a password never travels through the socket (control.NO_SECRETS)
         args.progress = progress
         args.peer_uid = peer_uid
         if args.command not in COMMANDS:

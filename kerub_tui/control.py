@@ -141,7 +141,12 @@ def _change_message(change: Change) -> dict[str, Any]:
 # --- server -----------------------------------------------------------------------------------
 
 
-CliRunner = Callable[..., Awaitable[tuple[int, str, str]]]  # (argv, controller, env, secret, cwd=, *, progress, peer_uid)
+CliRunner = Callable[..., Awaitable[tuple[int, str, str]]]  # (argv, controller, env, cwd=, *, progress, peer_uid)
+# A password never travels through the socket (issue 17 item 3): a request carrying one is refused
+# before anything runs; `host add --install-key` uses the password in the process it was typed in.
+SECRET_PARAMETERS = frozenset({"password", "secret"})
+NO_SECRETS = ("a password never travels through the control socket: nothing was run "
+              "(host add --install-key asks for it and uses it in the command line's own process)")
 
 
 class ControlServer:
@@ -262,14 +267,13 @@ class ControlServer:
             env = params.get("env") or {}
             if not isinstance(env, dict) or not all(k in DISPLAY_ENV and isinstance(v, str) for k, v in env.items()):
                 raise ValueError("cli: env may only carry " + ", ".join(DISPLAY_ENV))
-            secret = params.get("secret")
-            if secret is not None and not isinstance(secret, str):
-                raise ValueError("cli: secret must be text")
+            if "secret" in params:
+                raise BadRequest(f"cli: {NO_SECRETS}")
             extra = {} if caller is None else {"progress": caller.progress, "peer_uid": caller.uid}
             cwd = params.get("cwd")
             if cwd is not None and not (isinstance(cwd, str) and os.path.isabs(cwd) and "\0" not in cwd):
                 raise BadRequest("cli: cwd must be an absolute path")
-            code, out, err = await self.cli_runner(argv, controller, env, secret, cwd=cwd, **extra)
+            code, out, err = await self.cli_runner(argv, controller, env, cwd=cwd, **extra)
             return {"exit": code, "stdout": out, "stderr": err}
         if method == "call":
             name = params.get("name")
@@ -279,6 +283,9 @@ class ControlServer:
             kwargs = _decode(params.get("kwargs") or {})
             if not isinstance(args, list) or not isinstance(kwargs, dict):
                 raise BadRequest(f"{name}: args must be a list and kwargs an object")
+            carried = SECRET_PARAMETERS & set(kwargs)
+            if carried:
+                raise BadRequest(f"{name}: {NO_SECRETS} ({', '.join(sorted(carried))} refused)")
             action = getattr(self.controller, name)
             _check_arguments(name, action, args, kwargs)
             result = action(*args, **kwargs)

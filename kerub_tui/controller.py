@@ -874,7 +874,8 @@ class Controller:
         try:
             return await self._fleet().fetch_host_key(address, port)
         except (FleetError, SshError, InvalidName, OSError) as error:
-            raise ActionError(f"{address}: {error}") from None
+            text = str(error)
+            raise ActionError(text if text.startswith(address) else f"{address}: {text}") from None
 
     async def add_host(self, *, name: str, address: str, port: int | None = None, user: str | None = None,
                        identity: str | None = None, fingerprint: str, dedicated: bool = False,
