@@ -240,7 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
         dest="action", metavar="ACTION", required=True, parser_class=_Parser)
     iimport = image.add_parser("import", help="bring a file from this machine (or --from HOST:PATH) into "
                                               "kerub-tui's image storage on a host")
-    iimport.add_argument("file", nargs="?", metavar="FILE")
+    iimport.add_argument("file", nargs="?", metavar="FILE", type=_path)
     iimport.add_argument("--name", help="name of the image (default: the file name without its extension)")
     iimport.add_argument("--host", help="the host to keep it on (default: the connected host with the most room)")
     iimport.add_argument("--from", dest="from_", metavar="HOST:PATH", help="a file already on a host")

@@ -418,6 +418,36 @@ def run_cli_remote(data_dir: Path | str, argv: list[str], readonly: bool = False
     return int(result["exit"]), result["stdout"], result["stderr"]
 
 
+async def cli_remote(data_dir: Path | str, argv: list[str],
+                     progress: Callable[[str], None] | None = None) -> tuple[int, str, str]:
+    """run_cli_remote for a caller with a loop (a console): on a connection of its own, without
+    blocking the loop; ``progress`` gets the command's progress lines on the loop's thread."""
+    sock = connect(data_dir)
+    if sock is None:
+        raise ActionError(f"no controller answers on {socket_path(data_dir)} any more")
+    reader, writer = await asyncio.open_unix_connection(sock=sock, limit=_LINE_LIMIT)
+    try:
+        await _send(writer, {"id": 1, "method": "cli", "params": {"argv": argv, "env": display_env(),
+                                                                    "cwd": os.getcwd()}})
+        while line := await reader.readline():
+            message = json.loads(line)
+            if isinstance(message, dict) and "progress" in message and "result" not in message:
+                if progress is not None:
+                    progress(str(message["progress"]))
+                continue
+            break
+    finally:
+        writer.close()
+        with contextlib.suppress(Exception):
+            await writer.wait_closed()
+    if not line:
+        raise ActionError("the controller closed the control socket without answering")
+    if "error" in message:
+        raise ActionError(message["error"])
+    result = message["result"]
+    return int(result["exit"]), result["stdout"], result["stderr"]
+
+
 class RemoteController:
     """The controller API, served by another process through its control socket.
 
@@ -512,6 +542,40 @@ class RemoteController:
         await _send(self._writer, {"id": self._next_id, "method": "call",
                                    "params": {"name": name, "args": _encode(list(args)), "kwargs": _encode(kwargs)}})
         return await future
+
+    async def import_image(self, path: str, *, name: str | None = None, host: str | None = None,
+                           progress: Callable[[Any], None] | None = None) -> Any:
+        """``image import`` by the controller, as the command line asks for it: on a connection of its
+        own (an import takes minutes; this console's connection keeps serving), the file named by its
+        absolute path here and checked by opening it (the controller reads that file, of that device
+        and inode, or refuses), its progress lines handed to ``progress``. The imported image once this
+        console's mirror holds it."""
+        from .core.models import VirtualStorageDevice
+
+        if self.readonly:
+            raise ActionError("read-only mode: nothing can be changed (started with --readonly)")
+        path = os.path.abspath(os.path.expanduser(path))
+        try:
+            with open(path, "rb") as stream:
+                info = os.fstat(stream.fileno())
+        except OSError as error:
+            raise ActionError(f"cannot read {path}: {error.strerror or error}") from None
+        argv = ["image", "import", path, "--client-file", path, "--client-file-id", f"{info.st_dev}:{info.st_ino}"]
+        argv += [*(["--name", name] if name else []), *(["--host", host] if host else [])]
+        code, out, err = await cli_remote(self.data_dir, argv, progress=progress)
+        if code != 0:
+            lines = err.strip().splitlines() or ["the import failed"]
+            raise ActionError(lines[-1].removeprefix("kerub-tui: "))
+        imported = name or next((line.split()[2] for line in out.splitlines() if line.startswith("imported image ")),
+                                None)
+        for _ in range(500):  # the change feed carries the new documents to the mirror soon after the answer
+            image = self.db.find_by_name(VirtualStorageDevice, imported) if imported else None
+            if image is not None or self.disconnected.is_set():
+                break
+            await asyncio.sleep(0.02)
+        if image is None:
+            raise ActionError(f"the controller imported {imported}, but this console has not seen it yet")
+        return image
 
     def __getattr__(self, name: str) -> Callable[..., Awaitable[Any]]:
         if name in REMOTE_ACTIONS:

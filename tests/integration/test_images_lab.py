@@ -351,3 +351,58 @@ async def test_a_dropped_connection_leaves_nothing(clean_images, tmp_path):
         h0.start_sshd()
     wait_for(lambda: listing(h0) == [], "the host to remove the partial file")
     assert images(env) == []
+
+
+# --- through a running controller ------------------------------------------------------------------
+
+
+async def test_import_through_a_running_controller_works_like_the_local_one(clean_images, tmp_path, monkeypatch):
+    """While `serve` runs, `image import` with a file name relative to the caller's directory (not the
+    controller's) imports that file, with progress; and so does a console attached to the controller
+    (RemoteController.import_image, the :images view's `i`), on a connection of its own."""
+    from kerub_tui.control import RemoteController
+
+    (h0, h1), env, _ = clean_images
+    client = tmp_path / "client"
+    client.mkdir()
+    iso = make_iso(client / "install.iso")
+    qcow2 = make_qcow2(client / "base.qcow2", "32M")
+    serve = subprocess.Popen([sys.executable, "-m", "kerub_tui", "serve"], env=env, cwd="/",
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        await asyncio.to_thread(wait_for, lambda: (Path(env["KERUB_TUI_DATA"]) / "control.sock").exists(),
+                                "the control socket")
+        result = await asyncio.to_thread(
+            subprocess.run, [sys.executable, "-m", "kerub_tui", "image", "import", "install.iso", "--host", h0.name],
+            env=env, cwd=client, capture_output=True, text=True, timeout=240)
+        assert result.returncode == 0, result.stderr
+        assert "imported image install (iso" in result.stdout
+        assert " of " in result.stderr and "done in" in result.stderr  # progress lines from the controller
+
+        monkeypatch.chdir(client)
+        console = RemoteController(env["KERUB_TUI_DATA"])
+        await console.start()
+        try:
+            lines: list[str] = []
+            image = await console.import_image("base.qcow2", name="base", host=h1.name, progress=lines.append)
+            assert image.name == "base" and image.image.format == "qcow2"
+            assert image.image.sha256 == sha256(qcow2)
+            assert lines and "done in" in lines[-1], lines
+            with pytest.raises(ActionError, match="already exists"):
+                await console.import_image("base.qcow2", name="base", host=h1.name)
+            with pytest.raises(ActionError, match="cannot read"):
+                await console.import_image("missing.qcow2", host=h1.name)
+        finally:
+            await console.stop()
+
+        docs = {d["name"]: d for d in await asyncio.to_thread(images, env)}  # asked through the controller
+        assert sorted(docs) == ["base", "install"]
+        assert docs["install"]["image"]["sha256"] == sha256(iso)
+        on_host = h1.run(f"sha256sum {IMAGES_DIR}/*.qcow2", check=True).stdout.split()[0]
+        assert on_host == sha256(qcow2)
+        assert temp_files(h0) == [] and temp_files(h1) == []
+        assert serve.poll() is None
+    finally:
+        if serve.poll() is None:
+            serve.send_signal(signal.SIGTERM)
+            serve.wait(timeout=60)
