@@ -1,3 +1,3 @@
-from .cli import main
+from .cli_args import main
 
 raise SystemExit(main())
