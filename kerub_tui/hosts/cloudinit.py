@@ -150,6 +150,17 @@ def read_local_text(path: str, what: str) -> str:
         raise ValueError(f"{what} {path} is not UTF-8 text") from None
 
 
+def remove_seed_command(path: str) -> str:
+    """On the host: a seed file removed (nothing else: only a file named as a seed is accepted)."""
+    from .fileimage import check_path
+
+    check_path(path, "seed path")
+    directory, _, name = path.rpartition("/")
+    if directory != SEED_DIR or not re.fullmatch(r"kerub-seed-[A-Za-z0-9][A-Za-z0-9._:-]{0,127}-[0-9a-f]{16}\.iso", name):
+        raise ValueError(f"{path!r} is not a kerub-tui seed file")
+    return f"rm -f -- {shlex.quote(path)}"
+
+
 def write_seed_command(path: str, pattern: str) -> str:
     """On the host: the seed ISO from standard input into ``path`` (a temporary file renamed into
     place, so a cut transfer leaves no half seed), then the VM's older seeds there removed. The

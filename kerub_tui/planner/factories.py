@@ -555,6 +555,12 @@ def _unshare(state: OperationalState, p: Problem) -> list[Candidate]:
     return _single(state, [UnshareIscsi(p.host_id, int(p.detail))])
 
 
+def _remove_seed(state: OperationalState, p: Problem) -> list[Candidate]:
+    from .image_steps import RemoveSeed
+
+    return _single(state, [RemoveSeed(p.subject_id, p.host_id, p.detail)])
+
+
 def _restart_elsewhere(state: OperationalState, p: Problem) -> list[Candidate]:
     return placement_candidates(state, p.subject_id, exclude=p.host_id)
 
@@ -584,6 +590,7 @@ PROBLEM_FACTORIES: dict[str, Callable[[OperationalState, Problem], list[Candidat
     "unused-export": _unexport,
     "unused-mount": _unmount,
     "unused-iscsi-target": _unshare,
+    "unused-seed": _remove_seed,
     "vm-lost-with-host": _restart_elsewhere,
     "undersized-allocation": _grow_allocation,
 }

@@ -282,5 +282,65 @@ class WriteSeed(Step):
         return [ShellOp(self.host, command, input=lambda: cloudinit.vm_seed(vm))]
 
 
-__all__ = ["CloneImageOverlay", "CloneImageToLv", "WriteSeed", "backing_blocks_removal", "image_clone_steps",
-           "overlay_users", "seed_missing", "seed_on", "seed_steps"]
+def unused_seeds(state: OperationalState, host_id: str) -> list[tuple[SeedFile, str]]:
+    """The seeds a host keeps that no VM will boot with, and why: their VM was deleted, or no longer
+    has cloud-init settings and does not run there."""
+    out = []
+    for seed in _config_list(state, host_id, "seeds"):
+        vm = state.vms.get(seed.vm_id)
+        if vm is None:
+            out.append((seed, "of a VM that was deleted"))
+        elif vm.cloud_init is None and state.vm_host(vm.id) != host_id:
+            out.append((seed, f"of {vm.name}, which has no cloud-init settings any more"))
+    return out
+
+
+@step_type
+@dataclass(frozen=True)
+class RemoveSeed(Step):
+    """A seed no VM will boot with removed from its host (and from the host's configuration)."""
+
+    type: ClassVar[str] = "remove-seed"
+    vm: str
+    host: str
+    path: str
+
+    def _seed(self, state: OperationalState) -> SeedFile | None:
+        return next((s for s in _config_list(state, self.host, "seeds") if s.vm_id == self.vm and s.path == self.path),
+                    None)
+
+    def blocked(self, state: OperationalState) -> str | None:
+        if self._seed(state) is None:
+            return f"{state.host_name(self.host)} keeps no seed {self.path}"
+        if state.vm_host(self.vm) == self.host:
+            return f"{state.vm_name(self.vm)} runs on {state.host_name(self.host)} with this seed"
+        vm = state.vms.get(self.vm)
+        if vm is not None and vm.cloud_init is not None:
+            return f"{vm.name} has cloud-init settings: its seed stays"
+        return _host_down(state, self.host)
+
+    def take(self, state: OperationalState) -> OperationalState:
+        seeds = [s for s in _config_list(state, self.host, "seeds") if not (s.vm_id == self.vm and s.path == self.path)]
+        return state.apply([_host_config(state, self.host, seeds=seeds)])
+
+    def touched(self) -> Touched:
+        return Touched(hosts=frozenset({self.host}))
+
+    def reservations(self) -> list[Reservation]:
+        return [Reservation("seed", f"{self.host}/{self.vm}")]
+
+    def cost(self, state: OperationalState) -> Cost:
+        return Cost(time_seconds=0.5)
+
+    def describe(self, state: OperationalState) -> str:
+        return f"remove the unused cloud-init seed {self.path} from {state.host_name(self.host)}"
+
+    def effect(self, state: OperationalState) -> str:
+        return f"{state.host_name(self.host)} keeps no seed {self.path}"
+
+    def operations(self, state: OperationalState) -> list[Operation]:
+        return [ShellOp(self.host, cloudinit.remove_seed_command(self.path))]
+
+
+__all__ = ["CloneImageOverlay", "CloneImageToLv", "RemoveSeed", "WriteSeed", "backing_blocks_removal",
+           "image_clone_steps", "overlay_users", "seed_missing", "seed_on", "seed_steps", "unused_seeds"]

@@ -165,6 +165,19 @@ def unused_shares(state: OperationalState, host_id: str) -> list[Problem]:
     return out
 
 
+@detector("unused-seed")
+def unused_seed(state: OperationalState, host_id: str) -> list[Problem]:
+    """A cloud-init seed left on a host that no VM will boot with (its VM deleted, or without
+    cloud-init now): it holds the VM's user data, which can hold secrets."""
+    from .image_steps import unused_seeds
+
+    if not state.host_up(host_id):
+        return []
+    name = state.host_name(host_id)
+    return [Problem("unused-seed", host_id, seed.vm_id, seed.path, f"{name} keeps the cloud-init seed {seed.path} {why}")
+            for seed, why in sorted(unused_seeds(state, host_id), key=lambda item: item[0].path)]
+
+
 @detector("host-down")
 def host_down_with_vms(state: OperationalState, host_id: str) -> list[Problem]:
     status = state.host_status(host_id)

@@ -100,7 +100,15 @@ async def test_iso_install_boots_cdrom_first_under_tcg_and_ejects_live(clean_lab
 # --- clones of an image, the cloud-init seed, vm clone --------------------------------------------
 
 from kerub_tui.controller import Controller  # noqa: E402
-from kerub_tui.core.models import AuditEntry, CloudInit, Event, Plan, VirtualMachineDynamic, VmStatus  # noqa: E402
+from kerub_tui.core.models import (  # noqa: E402
+    AuditEntry,
+    CloudInit,
+    Event,
+    HostConfiguration,
+    Plan,
+    VirtualMachineDynamic,
+    VmStatus,
+)
 from kerub_tui.hosts.cloudinit import read_seed  # noqa: E402
 from kerub_tui.planner.commitments import build_state  # noqa: E402
 from kerub_tui.planner.steps import RemoveFileImage  # noqa: E402
@@ -248,4 +256,15 @@ async def test_overlay_clone_with_a_cloud_init_seed(clean_lab, tmp_path):
             # no secret in plans, the audit log or events
             for doc in [*c.db.list(Plan), *c.db.list(AuditEntry), *c.db.list(Event)]:
                 assert SECRET not in doc.model_dump_json()
-            lab2.run(f"rm -f {path}")
+
+            # stopped and deleted: its seed (the user data, a secret) goes from the host through a plan
+            await c.set_vm_availability("ovl", up=False)
+            stop = await proposal(c, lambda p: "stop-vm" in step_types(p), "the stop of ovl")
+            assert (await carry_out(c, stop)).status is PlanStatus.done
+            await until(lambda: (d := c.db.get(VirtualMachineDynamic, vm.id)) is None or d.status is VmStatus.down,
+                        "ovl down")
+            await c.delete_vm("ovl")
+            cleanup = await proposal(c, lambda p: "remove-seed" in step_types(p), "the removal of ovl's seed")
+            assert (await carry_out(c, cleanup)).status is PlanStatus.done
+            assert lab2.run(f"test -e {path}").returncode == 1
+            assert c.db.get(HostConfiguration, host.id).seeds == []

@@ -39,7 +39,7 @@ def test_registries_cover_every_type() -> None:
     from kerub_tui.core.expectations import DISK_EXPECTATION_TYPES, VM_EXPECTATION_TYPES
 
     assert set(VIOLATION_FACTORIES) == set(VM_EXPECTATION_TYPES) | set(DISK_EXPECTATION_TYPES)
-    assert len(PROBLEM_FACTORIES) == 12
+    assert len(PROBLEM_FACTORIES) == 13
 
 
 def test_availability_up_places_best_first_and_respects_the_policy() -> None:

@@ -207,3 +207,49 @@ def test_an_image_copy_smaller_than_its_virtual_size_is_no_undersized_allocation
     f.put(VirtualStorageDeviceDynamic(id=disk_id("deb"), allocations=[FileAllocation(
         host_id=host_id("h1"), capability_id=FILE_CAP.id, path=IMAGE_PATH, format="qcow2", actual_size=300 << 20)]))
     assert [p for p in all_problems(f.state()) if p.type == "undersized-allocation"] == []
+
+
+def test_a_seed_no_vm_will_boot_with_is_removed_from_its_host_by_a_plan():
+    """A deleted VM's seed (its user data can hold secrets) and the seed of a VM whose cloud-init
+    settings were taken away, while it does not run there: a plan removes each file and forgets it; the
+    seed of a VM that still has cloud-init settings stays."""
+    from kerub_tui.core.models import HostConfiguration
+    from kerub_tui.hosts.cloudinit import SEED_DIR, remove_seed_command
+    from kerub_tui.planner.image_steps import RemoveSeed, unused_seeds
+    from kerub_tui.planner.problems import all_problems
+
+    gone = SeedFile(vm_id="vm-deleted-0001", path=f"{SEED_DIR}/kerub-seed-vm-deleted-0001-{'1' * 16}.iso",
+                    digest="1" * 64)
+    f = fleet([FILE_CAP], cloud_init=CloudInit(ssh_keys=[KEY]), clone=False)
+    vm = f.docs[("vm", vm_id("web"))]
+    kept = SeedFile(vm_id=vm.id, path=seed_path(vm.id, seed_digest(vm)), digest=seed_digest(vm))
+    f.put(HostConfiguration(id=host_id("h1"), seeds=[gone, kept]))
+    state = f.state()
+    assert [(s, why) for s, why in unused_seeds(state, host_id("h1"))] == [(gone, "of a VM that was deleted")]
+    [problem] = [p for p in all_problems(state) if p.type == "unused-seed"]
+    assert problem.detail == gone.path and "was deleted" in problem.reason
+    steps, plan = plan_steps(state)
+    assert sorted(s.type for s in steps) == ["remove-seed", "start-vm"]  # web starts with the seed it has
+    [remove] = [s for s in steps if s.type == "remove-seed"]
+    assert isinstance(remove, RemoveSeed) and remove.path == gone.path
+    [op] = remove.operations(state)
+    assert op.command == f"rm -f -- {gone.path}" == remove_seed_command(gone.path)
+    after = remove.take(state)
+    assert after.host_config[host_id("h1")].seeds == [kept]
+    assert "keeps no seed" in remove.blocked(after)
+    # web's cloud-init settings taken away while it is down: its seed goes too
+    f.put(after.host_config[host_id("h1")])
+    f.put(vm.evolve(cloud_init=None))
+    state = f.state()
+    assert [s for s, _ in unused_seeds(state, host_id("h1"))] == [kept]
+    assert "runs on h1" in RemoveSeed(vm.id, host_id("h1"), kept.path).blocked(_running_on_h1(f, vm.id))
+    for bad in ("/etc/passwd", f"{SEED_DIR}/../x.iso", f"{SEED_DIR}/kerub-seed-x-$(reboot).iso"):
+        with pytest.raises(ValueError):
+            remove_seed_command(bad)
+
+
+def _running_on_h1(f: Fleet, vm: str):
+    from kerub_tui.core.models import VirtualMachineDynamic, VmStatus
+
+    f.put(VirtualMachineDynamic(id=vm, status=VmStatus.up, host_id=host_id("h1")))
+    return f.state()

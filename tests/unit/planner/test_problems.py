@@ -31,10 +31,11 @@ def test_every_problem_type_has_a_factory() -> None:
         "vm-on-recycling-host", "allocation-on-recycling-host", "vm-on-end-of-life-host",
         "allocation-on-end-of-life-host", "allocation-on-failing-device", "cpu-overheat", "thin-pool-almost-full",
         "unused-export", "unused-mount", "unused-iscsi-target", "vm-lost-with-host", "undersized-allocation",
+        "unused-seed",
     }
     assert set(PROBLEM_FACTORIES) == found_types
     assert sorted(DETECTORS) == ["end-of-life", "failing-device", "host-down", "overheat", "recycling", "thin-pool",
-                                 "undersized-allocation", "unused-share"]
+                                 "undersized-allocation", "unused-seed", "unused-share"]
 
 
 def test_nothing_wrong_nothing_found() -> None:

@@ -112,7 +112,7 @@ def test_registry_covers_the_issue_list() -> None:
         "copy-allocation", "nfs-export", "nfs-unexport", "nfs-mount", "nfs-unmount", "iscsi-share",
         "iscsi-unshare", "ksm", "power-down", "wake-host", "ssh-trust",
         "remove-orphan-lv", "remove-orphan-file",  # reconcile's cleanup after a crash
-        "clone-image-overlay", "clone-image-lv", "write-seed",  # planner/image_steps.py
+        "clone-image-overlay", "clone-image-lv", "write-seed", "remove-seed",  # planner/image_steps.py
     ])
 
 
@@ -342,7 +342,7 @@ def test_ksm_power_and_trust() -> None:
     assert trust.blocked(s4) == "h1 already trusts h2"
 
 
-from kerub_tui.planner.image_steps import CloneImageOverlay, CloneImageToLv, WriteSeed  # noqa: E402
+from kerub_tui.planner.image_steps import CloneImageOverlay, CloneImageToLv, RemoveSeed, WriteSeed  # noqa: E402
 
 ALL_STEPS: list[Step] = [
     StartVm("vm-idle", "host-h2"), StopVm("vm-web", "host-h1"), PauseVm("vm-web", "host-h1"),
@@ -375,6 +375,7 @@ ALL_STEPS: list[Step] = [
                       "/var/lib/kerub/d.qcow2", "qcow2"),
     CloneImageToLv("disk-new", "host-h1", "lvm:vg0", "vg0", "kerub-new", GIB, "disk-d", "/dev/vg0/kerub-d", "raw"),
     WriteSeed("vm-idle", "host-h1", "a" * 64, "/var/lib/kerub-tui/seeds/kerub-seed-vm-idle-aaaaaaaaaaaaaaaa.iso"),
+    RemoveSeed("vm-gone", "host-h1", "/var/lib/kerub-tui/seeds/kerub-seed-vm-gone-aaaaaaaaaaaaaaaa.iso"),
 ]
 
 
