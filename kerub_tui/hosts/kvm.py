@@ -206,7 +206,7 @@ def domain_xml(
     host-model can fail to start on nested hosts (seen: qemu "failed to set MSR 0x10a") and does not
     exist under TCG; host-model or host-passthrough may be asked for on kvm.
     ``seed`` is the path of the VM's cloud-init seed on this host (a cidata ISO): attached read-only
-    as one more SATA CD-ROM, after the VM's own disks."""
+    as one more CD-ROM on virtio-scsi, after the VM's own disks."""
     name = check_name(vm.name, "VM name")
     if domain_type not in DOMAIN_TYPES:
         raise ValueError(f"domain type {domain_type!r} must be one of {DOMAIN_TYPES}")
@@ -283,11 +283,14 @@ def domain_xml(
         _sub(disk, "source", file=_text(check_path(seed, "seed path"), "seed path"))
         index = counters.get("sd", 0)
         counters["sd"] = index + 1
-        _sub(disk, "target", dev=target_dev("sata", index), bus="sata")
+        # on virtio-scsi, not SATA: Debian's cloud kernel (linux-image-cloud-amd64) has no AHCI driver,
+        # so a SATA CD-ROM is invisible to it and cloud-init falls back to no datasource (seen on the
+        # lab); virtio-scsi is in every cloud kernel and on every machine type (q35 has no IDE)
+        _sub(disk, "target", dev=target_dev("scsi", index), bus="scsi")
         _sub(disk, "readonly")
         _sub(disk, "serial", "cidata")
         _sub(disk, "alias", name="ua-cloud-init-seed")
-    if "sd" in counters and any(link.bus == "scsi" for link in vm.disks):
+    if seed is not None or any(link.bus == "scsi" for link in vm.disks):
         _sub(devices, "controller", type="scsi", model="virtio-scsi")
 
     nics = list(vm.nics) if vm.nics else list(nics_default or [])

@@ -337,6 +337,15 @@ def _install_grub(work: Path, raw: Path, fs_uuid: str) -> None:
         f.write(core_bytes)
 
 
+def sha256_of(path: Path) -> str:
+    """The sha256 of a file (hex), read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 # ---------------------------------------------------------------- NoCloud seeds
 
 
