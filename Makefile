@@ -1,14 +1,18 @@
-# kerub-tui: `make run` opens the console, `make test` runs the whole suite, `make bench` the benchmarks.
-# Each installs what is missing first: system packages (apt-get, as root), .venv, the Python packages.
+# kerub-tui: `make run` opens the console, `make test` runs the whole suite, `make check` the lint and
+# type gates (ruff, mypy), `make bench` the benchmarks.
+# Each installs what is missing first: system packages (apt-get, as root), .venv, the Python packages
+# at the exact versions of constraints.txt.
 
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 BASE_PACKAGES := tools/packages-base.txt
 LAB_PACKAGES := tests/lab/packages.txt tools/packages-test.txt
+CONSTRAINTS := constraints.txt
+PIP_INSTALL := $(PY) -m pip install -q -c $(CONSTRAINTS)
 ARGS ?=
 
-.PHONY: run demo test bench system-base system-lab clean
+.PHONY: run demo test check bench system-base system-lab clean
 
 run: $(VENV)/.stamp-run
 	$(PY) -m kerub_tui $(ARGS)
@@ -19,6 +23,12 @@ demo: $(VENV)/.stamp-run
 
 test: system-lab $(VENV)/.stamp-test
 	$(PY) -m pytest $(ARGS)
+
+# The gates CI runs before the tests: lint (ruff, rule set in pyproject.toml) and types (mypy, strict on
+# core/ and planner/). ARGS go to neither: run `$(VENV)/bin/ruff check --fix` yourself to apply fixes.
+check: $(VENV)/.stamp-check
+	$(VENV)/bin/ruff check kerub_tui tests bench
+	$(VENV)/bin/mypy
 
 bench: system-lab $(VENV)/.stamp-bench
 	@for b in bench/store.py bench/planner.py bench/ssh.py bench/console.py bench/fleet.py; do \
@@ -37,16 +47,20 @@ $(VENV)/bin/python:
 	$(PY) -m pip install -q --upgrade pip
 
 # Re-install only when the project's metadata changed (the package itself is installed editable).
-$(VENV)/.stamp-run: pyproject.toml $(VENV)/bin/python | system-base
-	$(PY) -m pip install -q -e .
+$(VENV)/.stamp-run: pyproject.toml $(CONSTRAINTS) $(VENV)/bin/python | system-base
+	$(PIP_INSTALL) -e .
 	@touch $@
 
-$(VENV)/.stamp-test: pyproject.toml $(VENV)/bin/python
-	$(PY) -m pip install -q -e '.[test]'
+$(VENV)/.stamp-test: pyproject.toml $(CONSTRAINTS) $(VENV)/bin/python
+	$(PIP_INSTALL) -e '.[test]'
 	@touch $@ $(VENV)/.stamp-run
 
-$(VENV)/.stamp-bench: pyproject.toml $(VENV)/bin/python
-	$(PY) -m pip install -q -e '.[test,bench]'
+$(VENV)/.stamp-check: pyproject.toml $(CONSTRAINTS) $(VENV)/bin/python
+	$(PIP_INSTALL) -e '.[test,check]'
+	@touch $@ $(VENV)/.stamp-test $(VENV)/.stamp-run
+
+$(VENV)/.stamp-bench: pyproject.toml $(CONSTRAINTS) $(VENV)/bin/python
+	$(PIP_INSTALL) -e '.[test,bench]'
 	@touch $@ $(VENV)/.stamp-test $(VENV)/.stamp-run
 
 clean:
