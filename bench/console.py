@@ -61,7 +61,7 @@ def build_store(data_dir: Path, hosts: int, vms: int) -> None:
     from kerub_tui.core.store import Store
 
     rng = random.Random(42)
-    now = dt.datetime(2024, 5, 1, tzinfo=dt.timezone.utc)
+    now = dt.datetime(2024, 5, 1, tzinfo=dt.UTC)
     docs: list = []
     host_ids = [f"host-{n:05d}" for n in range(hosts)]
     for n, host_id in enumerate(host_ids):
@@ -116,7 +116,7 @@ class Load:
         self.count += 1
         if self.count % 2:
             dyn = self.rng.choice(self.hosts)
-            when = (dyn.last_seen or dt.datetime.now(dt.timezone.utc)) + dt.timedelta(seconds=self.count / 1000)
+            when = (dyn.last_seen or dt.datetime.now(dt.UTC)) + dt.timedelta(seconds=self.count / 1000)
             new = dyn.model_copy(update={"cpu_idle": self.rng.uniform(5, 95), "last_seen": when})
         else:
             dyn = self.rng.choice(self.vms)

@@ -43,7 +43,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.console import Painter, key_latencies, percentile, rss_kib  # noqa: E402
+from bench.console import Painter, key_latencies, percentile, rss_kib
 
 GIB = 1 << 30
 MIB = 1 << 20

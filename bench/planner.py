@@ -19,8 +19,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from kerub_tui.core.expectations import parse_spec  # noqa: E402
-from kerub_tui.core.models import (  # noqa: E402
+from kerub_tui.core.expectations import parse_spec
+from kerub_tui.core.models import (
     CpuInfo,
     Document,
     Host,
@@ -36,9 +36,9 @@ from kerub_tui.core.models import (  # noqa: E402
     VirtualMachineDynamic,
     VmStatus,
 )
-from kerub_tui.planner.checkers import capacity_rejection, placement_rejections  # noqa: E402
-from kerub_tui.planner.search import Evaluation, search  # noqa: E402
-from kerub_tui.planner.state import OperationalState, host_memory_reserve  # noqa: E402
+from kerub_tui.planner.checkers import capacity_rejection, placement_rejections
+from kerub_tui.planner.search import Evaluation, search
+from kerub_tui.planner.state import OperationalState, host_memory_reserve
 
 GIB = 1 << 30
 SEED = 20250601
@@ -69,8 +69,11 @@ def make_instance(hosts: int, pending: int, *, seed: int = SEED, per_host: int =
                                        size_bytes=2000 * GIB, free_bytes=2000 * GIB)],
             hypervisor=HypervisorInfo(kvm=True, domain_types=["kvm"], guest_arches=["x86_64"]),
         )
-        docs += [Host(id=hid, name=f"h{i:04d}", address=f"10.{i // 250}.{i % 250}.1", dedicated=True, capabilities=caps),
-                 HostDynamic(id=hid, status=HostStatus.up), HostConfiguration(id=hid)]
+        docs += [
+            Host(id=hid, name=f"h{i:04d}", address=f"10.{i // 250}.{i % 250}.1", dedicated=True, capabilities=caps),
+            HostDynamic(id=hid, status=HostStatus.up),
+            HostConfiguration(id=hid),
+        ]
     # 10 VMs per host on average: a fifth of the hosts empty, the others share the load unevenly
     busy = [h for h in host_ids if rng.random() > 0.2] or host_ids[:1]
     running = per_host * hosts

@@ -23,10 +23,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from kerub_tui.core.store import Store  # noqa: E402
-from kerub_tui.hosts.fleet import Fleet  # noqa: E402
-from kerub_tui.ssh import SshSettings  # noqa: E402
-from tests.lab import Lab, missing_prerequisites  # noqa: E402
+from kerub_tui.core.store import Store
+from kerub_tui.hosts.fleet import Fleet
+from kerub_tui.ssh import SshSettings
+from tests.lab import Lab, missing_prerequisites
 
 COUNTS = (1, 10, 30)
 SETTINGS = SshSettings(config=())

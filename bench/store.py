@@ -21,9 +21,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from kerub_tui.core import integrity  # noqa: E402
-from kerub_tui.core.models import VirtualMachine, parse_document  # noqa: E402
-from kerub_tui.core.store import Store  # noqa: E402
+from kerub_tui.core import integrity
+from kerub_tui.core.models import VirtualMachine, parse_document
+from kerub_tui.core.store import Store
 
 N = 10_000
 

@@ -45,7 +45,7 @@ class BackupInfo:
     generation: int
 
     def age(self) -> float:
-        return (dt.datetime.now(dt.timezone.utc) - self.taken).total_seconds()
+        return (dt.datetime.now(dt.UTC) - self.taken).total_seconds()
 
     def describe(self) -> str:
         return f"{self.path.name} ({self.taken:%Y-%m-%d %H:%M:%S} UTC, generation {self.generation})"
@@ -67,7 +67,7 @@ class Backups:
             match = _NAME.match(name)
             if match:
                 taken = dt.datetime.strptime(match[1], "%Y%m%dT%H%M%S").replace(
-                    microsecond=int(match[2]), tzinfo=dt.timezone.utc)
+                    microsecond=int(match[2]), tzinfo=dt.UTC)
                 found.append(BackupInfo(self.dir / name, taken, int(match[3])))
         return sorted(found, key=lambda b: (b.taken, b.generation), reverse=True)
 
@@ -80,7 +80,7 @@ class Backups:
         if not self.dir.exists():
             self.dir.mkdir(mode=0o700)
         integrity.remove_temps(self.dir)
-        now = dt.datetime.now(dt.timezone.utc)
+        now = dt.datetime.now(dt.UTC)
         newest = self.newest()
         if newest is not None and now <= newest.taken:  # the clock went back, or two in one microsecond
             now = newest.taken + dt.timedelta(microseconds=1)

@@ -24,8 +24,8 @@ log = logging.getLogger(__name__)
 class Change:
     kind: str
     id: str
-    old: "Document | None"
-    new: "Document | None"
+    old: Document | None
+    new: Document | None
 
     @property
     def deleted(self) -> bool:
@@ -39,7 +39,7 @@ class Change:
 class Subscription:
     """An async iterator of changes, optionally limited to some kinds. Close it when done."""
 
-    def __init__(self, feed: "ChangeFeed", kinds: frozenset[str] | None) -> None:
+    def __init__(self, feed: ChangeFeed, kinds: frozenset[str] | None) -> None:
         self._feed = feed
         self.kinds = kinds
         self._queue: asyncio.Queue[Change | None] = asyncio.Queue()
@@ -78,7 +78,7 @@ class Subscription:
             out.append(item)
         return out
 
-    def __aiter__(self) -> "Subscription":
+    def __aiter__(self) -> Subscription:
         return self
 
     async def __anext__(self) -> Change:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import enum
 import re
 from collections.abc import Callable
-from typing import Annotated, Any, ClassVar, Literal, Union
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
 
@@ -273,35 +273,31 @@ class CloneOf(_Expectation):
 
 
 VmExpectation = Annotated[
-    Union[
-        VmAvailability,
-        NotSameHost,
-        CpuArchitecture,
-        CpuFlags,
-        CpuClockFrequency,
-        MemoryClockFrequency,
-        CacheSize,
-        ChassisManufacturer,
-        SystemManufacturer,
-        EccMemory,
-        CoreDedication,
-        NoMigration,
-        HostOperatingSystem,
-        PowerRedundancy,
-        VmDependency,
-    ],
+    VmAvailability
+    | NotSameHost
+    | CpuArchitecture
+    | CpuFlags
+    | CpuClockFrequency
+    | MemoryClockFrequency
+    | CacheSize
+    | ChassisManufacturer
+    | SystemManufacturer
+    | EccMemory
+    | CoreDedication
+    | NoMigration
+    | HostOperatingSystem
+    | PowerRedundancy
+    | VmDependency,
     Field(discriminator="type"),
 ]
 
 DiskExpectation = Annotated[
-    Union[
-        StorageAvailability,
-        StorageRedundancy,
-        NotSameStorage,
-        StorageReadPerformance,
-        StorageWritePerformance,
-        CloneOf,
-    ],
+    StorageAvailability
+    | StorageRedundancy
+    | NotSameStorage
+    | StorageReadPerformance
+    | StorageWritePerformance
+    | CloneOf,
     Field(discriminator="type"),
 ]
 

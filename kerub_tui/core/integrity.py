@@ -23,7 +23,6 @@ import time
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 DOC_PREFIX = "doc/"
 META_SCHEMA = "meta/schema_version"
@@ -161,13 +160,13 @@ def _child(path: str, flags: int, fd: int, batch: int) -> None:
         db.close()
         pending.append(_FRAME.pack(_DONE, 0, 0))
         _write_all(fd, b"".join(pending))
-    except BaseException as error:  # noqa: BLE001 - everything goes to the parent, as text
+    except BaseException as error:
         status = 3
         try:
             message = f"{type(error).__name__}: {error}".encode(errors="replace")[:500]
             pending.append(_FRAME.pack(_FAILED, 0, len(message)) + message)
             _write_all(fd, b"".join(pending))
-        except BaseException:  # noqa: BLE001
+        except BaseException:
             pass
     finally:
         os._exit(status)

@@ -11,7 +11,7 @@ import datetime as dt
 import enum
 import re
 import uuid
-from typing import Annotated, Any, ClassVar, Literal, Union
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator, model_validator
 
@@ -27,7 +27,7 @@ def new_id() -> str:
 
 
 def utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
+    return dt.datetime.now(dt.UTC)
 
 
 _ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}\Z")
@@ -57,7 +57,7 @@ class Document(Model):
     def _id(cls, v: str) -> str:
         return _check_id(v)
 
-    def evolve(self, **changes: Any) -> "Document":
+    def evolve(self, **changes: Any) -> Document:
         """A validated copy with ``changes`` applied (model_copy does not validate)."""
         data = self.model_dump()
         data.update(changes)
@@ -299,7 +299,7 @@ class HostDynamic(Document):
     last_seen: dt.datetime | None = None
     drops: list[dt.datetime] = []  # when the connection was lost after being up, the latest few
 
-    def with_status(self, status: HostStatus, reason: str | None, now: dt.datetime) -> "HostDynamic":
+    def with_status(self, status: HostStatus, reason: str | None, now: dt.datetime) -> HostDynamic:
         """This document after the connection went ``status``: a loss after being up is kept in
         ``drops`` (the planner tells a flapping host by them), ``last_seen`` is refreshed when up."""
         changes: dict[str, Any] = {"status": status, "status_reason": reason}
@@ -374,7 +374,7 @@ class Nic(Model):
     model: Literal["virtio", "e1000", "rtl8139"] = "virtio"
 
     @model_validator(mode="after")
-    def _one_source(self) -> "Nic":
+    def _one_source(self) -> Nic:
         if (self.network is None) == (self.bridge is None):
             raise ValueError("a NIC needs exactly one of network or bridge")
         for what, value in (("network", self.network), ("bridge", self.bridge)):
@@ -388,8 +388,10 @@ class Nic(Model):
 MIB = 1 << 20
 
 BootDevice = Literal["hd", "cdrom", "network"]
-_SSH_KEY_RE = re.compile(r"(ssh-(ed25519|rsa|dss)|ecdsa-sha2-nistp(256|384|521)|sk-(ssh-ed25519|ecdsa-sha2-nistp256)@openssh\.com)"
-                         r" [A-Za-z0-9+/]+={0,3}( [^\n\r\x00]*)?\Z")
+_SSH_KEY_RE = re.compile(
+    r"(ssh-(ed25519|rsa|dss)|ecdsa-sha2-nistp(256|384|521)|sk-(ssh-ed25519|ecdsa-sha2-nistp256)@openssh\.com)"
+    r" [A-Za-z0-9+/]+={0,3}( [^\n\r\x00]*)?\Z"
+)
 CLOUD_INIT_MAX = 64 * 1024  # user data and network config, each: a seed is a small ISO
 
 
@@ -448,7 +450,7 @@ class VirtualMachine(Document):
         return v
 
     @model_validator(mode="after")
-    def _memory(self) -> "VirtualMachine":
+    def _memory(self) -> VirtualMachine:
         if self.memory_min > self.memory_max:
             raise ValueError(
                 f"minimum memory ({self.memory_min // MIB} MiB) is more than maximum ({self.memory_max // MIB} MiB)"
@@ -511,7 +513,7 @@ class VirtualStorageDevice(Document):
     image: ImageInfo | None = None  # set: this disk is an image (read-only, shared by many VMs)
 
     @model_validator(mode="after")
-    def _image_read_only(self) -> "VirtualStorageDevice":
+    def _image_read_only(self) -> VirtualStorageDevice:
         if self.image is not None and not self.read_only:
             raise ValueError(f"image {self.name} must be read-only")
         return self
@@ -575,7 +577,7 @@ class GvinumAllocation(_Allocation):
 
 
 Allocation = Annotated[
-    Union[LvmAllocation, FileAllocation, ZfsAllocation, GvinumAllocation], Field(discriminator="type")
+    LvmAllocation | FileAllocation | ZfsAllocation | GvinumAllocation, Field(discriminator="type")
 ]
 
 
@@ -596,7 +598,7 @@ class Cost(Model):
     time_seconds: float = 0.0
     risk: float = 0.0  # 0 = none, 1 = may lose a running workload
 
-    def __add__(self, other: "Cost") -> "Cost":
+    def __add__(self, other: Cost) -> Cost:
         return Cost(
             io_bytes=self.io_bytes + other.io_bytes,
             network_bytes=self.network_bytes + other.network_bytes,
@@ -756,19 +758,17 @@ class Settings(Document):
 
 
 AnyDocument = Annotated[
-    Union[
-        Host,
-        HostDynamic,
-        HostConfiguration,
-        VirtualMachine,
-        VirtualMachineDynamic,
-        VirtualStorageDevice,
-        VirtualStorageDeviceDynamic,
-        Plan,
-        AuditEntry,
-        Event,
-        Settings,
-    ],
+    Host
+    | HostDynamic
+    | HostConfiguration
+    | VirtualMachine
+    | VirtualMachineDynamic
+    | VirtualStorageDevice
+    | VirtualStorageDeviceDynamic
+    | Plan
+    | AuditEntry
+    | Event
+    | Settings,
     Field(discriminator="kind"),
 ]
 

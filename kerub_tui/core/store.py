@@ -170,7 +170,7 @@ class Store:
     # --- opening and closing ----------------------------------------------------------------
 
     @classmethod
-    def open(cls, data_dir: Path | str, *, readonly: bool = False) -> "Store":
+    def open(cls, data_dir: Path | str, *, readonly: bool = False) -> Store:
         store = cls(Path(data_dir), readonly=readonly)
         try:
             store._open()
@@ -408,7 +408,7 @@ class Store:
             self._lock_fd = None
         self.feed.close()
 
-    def __enter__(self) -> "Store":
+    def __enter__(self) -> Store:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -482,7 +482,7 @@ class Store:
             raise StoreError("the store is closed")
 
     @contextlib.contextmanager
-    def transaction(self) -> Iterator["Store"]:
+    def transaction(self) -> Iterator[Store]:
         """Group writes: all are committed together or none is. Nested blocks join the outer one."""
         self._writable()
         if self._tx_depth == 0:
@@ -651,7 +651,7 @@ class Store:
     # --- mirrors ----------------------------------------------------------------------------
 
     @classmethod
-    def mirror(cls, data_dir: Path | str, documents: list[Document]) -> "Store":
+    def mirror(cls, data_dir: Path | str, documents: list[Document]) -> Store:
         """A read-only, in-memory copy of another process's store, kept current with ``apply``.
 
         An attached console reads it exactly like a local store; all changes go to the owner.
@@ -680,7 +680,7 @@ class Store:
         return {
             "format": EXPORT_FORMAT,
             "schema_version": SCHEMA_VERSION,
-            "exported_at": dt.datetime.now(dt.timezone.utc).isoformat(),
+            "exported_at": dt.datetime.now(dt.UTC).isoformat(),
             "documents": [doc.model_dump(mode="json") for doc in self.all_documents()],
         }
 

@@ -60,7 +60,9 @@ def _reason(item: dict[str, Any]) -> str:
     if kind == "less_than":
         return f"must be less than {ctx.get('lt')}{shown}"
     if kind == "string_too_short":
-        return "must not be empty" if ctx.get("min_length") == 1 else f"needs at least {ctx.get('min_length')} characters"
+        return (
+            "must not be empty" if ctx.get("min_length") == 1 else f"needs at least {ctx.get('min_length')} characters"
+        )
     if kind == "string_too_long":
         return f"must be at most {ctx.get('max_length')} characters long"
     if kind == "string_pattern_mismatch":

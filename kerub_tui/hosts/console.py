@@ -58,7 +58,7 @@ class NoViewer(ConsoleError):
     """No viewer can be shown here (no binary, no display). ``ssh_command`` does the same forward from
     the admin's workstation; ``local_port`` is the port it listens on there."""
 
-    def __init__(self, reason: str, target: "ConsoleTarget") -> None:
+    def __init__(self, reason: str, target: ConsoleTarget) -> None:
         self.reason = reason
         self.target = target
         self.local_port = target.port

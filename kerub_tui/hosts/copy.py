@@ -42,7 +42,8 @@ def _source(src_path: str, size: int, sum_to: str) -> str:
         f"{{ if [ ! -r {q} ]; then printf 'cannot read %s\\n' {q} > \"$t/failed\"; "
         f"elif [ -f {q} ] && [ \"$(wc -c < {q})\" -gt {size} ]; then "
         f"printf '%s is a file longer than the {size} bytes to copy\\n' {q} > \"$t/failed\"; "
-        f"else {{ head -c {size} -- {q} || printf 'cannot read %s\\n' {q} > \"$t/failed\"; head -c {size} /dev/zero; }} "
+        f"else {{ head -c {size} -- {q} || printf 'cannot read %s\\n' {q} > \"$t/failed\"; "
+        f"head -c {size} /dev/zero; }} "
         f"| head -c {size}; fi; }} | tee \"$t/f\"; wait; "
         f'if [ -e "$t/failed" ]; then echo "{FAILED_TAG}: $(cat "$t/failed")" >&2; rm -rf "$t"; exit 1; fi; '
         f"sed 's/ .*//; s/^/{SUM_TAG} /' \"$t/sum\" {sum_to}; rm -rf \"$t\""
@@ -59,8 +60,9 @@ def copy_source_command(src_path: str, size: int) -> str:
 def copy_destination_command(dst_path: str, size: int, progress: bool = False) -> str:
     """Run on the destination host with the data on stdin; prints ``kerub-copy-sha256 HEX`` of what it
     reads back from disk. A block device is overwritten in place (zeros written too, since stale data
-    must not show through); a file is written sparse (all-zero 64 KiB blocks become holes) and extended to ``size``. With ``progress``, GNU
-    dd reports the bytes written so far on stderr about once a second (see :func:`parse_dd_progress`)."""
+    must not show through); a file is written sparse (all-zero 64 KiB blocks become holes) and extended to
+    ``size``. With ``progress``, GNU dd reports the bytes written so far on stderr about once a
+    second (see :func:`parse_dd_progress`)."""
     check_path(dst_path, "destination path")
     check_size(size)
     q = shlex.quote(dst_path)

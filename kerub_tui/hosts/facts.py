@@ -34,7 +34,6 @@ from kerub_tui.core.models import (
 from kerub_tui.core.text import clip, printable
 
 from . import ksm, lvm
-from .parse.cpu import CACHES_COMMAND
 from .parse import (
     MISSING_MARKER,
     ParseError,
@@ -50,6 +49,7 @@ from .parse import (
     parse_thermal,
     parse_tools,
 )
+from .parse.cpu import CACHES_COMMAND
 
 IMAGES_DIR = "/var/lib/kerub-tui/images"
 ABSENT_MARKER = "kerub-tui: absent:"  # printed instead of findmnt output when IMAGES_DIR does not exist
@@ -150,7 +150,9 @@ def thermal_command() -> str:
 def images_fs_command(images_dir: str = IMAGES_DIR) -> str:
     """The filesystem holding the image directory, or the absent marker when there is no such directory."""
     quoted = shlex.quote(images_dir)
-    return f"if [ -d {quoted} ]; then {_FINDMNT} -T {quoted}; else echo {shlex.quote(f'{ABSENT_MARKER} {images_dir}')}; fi"
+    return (
+        f"if [ -d {quoted} ]; then {_FINDMNT} -T {quoted}; else echo {shlex.quote(f'{ABSENT_MARKER} {images_dir}')}; fi"
+    )
 
 
 def virsh_command(args: str) -> str:
@@ -423,7 +425,7 @@ def assemble_discovery(
     tools = reader.parse("tools", parse_tools) or {}
 
     capabilities = HostCapabilities(
-        discovered_at=now or dt.datetime.now(dt.timezone.utc),
+        discovered_at=now or dt.datetime.now(dt.UTC),
         os=os_info or OsInfo(),
         cpu=cpu or CpuInfo(),
         memory_bytes=meminfo.total if meminfo else 0,
@@ -524,7 +526,7 @@ def merge_facts(
     A section stays stale (with the time of its first failure) until a discovery reads it again. A
     section that was never read is stale too, with its empty placeholder and no ``read_at``.
     """
-    now = now or fresh.discovered_at or dt.datetime.now(dt.timezone.utc)
+    now = now or fresh.discovered_at or dt.datetime.now(dt.UTC)
     updates: dict[str, object] = {}
     stale: list[StaleFacts] = []
     for section in HostCapabilities.SECTIONS:

@@ -60,6 +60,7 @@ from kerub_tui.ssh import (
     password_connection,
     public_key_line,
 )
+
 from . import facts, trust
 from .discovery import Discovery, discover
 from .libvirt_link import LibvirtLink, LibvirtUnavailable, ensure_event_loop_impl, socket_dir
@@ -587,7 +588,9 @@ class Fleet:
                 await member.connection.wait_state(lambda s: s is HostStatus.up)
                 await member.discovered.wait()
         except TimeoutError:
-            raise NotConnected(f"host {host_id} is {member.connection.state.value}: {member.connection.reason}") from None
+            raise NotConnected(
+                f"host {host_id} is {member.connection.state.value}: {member.connection.reason}"
+            ) from None
 
 
 __all__ = ["Fleet", "FingerprintMismatch", "FingerprintRequired", "FleetError", "LibvirtUnavailable", "status_event"]

@@ -56,7 +56,10 @@ def gvinum_remove_volume(name: str) -> str:
     """Remove the volume with its plexes and subdisks; succeeds when it is already gone."""
     _name(name, "volume name")
     q = shlex.quote(name)
-    return f"if gvinum lv | awk -v n={q} '$1 == \"V\" && $2 == n {{ found = 1 }} END {{ exit !found }}'; then gvinum rm -r {q}; fi"
+    return (
+        f"if gvinum lv | awk -v n={q} '$1 == \"V\" && $2 == n {{ found = 1 }} END {{ exit !found }}'; "
+        f"then gvinum rm -r {q}; fi"
+    )
 
 
 def gvinum_list_command() -> str:
@@ -152,7 +155,9 @@ def parse_gvinum_printconfig(text: str) -> dict[str, list[GvinumSubdisk]]:
             found = re.fullmatch(r"(\d+)s", length)
             if not found or not {"name", "drive", "plex"} <= fields.keys():
                 raise ValueError(f"gvinum printconfig: subdisk line not understood: {line[:80]!r}")
-            subdisks.append(GvinumSubdisk(fields["name"], fields["drive"], fields["plex"], int(found.group(1)) * SECTOR))
+            subdisks.append(
+                GvinumSubdisk(fields["name"], fields["drive"], fields["plex"], int(found.group(1)) * SECTOR)
+            )
     for sd in subdisks:
         volume = plex_volume.get(sd.plex)
         if volume is not None:

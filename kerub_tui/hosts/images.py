@@ -38,11 +38,10 @@ import asyncssh
 
 from kerub_tui.core.names import check_name
 from kerub_tui.core.sizes import format_size
-
 from kerub_tui.ssh.keys import describe_error
 
-from .fileimage import QemuImgInfo, check_path, check_size, file_remove, parse_qemu_img_info
 from .facts import IMAGES_DIR
+from .fileimage import QemuImgInfo, check_path, check_size, file_remove, parse_qemu_img_info
 
 TAG = "kerub-image"
 FAILED = f"{TAG}-failed:"
@@ -133,7 +132,7 @@ def receive_command(images_dir: str, size: int | None, final_names: dict[str, st
         lines += [f"size={size}", f"need={(size + SPACE_MARGIN + 1023) // 1024}"]
     lines += [
         "avail=$(df -P -k \"$d\" | awk 'NR == 2 { print $4 }')",
-        f'[ "${{avail:-0}}" -ge "$need" ] || '
+        '[ "${avail:-0}" -ge "$need" ] || '
         + _fail("not enough space in $d on this host: $(( avail / 1024 )) MiB free, "
                 "$(( need / 1024 )) MiB needed"),
     ]
@@ -467,7 +466,7 @@ async def run_receiver(connection: Any, command: str, *, total: int,
             async def drain_stderr() -> None:
                 with contextlib.suppress(asyncssh.Error, OSError):
                     async for raw in proc.stderr:
-                        stderr_tail[:] = (stderr_tail + [raw.decode("utf-8", errors="replace").strip()])[-5:]
+                        stderr_tail[:] = ([*stderr_tail, raw.decode("utf-8", errors="replace").strip()])[-5:]
 
             errors = asyncio.create_task(drain_stderr())
             try:
@@ -517,6 +516,25 @@ def sha256_hasher() -> Any:
     return hashlib.sha256()
 
 
-__all__ = ["Classified", "EXTENSIONS", "IMAGES_DIR", "ImageRefused", "ReceiverReport", "TEMP_PREFIX", "check_report",
-           "classify", "external_references", "file_chunks", "run_receiver", "sha256_hasher", "Progress", "image_extension", "image_file_name", "parse_magic", "parse_report",
-           "receive_command", "remove_command", "verify_command"]
+__all__ = [
+    "Classified",
+    "EXTENSIONS",
+    "IMAGES_DIR",
+    "ImageRefused",
+    "ReceiverReport",
+    "TEMP_PREFIX",
+    "check_report",
+    "classify",
+    "external_references",
+    "file_chunks",
+    "run_receiver",
+    "sha256_hasher",
+    "Progress",
+    "image_extension",
+    "image_file_name",
+    "parse_magic",
+    "parse_report",
+    "receive_command",
+    "remove_command",
+    "verify_command",
+]

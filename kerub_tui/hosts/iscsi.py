@@ -112,7 +112,14 @@ def iscsi_account_bind(tid: int, user: str) -> str:
 
 def iscsi_acl_bind(tid: int, initiator_address: str = "ALL") -> str:
     return _tgtadm(
-        "--mode", "target", "--op", "bind", "--tid", check_tid(tid), "--initiator-address", _initiator(initiator_address)
+        "--mode",
+        "target",
+        "--op",
+        "bind",
+        "--tid",
+        check_tid(tid),
+        "--initiator-address",
+        _initiator(initiator_address),
     )
 
 

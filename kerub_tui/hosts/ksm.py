@@ -17,7 +17,15 @@ from .parse.errors import MISSING_MARKER, ParseError, guarded, missing_tool, req
 KSM_DIR = "/sys/kernel/mm/ksm"
 COMMAND = "ksm read"
 _LINE_RE = re.compile(re.escape(KSM_DIR) + r"/([a-z_]{1,64}):(.*)\Z")
-_INT_FIELDS = ("run", "pages_to_scan", "sleep_millisecs", "pages_shared", "pages_sharing", "pages_unshared", "full_scans")
+_INT_FIELDS = (
+    "run",
+    "pages_to_scan",
+    "sleep_millisecs",
+    "pages_shared",
+    "pages_sharing",
+    "pages_unshared",
+    "full_scans",
+)
 _MAX_UINT = (1 << 32) - 1
 
 

@@ -19,7 +19,6 @@ import uuid
 import xml.etree.ElementTree as ET
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Union
 
 import libvirt
 
@@ -50,7 +49,7 @@ BOOT_DEVICES = ("hd", "cdrom", "network")
 _KERUB_UUID_NAMESPACE = uuid.UUID("6f1c2b9e-4a57-4d2e-9a0c-5b8e0d3f7a11")
 ET.register_namespace("kerub", KERUB_XMLNS)
 
-DiskBacking = Union[LvmAllocation, FileAllocation, ZfsAllocation, GvinumAllocation, IscsiDiskSource, NfsDiskSource]
+DiskBacking = LvmAllocation | FileAllocation | ZfsAllocation | GvinumAllocation | IscsiDiskSource | NfsDiskSource
 
 _BUS_PREFIX = {"virtio": "vd", "scsi": "sd", "sata": "sd", "ide": "hd"}
 _XML_ILLEGAL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff\ud800-\udfff]")
@@ -430,7 +429,8 @@ def parse_domain_xml(xml: str) -> DomainFacts:
             location = source.get("dev") or source.get("file")
             if location is None and source.get("protocol"):
                 host = source.find("host")
-                location = f"{source.get('protocol')}://{host.get('name') if host is not None else ''}/{source.get('name', '')}"
+                server = host.get("name") if host is not None else ""
+                location = f"{source.get('protocol')}://{server}/{source.get('name', '')}"
         disks.append(
             DomainDisk(
                 target=target.get("dev", "") if target is not None else "",
@@ -562,7 +562,9 @@ def describe_undefine(vm_name: str) -> str:
 def describe_migrate(vm_name: str, target_host_address: str, peer_to_peer: bool = False) -> str:
     name = check_name(vm_name, "VM name")
     if peer_to_peer:
-        return _virsh("migrate", "--live", "--p2p", "--persistent", "--undefinesource", name, peer_uri(target_host_address))
+        return _virsh(
+            "migrate", "--live", "--p2p", "--persistent", "--undefinesource", name, peer_uri(target_host_address)
+        )
     return _virsh(
         "migrate", "--live", "--persistent", "--undefinesource", name,
         f"qemu+ssh://{target_host_address}/system", "--migrateuri", migrate_uri(target_host_address),
@@ -570,4 +572,7 @@ def describe_migrate(vm_name: str, target_host_address: str, peer_to_peer: bool 
 
 
 def describe_secret(usage: str) -> str:
-    return _virsh("secret-define", f"{check_name(usage, 'secret usage name')}.xml") + " && virsh secret-set-value (from stdin)"
+    return (
+        _virsh("secret-define", f"{check_name(usage, 'secret usage name')}.xml")
+        + " && virsh secret-set-value (from stdin)"
+    )

@@ -279,14 +279,18 @@ class LibvirtLink:
             raise
         except Exception as error:  # OSError, SshError, asyncssh.Error and friends
             self._drop_tunnel_now()
-            raise LibvirtUnavailable(f"{self.name}: cannot forward the libvirt socket: {describe_error(error)}") from None
+            raise LibvirtUnavailable(
+                f"{self.name}: cannot forward the libvirt socket: {describe_error(error)}"
+            ) from None
         os.chmod(path, 0o600)
         uri = f"qemu+unix:///system?socket={path}"
         try:
             conn = await off_loop(libvirt.open, uri, timeout=60)
         except (libvirt.libvirtError, TimeoutError) as error:
             await self._release_tunnel()
-            raise LibvirtUnavailable(f"{self.name}: libvirt did not answer through the tunnel: {_libvirt_message(error)}") from None
+            raise LibvirtUnavailable(
+                f"{self.name}: libvirt did not answer through the tunnel: {_libvirt_message(error)}"
+            ) from None
         except BaseException:  # cancelled by a stop while libvirt was connecting
             self._drop_tunnel_now()
             raise

@@ -19,7 +19,6 @@ from typing import Any
 from kerub_tui.core.names import check_name
 
 from . import fileimage
-
 from .parse.errors import ParseError, guarded, load_json, missing_tool, optional_str, to_float, to_int
 
 PVS_FIELDS = "pv_name,vg_name,pv_uuid,pv_attr,pv_size,pv_free,dev_size,pe_start"

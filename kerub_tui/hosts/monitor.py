@@ -126,7 +126,7 @@ class WatchParser:
                 self._current = None
             elif word == "end":
                 batch = {
-                    name: SectionOutput(self._status.get(name), "".join(l + "\n" for l in lines))
+                    name: SectionOutput(self._status.get(name), "".join(line + "\n" for line in lines))
                     for name, lines in self._sections.items()
                 }
                 self._sections, self._status, self._current = {}, {}, None
@@ -151,7 +151,9 @@ $1 == "." {
       cpu = int((cur_ticks[u] - ticks[u]) / hz / (now - prev_now) * 100 + 0.5); if (cpu < 0) cpu = 0
     }
     mib = int(cur_rss[u] / 1048576);
-    if (cpu != shown_cpu[u] || mib != shown_mib[u]) { print "vm", u, cpu, cur_rss[u]; shown_cpu[u] = cpu; shown_mib[u] = mib }
+    if (cpu != shown_cpu[u] || mib != shown_mib[u]) {
+      print "vm", u, cpu, cur_rss[u]; shown_cpu[u] = cpu; shown_mib[u] = mib
+    }
     ticks[u] = cur_ticks[u]
   }
   for (u in ticks) if (!(u in seen)) { print "gone", u; delete ticks[u]; delete shown_cpu[u]; delete shown_mib[u] }
@@ -172,7 +174,8 @@ def domain_stats_command(interval: int = 2) -> str:
     sampler = (
         "while :; do "
         "echo \"@ $(cut -d' ' -f1 /proc/uptime)\"; "
-        "ps -ww -eo pid=,args= | awk '$2 ~ /qemu/ { for (i = 3; i < NF; i++) if ($i == \"-uuid\") { print $1, $(i + 1); break } }' | "
+        "ps -ww -eo pid=,args= | "
+        "awk '$2 ~ /qemu/ { for (i = 3; i < NF; i++) if ($i == \"-uuid\") { print $1, $(i + 1); break } }' | "
         "while read -r pid uuid; do stat=$(cat /proc/$pid/stat 2>/dev/null) || continue; "
         "echo \"$uuid $pid ${stat##*) }\"; done; "
         "echo .; "

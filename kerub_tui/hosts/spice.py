@@ -138,5 +138,5 @@ async def spice_link_probe(host: str, port: int, timeout: float = 5.0) -> SpiceL
 
     try:
         return await asyncio.wait_for(exchange(), timeout)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         raise SpiceProbeError(f"no SPICE link reply from {host}:{port} within {timeout:g} s") from None

@@ -57,7 +57,8 @@ def zfs_resize_volume(pool: str, name: str, size: int) -> str:
     new = zvol_size(size)
     return (
         f"cur=$(zfs get -Hp -o value volsize {dataset}) && "
-        f'{{ [ "$cur" -le {new} ] || {{ echo "refusing to shrink "{dataset}" from $cur to {new} bytes" >&2; false; }}; }} && '
+        f'{{ [ "$cur" -le {new} ] || '
+        f'{{ echo "refusing to shrink "{dataset}" from $cur to {new} bytes" >&2; false; }}; }} && '
         f"zfs set volsize={new} {dataset}"
     )
 

@@ -329,7 +329,8 @@ class PowerRedundancyChecker(VmChecker):
         if supplies is None:
             return f"{state.host_name(host_id)}: power supplies unknown"
         if supplies < exp.min_power_supplies:
-            return f"{state.host_name(host_id)}: {_plural(supplies, 'power supply', 'power supplies')}, needs {exp.min_power_supplies}"
+            have = _plural(supplies, "power supply", "power supplies")
+            return f"{state.host_name(host_id)}: {have}, needs {exp.min_power_supplies}"
         return None
 
 
@@ -437,7 +438,9 @@ class StorageRedundancyChecker(DiskChecker):
 class NotSameStorageChecker(DiskChecker):
     type = "not-same-storage"
 
-    def _others(self, state: OperationalState, disk: VirtualStorageDevice, exp: Any) -> dict[tuple[str, str], list[str]]:
+    def _others(
+        self, state: OperationalState, disk: VirtualStorageDevice, exp: Any
+    ) -> dict[tuple[str, str], list[str]]:
         places: dict[tuple[str, str], list[str]] = {}
         for ref in exp.disks:
             other = state.resolve_disk(ref)
@@ -546,7 +549,7 @@ def ensure_checkable(expectation: Expectation) -> None:
     if kind in VM_EXPECTATION_TYPES and isinstance(expectation, VM_EXPECTATION_TYPES[kind]):
         if kind in VM_CHECKERS:
             return
-    elif kind in DISK_EXPECTATION_TYPES and isinstance(expectation, DISK_EXPECTATION_TYPES[kind]):
+    elif kind in DISK_EXPECTATION_TYPES and isinstance(expectation, DISK_EXPECTATION_TYPES[kind]):  # noqa: SIM102
         if kind in DISK_CHECKERS:
             return
     raise UncheckableExpectation(
@@ -658,8 +661,11 @@ def host_usable(state: OperationalState, host_id: str, today: dt.date | None = N
         return f"{name}: {stale}"
     calm_at = flap_calm_at(state, host_id)
     if calm_at is not None:
-        return (f"{name}: flapping (lost {len(recent_drops(state, host_id))} times in {int(FLAP_WINDOW.total_seconds() // 60)} min); "
-                f"takes guests again from {calm_at:%H:%M:%S} if it stays up")
+        return (
+            f"{name}: flapping (lost {len(recent_drops(state, host_id))} times "
+            f"in {int(FLAP_WINDOW.total_seconds() // 60)} min); "
+            f"takes guests again from {calm_at:%H:%M:%S} if it stays up"
+        )
     if state.locked("host", host_id):
         return f"{name}: held by another plan"
     return None
@@ -768,11 +774,14 @@ def allocation_rejections(state: OperationalState, disk: VirtualStorageDevice, h
     for other_id in state.static.disk_referrers.get(disk.id, ()):
         other = state.disks.get(other_id)
         for exp in other.expectations if other else ():
-            if exp.type == "not-same-storage" and disk.id in {state.resolve_disk(r) for r in exp.disks}:
-                if any(a.host_id == host_id and a.capability_id == capability_id for a in state.allocations(other_id)):
-                    out.append(Rejection("not-same-storage", exp.level,
-                                         f"{state.host_name(host_id)} {capability_id}: holds {other.name}, which "
-                                         f"must not share storage with {disk.name}"))
+            if (
+                exp.type == "not-same-storage"
+                and disk.id in {state.resolve_disk(r) for r in exp.disks}
+                and any(a.host_id == host_id and a.capability_id == capability_id for a in state.allocations(other_id))
+            ):
+                out.append(Rejection("not-same-storage", exp.level,
+                                     f"{state.host_name(host_id)} {capability_id}: holds {other.name}, which "
+                                     f"must not share storage with {disk.name}"))
     return out
 
 

@@ -45,11 +45,11 @@ from ..core.models import (
     utcnow,
 )
 from .commitments import build_state
+from .image_steps import CloneImageOverlay, CloneImageToLv
 from .reconcile import intent_of, object_key, object_label, process_identity, size_matches
 from .state import OperationalState
 from .steps import (
     DEFERRED_BUILDERS,
-    _CreateAllocation,
     CreateFileImage,
     CreateLv,
     CreateMirrorLv,
@@ -68,9 +68,9 @@ from .steps import (
     StartVm,
     Step,
     StopVm,
+    _CreateAllocation,
     step_from_planned,
 )
-from .image_steps import CloneImageOverlay, CloneImageToLv
 
 TAIL = 2000  # characters of output kept per command in the audit log and the step record
 

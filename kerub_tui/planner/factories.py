@@ -107,7 +107,9 @@ def _trust_then(state: OperationalState, source: str, target: str) -> list[Step]
     return [TrustHost(source, target)]
 
 
-def bring_disk(state: OperationalState, disk_id: str, host_id: str, *, move: bool = True) -> tuple[list[Step], float] | None:
+def bring_disk(
+    state: OperationalState, disk_id: str, host_id: str, *, move: bool = True
+) -> tuple[list[Step], float] | None:
     """Steps that give ``host_id`` a copy of the disk (create, clone, or copy/move it there)."""
     disk = state.disks.get(disk_id)
     if disk is None:
@@ -127,21 +129,31 @@ def bring_disk(state: OperationalState, disk_id: str, host_id: str, *, move: boo
         if source is not None and state.disks[source].image is not None:
             return _image_clone(state, disk, source, host_id, cap, penalty)
         if source is not None:
-            src_alloc = next((a for a in sorted(state.allocations(source), key=lambda a: (a.host_id != host_id, a.host_id))
-                              if state.host_up(a.host_id)), None)
+            src_alloc = next(
+                (
+                    a
+                    for a in sorted(state.allocations(source), key=lambda a: (a.host_id != host_id, a.host_id))
+                    if state.host_up(a.host_id)
+                ),
+                None,
+            )
             if src_alloc is None:
                 return None
             return [*_trust_then(state, src_alloc.host_id, host_id),
                     CopyAllocation(disk_id, src_alloc.host_id, src_alloc.capability_id, host_id, cap.id,
                                    source_disk=source)], penalty
         return [create_step(state, disk, host_id, cap)], penalty
-    source = next((a for a in sorted(allocs, key=lambda a: (a.host_id, a.capability_id)) if state.host_up(a.host_id)), None)
+    source = next(
+        (a for a in sorted(allocs, key=lambda a: (a.host_id, a.capability_id)) if state.host_up(a.host_id)), None
+    )
     if source is None:
         return None
     users_elsewhere = [v for v in state.disk_users(disk_id) if state.vm_host(v) not in (None, host_id)]
     keep_source = bool(users_elsewhere) or not move or len(allocs) > 1 or disk.image is not None  # images: copies
-    return [*_trust_then(state, source.host_id, host_id),
-            CopyAllocation(disk_id, source.host_id, source.capability_id, host_id, cap.id, move=not keep_source)], penalty
+    return [
+        *_trust_then(state, source.host_id, host_id),
+        CopyAllocation(disk_id, source.host_id, source.capability_id, host_id, cap.id, move=not keep_source),
+    ], penalty
 
 
 def _image_clone(state: OperationalState, disk: VirtualStorageDevice, image_id: str, host_id: str, cap: Any,
@@ -243,7 +255,12 @@ def _start_on(state: OperationalState, vm: VirtualMachine, host_id: str, prefix:
     start = base if base is not None else state
     if not _applicable(start, steps):
         return None
-    rank = (sequence_cost(start, steps) + penalty, _placement_policy_key(state, vm, host_id), state.host_name(host_id), host_id)
+    rank = (
+        sequence_cost(start, steps) + penalty,
+        _placement_policy_key(state, vm, host_id),
+        state.host_name(host_id),
+        host_id,
+    )
     return Candidate(tuple(steps), rank)
 
 
@@ -391,7 +408,9 @@ def _disk_allocation_places(state: OperationalState, disk: VirtualStorageDevice,
         if not _applicable(state, steps):
             continue
         free = sum(state.free_storage(host_id, c.id) for c in state.capabilities(host_id))
-        out.append(Candidate(tuple(steps), (sequence_cost(state, steps) + penalty, -free, state.host_name(host_id), host_id)))
+        out.append(
+            Candidate(tuple(steps), (sequence_cost(state, steps) + penalty, -free, state.host_name(host_id), host_id))
+        )
     out.sort(key=lambda c: c.rank)
     return out[:limit]
 
@@ -419,7 +438,7 @@ def _storage_redundancy(state: OperationalState, v: Violation) -> list[Candidate
                 if cap.technology.value != "lvm":
                     continue
                 step = create_step(state, disk, host_id, cap, mirrors=exp.copies - 1)
-                out.extend(Candidate(c.steps, c.rank + (state.host_name(host_id),)) for c in _single(state, [step]))
+                out.extend(Candidate(c.steps, (*c.rank, state.host_name(host_id))) for c in _single(state, [step]))
         out.sort(key=lambda c: c.rank)
         return out[:MAX_CANDIDATES]
     return _disk_allocation_places(state, disk)

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from ..core.models import HostStatus
+from ..core.models import HostStatus, VirtualMachine
 from .checkers import capacity_rejection
 from .factories import relocation_candidates
 from .planning import PlanDraft, draft_from_steps
@@ -117,7 +117,7 @@ def _drain(state: OperationalState, host_id: str, avoid: set[str], ceiling: floa
     for vm_id in sorted(state.vms_on(host_id), key=lambda v: (-vm_memory(state.vms[v]), v)):
         vm = state.vms[vm_id]
 
-        def too_full(target: str, vm=vm) -> bool:  # noqa: B023 - bound per VM through the default
+        def too_full(target: str, vm: VirtualMachine = vm, current: OperationalState = current) -> bool:
             if target in avoid or not current.host_up(target):
                 return True
             load_after = (current.mem_used.get(target, 0) + vm_memory(vm)) / max(current.memory_capacity(target), 1)

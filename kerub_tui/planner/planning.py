@@ -182,7 +182,10 @@ def _host_facts(state: OperationalState, host_id: str) -> Any:
     }
 
 
-def premises(state: OperationalState, steps: Iterable[Step], subjects: Touched = Touched()) -> str:
+_NOTHING_TOUCHED = Touched()
+
+
+def premises(state: OperationalState, steps: Iterable[Step], subjects: Touched = _NOTHING_TOUCHED) -> str:
     """A fingerprint of the facts a plan relies on: the hosts, VMs and disks its steps and triggers
     touch. A monitoring tick that changes none of them leaves it unchanged."""
     vms, disks, hosts = set(subjects.vms), set(subjects.disks), set(subjects.hosts)

@@ -582,7 +582,7 @@ def apply(store: Any, outcome: Outcome, *, now: dt.datetime | None = None) -> Ap
         for pending in outcome.absent:
             _settle(store, pending, "absent")
             applied.absent.append(object_label(pending.intent.allocation))
-        for pending, why in outcome.mismatched:
+        for pending, _why in outcome.mismatched:
             _settle(store, pending, "mismatch")
         already = offered(store.list(Plan))
         fresh = [o for o in outcome.orphans if o.key not in already]

@@ -32,11 +32,11 @@ from ..core.models import AuditEntry, Event, EventSeverity, HostDynamic, Plan, P
 from ..core.store import StoreWriteError
 from .checkers import all_violations, flap_calm_at
 from .commitments import ACTIVE, build_state, lock_holders
-from .state import OperationalState
 from .optimise import KSM_TIGHT, overloaded_hosts
 from .planning import PlanDraft, open_items, plan_all, plan_signature, premises
 from .reconcile import CLEANUP  # also registers the cleanup steps, so their plans can be read
 from .search import is_hard, replay
+from .state import OperationalState
 from .steps import UnknownStep, step_from_planned
 
 log = logging.getLogger(__name__)
@@ -130,8 +130,11 @@ def recover_interrupted(store: Any, *, now: dt.datetime | None = None) -> list[P
         records = [r.model_copy(update={"outcome": StepOutcome.interrupted, "ended_at": now,
                                         "error": "the controller stopped while this step ran"})
                    if r.outcome is StepOutcome.running else r for r in plan.records]
-        updated = plan.evolve(status=PlanStatus.interrupted, records=[r.model_dump() for r in records],
-                              status_reason="the controller stopped while the plan ran; re-planning from what the hosts report")
+        updated = plan.evolve(
+            status=PlanStatus.interrupted,
+            records=[r.model_dump() for r in records],
+            status_reason="the controller stopped while the plan ran; re-planning from what the hosts report",
+        )
         with store.transaction():
             store.put(updated)
             _audit(store, "plan interrupted", plan, PLANNER_USER, outcome="interrupted")

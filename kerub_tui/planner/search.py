@@ -69,7 +69,7 @@ def item_penalty(item: Item) -> float:
 
 def item_key(item: Item) -> tuple[str, ...]:
     if isinstance(item, Problem):
-        return ("problem",) + item.key
+        return ("problem", *item.key)
     return ("violation", item.subject_kind, item.subject_id, str(item.index))
 
 
@@ -91,7 +91,7 @@ class Evaluation:
     penalty: float
 
     @classmethod
-    def full(cls, state: OperationalState) -> "Evaluation":
+    def full(cls, state: OperationalState) -> Evaluation:
         vm_v: dict[str, list[Violation]] = {}
         disk_v: dict[str, list[Violation]] = {}
         for v in all_violations(state):
@@ -106,7 +106,7 @@ class Evaluation:
                    {k: tuple(v) for k, v in host_p.items()},
                    sum(1 for i in items if is_hard(i)), sum(item_penalty(i) for i in items))
 
-    def update(self, before: OperationalState, after: OperationalState, touched: Touched) -> "Evaluation":
+    def update(self, before: OperationalState, after: OperationalState, touched: Touched) -> Evaluation:
         vms, disks, hosts = affected(before, after, touched)
         hard, penalty = self.hard, self.penalty
         vm_v = dict(self.vm_v)
@@ -149,7 +149,9 @@ class Evaluation:
         return {item_key(i) for i in self.items()}
 
 
-def affected(before: OperationalState, after: OperationalState, touched: Touched) -> tuple[list[str], list[str], list[str]]:
+def affected(
+    before: OperationalState, after: OperationalState, touched: Touched
+) -> tuple[list[str], list[str], list[str]]:
     """The VMs, disks and hosts whose verdicts a step touching ``touched`` may have changed."""
     vms = set(touched.vms)
     hosts = set(touched.hosts)

@@ -91,7 +91,7 @@ class Layer(Mapping[K, V], Generic[K, V]):
     def __len__(self) -> int:
         return self._len
 
-    def update(self, items: Iterable[tuple[K, V]]) -> "Layer[K, V]":
+    def update(self, items: Iterable[tuple[K, V]]) -> Layer[K, V]:
         base = self._base
         delta = dict(self._delta)
         length = self._len
@@ -109,10 +109,10 @@ class Layer(Mapping[K, V], Generic[K, V]):
             return Layer(merged)
         return Layer(base, delta, length)
 
-    def set(self, key: K, value: V) -> "Layer[K, V]":
+    def set(self, key: K, value: V) -> Layer[K, V]:
         return self.update(((key, value),))
 
-    def remove(self, key: K) -> "Layer[K, V]":
+    def remove(self, key: K) -> Layer[K, V]:
         if key not in self:
             return self
         return self.update(((key, _DELETED),))
@@ -194,7 +194,7 @@ class OperationalState:
 
     @classmethod
     def from_documents(cls, docs: Iterable[Document], *, now: dt.datetime | None = None,
-                       settings: Settings | None = None) -> "OperationalState":
+                       settings: Settings | None = None) -> OperationalState:
         hosts: dict[str, Host] = {}
         host_dyn: dict[str, HostDynamic] = {}
         host_config: dict[str, HostConfiguration] = {}
@@ -293,7 +293,7 @@ class OperationalState:
         )
 
     @classmethod
-    def from_store(cls, store: Any, *, now: dt.datetime | None = None) -> "OperationalState":
+    def from_store(cls, store: Any, *, now: dt.datetime | None = None) -> OperationalState:
         """A snapshot of the store's planning documents (plans' commitments are applied by the replanner)."""
         docs: list[Document] = []
         for kind in ("host", "host-dynamic", "host-config", "vm", "vm-dynamic", "disk", "disk-dynamic"):
@@ -301,13 +301,13 @@ class OperationalState:
         settings = store.get("settings", "settings")
         return cls.from_documents(docs, now=now, settings=settings)
 
-    def with_context(self, **changes: Any) -> "OperationalState":
+    def with_context(self, **changes: Any) -> OperationalState:
         """The same facts with other context (locks, history, overloaded_since, now, settings)."""
         return replace(self, **changes)
 
     # --- derivation ----------------------------------------------------------------------------
 
-    def apply(self, docs: Iterable[Document]) -> "OperationalState":
+    def apply(self, docs: Iterable[Document]) -> OperationalState:
         """A new state with these documents replacing the ones with the same kind and id."""
         state = self
         changes: dict[str, Any] = {}
@@ -324,7 +324,7 @@ class OperationalState:
                 raise TypeError(f"a step cannot change a {doc.kind} document")
         return replace(self, **changes) if changes else self
 
-    def _put_vm_dyn(self, doc: VirtualMachineDynamic, changes: dict[str, Any]) -> "OperationalState":
+    def _put_vm_dyn(self, doc: VirtualMachineDynamic, changes: dict[str, Any]) -> OperationalState:
         vm_dyn = changes.get("vm_dyn", self.vm_dyn)
         host_vms = changes.get("host_vms", self.host_vms)
         mem_used = changes.get("mem_used", self.mem_used)
@@ -346,7 +346,7 @@ class OperationalState:
                        vcpus_used=vcpus_used)
         return self
 
-    def _put_disk_dyn(self, doc: VirtualStorageDeviceDynamic, changes: dict[str, Any]) -> "OperationalState":
+    def _put_disk_dyn(self, doc: VirtualStorageDeviceDynamic, changes: dict[str, Any]) -> OperationalState:
         disk_dyn = changes.get("disk_dyn", self.disk_dyn)
         host_disks = changes.get("host_disks", self.host_disks)
         storage_used = changes.get("storage_used", self.storage_used)
@@ -377,12 +377,12 @@ class OperationalState:
                        storage_used=storage_used, thin_used=thin_used)
         return self
 
-    def consume_storage(self, host_id: str, capability_id: str, amount: int) -> "OperationalState":
+    def consume_storage(self, host_id: str, capability_id: str, amount: int) -> OperationalState:
         """Space taken (or, negative, given back) on a capability by something that is not a disk."""
         key = (host_id, capability_id)
         return replace(self, storage_used=self.storage_used.set(key, self.storage_used.get(key, 0) + amount))
 
-    def changed_documents(self, before: "OperationalState") -> list[Document]:
+    def changed_documents(self, before: OperationalState) -> list[Document]:
         """The documents that differ from ``before`` (which this state derives from), in a stable order."""
         out: list[Document] = []
         for name in ("host_dyn", "host_config", "vm_dyn", "disk_dyn"):

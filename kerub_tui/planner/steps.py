@@ -17,8 +17,8 @@ from __future__ import annotations
 import abc
 import dataclasses
 import shlex
-from dataclasses import dataclass
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from ..core.models import (
@@ -111,10 +111,10 @@ class Touched:
     hosts: frozenset[str] = frozenset()
 
 
-STEP_TYPES: dict[str, type["Step"]] = {}
+STEP_TYPES: dict[str, type[Step]] = {}
 
 
-def step_type(cls: type["Step"]) -> type["Step"]:
+def step_type(cls: type[Step]) -> type[Step]:
     STEP_TYPES[cls.type] = cls
     return cls
 
@@ -135,7 +135,7 @@ class Step(abc.ABC):
     def host_id(self) -> str | None:
         return getattr(self, "host", None)
 
-    def inverse(self) -> "Step | None":
+    def inverse(self) -> Step | None:
         """The step that undoes this one, when there is one (the search never plans both)."""
         return None
 
@@ -219,7 +219,9 @@ def _vm_dyn(state: OperationalState, vm_id: str, **changes: Any) -> VirtualMachi
     return VirtualMachineDynamic.model_validate(base)
 
 
-def _disk_dyn(state: OperationalState, disk_id: str, allocations: list[Any], **changes: Any) -> VirtualStorageDeviceDynamic:
+def _disk_dyn(
+    state: OperationalState, disk_id: str, allocations: list[Any], **changes: Any
+) -> VirtualStorageDeviceDynamic:
     old = state.disk_dyn.get(disk_id)
     cloned_from = changes.get("cloned_from", old.cloned_from if old is not None else None)
     return VirtualStorageDeviceDynamic(id=disk_id, allocations=allocations, cloned_from=cloned_from)
@@ -370,7 +372,9 @@ class StopVm(Step):
         if state.vm_host(self.vm) != self.host:
             return f"{state.vm_name(self.vm)} is not on {state.host_name(self.host)}"
         if not state.host_up(self.host):
-            return f"{state.host_name(self.host)} is {state.host_status(self.host).value}: cannot reach it to stop the VM"
+            return (
+                f"{state.host_name(self.host)} is {state.host_status(self.host).value}: cannot reach it to stop the VM"
+            )
         dependants = _running_dependants(state, self.vm)
         if dependants:
             return f"{', '.join(dependants)} depend on {state.vm_name(self.vm)}: stop them first"
@@ -514,7 +518,9 @@ class MigrateVm(Step):
             return reason
         missing = vm_disks_missing(state, self.vm, self.target)
         if missing:
-            return f"{state.host_name(self.target)} has no copy of disk " + ", ".join(state.disk_name(d) for d in missing)
+            return f"{state.host_name(self.target)} has no copy of disk " + ", ".join(
+                state.disk_name(d) for d in missing
+            )
         from .image_steps import seed_missing
 
         return seed_missing(state, self.vm, self.target)
@@ -571,7 +577,7 @@ def _find_allocation(state: OperationalState, disk_id: str, host_id: str, capabi
 def _add_allocation(state: OperationalState, disk_id: str, alloc: Any, **changes: Any) -> OperationalState:
     allocs = [a for a in state.allocations(disk_id)
               if not (a.host_id == alloc.host_id and a.capability_id == alloc.capability_id)]
-    return state.apply([_disk_dyn(state, disk_id, allocs + [alloc], **changes)])
+    return state.apply([_disk_dyn(state, disk_id, [*allocs, alloc], **changes)])
 
 
 def _drop_allocation(state: OperationalState, disk_id: str, host_id: str, capability_id: str) -> OperationalState:
@@ -633,10 +639,11 @@ class _RemoveAllocation(Step):
             return down
         users = [state.vm_name(v) for v in state.disk_users(self.disk) if state.vm_host(v) == self.host]
         if users:
-            return f"disk {state.disk_name(self.disk)} is in use by {', '.join(sorted(users))} on {state.host_name(self.host)}"
+            used_by = ", ".join(sorted(users))
+            return f"disk {state.disk_name(self.disk)} is in use by {used_by} on {state.host_name(self.host)}"
         config = state.host_config.get(self.host)
-        if config is not None and any(e.disk_id == self.disk for e in config.exports) or \
-                config is not None and any(t.disk_id == self.disk for t in config.iscsi_targets):
+        if (config is not None and any(e.disk_id == self.disk for e in config.exports)) or \
+                (config is not None and any(t.disk_id == self.disk for t in config.iscsi_targets)):
             return f"disk {state.disk_name(self.disk)} is shared from {state.host_name(self.host)}: unshare it first"
         from .image_steps import backing_blocks_removal
 
@@ -789,7 +796,9 @@ class ExtendLv(Step):
         if grow <= 0:
             return f"LV {self.vg}/{self.lv} is already {format_size(alloc.actual_size)}"
         if not alloc.thin_pool and state.free_storage(self.host, self.capability) < grow:
-            return f"{state.host_name(self.host)} {self.capability}: not enough free space to grow by {format_size(grow)}"
+            return (
+                f"{state.host_name(self.host)} {self.capability}: not enough free space to grow by {format_size(grow)}"
+            )
         return host_usable(state, self.host) or _locked_disk(state, self.disk)
 
     def take(self, state: OperationalState) -> OperationalState:
@@ -828,11 +837,12 @@ class CreateThinPool(Step):
         if state.thin_pool(self.host, self.vg, self.pool) is not None:
             return f"{state.host_name(self.host)} already has thin pool {self.vg}/{self.pool}"
         if state.free_storage(self.host, self.capability) < self.size:
-            return f"{state.host_name(self.host)} {self.capability}: not enough free space for a {format_size(self.size)} pool"
+            where = f"{state.host_name(self.host)} {self.capability}"
+            return f"{where}: not enough free space for a {format_size(self.size)} pool"
         return host_usable(state, self.host)
 
     def take(self, state: OperationalState) -> OperationalState:
-        pools = list(state.thin_pools(self.host)) + [ThinPool(vg=self.vg, name=self.pool, size_bytes=self.size)]
+        pools = [*list(state.thin_pools(self.host)), ThinPool(vg=self.vg, name=self.pool, size_bytes=self.size)]
         state = state.apply([_host_config(state, self.host, thin_pools=pools)])
         return state.consume_storage(self.host, self.capability, self.size)
 
@@ -873,14 +883,20 @@ class ExtendThinPool(Step):
         if grow <= 0:
             return f"thin pool {self.vg}/{self.pool} is already {format_size(pool.size_bytes)}"
         if state.free_storage(self.host, self.capability) < grow:
-            return f"{state.host_name(self.host)} {self.capability}: not enough free space to grow the pool by {format_size(grow)}"
+            where = f"{state.host_name(self.host)} {self.capability}"
+            return f"{where}: not enough free space to grow the pool by {format_size(grow)}"
         return host_usable(state, self.host) or (
-            "the thin pool is held by another plan" if state.locked("pool", f"{self.host}/{self.vg}/{self.pool}") else None)
+            "the thin pool is held by another plan"
+            if state.locked("pool", f"{self.host}/{self.vg}/{self.pool}")
+            else None
+        )
 
     def take(self, state: OperationalState) -> OperationalState:
         pool = self._current(state)
         grow = self.size - pool.size_bytes
-        pools = [p.model_copy(update={"size_bytes": self.size}) if p == pool else p for p in state.thin_pools(self.host)]
+        pools = [
+            p.model_copy(update={"size_bytes": self.size}) if p == pool else p for p in state.thin_pools(self.host)
+        ]
         state = state.apply([_host_config(state, self.host, thin_pools=pools)])
         return state.consume_storage(self.host, self.capability, grow)
 
@@ -961,7 +977,9 @@ class ExtendFileImage(Step):
             return f"image {self.path} is already {format_size(alloc.actual_size)}"
         users = [state.vm_name(v) for v in state.disk_users(self.disk) if state.vm_host(v) is not None]
         if users:
-            return f"disk {state.disk_name(self.disk)} is in use by {', '.join(sorted(users))}: qemu-img cannot resize it"
+            return (
+                f"disk {state.disk_name(self.disk)} is in use by {', '.join(sorted(users))}: qemu-img cannot resize it"
+            )
         return host_usable(state, self.host) or _locked_disk(state, self.disk)
 
     def take(self, state: OperationalState) -> OperationalState:
@@ -1024,7 +1042,8 @@ class RemoveZfsVolume(_RemoveAllocation):
     volume: str
 
     def describe(self, state: OperationalState) -> str:
-        return f"destroy ZFS volume {self.pool}/{self.volume} of disk {state.disk_name(self.disk)} on {state.host_name(self.host)}"
+        disk, host = state.disk_name(self.disk), state.host_name(self.host)
+        return f"destroy ZFS volume {self.pool}/{self.volume} of disk {disk} on {host}"
 
     def operations(self, state: OperationalState) -> list[Operation]:
         from ..hosts import zfs
@@ -1067,7 +1086,9 @@ class RemoveGvinumVolume(_RemoveAllocation):
     volume: str
 
     def describe(self, state: OperationalState) -> str:
-        return f"remove gvinum volume {self.volume} of disk {state.disk_name(self.disk)} on {state.host_name(self.host)}"
+        return (
+            f"remove gvinum volume {self.volume} of disk {state.disk_name(self.disk)} on {state.host_name(self.host)}"
+        )
 
     def operations(self, state: OperationalState) -> list[Operation]:
         from ..hosts import gvinum
@@ -1138,7 +1159,8 @@ class CopyAllocation(Step):
     def blocked(self, state: OperationalState) -> str | None:
         source = _find_allocation(state, self._source_disk(), self.host, self.capability)
         if source is None:
-            return f"disk {state.disk_name(self._source_disk())} has no storage on {state.host_name(self.host)} {self.capability}"
+            disk = state.disk_name(self._source_disk())
+            return f"disk {disk} has no storage on {state.host_name(self.host)} {self.capability}"
         if down := _host_down(state, self.host):
             return down
         creator = self._creator(state)
@@ -1261,9 +1283,12 @@ class ExportNfs(Step):
         return host_usable(state, self.host)
 
     def take(self, state: OperationalState) -> OperationalState:
-        exports = _config_list(state, self.host, "exports") + [
-            NfsExport(path=self.path, clients=self.clients, options=self.options, server=self.server,
-                      disk_id=self.disk)]
+        exports = [
+            *_config_list(state, self.host, "exports"),
+            NfsExport(
+                path=self.path, clients=self.clients, options=self.options, server=self.server, disk_id=self.disk
+            ),
+        ]
         return state.apply([_host_config(state, self.host, exports=exports)])
 
     def touched(self) -> Touched:
@@ -1300,7 +1325,9 @@ class UnexportNfs(Step):
         return ExportNfs(self.host, self.path, self.clients, server=self.server)
 
     def blocked(self, state: OperationalState) -> str | None:
-        if not any(e.path == self.path and e.clients == self.clients for e in _config_list(state, self.host, "exports")):
+        if not any(
+            e.path == self.path and e.clients == self.clients for e in _config_list(state, self.host, "exports")
+        ):
             return f"{state.host_name(self.host)} does not export {self.path} to {self.clients}"
         address = state.hosts[self.host].address if self.host in state.hosts else ""
         for other in state.host_ids():
@@ -1357,8 +1384,10 @@ class MountNfs(Step):
         return host_usable(state, self.host)
 
     def take(self, state: OperationalState) -> OperationalState:
-        mounts = _config_list(state, self.host, "mounts") + [
-            Mount(source=self._source(state), target=self.target, fstype="nfs", disk_id=self.disk)]
+        mounts = [
+            *_config_list(state, self.host, "mounts"),
+            Mount(source=self._source(state), target=self.target, fstype="nfs", disk_id=self.disk),
+        ]
         return state.apply([_host_config(state, self.host, mounts=mounts)])
 
     def touched(self) -> Touched:
@@ -1435,8 +1464,10 @@ class ShareIscsi(Step):
         return host_usable(state, self.host)
 
     def take(self, state: OperationalState) -> OperationalState:
-        targets = _config_list(state, self.host, "iscsi_targets") + [
-            IscsiTarget(iqn=self.iqn, tid=self.tid, lun_path=self.lun_path, disk_id=self.disk)]
+        targets = [
+            *_config_list(state, self.host, "iscsi_targets"),
+            IscsiTarget(iqn=self.iqn, tid=self.tid, lun_path=self.lun_path, disk_id=self.disk),
+        ]
         return state.apply([_host_config(state, self.host, iscsi_targets=targets)])
 
     def touched(self) -> Touched:

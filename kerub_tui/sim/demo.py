@@ -158,7 +158,7 @@ def check_data_dir(controller: Any) -> None:
 
 
 async def seed(controller: Any, *, ceiling: float = SEED_CEILING,
-               today: Callable[[], dt.date] = lambda: dt.datetime.now(dt.timezone.utc).date()) -> bool:
+               today: Callable[[], dt.date] = lambda: dt.datetime.now(dt.UTC).date()) -> bool:
     """Fill the controller's (started) data dir with the demo fleet; False when it was seeded already.
 
     Creates only what is missing, so an interrupted seed finishes on the next run and a finished one

@@ -63,7 +63,7 @@ MIGRATE_BYTES_PER_SECOND = 1.1 * GIB  # a 10 GbE link, as live migration sees it
 _VMSTAT_HEADER = (
     "--procs-- -----------------------memory---------------------- ---swap-- -----io---- -system-- "
     "----------cpu----------",
-    "   r    b         swpd         free         buff        cache   si   so    bi    bo   in   cs  us  sy  id  wa  st  gu",
+    "   r    b         swpd         free         buff        cache   si   so    bi    bo   in   cs  us  sy  id  wa  st  gu",  # noqa: E501
 )
 
 
@@ -287,17 +287,19 @@ class SimulatedFleet:
 
     def _vmstat_tick(self, member: _Member) -> None:
         machine = member.machine
-        user, system, idle = machine.load()
+        user, system, _idle = machine.load()
         total_kib = machine.memory // 1024
         used_kib = machine.used_memory() // 1024
         buff = 64 * 1024
         cache = max(0, min(8 * 1024 * 1024, (total_kib - used_kib) // 3))
         free = max(0, total_kib - used_kib - buff - cache)
         running = len(machine.running())
-        line = (f"{min(running, machine.cpus) // 4:4d} {0:4d} {0:12d} {free:12d} {buff:12d} {cache:12d} {0:4d} {0:4d} "
-                f"{machine.rng.randint(0, 400):5d} {machine.rng.randint(20, 2000):5d} "
-                f"{machine.rng.randint(300, 5000):4d} {machine.rng.randint(500, 9000):4d} "
-                f"{round(user):3d} {round(system):3d} {max(0, 100 - round(user) - round(system)):3d} {0:3d} {0:3d} {0:3d}")
+        line = (
+            f"{min(running, machine.cpus) // 4:4d} {0:4d} {0:12d} {free:12d} {buff:12d} {cache:12d} {0:4d} {0:4d} "
+            f"{machine.rng.randint(0, 400):5d} {machine.rng.randint(20, 2000):5d} "
+            f"{machine.rng.randint(300, 5000):4d} {machine.rng.randint(500, 9000):4d} "
+            f"{round(user):3d} {round(system):3d} {max(0, 100 - round(user) - round(system)):3d} {0:3d} {0:3d} {0:3d}"
+        )
         assert member.vmstat is not None
         member.vmstat(line)
 
@@ -389,7 +391,9 @@ class SimulatedFleet:
         if member is None:
             return OperationResult(EXIT_UNREACHABLE, "", f"host {host_id} is not a simulated host of this controller")
         if member.status is not HostStatus.up:
-            return OperationResult(EXIT_UNREACHABLE, "", f"host {member.name} is {member.status.value}: {member.reason}")
+            return OperationResult(
+                EXIT_UNREACHABLE, "", f"host {member.name} is {member.status.value}: {member.reason}"
+            )
         return member
 
     async def run(self, host_id: str, command: str, *, privileged: bool = True) -> OperationResult:

@@ -19,15 +19,16 @@ import random
 import re
 import shlex
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 from kerub_tui.core.models import HostCapabilities, StorageTechnology, VmStatus
 from kerub_tui.hosts import ksm
-from kerub_tui.hosts.kvm import parse_domain_xml
-from kerub_tui.hosts.operations import EXIT_UNREACHABLE, OperationResult
 from kerub_tui.hosts.facts import IMAGES_DIR
+from kerub_tui.hosts.kvm import parse_domain_xml
 from kerub_tui.hosts.libvirt_link import DomainEvent, DomainState
+from kerub_tui.hosts.operations import EXIT_UNREACHABLE, OperationResult
 
 MIB = 1 << 20
 GIB = 1 << 30
@@ -509,7 +510,7 @@ class Machine:
         await self.spend(0.1)
         return self.closed()
 
-    _COMMANDS = {
+    _COMMANDS: ClassVar[dict[str, Callable[..., Awaitable[OperationResult]]]] = {
         "lvs": _lvs, "vgs": _vgs, "lvcreate": _lvcreate, "lvextend": _lvextend, "lvremove": _lvremove,
         "qemu-img": _qemu_img, "rm": _rm, "test": _test, "poweroff": _poweroff,
     }

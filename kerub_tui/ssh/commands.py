@@ -75,7 +75,7 @@ class CommandResult:
     def ok(self) -> bool:
         return self.exit_code == 0
 
-    def check(self) -> "CommandResult":
+    def check(self) -> CommandResult:
         """Self when the command succeeded, else CommandFailed."""
         if not self.ok:
             raise CommandFailed(self)

@@ -79,7 +79,7 @@ class Endpoint:
         return fingerprint_of(self.host_key)
 
 
-async def cancel_and_wait(task: "asyncio.Task[Any] | None") -> None:
+async def cancel_and_wait(task: asyncio.Task[Any] | None) -> None:
     """Cancel ``task`` and wait until it is really done.
 
     Cancels again while it is not: on Python 3.11 asyncio.wait_for (used inside asyncssh) can
@@ -183,7 +183,7 @@ async def open_connection(
     options = await client_options(endpoint, settings)
     try:
         return await asyncssh.connect(endpoint.address, config=config_arg(settings), options=options)
-    except (OSError, asyncssh.Error, TimeoutError, asyncio.TimeoutError) as caught:
+    except (OSError, asyncssh.Error, TimeoutError) as caught:
         error = caught
         classified = classify_connect_error(endpoint, error)
     # A host that offers no key of the accepted type drops the key exchange (ConnectionLost) rather
@@ -228,7 +228,7 @@ async def password_connection(
     )
     try:
         return await asyncssh.connect(endpoint.address, config=config_arg(settings), options=options)
-    except (OSError, asyncssh.Error, TimeoutError, asyncio.TimeoutError) as error:
+    except (OSError, asyncssh.Error, TimeoutError) as error:
         classified = classify_connect_error(endpoint, error)
     if isinstance(classified, AuthenticationFailed):
         raise AuthenticationFailed(f"{endpoint.user}@{endpoint.address}: the password was refused") from None
@@ -457,7 +457,7 @@ class HostConnection:
             return self._result(command, proc, out, err, started)
 
     @staticmethod
-    def _result(command: str, proc: Any, out: "_Capture", err: "_Capture", started: float) -> CommandResult:
+    def _result(command: str, proc: Any, out: _Capture, err: _Capture, started: float) -> CommandResult:
         signal = proc.exit_signal[0] if proc.exit_signal else None
         status = proc.exit_status
         return CommandResult(
@@ -494,7 +494,7 @@ class HostConnection:
                     async with asyncio.timeout(5):
                         await proc.wait_closed()
 
-    def stream(self, command: str, *, privileged: bool = True, wait: float | None = 0.0) -> "RemoteStream":
+    def stream(self, command: str, *, privileged: bool = True, wait: float | None = 0.0) -> RemoteStream:
         """A long-lived remote command read line by line; see RemoteStream."""
         return RemoteStream(self, command, privileged=privileged, wait=wait)
 
@@ -547,7 +547,7 @@ class RemoteStream:
         self._stderr_task: asyncio.Task[None] | None = None
         self._slot_held = False
 
-    async def __aenter__(self) -> "RemoteStream":
+    async def __aenter__(self) -> RemoteStream:
         text = remote_command(self.command, user=self.host.user, privileged=self.privileged, tied=True)
         await self.host._sessions.acquire()
         self._slot_held = True
@@ -597,7 +597,7 @@ class RemoteStream:
         # Drained so a chatty stderr never fills the window and stalls stdout; the tail is kept.
         with contextlib.suppress(asyncssh.Error, OSError):
             async for line in self._lines(self._proc.stderr):
-                self.stderr_tail = (self.stderr_tail + [line])[-20:]
+                self.stderr_tail = ([*self.stderr_tail, line])[-20:]
 
     async def _lines(self, reader: asyncssh.SSHReader[bytes]) -> AsyncIterator[str]:
         pending = bytearray()

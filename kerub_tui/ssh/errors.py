@@ -48,7 +48,7 @@ class NotConnected(SshError):
 class CommandTimeout(SshError):
     """A command ran longer than its timeout; it was stopped. ``result`` holds what it printed."""
 
-    def __init__(self, message: str, result: "CommandResult") -> None:
+    def __init__(self, message: str, result: CommandResult) -> None:
         super().__init__(message)
         self.result = result
 
@@ -56,7 +56,7 @@ class CommandTimeout(SshError):
 class CommandFailed(SshError):
     """A command that had to succeed exited non-zero (raised by CommandResult.check())."""
 
-    def __init__(self, result: "CommandResult") -> None:
+    def __init__(self, result: CommandResult) -> None:
         self.result = result
         tail = (result.stderr.strip() or result.stdout.strip()).splitlines()[-1:] or [""]
         super().__init__(f"{result.command!r} exited with {result.exit_code}: {tail[0][:300]}")

@@ -5,10 +5,10 @@ the SPICE password is in no document, audit entry, log line or file of the data 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
-import hashlib
 import socket
 import sys
 from pathlib import Path

@@ -37,7 +37,6 @@ from kerub_tui.core.models import (
     Event,
     Plan,
     PlanStatus,
-    VirtualMachine,
     VirtualStorageDevice,
     VirtualStorageDeviceDynamic,
 )

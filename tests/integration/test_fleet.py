@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import uuid
 from pathlib import Path
@@ -22,7 +23,7 @@ from kerub_tui.core.models import (
     VmStatus,
 )
 from kerub_tui.core.store import Store
-from kerub_tui.hosts.fleet import Fleet, FingerprintMismatch, FingerprintRequired, FleetError
+from kerub_tui.hosts.fleet import FingerprintMismatch, FingerprintRequired, Fleet, FleetError
 from kerub_tui.hosts.monitor import MonitorSettings
 from kerub_tui.ssh import SshSettings
 
@@ -130,7 +131,7 @@ async def test_host_dynamic_changes_arrive_continuously(lab, tmp_path):
         times = [d.last_seen for d in seen]
         assert times == sorted(times)
         # a change always carries a change: the coalescer writes nothing that is equal
-        assert all(a != b for a, b in zip(seen, seen[1:]))
+        assert all(a != b for a, b in itertools.pairwise(seen))
         # KSM and storage come from the on-change watch
         assert seen[-1].ksm.available is True
 
@@ -237,7 +238,7 @@ async def test_a_replaced_host_key_is_refused_and_raises_an_event(clean_lab, tmp
         await asyncio.sleep(SETTINGS.backoff_max * 2)  # it keeps trying, and keeps refusing
         assert log.read_text(errors="replace").count("Accepted ") == logins
         assert store.get(HostDynamic, added.id).status is HostStatus.key_mismatch
-        with pytest.raises(Exception):
+        with pytest.raises(Exception):  # noqa: B017 - whatever the refusal is called, the command must not run
             await fleet.run(added.id, "true")
 
         await fleet.accept_host_key(added.id, new_fingerprint)  # the admin checked it out of band

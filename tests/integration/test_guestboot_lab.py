@@ -25,8 +25,9 @@ from kerub_tui.core.models import (
 )
 from kerub_tui.hosts.cloudinit import SeedContent, build_seed
 
-from .test_host_ops import MIB, carry_out, controller_on, lvs as lvs_of, proposal, step_types
+from .test_host_ops import MIB, carry_out, controller_on, proposal, step_types
 from .test_host_ops import commands as commands_of
+from .test_host_ops import lvs as lvs_of
 
 pytestmark = pytest.mark.lab
 

@@ -334,7 +334,7 @@ async def test_a_step_failing_on_the_host_fails_the_plan_with_a_clear_record(cle
         assert "free" in command.stderr_tail.lower() or "extents" in command.stderr_tail.lower()
         assert [r.command.split()[0] for r in read_back] == ["lvs"], read_back
         audit = [a for a in c.db.list(AuditEntry) if a.plan_id == plan.id and a.action == "step command"]
-        assert [(a.command, a.exit_code) for a in audit][0] == (command.command, 5)
+        assert next((a.command, a.exit_code) for a in audit) == (command.command, 5)
         assert audit[0].output_tail.strip().endswith(command.stderr_tail.strip().splitlines()[-1].strip())
         # Nothing half-made: no LV, no domain, no allocation recorded; the start never ran.
         assert "kerub-full" not in lvs(labhost)

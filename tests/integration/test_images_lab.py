@@ -126,7 +126,7 @@ def imaging(lab, tmp_path_factory):
 @pytest.fixture
 def clean_images(imaging):
     """The imaging hosts with an empty image directory after the test, and no image recorded."""
-    hosts, env, base = imaging
+    hosts, env, _base = imaging
     yield imaging
     for doc in images(env):
         kerub("image", "delete", doc["name"], env=env)
@@ -293,7 +293,7 @@ def test_a_controller_killed_mid_import_leaves_nothing(clean_images, tmp_path):
         assert proc.poll() is None, proc.communicate()
         serve.send_signal(signal.SIGKILL)
         serve.wait(timeout=30)
-        out, err = proc.communicate(timeout=60)
+        _out, err = proc.communicate(timeout=60)
         assert proc.returncode != 0
         assert "Traceback" not in err
     finally:

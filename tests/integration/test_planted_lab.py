@@ -43,7 +43,7 @@ async def _running(c, name: str) -> VirtualMachineDynamic:
                        and d.spice_port and d, f"{name}'s SPICE port")
 
 
-async def test_the_spice_password_is_on_the_live_domain_only(clean_lab, tmp_path, stand_in):  # noqa: F811
+async def test_the_spice_password_is_on_the_live_domain_only(clean_lab, tmp_path, stand_in):
     script, env = stand_in
     async with controller_on(clean_lab, tmp_path, hosts=1) as c:
         dyn = await _running(c, "secret")
@@ -127,7 +127,7 @@ class _Recorder:
 
 
 def test_install_key_through_a_running_controller_keeps_the_password_here(
-        login_user, tmp_path, monkeypatch, capsys):  # noqa: F811
+        login_user, tmp_path, monkeypatch, capsys):
     host, user, password = login_user
     data = tmp_path / "data"
     with Store.open(data):

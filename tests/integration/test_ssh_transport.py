@@ -188,7 +188,7 @@ async def test_ssh_config_alias_through_a_proxyjump(clean_lab, tmp_path):
         assert result.stdout.strip() == target.name
     jump.stop_sshd()
     try:
-        with pytest.raises(Exception):  # the only way to the target is through the jump host
+        with pytest.raises(Exception):  # noqa: B017 - the only way to the target is through the jump host
             await open_connection(endpoint(target, address="kerub-target", port=None, identity=None), settings)
     finally:
         jump.start_sshd()

@@ -34,7 +34,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     print(f"known_hosts: {lab.known_hosts}")
     print(f"{'NAME':<9} {'ADDRESS':<14} {'PORT':>4}  {'CLIENT KEY':<35} {'VG':<14} HOST KEY FINGERPRINT")
     for h in lab.hosts:
-        print(f"{h.name:<9} {h.address:<14} {h.port:>4}  {str(h.client_key):<35} {h.vg or '-':<14} "
+        print(f"{h.name:<9} {h.address:<14} {h.port:>4}  {h.client_key!s:<35} {h.vg or '-':<14} "
               f"{h.host_key_fingerprint}")
     first = lab.hosts[0]
     print(f"try: ssh -i {lab.client_key} -o UserKnownHostsFile={lab.known_hosts} root@{first.address}")

@@ -1126,7 +1126,7 @@ def status() -> list[dict]:
                 "sshd": alive and _tcp_banner(h.address, h.port, 1.0) is not None,
                 "processes": len(h.pids()) if alive else 0,
                 "vg": h.vg,
-                "loops": [l["name"] for l in loops if h.pv_file and l["back-file"] == str(h.pv_file)],
+                "loops": [lo["name"] for lo in loops if h.pv_file and lo["back-file"] == str(h.pv_file)],
                 "fingerprint": h.host_key_fingerprint,
             })
         result.append({

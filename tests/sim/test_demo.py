@@ -41,8 +41,8 @@ from kerub_tui.sim.demo import (
     check_data_dir,
     seed,
 )
-from tests.tui.demo_data import demo_controller, seeded_copy
 from tests.sim._support import CEILING, until
+from tests.tui.demo_data import demo_controller, seeded_copy
 
 ALL_HOSTS = {h.name for h in (*LEGACY_HOSTS, *HOSTS)}
 ALL_VMS = {v.name for v in (*LEGACY_VMS, *VMS)}
@@ -113,7 +113,7 @@ async def test_the_seed_is_a_calm_fleet_with_one_proposal_waiting(demo) -> None:
             assert link.disk_id in db.disks_on_host(placement(demo, vm)[0])
     # The old server is past its end of life: the one proposal moves its VMs away.
     old = by_name(demo, Host, "old01")
-    assert old.end_of_life is not None and old.end_of_life < dt.datetime.now(dt.timezone.utc).date()
+    assert old.end_of_life is not None and old.end_of_life < dt.datetime.now(dt.UTC).date()
     (plan,) = await until(lambda: proposals(demo), "the evacuation proposal")
     assert plan.plan_kind == "evacuate"
     assert {t.split(" runs on ")[0] for t in plan.trigger} == {v.name for v in LEGACY_VMS}
@@ -149,7 +149,7 @@ async def test_a_data_dir_of_real_hosts_is_not_the_demo_s(tmp_path) -> None:
     controller = demo_controller(tmp_path / "data")
     controller.open_store().put(Host(name="prod1", address="10.0.0.1"))
     try:
-        with pytest.raises(DemoError, match="holds real hosts .*prod1"):
+        with pytest.raises(DemoError, match=r"holds real hosts .*prod1"):
             check_data_dir(controller)
         await controller.start(connect_hosts=False)  # prod1 is never contacted
         with pytest.raises(DemoError, match="demo needs a data dir of its own"):

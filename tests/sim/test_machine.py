@@ -20,8 +20,8 @@ from hypothesis import strategies as st
 from kerub_tui.core.models import VirtualMachine
 from kerub_tui.hosts import facts, fileimage, ksm, kvm, lvm, spice
 from kerub_tui.hosts.facts import IMAGES_DIR, Output
-from kerub_tui.sim import Machine, Timing, profile
 from kerub_tui.hosts.operations import OperationResult
+from kerub_tui.sim import Machine, Timing, profile
 from kerub_tui.sim.machine import EXIT_UNREACHABLE, EXTENT
 
 GIB = 1 << 30

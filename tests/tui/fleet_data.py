@@ -6,7 +6,6 @@ import datetime as dt
 from pathlib import Path
 
 from kerub_tui.controller import Controller
-from kerub_tui.planner.reconcile import process_identity
 from kerub_tui.core.expectations import validate_expectation
 from kerub_tui.core.models import (
     AuditEntry,
@@ -42,8 +41,9 @@ from kerub_tui.core.models import (
     VirtualStorageDeviceDynamic,
     VmStatus,
 )
+from kerub_tui.planner.reconcile import process_identity
 
-T0 = dt.datetime(2024, 5, 1, 12, 0, 0, tzinfo=dt.timezone.utc)
+T0 = dt.datetime(2024, 5, 1, 12, 0, 0, tzinfo=dt.UTC)
 NOW = T0 + dt.timedelta(minutes=10)
 GIB = 1 << 30
 MIB = 1 << 20

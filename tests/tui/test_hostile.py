@@ -80,8 +80,7 @@ def hostile_documents(values: list[str]) -> list:
         "hypervisor": caps.hypervisor.model_copy(update={"libvirt_version": v[9]}),
         "dmi": DmiInfo(system_manufacturer=v[10], system_product=v[11], chassis_type=v[12]),
         "block_devices": [BlockDevice(name=v[13], path=v[14], type="disk", size_bytes=1, model=v[15])],
-        "storage": caps.storage + [StorageCapability(id=v[16], technology=StorageTechnology.file, name=v[17],
-                                                     size_bytes=1 << 30, free_bytes=1 << 29, device=v[18])],
+        "storage": [*caps.storage, StorageCapability(id=v[16], technology=StorageTechnology.file, name=v[17], size_bytes=1 << 30, free_bytes=1 << 29, device=v[18])],
         "tools": {v[19]: True, "lvm": True},
         "stale": [StaleFacts(section="cpu", since=when, read_at=T0, reason=v[20])],
     })

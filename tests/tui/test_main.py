@@ -24,7 +24,7 @@ def status_text(app: KerubApp) -> str:
 
 
 async def test_three_live_panes_and_status(tmp_path):
-    async with running(tmp_path, (120, 40)) as (controller, app, pilot):
+    async with running(tmp_path, (120, 40)) as (controller, app, _pilot):
         screen = app.screen
         assert isinstance(screen, MainScreen)
         assert screen.table("hosts").shown_ids() == [H1, H2, ident("host0003", 3)]
@@ -45,7 +45,7 @@ async def test_three_live_panes_and_status(tmp_path):
 
 
 async def test_first_run_says_what_to_do(tmp_path):
-    async with running(tmp_path, (80, 24), empty=True) as (controller, app, pilot):
+    async with running(tmp_path, (80, 24), empty=True) as (_controller, app, pilot):
         first_run = app.screen.query_one(FirstRun)
         assert first_run.has_class("-shown") and first_run.display
         text = str(first_run.render())
@@ -61,7 +61,7 @@ async def test_first_run_says_what_to_do(tmp_path):
 async def test_first_run_names_the_remapped_key(tmp_path, private_dirs):
     config, _ = private_dirs
     (config / "keymap.toml").write_text('"main.add_host" = "plus"\n')
-    async with running(tmp_path, (80, 24), empty=True) as (controller, app, pilot):
+    async with running(tmp_path, (80, 24), empty=True) as (_controller, app, pilot):
         assert "Press + to add your first host" in str(app.screen.query_one(FirstRun).render())
         await pilot.press("a")
         assert isinstance(app.screen, MainScreen)
@@ -98,7 +98,7 @@ async def test_rows_update_in_place_and_the_cursor_stays(tmp_path):
 
 async def test_filter_regex_invert_and_esc(tmp_path):
     record = Recorder()
-    async with running(tmp_path, (120, 40), message_hook=record) as (controller, app, pilot):
+    async with running(tmp_path, (120, 40), message_hook=record) as (_controller, app, pilot):
         await pilot.press("2", "slash", *"^web[12]$", "enter")
         vms: LiveTable = app.screen.table("vms")
         assert vms.shown_ids() == [WEB1, WEB2]
@@ -206,7 +206,7 @@ async def test_bulk_delete_reports_refusals(tmp_path):
 
 async def test_jump_to_views(tmp_path):
     record = Recorder()
-    async with running(tmp_path, (80, 24), message_hook=record) as (controller, app, pilot):
+    async with running(tmp_path, (80, 24), message_hook=record) as (_controller, app, pilot):
         await pilot.press("colon", *"plans", "enter")
         assert isinstance(app.screen, ProposalsScreen)
         await pilot.press("colon", *"audit", "enter")
@@ -305,7 +305,7 @@ async def test_readonly_refuses_every_change_and_shows_it(tmp_path):
 
 async def test_console_needs_a_running_vm(tmp_path):
     record = Recorder()
-    async with running(tmp_path, (120, 40), message_hook=record) as (controller, app, pilot):
+    async with running(tmp_path, (120, 40), message_hook=record) as (_controller, _app, pilot):
         await pilot.press("2", "c")  # db1 is down
         refused = record.of(KerubApp.ActionRefused)
         assert refused and "db1 is not running" in refused[-1].reason

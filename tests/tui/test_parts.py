@@ -9,12 +9,12 @@ from hypothesis import strategies as st
 
 from kerub_tui.core.models import HostDynamic
 from kerub_tui.screens.format import Cell, ago, sort_key, sparkline
-from kerub_tui.screens.history import BUCKETS, BUCKET_SECONDS, FigureHistory, memory_used_percent
+from kerub_tui.screens.history import BUCKET_SECONDS, BUCKETS, FigureHistory, memory_used_percent
 from kerub_tui.screens.keymap import load_keymap
 from kerub_tui.screens.live import RowFilter
 from kerub_tui.screens.rows import downsample
 
-T0 = dt.datetime(2024, 5, 1, tzinfo=dt.timezone.utc)
+T0 = dt.datetime(2024, 5, 1, tzinfo=dt.UTC)
 
 
 def test_keymap_uses_what_it_can_and_reports_the_rest(tmp_path):

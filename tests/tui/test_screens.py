@@ -120,7 +120,7 @@ async def test_vm_editor_controller_refusal_is_shown_and_nothing_is_left_behind(
 
 
 async def test_expectation_editor_offers_every_type_with_its_fields(tmp_path):
-    async with running(tmp_path, (120, 60)) as (controller, app, pilot):
+    async with running(tmp_path, (120, 60)) as (_controller, app, pilot):
         await pilot.press("2", "n")
         editor = app.screen.query_one(ExpectationEditor)
         type_select = editor.query_one("#expect-type", Select)
@@ -259,7 +259,7 @@ async def test_host_detail_figures_follow_the_feed(tmp_path):
 
 
 async def test_add_host_form_errors(tmp_path):
-    async with running(tmp_path, (80, 24)) as (controller, app, pilot):
+    async with running(tmp_path, (80, 24)) as (_controller, app, pilot):
         await pilot.press("a")
         screen = app.screen
         await fill(pilot, "#address", "bad address!")
@@ -367,7 +367,7 @@ async def test_settings_optimisation_and_keymap(tmp_path, private_dirs):
 
 
 async def test_audit_is_filterable_and_shows_the_output(tmp_path):
-    async with running(tmp_path, (120, 40)) as (controller, app, pilot):
+    async with running(tmp_path, (120, 40)) as (_controller, app, pilot):
         await pilot.press("colon", *"audit", "enter")
         table = app.screen.query_one(LiveTable)
         assert len(table.shown_ids()) == 4

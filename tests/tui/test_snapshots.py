@@ -14,7 +14,6 @@ import time_machine
 from textual.widgets import Input
 
 from kerub_tui.app import KerubApp
-
 from kerub_tui.core.models import Host
 from kerub_tui.sim import ADDRESS_DOMAIN, profile
 

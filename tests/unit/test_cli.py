@@ -5,7 +5,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -55,7 +54,7 @@ def test_disk_and_vm_commands_round_trip(data_dir, capsys):
     (["vm"], "required"),
 ])
 def test_errors_are_one_clear_line(data_dir, capsys, argv, message):
-    code, out, err = run(*argv, capsys=capsys)
+    code, _out, err = run(*argv, capsys=capsys)
     assert code != 0
     assert message in err
     assert len(err.strip().splitlines()) == 1, err

@@ -38,7 +38,7 @@ def leaves(parser: argparse.ArgumentParser, prefix: tuple[str, ...] = ()):
         yield prefix, parser
         return
     for name, sub in subs[0].choices.items():
-        yield from leaves(sub, prefix + (name,))
+        yield from leaves(sub, (*prefix, name))
 
 
 def _takes_value(action: argparse.Action) -> bool:

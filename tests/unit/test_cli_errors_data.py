@@ -86,7 +86,7 @@ def test_an_export_on_a_full_disk_is_one_line_and_leaves_no_copy(tmp_path):
     try:
         store = Store.open(tmp_path / "data")
         store.put_many([m.Event(type="x", message="y" * 1000) for _ in range(200)])  # ~250 KiB of JSON
-        with pytest.raises(StoreError, match="cannot export to .*No space left on device"):
+        with pytest.raises(StoreError, match=r"cannot export to .*No space left on device"):
             store.export_file(small / "x.json")
         store.close()
         assert os.listdir(small) == []

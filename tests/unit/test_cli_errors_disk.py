@@ -48,7 +48,7 @@ def test_a_full_disk_refuses_each_write_with_one_line_and_nothing_half_done(smal
     store = Store.open(small_fs / "data")
     store.put(VirtualStorageDevice(name="before", size=1 << 30))
     filler = fill(small_fs)
-    with pytest.raises(StoreWriteError, match="cannot write to .*: the disk is full; nothing was changed"):
+    with pytest.raises(StoreWriteError, match=r"cannot write to .*: the disk is full; nothing was changed"):
         store.put_many([Event(type="x", message="y" * 4000) for _ in range(100)])
     assert store.write_failure == "the disk is full"
     assert store.count(Event) == 0  # nothing of the refused transaction is kept, in memory either

@@ -28,7 +28,7 @@ async def _until(predicate, timeout=10.0):
 
 
 async def test_attached_client_mirrors_and_acts(served):
-    controller, server = served
+    controller, _server = served
     await controller.create_disk("before", size=1 << 20)
     remote = RemoteController(controller.data_dir)
     await remote.start()

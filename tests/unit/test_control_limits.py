@@ -114,7 +114,7 @@ def _high_water_mark(pid: int) -> int:
 
 
 def test_a_200_mib_request_is_refused_without_the_controller_holding_it(serve):
-    proc, data_dir, stderr = serve
+    proc, data_dir, _stderr = serve
     assert "result" in ping(data_dir)
     before = _high_water_mark(proc.pid)
     chunk = b"x" * (1 << 20)

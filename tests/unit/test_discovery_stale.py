@@ -37,7 +37,7 @@ from kerub_tui.planner.explain import explain, render
 from .planner.fleet import Fleet, host_id
 
 CAPTURES = Path(__file__).resolve().parents[1] / "captures" / "discovery"
-T0 = dt.datetime(2026, 1, 2, 10, 0, tzinfo=dt.timezone.utc)
+T0 = dt.datetime(2026, 1, 2, 10, 0, tzinfo=dt.UTC)
 T1 = T0 + dt.timedelta(hours=1)
 T2 = T1 + dt.timedelta(hours=1)
 BANNER = "Welcome to kvm1!\nAuthorised use only. All activity is logged.\n"

@@ -33,7 +33,7 @@ from kerub_tui.hosts.facts import (
 from kerub_tui.hosts.parse import VmstatParser, parse_findmnt
 
 CAPTURES = Path(__file__).resolve().parents[1] / "captures"
-NOW = dt.datetime(2026, 1, 2, tzinfo=dt.timezone.utc)
+NOW = dt.datetime(2026, 1, 2, tzinfo=dt.UTC)
 
 
 def captured(directory: Path) -> dict[str, Output]:
@@ -267,7 +267,7 @@ def test_stream_dies_when_stdin_closes():
 @pytest.mark.parametrize("round_", range(5))
 def test_stream_ending_at_once_leaves_no_watcher(round_):
     """The command may end before the wrapper has set itself up: nothing may be left behind."""
-    wrapper, inner = _start("sh -c 'echo $$'")
+    wrapper, _inner = _start("sh -c 'echo $$'")
     assert wrapper.wait(timeout=30) == 0
     assert _wait_group_gone(wrapper.pid) == []
     assert wrapper.stdin is not None
@@ -275,7 +275,7 @@ def test_stream_ending_at_once_leaves_no_watcher(round_):
 
 
 def test_stream_dies_on_hangup():
-    wrapper, inner = _start("sh -c 'echo $$; exec sleep 600'")
+    wrapper, _inner = _start("sh -c 'echo $$; exec sleep 600'")
     os.kill(wrapper.pid, signal.SIGHUP)
     assert wrapper.wait(timeout=30) != 0
     assert _wait_group_gone(wrapper.pid) == []
@@ -284,7 +284,7 @@ def test_stream_dies_on_hangup():
 
 
 def test_stream_that_ends_by_itself_ends_the_wrapper_with_its_status():
-    wrapper, inner = _start("sh -c 'echo $$; exit 3'")
+    wrapper, _inner = _start("sh -c 'echo $$; exit 3'")
     assert wrapper.wait(timeout=30) == 3  # stdin is still open: the watcher must not keep it alive
     assert _wait_group_gone(wrapper.pid) == []
     assert wrapper.stdin is not None

@@ -117,14 +117,14 @@ def test_refusals_are_one_line_and_leave_nothing(data_dir, capsys, argv, message
     put(data_dir, image("cloud", "qcow2"), VirtualStorageDevice(name="plain", size=MIB),
         Host(name="h1", address="10.0.0.1", capabilities=HostCapabilities(
             hypervisor=HypervisorInfo(kvm=False, reason="libvirt offers no kvm domain for x86_64"))))
-    code, out, err = run(*argv, capsys=capsys)
+    code, _out, err = run(*argv, capsys=capsys)
     assert code != 0 and message in err, err
     assert len(err.strip().splitlines()) == 1
     assert read(data_dir, VirtualMachine, "a") is None and read(data_dir, VirtualStorageDevice, "a-disk0") is None
 
 
 def test_a_refused_vm_leaves_no_disk_behind(data_dir, capsys):
-    code, out, err = run("vm", "create", "a", "--memory", "256M", "--disk", "1G", "--cdrom", "missing",
+    code, _out, _err = run("vm", "create", "a", "--memory", "256M", "--disk", "1G", "--cdrom", "missing",
                          capsys=capsys)
     assert code == 1 and read(data_dir, VirtualStorageDevice, "a-disk0") is None
 
@@ -157,7 +157,7 @@ def test_clone_of_an_image_with_cloud_init(data_dir, tmp_path, capsys):
     (tmp_path / "a.pub").write_text(f"# mine\n{KEY}\n")
     (tmp_path / "user-data").write_text(f"#cloud-config\npassword: {SECRET}\n")
     (tmp_path / "net").write_text("version: 2\n")
-    code, out, err = run("vm", "create", "web1", "--memory", "512M", "--from", "deb12", "--disk", "20G",
+    code, _out, err = run("vm", "create", "web1", "--memory", "512M", "--from", "deb12", "--disk", "20G",
                          "--disk", "1G", "--ssh-key", str(tmp_path / "a.pub"), "--user-data",
                          str(tmp_path / "user-data"), "--network-config", str(tmp_path / "net"), capsys=capsys)
     assert code == 0, err
@@ -165,7 +165,7 @@ def test_clone_of_an_image_with_cloud_init(data_dir, tmp_path, capsys):
     assert vm.cloud_init.ssh_keys == [KEY] and SECRET in vm.cloud_init.user_data
     assert vm.cloud_init.network_config == "version: 2\n"
     system = read(data_dir, VirtualStorageDevice, "web1-disk0")
-    assert system.size == 20 << 30 and [e.spec() for e in system.expectations][0].startswith("clone-of:")
+    assert system.size == 20 << 30 and next(e.spec() for e in system.expectations).startswith("clone-of:")
     assert read(data_dir, VirtualStorageDevice, "web1-disk1").size == 1 << 30
     assert "cloud-init: 1 ssh key(s), user data (" in run("vm", "show", "web1", capsys=capsys)[1]
     # without --disk the clone is the image's size
@@ -199,7 +199,7 @@ def test_clone_and_cloud_init_refusals(data_dir, tmp_path, capsys, extra, messag
     for name, data in files.items():
         (tmp_path / name).write_bytes(data)
     extra = [str(tmp_path / e) if e in files else e for e in extra]
-    code, out, err = run("vm", "create", "a", "--memory", "256M", *extra, "--disk", "4G", capsys=capsys)
+    code, _out, err = run("vm", "create", "a", "--memory", "256M", *extra, "--disk", "4G", capsys=capsys)
     assert code == 1 and message in err, err
     assert len(err.strip().splitlines()) == 1
     assert read(data_dir, VirtualMachine, "a") is None and read(data_dir, VirtualStorageDevice, "a-disk0") is None
@@ -211,7 +211,7 @@ def test_vm_clone_copies_a_stopped_vm_with_new_disks(data_dir, capsys):
     put(data_dir, iso)
     assert run("vm", "create", "src", "--memory", "512M:1G", "--cpus", "2", "--disk", "2G", "--cdrom", "inst",
                "--expect", "availability:up", "--expect", "cpu-architecture:x86_64", capsys=capsys)[0] == 0
-    code, out, err = run("vm", "clone", "src", "copy", capsys=capsys)
+    code, _out, err = run("vm", "clone", "src", "copy", capsys=capsys)
     assert code == 0, err
     src, copy = read(data_dir, VirtualMachine, "src"), read(data_dir, VirtualMachine, "copy")
     assert (copy.cpus, copy.memory_min, copy.memory_max, copy.boot) == (2, 512 * MIB, 1 << 30, ["cdrom", "hd"])

@@ -78,7 +78,7 @@ def test_images_that_refer_to_another_file_are_refused(kind, why):
 
 
 def test_a_vmdk_is_refused_with_what_to_do():
-    with pytest.raises(ImageRefused, match="vmdk image.*qemu-img convert"):
+    with pytest.raises(ImageRefused, match=r"vmdk image.*qemu-img convert"):
         classify(report("vmdk"))
 
 

@@ -1,7 +1,8 @@
 import datetime as dt
 
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from kerub_tui.core import models as m
@@ -67,7 +68,7 @@ def test_unknown_fields_and_kinds_are_refused():
         m.VirtualMachine(name="x", colour="red")
     with pytest.raises(ValidationError):
         m.parse_document({"kind": "spaceship", "id": "x"})
-    with pytest.raises(ValidationError, match="unknown expectation|does not match any of the expected tags"):
+    with pytest.raises(ValidationError, match=r"unknown expectation|does not match any of the expected tags"):
         m.VirtualMachine(name="x", expectations=[{"type": "teleport"}])
 
 

@@ -1,5 +1,6 @@
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
 from kerub_tui.core.names import InvalidName, check_address, check_name, check_user
 

@@ -139,7 +139,7 @@ async def test_the_start_xml_must_be_the_named_vms_own() -> None:
     fleet = RecordingFleet()
     ops = FleetOperations(fleet)
     vm, xml, password = a_domain("web")
-    other, other_xml, _ = a_domain("web")
+    other, _other_xml, _ = a_domain("web")
     for kwargs in ({"vm_id": vm.id, "vm_name": "db", "xml": xml},  # another name
                    {"vm_id": other.id, "vm_name": "web", "xml": xml},  # another VM's UUID
                    {"vm_id": vm.id, "vm_name": "web", "xml": "<domain"},  # not XML

@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from tests.unit.test_ops_netns import PrivateNamespace, private_ns, start_tgtd, stop_tgtd  # noqa: F401 (fixture)
 
 from kerub_tui.hosts.iscsi import (
     IscsiDiskSource,
@@ -27,6 +26,7 @@ from kerub_tui.hosts.iscsi import (
     parse_tgtadm_show,
     write_secret_file,
 )
+from tests.unit.test_ops_netns import PrivateNamespace, private_ns, start_tgtd, stop_tgtd  # noqa: F401 (fixture)
 
 CAPTURES = Path(__file__).parent.parent / "captures" / "ops"
 MIB = 1 << 20

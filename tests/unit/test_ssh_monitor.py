@@ -27,7 +27,7 @@ from kerub_tui.hosts.monitor import (
 )
 from kerub_tui.hosts.parse import ParseError
 
-NOW = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
+NOW = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 A, B = "host-a", "host-b"
 VM = "6f1c8c1e-9a55-4c59-8d0b-2d2f1f7f0a01"
 
@@ -164,7 +164,7 @@ def test_domain_stats_lines_parse():
     assert parse_domain_stats(f"gone {VM}").gone
 
 
-@pytest.mark.parametrize("line", ["", "vm", f"vm {VM} x 1", f"vm not-a-uuid 1 1", f"vm {VM} 1 -5",
+@pytest.mark.parametrize("line", ["", "vm", f"vm {VM} x 1", "vm not-a-uuid 1 1", f"vm {VM} 1 -5",
                                   f"gone {VM} extra", "vm " + VM + " 1 " + "9" * 30, "\x00\x01"])
 def test_bad_domain_stats_lines_are_parse_errors(line):
     with pytest.raises(ParseError):

@@ -65,12 +65,11 @@ def test_indexes_follow_dynamic_documents_and_rebuild_on_open(tmp_path):
 
 def test_failed_transaction_changes_nothing(store):
     kept = store.put(m.VirtualMachine(name="kept"))
-    with pytest.raises(RuntimeError):
-        with store.transaction():
-            store.put(m.VirtualMachine(name="lost"))
-            store.put(kept.evolve(cpus=8))
-            store.put(m.VirtualMachineDynamic(id=kept.id, host_id="h1"))
-            raise RuntimeError("boom")
+    with pytest.raises(RuntimeError), store.transaction():
+        store.put(m.VirtualMachine(name="lost"))
+        store.put(kept.evolve(cpus=8))
+        store.put(m.VirtualMachineDynamic(id=kept.id, host_id="h1"))
+        raise RuntimeError("boom")
     assert [v.name for v in store.list(m.VirtualMachine)] == ["kept"]
     assert store.get(m.VirtualMachine, kept.id).cpus == 1
     assert store.vms_on_host("h1") == set()
@@ -83,10 +82,9 @@ def test_failed_transaction_changes_nothing(store):
 async def test_change_feed_delivers_committed_changes_only(store):
     sub = store.feed.subscribe()
     vm = store.put(m.VirtualMachine(name="a"))
-    with pytest.raises(ValueError):
-        with store.transaction():
-            store.put(m.VirtualMachine(name="never"))
-            raise ValueError
+    with pytest.raises(ValueError), store.transaction():
+        store.put(m.VirtualMachine(name="never"))
+        raise ValueError
     store.put(vm)  # unchanged: no event
     store.put(vm.evolve(cpus=2))
     store.delete(m.VirtualMachine, vm.id)
@@ -231,7 +229,7 @@ def test_a_record_written_behind_the_stores_back_is_damage_and_kept(tmp_path):
     db["doc/vm/broken"] = b"\xff{not json"
     db.commit()
     db.close()
-    with pytest.raises(StoreDamaged, match="damaged records \\(vm/broken\\).*check --repair"):
+    with pytest.raises(StoreDamaged, match=r"damaged records \(vm/broken\).*check --repair"):
         Store.open(tmp_path)
     readonly = Store.open(tmp_path, readonly=True)  # shows what reads, and says what does not
     assert [v.name for v in readonly.list(m.VirtualMachine)] == ["good"]

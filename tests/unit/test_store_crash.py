@@ -32,7 +32,7 @@ for batch in range(start, start + 100000):
             store.put(m.VirtualStorageDevice(id=f"b{batch - 1}-p0", name=f"b{batch - 1}-p0",
                                              size=batch * 1024, expectations=[]))
     print(batch, flush=True)
-""" % {"batch": BATCH}
+""" % {"batch": BATCH}  # noqa: UP031 - the script's own f-strings keep their braces
 
 
 def _check(data_dir, last_committed):
@@ -61,7 +61,7 @@ def test_sigkill_mid_transaction_many_times(tmp_path):
     rng = random.Random(1234)
     last_committed = -1
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    for round_ in range(40):
+    for _round in range(40):
         proc = subprocess.Popen([sys.executable, "-c", WRITER, str(tmp_path)], stdout=subprocess.PIPE, text=True,
                                 env=env)
         # Let it commit a few transactions, then kill it at a random moment inside the stream.

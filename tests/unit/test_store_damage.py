@@ -180,7 +180,7 @@ def test_damage_after_the_backup_restores_what_the_backup_has_and_names_the_rest
     path = data_dir / STORE
     data = bytearray(path.read_bytes())
     # Flip one byte inside the late VM's record: its checksum fails.
-    at = data.rindex(f'"name":"late"'.encode())
+    at = data.rindex(b'"name":"late"')
     data[at + 8] ^= 0x01
     path.write_bytes(bytes(data))
     with pytest.raises(StoreDamaged, match="1 damaged records"):
@@ -275,11 +275,10 @@ def test_readonly_reads_what_it_can_and_says_damaged(pristine, tmp_path):
 def test_rolled_back_transactions_keep_the_manifest_true(tmp_path):
     store = Store.open(tmp_path)
     vm = store.put(m.VirtualMachine(name="a"))
-    with pytest.raises(RuntimeError):
-        with store.transaction():
-            store.put(m.VirtualMachine(name="b"))
-            store.delete(m.VirtualMachine, vm.id)
-            raise RuntimeError
+    with pytest.raises(RuntimeError), store.transaction():
+        store.put(m.VirtualMachine(name="b"))
+        store.delete(m.VirtualMachine, vm.id)
+        raise RuntimeError
     store.put(vm.evolve(cpus=4))
     generation = store.generation
     store.close()
@@ -293,7 +292,7 @@ def test_repair_refuses_while_a_writer_holds_the_data_dir(pristine, tmp_path):
     data_dir = copy_of(pristine, tmp_path / "data")
     holder = Store.open(data_dir)
     try:
-        with pytest.raises(StoreError, match="refusing to repair .* stop it first"):
+        with pytest.raises(StoreError, match=r"refusing to repair .* stop it first"):
             backup.repair(data_dir)
     finally:
         holder.close()

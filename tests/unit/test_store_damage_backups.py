@@ -97,7 +97,7 @@ while True:
 def test_sigkill_during_a_backup_leaves_no_half_backup(tmp_path):
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     left_temp = False
-    for round_ in range(6):
+    for _round in range(6):
         proc = subprocess.Popen([sys.executable, "-c", BACKUP_WRITER, str(tmp_path)], stdout=subprocess.PIPE,
                                 text=True, env=env)
         assert proc.stdout.readline().strip() == "ready"

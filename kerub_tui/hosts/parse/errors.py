@@ -107,9 +107,7 @@ def to_int(value: object, what: str, command: str, *, minimum: int = 0, maximum:
 def to_float(value: object, what: str, command: str, *, minimum: float = 0.0, maximum: float = 1e12) -> float:
     if isinstance(value, bool):
         raise ParseError(command, f"{what} is {value!r}, not a number")
-    if isinstance(value, (int, float)):
-        number = float(value)
-    elif isinstance(value, str) and _FLOAT_RE.match(value):
+    if isinstance(value, (int, float)) or (isinstance(value, str) and _FLOAT_RE.match(value)):
         number = float(value)
     else:
         raise ParseError(command, f"{what} is {value!r}, not a number")

@@ -17,7 +17,9 @@ from .errors import ParseError, guarded, require_text
 CAPABILITIES = "virsh capabilities"
 DOMCAPABILITIES = "virsh domcapabilities"
 VERSION = "virsh version"
-_VERSION_RE = re.compile(r"(?:Running against daemon|Using library):\s*(?:libvirt\s+)?([0-9]{1,4}(?:\.[0-9]{1,6}){1,3})\s*\Z")
+_VERSION_RE = re.compile(
+    r"(?:Running against daemon|Using library):\s*(?:libvirt\s+)?([0-9]{1,4}(?:\.[0-9]{1,6}){1,3})\s*\Z"
+)
 _NAME_RE = re.compile(r"[A-Za-z0-9_.+-]{1,64}\Z")
 _PATH_RE = re.compile(r"/[\x21-\x7e]{1,4095}\Z")
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
 
-from kerub_tui.hosts.facts import DISCOVERY_COMMANDS  # noqa: E402
+from kerub_tui.hosts.facts import DISCOVERY_COMMANDS
 
 
 def capture(target: Path) -> None:

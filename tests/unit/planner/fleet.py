@@ -40,7 +40,7 @@ from kerub_tui.planner.state import OperationalState
 
 GIB = 1 << 30
 MIB = 1 << 20
-NOW = dt.datetime(2025, 6, 1, 12, 0, tzinfo=dt.timezone.utc)
+NOW = dt.datetime(2025, 6, 1, 12, 0, tzinfo=dt.UTC)
 
 
 def host_id(name: str) -> str:

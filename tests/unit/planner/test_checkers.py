@@ -279,7 +279,7 @@ def test_placement_rejections_capacity_and_others_expectations() -> None:
     small = s.apply([])
     f.vm("web", cpus=1, memory=16 * GIB)
     s2 = f.state()
-    assert [r.reason for r in placement_rejections(s2, s2.vms["vm-web"], "host-h5")][0] == \
+    assert next(r.reason for r in placement_rejections(s2, s2.vms["vm-web"], "host-h5")) == \
         "h5: 14.0G free memory, needs 16.0G"
     assert small is s
 

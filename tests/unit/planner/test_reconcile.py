@@ -17,19 +17,19 @@ import pytest
 
 from kerub_tui.core.models import (
     AuditEntry,
+    AutoApprovePolicy,
     Event,
     FileAllocation,
+    HostConfiguration,
     LvmAllocation,
     Plan,
     PlanStatus,
     Settings,
-    AutoApprovePolicy,
     StepIntent,
     StepOutcome,
     StepRecord,
     VirtualStorageDevice,
     VirtualStorageDeviceDynamic,
-    HostConfiguration,
 )
 from kerub_tui.core.store import Store
 from kerub_tui.planner import reconcile as rc
@@ -273,7 +273,7 @@ def test_a_shape_that_does_not_match_is_not_adopted_but_offered_for_cleanup(stor
     rc.interrupt_dead_writers(store, now=NOW)
     outcome = reconcile_store(store, rc.HostReport("host-h1", lvs=(seen,), files=()))
     assert not outcome.adopted
-    [(pending, reason)] = outcome.mismatched
+    [(_pending, reason)] = outcome.mismatched
     assert why in reason
     [orphan] = outcome.orphans
     assert orphan.seen == seen
@@ -320,7 +320,7 @@ async def test_an_approved_cleanup_removes_the_orphan(store: Store) -> None:
     done = await Executor(store, sim, on_step=sim.on_step).execute(plan.id)
     assert done.status is PlanStatus.done, done.status_reason
     assert "kerub-lost" not in sim.extra
-    assert [c for _, c in sim.log][0] == "lvremove --yes vg0/kerub-lost"
+    assert next(c for _, c in sim.log) == "lvremove --yes vg0/kerub-lost"
 
 
 def test_a_cleanup_step_refuses_storage_a_document_knows_by_then(store: Store) -> None:

@@ -148,7 +148,7 @@ def test_approval_refused_when_capacity_is_gone(store: Store) -> None:
     second = Plan(steps=[second_step.to_planned(state)])
     store.put(second)
     approve(store, first.id, "admin")
-    with pytest.raises(ApprovalRefused, match="h1: .* free memory, needs 5.0G"):
+    with pytest.raises(ApprovalRefused, match=r"h1: .* free memory, needs 5.0G"):
         approve(store, second.id, "admin")
 
 
@@ -203,7 +203,7 @@ async def _until(predicate, what: str) -> None:
 
     try:
         await asyncio.wait_for(poll(), timeout=30)  # a safety net against a hang, not a speed test
-    except asyncio.TimeoutError:
+    except TimeoutError:
         raise AssertionError(f"never happened: {what}") from None
 
 

@@ -24,8 +24,8 @@ from kerub_tui.core.models import (
     VirtualStorageDeviceDynamic,
     VmStatus,
 )
-from kerub_tui.planner.state import OperationalState
 from kerub_tui.planner.reconcile import RemoveOrphanFile, RemoveOrphanLv
+from kerub_tui.planner.state import OperationalState
 from kerub_tui.planner.steps import (
     STEP_TYPES,
     CopyAllocation,
