@@ -14,6 +14,7 @@ backup that reads, writes a new store and keeps the damaged file aside under a n
 
 from __future__ import annotations
 
+import builtins
 import datetime as dt
 import json
 import os
@@ -75,7 +76,7 @@ class Backups:
         backups = self.list()
         return backups[0] if backups else None
 
-    def write(self, documents_json: list[str], generation: int) -> Path:
+    def write(self, documents_json: builtins.list[str], generation: int) -> Path:
         """Write a backup from documents already serialised as JSON; rotate; return its path."""
         if not self.dir.exists():
             self.dir.mkdir(mode=0o700)
@@ -93,7 +94,7 @@ class Backups:
             old.path.unlink(missing_ok=True)
         return path
 
-    def load(self, info: BackupInfo) -> list[Document]:
+    def load(self, info: BackupInfo) -> builtins.list[Document]:
         """Every document of one backup, validated (StoreError if it does not read)."""
         try:
             data = json.loads(info.path.read_bytes())
@@ -103,7 +104,7 @@ class Backups:
             raise StoreError(f"{info.path} is not JSON: {error}") from None
         return parse_export(data, str(info.path))
 
-    def newest_good(self, notes: list[str]) -> tuple[BackupInfo, list[Document]] | None:
+    def newest_good(self, notes: builtins.list[str]) -> tuple[BackupInfo, builtins.list[Document]] | None:
         """The newest backup that reads; every one that does not is noted."""
         for info in self.list():
             try:

@@ -14,8 +14,9 @@ import re
 from collections.abc import Callable
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
+from pydantic import Field, TypeAdapter, ValidationError, field_validator
 
+from .base import Frozen
 from .names import check_name
 
 
@@ -35,8 +36,7 @@ class InvalidExpectation(ValueError):
     """An expectation the user wrote that kerub-tui cannot accept, with a readable reason."""
 
 
-class _Expectation(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+class _Expectation(Frozen):
     level: Level = Level.want
     # Positional SPEC arguments map onto these fields, in order.
     spec_args: ClassVar[tuple[str, ...]] = ()

@@ -2,7 +2,8 @@
 
 A resource is up to three documents sharing one id (design §2): static (what the user or discovery
 said), dynamic (what monitoring sees now) and config (what the controller set up on a host).
-Documents are frozen: change one with ``doc.model_copy(update=...)`` or ``evolve`` and put it back.
+Documents are frozen: change one with ``doc.evolve(field=value)``, which validates the copy (never
+``model_copy(update=...)``, which does not), and put it back.
 """
 
 from __future__ import annotations
@@ -13,8 +14,9 @@ import re
 import uuid
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator, model_validator
+from pydantic import Field, TypeAdapter, field_validator, model_validator
 
+from .base import Frozen
 from .expectations import DiskExpectation, VmExpectation
 from .names import check_address, check_name, check_user
 from .sizes import MAX_SIZE
@@ -39,10 +41,8 @@ def _check_id(value: str) -> str:
     return value
 
 
-class Model(BaseModel):
+class Model(Frozen):
     """Base of every nested value: frozen, and unknown fields are an error, not silently dropped."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
 
 class Document(Model):
@@ -57,11 +57,6 @@ class Document(Model):
     def _id(cls, v: str) -> str:
         return _check_id(v)
 
-    def evolve(self, **changes: Any) -> Document:
-        """A validated copy with ``changes`` applied (model_copy does not validate)."""
-        data = self.model_dump()
-        data.update(changes)
-        return type(self).model_validate(data)
 
 
 # --- hosts -----------------------------------------------------------------------------------
@@ -307,7 +302,7 @@ class HostDynamic(Document):
             changes["last_seen"] = now
         elif self.status is HostStatus.up and status in (HostStatus.down, HostStatus.unreachable):
             changes["drops"] = [*self.drops, now][-MAX_DROPS:]
-        return self.model_copy(update=changes)
+        return self.evolve(**changes)
 
 
 class NfsExport(Model):

@@ -10,6 +10,7 @@ are made in the data dir (``backup``).
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import datetime as dt
 import errno
@@ -22,7 +23,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 import unqlite
 from pydantic import ValidationError
@@ -43,6 +44,9 @@ from .models import (
 )
 from .paths import LOCK_FILE, STORE_FILE, UnsafeDataDir, check_private_dir, ensure_private_dir, open_private
 from .validation import describe
+
+if TYPE_CHECKING:
+    from .backup import Backups
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +126,8 @@ def _kind_of(kind_or_cls: str | type[Document]) -> str:
         if kind_or_cls not in DOCUMENT_TYPES:
             raise KeyError(f"unknown document kind {kind_or_cls!r}")
         return kind_or_cls
-    return kind_or_cls.model_fields["kind"].default
+    kind: str = kind_or_cls.model_fields["kind"].default
+    return kind
 
 
 def _to_text(value: Any) -> str:
@@ -156,7 +161,7 @@ class Store:
         self._crcs: dict[str, int] = {}
         self._digest = 0
         self.generation = 0
-        self._backups: Any = None
+        self._backups: Backups | None = None
         self._commits_since_backup = 0
         self._last_backup_at = time.monotonic()  # of the last backup, or of the open
         self._stored_schema: int | None = None
@@ -329,7 +334,7 @@ class Store:
         self._docs.clear()
         self.unreadable.clear()
         self._crcs = {}
-        self._stored_schema: int | None = reading.schema
+        self._stored_schema = reading.schema
         self.generation = reading.manifest.generation if reading.manifest else 0
         version = self._stored_schema or SCHEMA_VERSION
         if version > SCHEMA_VERSION:
@@ -416,25 +421,44 @@ class Store:
 
     # --- reading ----------------------------------------------------------------------------
 
-    def get(self, kind_or_cls: str | type[D], doc_id: str) -> D | None:
-        return self._docs.get(_kind_of(kind_or_cls), {}).get(doc_id)  # type: ignore[return-value]
+    # Inside this class ``list`` is the method below: annotations say ``builtins.list``.
+    # Given a class the reads are typed by it; given a kind's name they return a plain Document.
 
-    def require(self, kind_or_cls: str | type[D], doc_id: str) -> D:
+    @overload
+    def get(self, kind_or_cls: type[D], doc_id: str) -> D | None: ...
+    @overload
+    def get(self, kind_or_cls: str, doc_id: str) -> Document | None: ...
+    def get(self, kind_or_cls: str | type[Document], doc_id: str) -> Document | None:
+        return self._docs.get(_kind_of(kind_or_cls), {}).get(doc_id)
+
+    @overload
+    def require(self, kind_or_cls: type[D], doc_id: str) -> D: ...
+    @overload
+    def require(self, kind_or_cls: str, doc_id: str) -> Document: ...
+    def require(self, kind_or_cls: str | type[Document], doc_id: str) -> Document:
         doc = self.get(kind_or_cls, doc_id)
         if doc is None:
             raise NotFound(f"no {_kind_of(kind_or_cls)} with id {doc_id}")
         return doc
 
-    def list(self, kind_or_cls: str | type[D]) -> list[D]:
-        return list(self._docs.get(_kind_of(kind_or_cls), {}).values())  # type: ignore[arg-type]
+    @overload
+    def list(self, kind_or_cls: type[D]) -> builtins.list[D]: ...
+    @overload
+    def list(self, kind_or_cls: str) -> builtins.list[Document]: ...
+    def list(self, kind_or_cls: str | type[Document]) -> builtins.list[Any]:
+        return builtins.list(self._docs.get(_kind_of(kind_or_cls), {}).values())
 
     def count(self, kind_or_cls: str | type[Document]) -> int:
         return len(self._docs.get(_kind_of(kind_or_cls), {}))
 
-    def find_by_name(self, kind_or_cls: str | type[D], name: str) -> D | None:
+    @overload
+    def find_by_name(self, kind_or_cls: type[D], name: str) -> D | None: ...
+    @overload
+    def find_by_name(self, kind_or_cls: str, name: str) -> Document | None: ...
+    def find_by_name(self, kind_or_cls: str | type[Document], name: str) -> Document | None:
         for doc in self._docs.get(_kind_of(kind_or_cls), {}).values():
             if getattr(doc, "name", None) == name:
-                return doc  # type: ignore[return-value]
+                return doc
         return None
 
     def all_documents(self) -> Iterator[Document]:
@@ -571,7 +595,7 @@ class Store:
             self._tx_changes.append(Change(doc.kind, doc.id, old, doc))
         return doc
 
-    def put_many(self, docs: list[Document]) -> None:
+    def put_many(self, docs: builtins.list[Document]) -> None:
         with self.transaction():
             for doc in docs:
                 self.put(doc)
@@ -596,7 +620,7 @@ class Store:
     # --- backups ----------------------------------------------------------------------------
 
     @property
-    def backups(self) -> Any:
+    def backups(self) -> Backups:
         """The data dir's rotated backups (``kerub_tui.core.backup.Backups``)."""
         if self._backups is None:
             from .backup import Backups
@@ -651,7 +675,7 @@ class Store:
     # --- mirrors ----------------------------------------------------------------------------
 
     @classmethod
-    def mirror(cls, data_dir: Path | str, documents: list[Document]) -> Store:
+    def mirror(cls, data_dir: Path | str, documents: builtins.list[Document]) -> Store:
         """A read-only, in-memory copy of another process's store, kept current with ``apply``.
 
         An attached console reads it exactly like a local store; all changes go to the owner.

@@ -412,7 +412,7 @@ def assemble_discovery(
         domcaps = reader.text("virsh_domcapabilities", required=False)
         version = reader.parse("virsh_version", parse_libvirt_version, required=False)
         try:
-            hypervisor = parse_hypervisor(capabilities_text, domcaps).model_copy(update={"libvirt_version": version})
+            hypervisor = parse_hypervisor(capabilities_text, domcaps).evolve(libvirt_version=version)
         except ParseError as exc:
             reader.fail("virsh_capabilities", str(exc))
             hypervisor = HypervisorInfo(reason=str(exc)[:200])
@@ -507,7 +507,7 @@ def bounded_model(model: M) -> M:
         bounded = _bounded(value)
         if bounded is not value and bounded != value:
             changes[name] = bounded
-    return model.model_copy(update=changes) if changes else model
+    return model.evolve(**changes) if changes else model
 
 
 def bounded_capabilities(capabilities: HostCapabilities) -> HostCapabilities:
@@ -545,7 +545,7 @@ def merge_facts(
             since = now
         stale.append(StaleFacts(section=section, since=since, read_at=read_at, reason=printable(reason)))
     updates["stale"] = stale
-    return fresh.model_copy(update=updates)
+    return fresh.evolve(**updates)
 
 
 def stale_summary(capabilities: HostCapabilities) -> str:

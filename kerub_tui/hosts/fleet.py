@@ -368,7 +368,7 @@ class Fleet:
                 return None
             # What could not be read keeps its last good reading, marked stale: never an empty host.
             merged = facts.merge_facts(host.capabilities, result.capabilities, result.failed)
-            updated = host.model_copy(update={"capabilities": merged})
+            updated = host.evolve(capabilities=merged)
             self.store.put(updated)
             for problem in result.problems:
                 if problem in known:
@@ -489,7 +489,7 @@ class Fleet:
         fingerprint = accepted_fingerprint.strip()
         if host.host_key and fingerprint == host.fingerprint:
             raise FleetError(f"{host.name}: {fingerprint} is already its accepted key; nothing changed")
-        updated = host.model_copy(update={"host_key": key_line, "fingerprint": fingerprint})
+        updated = host.evolve(host_key=key_line, fingerprint=fingerprint)
         try:
             async with self.gate.slot():
                 probe = await open_connection(self._endpoint(updated), self.ssh_settings)

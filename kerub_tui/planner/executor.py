@@ -284,11 +284,11 @@ class Executor:
         plan = self._plan(plan_id)
         records = [r for r in plan.records if r.step_index != record.step_index] + [record]
         records.sort(key=lambda r: r.step_index)
-        self.store.put(plan.model_copy(update={"records": records}))
+        self.store.put(plan.evolve(records=records))
 
     def _set_status(self, plan_id: str, status: PlanStatus, reason: str | None = None) -> Plan:
         plan = self._plan(plan_id)
-        updated = plan.model_copy(update={"status": status, "status_reason": reason})
+        updated = plan.evolve(status=status, status_reason=reason)
         self.store.put(updated)
         return updated
 
@@ -303,8 +303,9 @@ class Executor:
         if plan.status is not PlanStatus.approved:
             raise ValueError(f"plan {plan_id[:8]} is {plan.status.value}, not approved")
         with self.store.transaction():
-            self.store.put(self._plan(plan_id).model_copy(update={
-                "status": PlanStatus.running, "status_reason": None, "runner": process_identity()}))
+            self.store.put(
+                self._plan(plan_id).evolve(status=PlanStatus.running, status_reason=None, runner=process_identity())
+            )
             self._audit("plan start", plan_id, plan_id)
         index = -1
         try:
@@ -333,8 +334,7 @@ class Executor:
         record = next((r for r in plan.records if r.step_index == index), None)
         if record is None:
             record = StepRecord(step_index=index, started_at=self.clock())
-        self._save_record(plan_id, record.model_copy(update={"outcome": outcome, "error": error,
-                                                             "ended_at": self.clock()}))
+        self._save_record(plan_id, record.evolve(outcome=outcome, error=error, ended_at=self.clock()))
 
     async def _execute_step(self, plan_id: str, index: int, step: Step) -> None:
         record = StepRecord(step_index=index, host_id=step.host_id, started_at=self.clock())
@@ -352,7 +352,7 @@ class Executor:
             if intent is not None:
                 with self.store.transaction():
                     current = next(r for r in self._plan(plan_id).records if r.step_index == index)
-                    self._save_record(plan_id, current.model_copy(update={"intent": intent}))
+                    self._save_record(plan_id, current.evolve(intent=intent))
             # perform
             previous_output = ""
             adopted = False
@@ -427,10 +427,10 @@ class Executor:
             raise StepFailed(f"{failure} ({label} is already there but no record says kerub-tui made it for "
                              f"disk {state.disk_name(step.disk)}: a cleanup proposal can remove it)")
         plan, record = earlier
-        settled = record.model_copy(update={"intent": record.intent.model_copy(update={"resolution": "adopted"})})
+        settled = record.evolve(intent=record.intent.evolve(resolution="adopted"))
         with self.store.transaction():
-            self.store.put(plan.model_copy(update={"records": [settled if r.step_index == record.step_index else r
-                                                               for r in plan.records]}))
+            self.store.put(plan.evolve(records=[settled if r.step_index == record.step_index else r
+                                                for r in plan.records]))
             self._audit("step adopt", step.describe(state), plan_id, outcome=(
                 f"{label} already there, made by plan {plan.id[:8]} step {record.step_index + 1} before it was "
                 "cut off: adopted"), host_id=step.host)
@@ -463,7 +463,7 @@ class Executor:
                                 stdout_tail=_tail(result.stdout), stderr_tail=_tail(result.stderr),
                                 started_at=started, ended_at=self.clock())
         with self.store.transaction():
-            self._save_record(plan_id, record.model_copy(update={"commands": [*record.commands, command]}))
+            self._save_record(plan_id, record.evolve(commands=[*record.commands, command]))
             self._audit("step command", step.describe(state), plan_id,
                         outcome="ok" if result.exit_code == 0 else f"exit {result.exit_code}",
                         host_id=host_id, command=shown, exit_code=result.exit_code,

@@ -83,11 +83,11 @@ def explain(state: OperationalState, vm_id: str) -> Explanation:
 def spec_with_names(state: OperationalState, exp: Any) -> str:
     """The expectation's SPEC with referenced VMs and disks by name (stored by id)."""
     if getattr(exp, "vms", None):
-        exp = exp.model_copy(update={"vms": [state.vm_name(v) if v in state.vms else v for v in exp.vms]})
+        exp = exp.evolve(vms=[state.vm_name(v) if v in state.vms else v for v in exp.vms])
     if getattr(exp, "disks", None):
-        exp = exp.model_copy(update={"disks": [state.disk_name(d) if d in state.disks else d for d in exp.disks]})
+        exp = exp.evolve(disks=[state.disk_name(d) if d in state.disks else d for d in exp.disks])
     if getattr(exp, "disk", None) and exp.disk in state.disks:
-        exp = exp.model_copy(update={"disk": state.disk_name(exp.disk)})
+        exp = exp.evolve(disk=state.disk_name(exp.disk))
     return exp.spec()
 
 

@@ -8,11 +8,11 @@ order never depends on hashing. The search tries them; a factory never decides a
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
-from ..core.expectations import Level
+from ..core.expectations import Level, StorageAvailability, StorageRedundancy, VmAvailability, VmDependency
 from ..core.models import FileAllocation, VirtualMachine, VirtualStorageDevice
 from .checkers import (
     Rejection,
@@ -345,9 +345,20 @@ def _single(state: OperationalState, steps: list[Step]) -> list[Candidate]:
     return [Candidate(tuple(steps), (sequence_cost(state, steps),))]
 
 
+_E = TypeVar("_E")
+
+
+def _violated(expectations: Sequence[object], v: Violation, kind: type[_E]) -> _E:
+    """The expectation ``v`` is about, as the type its factory handles."""
+    exp = expectations[v.index]
+    if not isinstance(exp, kind):
+        raise TypeError(f"expectation {v.index} is a {type(exp).__name__}, not a {kind.__name__}")
+    return exp
+
+
 def _vm_availability(state: OperationalState, v: Violation) -> list[Candidate]:
     vm = state.vms[v.subject_id]
-    exp = vm.expectations[v.index]
+    exp = _violated(vm.expectations, v, VmAvailability)
     host_id, status = state.vm_placement(vm.id)
     if exp.up:
         if host_id is not None and state.host_up(host_id):
@@ -382,7 +393,7 @@ def _vm_relocate(state: OperationalState, v: Violation) -> list[Candidate]:
 
 def _vm_dependency(state: OperationalState, v: Violation) -> list[Candidate]:
     vm = state.vms[v.subject_id]
-    exp = vm.expectations[v.index]
+    exp = _violated(vm.expectations, v, VmDependency)
     out: list[Candidate] = []
     for ref in exp.vms:
         target = state.resolve_vm(ref)
@@ -417,7 +428,7 @@ def _disk_allocation_places(state: OperationalState, disk: VirtualStorageDevice,
 
 def _storage_availability(state: OperationalState, v: Violation) -> list[Candidate]:
     disk = state.disks[v.subject_id]
-    exp = disk.expectations[v.index]
+    exp = _violated(disk.expectations, v, StorageAvailability)
     if exp.up:
         return _disk_allocation_places(state, disk)
     out = []
@@ -428,9 +439,9 @@ def _storage_availability(state: OperationalState, v: Violation) -> list[Candida
 
 def _storage_redundancy(state: OperationalState, v: Violation) -> list[Candidate]:
     disk = state.disks[v.subject_id]
-    exp = disk.expectations[v.index]
+    exp = _violated(disk.expectations, v, StorageRedundancy)
     if not exp.out_of_box and not state.allocations(disk.id):
-        out = []
+        out: list[Candidate] = []
         for host_id in state.host_ids():
             if host_usable(state, host_id) is not None:
                 continue

@@ -141,11 +141,9 @@ def interrupt_dead_writers(store: Any, *, now: dt.datetime | None = None) -> lis
             continue
         who = _describe_runner(plan.runner)
         reason = f"{who} is gone: stopped while the plan ran; re-planning from what the hosts report"
-        records = [r.model_copy(update={"outcome": StepOutcome.interrupted, "ended_at": now,
-                                        "error": f"{who} stopped while this step ran"})
+        records = [r.evolve(outcome=StepOutcome.interrupted, ended_at=now, error=f"{who} stopped while this step ran")
                    if r.outcome is StepOutcome.running else r for r in plan.records]
-        updated = plan.model_copy(update={"status": PlanStatus.interrupted, "records": records,
-                                          "status_reason": reason})
+        updated = plan.evolve(status=PlanStatus.interrupted, records=records, status_reason=reason)
         with store.transaction():
             store.put(updated)
             store.put(AuditEntry(os_user=RECONCILER, action="plan interrupted", target=plan.id,
@@ -176,7 +174,7 @@ def intent_of(step: Step, state: OperationalState) -> StepIntent | None:
             return None
         if isinstance(step, _RemoveAllocation):
             return StepIntent(disk_id=step.disk, allocation=current, change="remove")
-        return StepIntent(disk_id=step.disk, allocation=current.model_copy(update={"actual_size": step.size}),
+        return StepIntent(disk_id=step.disk, allocation=current.evolve(actual_size=step.size),
                           change="resize")
     return None
 
@@ -527,9 +525,9 @@ def _settle(store: Any, pending: Pending, resolution: str) -> None:
     records: list[StepRecord] = []
     for record in plan.records:
         if record.step_index == pending.step_index and record.intent is not None:
-            record = record.model_copy(update={"intent": record.intent.model_copy(update={"resolution": resolution})})
+            record = record.evolve(intent=record.intent.evolve(resolution=resolution))
         records.append(record)
-    store.put(plan.model_copy(update={"records": records}))
+    store.put(plan.evolve(records=records))
 
 
 def _adopt(store: Any, pending: Pending, size: int) -> bool:
@@ -539,13 +537,13 @@ def _adopt(store: Any, pending: Pending, size: int) -> bool:
     if pending.intent.change == "remove":
         kept = [a for a in dyn.allocations if object_key(a) != pending.key]
         if len(kept) != len(dyn.allocations):
-            store.put(dyn.model_copy(update={"allocations": kept}))
+            store.put(dyn.evolve(allocations=kept))
         return True
     if store.get(VirtualStorageDevice, disk_id) is None:
         return False
-    alloc = pending.intent.allocation.model_copy(update={"actual_size": size or pending.intent.allocation.actual_size})
+    alloc = pending.intent.allocation.evolve(actual_size=size or pending.intent.allocation.actual_size)
     kept = [a for a in dyn.allocations if not (a.host_id == alloc.host_id and a.capability_id == alloc.capability_id)]
-    store.put(dyn.model_copy(update={"allocations": [*kept, alloc]}))
+    store.put(dyn.evolve(allocations=[*kept, alloc]))
     return True
 
 

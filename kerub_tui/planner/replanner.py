@@ -127,9 +127,12 @@ def recover_interrupted(store: Any, *, now: dt.datetime | None = None) -> list[P
     for plan in sorted(store.list(Plan), key=lambda p: p.id):
         if plan.status is not PlanStatus.running:
             continue
-        records = [r.model_copy(update={"outcome": StepOutcome.interrupted, "ended_at": now,
-                                        "error": "the controller stopped while this step ran"})
-                   if r.outcome is StepOutcome.running else r for r in plan.records]
+        records = [
+            r.evolve(outcome=StepOutcome.interrupted, ended_at=now, error="the controller stopped while this step ran")
+            if r.outcome is StepOutcome.running
+            else r
+            for r in plan.records
+        ]
         updated = plan.evolve(
             status=PlanStatus.interrupted,
             records=[r.model_dump() for r in records],

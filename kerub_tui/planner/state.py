@@ -14,7 +14,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any, ClassVar, Generic, TypeVar
+from typing import Any, ClassVar, Generic, TypeVar, overload
 
 from ..core.models import (
     Document,
@@ -35,6 +35,7 @@ from ..core.models import (
 
 K = TypeVar("K")
 V = TypeVar("V")
+_T = TypeVar("_T")
 
 _DELETED: Any = object()
 _FLATTEN_AT = 512  # a delta this big is folded into a fresh base (amortised O(1) per change)
@@ -63,10 +64,14 @@ class Layer(Mapping[K, V], Generic[K, V]):
             value = delta[key]
             if value is _DELETED:
                 raise KeyError(key)
-            return value
+            return value  # type: ignore[no-any-return]  # the delta holds V or the _DELETED marker
         return self._base[key]
 
-    def get(self, key: K, default: Any = None) -> Any:
+    @overload
+    def get(self, key: K, /) -> V | None: ...
+    @overload
+    def get(self, key: K, default: V | _T, /) -> V | _T: ...
+    def get(self, key: K, default: Any = None, /) -> Any:
         delta = self._delta
         if key in delta:
             value = delta[key]

@@ -229,12 +229,12 @@ def _disk_dyn(
 
 def _host_dyn(state: OperationalState, host_id: str, **changes: Any) -> HostDynamic:
     old = state.host_dyn.get(host_id) or HostDynamic(id=host_id)
-    return old.model_copy(update=changes)
+    return old.evolve(**changes)
 
 
 def _host_config(state: OperationalState, host_id: str, **changes: Any) -> HostConfiguration:
     old = state.host_config.get(host_id) or HostConfiguration(id=host_id)
-    return old.model_copy(update=changes)
+    return old.evolve(**changes)
 
 
 def _vm_name(state: OperationalState, vm_id: str) -> str:
@@ -803,7 +803,7 @@ class ExtendLv(Step):
 
     def take(self, state: OperationalState) -> OperationalState:
         alloc = _find_allocation(state, self.disk, self.host, self.capability)
-        return _add_allocation(state, self.disk, alloc.model_copy(update={"actual_size": self.size}))
+        return _add_allocation(state, self.disk, alloc.evolve(actual_size=self.size))
 
     def touched(self) -> Touched:
         return Touched(disks=frozenset({self.disk}), hosts=frozenset({self.host}))
@@ -895,7 +895,7 @@ class ExtendThinPool(Step):
         pool = self._current(state)
         grow = self.size - pool.size_bytes
         pools = [
-            p.model_copy(update={"size_bytes": self.size}) if p == pool else p for p in state.thin_pools(self.host)
+            p.evolve(size_bytes=self.size) if p == pool else p for p in state.thin_pools(self.host)
         ]
         state = state.apply([_host_config(state, self.host, thin_pools=pools)])
         return state.consume_storage(self.host, self.capability, grow)
@@ -984,7 +984,7 @@ class ExtendFileImage(Step):
 
     def take(self, state: OperationalState) -> OperationalState:
         alloc = _find_allocation(state, self.disk, self.host, self.capability)
-        return _add_allocation(state, self.disk, alloc.model_copy(update={"actual_size": self.size}))
+        return _add_allocation(state, self.disk, alloc.evolve(actual_size=self.size))
 
     def touched(self) -> Touched:
         return Touched(disks=frozenset({self.disk}), hosts=frozenset({self.host}))
@@ -1554,7 +1554,7 @@ class SetKsm(Step):
         ksm = dyn.ksm if dyn is not None else None
         changes = {k: v for k, v in (("run", self.run), ("pages_to_scan", self.pages_to_scan),
                                      ("sleep_millisecs", self.sleep_millisecs)) if v is not None}
-        new_ksm = ksm.model_copy(update=changes) if ksm is not None else None
+        new_ksm = ksm.evolve(**changes) if ksm is not None else None
         return state.apply([_host_dyn(state, self.host, ksm=new_ksm)]) if new_ksm is not None else state
 
     def reservations(self) -> list[Reservation]:

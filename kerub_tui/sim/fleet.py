@@ -138,7 +138,7 @@ class SimulatedFleet:
                     capabilities=None)
         # The profile travels in the document (as discovery would find it), so a restarted
         # controller simulates the same machine.
-        host = host.model_copy(update={"capabilities": find_profile(profile).capabilities(name)})
+        host = host.evolve(capabilities=find_profile(profile).capabilities(name))
         self.store.put(host)
         if self.started:
             self._attach(host)

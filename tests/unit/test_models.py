@@ -46,6 +46,21 @@ def test_documents_are_frozen_and_evolve_validates():
         vm.evolve(name="a b")
 
 
+def test_evolve_validates_what_model_copy_lets_through():
+    dyn = m.HostDynamic(id="h1", memory_free=1024)
+    assert dyn.model_copy(update={"memory_free": "lots"}).memory_free == "lots"  # pydantic's copy: unchecked
+    with pytest.raises(ValidationError, match="memory_free"):
+        dyn.evolve(memory_free="lots")
+    with pytest.raises(ValidationError, match="memory_fre"):
+        dyn.evolve(memory_fre=5)  # a misspelt field is refused, not kept on the side
+    assert dyn.evolve(memory_free=2048).memory_free == 2048 and dyn.memory_free == 1024
+    assert dyn.evolve() is dyn
+    # nested values and every document kind go through the same helper
+    assert m.KsmState().evolve(run=True).run is True
+    with pytest.raises(ValidationError):
+        m.KsmState().evolve(pages_shared="many")
+
+
 @pytest.mark.parametrize("field,value,message", [
     ("name", "", "must not be empty"),
     ("name", "x;reboot", "not allowed"),
