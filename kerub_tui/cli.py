@@ -20,7 +20,7 @@ import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, TextIO, TypeVar
 
 from .cli_args import (  # the parser and its types live there (imported without the controller)
     _CLIENT_CWD,
@@ -66,8 +66,11 @@ def _table(rows: list[list[str]], header: list[str]) -> str:
     return "\n".join("  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip() for r in [header, *rows])
 
 
-def _print_list(out: TextIO, docs: Sequence[Document], as_json: bool, header: list[str],
-                row: Callable[[Any], list[str]]) -> None:
+_D = TypeVar("_D", bound=Document)
+
+
+def _print_list(out: TextIO, docs: Sequence[_D], as_json: bool, header: list[str],
+                row: Callable[[_D], list[str]]) -> None:
     """A `list` command's output: the documents as JSON, or one table row each."""
     print(_json(list(docs)) if as_json else _table([row(d) for d in docs], header), file=out)
 

@@ -348,9 +348,10 @@ def validate_expectation(data: dict[str, Any], target: Literal["vm", "disk"]) ->
         )
     adapter = _vm_adapter if target == "vm" else _disk_adapter
     try:
-        return adapter.validate_python(data)
+        expectation: _Expectation = adapter.validate_python(data)
     except ValidationError as error:
         raise InvalidExpectation(f"{kind}: {_explain(error, str(kind))}") from None
+    return expectation
 
 
 def parse_spec(

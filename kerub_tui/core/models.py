@@ -777,6 +777,9 @@ document_adapter: TypeAdapter[Any] = TypeAdapter(AnyDocument)
 
 def parse_document(data: dict[str, Any] | bytes | str) -> Document:
     """Validate raw JSON (bytes/str) or a dict into the right document class by its ``kind``."""
+    doc: Document
     if isinstance(data, (bytes, str)):
-        return document_adapter.validate_json(data)
-    return document_adapter.validate_python(data)
+        doc = document_adapter.validate_json(data)
+    else:
+        doc = document_adapter.validate_python(data)
+    return doc

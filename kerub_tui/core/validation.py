@@ -7,6 +7,7 @@ refusal needs "memory_min must be at least 16 MiB, not 5" instead.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from pydantic import ValidationError
@@ -30,7 +31,7 @@ def _bytes_hint(limit: Any) -> str:
     return ""
 
 
-def _reason(item: dict[str, Any]) -> str:
+def _reason(item: Mapping[str, Any]) -> str:
     kind = item.get("type", "")
     ctx = item.get("ctx") or {}
     given = item.get("input")

@@ -105,9 +105,12 @@ _DEVICE_RE = re.compile(r"/dev/[A-Za-z0-9][A-Za-z0-9/_.:-]{0,200}\Z")
 class CommandOutput(Protocol):
     """What the ssh runner returns for one command (its own result type fits this)."""
 
-    exit_code: int | None
-    stdout: str
-    stderr: str
+    @property
+    def exit_code(self) -> int | None: ...
+    @property
+    def stdout(self) -> str: ...
+    @property
+    def stderr(self) -> str: ...
 
 
 @dataclass(frozen=True)
@@ -417,9 +420,9 @@ def assemble_discovery(
             reader.fail("virsh_capabilities", str(exc))
             hypervisor = HypervisorInfo(reason=str(exc)[:200])
     else:
-        failed = outputs.get("virsh_capabilities")
-        if failed is not None and failed.stderr.strip():
-            hypervisor = HypervisorInfo(reason=failed.stderr.strip().splitlines()[-1][:200])
+        refused = outputs.get("virsh_capabilities")
+        if refused is not None and refused.stderr.strip():
+            hypervisor = HypervisorInfo(reason=refused.stderr.strip().splitlines()[-1][:200])
 
     ksm_state = reader.parse("ksm", ksm.parse_ksm)
     tools = reader.parse("tools", parse_tools) or {}

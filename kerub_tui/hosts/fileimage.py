@@ -44,7 +44,7 @@ def check_size(size: object, what: str = "size") -> int:
 def check_format(fmt: object) -> str:
     if fmt not in FORMATS:
         raise ValueError(f"image format {fmt!r} is not supported (use one of: {', '.join(FORMATS)})")
-    return fmt  # type: ignore[return-value]
+    return fmt
 
 
 def qemu_img_create(path: str, size: int, fmt: str = "qcow2") -> str:

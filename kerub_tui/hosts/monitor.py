@@ -344,7 +344,7 @@ class MonitorSettings:
     restart_max: float = 300.0
 
 
-Discoverer = Callable[["HostMonitor"], Awaitable[None]]
+Discoverer = Callable[["HostMonitor"], Awaitable[object]]  # what it returns is not used
 ProblemSink = Callable[[str, str, EventSeverity, "str | None"], None]
 
 

@@ -33,7 +33,7 @@ def magic_packet(mac: str) -> bytes:
 
 def _check_broadcast(broadcast: object) -> str:
     try:
-        address = ipaddress.IPv4Address(broadcast)  # type: ignore[arg-type]
+        address = ipaddress.IPv4Address(broadcast)
     except (ipaddress.AddressValueError, ValueError, TypeError):
         raise ValueError(f"{broadcast!r} is not an IPv4 broadcast address") from None
     return str(address)

@@ -678,6 +678,8 @@ def capacity_rejection(state: OperationalState, vm: VirtualMachine, host_id: str
         return unusable
     name = state.host_name(host_id)
     caps = state.hosts[host_id].capabilities
+    if caps is None:  # host_usable said so already; for the type checker
+        return f"{name}: not discovered yet"
     stale = stale_facts(caps) if caps.stale_section("hypervisor") is not None else None
     if stale is not None:
         return f"{name}: {stale}"
@@ -725,11 +727,13 @@ def placement_rejections(state: OperationalState, vm: VirtualMachine, host_id: s
         used = state.vcpus_used.get(host_id, 0) + vm.cpus
         if used > cores:
             for other_id in sorted(here):
-                other = state.vms.get(other_id)
-                for exp in other.expectations if other else ():
+                other_vm = state.vms.get(other_id)
+                if other_vm is None:
+                    continue
+                for exp in other_vm.expectations:
                     if exp.type == "core-dedication":
                         out.append(Rejection("core-dedication", exp.level,
-                                             f"{state.host_name(host_id)}: {other.name} has dedicated cores "
+                                             f"{state.host_name(host_id)}: {other_vm.name} has dedicated cores "
                                              f"({_plural(used, 'vCPU')} on {_plural(cores, 'core')})"))
     return out
 
@@ -773,7 +777,9 @@ def allocation_rejections(state: OperationalState, disk: VirtualStorageDevice, h
             out.append(Rejection(exp.type, exp.level, reason))
     for other_id in state.static.disk_referrers.get(disk.id, ()):
         other = state.disks.get(other_id)
-        for exp in other.expectations if other else ():
+        if other is None:
+            continue
+        for exp in other.expectations:
             if (
                 exp.type == "not-same-storage"
                 and disk.id in {state.resolve_disk(r) for r in exp.disks}

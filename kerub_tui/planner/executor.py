@@ -47,7 +47,7 @@ from ..core.models import (
 from .commitments import build_state
 from .image_steps import CloneImageOverlay, CloneImageToLv
 from .reconcile import intent_of, object_key, object_label, process_identity, size_matches
-from .state import OperationalState
+from .state import Layer, OperationalState
 from .steps import (
     DEFERRED_BUILDERS,
     CreateFileImage,
@@ -278,7 +278,8 @@ class Executor:
     # plan document helpers -------------------------------------------------------------------------
 
     def _plan(self, plan_id: str) -> Plan:
-        return self.store.require(Plan, plan_id)
+        plan: Plan = self.store.require(Plan, plan_id)
+        return plan
 
     def _save_record(self, plan_id: str, record: StepRecord) -> None:
         plan = self._plan(plan_id)
@@ -555,9 +556,10 @@ class _Recorded:
 
 
 def _lookup(state: OperationalState, doc: Document) -> Document | None:
-    mapping = {"host-dynamic": state.host_dyn, "host-config": state.host_config, "vm-dynamic": state.vm_dyn,
-               "disk-dynamic": state.disk_dyn}[doc.kind]
-    return mapping.get(doc.id)
+    mapping: dict[str, Layer[str, Any]] = {"host-dynamic": state.host_dyn, "host-config": state.host_config,
+                                           "vm-dynamic": state.vm_dyn, "disk-dynamic": state.disk_dyn}
+    found: Document | None = mapping[doc.kind].get(doc.id)
+    return found
 
 
 __all__ = ["CommandResult", "Executor", "HostOperations", "StepFailed", "VERIFIERS", "VmStatus", "disk_backings"]

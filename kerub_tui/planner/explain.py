@@ -88,7 +88,8 @@ def spec_with_names(state: OperationalState, exp: Any) -> str:
         exp = exp.evolve(disks=[state.disk_name(d) if d in state.disks else d for d in exp.disks])
     if getattr(exp, "disk", None) and exp.disk in state.disks:
         exp = exp.evolve(disk=state.disk_name(exp.disk))
-    return exp.spec()
+    spec: str = exp.spec()
+    return spec
 
 
 def render(explanation: Explanation, *, limit: int = TEXT_HOST_LIMIT) -> str:

@@ -15,8 +15,9 @@ from typing import Any
 
 from ..core.models import Cost, Plan
 from .checkers import Violation
+from .factories import Item
 from .problems import Problem
-from .search import Evaluation, Item, SearchResult, describe_item, is_hard, replay, search
+from .search import Evaluation, SearchResult, describe_item, is_hard, replay, search
 from .state import GIB, OperationalState
 from .steps import Step, Touched
 
@@ -208,9 +209,9 @@ def premises(state: OperationalState, steps: Iterable[Step], subjects: Touched =
                       [dyn.host_id, dyn.status.value] if dyn else None])
     for disk_id in sorted(disks):
         disk = state.disks.get(disk_id)
-        dyn = state.disk_dyn.get(disk_id)
+        disk_dyn = state.disk_dyn.get(disk_id)
         facts.append(["disk", disk_id, disk.model_dump(mode="json") if disk else None,
-                      dyn.model_dump(mode="json", exclude={"updated_at", "id"}) if dyn else None])
+                      disk_dyn.model_dump(mode="json", exclude={"updated_at", "id"}) if disk_dyn else None])
     facts.append(["locks", sorted(state.locks)])
     blob = json.dumps(facts, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:32]

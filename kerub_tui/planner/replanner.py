@@ -101,7 +101,7 @@ def approve(store: Any, plan_id: str, user: str, *, now: dt.datetime | None = No
     with store.transaction():
         store.put(approved)
         _audit(store, "plan approve", plan, user)
-    return approved  # type: ignore[return-value]
+    return approved
 
 
 def reject(store: Any, plan_id: str, user: str, *, now: dt.datetime | None = None) -> Plan:
@@ -114,7 +114,7 @@ def reject(store: Any, plan_id: str, user: str, *, now: dt.datetime | None = Non
     with store.transaction():
         store.put(rejected)
         _audit(store, "plan reject", plan, user)
-    return rejected  # type: ignore[return-value]
+    return rejected
 
 
 def recover_interrupted(store: Any, *, now: dt.datetime | None = None) -> list[Plan]:
@@ -141,7 +141,7 @@ def recover_interrupted(store: Any, *, now: dt.datetime | None = None) -> list[P
         with store.transaction():
             store.put(updated)
             _audit(store, "plan interrupted", plan, PLANNER_USER, outcome="interrupted")
-        out.append(updated)  # type: ignore[arg-type]
+        out.append(updated)
     return out
 
 
@@ -183,7 +183,7 @@ def write_drafts(store: Any, drafts: list[PlanDraft], *, now: dt.datetime) -> Re
                            key=lambda p: (p.created_at, p.id)):
             sig = _plan_sig(plan)
             draft = by_sig.get(sig) if sig is not None else None
-            if draft is not None and sig not in taken:
+            if draft is not None and sig is not None and sig not in taken:
                 taken.add(sig)
                 fresh = draft.premises()
                 if fresh != plan.premises:
@@ -196,7 +196,7 @@ def write_drafts(store: Any, drafts: list[PlanDraft], *, now: dt.datetime) -> Re
             withdrawn = plan.evolve(status=PlanStatus.withdrawn, status_reason=reason, decided_by=PLANNER_USER,
                                     decided_at=now)
             store.put(withdrawn)
-            report.withdrawn.append(withdrawn)  # type: ignore[arg-type]
+            report.withdrawn.append(withdrawn)
         for draft in drafts:
             sig = draft.signature()
             if sig in taken or sig in active_sigs:
@@ -255,20 +255,21 @@ def relevant(change: Change, *, own: set[tuple[str, str]] | None = None,
         return False
     if change.kind == "plan":
         new, old = change.new, change.old
-        if new is None or (own is not None and (new.id, new.status.value) in own):
+        if not isinstance(new, Plan) or (own is not None and (new.id, new.status.value) in own):
             return False
-        return (old is None or old.status is not new.status) and new.status in _RESTARTING_STATUSES
+        return (not isinstance(old, Plan) or old.status is not new.status) and new.status in _RESTARTING_STATUSES
     if change.kind == "host-dynamic":
         if pending_hold and change.id in pending_hold:
             return True  # a host waiting out its load-balancing hold: the monitor's tick is our clock
         total = memory_total(change.id) if memory_total is not None else None
-        return host_dynamic_digest(change.old, total) != host_dynamic_digest(change.new, total)  # type: ignore[arg-type]
+        changed: bool = host_dynamic_digest(change.old, total) != host_dynamic_digest(change.new, total)  # type: ignore[arg-type]
+        return changed
     if change.kind == "vm-dynamic":
-        def key(d: Any) -> Any:
+        def key(d: Any) -> object:
             return None if d is None else (d.host_id, d.status)
         return key(change.old) != key(change.new)
     if change.kind == "disk-dynamic":
-        def dkey(d: Any) -> Any:
+        def dkey(d: Any) -> object:
             return None if d is None else (d.allocations, d.cloned_from)
         return dkey(change.old) != dkey(change.new)
     return True
@@ -445,7 +446,7 @@ class Replanner:
 
     def _handle(self, change: Change) -> bool:
         """Start executions of newly approved plans; say whether the change calls for a re-plan."""
-        if change.kind == "plan" and change.new is not None and change.new.status is PlanStatus.approved:
+        if isinstance(change.new, Plan) and change.new.status is PlanStatus.approved:
             self._start_execution(change.new.id)
         return self.wants(change)
 
@@ -484,7 +485,7 @@ class Replanner:
             return
         task = asyncio.get_running_loop().create_task(self.executor.execute(plan_id), name=f"plan {plan_id[:8]}")
         self._executions[plan_id] = task
-        task.add_done_callback(lambda t, pid=plan_id: self._executions.pop(pid, None))
+        task.add_done_callback(lambda _task: self._executions.pop(plan_id, None))
 
     async def wait_idle(self) -> None:
         """Until the service waits for the next change with nothing being executed (for tests)."""

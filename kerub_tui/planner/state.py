@@ -25,6 +25,7 @@ from ..core.models import (
     LvmAllocation,
     Settings,
     StorageCapability,
+    ThinPool,
     VirtualMachine,
     VirtualMachineDynamic,
     VirtualStorageDevice,
@@ -261,8 +262,8 @@ class OperationalState:
                         vm_referrers.setdefault(target, []).append(vm_id)
         disk_referrers: dict[str, list[str]] = {}
         for disk_id in sorted(disks):
-            for exp in disks[disk_id].expectations:
-                refs = list(getattr(exp, "disks", ())) + ([exp.disk] if hasattr(exp, "disk") else [])
+            for disk_exp in disks[disk_id].expectations:
+                refs = list(getattr(disk_exp, "disks", ())) + ([disk_exp.disk] if hasattr(disk_exp, "disk") else [])
                 for ref in refs:
                     target = ref if ref in disks else disk_by_name.get(ref)
                     if target is not None:
@@ -515,11 +516,11 @@ class OperationalState:
         seen = dyn.storage_free.get(capability_id, cap.free_bytes) if dyn is not None else cap.free_bytes
         return seen - self.storage_used.get((host_id, capability_id), 0)
 
-    def thin_pools(self, host_id: str) -> list[Any]:
+    def thin_pools(self, host_id: str) -> list[ThinPool]:
         config = self.host_config.get(host_id)
         return sorted(config.thin_pools, key=lambda p: (p.vg, p.name)) if config is not None else []
 
-    def thin_pool(self, host_id: str, vg: str, name: str) -> Any:
+    def thin_pool(self, host_id: str, vg: str, name: str) -> ThinPool | None:
         """The thin pool ``vg/name`` of a host, or None."""
         config = self.host_config.get(host_id)
         pools = config.thin_pools if config is not None else []

@@ -19,7 +19,7 @@ import dataclasses
 import shlex
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal, TypeVar
 
 from ..core.models import (
     Cost,
@@ -210,9 +210,19 @@ def step_from_planned(planned: PlannedStep) -> Step:
 # --- helpers -------------------------------------------------------------------------------------
 
 
+_T = TypeVar("_T")
+
+
+def _taken(value: _T | None, what: str) -> _T:
+    """What ``blocked`` made sure of, where a step is taken or carried out (a blocked step never is)."""
+    if value is None:
+        raise RuntimeError(f"a blocked step was taken: {what} is missing")
+    return value
+
+
 def _vm_dyn(state: OperationalState, vm_id: str, **changes: Any) -> VirtualMachineDynamic:
     old = state.vm_dyn.get(vm_id)
-    base = old.model_dump() if old is not None else {"id": vm_id}
+    base: dict[str, Any] = old.model_dump() if old is not None else {"id": vm_id}
     base.update(changes)
     if changes.get("status") is VmStatus.down:
         base.update(host_id=None, spice_address=None, spice_port=None, memory_used=None, cpu_percent=None)
@@ -892,7 +902,7 @@ class ExtendThinPool(Step):
         )
 
     def take(self, state: OperationalState) -> OperationalState:
-        pool = self._current(state)
+        pool = _taken(self._current(state), "the thin pool")
         grow = self.size - pool.size_bytes
         pools = [
             p.evolve(size_bytes=self.size) if p == pool else p for p in state.thin_pools(self.host)
@@ -925,7 +935,7 @@ class CreateFileImage(_CreateAllocation):
     capability: str
     path: str
     size: int
-    format: str = "qcow2"
+    format: Literal["raw", "qcow2"] = "qcow2"
 
     def allocation(self) -> Any:
         return FileAllocation(host_id=self.host, capability_id=self.capability, path=self.path,
@@ -1183,7 +1193,7 @@ class CopyAllocation(Step):
         return None
 
     def take(self, state: OperationalState) -> OperationalState:
-        creator = self._creator(state)
+        creator = _taken(self._creator(state), "the target storage")
         changes = {"cloned_from": self.source_disk} if self.source_disk else {}
         state = _add_allocation(state, self.disk, creator.allocation(), **changes)
         if self.move:
@@ -1222,7 +1232,7 @@ class CopyAllocation(Step):
         from ..hosts import copy
 
         source = _find_allocation(state, self._source_disk(), self.host, self.capability)
-        creator = self._creator(state)
+        creator = _taken(self._creator(state), "the target storage")
         target = state.hosts[self.target]
         disk = state.disks[self._source_disk()]
         # an image's copy is made by the copy itself (nothing to create first), and checked against the
@@ -1272,7 +1282,7 @@ class ExportNfs(Step):
     clients: str
     disk: str | None = None
     options: str = "rw,no_root_squash"
-    server: str = "kernel"  # or "ganesha" (userspace server, where there is no kernel nfsd)
+    server: Literal["kernel", "ganesha"] = "kernel"  # ganesha: userspace, where there is no kernel nfsd
 
     def inverse(self) -> Step:
         return UnexportNfs(self.host, self.path, self.clients, self.server)
@@ -1319,7 +1329,7 @@ class UnexportNfs(Step):
     host: str
     path: str
     clients: str
-    server: str = "kernel"
+    server: Literal["kernel", "ganesha"] = "kernel"
 
     def inverse(self) -> Step:
         return ExportNfs(self.host, self.path, self.clients, server=self.server)
@@ -1631,8 +1641,8 @@ class PowerDownHost(Step):
     def operations(self, state: OperationalState) -> list[Operation]:
         from ..hosts import power
 
-        system = "freebsd" if state.hosts[self.host].capabilities and \
-            state.hosts[self.host].capabilities.os.id.casefold() == "freebsd" else "linux"
+        caps = state.hosts[self.host].capabilities
+        system = "freebsd" if caps is not None and caps.os.id.casefold() == "freebsd" else "linux"
         return [ShellOp(self.host, power.power_off(system=system))]
 
 
@@ -1688,7 +1698,8 @@ class WakeHost(Step):
         host = state.hosts[self.host]
         if host.power.wol_mac is not None:
             return [ShellOp(self.via, power.wake_on_lan(mac=host.power.wol_mac), privileged=False)]
-        return [ShellOp(self.via, power.ipmi_power(address=host.power.ipmi_address, user=host.power.ipmi_user or "root",
+        address = _taken(host.power.ipmi_address, "the host's IPMI address")
+        return [ShellOp(self.via, power.ipmi_power(address=address, user=host.power.ipmi_user or "root",
                                                    action="on"), privileged=False)]
 
 

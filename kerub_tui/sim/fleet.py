@@ -165,7 +165,7 @@ class SimulatedFleet:
         self._restore(machine, host.id)
         host_id = host.id
         # The monitor's document side only: its streams never start, the simulator feeds it.
-        monitor = HostMonitor(host_id, host.name, None, self.writer, lambda: None,  # type: ignore[arg-type]
+        monitor = HostMonitor(host_id, host.name, None, self.writer, lambda: None,  # type: ignore[arg-type,return-value]
                               capabilities=lambda: self._capabilities(host_id), event=self._put_event,
                               settings=self.settings, streams=False)
         member = _Member(host_id, host.name, machine, monitor)
@@ -205,9 +205,8 @@ class SimulatedFleet:
         for pool in config.thin_pools if config is not None else []:
             if pool.vg in machine.volumes:
                 machine.restore_volume(pool.vg, pool.name, pool.size_bytes, None, kind="thin-pool")
-        dyn = self.store.get(HostDynamic, host_id)
-        if dyn is not None and dyn.ksm.run:
-            machine.ksm.update(run=1, pages_to_scan=dyn.ksm.pages_to_scan or 100)
+        if host_dyn is not None and host_dyn.ksm.run:
+            machine.ksm.update(run=1, pages_to_scan=host_dyn.ksm.pages_to_scan or 100)
 
     def _capabilities(self, host_id: str) -> Any:
         host = self.store.get(Host, host_id)
