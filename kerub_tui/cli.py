@@ -39,7 +39,7 @@ from .cli_args import (  # the parser and its types live there (imported without
 )
 from .control import ControlServer, controller_running, run_cli_remote
 from .controller import ActionError, Controller
-from .core import paths
+from .core import logs, paths
 from .core.models import (
     Document,
     Host,
@@ -764,10 +764,20 @@ def _without_install_key(argv: list[str]) -> list[str]:
     return [word for word in argv if not (len(word) > 4 and "--install-key".startswith(word))]
 
 
+def _log_to_file(args: argparse.Namespace) -> None:
+    """The process's log file, in the data dir it works on (core.logs). The console and the demo own
+    the terminal through Textual: their warnings go to the file only; the command line and serve
+    also keep showing them on stderr."""
+    console = args.demo or args.command is None
+    data_dir = paths.demo_data_dir(args.data_dir) if args.demo else paths.data_dir(args.data_dir)
+    logs.configure(data_dir, stderr=not console)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         args = build_parser().parse_args(argv)
+        _log_to_file(args)
         if args.demo:
             return run_demo(args)
         if args.command is None:

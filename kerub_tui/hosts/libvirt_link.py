@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import contextvars
 import enum
 import functools
 import itertools
@@ -31,6 +32,7 @@ from typing import Any, TypeVar
 
 import libvirt
 
+from kerub_tui.core.logs import bind_host
 from kerub_tui.core.models import VmStatus
 from kerub_tui.core.paths import RUN_DIR, run_dir
 from kerub_tui.ssh import HostConnection, SshError
@@ -403,7 +405,9 @@ class LibvirtLink:
             loop.call_soon_threadsafe(fn, *args)
 
     def _spawn(self, coro: Any) -> None:
-        task = asyncio.get_running_loop().create_task(coro)
+        context = contextvars.copy_context()
+        context.run(bind_host, self.name)  # libvirt's callbacks come from no task of this host's
+        task = asyncio.get_running_loop().create_task(coro, context=context)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 

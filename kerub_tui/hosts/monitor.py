@@ -39,6 +39,7 @@ from typing import Any, TypeVar
 
 from pydantic import ValidationError
 
+from kerub_tui.core.logs import bind_host
 from kerub_tui.core.models import (
     Document,
     Event,
@@ -409,6 +410,7 @@ class HostMonitor:
             await link.close()
 
     async def _run(self) -> None:
+        bind_host(self.name)  # every line of this host's monitoring (its streams, discovery) names it
         while not self._stopping:
             try:
                 await self.host.connection(wait=None)

@@ -31,6 +31,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from ..core.logs import host_context
 from ..core.models import (
     AuditEntry,
     CommandRecord,
@@ -538,17 +539,19 @@ class _Recorded:
     async def run(self, host_id: str, command: str, *, privileged: bool = True,
                   input: bytes | None = None) -> CommandResult:
         started, t0 = self.executor.clock(), time.monotonic()
-        if input is not None:
-            result = await self.executor.ops.run(host_id, command, privileged=privileged, input=input)  # type: ignore[call-arg]
-        else:
-            result = await self.executor.ops.run(host_id, command, privileged=privileged)
+        with host_context(self.state.host_name(host_id)):
+            if input is not None:
+                result = await self.executor.ops.run(host_id, command, privileged=privileged, input=input)  # type: ignore[call-arg]
+            else:
+                result = await self.executor.ops.run(host_id, command, privileged=privileged)
         self.executor._record(self.plan_id, self.index, self.step, self.state, host_id, command, result, started,
                               time.monotonic() - t0)
         return result
 
     async def libvirt(self, host_id: str, op: str, *, shown: str | None = None, **kwargs: Any) -> CommandResult:
         started, t0 = self.executor.clock(), time.monotonic()
-        result = await self.executor.ops.libvirt(host_id, op, **kwargs)
+        with host_context(self.state.host_name(host_id)):
+            result = await self.executor.ops.libvirt(host_id, op, **kwargs)
         text = shown or f"libvirt: {op} {self.state.vm_name(kwargs['vm_id']) if 'vm_id' in kwargs else ''}".rstrip()
         self.executor._record(self.plan_id, self.index, self.step, self.state, host_id, text, result, started,
                               time.monotonic() - t0)

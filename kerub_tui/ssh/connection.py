@@ -23,6 +23,7 @@ from typing import Any
 
 import asyncssh
 
+from ..core.logs import bind_host
 from ..core.models import HostStatus
 from .commands import CommandResult, remote_command
 from .errors import (
@@ -337,6 +338,7 @@ class HostConnection:
     # --- the supervisor ---------------------------------------------------------------------
 
     async def _supervise(self, adopted: asyncssh.SSHClientConnection | None = None) -> None:
+        bind_host(self.name)  # the log lines of this connection's life name its host
         attempt = 0
         ever_up = False
         while not self._closing:
