@@ -1,4 +1,4 @@
-"""The command line (design §8): the console by default, and the console's actions for scripts.
+"""The command line (ARCHITECTURE.md §8): the console by default, and the console's actions for scripts.
 
 Every command is an ``async def cmd_*(args, controller, out)``: run in this process on the data dir
 when no controller runs there, or inside the running controller through its control socket

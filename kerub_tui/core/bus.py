@@ -1,4 +1,5 @@
-"""The change feed: every committed document change, as (kind, id, old, new), to whoever listens.
+"""The change feed: every committed document change, as (kind, id, old, new), to whoever listens
+(ARCHITECTURE.md §4).
 
 The planner and the screens consume it; ``serve --json-events`` prints it. Publishing is synchronous
 and cheap (the store publishes after a commit); asynchronous subscribers get their own queue and may

@@ -1,4 +1,5 @@
-"""The log file: ``kerub-tui.log`` in the data dir, rotated, with the host name on every line of host work.
+"""The log file: ``kerub-tui.log`` in the data dir, rotated, with the host name on every line of host work
+(ARCHITECTURE.md §10).
 
 Configured once at process start (``configure``) by every entry point: the console, ``serve``, the demo
 and the command line. Under the console the terminal belongs to Textual, so this file is where

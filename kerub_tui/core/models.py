@@ -1,6 +1,6 @@
 """The documents kerub-tui stores. Every fact the controller knows is one of these.
 
-A resource is up to three documents sharing one id (design §2): static (what the user or discovery
+A resource is up to three documents sharing one id (ARCHITECTURE.md §2): static (what the user or discovery
 said), dynamic (what monitoring sees now) and config (what the controller set up on a host).
 Documents are frozen: change one with ``doc.evolve(field=value)``, which validates the copy (never
 ``model_copy(update=...)``, which does not), and put it back.

@@ -1,4 +1,4 @@
-"""libvirt on a host, through its SSH connection (design §5): no libvirt port open, no agent.
+"""libvirt on a host, through its SSH connection (ARCHITECTURE.md §6): no libvirt port open, no agent.
 
 ``LibvirtLink`` forwards a local unix socket (in a 0700 directory under the data dir) to the host's
 ``/run/libvirt/libvirt-sock`` over the host's one SSH connection, and opens

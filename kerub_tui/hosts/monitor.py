@@ -1,4 +1,5 @@
-"""Live monitoring of one host: long-lived remote streams and libvirt events, into documents.
+"""Live monitoring of one host: long-lived remote streams and libvirt events, into documents
+(ARCHITECTURE.md §4, §6).
 
 No polling loop runs in the controller. Each host has three streams on its SSH connection:
 

@@ -1,4 +1,4 @@
-"""The planner: expectations and problems in, plans out (design §2).
+"""The planner: expectations and problems in, plans out (ARCHITECTURE.md §2, §4).
 
 Pure modules: ``state`` (the snapshot), ``checkers`` (expectations), ``problems`` (detectors),
 ``steps`` (actions with predictions), ``factories`` and ``search`` (planning), ``planning`` (plan

@@ -1,4 +1,4 @@
-"""Problem detectors: what is wrong although no expectation names it (design §2).
+"""Problem detectors: what is wrong although no expectation names it (ARCHITECTURE.md §2).
 
 Every detector looks at one host and what sits on it, so after a step the planner re-detects only the
 hosts the step touched. A problem is reported only when a step could act on it (a failing device

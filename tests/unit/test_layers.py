@@ -1,4 +1,4 @@
-"""The layer contracts of design §3, checked by import-linter on every test run."""
+"""The layer contracts of ARCHITECTURE.md §3, checked by import-linter on every test run."""
 
 import shutil
 import subprocess

@@ -2,7 +2,7 @@
 
 The real VG lives on a loop device seen through a private lvm.conf (LVM_SYSTEM_DIR): a device
 filter accepting only that loop device, and activation off because this kernel has no
-device-mapper (design §4). Metadata operations are then real; LVM refuses what needs
+device-mapper (ARCHITECTURE.md §7). Metadata operations are then real; LVM refuses what needs
 device-mapper (thin, raid1) only after it parsed the command and found every named object,
 which is what those tests check.
 """
