@@ -28,15 +28,15 @@ from .cli_args import (  # the parser and its types live there (imported without
     EXIT_ERROR,
     EXIT_OK,
     CliError,
-    _address as _address,
     _Exit,
-    _memory as _memory,
     _one_line,
-    _path as _path,
-    _port as _port,
-    _size as _size,
     build_parser,
 )
+from .cli_args import _address as _address
+from .cli_args import _memory as _memory
+from .cli_args import _path as _path
+from .cli_args import _port as _port
+from .cli_args import _size as _size
 from .control import ControlServer, controller_running, run_cli_remote
 from .controller import ActionError, Controller
 from .core import logs, paths
@@ -110,7 +110,7 @@ async def cmd_host(args: argparse.Namespace, c: Controller, out: TextIO) -> int:
     store = c.db
     if args.action == "add":
         address, port = args.address
-        key, fingerprint = await c.fetch_host_key(address, port or 22)
+        _key, fingerprint = await c.fetch_host_key(address, port or 22)
         if args.accept_fingerprint is None:
             print(f"host key of {address}:{port or 22} is {fingerprint}", file=out)
             raise CliError(f"not added: check the fingerprint, then run again with --accept-fingerprint {fingerprint}")

@@ -140,7 +140,9 @@ def build_parser() -> argparse.ArgumentParser:
     add = host.add_parser("add", help="add a host: shows its key fingerprint; accept it to join")
     add.add_argument("address", metavar="ADDRESS[:PORT]", type=_address)
     add.add_argument("--user", default="root")
-    add.add_argument("--identity", metavar="KEYFILE", type=_path, help="private key (default: the controller's own key, agent)")
+    add.add_argument(
+        "--identity", metavar="KEYFILE", type=_path, help="private key (default: the controller's own key, agent)"
+    )
     add.add_argument("--name", help="name in kerub-tui (default: the address)")
     add.add_argument("--accept-fingerprint", metavar="SHA256:...", help="the host key fingerprint you accept")
     add.add_argument("--dedicated", action="store_true", help="only runs kerub-tui's VMs: may be powered down")
