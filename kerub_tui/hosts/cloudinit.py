@@ -113,6 +113,7 @@ def read_seed(data: bytes) -> tuple[str, dict[str, str]]:
 
 
 _ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}\Z")
+_SEED_NAME_RE = re.compile(r"kerub-seed-[A-Za-z0-9][A-Za-z0-9._:-]{0,127}-[0-9a-f]{16}\.iso")
 
 
 def seed_pattern(vm_id: str, directory: str = SEED_DIR) -> str:
@@ -156,7 +157,7 @@ def remove_seed_command(path: str) -> str:
 
     check_path(path, "seed path")
     directory, _, name = path.rpartition("/")
-    if directory != SEED_DIR or not re.fullmatch(r"kerub-seed-[A-Za-z0-9][A-Za-z0-9._:-]{0,127}-[0-9a-f]{16}\.iso", name):
+    if directory != SEED_DIR or not _SEED_NAME_RE.fullmatch(name):
         raise ValueError(f"{path!r} is not a kerub-tui seed file")
     return f"rm -f -- {shlex.quote(path)}"
 

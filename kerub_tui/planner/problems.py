@@ -174,7 +174,8 @@ def unused_seed(state: OperationalState, host_id: str) -> list[Problem]:
     if not state.host_up(host_id):
         return []
     name = state.host_name(host_id)
-    return [Problem("unused-seed", host_id, seed.vm_id, seed.path, f"{name} keeps the cloud-init seed {seed.path} {why}")
+    return [Problem("unused-seed", host_id, seed.vm_id, seed.path,
+                    f"{name} keeps the cloud-init seed {seed.path} {why}")
             for seed, why in sorted(unused_seeds(state, host_id), key=lambda item: item[0].path)]
 
 

@@ -207,7 +207,7 @@ def test_two_vms_from_an_imported_debian_image_boot_with_their_seeds_on_two_host
                     # the seed, not a fallback: cloud-init's last words name the datasource
                     console.wait_for(r"Datasource DataSourceNoCloud \[seed=/dev/sr0\]", 300)
                     console.wait_for(rf"(?m)^{re.escape(name)} login:", 120, poke=10)
-                except BaseException as e:  # noqa: BLE001 - handed to the test's thread
+                except BaseException as e:
                     errors.append(e)
 
             threads = [threading.Thread(target=watch, args=(consoles[n], n)) for n in names]

@@ -228,7 +228,7 @@ def test_a_seed_no_vm_will_boot_with_is_removed_from_its_host_by_a_plan():
     assert [(s, why) for s, why in unused_seeds(state, host_id("h1"))] == [(gone, "of a VM that was deleted")]
     [problem] = [p for p in all_problems(state) if p.type == "unused-seed"]
     assert problem.detail == gone.path and "was deleted" in problem.reason
-    steps, plan = plan_steps(state)
+    steps, _plan = plan_steps(state)
     assert sorted(s.type for s in steps) == ["remove-seed", "start-vm"]  # web starts with the seed it has
     [remove] = [s for s in steps if s.type == "remove-seed"]
     assert isinstance(remove, RemoveSeed) and remove.path == gone.path
