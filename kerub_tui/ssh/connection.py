@@ -128,6 +128,14 @@ class _Client(asyncssh.SSHClient):
         self.lost = exc
 
 
+# AES-GCM before chacha20-poly1305 (asyncssh's and OpenSSH's first choice): asyncssh computes chacha's
+# Poly1305 per packet in Python, AES-GCM in one call to OpenSSL (AES-NI). Measured on the lab (one
+# stream of 256 MiB): 61 MiB/s with aes128-gcm, 34 MiB/s with chacha20-poly1305. An image import is
+# that stream. The others stay, in asyncssh's order, for hosts without AES-GCM.
+ENCRYPTION_ALGS = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com", "chacha20-poly1305@openssh.com",
+                   "aes256-ctr", "aes192-ctr", "aes128-ctr")
+
+
 def config_arg(settings: SshSettings) -> Any:
     return () if settings.config is None else list(settings.config)
 
@@ -145,6 +153,7 @@ async def client_options(endpoint: Endpoint, settings: SshSettings) -> asyncssh.
         "connect_timeout": settings.connect_timeout,
         "login_timeout": settings.login_timeout,
         "client_factory": _Client,
+        "encryption_algs": list(ENCRYPTION_ALGS),
         # A controller never prompts: keys (and the agent) only.
         "password_auth": False,
         "kbdint_auth": False,
