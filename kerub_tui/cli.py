@@ -139,6 +139,14 @@ async def cmd_host(args: argparse.Namespace, c: Controller, out: TextIO) -> int:
     elif args.action == "remove":
         await c.remove_host(args.name)
         print(f"removed host {args.name}", file=out)
+    elif args.action == "rediscover":
+        host = await c.rediscover_host(args.name)
+        caps = host.capabilities
+        stale = sorted(s.section for s in caps.stale) if caps is not None else []
+        if stale:
+            raise CliError(f"host {host.name}: discovery still cannot read {', '.join(stale)}; the last good "
+                           "readings are kept, marked stale (host show says why)")
+        print(f"host {host.name} discovered again: every fact read", file=out)
     elif args.action == "rekey":
         host = c.resolve(Host, args.name)
         if args.accept_fingerprint is None:

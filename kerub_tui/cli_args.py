@@ -151,6 +151,8 @@ def build_parser() -> argparse.ArgumentParser:
     _list_show(host)
     host.add_parser("remove", help="remove a host with no VMs or disks on it").add_argument("name")
     host.add_parser("evacuate", help="maintenance: move everything off, then it may be removed").add_argument("name")
+    host.add_parser("rediscover", help="read a host's facts again now (after fixing what made them stale)"
+                    ).add_argument("name")
     rekey = host.add_parser("rekey", help="accept a host's new SSH host key (reinstalled, key regenerated)")
     rekey.add_argument("name")
     rekey.add_argument("--accept-fingerprint", metavar="SHA256:...",

@@ -41,7 +41,7 @@ REMOTE_ACTIONS = frozenset({
     "create_vm", "update_vm", "set_vm_availability", "delete_vm", "create_disk", "update_disk", "delete_disk",
     "decide_plan", "set_auto_approve", "set_optimisation", "fetch_host_key", "add_host", "remove_host",
     "evacuate_host", "update_host", "open_console", "console_file", "explain",
-    "eject_vm", "clone_vm", "set_vm_cloud_init", "set_host_accel", "rekey_host",
+    "eject_vm", "clone_vm", "set_vm_cloud_init", "set_host_accel", "rekey_host", "rediscover_host",
 })
 # What a viewer needs from the environment of whoever asked for a console (not the controller's).
 DISPLAY_ENV = ("DISPLAY", "WAYLAND_DISPLAY", "XAUTHORITY", "XDG_RUNTIME_DIR", "KERUB_TUI_VIEWER")

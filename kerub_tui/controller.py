@@ -900,6 +900,23 @@ class Controller:
         self.audit("host add", host.name, f"key {host.fingerprint}")
         return host
 
+    async def rediscover_host(self, ref: str, *, timeout: float = 120.0) -> Host:
+        """Read a host's facts again now (after fixing what made them stale): what can be read
+        replaces the stored facts, what still cannot stays stale with its last good reading."""
+        self._writable()
+        host = self.resolve(Host, ref)
+        if host.simulated:
+            raise ActionError(f"{host.name} is a simulated host: its facts are the simulator's")
+        try:
+            updated = await self._fleet().rediscover(host.id, timeout=timeout)
+        except (FleetError, SshError, OSError) as error:
+            self.audit("host rediscover", host.name, f"refused: {error}")
+            raise ActionError(str(error)) from None
+        caps = updated.capabilities
+        stale = sorted(s.section for s in caps.stale) if caps is not None else []
+        self.audit("host rediscover", host.name, f"still stale: {', '.join(stale)}" if stale else "every fact read")
+        return updated
+
     async def rekey_host(self, ref: str, fingerprint: str, *, timeout: float = 120.0) -> Host:
         """Accept a host's new SSH host key (reinstalled, key regenerated) once the admin checked its
         fingerprint out of band: the key the host presents now must have ``fingerprint`` and a login

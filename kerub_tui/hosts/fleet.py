@@ -142,7 +142,8 @@ def stale_event(before: Host, after: HostCapabilities) -> Event | None:
         return Event(type="facts-current", host_id=before.id,
                      message=f"{before.name}: every fact was read again ({', '.join(sorted(was))} had been stale)")
     message = (f"{before.name}: discovery could not read {', '.join(sorted(now))}: the last good facts are kept "
-               f"and the host takes no new guests until they are read again. {facts.stale_summary(after)}")
+               f"and the host takes no new guests until they are read again (once fixed: kerub-tui host rediscover "
+               f"{before.name}, or R on the host in the console). {facts.stale_summary(after)}")
     return Event(type="facts-stale", severity=EventSeverity.warning, host_id=before.id,
                  target=",".join(sorted(now)), message=message[:2000])
 
@@ -382,14 +383,50 @@ class Fleet:
             return updated
 
     async def rediscover(self, host_id: str, *, timeout: float = 120.0) -> Host:
-        """Discover the host again now (it must be connected)."""
-        member = self.member(host_id)
+        """Discover the host again now: its facts are read afresh (what still cannot be read stays
+        stale, with its last good reading). A host this fleet does not hold a connection to yet (a
+        one-shot command) is connected first, and its first connection discovers it."""
+        member = self._members.get(host_id)
+        if member is None:
+            host = self.store.get(Host, host_id)
+            if host is None:
+                raise FleetError(f"no host with id {host_id}")
+            if not host.host_key or host.simulated:
+                raise FleetError(f"host {host.name} has no accepted host key to connect with")
+            member = self._attach(host)
+            await self._discovered_or_refused(member, host.name, timeout)
+            return self.store.require(Host, host_id)
+        if not member.connection.is_up:
+            name = member.connection.name
+            raise FleetError(f"{name} is not connected ({member.connection.reason or member.connection.state.value}); "
+                             "its facts are read again when it reconnects")
         link = member.monitor.link if member.monitor is not None else None
-        async with asyncio.timeout(timeout):
-            host = await self._discover(member, link)
+        try:
+            async with asyncio.timeout(timeout):
+                host = await self._discover(member, link)
+        except TimeoutError:
+            raise FleetError(f"{member.connection.name}: discovery took longer than {timeout:g} s") from None
+        except NotConnected as error:
+            raise FleetError(str(error)) from None
         if host is None:
             raise FleetError(f"host {host_id} was removed during discovery")
         return host
+
+    async def _discovered_or_refused(self, member: _Member, name: str, timeout: float) -> None:
+        """Wait for the member's first discovery; FleetError as soon as its connection is refused."""
+        refused = (HostStatus.key_mismatch, HostStatus.unreachable, HostStatus.down)
+        discovered = asyncio.ensure_future(member.discovered.wait())
+        failed = asyncio.ensure_future(member.connection.wait_state(lambda state: state in refused))
+        try:
+            done, _ = await asyncio.wait({discovered, failed}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (discovered, failed):
+                task.cancel()
+        if discovered in done:
+            return
+        if failed in done:
+            raise FleetError(f"{name}: {member.connection.reason or member.connection.state.value}")
+        raise FleetError(f"{name}: not discovered within {timeout:g} s (connection {member.connection.state.value})")
 
     # --- joining --------------------------------------------------------------------------------
 

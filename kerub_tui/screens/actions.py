@@ -200,6 +200,19 @@ class Operations:
                       lambda: self._each("remove hosts", ids, self.controller.remove_host, self._host_name),
                       label="Remove")
 
+    def rediscover_host(self, host_id: str | None) -> None:
+        """Read the host's facts again now (Controller.rediscover_host)."""
+        host = self.db.get(Host, host_id) if host_id else None
+        if host is None:
+            return
+
+        def said(h: Host) -> str:
+            stale = sorted(s.section for s in h.capabilities.stale) if h.capabilities is not None else []
+            return f"{h.name}: still stale: {', '.join(stale)}" if stale else f"{h.name}: every fact read"
+
+        self.app.perform(f"rediscover {host.name}", lambda: self.controller.rediscover_host(host.id),
+                         done_message=said)
+
     def rekey_host(self, host_id: str | None) -> None:
         """Fetch the key the host presents now and, if the admin confirms it against the fingerprint
         checked out of band, accept it (Controller.rekey_host: audited, reconnects, rediscovers)."""

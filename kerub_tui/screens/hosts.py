@@ -309,6 +309,7 @@ class HostDetailScreen(KerubScreen, inherit_bindings=False):
         Binding("E", "evacuate", "Evacuate", id="host.evacuate"),
         Binding("ctrl+d", "remove", "Remove", id="host.remove"),
         Binding("K", "rekey", "Accept new key", show=False, id="host.rekey"),
+        Binding("R", "rediscover", "Rediscover", show=False, id="host.rediscover"),
     ]
 
     DEFAULT_CSS = """
@@ -404,6 +405,9 @@ class HostDetailScreen(KerubScreen, inherit_bindings=False):
 
     def action_remove(self) -> None:
         self.kerub.ops.remove_hosts([self.host_id])
+
+    def action_rediscover(self) -> None:
+        self.kerub.ops.rediscover_host(self.host_id)
 
     def action_rekey(self) -> None:
         self.kerub.ops.rekey_host(self.host_id)

@@ -37,6 +37,7 @@ class HostTable(LiveTable):
         Binding("E", "evacuate", "Evacuate", id="hosts.evacuate"),
         Binding("ctrl+d", "remove", "Remove", id="hosts.remove"),
         Binding("K", "rekey", "Accept new key", show=False, id="hosts.rekey"),
+        Binding("R", "rediscover", "Rediscover", show=False, id="hosts.rediscover"),
     ]
 
     def action_evacuate(self) -> None:
@@ -44,6 +45,9 @@ class HostTable(LiveTable):
 
     def action_remove(self) -> None:
         self.app.ops.remove_hosts(self.selected_ids())  # type: ignore[attr-defined]
+
+    def action_rediscover(self) -> None:
+        self.app.ops.rediscover_host(self.cursor_id())  # type: ignore[attr-defined]
 
     def action_rekey(self) -> None:
         self.app.ops.rekey_host(self.cursor_id())  # type: ignore[attr-defined]

@@ -1,6 +1,7 @@
-"""Against the lab: K on a host whose key was regenerated shows the accepted and the presented
-fingerprints, refuses a key that changed again before the admin said yes, and accepts the one the
-host presents: it reconnects and is discovered again (issue 17, item 6)."""
+"""Against the lab, the console's host actions of issue 17: K on a host whose key was regenerated
+shows the accepted and the presented fingerprints, refuses a key that changed again before the admin
+said yes, and accepts the one the host presents: it reconnects and is discovered again (item 6);
+R reads a host's facts again, so stale facts need no reconnection to be current (item 2's gap)."""
 
 from __future__ import annotations
 
@@ -76,3 +77,37 @@ async def test_k_on_a_host_accepts_its_new_key_after_a_confirmation(clean_lab, t
         outcomes = [a.outcome for a in controller.db.list(AuditEntry) if a.action == "host rekey"]
         assert sorted(o.split(":")[0] for o in outcomes) == ["key SHA256", "refused"]
         assert f"key {old} -> {newer}" in outcomes
+
+
+async def test_r_on_a_host_reads_its_facts_again(clean_lab, tmp_path):
+    from ..integration.test_discovery_stale_lab import BROKEN_LSCPU, fake_tools
+
+    lab_host = clean_lab.hosts[1]
+    controller = Controller(tmp_path / "data")
+    controller.open_store()
+    recorder = Recorder()
+    app = KerubApp(controller)
+    async with app.run_test(size=(120, 40), message_hook=recorder) as pilot:
+        await settle(app, pilot)
+        host = await controller.add_host(name="lab2", address=lab_host.address, port=lab_host.port,
+                                         identity=str(lab_host.client_key), fingerprint=lab_host.host_key_fingerprint)
+        await until(pilot, lambda: status(controller, host.id) is HostStatus.up, "the host to be up")
+        app.open_host(host.id)
+        await until(pilot, lambda: isinstance(app.screen, HostDetailScreen), "the host detail")
+
+        def rediscovered() -> list:
+            return [m for m in recorder.of(KerubApp.ActionDone) if m.action == "rediscover lab2"]
+
+        with fake_tools(lab_host, {"lscpu": BROKEN_LSCPU}):
+            await pilot.press("R")
+            done = await until(pilot, rediscovered, "the rediscovery with a broken lscpu")
+        assert [s.section for s in done[0].result.capabilities.stale] == ["cpu"]
+        await until(pilot, lambda: "facts stale" in plain(app.screen.query_one("#host-title", Static)),
+                    "the detail to say the facts are stale")
+        recorder.clear()
+        await pilot.press("R")
+        done = await until(pilot, rediscovered, "the rediscovery with lscpu fixed")
+        assert done[0].result.capabilities.stale == []
+        assert controller.db.get(Host, host.id).capabilities.stale == []
+        await until(pilot, lambda: "facts stale" not in plain(app.screen.query_one("#host-title", Static)),
+                    "the detail to say the facts are current")
