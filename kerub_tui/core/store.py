@@ -749,6 +749,8 @@ class Store:
             raise StoreError(f"cannot read {path}: {error.strerror}") from None
         except ValueError as error:
             raise StoreError(f"{path} is not JSON: {error}") from None
+        except RecursionError:  # no export nests that deep: refused, not a crash
+            raise StoreError(f"{path} is not a kerub-tui export: its JSON is nested too deep") from None
         docs = parse_export(data, str(path))
         existing = sum(len(v) for v in self._docs.values())
         if existing and not replace:

@@ -260,3 +260,13 @@ def test_forty_broken_imports_are_each_refused_with_one_clear_line(tmp_path, env
 def test_expectation_specs_with_control_characters_or_no_level_are_refused(spec, reason):
     with pytest.raises(InvalidExpectation, match=reason):
         parse_spec(spec, "vm", resolve=lambda name: name)
+
+
+@pytest.mark.parametrize("text", ["[" * 100000 + "]" * 100000, '{"format": ' + "[" * 5000 + "]" * 5000 + "}"],
+                         ids=["a list nested 100000 deep", "a value nested 5000 deep"])
+def test_an_import_nested_past_reason_is_one_line(tmp_path, env, capsys, text):
+    path = tmp_path / "deep.json"
+    path.write_text(text)
+    code, _, err = run(["import", str(path)], capsys)
+    assert code == 1 and len(err.splitlines()) == 1 and "internal error" not in err, err
+    assert "nested too deep" in err
