@@ -33,6 +33,7 @@ from typing import Any, TypeVar
 import asyncssh
 from asyncssh.config import SSHClientConfig
 
+from kerub_tui.core.logs import host_context
 from kerub_tui.core.models import (
     Event,
     EventSeverity,
@@ -599,9 +600,9 @@ class Fleet:
         wait: float | None = 0.0,
     ) -> CommandResult:
         """Run a shell command on a host (through ``sudo -n`` for a non-root login when privileged)."""
-        return await self.member(host_id).connection.run(
-            command, privileged=privileged, timeout=timeout, input=input, wait=wait
-        )
+        connection = self.member(host_id).connection
+        with host_context(connection.name):
+            return await connection.run(command, privileged=privileged, timeout=timeout, input=input, wait=wait)
 
     async def libvirt(self, host_id: str, fn: Callable[..., T], *args: Any, timeout: float | None = 120.0,
                       wait: float = 0.0, **kwargs: Any) -> T:
@@ -615,7 +616,8 @@ class Fleet:
         link = member.monitor.link
         if link is None:
             raise LibvirtUnavailable(f"no libvirt connection to host {host_id} ({member.connection.state.value})")
-        return await link.call(fn, *args, timeout=timeout, **kwargs)
+        with host_context(member.connection.name):
+            return await link.call(fn, *args, timeout=timeout, **kwargs)
 
     async def wait_up(self, host_id: str, timeout: float | None = None) -> None:
         """Until the host is connected and its discovery done (NotConnected on timeout)."""
