@@ -12,14 +12,34 @@ from kerub_tui.core.store import Store
 
 BATCH = 6
 
-WRITER = r"""
-import sys
+# Each writer is a process of its own, forked from a parent that imported the store's modules once
+# and opened nothing (importing them is most of a Python process's start): the child opens the store,
+# commits transactions and prints each batch number once committed, until it is SIGKILLed. The parent
+# forks one writer per line on its stdin, says "writer PID", and "gone" once that writer is reaped, so
+# every line the writer printed comes before "gone".
+FORKING_PARENT = r"""
+import os, sys
 from kerub_tui.core import models as m
 from kerub_tui.core.store import Store
 
-store = Store.open(sys.argv[1])
-start = len(store.list(m.VirtualStorageDevice)) // %(batch)d
-for batch in range(start, start + 100000):
+for _ in sys.stdin:
+    pid = os.fork()
+    if pid == 0:
+        sys.stdin.close()
+        try:
+            writer(sys.argv[1])
+        finally:
+            os._exit(1)
+    print("writer", pid, flush=True)
+    os.waitpid(pid, 0)
+    print("gone", flush=True)
+"""
+
+WRITER = r"""
+def writer(data_dir):
+  store = Store.open(data_dir)
+  start = len(store.list(m.VirtualStorageDevice)) // %(batch)d
+  for batch in range(start, start + 100000):
     with store.transaction():
         for part in range(%(batch)d):
             # Big enough documents that a transaction spans several pages of the file.
@@ -61,18 +81,27 @@ def test_sigkill_mid_transaction_many_times(tmp_path):
     rng = random.Random(1234)
     last_committed = -1
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    for _round in range(40):
-        proc = subprocess.Popen([sys.executable, "-c", WRITER, str(tmp_path)], stdout=subprocess.PIPE, text=True,
-                                env=env)
-        # Let it commit a few transactions, then kill it at a random moment inside the stream.
-        first = proc.stdout.readline()
-        assert first.strip().isdigit(), f"writer did not start: {first!r}"
-        time.sleep(rng.uniform(0.0, 0.05))
-        proc.send_signal(signal.SIGKILL)
-        rest, _ = proc.communicate()
-        acknowledged = [int(x) for x in [first, *rest.split()] if x.strip()]
-        last_committed = max(acknowledged)
-        last_committed = _check(tmp_path, last_committed)
+    parent = subprocess.Popen([sys.executable, "-c", WRITER + FORKING_PARENT, str(tmp_path)], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True, env=env)
+    try:
+        for _round in range(40):
+            parent.stdin.write("go\n")
+            parent.stdin.flush()
+            started = parent.stdout.readline().split()
+            assert started[:1] == ["writer"], f"no writer forked: {started!r}"
+            # Let it commit a transaction, then kill it at a random moment inside the stream.
+            first = parent.stdout.readline()
+            assert first.strip().isdigit(), f"writer did not start: {first!r}"
+            time.sleep(rng.uniform(0.0, 0.05))
+            os.kill(int(started[1]), signal.SIGKILL)
+            acknowledged = [int(first)]
+            while (line := parent.stdout.readline()).strip() != "gone":
+                assert line, "the forking parent died"
+                acknowledged.append(int(line))
+            last_committed = _check(tmp_path, max(acknowledged))
+    finally:
+        parent.stdin.close()
+        assert parent.wait(timeout=60) == 0
 
 
 HOLD_OPEN_TRANSACTION = r"""
