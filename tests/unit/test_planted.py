@@ -293,8 +293,20 @@ def _owners(run: Path) -> set[str]:
     return {name.split(".", 1)[0] for name in os.listdir(run)}
 
 
-def test_a_killed_controller_s_console_file_and_tunnel_sockets_go_at_the_next_start(tmp_path):
-    data = tmp_path / "data"
+@pytest.fixture
+def short_dir():
+    """A directory with a short path for the data dir of the run/ tests: its tunnel sockets must fit a
+    unix socket address there (socket_dir takes a temporary directory past 100 bytes), whatever the
+    length of pytest's tmp_path (longer under pytest-xdist's popen-gwN, or for a long user name)."""
+    path = Path(tempfile.mkdtemp(prefix="kt-"))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def test_a_killed_controller_s_console_file_and_tunnel_sockets_go_at_the_next_start(short_dir):
+    data = short_dir / "data"
     run = data / paths.RUN_DIR
     for _crash in range(3):  # each start removes the previous crash's leftovers: they never pile up
         killed = _run_files(data, "writer")
@@ -321,8 +333,8 @@ def test_a_killed_controller_s_console_file_and_tunnel_sockets_go_at_the_next_st
     assert list(run.iterdir()) == []
 
 
-def test_a_read_only_process_does_not_clean_run(tmp_path):
-    data = tmp_path / "data"
+def test_a_read_only_process_does_not_clean_run(short_dir):
+    data = short_dir / "data"
     killed = _run_files(data, "writer")
     killed.kill()
     killed.wait()
@@ -332,8 +344,8 @@ def test_a_read_only_process_does_not_clean_run(tmp_path):
     assert sorted(os.listdir(data / paths.RUN_DIR)) == before and len(before) == 4
 
 
-def test_a_socket_the_cleaner_finds_is_not_followed_out_of_run(tmp_path, victim):
-    data = tmp_path / "data"
+def test_a_socket_the_cleaner_finds_is_not_followed_out_of_run(short_dir, victim):
+    data = short_dir / "data"
     killed = _run_files(data, "writer")
     killed.kill()
     killed.wait()
@@ -343,10 +355,10 @@ def test_a_socket_the_cleaner_finds_is_not_followed_out_of_run(tmp_path, victim)
     assert victim.read_text() == "do not truncate me\n"
 
 
-def test_our_own_run_lock_survives_a_cleaner_in_this_process(tmp_path):
+def test_our_own_run_lock_survives_a_cleaner_in_this_process(short_dir):
     from kerub_tui.hosts.libvirt_link import socket_dir
 
-    data = tmp_path / "data"
+    data = short_dir / "data"
     directory = socket_dir(data)
     (directory / f"{os.getpid()}.1.sock").write_text("")
     assert paths.clean_run_dir(data) == []
