@@ -79,7 +79,6 @@ def _check(data_dir, last_committed):
 
 def test_sigkill_mid_transaction_many_times(tmp_path):
     rng = random.Random(1234)
-    last_committed = -1
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     parent = subprocess.Popen([sys.executable, "-c", WRITER + FORKING_PARENT, str(tmp_path)], stdin=subprocess.PIPE,
                               stdout=subprocess.PIPE, text=True, env=env)
@@ -98,7 +97,7 @@ def test_sigkill_mid_transaction_many_times(tmp_path):
             while (line := parent.stdout.readline()).strip() != "gone":
                 assert line, "the forking parent died"
                 acknowledged.append(int(line))
-            last_committed = _check(tmp_path, max(acknowledged))
+            _check(tmp_path, max(acknowledged))
     finally:
         parent.stdin.close()
         assert parent.wait(timeout=60) == 0
