@@ -31,7 +31,7 @@ check: $(VENV)/.stamp-check
 	$(VENV)/bin/mypy
 
 bench: system-lab $(VENV)/.stamp-bench
-	@for b in bench/store.py bench/planner.py bench/ssh.py bench/console.py bench/fleet.py; do \
+	@for b in bench/store.py bench/planner.py bench/ssh.py bench/console.py bench/fleet.py bench/images.py; do \
 		if [ -f $$b ]; then echo "== $$b"; $(PY) $$b || exit $$?; fi; \
 	done
 
