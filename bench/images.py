@@ -25,8 +25,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.integration.test_guest_os import approve_proposals, kerub_storage, ok  # noqa: E402
-from tests.lab import Lab, media, missing_prerequisites  # noqa: E402
+from tests.integration.test_guest_os import approve_proposals, kerub_storage, ok
+from tests.lab import Lab, media, missing_prerequisites
 
 GIB = 1 << 30
 MIB = 1 << 20
