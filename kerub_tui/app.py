@@ -1,8 +1,9 @@
 """The Textual application: the console.
 
-It takes any object with the controller's API (the embedded ``Controller``, or a ``RemoteController``
-attached to a running ``kerub-tui serve`` through the control socket), follows its change feed, and
-hands every coalesced batch of changes to the screens. The controller never imports the console.
+It takes any object with the console API (kerub_tui.api.ConsoleAPI: the embedded ``Controller``, or a
+``RemoteController`` attached to a running ``kerub-tui serve`` through the control socket), follows its
+change feed, and hands every coalesced batch of changes to the screens. The controller never imports
+the console, and the console knows no controller class: only the API.
 """
 
 from __future__ import annotations
@@ -22,17 +23,24 @@ from textual.message import Message
 from textual.screen import Screen
 from textual.widget import Widget
 
-from .controller import ActionError, Controller
-from .core.store import StoreError
+from .api import ActionError, ConsoleAPI, ReadOnlyMode, Script, refusal
 from .core.bus import Change, Subscription
+from .core.store import StoreError
 from .screens.actions import Operations
 from .screens.base import KerubScreen
 from .screens.disks import DiskDetailScreen, DiskEditorScreen
-from .screens.images import ImagesScreen
 from .screens.fleet import Fleet
 from .screens.format import safe
-from .screens.help import HelpScreen, _bindings_of, all_binding_ids, iter_bindings, key_display, section_name
+from .screens.help import (
+    HelpScreen,
+    _bindings_of,
+    all_binding_ids,
+    iter_bindings,
+    key_display,
+    section_name,
+)
 from .screens.hosts import AddHostScreen, HostDetailScreen
+from .screens.images import ImagesScreen
 from .screens.keymap import Keymap, load_keymap
 from .screens.live import LiveTable
 from .screens.logs import AuditScreen, EventsScreen
@@ -41,7 +49,6 @@ from .screens.plans import ProposalsScreen
 from .screens.prompt import PromptScreen
 from .screens.settings import SettingsScreen
 from .screens.vms import VmDetailScreen, VmEditorScreen
-from .sim.demo import Tour
 
 log = logging.getLogger(__name__)
 
@@ -111,8 +118,8 @@ class KerubApp(App[None]):
             super().__init__()
             self.count = count
 
-    def __init__(self, controller: Any, *, keymap_file: Path | None = None, demo: bool = False,
-                 tour: Tour | None = None) -> None:
+    def __init__(self, controller: ConsoleAPI, *, keymap_file: Path | None = None, demo: bool = False,
+                 tour: Script | None = None) -> None:
         """``demo`` labels the console as the demo (``kerub-tui --demo``); ``tour`` is the demo's
         scripted part, run while the console is open."""
         super().__init__()
@@ -120,10 +127,10 @@ class KerubApp(App[None]):
         self.demo = demo
         self.tour = tour
         self._tour_task: asyncio.Task[None] | None = None
-        self.attached = not isinstance(controller, Controller)
+        self.attached = controller.attached
         self.keymap_file = keymap_file
         self.keymap: Keymap | None = None
-        self.fleet: Fleet | None = None  # type: ignore[assignment]
+        self._fleet: Fleet | None = None
         self.ops = Operations(self)
         self.main: MainScreen | None = None
         self._pending: list[Change] = []
@@ -136,7 +143,7 @@ class KerubApp(App[None]):
 
     async def on_mount(self) -> None:
         # An embedded Controller may already be started by its owner; a RemoteController connects here.
-        if not getattr(self.controller, "started", False):
+        if not self.controller.started:
             try:
                 await self.controller.start()
             except Exception as error:  # the console cannot run without its controller: say why
@@ -148,12 +155,12 @@ class KerubApp(App[None]):
             self.set_keymap(self.keymap.bindings)
         for problem in self.keymap.problems:
             self.notify(problem, title="keymap", severity="warning", timeout=10)
-        damage = getattr(getattr(self.controller, "store", None), "damage", None)
+        damage = self.controller.store_damage()
         if damage:  # --readonly on a damaged store: what reads is shown, and it says so
             self.notify(f"the store is damaged ({'; '.join(damage)}): showing what can be read; run "
                         f"kerub-tui --data-dir {self.controller.data_dir} check --repair",
                         title="store", severity="error", timeout=60)
-        self.fleet = Fleet(self.controller.db)
+        self._fleet = Fleet(self.controller)
         self.follow_changes()
         await self._feed_ready.wait()
         self.main = MainScreen()
@@ -165,7 +172,7 @@ class KerubApp(App[None]):
         if self.tour is not None:
             self.start_tour(self.tour)
 
-    def start_tour(self, tour: Tour) -> None:
+    def start_tour(self, tour: Script) -> None:
         """Run the demo's scripted events; each is told in a notification."""
         tour.say = lambda line: self.notify(line, title="demo", timeout=15)
 
@@ -186,6 +193,14 @@ class KerubApp(App[None]):
             self._subscription.close()
         await self.controller.stop()
 
+    @property
+    def fleet(self) -> Fleet:
+        """The screens' views over the documents (figures' history, shares, open violations); made
+        once the console has its controller."""
+        if self._fleet is None:
+            raise RuntimeError("the console has no controller yet")
+        return self._fleet
+
     # --- the change feed ----------------------------------------------------------------------
 
     @work(name="change-feed", group="feed", exclusive=True)
@@ -197,14 +212,16 @@ class KerubApp(App[None]):
             self._pending.append(change)
             if not self._flush_scheduled:
                 self._flush_scheduled = True
-                self.set_timer(FLUSH_DELAY, self._flush, name="flush-changes")
+                self.set_timer(FLUSH_DELAY, self._flush_changes, name="flush-changes")
 
-    def _flush(self) -> None:
+    def _flush_changes(self) -> None:
+        """Hand the changes gathered since the last batch to the screens. (Not ``_flush``: that is
+        Textual's own, called with each flush of a captured print.)"""
         changes, self._pending = self._pending, []
         self._flush_scheduled = False
-        if not changes or self.fleet is None:
+        if not changes or self._fleet is None:
             return
-        self.fleet.apply(changes)
+        self._fleet.apply(changes)
         for screen in self.screen_stack:
             if isinstance(screen, KerubScreen) and screen.is_mounted:
                 screen.apply_changes(changes)
@@ -220,7 +237,7 @@ class KerubApp(App[None]):
                 return
             if self._pending and not queued:
                 self._flush_scheduled = False
-                self._flush()
+                self._flush_changes()
                 continue
             await asyncio.sleep(0.001)
 
@@ -298,7 +315,7 @@ class KerubApp(App[None]):
     # --- opening screens ----------------------------------------------------------------------
 
     def open_add_host(self) -> None:
-        if not self.refuse_readonly("add host"):
+        if not self.refuse_readonly("add host", "add_host"):
             self.push_screen(AddHostScreen())
 
     def open_host(self, host_id: str) -> None:
@@ -311,11 +328,12 @@ class KerubApp(App[None]):
         self.push_screen(DiskDetailScreen(disk_id))
 
     def open_vm_editor(self, vm_id: str | None) -> None:
-        if not self.refuse_readonly("edit VM" if vm_id else "new VM"):
+        if not self.refuse_readonly("edit VM" if vm_id else "new VM", "update_vm" if vm_id else "create_vm"):
             self.push_screen(VmEditorScreen(vm_id))
 
     def open_disk_editor(self, disk_id: str | None) -> None:
-        if not self.refuse_readonly("edit disk" if disk_id else "new disk"):
+        if not self.refuse_readonly("edit disk" if disk_id else "new disk",
+                                    "update_disk" if disk_id else "create_disk"):
             self.push_screen(DiskEditorScreen(disk_id))
 
     # --- running actions ----------------------------------------------------------------------
@@ -331,24 +349,29 @@ class KerubApp(App[None]):
         self.notify(reason, title=action, severity="error")
         self.post_message(self.ActionRefused(action, reason))
 
-    def refuse_readonly(self, action: str) -> bool:
-        """True (and the admin is told why) when read-only mode forbids ``action``."""
-        if not self.controller.readonly:
+    def refuse_readonly(self, label: str, action: str) -> bool:
+        """True (and the admin is told why, under ``label``) when read-only mode forbids the API's
+        ``action``: asked before an editor opens, so nobody fills a form that cannot be saved."""
+        reason = refusal(self.controller.readonly, action)
+        if reason is None:
             return False
-        self.refuse(action, "read-only mode: nothing can be changed (started with --readonly)")
+        self.refuse(label, reason)
         return True
 
-    def perform(self, label: str, call: Callable[[], Awaitable[Any]], *,
-                done_message: Callable[[Any], str] | None = None, mutating: bool = True,
+    def perform(self, label: str, call: Callable[[], Awaitable[Any]], *, action: str,
+                done_message: Callable[[Any], str] | None = None,
                 after: Callable[[Any], None] | None = None,
                 on_error: Callable[[str], None] | None = None, group: str = "actions") -> None:
-        """Run a controller call in a named worker; ActionError is shown, never raised."""
-        if mutating and self.refuse_readonly(label):
+        """Run ``call`` (the API's ``action``) in a named worker; ActionError is shown, never raised."""
+        if self.refuse_readonly(label, action):
             return
 
         async def run() -> None:
             try:
                 result = await call()
+            except ReadOnlyMode as error:
+                self.refuse(label, str(error))
+                return
             except (ActionError, StoreError) as error:  # a refusal, a full disk: one line, no traceback
                 self._failed(label, str(error), on_error)
                 return

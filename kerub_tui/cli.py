@@ -92,22 +92,18 @@ def _dump_pair(first: tuple[str, Document], second: tuple[str, Document | None])
 
 
 async def cmd_export(args: argparse.Namespace, c: Controller, out: TextIO) -> int:
-    count = c.db.export_file(args.file)
+    count = await c.export_documents(args.file)
     print(f"exported {count} documents to {args.file}", file=out)
     return EXIT_OK
 
 
 async def cmd_import(args: argparse.Namespace, c: Controller, out: TextIO) -> int:
-    if c.readonly:
-        raise CliError("read-only mode: import changes documents")
-    count = c.db.import_file(args.file, replace=args.replace)
-    c.audit("import", args.file, f"{count} documents")
+    count = await c.import_documents(args.file, replace=args.replace)
     print(f"imported {count} documents from {args.file}", file=out)
     return EXIT_OK
 
 
 async def cmd_host(args: argparse.Namespace, c: Controller, out: TextIO) -> int:
-    store = c.db
     if args.action == "add":
         address, port = args.address
         _key, fingerprint = await c.fetch_host_key(address, port or 22)
@@ -123,15 +119,15 @@ async def cmd_host(args: argparse.Namespace, c: Controller, out: TextIO) -> int:
         print(f"added host {host.name} ({host.id}), key {host.fingerprint}", file=out)
     elif args.action == "list":
         def host_row(h: Host) -> list[str]:
-            dyn = store.get(HostDynamic, h.id)
+            dyn = c.get(HostDynamic, h.id)
             return [h.name, f"{h.address}:{h.port}", dyn.status.value if dyn else "-",
-                    str(len(store.vms_on_host(h.id))), "yes" if h.recycling else "-", "yes" if h.simulated else "-"]
+                    str(len(c.vms_on_host(h.id))), "yes" if h.recycling else "-", "yes" if h.simulated else "-"]
 
-        _print_list(out, sorted(store.list(Host), key=lambda h: h.name), args.json,
+        _print_list(out, sorted(c.documents(Host), key=lambda h: h.name), args.json,
                     ["NAME", "ADDRESS", "STATUS", "VMS", "EVACUATING", "SIMULATED"], host_row)
     elif args.action == "show":
         host = c.resolve(Host, args.name)
-        dyn = store.get(HostDynamic, host.id)
+        dyn = c.get(HostDynamic, host.id)
         if args.json:
             print(_dump_pair(("host", host), ("dynamic", dyn)), file=out)
             return EXIT_OK
@@ -213,8 +209,8 @@ def _show_host(c: Controller, host: Host, dyn: HostDynamic | None) -> str:
             lines.append(f"  stale {entry.section}: {kept}; not read since {entry.since:%Y-%m-%d %H:%M:%S}: "
                          f"{entry.reason}")
     lines.append(f"  accelerator {_accel_text(host)}")
-    for vm_id in sorted(c.db.vms_on_host(host.id)):
-        vm = c.db.get(VirtualMachine, vm_id)
+    for vm_id in sorted(c.vms_on_host(host.id)):
+        vm = c.get(VirtualMachine, vm_id)
         lines.append(f"  runs {vm.name if vm else vm_id}")
     if host.recycling:
         lines.append("  in maintenance (evacuating)")
@@ -222,10 +218,9 @@ def _show_host(c: Controller, host: Host, dyn: HostDynamic | None) -> str:
 
 
 async def cmd_vm(args: argparse.Namespace, c: Controller, out: TextIO) -> int:
-    store = c.db
     if args.action == "create":
         minimum, maximum = args.memory
-        if store.find_by_name(VirtualMachine, args.name) is not None:
+        if c.find_by_name(VirtualMachine, args.name) is not None:
             raise CliError(f"a VM named {args.name!r} already exists")
         vm = await c.create_vm(args.name, cpus=args.cpus, memory_min=minimum, memory_max=maximum,
                                disk_sizes=args.disk, expectations=args.expect, cdrom=args.cdrom, boot=args.boot,
@@ -240,17 +235,17 @@ async def cmd_vm(args: argparse.Namespace, c: Controller, out: TextIO) -> int:
         print(f"VM {vm.name}: CD-ROM ejected", file=out)
     elif args.action == "list":
         def vm_row(v: VirtualMachine) -> list[str]:
-            dyn = store.get(VirtualMachineDynamic, v.id)
-            host = store.get(Host, dyn.host_id) if dyn and dyn.host_id else None
+            dyn = c.get(VirtualMachineDynamic, v.id)
+            host = c.get(Host, dyn.host_id) if dyn and dyn.host_id else None
             return [v.name, dyn.status.value if dyn else "down", host.name if host else "-", str(v.cpus),
                     f"{format_size(v.memory_min)}:{format_size(v.memory_max)}",
                     " ".join(e.spec() for e in v.expectations) or "-"]
 
-        _print_list(out, sorted(store.list(VirtualMachine), key=lambda v: v.name), args.json,
+        _print_list(out, sorted(c.documents(VirtualMachine), key=lambda v: v.name), args.json,
                     ["NAME", "STATUS", "HOST", "CPUS", "MEMORY", "EXPECTATIONS"], vm_row)
     elif args.action == "show":
         vm = c.resolve(VirtualMachine, args.name)
-        dyn = store.get(VirtualMachineDynamic, vm.id)
+        dyn = c.get(VirtualMachineDynamic, vm.id)
         if args.json:
             print(_dump_pair(("vm", vm), ("dynamic", dyn)), file=out)
             return EXIT_OK
@@ -314,7 +309,7 @@ def _absolute_files(argv: list[str]) -> list[str]:
 async def _show_vm(c: Controller, vm: VirtualMachine, dyn: VirtualMachineDynamic | None) -> str:
     lines = [f"VM {vm.name}  ({vm.id})",
              f"  cpus {vm.cpus}, memory {format_size(vm.memory_min)}..{format_size(vm.memory_max)}, {vm.architecture}"]
-    host = c.db.get(Host, dyn.host_id) if dyn is not None and dyn.host_id else None
+    host = c.get(Host, dyn.host_id) if dyn is not None and dyn.host_id else None
     lines.append(f"  status {dyn.status.value if dyn else 'down'}" + (f" on {host.name}" if host else ""))
     lines.append(f"  boot {','.join(vm.boot)}")
     if vm.cloud_init is not None:
@@ -322,7 +317,7 @@ async def _show_vm(c: Controller, vm: VirtualMachine, dyn: VirtualMachineDynamic
 
         lines.append(f"  cloud-init: {_cloud_init_summary(vm.cloud_init)}")
     for link in vm.disks:
-        disk = c.db.get(VirtualStorageDevice, link.disk_id)
+        disk = c.get(VirtualStorageDevice, link.disk_id)
         kind = "cdrom" if link.device == "cdrom" else "disk"
         lines.append(f"  {kind} {disk.name if disk else link.disk_id} ({link.bus}"
                      f"{', read-only' if link.read_only else ''})")
@@ -335,32 +330,31 @@ async def _show_vm(c: Controller, vm: VirtualMachine, dyn: VirtualMachineDynamic
 
 
 async def cmd_disk(args: argparse.Namespace, c: Controller, out: TextIO) -> int:
-    store = c.db
     if args.action == "create":
         disk = await c.create_disk(args.name, size=args.size, read_only=args.read_only, expectations=args.expect)
         print(f"created disk {disk.name} ({disk.id})", file=out)
     elif args.action == "list":
         def disk_row(d: VirtualStorageDevice) -> list[str]:
-            dyn = store.get(VirtualStorageDeviceDynamic, d.id)
+            dyn = c.get(VirtualStorageDeviceDynamic, d.id)
             allocations = []
             for a in dyn.allocations if dyn else []:
-                host = store.get(Host, a.host_id)
+                host = c.get(Host, a.host_id)
                 allocations.append(f"{a.type}@{host.name if host else a.host_id[:8]}")
             return [d.name, format_size(d.size), ", ".join(allocations) or "-",
                     " ".join(e.spec() for e in d.expectations) or "-"]
 
-        _print_list(out, sorted(store.list(VirtualStorageDevice), key=lambda d: d.name), args.json,
+        _print_list(out, sorted(c.documents(VirtualStorageDevice), key=lambda d: d.name), args.json,
                     ["NAME", "SIZE", "ALLOCATIONS", "EXPECTATIONS"], disk_row)
     elif args.action == "show":
         disk = c.resolve(VirtualStorageDevice, args.name)
-        dyn = store.get(VirtualStorageDeviceDynamic, disk.id)
+        dyn = c.get(VirtualStorageDeviceDynamic, disk.id)
         if args.json:
             print(_dump_pair(("disk", disk), ("dynamic", dyn)), file=out)
             return EXIT_OK
         lines = [f"disk {disk.name}  ({disk.id})", f"  size {format_size(disk.size)}"
                  + (", read-only" if disk.read_only else "")]
         for a in dyn.allocations if dyn else []:
-            host = store.get(Host, a.host_id)
+            host = c.get(Host, a.host_id)
             lines.append(f"  allocation {a.type} on {host.name if host else a.host_id}: {a.path}")
         lines += [f"  expects {exp.spec()}" for exp in disk.expectations]
         print("\n".join(lines), file=out)
@@ -371,9 +365,8 @@ async def cmd_disk(args: argparse.Namespace, c: Controller, out: TextIO) -> int:
 
 
 async def cmd_plan(args: argparse.Namespace, c: Controller, out: TextIO) -> int:
-    store = c.db
     if args.action == "list":
-        _print_list(out, sorted(store.list(Plan), key=lambda p: p.created_at), args.json,
+        _print_list(out, sorted(c.documents(Plan), key=lambda p: p.created_at), args.json,
                     ["ID", "STATUS", "KIND", "STEPS", "TRIGGER"],
                     lambda p: [p.id[:8], p.status.value, p.plan_kind, str(len(p.steps)), "; ".join(p.trigger)[:60]])
     elif args.action == "show":
@@ -400,7 +393,7 @@ def _show_plan(c: Controller, plan: Plan) -> str:
     lines = [f"plan {plan.id}  [{plan.status.value}]  kind {plan.plan_kind}"]
     lines += [f"  because: {t}" for t in plan.trigger]
     for index, step in enumerate(plan.steps, 1):
-        host = c.db.get(Host, step.host_id) if step.host_id else None
+        host = c.get(Host, step.host_id) if step.host_id else None
         lines.append(f"  {index}. {step.description}" + (f"  on {host.name}" if host else ""))
         if step.effect:
             lines.append(f"     effect: {step.effect}")
@@ -412,10 +405,10 @@ def _show_plan(c: Controller, plan: Plan) -> str:
 
 def _image_row(c: Controller, d: VirtualStorageDevice) -> list[str]:
     assert d.image is not None
-    dyn = c.db.get(VirtualStorageDeviceDynamic, d.id)
+    dyn = c.get(VirtualStorageDeviceDynamic, d.id)
     copies = []
     for a in dyn.allocations if dyn else []:
-        host = c.db.get(Host, a.host_id)
+        host = c.get(Host, a.host_id)
         copies.append(host.name if host else a.host_id[:8])
     return [d.name, d.image.format, format_size(d.image.virtual_size), format_size(d.image.file_size),
             ", ".join(sorted(copies)) or "-", d.image.sha256[:12], str(len(c.image_users(d.id)))]
@@ -477,7 +470,7 @@ async def cmd_image(args: argparse.Namespace, c: Controller, out: TextIO) -> int
                     lambda d: _image_row(c, d))
     elif args.action == "show":
         image = c.image(args.name)
-        dyn = c.db.get(VirtualStorageDeviceDynamic, image.id)
+        dyn = c.get(VirtualStorageDeviceDynamic, image.id)
         if args.json:
             print(_dump_pair(("image", image), ("dynamic", dyn)), file=out)
             return EXIT_OK
@@ -487,7 +480,7 @@ async def cmd_image(args: argparse.Namespace, c: Controller, out: TextIO) -> int
                  f"  {info.format}, virtual size {format_size(info.virtual_size)}, file {format_size(info.file_size)}",
                  f"  sha256 {info.sha256}", f"  imported {info.imported_at:%Y-%m-%d %H:%M} from {info.source}"]
         for a in dyn.allocations if dyn else []:
-            host = c.db.get(Host, a.host_id)
+            host = c.get(Host, a.host_id)
             lines.append(f"  copy on {host.name if host else a.host_id}: {a.path}")
         users = c.image_users(image.id)
         lines.append(f"  used by {', '.join(users)}" if users else "  used by no VM")
@@ -592,9 +585,9 @@ def run_check(args: argparse.Namespace) -> int:
 
 def _warn_damaged(controller: Controller) -> None:
     """--readonly on a damaged store shows what reads; one line says so."""
-    store = controller.store
-    if store is not None and store.damage:
-        print(f"kerub-tui: warning: the store in {controller.data_dir} is damaged ({'; '.join(store.damage)}); "
+    damage = controller.store_damage() if controller.store is not None else []
+    if damage:
+        print(f"kerub-tui: warning: the store in {controller.data_dir} is damaged ({'; '.join(damage)}); "
               f"showing what can be read; run `kerub-tui --data-dir {controller.data_dir} check --repair`",
               file=sys.stderr)
 

@@ -25,24 +25,31 @@ import socket
 import struct
 from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from pydantic import TypeAdapter, ValidationError
 
+from .api import REMOTE_ACTIONS, ActionError, NewDisk, guarded
+from .controller import Controller
 from .core.bus import Change, Subscription
-from .core.models import Document, Settings, parse_document
+from .core.expectations import Expectation
+from .core.models import (
+    CloudInit,
+    DiskLink,
+    Document,
+    Host,
+    Nic,
+    Plan,
+    Settings,
+    VirtualMachine,
+    VirtualStorageDevice,
+    parse_document,
+)
 from .core.paths import SOCKET_FILE, UnsafeDataDir, check_private_dir
 from .core.store import Store, StoreError
 from .core.validation import describe
-from .controller import ActionError, Controller
+from .queries import StoreQueries
 
-# Controller methods a remote client may call, with the positional/keyword arguments they take.
-REMOTE_ACTIONS = frozenset({
-    "create_vm", "update_vm", "set_vm_availability", "delete_vm", "create_disk", "update_disk", "delete_disk",
-    "decide_plan", "set_auto_approve", "set_optimisation", "fetch_host_key", "add_host", "remove_host",
-    "evacuate_host", "update_host", "open_console", "console_file", "explain",
-    "eject_vm", "clone_vm", "set_vm_cloud_init", "set_host_accel", "rekey_host", "rediscover_host",
-})
 # What a viewer needs from the environment of whoever asked for a console (not the controller's).
 DISPLAY_ENV = ("DISPLAY", "WAYLAND_DISPLAY", "XAUTHORITY", "XDG_RUNTIME_DIR", "KERUB_TUI_VIEWER")
 
@@ -448,12 +455,15 @@ async def cli_remote(data_dir: Path | str, argv: list[str],
     return int(result["exit"]), result["stdout"], result["stderr"]
 
 
-class RemoteController:
-    """The controller API, served by another process through its control socket.
+@guarded
+class RemoteController(StoreQueries):
+    """The console API (:class:`kerub_tui.api.ConsoleAPI`), served by another process through its
+    control socket.
 
-    ``db`` is a live read-only mirror of that controller's store (same read API, same change feed),
-    so a console attached this way shows exactly what a console embedding the controller shows.
-    Quitting it (``stop``) leaves the controller running.
+    Its queries read a live read-only mirror of that controller's store (same read API, same change
+    feed), so a console attached this way shows exactly what a console embedding the controller
+    shows; its actions are calls through the socket, refused here first in read-only mode (the
+    registry of kerub_tui.api says which). Quitting it (``stop``) leaves the controller running.
     """
 
     attached = True
@@ -468,6 +478,7 @@ class RemoteController:
         self._next_id = 0
         self._read_task: asyncio.Task[Any] | None = None
         self.disconnected = asyncio.Event()
+        self.started = False
 
     async def start(self) -> None:
         sock = connect(self.data_dir)
@@ -482,6 +493,7 @@ class RemoteController:
         self.store = Store.mirror(self.data_dir, docs)
         self.readonly = self.readonly or bool(first["result"].get("readonly"))
         self._read_task = asyncio.create_task(self._read_loop(), name="control-socket-reader")
+        self.started = True
 
     async def _read_loop(self) -> None:
         assert self._reader is not None
@@ -520,6 +532,7 @@ class RemoteController:
                 await self._writer.wait_closed()
         if self.store is not None:
             self.store.feed.close()
+        self.started = False
 
     @property
     def db(self) -> Store:
@@ -530,10 +543,7 @@ class RemoteController:
     def subscribe(self, kinds: Iterable[str] | None = None) -> Subscription:
         return self.db.feed.subscribe(kinds)
 
-    def settings(self) -> Settings:
-        return self.db.get(Settings, "settings") or Settings()
-
-    async def _call(self, name: str, *args: Any, **kwargs: Any) -> Any:
+    async def _call(self, name: str, /, *args: Any, **kwargs: Any) -> Any:
         if self.disconnected.is_set() or self._writer is None:
             raise ActionError("the controller went away (control socket closed)")
         self._next_id += 1
@@ -543,17 +553,64 @@ class RemoteController:
                                    "params": {"name": name, "args": _encode(list(args)), "kwargs": _encode(kwargs)}})
         return await future
 
-    async def import_image(self, path: str, *, name: str | None = None, host: str | None = None,
-                           progress: Callable[[Any], None] | None = None) -> Any:
+    # --- the actions, through the socket (kerub_tui.api declares them) -------------------------
+
+    async def create_vm(self, name: str, *, cpus: int = 1, memory_min: int, memory_max: int | None = None,
+                        architecture: str = "x86_64", disks: Iterable[DiskLink | dict[str, Any]] = (),
+                        nics: Iterable[Nic | dict[str, Any]] = (),
+                        expectations: Iterable[str | dict[str, Any] | Expectation] = (),
+                        disk_sizes: Iterable[int] = (), cdrom: str | None = None,
+                        boot: Iterable[str] | None = None, from_image: str | None = None,
+                        cloud_init: CloudInit | dict[str, Any] | None = None,
+                        new_disks: Iterable[NewDisk | dict[str, Any]] = ()) -> VirtualMachine:
+        return cast(VirtualMachine, await self._call(
+            "create_vm", name, cpus=cpus, memory_min=memory_min, memory_max=memory_max,
+            architecture=architecture, disks=list(disks), nics=list(nics), expectations=list(expectations),
+            disk_sizes=list(disk_sizes), cdrom=cdrom, boot=None if boot is None else list(boot),
+            from_image=from_image, cloud_init=cloud_init, new_disks=list(new_disks)))
+
+    async def update_vm(self, ref: str, *, new_disks: Iterable[NewDisk | dict[str, Any]] = (),
+                        **changes: Any) -> VirtualMachine:
+        return cast(VirtualMachine, await self._call("update_vm", ref, new_disks=list(new_disks), **changes))
+
+    async def set_vm_availability(self, ref: str, up: bool, level: str = "dealbreaker") -> VirtualMachine:
+        return cast(VirtualMachine, await self._call("set_vm_availability", ref, up, level))
+
+    async def delete_vm(self, ref: str) -> None:
+        await self._call("delete_vm", ref)
+
+    async def eject_vm(self, ref: str) -> VirtualMachine:
+        return cast(VirtualMachine, await self._call("eject_vm", ref))
+
+    async def clone_vm(self, source_ref: str, name: str) -> VirtualMachine:
+        return cast(VirtualMachine, await self._call("clone_vm", source_ref, name))
+
+    async def set_vm_cloud_init(self, ref: str, cloud_init: CloudInit | dict[str, Any] | None) -> VirtualMachine:
+        return cast(VirtualMachine, await self._call("set_vm_cloud_init", ref, cloud_init))
+
+    async def create_disk(self, name: str, *, size: int, read_only: bool = False,
+                          expectations: Iterable[str | dict[str, Any] | Expectation] = ()) -> VirtualStorageDevice:
+        return cast(VirtualStorageDevice, await self._call("create_disk", name, size=size, read_only=read_only,
+                                                           expectations=list(expectations)))
+
+    async def update_disk(self, ref: str, **changes: Any) -> VirtualStorageDevice:
+        return cast(VirtualStorageDevice, await self._call("update_disk", ref, **changes))
+
+    async def delete_disk(self, ref: str) -> None:
+        await self._call("delete_disk", ref)
+
+    async def import_image(self, path: str | None = None, *, name: str | None = None, host: str | None = None,
+                           from_host: str | None = None, from_path: str | None = None,
+                           expected_file: tuple[int, int] | None = None,
+                           progress: Callable[[Any], None] | None = None) -> VirtualStorageDevice:
         """``image import`` by the controller, as the command line asks for it: on a connection of its
         own (an import takes minutes; this console's connection keeps serving), the file named by its
         absolute path here and checked by opening it (the controller reads that file, of that device
         and inode, or refuses), its progress lines handed to ``progress``. The imported image once this
         console's mirror holds it."""
-        from .core.models import VirtualStorageDevice
-
-        if self.readonly:
-            raise ActionError("read-only mode: nothing can be changed (started with --readonly)")
+        if path is None or from_path is not None or expected_file is not None:
+            raise ActionError("an attached console imports a file of its own machine: "
+                              "kerub-tui image import --from HOST:PATH copies one on a host")
         path = os.path.abspath(os.path.expanduser(path))
         try:
             with open(path, "rb") as stream:
@@ -577,14 +634,57 @@ class RemoteController:
             raise ActionError(f"the controller imported {imported}, but this console has not seen it yet")
         return image
 
-    def __getattr__(self, name: str) -> Callable[..., Awaitable[Any]]:
-        if name in REMOTE_ACTIONS:
-            async def call(*args: Any, **kwargs: Any) -> Any:
-                if self.readonly and name not in ("fetch_host_key", "explain", "open_console"):
-                    raise ActionError("read-only mode: nothing can be changed (started with --readonly)")
-                if name == "open_console":
-                    kwargs.setdefault("env", display_env())  # the viewer shows on this console's display
-                return await self._call(name, *args, **kwargs)
+    async def delete_image(self, ref: str) -> None:
+        await self._call("delete_image", ref)
 
-            return call
-        raise AttributeError(name)
+    async def decide_plan(self, ref: str, approve: bool) -> Plan:
+        return cast(Plan, await self._call("decide_plan", ref, approve))
+
+    async def set_auto_approve(self, plan_kind: str, enabled: bool) -> Settings:
+        return cast(Settings, await self._call("set_auto_approve", plan_kind, enabled))
+
+    async def set_optimisation(self, **changes: Any) -> Settings:
+        return cast(Settings, await self._call("set_optimisation", **changes))
+
+    async def fetch_host_key(self, address: str, port: int | None = None) -> tuple[str, str]:
+        key, fingerprint = await self._call("fetch_host_key", address, port)
+        return str(key), str(fingerprint)
+
+    async def add_host(self, *, name: str, address: str, port: int | None = None, user: str | None = None,
+                       identity: str | None = None, fingerprint: str, dedicated: bool = False,
+                       password: str | None = None) -> Host:
+        if password is not None:  # a password never goes through the socket
+            raise ActionError("an attached console cannot install kerub-tui's key with a password: run "
+                              "kerub-tui host add ADDRESS --install-key")
+        return cast(Host, await self._call("add_host", name=name, address=address, port=port, user=user,
+                                           identity=identity, fingerprint=fingerprint, dedicated=dedicated))
+
+    async def remove_host(self, ref: str) -> None:
+        await self._call("remove_host", ref)
+
+    async def evacuate_host(self, ref: str) -> Host:
+        return cast(Host, await self._call("evacuate_host", ref))
+
+    async def update_host(self, ref: str, **changes: Any) -> Host:
+        return cast(Host, await self._call("update_host", ref, **changes))
+
+    async def set_host_accel(self, ref: str, accel: str) -> Host:
+        return cast(Host, await self._call("set_host_accel", ref, accel))
+
+    async def rekey_host(self, ref: str, fingerprint: str, *, timeout: float = 120.0) -> Host:
+        return cast(Host, await self._call("rekey_host", ref, fingerprint, timeout=timeout))
+
+    async def rediscover_host(self, ref: str, *, timeout: float = 120.0) -> Host:
+        return cast(Host, await self._call("rediscover_host", ref, timeout=timeout))
+
+    async def open_console(self, vm_ref: str, *, viewer: str | None = None, env: dict[str, str] | None = None,
+                           wait: bool = False) -> str:
+        # The viewer shows on this console's display, not the controller's.
+        return str(await self._call("open_console", vm_ref, viewer=viewer,
+                                    env=display_env() if env is None else env, wait=wait))
+
+    async def console_file(self, vm_ref: str, *, local_port: int | None = None) -> str:
+        return str(await self._call("console_file", vm_ref, local_port=local_port))
+
+    async def explain(self, vm_ref: str) -> str:
+        return str(await self._call("explain", vm_ref))

@@ -15,9 +15,16 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, Literal
 
+from .api import ActionError, NewDisk, ReadOnlyMode, cloud_init_summary, guarded
 from .core import paths
 from .core.bus import Subscription
-from .core.expectations import Expectation, InvalidExpectation, parse_spec, validate_expectation
+from .core.expectations import (
+    Expectation,
+    InvalidExpectation,
+    parse_spec,
+    validate_expectation,
+)
+from .core.integrity import store_existed
 from .core.models import (
     AuditEntry,
     AutoApprovePolicy,
@@ -46,7 +53,6 @@ from .core.models import (
     utcnow,
 )
 from .core.names import InvalidName, check_name
-from .core.integrity import store_existed
 from .core.sizes import format_size
 from .core.store import NotFound, Store, StoreError
 from .hosts.console import ConsoleError, console_file, open_console
@@ -59,19 +65,11 @@ from .planner.checkers import ensure_checkable
 from .planner.executor import Executor
 from .planner.explain import explain_text
 from .planner.replanner import ApprovalRefused, Replanner
+from .queries import StoreQueries
 from .sim import HostPool, SimulatedFleet, Timing
 from .ssh import SshError
 
 log = logging.getLogger(__name__)
-
-
-class ActionError(Exception):
-    """An action the controller refuses, with one line the admin can act on."""
-
-
-class ReadOnlyMode(ActionError):
-    def __init__(self) -> None:
-        super().__init__("read-only mode: nothing can be changed (started with --readonly)")
 
 
 def os_user() -> str:
@@ -81,8 +79,14 @@ def os_user() -> str:
         return str(os.getuid())
 
 
-class Controller:
-    """Owns the store of one data dir. ``await start()`` before use, ``await stop()`` at the end."""
+@guarded
+class Controller(StoreQueries):
+    """Owns the store of one data dir. ``await start()`` before use, ``await stop()`` at the end.
+
+    It implements :class:`kerub_tui.api.ConsoleAPI`; every action it offers is declared in
+    :data:`kerub_tui.api.ACTIONS`, which also refuses the changing ones in read-only mode."""
+
+    attached = False  # this process owns the store
 
     def __init__(self, data_dir: Path | str | None = None, *, readonly: bool = False,
                  serve: Callable[["Controller"], Any] | None = None, sim_timing: Timing | None = None,
@@ -195,11 +199,6 @@ class Controller:
 
     # --- helpers ----------------------------------------------------------------------------
 
-    def _writable(self) -> Store:
-        if self.readonly:
-            raise ReadOnlyMode()
-        return self.db
-
     def audit(self, action: str, target: str, outcome: str = "ok", **fields: Any) -> AuditEntry:
         entry = AuditEntry(os_user=os_user(), action=action, target=target, outcome=outcome, **fields)
         if not self.readonly:
@@ -212,9 +211,6 @@ class Controller:
         if not self.readonly:
             self.db.put(event)
         return event
-
-    def settings(self) -> Settings:
-        return self.db.get(Settings, "settings") or Settings()
 
     def resolve(self, kind: type[Document], ref: str) -> Any:
         """A document by id or by name; ActionError naming what was not found."""
@@ -263,19 +259,21 @@ class Controller:
                         expectations: Iterable[str | dict[str, Any] | Expectation] = (),
                         disk_sizes: Iterable[int] = (), cdrom: str | None = None,
                         boot: Iterable[str] | None = None, from_image: str | None = None,
-                        cloud_init: CloudInit | dict[str, Any] | None = None) -> VirtualMachine:
+                        cloud_init: CloudInit | dict[str, Any] | None = None,
+                        new_disks: Iterable[NewDisk | dict[str, Any]] = ()) -> VirtualMachine:
         """A new VM. ``disk_sizes`` makes a new blank disk of each size (NAME-disk0, ...);
         ``cdrom`` attaches an ISO image as a read-only SATA CD-ROM (and boots from it first unless
         ``boot`` says otherwise); ``boot`` is the boot order (hd, cdrom, network). With
         ``from_image`` the first disk (NAME-disk0) starts as that disk image's content, grown to the
         first of ``disk_sizes`` when given (never smaller than the image). ``cloud_init`` (ssh keys,
-        user data, network config) gives the VM a NoCloud seed. Everything is checked before anything
-        is stored: a refused VM leaves no disk behind."""
-        store = self._writable()
+        user data, network config) gives the VM a NoCloud seed. ``new_disks`` are blank disks of their
+        own names made with the VM and linked after ``disks`` (the editor's "new disk" rows, the demo's
+        disks). Everything is checked before anything is stored: a refused VM leaves no disk behind."""
+        store = self.db
         if store.find_by_name(VirtualMachine, name) is not None:
             raise ActionError(f"a VM named {name!r} already exists")
         sizes = list(disk_sizes)
-        new_disks = []
+        made_disks: list[VirtualStorageDevice] = []
         if from_image is not None:
             image = self._image(from_image, ("raw", "qcow2"), "a clone")
             assert image.image is not None
@@ -283,12 +281,15 @@ class Controller:
             if size < image.image.virtual_size:
                 raise ActionError(f"disk size {format_size(size)} is smaller than image {image.name} "
                                   f"({format_size(image.image.virtual_size)}): give --disk of at least that")
-            new_disks.append(self._new_disk(f"{name}-disk0", size, expectations=self._expectations(
+            made_disks.append(self._new_disk(f"{name}-disk0", size, expectations=self._expectations(
                 [{"type": "clone-of", "disk": image.id}], "disk")))
-        new_disks += [self._new_disk(f"{name}-disk{index}", size)
-                      for index, size in enumerate(sizes, start=len(new_disks))]
-        links = [DiskLink(disk_id=d.id) for d in new_disks] + [
+        made_disks += [self._new_disk(f"{name}-disk{index}", size)
+                       for index, size in enumerate(sizes, start=len(made_disks))]
+        links = [DiskLink(disk_id=d.id) for d in made_disks] + [
             link if isinstance(link, DiskLink) else DiskLink.model_validate(link) for link in disks]
+        named, named_links = self._named_new_disks(new_disks, [d.name for d in made_disks])
+        made_disks += named
+        links += named_links
         if cdrom is not None:
             links.append(self._cdrom_link(cdrom))
         boot_order = list(boot) if boot is not None else (["cdrom", "hd"] if cdrom is not None else ["hd"])
@@ -301,18 +302,37 @@ class Controller:
             )
         except (ValueError, InvalidName) as error:
             raise ActionError(_first_error(error)) from None
-        made = {d.id for d in new_disks}
+        made = {d.id for d in made_disks}
         for link in vm.disks:
             if link.disk_id not in made and store.get(VirtualStorageDevice, link.disk_id) is None:
                 raise ActionError(f"VM {name}: no disk with id {link.disk_id}")
         with store.transaction():
-            for disk in new_disks:
+            for disk in made_disks:
                 store.put(disk)
             store.put(vm)
-        for disk in new_disks:
+        for disk in made_disks:
             self.audit("disk create", disk.name)
         self.audit("vm create", vm.name, _cloud_init_summary(vm.cloud_init) if vm.cloud_init else "ok")
         return vm
+
+    def _named_new_disks(self, specs: Iterable[NewDisk | dict[str, Any]],
+                         taken: Iterable[str] = ()) -> tuple[list[VirtualStorageDevice], list[DiskLink]]:
+        """The documents (not stored yet) and links of the new disks a VM is created or edited with."""
+        disks: list[VirtualStorageDevice] = []
+        links: list[DiskLink] = []
+        names = set(taken)
+        for spec in specs:
+            try:
+                new = spec if isinstance(spec, NewDisk) else NewDisk.model_validate(spec)
+            except ValueError as error:
+                raise ActionError(_first_error(error)) from None
+            if new.name in names:
+                raise ActionError(f"a disk named {new.name!r} is made twice")
+            names.add(new.name)
+            disk = self._new_disk(new.name, new.size, expectations=self._expectations(new.expectations, "disk"))
+            disks.append(disk)
+            links.append(DiskLink(disk_id=disk.id, bus=new.bus))
+        return disks, links
 
     def _new_disk(self, name: str, size: int, **fields: Any) -> VirtualStorageDevice:
         """A new disk document (not stored yet), its name free."""
@@ -341,7 +361,7 @@ class Controller:
         The documents change at once, so the next start has no CD-ROM. A running VM also has the
         medium taken out of its live drive through libvirt (forced, even if the guest locked the
         tray): the empty drive stays until the VM is next started."""
-        store = self._writable()
+        store = self.db
         vm: VirtualMachine = self.resolve(VirtualMachine, ref)
         ejected = [link for link in vm.disks if link.device == "cdrom"]
         if not ejected:
@@ -364,7 +384,7 @@ class Controller:
     async def set_vm_cloud_init(self, ref: str, cloud_init: CloudInit | dict[str, Any] | None) -> VirtualMachine:
         """New cloud-init settings (None: no seed). A changed seed is written on the VM's host at its
         next start (a running VM keeps the seed it started with). Audited without the user data."""
-        store = self._writable()
+        store = self.db
         vm: VirtualMachine = self.resolve(VirtualMachine, ref)
         try:
             updated = vm.evolve(cloud_init=cloud_init)
@@ -377,7 +397,7 @@ class Controller:
     async def clone_vm(self, source_ref: str, name: str) -> VirtualMachine:
         """A copy of a stopped VM: the same settings, new disks whose content the planner copies from
         the source's disks (clone-of), the same images in its CD-ROMs; its own cloud-init seed."""
-        store = self._writable()
+        store = self.db
         source: VirtualMachine = self.resolve(VirtualMachine, source_ref)
         dyn = store.get(VirtualMachineDynamic, source.id)
         if dyn is not None and dyn.status.value != "down":
@@ -417,18 +437,29 @@ class Controller:
         disk = self.db.get(VirtualStorageDevice, disk_id)
         return disk.name if disk is not None else disk_id
 
-    async def update_vm(self, ref: str, **changes: Any) -> VirtualMachine:
-        store = self._writable()
+    async def update_vm(self, ref: str, *, new_disks: Iterable[NewDisk | dict[str, Any]] = (),
+                        **changes: Any) -> VirtualMachine:
+        """Change a VM; ``new_disks`` are blank disks made with the change and linked after its disks
+        (all stored together, or nothing)."""
+        store = self.db
         vm: VirtualMachine = self.resolve(VirtualMachine, ref)
         if "expectations" in changes:
             changes["expectations"] = self._expectations(changes["expectations"], "vm")
         if "name" in changes and changes["name"] != vm.name and store.find_by_name(VirtualMachine, changes["name"]):
             raise ActionError(f"a VM named {changes['name']!r} already exists")
+        made, links = self._named_new_disks(new_disks)
+        if made:
+            changes["disks"] = [*changes.get("disks", vm.disks), *links]
         try:
             updated = vm.evolve(**changes)
         except (ValueError, InvalidName) as error:
             raise ActionError(_first_error(error)) from None
-        store.put(updated)
+        with store.transaction():
+            for disk in made:
+                store.put(disk)
+            store.put(updated)
+        for disk in made:
+            self.audit("disk create", disk.name)
         self.audit("vm update", updated.name)
         return updated  # type: ignore[return-value]
 
@@ -440,7 +471,7 @@ class Controller:
         return await self.update_vm(vm.id, expectations=kept)
 
     async def delete_vm(self, ref: str) -> None:
-        store = self._writable()
+        store = self.db
         vm: VirtualMachine = self.resolve(VirtualMachine, ref)
         dyn = store.get(VirtualMachineDynamic, vm.id)
         if dyn is not None and dyn.status.value != "down":
@@ -454,7 +485,7 @@ class Controller:
 
     async def create_disk(self, name: str, *, size: int, read_only: bool = False,
                           expectations: Iterable[str | dict[str, Any] | Expectation] = ()) -> VirtualStorageDevice:
-        store = self._writable()
+        store = self.db
         if store.find_by_name(VirtualStorageDevice, name) is not None:
             raise ActionError(f"a disk named {name!r} already exists")
         try:
@@ -467,7 +498,7 @@ class Controller:
         return disk
 
     async def update_disk(self, ref: str, **changes: Any) -> VirtualStorageDevice:
-        store = self._writable()
+        store = self.db
         disk: VirtualStorageDevice = self.resolve(VirtualStorageDevice, ref)
         if "expectations" in changes:
             changes["expectations"] = self._expectations(changes["expectations"], "disk")
@@ -482,7 +513,7 @@ class Controller:
         return updated  # type: ignore[return-value]
 
     async def delete_disk(self, ref: str) -> None:
-        store = self._writable()
+        store = self.db
         disk: VirtualStorageDevice = self.resolve(VirtualStorageDevice, ref)
         users = [vm.name for vm in store.list(VirtualMachine) if any(l.disk_id == disk.id for l in vm.disks)]
         if users:
@@ -504,29 +535,11 @@ class Controller:
 
     # --- images ------------------------------------------------------------------------------
 
-    def images(self) -> list[VirtualStorageDevice]:
-        """Every image (a read-only disk with image facts), by name."""
-        return sorted((d for d in self.db.list(VirtualStorageDevice) if d.image is not None), key=lambda d: d.name)
-
     def image(self, ref: str) -> VirtualStorageDevice:
         disk: VirtualStorageDevice = self.resolve(VirtualStorageDevice, ref)
         if disk.image is None:
             raise ActionError(f"{disk.name} is a disk, not an image")
         return disk
-
-    def image_users(self, image_id: str) -> list[str]:
-        """Names of the VMs that link the image (as a CD-ROM or a disk)."""
-        return sorted(vm.name for vm in self.db.list(VirtualMachine) if any(l.disk_id == image_id for l in vm.disks))
-
-    def image_dependants(self, image_id: str) -> list[str]:
-        """Disks whose storage depends on a copy of the image: clones made from it as a qcow2 overlay
-        with a copy as its backing file (FileAllocation.backing)."""
-        out = []
-        for dyn in self.db.list(VirtualStorageDeviceDynamic):
-            if dyn.id != image_id and any(getattr(a, "backing", None) == image_id for a in dyn.allocations):
-                disk = self.db.get(VirtualStorageDevice, dyn.id)
-                out.append(disk.name if disk is not None else dyn.id)
-        return sorted(out)
 
     def _image_place(self, size: int, host_ref: str | None) -> tuple[Host, StorageCapability]:
         """The host and image directory an import of ``size`` bytes goes to: the one given, else the
@@ -575,7 +588,7 @@ class Controller:
         :class:`kerub_tui.hosts.images.Progress` reports."""
         from .hosts import images as img
 
-        store = self._writable()
+        store = self.db
         if (path is None) == (from_path is None):
             raise ActionError("give either a file to import or --from HOST:PATH")
         source_label = path if path is not None else f"{from_host}:{from_path}"
@@ -674,7 +687,7 @@ class Controller:
         depends on a copy; a copy on a host that cannot be reached stays recorded (run it again)."""
         from .hosts import images as img
 
-        store = self._writable()
+        store = self.db
         disk = self.image(ref)
         users = self.image_users(disk.id)
         if users:
@@ -714,6 +727,18 @@ class Controller:
             store.delete(VirtualStorageDeviceDynamic, disk.id)
         self.audit("image delete", disk.name)
 
+    # --- every document at once (backup and restore) ------------------------------------------
+
+    async def export_documents(self, path: str) -> int:
+        """Every document into a JSON file; how many."""
+        return self.db.export_file(path)
+
+    async def import_documents(self, path: str, *, replace: bool = False) -> int:
+        """The documents of an export file into the store (``replace``: instead of what is there)."""
+        count = self.db.import_file(path, replace=replace)
+        self.audit("import", path, f"{count} documents")
+        return count
+
     # --- plans and settings -----------------------------------------------------------------
 
     def plan(self, ref: str) -> Plan:
@@ -727,7 +752,7 @@ class Controller:
         return matches[0]
 
     async def decide_plan(self, ref: str, approve: bool) -> Plan:
-        store = self._writable()
+        store = self.db
         plan = self.plan(ref)
         if plan.status is not PlanStatus.proposed:
             raise ActionError(f"plan {plan.id[:8]} is {plan.status.value}, not proposed")
@@ -740,7 +765,7 @@ class Controller:
     async def execute_now(self, plan_id: str, *, connect_timeout: float = 120.0) -> Plan:
         """Carry out an approved plan in this process (a one-shot command with no controller running):
         connect the hosts its steps touch, run it, and return the finished plan."""
-        store = self._writable()
+        store = self.db
         if self.replanner is not None:
             raise ActionError("this controller runs approved plans by itself")
         plan: Plan = store.require(Plan, plan_id)
@@ -757,7 +782,7 @@ class Controller:
         return await executor.execute(plan.id)
 
     async def set_auto_approve(self, plan_kind: str, enabled: bool) -> Settings:
-        store = self._writable()
+        store = self.db
         settings = self.settings()
         policies = [p for p in settings.auto_approve if p.plan_kind != plan_kind]
         if enabled:
@@ -768,7 +793,7 @@ class Controller:
         return updated  # type: ignore[return-value]
 
     async def set_optimisation(self, **changes: Any) -> Settings:
-        store = self._writable()
+        store = self.db
         settings = self.settings()
         try:
             optimisation = settings.optimisation.model_validate({**settings.optimisation.model_dump(), **changes})
@@ -786,7 +811,7 @@ class Controller:
 
     async def evacuate_host(self, ref: str) -> Host:
         """Maintenance: mark the host recycling; the planner drains it (migrations, copies)."""
-        store = self._writable()
+        store = self.db
         host = self.host(ref)
         if host.recycling:
             return host
@@ -798,7 +823,7 @@ class Controller:
         return updated  # type: ignore[return-value]
 
     async def update_host(self, ref: str, **changes: Any) -> Host:
-        store = self._writable()
+        store = self.db
         host = self.host(ref)
         allowed = {"name", "dedicated", "recycling", "end_of_life", "power"}
         if set(changes) - allowed:
@@ -814,7 +839,7 @@ class Controller:
     async def set_host_accel(self, ref: str, accel: str) -> Host:
         """The accelerator of a host's guests: kvm, tcg, or auto (kvm where discovery found it usable).
         Guests started from now on use it; running ones keep theirs until they are next started."""
-        store = self._writable()
+        store = self.db
         host = self.host(ref)
         if accel not in ("auto", "kvm", "tcg"):
             raise ActionError(f"accelerator {accel!r} must be auto, kvm or tcg")
@@ -831,7 +856,7 @@ class Controller:
         return updated  # type: ignore[return-value]
 
     async def remove_host(self, ref: str) -> None:
-        store = self._writable()
+        store = self.db
         host = self.host(ref)
         vms = store.vms_on_host(host.id)
         disks = store.disks_on_host(host.id)
@@ -856,7 +881,7 @@ class Controller:
 
     async def add_simulated_host(self, name: str, profile: str, *, dedicated: bool = False) -> Host:
         """A simulated host of ``profile`` (kerub_tui.sim.profiles): the demo, benchmarks, rehearsals."""
-        self._writable()
+        self.db
         try:
             host = await self._simulator().add_host(name, profile, dedicated=dedicated)
         except (FleetError, ValueError) as error:
@@ -884,7 +909,7 @@ class Controller:
 
         With ``password`` (a one-time login, used once and kept nowhere) the controller's own public
         key is installed for ``user`` first, so the host needs no key the admin installed by hand."""
-        self._writable()
+        self.db
         try:
             if password is not None:
                 if identity is not None:
@@ -903,7 +928,6 @@ class Controller:
     async def rediscover_host(self, ref: str, *, timeout: float = 120.0) -> Host:
         """Read a host's facts again now (after fixing what made them stale): what can be read
         replaces the stored facts, what still cannot stays stale with its last good reading."""
-        self._writable()
         host = self.resolve(Host, ref)
         if host.simulated:
             raise ActionError(f"{host.name} is a simulated host: its facts are the simulator's")
@@ -922,7 +946,6 @@ class Controller:
         fingerprint out of band: the key the host presents now must have ``fingerprint`` and a login
         with it must work, else nothing changes. Then the host reconnects with it and is discovered
         again. Audited either way, with the old and the new fingerprint."""
-        self._writable()
         host = self.resolve(Host, ref)
         old = host.fingerprint or "-"
         try:
@@ -1011,16 +1034,8 @@ class Controller:
         return explain_text(self.db, vm.id)
 
 
-def _cloud_init_summary(cloud_init: CloudInit | None) -> str:
-    """What the audit log says of cloud-init settings: counts and sizes, never the content."""
-    if cloud_init is None:
-        return "no cloud-init"
-    parts = [f"{len(cloud_init.ssh_keys)} ssh key(s)"]
-    if cloud_init.user_data is not None:
-        parts.append(f"user data ({len(cloud_init.user_data.encode())} bytes)")
-    if cloud_init.network_config is not None:
-        parts.append(f"network config ({len(cloud_init.network_config.encode())} bytes)")
-    return ", ".join(parts)
+_cloud_init_summary = cloud_init_summary  # the name the command line imports
+
 
 
 def _open_image_file(path: str, expected: tuple[int, int] | None) -> tuple[Any, int]:

@@ -13,7 +13,11 @@ from textual.containers import Horizontal, VerticalScroll
 from textual.widgets import Button, Footer, Input, Static, Switch
 
 from ..core.bus import Change
-from ..core.models import VirtualMachine, VirtualStorageDevice, VirtualStorageDeviceDynamic
+from ..core.models import (
+    VirtualMachine,
+    VirtualStorageDevice,
+    VirtualStorageDeviceDynamic,
+)
 from ..core.names import InvalidName, check_name
 from ..core.sizes import format_size
 from .base import KerubScreen
@@ -21,11 +25,16 @@ from .expectations import ExpectationEditor
 from .format import DataGrid, data
 from .forms import EditorScreen, FieldError, FormField, pydantic_errors, size_value
 from .rows import alloc_path, redundancy_cell
-from .vms import _EDITOR_BINDINGS, EDITOR_CSS, expectation_states, planner_verdicts
+from .vms import _EDITOR_BINDINGS, EDITOR_CSS, expectation_states
 
 
 class DiskEditorScreen(EditorScreen, inherit_bindings=False):
     what = "disk"
+
+    @property
+    def action(self) -> str:
+        """The API action saving does."""
+        return "update_disk" if self.disk_id else "create_disk"
     view = "disk-editor"
     help_section = "Disk editor"
     BINDINGS: ClassVar[list[BindingType]] = list(_EDITOR_BINDINGS)
@@ -37,7 +46,7 @@ class DiskEditorScreen(EditorScreen, inherit_bindings=False):
 
     @property
     def disk(self) -> VirtualStorageDevice | None:
-        return self.kerub.controller.db.get(VirtualStorageDevice, self.disk_id) if self.disk_id else None
+        return self.kerub.controller.get(VirtualStorageDevice, self.disk_id) if self.disk_id else None
 
     def compose(self) -> ComposeResult:
         disk = self.disk
@@ -47,7 +56,7 @@ class DiskEditorScreen(EditorScreen, inherit_bindings=False):
             yield FormField("Size", Input(format_size(disk.size) if disk else "", placeholder="10G", id="size"),
                             key="size", help="can grow, never shrink" if disk else "")
             yield FormField("Read-only", Switch(disk.read_only if disk else False, id="read_only"), key="read_only")
-            yield ExpectationEditor("disk", disk.expectations if disk else [], self.kerub.controller.db,
+            yield ExpectationEditor("disk", disk.expectations if disk else [], self.kerub.controller,
                                     id="expectations")
             yield Static("", id="editor-error", markup=False)
             with Horizontal(id="editor-buttons"):
@@ -140,7 +149,7 @@ class DiskDetailScreen(KerubScreen, inherit_bindings=False):
 
     def on_changes(self, changes: Sequence[Change]) -> None:
         if any(c.id == self.disk_id or c.kind in ("event", "host-config", "vm") for c in changes):
-            if self.kerub.controller.db.get(VirtualStorageDevice, self.disk_id) is None:
+            if self.kerub.controller.get(VirtualStorageDevice, self.disk_id) is None:
                 if self.app.screen is self:
                     self.notify("this disk was deleted", severity="warning")
                     self.app.pop_screen()
@@ -148,19 +157,19 @@ class DiskDetailScreen(KerubScreen, inherit_bindings=False):
             self.repaint()
 
     def repaint(self) -> None:
-        db = self.kerub.controller.db
+        api = self.kerub.controller
         fleet = self.kerub.fleet
-        disk: VirtualStorageDevice | None = db.get(VirtualStorageDevice, self.disk_id)
+        disk: VirtualStorageDevice | None = api.get(VirtualStorageDevice, self.disk_id)
         if disk is None:
             return
-        dyn: VirtualStorageDeviceDynamic | None = db.get(VirtualStorageDeviceDynamic, self.disk_id)
+        dyn: VirtualStorageDeviceDynamic | None = api.get(VirtualStorageDeviceDynamic, self.disk_id)
         allocations = list(dyn.allocations) if dyn else []
         table = DataGrid.grid(padding=(0, 2))
         table.add_column(style="dim")
         table.add_column()
         table.add_row("name", data(disk.name, style="bold"))
         table.add_row("size", format_size(disk.size) + (", read-only" if disk.read_only else ""))
-        users = sorted(v.name for v in db.list(VirtualMachine) if any(l.disk_id == disk.id for l in v.disks))
+        users = sorted(v.name for v in api.documents(VirtualMachine) if any(l.disk_id == disk.id for l in v.disks))
         table.add_row("used by", ", ".join(users) or "no VM")
         shares = sorted(fleet.sharing.get(disk.id, ()), key=lambda s: (s[1], s[0]))
         table.add_row("sharing", ", ".join(f"{how} from {fleet.host_name(h)}" for h, how in shares) or "not shared")
@@ -175,7 +184,7 @@ class DiskDetailScreen(KerubScreen, inherit_bindings=False):
         for a in allocations:
             allocs.add_row(fleet.host_name(a.host_id), a.type, alloc_path(a), format_size(a.actual_size), a.format)
         self.query_one("#disk-allocations", Static).update(allocs if allocations else Text("none", style="dim"))
-        verdicts = planner_verdicts(db, "disk", disk.id)
+        verdicts = api.verdicts("disk", disk.id)
         self.query_one("#disk-expectations", Static).update(
             expectation_states(disk.expectations, disk.id, fleet, verdicts))
 

@@ -18,10 +18,18 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
 from textual.message import Message
+from textual.widget import Widget
 from textual.widgets import Button, Input, Label, OptionList, Select, Static, Switch
 from textual.widgets.option_list import Option
 
-from ..core.expectations import DISK_EXPECTATION_TYPES, VM_EXPECTATION_TYPES, Expectation, Level
+from ..api import ConsoleQueries
+from ..core.expectations import (
+    DISK_EXPECTATION_TYPES,
+    VM_EXPECTATION_TYPES,
+    Expectation,
+    Level,
+)
+from ..core.models import DOCUMENT_TYPES
 from .forms import FormField, pydantic_errors
 
 # Fields that name other documents, and the kind they name.
@@ -114,13 +122,13 @@ class ExpectationEditor(Vertical):
             self.editor = editor
             self.errors = errors
 
-    def __init__(self, target: Literal["vm", "disk"], expectations: Sequence[Expectation], db: Any,
+    def __init__(self, target: Literal["vm", "disk"], expectations: Sequence[Expectation], api: ConsoleQueries,
                  *, id: str | None = None) -> None:
         super().__init__(id=id)
         self.target = target
         self.types = VM_EXPECTATION_TYPES if target == "vm" else DISK_EXPECTATION_TYPES
         self.expectations: list[Expectation] = list(expectations)
-        self.db = db
+        self.api = api
         self.border_title = f"Expectations ({'VM' if target == 'vm' else 'disk'})"
         self.border_subtitle = "ctrl+n adds · delete removes"
 
@@ -143,7 +151,7 @@ class ExpectationEditor(Vertical):
     # --- the list -----------------------------------------------------------------------------
 
     def name_of(self, kind: str, doc_id: str) -> str:
-        doc = self.db.get(kind, doc_id)
+        doc = self.api.get(DOCUMENT_TYPES[kind], doc_id)
         return getattr(doc, "name", None) or doc_id
 
     def _refresh_list(self) -> None:
@@ -187,7 +195,7 @@ class ExpectationEditor(Vertical):
             return
         cls = self.types[type_name]
         self.query_one("#expect-summary", Static).update(cls.summary)
-        fields = []
+        fields: list[Widget] = []
         for name, info in cls.model_fields.items():
             if name in ("type", "level"):
                 continue
@@ -273,7 +281,8 @@ class ExpectationEditor(Vertical):
         names = value if isinstance(value, list) else [value]
         ids = []
         for name in names:
-            doc = self.db.get(kind, name) or self.db.find_by_name(kind, name)
+            cls = DOCUMENT_TYPES[kind]
+            doc = self.api.get(cls, name) or self.api.find_by_name(cls, name)
             if doc is None:
                 return value, f"no {'VM' if kind == 'vm' else 'disk'} named {name!r}"
             ids.append(doc.id)

@@ -13,10 +13,10 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable
-from typing import Any
 
+from ..api import ConsoleQueries
 from ..core.bus import Change
-from ..core.models import Event, Host, HostConfiguration, HostDynamic
+from ..core.models import DOCUMENT_TYPES, Event, Host, HostConfiguration, HostDynamic
 from .history import FigureHistory
 
 VIOLATION = "violation"
@@ -29,10 +29,11 @@ def violation_key(message: str) -> str:
 
 
 class Fleet:
-    """Screen-layer views over the controller's store, fed by the same changes the screens get."""
+    """Screen-layer views over the controller's documents (the API's queries), fed by the same changes
+    the screens get."""
 
-    def __init__(self, db: Any) -> None:
-        self.db = db
+    def __init__(self, api: ConsoleQueries) -> None:
+        self.api = api
         self.history = FigureHistory()
         # disk id -> {(host id, "nfs"|"iscsi"|"mount")}
         self.sharing: dict[str, set[tuple[str, str]]] = defaultdict(set)
@@ -45,15 +46,15 @@ class Fleet:
         self.sharing.clear()
         self.violations.clear()
         self._config_disks.clear()
-        for config in self.db.list(HostConfiguration):
+        for config in self.api.documents(HostConfiguration):
             self._index_config(config.id, config)
-        for event in sorted(self.db.list(Event), key=lambda e: e.time):
+        for event in sorted(self.api.documents(Event), key=lambda e: e.time):
             self._index_event(event)
-        for dyn in self.db.list(HostDynamic):
+        for dyn in self.api.documents(HostDynamic):
             self.history.record(dyn, self._memory_total(dyn.id))
 
     def _memory_total(self, host_id: str) -> int | None:
-        host = self.db.get(Host, host_id)
+        host = self.api.get(Host, host_id)
         if host is not None and host.capabilities is not None and host.capabilities.memory_bytes:
             return host.capabilities.memory_bytes
         return None
@@ -106,9 +107,9 @@ class Fleet:
     def host_name(self, host_id: str | None) -> str:
         if not host_id:
             return "-"
-        host = self.db.get(Host, host_id)
+        host = self.api.get(Host, host_id)
         return host.name if host is not None else host_id[:8]
 
     def name_of(self, kind: str, doc_id: str) -> str:
-        doc = self.db.get(kind, doc_id)
+        doc = self.api.get(DOCUMENT_TYPES[kind], doc_id)
         return getattr(doc, "name", None) or doc_id[:8]

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 from rich.table import Table
 from rich.text import Text
@@ -53,6 +53,10 @@ def markup_safe(text: object, *, limit: int = CELL_LIMIT) -> str:
 
 class DataGrid(Table):
     """A rich Table whose plain-string cells are data (see ``data``), never markup."""
+
+    @classmethod
+    def grid(cls, *headers: Any, **kwargs: Any) -> DataGrid:
+        return cast("DataGrid", super().grid(*headers, **kwargs))
 
     def add_row(self, *renderables: Any, **kwargs: Any) -> None:
         super().add_row(*(data(r) if isinstance(r, str) else r for r in renderables), **kwargs)

@@ -114,12 +114,25 @@ class EditorScreen(KerubScreen, inherit_bindings=False):
     # Each editor says what it edits, how its form reads, and which controller call saves it. A Screen
     # cannot be an ABC (its metaclass is Textual's), so an incomplete editor is refused when defined.
     what: ClassVar[str]  # "disk", "VM": in the action's label and the saved message
-    read_form: Callable[[Any], dict[str, Any] | None]  # (self) -> the validated values, or None, errors shown
-    saver: Callable[[Any, dict[str, Any]], Callable[[], Awaitable[Any]]]  # (self, values) -> the save call
+
+    def read_form(self) -> dict[str, Any] | None:
+        """The validated values of the form, or None with each problem shown where it is."""
+        raise NotImplementedError
+
+    def saver(self, values: dict[str, Any]) -> Callable[[], Awaitable[Any]]:
+        """The API call that saves ``values``."""
+        raise NotImplementedError
+
+    @property
+    def action(self) -> str:
+        """The API action saving does (kerub_tui.api.ACTIONS): read-only mode refuses it."""
+        raise NotImplementedError
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        missing = [name for name in ("what", "read_form", "saver") if not hasattr(cls, name)]
+        missing = [name for name in ("what",) if not hasattr(cls, name)]
+        missing += [name for name in ("read_form", "saver", "action")
+                    if getattr(cls, name) is getattr(EditorScreen, name)]
         if missing:
             raise TypeError(f"{cls.__name__} must define {', '.join(missing)}")
 
@@ -140,7 +153,7 @@ class EditorScreen(KerubScreen, inherit_bindings=False):
 
     def action_save(self) -> None:
         label = f"save {self.what}"
-        if self.saving or self.kerub.refuse_readonly(label):
+        if self.saving or self.kerub.refuse_readonly(label, self.action):
             return
         values = self.read_form()
         if values is None:
@@ -157,4 +170,4 @@ class EditorScreen(KerubScreen, inherit_bindings=False):
             self.saving = False
             self._error(message)
 
-        self.kerub.perform(label, self.saver(values), after=saved, on_error=failed)
+        self.kerub.perform(label, self.saver(values), action=self.action, after=saved, on_error=failed)

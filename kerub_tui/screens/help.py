@@ -47,6 +47,7 @@ def all_binding_ids() -> set[str]:
 
 
 def _subclasses(cls: type) -> Iterator[type]:
+    sub: type
     for sub in cls.__subclasses__():
         yield sub
         yield from _subclasses(sub)

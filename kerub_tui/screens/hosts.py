@@ -12,8 +12,15 @@ from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widgets import Button, Footer, Input, Sparkline, Static
 
+from ..api import ConsoleQueries
 from ..core.bus import Change
-from ..core.models import Event, Host, HostConfiguration, HostDynamic
+from ..core.models import (
+    Event,
+    Host,
+    HostConfiguration,
+    HostDynamic,
+    VirtualStorageDevice,
+)
 from ..core.names import InvalidName, check_address, check_name, check_user
 from ..core.sizes import format_size
 from .base import KerubScreen
@@ -137,7 +144,7 @@ class AddHostScreen(KerubScreen, inherit_bindings=False):
             self._say("Key not accepted: nothing was added.")
 
     def action_connect(self) -> None:
-        if self.busy or self.kerub.refuse_readonly("add host"):
+        if self.busy or self.kerub.refuse_readonly("add host", "add_host"):
             return
         params = self.read_form()
         if params is None:
@@ -157,8 +164,8 @@ class AddHostScreen(KerubScreen, inherit_bindings=False):
             self.fetched = (str(result[0]), str(result[1]))
             self._show_key(self.fetched)
 
-        self.kerub.perform("fetch host key", fetch, after=fetched, on_error=self._failed_step,
-                           mutating=False, group="add-host")
+        self.kerub.perform("fetch host key", fetch, action="fetch_host_key", after=fetched,
+                           on_error=self._failed_step, group="add-host")
 
     # --- step 2: the key ----------------------------------------------------------------------
 
@@ -182,7 +189,7 @@ class AddHostScreen(KerubScreen, inherit_bindings=False):
     def action_accept(self) -> None:
         if self.fetched is None or self.params is None or self.busy:
             return
-        if self.kerub.refuse_readonly("add host"):
+        if self.kerub.refuse_readonly("add host", "add_host"):
             return
         params = dict(self.params, fingerprint=self.fetched[1])
         self._show_key(None)
@@ -198,7 +205,7 @@ class AddHostScreen(KerubScreen, inherit_bindings=False):
             self._say(f"Added {host.name}. Its status and discovery continue to show below; esc goes back.")
             self._follow(host.id)
 
-        self.kerub.perform(f"add host {params['name']}", add, after=added, on_error=self._failed_step,
+        self.kerub.perform(f"add host {params['name']}", add, action="add_host", after=added, on_error=self._failed_step,
                            group="add-host")
 
     # --- step 3: progress ---------------------------------------------------------------------
@@ -219,11 +226,11 @@ class AddHostScreen(KerubScreen, inherit_bindings=False):
         self.query_one("#addhost-progress", Static).update("\n".join(self.progress[-12:]))
 
     def _follow(self, host_id: str) -> None:
-        db = self.kerub.controller.db
-        dyn = db.get(HostDynamic, host_id)
+        api = self.kerub.controller
+        dyn = api.get(HostDynamic, host_id)
         if dyn is not None:
             self._say(f"status: {dyn.status.value}" + (f" ({dyn.status_reason})" if dyn.status_reason else ""))
-        host = db.get(Host, host_id)
+        host = api.get(Host, host_id)
         if host is not None and host.capabilities is not None:
             self._say(discovery_summary(host))
 
@@ -239,11 +246,11 @@ class AddHostScreen(KerubScreen, inherit_bindings=False):
                     isinstance(new, Event) and new.host_id == self.host_id):
                 continue
             if change.kind == "host-dynamic" and isinstance(new, HostDynamic):
-                if change.old is None or change.old.status != new.status:  # type: ignore[union-attr]
+                if not isinstance(change.old, HostDynamic) or change.old.status != new.status:
                     self._say(f"status: {new.status.value}"
                               + (f" ({new.status_reason})" if new.status_reason else ""))
             elif change.kind == "host" and isinstance(new, Host) and new.capabilities is not None and (
-                    change.old is None or change.old.capabilities is None):  # type: ignore[union-attr]
+                    not isinstance(change.old, Host) or change.old.capabilities is None):
                 self._say(discovery_summary(new))
             elif isinstance(new, Event) and change.old is None:
                 self._say(f"{new.type}: {new.message}")
@@ -271,13 +278,13 @@ class HostVmRows(VmRows):
         self.host_id = host_id
 
     def ids(self) -> Iterable[str]:
-        return sorted(self.db.vms_on_host(self.host_id))
+        return sorted(self.api.vms_on_host(self.host_id))
 
     def affected(self, change: Change) -> Iterable[str]:
         return super().affected(change) if change.kind != "host" else ()
 
     def cells(self, doc_id: str) -> Any:
-        if self.db.host_of_vm(doc_id) != self.host_id:
+        if self.api.host_of_vm(doc_id) != self.host_id:
             return None
         return super().cells(doc_id)
 
@@ -290,10 +297,10 @@ class HostDiskRows(DiskRows):
         self.host_id = host_id
 
     def ids(self) -> Iterable[str]:
-        return sorted(self.db.disks_on_host(self.host_id))
+        return sorted(self.api.disks_on_host(self.host_id))
 
     def cells(self, doc_id: str) -> Any:
-        if doc_id not in self.db.disks_on_host(self.host_id):
+        if doc_id not in self.api.disks_on_host(self.host_id):
             return None
         return super().cells(doc_id)
 
@@ -366,7 +373,7 @@ class HostDetailScreen(KerubScreen, inherit_bindings=False):
 
     def on_changes(self, changes: Sequence[Change]) -> None:
         if any(c.id == self.host_id for c in changes):
-            if self.kerub.controller.db.get(Host, self.host_id) is None:
+            if self.kerub.controller.get(Host, self.host_id) is None:
                 self.notify("this host was removed", severity="warning")
                 if self.app.screen is self:
                     self.app.pop_screen()
@@ -374,11 +381,11 @@ class HostDetailScreen(KerubScreen, inherit_bindings=False):
             self.repaint()
 
     def repaint(self) -> None:
-        db = self.kerub.controller.db
-        host: Host | None = db.get(Host, self.host_id)
+        api = self.kerub.controller
+        host: Host | None = api.get(Host, self.host_id)
         if host is None:
             return
-        dyn: HostDynamic | None = db.get(HostDynamic, self.host_id)
+        dyn: HostDynamic | None = api.get(HostDynamic, self.host_id)
         title = Text()
         title.append_text(data(f"Host {host.name}", style="bold"))
         title.append_text(data(f"  {host.user}@{host.address}:{host.port}  "))
@@ -398,7 +405,7 @@ class HostDetailScreen(KerubScreen, inherit_bindings=False):
         self.query_one("#cpu-spark", Sparkline).data = [v or 0.0 for v in history.series(self.host_id, "cpu", BUCKETS)]
         self.query_one("#mem-spark", Sparkline).data = [v or 0.0 for v in history.series(self.host_id, "mem", BUCKETS)]
         self.query_one("#host-capabilities", Static).update(capabilities_table(host))
-        self.query_one("#host-services", Static).update(services_text(db.get(HostConfiguration, self.host_id), db))
+        self.query_one("#host-services", Static).update(services_text(api.get(HostConfiguration, self.host_id), api))
 
     def action_evacuate(self) -> None:
         self.kerub.ops.evacuate_hosts([self.host_id])
@@ -503,7 +510,7 @@ def capabilities_table(host: Host) -> DataGrid:
     return table
 
 
-def services_text(config: HostConfiguration | None, db: Any) -> Text:
+def services_text(config: HostConfiguration | None, api: ConsoleQueries) -> Text:
     text = Text()
     if config is None or not (config.exports or config.iscsi_targets or config.mounts or config.thin_pools
                               or config.ssh_trust):
@@ -511,7 +518,7 @@ def services_text(config: HostConfiguration | None, db: Any) -> Text:
         return text
 
     def disk(disk_id: str | None) -> str:
-        doc = db.get("disk", disk_id) if disk_id else None
+        doc = api.get(VirtualStorageDevice, disk_id) if disk_id else None
         return f" (disk {doc.name})" if doc is not None else ""
 
     lines = []
@@ -520,7 +527,7 @@ def services_text(config: HostConfiguration | None, db: Any) -> Text:
     lines += [f"mount {m.source} on {m.target} ({m.fstype}){disk(m.disk_id)}" for m in config.mounts]
     lines += [f"thin pool {p.vg}/{p.name} {format_size(p.size_bytes)}" for p in config.thin_pools]
     for host_id in config.ssh_trust:
-        host = db.get(Host, host_id)
+        host = api.get(Host, host_id)
         lines.append(f"accepts SSH from {host.name if host else host_id[:8]}")
     text.append_text(data("\n".join(lines)))
     return text

@@ -15,17 +15,16 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, DataTable, Footer, Input, Label, Static
 
 from ..core.bus import Change
-from ..core.models import VirtualMachine, VirtualStorageDevice, VirtualStorageDeviceDynamic
+from ..core.models import (
+    VirtualStorageDevice,
+    VirtualStorageDeviceDynamic,
+)
 from ..core.sizes import format_size
 from .base import KerubScreen
 from .confirm import ConfirmScreen
 from .fleet import Fleet
 from .format import Cell
 from .live import Column, LiveTable
-
-
-def image_users(db: Any, image_id: str) -> list[str]:
-    return sorted(vm.name for vm in db.list(VirtualMachine) if any(l.disk_id == image_id for l in vm.disks))
 
 
 class ImageRows:
@@ -44,10 +43,10 @@ class ImageRows:
 
     def __init__(self, fleet: Fleet) -> None:
         self.fleet = fleet
-        self.db = fleet.db
+        self.api = fleet.api
 
     def ids(self) -> Iterable[str]:
-        return [d.id for d in self.db.list(VirtualStorageDevice) if d.image is not None]
+        return [d.id for d in self.api.documents(VirtualStorageDevice) if d.image is not None]
 
     def affected(self, change: Change) -> Iterable[str]:
         if change.kind in ("vm", "host"):
@@ -55,12 +54,12 @@ class ImageRows:
         return (change.id,)
 
     def cells(self, doc_id: str) -> Sequence[Cell] | None:
-        disk: VirtualStorageDevice | None = self.db.get(VirtualStorageDevice, doc_id)
+        disk: VirtualStorageDevice | None = self.api.get(VirtualStorageDevice, doc_id)
         if disk is None or disk.image is None:
             return None
-        dyn: VirtualStorageDeviceDynamic | None = self.db.get(VirtualStorageDeviceDynamic, doc_id)
+        dyn: VirtualStorageDeviceDynamic | None = self.api.get(VirtualStorageDeviceDynamic, doc_id)
         hosts = sorted(self.fleet.host_name(a.host_id) for a in (dyn.allocations if dyn else []))
-        users = image_users(self.db, doc_id)
+        users = self.api.image_users(doc_id)
         return (
             Cell(disk.name, "bold"),
             Cell(disk.image.format),
@@ -162,14 +161,14 @@ class ImagesScreen(KerubScreen, inherit_bindings=False):
         self.show_detail()
 
     def show_detail(self) -> None:
-        db = self.kerub.controller.db
+        api = self.kerub.controller
         doc_id = self.query_one(LiveTable).cursor_id
         detail = self.query_one("#images-detail", Static)
-        disk = db.get(VirtualStorageDevice, doc_id) if doc_id else None
+        disk = api.get(VirtualStorageDevice, doc_id) if doc_id else None
         if disk is None or disk.image is None:
             detail.update(Text(f"no image yet: {self.kerub.key_for('images.import')} imports one", style="dim"))
             return
-        dyn = db.get(VirtualStorageDeviceDynamic, disk.id)
+        dyn = api.get(VirtualStorageDeviceDynamic, disk.id)
         table = Table.grid(padding=(0, 2))
         table.add_column(style="dim", no_wrap=True)
         table.add_column()
@@ -180,7 +179,7 @@ class ImagesScreen(KerubScreen, inherit_bindings=False):
         table.add_row("from", Text(f"{info.source} ({info.imported_at:%Y-%m-%d %H:%M} UTC)"))
         for alloc in dyn.allocations if dyn else []:
             table.add_row("copy", Text(f"{self.kerub.fleet.host_name(alloc.host_id)}: {alloc.path}"))
-        table.add_row("used by", Text(", ".join(image_users(db, disk.id)) or "no VM"))
+        table.add_row("used by", Text(", ".join(api.image_users(disk.id)) or "no VM"))
         detail.update(table)
 
     def show_progress(self, progress: Any) -> None:
@@ -189,7 +188,7 @@ class ImagesScreen(KerubScreen, inherit_bindings=False):
         self.query_one("#images-progress", Static).update(f"importing: {line}")
 
     def action_import_image(self) -> None:
-        if self.kerub.refuse_readonly("import image"):
+        if self.kerub.refuse_readonly("import image", "import_image"):
             return
 
         def chosen(answer: tuple[str, str] | None) -> None:
@@ -210,32 +209,26 @@ class ImagesScreen(KerubScreen, inherit_bindings=False):
                 progress.update("")
                 self.notify(message, title="import image", severity="error", timeout=10)
 
-            self.kerub.perform("import image", run, after=finished, on_error=failed,
+            self.kerub.perform("import image", run, action="import_image", after=finished, on_error=failed,
                                done_message=lambda image: f"image {image.name} imported ({image.image.format})",
                                group="image-import")
 
         self.app.push_screen(ImportImageScreen(), chosen)
 
     def action_delete(self) -> None:
-        if self.kerub.refuse_readonly("delete image"):
+        if self.kerub.refuse_readonly("delete image", "delete_image"):
             return
-        db = self.kerub.controller.db
+        api = self.kerub.controller
         doc_id = self.query_one(LiveTable).cursor_id
-        disk = db.get(VirtualStorageDevice, doc_id) if doc_id else None
+        disk = api.get(VirtualStorageDevice, doc_id) if doc_id else None
         if disk is None or disk.image is None:
             return
-        dyn = db.get(VirtualStorageDeviceDynamic, disk.id)
-        copies = len(dyn.allocations) if dyn else 0
-        users = image_users(db, disk.id)
-        impact = [f"image {disk.name} ({disk.image.format}, {format_size(disk.image.file_size)}) is forgotten",
-                  f"its {copies} copy(ies) on hosts are removed"]
-        if users:
-            impact.append(f"refused: used by {', '.join(users)}")
+        impact = api.impact("delete image", [disk.id])
         controller = self.kerub.controller
 
         def confirmed(yes: bool | None) -> None:
             if yes:
-                self.kerub.perform("delete image", lambda: controller.delete_image(disk.id),
+                self.kerub.perform("delete image", lambda: controller.delete_image(disk.id), action="delete_image",
                                    done_message=lambda _r: f"image {disk.name} deleted")
 
         self.app.push_screen(ConfirmScreen(f"Delete image {disk.name}?", impact, confirm_label="Delete"), confirmed)

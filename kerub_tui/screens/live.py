@@ -38,11 +38,16 @@ class Column:
 class RowSource(Protocol):
     """What a LiveTable shows: the documents' ids, each one's cells, and which rows a change touches."""
 
-    title: str
-    columns: Sequence[Column]
-    kinds: frozenset[str]
-    default_sort: str
-    default_reverse: bool
+    @property
+    def title(self) -> str: ...
+    @property
+    def columns(self) -> Sequence[Column]: ...
+    @property
+    def kinds(self) -> frozenset[str]: ...
+    @property
+    def default_sort(self) -> str: ...
+    @property
+    def default_reverse(self) -> bool: ...
 
     def ids(self) -> Iterable[str]: ...
 
@@ -313,7 +318,7 @@ class LiveTable(DataTable, inherit_bindings=False):  # type: ignore[type-arg]
     def _update_cells(self, doc_id: str, old: Sequence[Cell], new: Sequence[Cell]) -> None:
         for column, before, after in zip(self.source.columns, old, new):
             if before != after:
-                grow = after.cell_len > self.columns[column.key].content_width  # type: ignore[index]
+                grow = after.cell_len > self.columns[column.key].content_width
                 self.update_cell(doc_id, column.key, after, update_width=grow and column.width is None)
 
     def _in_view(self, doc_id: str) -> bool:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any, ClassVar
 
 from rich.text import Text
@@ -10,7 +9,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.widgets import DataTable, Footer, Static
 
-from ..core.models import AuditEntry, Event
+from ..core.models import DOCUMENT_TYPES, AuditEntry, Event
 from .base import KerubScreen
 from .format import DataGrid, data, timestamp
 from .live import LiveTable
@@ -29,11 +28,16 @@ class LogScreen(KerubScreen, inherit_bindings=False):
     # metaclass is Textual's), so an incomplete subclass is refused when it is defined instead.
     table_id: ClassVar[str]
     rows: ClassVar[type[AuditRows] | type[EventRows]]
-    detail: Callable[[Any, str], Any]  # (self, doc id) -> what the panel under the table shows
+
+    def detail(self, doc_id: str) -> Any:
+        """What the panel under the table shows of the document ``doc_id``."""
+        raise NotImplementedError
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        missing = [name for name in ("table_id", "rows", "detail") if not hasattr(cls, name)]
+        missing = [name for name in ("table_id", "rows") if not hasattr(cls, name)]
+        if cls.detail is LogScreen.detail:
+            missing.append("detail")
         if missing:
             raise TypeError(f"{cls.__name__} must define {', '.join(missing)}")
 
@@ -80,7 +84,7 @@ class AuditScreen(LogScreen):
     rows = AuditRows
 
     def detail(self, doc_id: str) -> Any:
-        entry: AuditEntry | None = self.kerub.controller.db.get(AuditEntry, doc_id)
+        entry: AuditEntry | None = self.kerub.controller.get(AuditEntry, doc_id)
         if entry is None:
             return Text("")
         table = _grid()
@@ -107,7 +111,7 @@ class EventsScreen(LogScreen):
     rows = EventRows
 
     def detail(self, doc_id: str) -> Any:
-        event: Event | None = self.kerub.controller.db.get(Event, doc_id)
+        event: Event | None = self.kerub.controller.get(Event, doc_id)
         if event is None:
             return Text("")
         table = _grid()
@@ -117,7 +121,7 @@ class EventsScreen(LogScreen):
             table.add_row("host", self.kerub.fleet.host_name(event.host_id))
         if event.target:
             target = next((self.kerub.fleet.name_of(kind, event.target) for kind in ("vm", "disk", "host")
-                           if self.kerub.controller.db.get(kind, event.target) is not None), event.target)
+                           if self.kerub.controller.get(DOCUMENT_TYPES[kind], event.target) is not None), event.target)
             table.add_row("about", target)
         table.add_row("message", data(event.message))
         return table

@@ -47,10 +47,10 @@ class HostTable(LiveTable):
         self.app.ops.remove_hosts(self.selected_ids())  # type: ignore[attr-defined]
 
     def action_rediscover(self) -> None:
-        self.app.ops.rediscover_host(self.cursor_id())  # type: ignore[attr-defined]
+        self.app.ops.rediscover_host(self.cursor_id)  # type: ignore[attr-defined]
 
     def action_rekey(self) -> None:
-        self.app.ops.rekey_host(self.cursor_id())  # type: ignore[attr-defined]
+        self.app.ops.rekey_host(self.cursor_id)  # type: ignore[attr-defined]
 
 
 class VmTable(LiveTable):
@@ -244,10 +244,10 @@ class MainScreen(KerubScreen, inherit_bindings=False):
         self._paint_panebar()
 
     def refresh_status(self) -> None:
-        db = self.kerub.controller.db
-        hosts = db.list(Host)
-        up = sum(1 for h in hosts if (d := db.get(HostDynamic, h.id)) is not None and d.status is HostStatus.up)
-        plans = db.list(Plan)
+        api = self.kerub.controller
+        hosts = api.documents(Host)
+        up = sum(1 for h in hosts if (d := api.get(HostDynamic, h.id)) is not None and d.status is HostStatus.up)
+        plans = api.documents(Plan)
         proposed = sum(1 for p in plans if p.status is PlanStatus.proposed)
         running = [p for p in plans if p.status is PlanStatus.running]
         text = Text()

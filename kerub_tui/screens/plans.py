@@ -143,14 +143,14 @@ class ProposalsScreen(KerubScreen, inherit_bindings=False):
     def on_mount(self) -> None:
         table = self.query_one("#plans", LiveTable)
         # The admin's queue first: move to the newest open proposal if there is one.
-        proposed = [i for i in table.shown_ids() if self._plan(i) and self._plan(i).status is PlanStatus.proposed]
+        proposed = [i for i in table.shown_ids() if (plan := self._plan(i)) and plan.status is PlanStatus.proposed]
         if proposed:
             table.move_cursor(row=table.get_row_index(proposed[0]))
         table.focus()
         self.show_detail()
 
     def _plan(self, plan_id: str | None) -> Plan | None:
-        return self.kerub.controller.db.get(Plan, plan_id) if plan_id else None
+        return self.kerub.controller.get(Plan, plan_id) if plan_id else None
 
     @property
     def current(self) -> Plan | None:

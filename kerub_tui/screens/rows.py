@@ -76,21 +76,22 @@ class HostRows:
 
     def __init__(self, fleet: Fleet) -> None:
         self.fleet = fleet
-        self.db = fleet.db
+        self.api = fleet.api
 
     def ids(self) -> Iterable[str]:
-        return [h.id for h in self.db.list(Host)]
+        return [h.id for h in self.api.documents(Host)]
 
     def affected(self, change: Change) -> Iterable[str]:
         if change.kind == "vm-dynamic":
-            return {d.host_id for d in (change.old, change.new) if d is not None and d.host_id}  # type: ignore[union-attr]
+            return {d.host_id for d in (change.old, change.new)
+                    if isinstance(d, VirtualMachineDynamic) and d.host_id}
         return (change.id,)
 
     def cells(self, doc_id: str) -> Sequence[Cell] | None:
-        host: Host | None = self.db.get(Host, doc_id)
+        host: Host | None = self.api.get(Host, doc_id)
         if host is None:
             return None
-        dyn: HostDynamic | None = self.db.get(HostDynamic, doc_id)
+        dyn: HostDynamic | None = self.api.get(HostDynamic, doc_id)
         history = self.fleet.history
         cpu_hist = downsample(history.series(doc_id, "cpu", SPARK_WIDTH * SPARK_BUCKETS_PER_CHAR),
                               SPARK_WIDTH, SPARK_BUCKETS_PER_CHAR)
@@ -130,7 +131,7 @@ class HostRows:
             status,
             figure_with_spark(cpu, cpu_hist, SPARK_WIDTH),
             figure_with_spark(mem, mem_hist, SPARK_WIDTH),
-            Cell(str(len(self.db.vms_on_host(doc_id))), sort=len(self.db.vms_on_host(doc_id))),
+            Cell(str(len(self.api.vms_on_host(doc_id))), sort=len(self.api.vms_on_host(doc_id))),
             ksm,
             free,
         )
@@ -162,26 +163,26 @@ class VmRows:
 
     def __init__(self, fleet: Fleet) -> None:
         self.fleet = fleet
-        self.db = fleet.db
+        self.api = fleet.api
 
     def ids(self) -> Iterable[str]:
-        return [v.id for v in self.db.list(VirtualMachine)]
+        return [v.id for v in self.api.documents(VirtualMachine)]
 
     def affected(self, change: Change) -> Iterable[str]:
         if change.kind == "host":
-            return self.db.vms_on_host(change.id)
+            return self.api.vms_on_host(change.id)
         if change.kind == "event":
             event = change.new or change.old
             if isinstance(event, Event) and event.target and event.type in (VIOLATION, VIOLATION_CLEARED):
-                return (event.target,) if self.db.get(VirtualMachine, event.target) is not None else ()
+                return (event.target,) if self.api.get(VirtualMachine, event.target) is not None else ()
             return ()
         return (change.id,)
 
     def cells(self, doc_id: str) -> Sequence[Cell] | None:
-        vm: VirtualMachine | None = self.db.get(VirtualMachine, doc_id)
+        vm: VirtualMachine | None = self.api.get(VirtualMachine, doc_id)
         if vm is None:
             return None
-        dyn: VirtualMachineDynamic | None = self.db.get(VirtualMachineDynamic, doc_id)
+        dyn: VirtualMachineDynamic | None = self.api.get(VirtualMachineDynamic, doc_id)
         status = dyn.status.value if dyn else "down"
         used = dyn.memory_used if dyn else None
         return (
@@ -210,14 +211,14 @@ class DiskRows:
 
     def __init__(self, fleet: Fleet) -> None:
         self.fleet = fleet
-        self.db = fleet.db
+        self.api = fleet.api
 
     def ids(self) -> Iterable[str]:
-        return [d.id for d in self.db.list(VirtualStorageDevice)]
+        return [d.id for d in self.api.documents(VirtualStorageDevice)]
 
     def affected(self, change: Change) -> Iterable[str]:
         if change.kind == "host":
-            return self.db.disks_on_host(change.id)
+            return self.api.disks_on_host(change.id)
         if change.kind == "host-config":
             disks: set[str] = set()
             for config in (change.old, change.new):
@@ -229,15 +230,15 @@ class DiskRows:
         if change.kind == "event":
             event = change.new or change.old
             if isinstance(event, Event) and event.target and event.type in (VIOLATION, VIOLATION_CLEARED):
-                return (event.target,) if self.db.get(VirtualStorageDevice, event.target) is not None else ()
+                return (event.target,) if self.api.get(VirtualStorageDevice, event.target) is not None else ()
             return ()
         return (change.id,)
 
     def cells(self, doc_id: str) -> Sequence[Cell] | None:
-        disk: VirtualStorageDevice | None = self.db.get(VirtualStorageDevice, doc_id)
+        disk: VirtualStorageDevice | None = self.api.get(VirtualStorageDevice, doc_id)
         if disk is None:
             return None
-        dyn: VirtualStorageDeviceDynamic | None = self.db.get(VirtualStorageDeviceDynamic, doc_id)
+        dyn: VirtualStorageDeviceDynamic | None = self.api.get(VirtualStorageDeviceDynamic, doc_id)
         allocations = list(dyn.allocations) if dyn else []
         if allocations:
             first = allocations[0]
@@ -264,8 +265,8 @@ def redundancy_cell(disk: VirtualStorageDevice, allocations: list) -> Cell:
     wanted = next((e for e in disk.expectations if e.type == "storage-redundancy"), None)
     if wanted is None:
         return Cell(str(len(allocations)), sort=len(allocations))
-    have = len({a.host_id for a in allocations}) if wanted.out_of_box else len(allocations)  # type: ignore[attr-defined]
-    need = wanted.copies  # type: ignore[attr-defined]
+    have = len({a.host_id for a in allocations}) if wanted.out_of_box else len(allocations)
+    need = wanted.copies
     ok = have >= need
     return Cell(f"{have}/{need} {'✓' if ok else '✗'}", "green" if ok else "bold red", sort=(have - need, have))
 
@@ -297,16 +298,16 @@ class PlanRows:
 
     def __init__(self, fleet: Fleet) -> None:
         self.fleet = fleet
-        self.db = fleet.db
+        self.api = fleet.api
 
     def ids(self) -> Iterable[str]:
-        return [p.id for p in self.db.list(Plan)]
+        return [p.id for p in self.api.documents(Plan)]
 
     def affected(self, change: Change) -> Iterable[str]:
         return (change.id,)
 
     def cells(self, doc_id: str) -> Sequence[Cell] | None:
-        plan: Plan | None = self.db.get(Plan, doc_id)
+        plan: Plan | None = self.api.get(Plan, doc_id)
         if plan is None:
             return None
         # Open proposals first, then running, then the rest: the admin's queue on top.
@@ -341,16 +342,16 @@ class AuditRows:
 
     def __init__(self, fleet: Fleet) -> None:
         self.fleet = fleet
-        self.db = fleet.db
+        self.api = fleet.api
 
     def ids(self) -> Iterable[str]:
-        return [a.id for a in self.db.list(AuditEntry)]
+        return [a.id for a in self.api.documents(AuditEntry)]
 
     def affected(self, change: Change) -> Iterable[str]:
         return (change.id,)
 
     def cells(self, doc_id: str) -> Sequence[Cell] | None:
-        entry: AuditEntry | None = self.db.get(AuditEntry, doc_id)
+        entry: AuditEntry | None = self.api.get(AuditEntry, doc_id)
         if entry is None:
             return None
         exit_style = "" if entry.exit_code in (None, 0) else "bold red"
@@ -386,17 +387,17 @@ class EventRows:
 
     def __init__(self, fleet: Fleet, host_id: str | None = None) -> None:
         self.fleet = fleet
-        self.db = fleet.db
+        self.api = fleet.api
         self.host_id = host_id
 
     def ids(self) -> Iterable[str]:
-        return [e.id for e in self.db.list(Event) if self.host_id is None or e.host_id == self.host_id]
+        return [e.id for e in self.api.documents(Event) if self.host_id is None or e.host_id == self.host_id]
 
     def affected(self, change: Change) -> Iterable[str]:
         return (change.id,)
 
     def cells(self, doc_id: str) -> Sequence[Cell] | None:
-        event: Event | None = self.db.get(Event, doc_id)
+        event: Event | None = self.api.get(Event, doc_id)
         if event is None or (self.host_id is not None and event.host_id != self.host_id):
             return None
         return (

@@ -133,7 +133,7 @@ class SettingsScreen(KerubScreen, inherit_bindings=False):
             self.action_save()
 
     def action_save(self) -> None:
-        if self.kerub.refuse_readonly("optimisation"):
+        if self.kerub.refuse_readonly("optimisation", "set_optimisation"):
             return
         changes: dict[str, Any] = {name: self.query_one(f"#{name}", Switch).value for name in SWITCHES}
         error = self.query_one("#optimisation-error", Static)
@@ -156,7 +156,7 @@ class SettingsScreen(KerubScreen, inherit_bindings=False):
         async def save() -> Any:
             return await self.kerub.controller.set_optimisation(**changes)
 
-        self.kerub.perform("optimisation", save, done_message=lambda _: "optimisation policies saved",
+        self.kerub.perform("optimisation", save, action="set_optimisation", done_message=lambda _: "optimisation policies saved",
                            on_error=lambda message: error.update(f"✗ {message}"))
 
 

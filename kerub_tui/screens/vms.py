@@ -12,14 +12,28 @@ from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widgets import Button, Footer, Input, Select, Static
 
+from ..api import ConsoleQueries, NewDisk, cloud_init_summary
 from ..core.bus import Change
-from ..core.models import DiskLink, Nic, VirtualMachine, VirtualMachineDynamic, VirtualStorageDevice
+from ..core.models import (
+    DiskLink,
+    Nic,
+    VirtualMachine,
+    VirtualMachineDynamic,
+    VirtualStorageDevice,
+)
 from ..core.names import InvalidName, check_name
 from ..core.sizes import format_size
 from .base import KerubScreen
 from .expectations import ExpectationEditor, display_spec
 from .format import STATUS_STYLES, DataGrid, data, percent
-from .forms import EditorScreen, FieldError, FormField, int_value, pydantic_errors, size_value
+from .forms import (
+    EditorScreen,
+    FieldError,
+    FormField,
+    int_value,
+    pydantic_errors,
+    size_value,
+)
 
 BUSES = ("virtio", "scsi", "sata", "ide")
 NIC_MODELS = ("virtio", "e1000", "rtl8139")
@@ -55,9 +69,9 @@ class DiskRow(Vertical):
 
     DEFAULT_CSS = "DiskRow { height: auto; }"
 
-    def __init__(self, db: Any, *, link: DiskLink | None = None, new: bool = False) -> None:
+    def __init__(self, api: ConsoleQueries, *, link: DiskLink | None = None, new: bool = False) -> None:
         super().__init__(classes="disk-row")
-        self.db = db
+        self.api = api
         self.link = link
         self.new = new
 
@@ -67,7 +81,7 @@ class DiskRow(Vertical):
                 yield Input(placeholder="new disk name", classes="disk-name", compact=True)
                 yield Input(placeholder="size, e.g. 10G", classes="disk-size", compact=True)
             else:
-                disks = sorted(self.db.list(VirtualStorageDevice), key=lambda d: d.name)
+                disks = sorted(self.api.documents(VirtualStorageDevice), key=lambda d: d.name)
                 options = [(f"{d.name} ({format_size(d.size)})", d.id) for d in disks]
                 yield Select(options, value=self.link.disk_id if self.link else Select.NULL,
                              prompt="existing disk…", classes="disk-existing", compact=True)
@@ -113,6 +127,11 @@ class NicRow(Vertical):
 
 class VmEditorScreen(EditorScreen, inherit_bindings=False):
     what = "VM"
+
+    @property
+    def action(self) -> str:
+        """The API action saving does."""
+        return "update_vm" if self.vm_id else "create_vm"
     view = "vm-editor"
     help_section = "VM editor"
     BINDINGS: ClassVar[list[BindingType]] = list(_EDITOR_BINDINGS)
@@ -124,11 +143,11 @@ class VmEditorScreen(EditorScreen, inherit_bindings=False):
 
     @property
     def vm(self) -> VirtualMachine | None:
-        return self.kerub.controller.db.get(VirtualMachine, self.vm_id) if self.vm_id else None
+        return self.kerub.controller.get(VirtualMachine, self.vm_id) if self.vm_id else None
 
     def compose(self) -> ComposeResult:
         vm = self.vm
-        db = self.kerub.controller.db
+        api = self.kerub.controller
         with VerticalScroll():
             yield Static(f"Edit VM {vm.name}" if vm else "New VM", classes="editor-title")
             yield FormField("Name", Input(vm.name if vm else "", placeholder="web1", id="name"), key="name")
@@ -153,7 +172,7 @@ class VmEditorScreen(EditorScreen, inherit_bindings=False):
             with Vertical(classes="section", id="disks-section") as disks:
                 disks.border_title = "Disks"
                 for link in vm.disks if vm else []:
-                    yield DiskRow(db, link=link)
+                    yield DiskRow(api, link=link)
                 with Horizontal(classes="add-buttons"):
                     yield Button("+ existing disk", id="add-existing-disk", compact=True)
                     yield Button("+ new disk", id="add-new-disk", compact=True)
@@ -163,7 +182,7 @@ class VmEditorScreen(EditorScreen, inherit_bindings=False):
                     yield NicRow(nic)
                 with Horizontal(classes="add-buttons"):
                     yield Button("+ NIC", id="add-nic", compact=True)
-            yield ExpectationEditor("vm", vm.expectations if vm else [], db, id="expectations")
+            yield ExpectationEditor("vm", vm.expectations if vm else [], api, id="expectations")
             yield Static("", id="editor-error", markup=False)
             with Horizontal(id="editor-buttons"):
                 yield Button("Cancel", id="cancel", compact=True)
@@ -180,23 +199,23 @@ class VmEditorScreen(EditorScreen, inherit_bindings=False):
             self.app.pop_screen()
         elif button.id in ("add-existing-disk", "add-new-disk"):
             event.stop()
-            row = DiskRow(self.kerub.controller.db, new=button.id == "add-new-disk")
-            await self.query_one("#disks-section").mount(row, before=self.query_one("#disks-section .add-buttons"))
-            row.query(".disk-name, .disk-existing").first().focus()
+            disk_row = DiskRow(self.kerub.controller, new=button.id == "add-new-disk")
+            await self.query_one("#disks-section").mount(disk_row, before=self.query_one("#disks-section .add-buttons"))
+            disk_row.query(".disk-name, .disk-existing").first().focus()
         elif button.id == "add-nic":
             event.stop()
-            row = NicRow()
-            await self.query_one("#nics-section").mount(row, before=self.query_one("#nics-section .add-buttons"))
-            row.query_one(".nic-name", Input).focus()
+            nic_row = NicRow()
+            await self.query_one("#nics-section").mount(nic_row, before=self.query_one("#nics-section .add-buttons"))
+            nic_row.query_one(".nic-name", Input).focus()
         elif button.has_class("remove-row"):
             event.stop()
-            row = button.parent.parent if button.parent is not None else None
-            if isinstance(row, (DiskRow, NicRow)):
-                row.remove()
+            parent = button.parent.parent if button.parent is not None else None
+            if isinstance(parent, (DiskRow, NicRow)):
+                parent.remove()
 
     def read_form(self) -> dict[str, Any] | None:
         """Everything the form says, validated; None with each problem shown where it is."""
-        db = self.kerub.controller.db
+        api = self.kerub.controller
         problems: dict[str, str] = {}
         values: dict[str, Any] = {}
         for key in ("name", "cpus", "memory_min", "memory_max", "architecture", "boot", "ssh_keys", "user_data",
@@ -238,7 +257,7 @@ class VmEditorScreen(EditorScreen, inherit_bindings=False):
                 try:
                     check_name(name, "disk name")
                     size = size_value(size_text, "disk", "disk size")
-                    if db.find_by_name(VirtualStorageDevice, name) is not None:
+                    if api.find_by_name(VirtualStorageDevice, name) is not None:
                         raise FieldError("disk", f"a disk named {name!r} already exists: add it as an existing disk")
                 except (InvalidName, FieldError) as error:
                     row.set_error(str(error))
@@ -261,15 +280,16 @@ class VmEditorScreen(EditorScreen, inherit_bindings=False):
             row_problems = True
         # NICs
         nics: list[Nic] = []
-        for row in self.query(NicRow).results(NicRow):
-            row.set_error(None)
-            source = row.query_one(".nic-source", Select).value
-            name = row.query_one(".nic-name", Input).value.strip()
-            mac = row.query_one(".nic-mac", Input).value.strip() or None
+        for nic_row in self.query(NicRow).results(NicRow):
+            nic_row.set_error(None)
+            source = nic_row.query_one(".nic-source", Select).value
+            name = nic_row.query_one(".nic-name", Input).value.strip()
+            mac = nic_row.query_one(".nic-mac", Input).value.strip() or None
             try:
-                nics.append(Nic(**{str(source): name}, model=row.query_one(".nic-model", Select).value, mac=mac))
+                nics.append(Nic.model_validate({str(source): name, "mac": mac,
+                                                "model": nic_row.query_one(".nic-model", Select).value}))
             except (ValidationError, InvalidName) as error:
-                row.set_error("; ".join(m for _, m in pydantic_errors(error)))
+                nic_row.set_error("; ".join(m for _, m in pydantic_errors(error)))
                 row_problems = True
         values["disks"] = links
         values["nics"] = nics
@@ -333,32 +353,17 @@ class VmEditorScreen(EditorScreen, inherit_bindings=False):
         vm_id = self.vm_id
 
         async def save() -> VirtualMachine:
-            from ..controller import ActionError
-
-            links = list(values["disks"])
-            created = []
-            try:
-                for name, size, bus in values["new_disks"]:
-                    disk = await controller.create_disk(name, size=size)
-                    created.append(disk)
-                    links.append(DiskLink(disk_id=disk.id, bus=bus))  # type: ignore[arg-type]
-                fields = dict(name=values["name"], cpus=values["cpus"], memory_min=values["memory_min"],
-                              memory_max=values["memory_max"], architecture=values["architecture"],
-                              disks=links, nics=values["nics"], expectations=values["expectations"],
-                              boot=values["boot"])
-                if "cloud_init" in values:
-                    fields["cloud_init"] = values["cloud_init"]
-                if vm_id is None:
-                    name = fields.pop("name")
-                    return await controller.create_vm(name, **fields)
-                return await controller.update_vm(vm_id, **fields)
-            except ActionError:
-                for disk in created:  # leave nothing half-made behind
-                    try:
-                        await controller.delete_disk(disk.id)
-                    except ActionError:
-                        pass
-                raise
+            # The controller's use case: the VM and its new disks are stored together, or nothing is.
+            new_disks = [NewDisk(name=name, size=size, bus=bus) for name, size, bus in values["new_disks"]]
+            fields: dict[str, Any] = dict(
+                cpus=values["cpus"], memory_min=values["memory_min"], memory_max=values["memory_max"],
+                architecture=values["architecture"], disks=list(values["disks"]), nics=values["nics"],
+                expectations=values["expectations"], boot=values["boot"])
+            if "cloud_init" in values:
+                fields["cloud_init"] = values["cloud_init"]
+            if vm_id is None:
+                return await controller.create_vm(values["name"], new_disks=new_disks, **fields)
+            return await controller.update_vm(vm_id, name=values["name"], new_disks=new_disks, **fields)
 
         return save
 
@@ -400,7 +405,7 @@ class VmDetailScreen(KerubScreen, inherit_bindings=False):
     def on_changes(self, changes: Sequence[Change]) -> None:
         # Not on every host figure: the verdicts are rebuilt from a snapshot of the whole store.
         if any(c.id == self.vm_id or c.kind in ("event", "host", "disk", "disk-dynamic") for c in changes):
-            if self.kerub.controller.db.get(VirtualMachine, self.vm_id) is None:
+            if self.kerub.controller.get(VirtualMachine, self.vm_id) is None:
                 if self.app.screen is self:
                     self.notify("this VM was deleted", severity="warning")
                     self.app.pop_screen()
@@ -408,11 +413,11 @@ class VmDetailScreen(KerubScreen, inherit_bindings=False):
             self.repaint()
 
     def repaint(self) -> None:
-        db = self.kerub.controller.db
-        vm: VirtualMachine | None = db.get(VirtualMachine, self.vm_id)
+        api = self.kerub.controller
+        vm: VirtualMachine | None = api.get(VirtualMachine, self.vm_id)
         if vm is None:
             return
-        dyn: VirtualMachineDynamic | None = db.get(VirtualMachineDynamic, self.vm_id)
+        dyn: VirtualMachineDynamic | None = api.get(VirtualMachineDynamic, self.vm_id)
         fleet = self.kerub.fleet
         table = DataGrid.grid(padding=(0, 2))
         table.add_column(style="dim")
@@ -429,21 +434,19 @@ class VmDetailScreen(KerubScreen, inherit_bindings=False):
                 table.add_row("console", f"SPICE on {dyn.spice_address or '?'}:{dyn.spice_port} (c opens it)")
         table.add_row("boot", ",".join(vm.boot))
         for link in vm.disks:
-            disk = db.get(VirtualStorageDevice, link.disk_id)
+            disk = api.get(VirtualStorageDevice, link.disk_id)
             table.add_row("CD-ROM" if link.device == "cdrom" else "disk",
                           f"{disk.name if disk else link.disk_id} {format_size(disk.size) if disk else ''}"
                           f" ({link.bus}{', read-only' if link.read_only else ''})"
                           + (" (j ejects it)" if link.device == "cdrom" else ""))
         if vm.cloud_init is not None:
-            from ..controller import _cloud_init_summary
-
-            table.add_row("cloud-init", _cloud_init_summary(vm.cloud_init))
+            table.add_row("cloud-init", cloud_init_summary(vm.cloud_init))
         for nic in vm.nics:
             table.add_row("NIC", f"{'network' if nic.network else 'bridge'} {nic.network or nic.bridge} "
                                  f"({nic.model}{', ' + nic.mac if nic.mac else ''})")
         table.add_row("id", Text(vm.id, style="dim"))
         self.query_one("#vm-summary", Static).update(table)
-        verdicts = planner_verdicts(db, "vm", vm.id)
+        verdicts = api.verdicts("vm", vm.id)
         self.query_one("#vm-expectations", Static).update(expectation_states(vm.expectations, vm.id, fleet, verdicts))
         self.run_worker(self._explain(vm.id), name="explain", group="explain", exclusive=True)
 
@@ -472,21 +475,6 @@ class VmDetailScreen(KerubScreen, inherit_bindings=False):
 
     def action_eject(self) -> None:
         self.kerub.ops.eject_vm(self.vm_id)
-
-
-def planner_verdicts(db: Any, kind: str, doc_id: str) -> dict[int, str] | str:
-    """The planner's verdict on each expectation of a VM or disk now: {index: reason} for the
-    violated ones; a message instead when the planner cannot judge (the verdict is a help, never a
-    reason to lose the screen)."""
-    try:
-        from ..planner.checkers import disk_violations, vm_violations
-        from ..planner.state import OperationalState
-
-        state = OperationalState.from_store(db)
-        found = (vm_violations if kind == "vm" else disk_violations)(state, doc_id)
-    except Exception as error:
-        return f"the planner could not judge: {type(error).__name__}: {error}"
-    return {v.index: v.reason for v in found}
 
 
 def expectation_states(expectations: Sequence[Any], target_id: str, fleet: Any,

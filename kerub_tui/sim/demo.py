@@ -206,15 +206,18 @@ async def _vms(controller: Any, vms: Iterable[DemoVm]) -> None:
     for vm in vms:
         if controller.db.find_by_name(VirtualMachine, vm.name) is not None:
             continue
-        links = []
+        # The controller's use case: the VM and its disks made together (a disk that exists is linked).
+        links, new_disks = [], []
         for disk in vm.disks:
-            doc = controller.db.find_by_name(VirtualStorageDevice, disk.name)
+            doc = controller.find_by_name(VirtualStorageDevice, disk.name)
             if doc is None:
-                doc = await controller.create_disk(disk.name, size=disk.size_gib * GIB, expectations=list(disk.expect))
-            links.append(DiskLink(disk_id=doc.id))
+                new_disks.append({"name": disk.name, "size": disk.size_gib * GIB, "expectations": list(disk.expect)})
+            else:
+                links.append(DiskLink(disk_id=doc.id))
         await controller.create_vm(vm.name, cpus=vm.cpus, memory_min=vm.memory_gib * GIB,
                                    memory_max=(vm.max_memory_gib or vm.memory_gib) * GIB,
-                                   architecture=vm.architecture, disks=links, expectations=list(vm.expect))
+                                   architecture=vm.architecture, disks=links, new_disks=new_disks,
+                                   expectations=list(vm.expect))
 
 
 def _open(controller: Any, *statuses: PlanStatus) -> list[Plan]:

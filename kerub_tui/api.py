@@ -1,0 +1,246 @@
+"""The console API: what the console (screens/, app.py) and the command line (cli.py) may ask of a controller.
+
+Two classes implement it: the :class:`~kerub_tui.controller.Controller` that owns the store, and the
+:class:`~kerub_tui.control.RemoteController` that serves a console attached to a running controller
+through its control socket. Both are checked against :class:`ConsoleAPI` by mypy.
+
+Every action is declared once, in :data:`ACTIONS`, saying whether it changes anything (the k9s
+"dangerous" flag). :data:`ACTIONS` is that registry; :func:`refusal` is the one place that says no in
+read-only mode: the actions' own guard (installed by :func:`guarded`) and the console's check before
+it opens an editor both ask it. Queries change nothing and are not registered.
+
+This module imports only core/: the console can type against it without reaching further down.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
+
+from pydantic import BaseModel, ConfigDict
+
+from .core.bus import Subscription
+from .core.models import (
+    CloudInit,
+    DiskLink,
+    Document,
+    Host,
+    Nic,
+    Plan,
+    Settings,
+    VirtualMachine,
+    VirtualStorageDevice,
+)
+
+if TYPE_CHECKING:
+    from .core.expectations import Expectation
+
+D = TypeVar("D", bound=Document)
+C = TypeVar("C", bound=type)
+
+READ_ONLY_MESSAGE = "read-only mode: nothing can be changed (started with --readonly)"
+
+
+class ActionError(Exception):
+    """An action the controller refuses, with one line the admin can act on."""
+
+
+class ReadOnlyMode(ActionError):
+    def __init__(self) -> None:
+        super().__init__(READ_ONLY_MESSAGE)
+
+
+@dataclass(frozen=True)
+class ActionSpec:
+    """One action of the API. ``changes``: it changes documents or hosts, so read-only mode refuses it
+    (the k9s "dangerous" flag). ``remote``: an attached console may call it through the control socket."""
+
+    name: str
+    changes: bool
+    remote: bool = True
+
+
+ACTIONS: dict[str, ActionSpec] = {}
+
+
+def refusal(readonly: bool, name: str) -> str | None:
+    """Why ``name`` may not run now, or None: the only read-only check there is."""
+    spec = ACTIONS.get(name)
+    if readonly and (spec is None or spec.changes):
+        return READ_ONLY_MESSAGE
+    return None
+
+
+LIFECYCLE = frozenset({"start", "stop"})
+
+
+def guarded(cls: C) -> C:
+    """Class decorator: every registered action the class defines refuses itself in read-only mode
+    (``self.readonly``) before it runs, with :class:`ReadOnlyMode`. A public async method that is
+    neither registered nor part of the lifecycle is a mistake (an action that forgot to say whether
+    it changes anything): TypeError when the class is defined."""
+    for name, member in cls.__dict__.items():
+        if (inspect.iscoroutinefunction(member) and not name.startswith("_") and name not in ACTIONS
+                and name not in LIFECYCLE):
+            raise TypeError(f"{cls.__name__}.{name} is not declared in kerub_tui.api.ACTIONS: "
+                            "say there whether it changes anything")
+    for name, spec in ACTIONS.items():
+        if not spec.changes:
+            continue
+        method = cls.__dict__.get(name)
+        if method is None or getattr(method, "__kerub_guarded__", False):
+            continue
+
+        def make(method: Callable[..., Awaitable[Any]], name: str) -> Callable[..., Awaitable[Any]]:
+            @functools.wraps(method)
+            async def guard(self: Any, *args: Any, **kwargs: Any) -> Any:
+                if refusal(self.readonly, name) is not None:
+                    raise ReadOnlyMode()
+                return await method(self, *args, **kwargs)
+
+            guard.__kerub_guarded__ = True  # type: ignore[attr-defined]
+            return guard
+
+        setattr(cls, name, make(method, name))
+    return cls
+
+
+class NewDisk(BaseModel):
+    """A blank disk made together with the VM that links it, in the same transaction
+    (``create_vm``/``update_vm``): a refused VM leaves no disk behind."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str
+    size: int
+    bus: Literal["virtio", "scsi", "sata", "ide"] = "virtio"
+    expectations: list[Any] = []
+
+
+def cloud_init_summary(cloud_init: CloudInit | None) -> str:
+    """What the audit log says of cloud-init settings: counts and sizes, never the content."""
+    if cloud_init is None:
+        return "no cloud-init"
+    parts = [f"{len(cloud_init.ssh_keys)} ssh key(s)"]
+    if cloud_init.user_data is not None:
+        parts.append(f"user data ({len(cloud_init.user_data.encode())} bytes)")
+    if cloud_init.network_config is not None:
+        parts.append(f"network config ({len(cloud_init.network_config.encode())} bytes)")
+    return ", ".join(parts)
+
+
+MAX_LISTED = 8
+
+
+def listed(items: Sequence[str]) -> str:
+    """Names for one line: the first few, then how many more."""
+    if len(items) <= MAX_LISTED:
+        return ", ".join(items)
+    return ", ".join(items[:MAX_LISTED]) + f" and {len(items) - MAX_LISTED} more"
+
+
+class Script(Protocol):
+    """Something the console runs while it is open and that tells what it does (the demo's tour)."""
+
+    say: Callable[[str], None]
+
+    async def run(self) -> None: ...
+
+
+class ConsoleQueries(Protocol):
+    """The queries of the API: they read the controller's documents and change nothing."""
+
+    def get(self, kind: type[D], doc_id: str) -> D | None: ...
+    def documents(self, kind: type[D]) -> list[D]: ...
+    def find_by_name(self, kind: type[D], name: str) -> D | None: ...
+    def vms_on_host(self, host_id: str) -> set[str]: ...
+    def disks_on_host(self, host_id: str) -> set[str]: ...
+    def host_of_vm(self, vm_id: str) -> str | None: ...
+    def settings(self) -> Settings: ...
+    def store_damage(self) -> list[str]: ...
+    def disk_users(self, disk_id: str) -> list[str]: ...
+    def image_users(self, image_id: str) -> list[str]: ...
+    def verdicts(self, kind: Literal["vm", "disk"], doc_id: str) -> dict[int, str] | str: ...
+    def impact(self, what: str, ids: Sequence[str]) -> list[str]: ...
+
+
+class ConsoleAPI(ConsoleQueries, Protocol):
+    """What the console and the command line use of a controller, local or attached."""
+
+    data_dir: Path
+    readonly: bool
+    attached: bool  # True: another process owns the store (a console attached through the socket)
+    started: bool
+
+    async def start(self) -> None: ...
+    async def stop(self) -> None: ...
+    def subscribe(self, kinds: Iterable[str] | None = None) -> Subscription: ...
+
+    # --- actions ----------------------------------------------------------------------------------
+
+    async def create_vm(self, name: str, *, cpus: int = 1, memory_min: int, memory_max: int | None = None,
+                        architecture: str = "x86_64", disks: Iterable[DiskLink | dict[str, Any]] = (),
+                        nics: Iterable[Nic | dict[str, Any]] = (),
+                        expectations: Iterable[str | dict[str, Any] | Expectation] = (),
+                        disk_sizes: Iterable[int] = (), cdrom: str | None = None,
+                        boot: Iterable[str] | None = None, from_image: str | None = None,
+                        cloud_init: CloudInit | dict[str, Any] | None = None,
+                        new_disks: Iterable[NewDisk | dict[str, Any]] = ()) -> VirtualMachine: ...
+    async def update_vm(self, ref: str, *, new_disks: Iterable[NewDisk | dict[str, Any]] = (),
+                        **changes: Any) -> VirtualMachine: ...
+    async def set_vm_availability(self, ref: str, up: bool, level: str = "dealbreaker") -> VirtualMachine: ...
+    async def delete_vm(self, ref: str) -> None: ...
+    async def eject_vm(self, ref: str) -> VirtualMachine: ...
+    async def clone_vm(self, source_ref: str, name: str) -> VirtualMachine: ...
+    async def set_vm_cloud_init(self, ref: str, cloud_init: CloudInit | dict[str, Any] | None) -> VirtualMachine: ...
+    async def create_disk(self, name: str, *, size: int, read_only: bool = False,
+                          expectations: Iterable[str | dict[str, Any] | Expectation] = ()) -> VirtualStorageDevice: ...
+    async def update_disk(self, ref: str, **changes: Any) -> VirtualStorageDevice: ...
+    async def delete_disk(self, ref: str) -> None: ...
+    async def import_image(self, path: str | None = None, *, name: str | None = None, host: str | None = None,
+                           from_host: str | None = None, from_path: str | None = None,
+                           expected_file: tuple[int, int] | None = None,
+                           progress: Callable[[Any], None] | None = None) -> VirtualStorageDevice: ...
+    async def delete_image(self, ref: str) -> None: ...
+    async def decide_plan(self, ref: str, approve: bool) -> Plan: ...
+    async def set_auto_approve(self, plan_kind: str, enabled: bool) -> Settings: ...
+    async def set_optimisation(self, **changes: Any) -> Settings: ...
+    async def fetch_host_key(self, address: str, port: int | None = None) -> tuple[str, str]: ...
+    async def add_host(self, *, name: str, address: str, port: int | None = None, user: str | None = None,
+                       identity: str | None = None, fingerprint: str, dedicated: bool = False,
+                       password: str | None = None) -> Host: ...
+    async def remove_host(self, ref: str) -> None: ...
+    async def evacuate_host(self, ref: str) -> Host: ...
+    async def update_host(self, ref: str, **changes: Any) -> Host: ...
+    async def set_host_accel(self, ref: str, accel: str) -> Host: ...
+    async def rekey_host(self, ref: str, fingerprint: str, *, timeout: float = 120.0) -> Host: ...
+    async def rediscover_host(self, ref: str, *, timeout: float = 120.0) -> Host: ...
+    async def open_console(self, vm_ref: str, *, viewer: str | None = None, env: dict[str, str] | None = None,
+                           wait: bool = False) -> str: ...
+    async def console_file(self, vm_ref: str, *, local_port: int | None = None) -> str: ...
+    async def explain(self, vm_ref: str) -> str: ...
+
+
+# Each action, declared once. What the console may call of an attached controller (remote=True) is
+# what the control socket serves; the rest runs only where the store is.
+for _name, _changes, _remote in (
+    ("create_vm", True, True), ("update_vm", True, True), ("set_vm_availability", True, True),
+    ("delete_vm", True, True), ("eject_vm", True, True), ("clone_vm", True, True),
+    ("set_vm_cloud_init", True, True), ("create_disk", True, True), ("update_disk", True, True),
+    ("delete_disk", True, True), ("import_image", True, False), ("delete_image", True, False),
+    ("decide_plan", True, True), ("execute_now", True, False), ("set_auto_approve", True, True),
+    ("set_optimisation", True, True), ("fetch_host_key", False, True), ("add_host", True, True),
+    ("add_simulated_host", True, False), ("remove_host", True, True), ("evacuate_host", True, True),
+    ("update_host", True, True), ("set_host_accel", True, True), ("rekey_host", True, True), ("rediscover_host", True, True),
+    ("open_console", False, True),
+    ("console_file", False, True), ("explain", False, True), ("export_documents", False, False),
+    ("import_documents", True, False),
+):
+    ACTIONS[_name] = ActionSpec(_name, _changes, _remote)
+del _name, _changes, _remote
+
+REMOTE_ACTIONS = frozenset(name for name, spec in ACTIONS.items() if spec.remote)
