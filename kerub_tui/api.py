@@ -144,9 +144,8 @@ def listed(items: Sequence[str]) -> str:
 
 
 class Script(Protocol):
-    """Something the console runs while it is open and that tells what it does (the demo's tour)."""
-
-    say: Callable[[str], None]
+    """Something the console runs while it is open (the demo's tour); what it tells, through its ``say``
+    (a callable attribute the console sets), shows as a notification."""
 
     async def run(self) -> None: ...
 

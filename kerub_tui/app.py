@@ -13,7 +13,7 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 from textual import work
 from textual.app import App, SystemCommand
@@ -174,7 +174,7 @@ class KerubApp(App[None]):
 
     def start_tour(self, tour: Script) -> None:
         """Run the demo's scripted events; each is told in a notification."""
-        tour.say = lambda line: self.notify(line, title="demo", timeout=15)
+        cast(Any, tour).say = lambda line: self.notify(line, title="demo", timeout=15)
 
         def ended(task: asyncio.Task[None]) -> None:
             if not task.cancelled() and task.exception() is not None:
@@ -269,7 +269,8 @@ class KerubApp(App[None]):
             if text:
                 self.jump(text)
 
-        self.push_screen(PromptScreen(":", suggestions=VIEW_NAMES, hint="hosts vms disks images plans audit events settings",
+        self.push_screen(PromptScreen(":", suggestions=VIEW_NAMES,
+                                      hint="hosts vms disks images plans audit events settings",
                                       prompt_id="jump-prompt"), jumped)
 
     def prompt_filter(self, table: LiveTable) -> None:

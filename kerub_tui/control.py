@@ -236,7 +236,7 @@ class ControlServer:
             self._connections.discard(task)
 
     async def _answer(self, req_id: Any, method: str, params: dict[str, Any],
-                      caller: "_Caller | None" = None) -> dict[str, Any]:
+                      caller: _Caller | None = None) -> dict[str, Any]:
         """The reply to one request: its result, or one line saying why not. Never an exception:
         whatever a client sends, it gets an answer and the controller keeps serving."""
         try:
@@ -260,7 +260,7 @@ class ControlServer:
             async for change in subscription:
                 await _send(writer, _change_message(change))
 
-    async def _dispatch(self, method: str, params: dict[str, Any], caller: "_Caller | None" = None) -> Any:
+    async def _dispatch(self, method: str, params: dict[str, Any], caller: _Caller | None = None) -> Any:
         if method == "ping":
             return {"pid": os.getpid(), "data_dir": str(self.controller.data_dir)}
         if method == "cli":

@@ -13,7 +13,7 @@ import logging
 import os
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from .api import ActionError, NewDisk, ReadOnlyMode, cloud_init_summary, guarded
 from .core import paths
@@ -62,7 +62,7 @@ from .hosts.fleet import Fleet, FleetError
 from .hosts.operations import FleetOperations
 from .planner import reconcile, replanner
 from .planner.checkers import ensure_checkable
-from .planner.executor import Executor
+from .planner.executor import Executor, HostOperations
 from .planner.explain import explain_text
 from .planner.replanner import ApprovalRefused, Replanner
 from .queries import StoreQueries
@@ -89,7 +89,7 @@ class Controller(StoreQueries):
     attached = False  # this process owns the store
 
     def __init__(self, data_dir: Path | str | None = None, *, readonly: bool = False,
-                 serve: Callable[["Controller"], Any] | None = None, sim_timing: Timing | None = None,
+                 serve: Callable[[Controller], Any] | None = None, sim_timing: Timing | None = None,
                  sim_seed: int = 0) -> None:
         """``serve`` makes the control socket server (cli passes it: the socket runs the command line).
         ``sim_timing`` and ``sim_seed`` tune the simulated hosts, if the store has any."""
@@ -152,7 +152,9 @@ class Controller(StoreQueries):
             await self.server.start()
         if connect_hosts and not self.readonly:
             store.backup_if_changed()  # a console or `serve` starting: a backup of what it starts from
-            self.executor = Executor(store, self.hosts)
+            # HostPool answers OperationResult (exit code, stdout, stderr: what the executor reads), where
+            # the executor's protocol (planner.executor.HostOperations) names ssh.CommandResult.
+            self.executor = Executor(store, cast(HostOperations, self.hosts))
             self.replanner = Replanner(store, executor=self.executor)
             self.reconciler = reconcile.Reconciler(store, self.hosts)  # each host as it comes up
             self._tasks.append(asyncio.create_task(self.reconciler.run(), name="reconciler"))
@@ -221,7 +223,8 @@ class Controller(StoreQueries):
         return doc
 
     def _expectations(self, specs: Iterable[str | dict[str, Any] | Expectation],
-                      target: Literal["vm", "disk"]) -> list[Expectation]:
+                      target: Literal["vm", "disk"]) -> list[Any]:
+        """The expectations of ``specs``, each validated as one of the ``target``'s kinds and checkable."""
         kind = VirtualMachine if target == "vm" else VirtualStorageDevice
 
         def to_id(name: str) -> str:
@@ -294,12 +297,12 @@ class Controller(StoreQueries):
             links.append(self._cdrom_link(cdrom))
         boot_order = list(boot) if boot is not None else (["cdrom", "hd"] if cdrom is not None else ["hd"])
         try:
-            vm = VirtualMachine(
+            vm = VirtualMachine.model_validate(dict(
                 name=name, cpus=cpus, memory_min=memory_min, memory_max=memory_max or memory_min,
                 architecture=architecture, disks=links, nics=list(nics),
                 expectations=self._expectations(expectations, "vm"), boot=boot_order,
                 cloud_init=cloud_init,
-            )
+            ))
         except (ValueError, InvalidName) as error:
             raise ActionError(_first_error(error)) from None
         made = {d.id for d in made_disks}
@@ -379,7 +382,7 @@ class Controller(StoreQueries):
         updated = vm.evolve(disks=[link for link in vm.disks if link.device != "cdrom"])
         store.put(updated)
         self.audit("vm eject", vm.name, ", ".join(names))
-        return updated  # type: ignore[return-value]
+        return updated
 
     async def set_vm_cloud_init(self, ref: str, cloud_init: CloudInit | dict[str, Any] | None) -> VirtualMachine:
         """New cloud-init settings (None: no seed). A changed seed is written on the VM's host at its
@@ -391,8 +394,8 @@ class Controller(StoreQueries):
         except (ValueError, InvalidName) as error:
             raise ActionError(_first_error(error)) from None
         store.put(updated)
-        self.audit("vm cloud-init", vm.name, _cloud_init_summary(updated.cloud_init))  # type: ignore[attr-defined]
-        return updated  # type: ignore[return-value]
+        self.audit("vm cloud-init", vm.name, _cloud_init_summary(updated.cloud_init))
+        return updated
 
     async def clone_vm(self, source_ref: str, name: str) -> VirtualMachine:
         """A copy of a stopped VM: the same settings, new disks whose content the planner copies from
@@ -418,7 +421,7 @@ class Controller(StoreQueries):
                 [{"type": "clone-of", "disk": disk.id}], "disk"))
             new_disks.append(copy)
             links.append(link.model_copy(update={"disk_id": copy.id}))
-        keep = [e for e in source.expectations if e.type != "availability"]
+        keep: list[Any] = [e for e in source.expectations if e.type != "availability"]
         try:
             vm = VirtualMachine(name=name, architecture=source.architecture, cpus=source.cpus,
                                 memory_min=source.memory_min, memory_max=source.memory_max, disks=links,
@@ -461,12 +464,12 @@ class Controller(StoreQueries):
         for disk in made:
             self.audit("disk create", disk.name)
         self.audit("vm update", updated.name)
-        return updated  # type: ignore[return-value]
+        return updated
 
     async def set_vm_availability(self, ref: str, up: bool, level: str = "dealbreaker") -> VirtualMachine:
         """`vm start` / `vm stop`: set the availability expectation; the planner does the rest."""
         vm: VirtualMachine = self.resolve(VirtualMachine, ref)
-        kept = [e for e in vm.expectations if e.type != "availability"]
+        kept: list[Any] = [e for e in vm.expectations if e.type != "availability"]
         kept.append(validate_expectation({"type": "availability", "up": up, "level": level}, "vm"))
         return await self.update_vm(vm.id, expectations=kept)
 
@@ -503,19 +506,20 @@ class Controller(StoreQueries):
         if "expectations" in changes:
             changes["expectations"] = self._expectations(changes["expectations"], "disk")
         if "size" in changes and changes["size"] < disk.size:
-            raise ActionError(f"disk {disk.name}: shrinking ({disk.size} -> {changes['size']} bytes) loses data; refused")
+            raise ActionError(f"disk {disk.name}: shrinking ({disk.size} -> {changes['size']} bytes) loses data; "
+                              "refused")
         try:
             updated = disk.evolve(**changes)
         except (ValueError, InvalidName) as error:
             raise ActionError(_first_error(error)) from None
         store.put(updated)
         self.audit("disk update", updated.name)
-        return updated  # type: ignore[return-value]
+        return updated
 
     async def delete_disk(self, ref: str) -> None:
         store = self.db
         disk: VirtualStorageDevice = self.resolve(VirtualStorageDevice, ref)
-        users = [vm.name for vm in store.list(VirtualMachine) if any(l.disk_id == disk.id for l in vm.disks)]
+        users = self.disk_users(disk.id)
         if users:
             raise ActionError(f"disk {disk.name} is attached to {', '.join(sorted(users))}: detach it first")
         dyn = store.get(VirtualStorageDeviceDynamic, disk.id)
@@ -572,7 +576,8 @@ class Controller(StoreQueries):
         free, host, cap = max(candidates, key=lambda c: (c[0], c[1].name))
         if free < size + SPACE_MARGIN:
             raise ActionError(f"not enough space for the image ({format_size(size)}): {host.name} has "
-                              f"{format_size(free)} free in {cap.name}" + ("" if host_ref else ", the most of any host"))
+                              f"{format_size(free)} free in {cap.name}"
+                              + ("" if host_ref else ", the most of any host"))
         return host, cap
 
     async def import_image(self, path: str | None = None, *, name: str | None = None, host: str | None = None,
@@ -778,7 +783,7 @@ class Controller(StoreQueries):
                 await hosts.wait_up(host_id, timeout=connect_timeout)
             except Exception as error:  # the plan stays approved: a controller can run it later
                 raise ActionError(f"plan {plan.id[:8]} approved but not run: {error}") from None
-        executor = Executor(store, hosts)
+        executor = Executor(store, cast(HostOperations, hosts))
         return await executor.execute(plan.id)
 
     async def set_auto_approve(self, plan_kind: str, enabled: bool) -> Settings:
@@ -790,7 +795,7 @@ class Controller(StoreQueries):
         updated = settings.evolve(auto_approve=policies)
         store.put(updated)
         self.audit("auto-approve " + ("on" if enabled else "off"), plan_kind)
-        return updated  # type: ignore[return-value]
+        return updated
 
     async def set_optimisation(self, **changes: Any) -> Settings:
         store = self.db
@@ -802,7 +807,7 @@ class Controller(StoreQueries):
         updated = settings.evolve(optimisation=optimisation.model_dump())
         store.put(updated)
         self.audit("optimisation", ", ".join(f"{k}={v}" for k, v in sorted(changes.items())))
-        return updated  # type: ignore[return-value]
+        return updated
 
     # --- hosts (store side; the fleet does the SSH side) --------------------------------------
 
@@ -820,7 +825,7 @@ class Controller(StoreQueries):
         self.audit("host evacuate", host.name)
         self.event("host-maintenance", f"{host.name} is in maintenance: its VMs and disks will be moved away",
                    host_id=host.id)
-        return updated  # type: ignore[return-value]
+        return updated
 
     async def update_host(self, ref: str, **changes: Any) -> Host:
         store = self.db
@@ -834,7 +839,7 @@ class Controller(StoreQueries):
             raise ActionError(_first_error(error)) from None
         store.put(updated)
         self.audit("host update", updated.name)
-        return updated  # type: ignore[return-value]
+        return updated
 
     async def set_host_accel(self, ref: str, accel: str) -> Host:
         """The accelerator of a host's guests: kvm, tcg, or auto (kvm where discovery found it usable).
@@ -853,7 +858,7 @@ class Controller(StoreQueries):
         if accel == "tcg" and hyper is not None and hyper.kvm:
             self.event("accel-forced", f"{host.name} runs its guests under TCG although kvm is available "
                        "(set by the admin)", host_id=host.id)
-        return updated  # type: ignore[return-value]
+        return updated
 
     async def remove_host(self, ref: str) -> None:
         store = self.db
@@ -881,7 +886,6 @@ class Controller(StoreQueries):
 
     async def add_simulated_host(self, name: str, profile: str, *, dedicated: bool = False) -> Host:
         """A simulated host of ``profile`` (kerub_tui.sim.profiles): the demo, benchmarks, rehearsals."""
-        self.db
         try:
             host = await self._simulator().add_host(name, profile, dedicated=dedicated)
         except (FleetError, ValueError) as error:
@@ -909,7 +913,6 @@ class Controller(StoreQueries):
 
         With ``password`` (a one-time login, used once and kept nowhere) the controller's own public
         key is installed for ``user`` first, so the host needs no key the admin installed by hand."""
-        self.db
         try:
             if password is not None:
                 if identity is not None:
@@ -921,7 +924,7 @@ class Controller(StoreQueries):
             self.audit("host add", f"{name} ({address})", f"refused: {error}")
             raise ActionError(str(error)) from None
         if dedicated:
-            host = self.db.put(host.evolve(dedicated=True))  # type: ignore[assignment]
+            host = self.db.put(host.evolve(dedicated=True))
         self.audit("host add", host.name, f"key {host.fingerprint}")
         return host
 

@@ -61,7 +61,8 @@ class StoreQueries:
 
     def disk_users(self, disk_id: str) -> list[str]:
         """Names of the VMs that link the disk (as a disk or a CD-ROM), sorted."""
-        return sorted(vm.name for vm in self.db.list(VirtualMachine) if any(l.disk_id == disk_id for l in vm.disks))
+        return sorted(vm.name for vm in self.db.list(VirtualMachine)
+                      if any(link.disk_id == disk_id for link in vm.disks))
 
     def image_users(self, image_id: str) -> list[str]:
         """Names of the VMs that link the image (as a CD-ROM or a disk)."""

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 
 
 class Operations:
-    def __init__(self, app: "KerubApp") -> None:
+    def __init__(self, app: KerubApp) -> None:
         self.app = app
 
     @property

@@ -28,7 +28,7 @@ class KerubScreen(Screen[None], inherit_bindings=False):
     ]
 
     @property
-    def kerub(self) -> "KerubApp":
+    def kerub(self) -> KerubApp:
         return cast("KerubApp", self.app)
 
     def live_tables(self) -> list[LiveTable]:

@@ -14,7 +14,6 @@ from textual.widgets import Button, Footer, Input, Static, Switch
 
 from ..core.bus import Change
 from ..core.models import (
-    VirtualMachine,
     VirtualStorageDevice,
     VirtualStorageDeviceDynamic,
 )
@@ -169,7 +168,7 @@ class DiskDetailScreen(KerubScreen, inherit_bindings=False):
         table.add_column()
         table.add_row("name", data(disk.name, style="bold"))
         table.add_row("size", format_size(disk.size) + (", read-only" if disk.read_only else ""))
-        users = sorted(v.name for v in api.documents(VirtualMachine) if any(l.disk_id == disk.id for l in v.disks))
+        users = api.disk_users(disk.id)
         table.add_row("used by", ", ".join(users) or "no VM")
         shares = sorted(fleet.sharing.get(disk.id, ()), key=lambda s: (s[1], s[0]))
         table.add_row("sharing", ", ".join(f"{how} from {fleet.host_name(h)}" for h, how in shares) or "not shared")

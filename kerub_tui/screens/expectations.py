@@ -112,12 +112,12 @@ class ExpectationEditor(Vertical):
     """
 
     class Changed(Message):
-        def __init__(self, editor: "ExpectationEditor") -> None:
+        def __init__(self, editor: ExpectationEditor) -> None:
             super().__init__()
             self.editor = editor
 
     class Invalid(Message):
-        def __init__(self, editor: "ExpectationEditor", errors: dict[str, str]) -> None:
+        def __init__(self, editor: ExpectationEditor, errors: dict[str, str]) -> None:
             super().__init__()
             self.editor = editor
             self.errors = errors

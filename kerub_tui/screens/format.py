@@ -149,7 +149,7 @@ def ago(when: dt.datetime | None, now: dt.datetime | None = None) -> str:
     """'12s', '5m', '3h', '2d' since ``when``; '-' when unknown."""
     if when is None:
         return "-"
-    now = now or dt.datetime.now(dt.timezone.utc)
+    now = now or dt.datetime.now(dt.UTC)
     seconds = int((now - when).total_seconds())
     if seconds < 0:
         seconds = 0
@@ -163,7 +163,7 @@ def timestamp(when: dt.datetime | None) -> str:
     """Local-independent, sortable, short: 2024-05-01 12:34:56 (UTC)."""
     if when is None:
         return "-"
-    return when.astimezone(dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+    return when.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
 def time_cell(when: dt.datetime | None) -> Cell:

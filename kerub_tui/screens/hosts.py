@@ -205,7 +205,8 @@ class AddHostScreen(KerubScreen, inherit_bindings=False):
             self._say(f"Added {host.name}. Its status and discovery continue to show below; esc goes back.")
             self._follow(host.id)
 
-        self.kerub.perform(f"add host {params['name']}", add, action="add_host", after=added, on_error=self._failed_step,
+        self.kerub.perform(f"add host {params['name']}", add, action="add_host", after=added,
+                           on_error=self._failed_step,
                            group="add-host")
 
     # --- step 3: progress ---------------------------------------------------------------------
@@ -242,8 +243,8 @@ class AddHostScreen(KerubScreen, inherit_bindings=False):
             if self.host_id is None and change.kind == "host" and isinstance(new, Host) \
                     and new.name == self.params.get("name"):
                 self.host_id = new.id
-            if self.host_id is None or change.id != self.host_id and not (
-                    isinstance(new, Event) and new.host_id == self.host_id):
+            if self.host_id is None or (change.id != self.host_id and not (
+                    isinstance(new, Event) and new.host_id == self.host_id)):
                 continue
             if change.kind == "host-dynamic" and isinstance(new, HostDynamic):
                 if not isinstance(change.old, HostDynamic) or change.old.status != new.status:
@@ -474,7 +475,7 @@ def capabilities_table(host: Host) -> DataGrid:
     table.add_row("system", f"{caps.os.pretty_name or caps.os.id} {caps.os.version_id}".strip())
     table.add_row("kernel", caps.os.kernel or "-")
     table.add_row("CPU", f"{cpu.model or '-'} ({cpu.architecture})")
-    table.add_row("", f"{cpu.cpus} CPUs = {cpu.sockets} socket(s) × {cpu.cores_per_socket} cores × "
+    table.add_row("", f"{cpu.cpus} CPUs = {cpu.sockets} socket(s) × {cpu.cores_per_socket} cores × "  # noqa: RUF001
                       f"{cpu.threads_per_core} threads" + (f", up to {cpu.max_mhz:.0f} MHz" if cpu.max_mhz else ""))
     virt = [f for f in ("vmx", "svm") if f in cpu.flags]
     table.add_row("", f"{len(cpu.flags)} flags" + (f", {' '.join(virt)}" if virt else ", no vmx/svm"))

@@ -73,7 +73,7 @@ class ImageRows:
 class ImportImageScreen(ModalScreen[tuple[str, str] | None]):
     """Ask for the file on this machine and the image's name (empty: from the file name)."""
 
-    BINDINGS = [Binding("escape", "cancel", "Cancel", id="image-import.cancel")]
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "cancel", "Cancel", id="image-import.cancel")]
     DEFAULT_CSS = """
     ImportImageScreen { align: center middle; }
     ImportImageScreen > Vertical { width: 72; max-width: 100%; height: auto; border: thick $accent;

@@ -18,7 +18,7 @@ from rich.text import Text
 from textual.binding import Binding, BindingType
 from textual.message import Message
 from textual.widgets import DataTable
-from textual.widgets.data_table import CellDoesNotExist, RowKey
+from textual.widgets.data_table import CellDoesNotExist, ColumnKey, RowKey
 
 from ..core.bus import Change
 from .format import MARK_GLYPH, Cell, sort_key
@@ -64,7 +64,7 @@ class RowFilter:
     error: str | None = None
 
     @classmethod
-    def parse(cls, text: str) -> "RowFilter":
+    def parse(cls, text: str) -> RowFilter:
         text = text.strip()
         if not text or text == "!":
             return cls()
@@ -99,7 +99,7 @@ _NAV = [
 ]
 
 
-class LiveTable(DataTable, inherit_bindings=False):  # type: ignore[type-arg]
+class LiveTable(DataTable, inherit_bindings=False):
     """A live, filterable, markable table of documents from a RowSource."""
 
     help_section = "Tables"
@@ -120,39 +120,39 @@ class LiveTable(DataTable, inherit_bindings=False):  # type: ignore[type-arg]
     """
 
     class MarksChanged(Message):
-        def __init__(self, table: "LiveTable", marked: frozenset[str]) -> None:
+        def __init__(self, table: LiveTable, marked: frozenset[str]) -> None:
             super().__init__()
             self.table = table
             self.marked = marked
 
         @property
-        def control(self) -> "LiveTable":
+        def control(self) -> LiveTable:
             return self.table
 
     class FilterChanged(Message):
-        def __init__(self, table: "LiveTable", row_filter: RowFilter, shown: int) -> None:
+        def __init__(self, table: LiveTable, row_filter: RowFilter, shown: int) -> None:
             super().__init__()
             self.table = table
             self.filter = row_filter
             self.shown = shown
 
         @property
-        def control(self) -> "LiveTable":
+        def control(self) -> LiveTable:
             return self.table
 
     class Opened(Message):
         """Enter on a row: open the document's details."""
 
-        def __init__(self, table: "LiveTable", doc_id: str) -> None:
+        def __init__(self, table: LiveTable, doc_id: str) -> None:
             super().__init__()
             self.table = table
             self.doc_id = doc_id
 
         @property
-        def control(self) -> "LiveTable":
+        def control(self) -> LiveTable:
             return self.table
 
-    def __init__(self, source: RowSource, *, id: str | None = None,  # noqa: A002 (Textual's name)
+    def __init__(self, source: RowSource, *, id: str | None = None,
                  classes: str | None = None) -> None:
         super().__init__(cursor_type="row", zebra_stripes=False, id=id, classes=classes)
         self.source = source
@@ -168,7 +168,7 @@ class LiveTable(DataTable, inherit_bindings=False):  # type: ignore[type-arg]
         # rows nobody can see wait until the rows scroll into view (or a sort needs them).
         self._stale: set[str] = set()
         self.loaded = False
-        self.prompt_filter: Callable[["LiveTable"], None] | None = None
+        self.prompt_filter: Callable[[LiveTable], None] | None = None
 
     # --- loading ----------------------------------------------------------------------------
 
@@ -318,11 +318,11 @@ class LiveTable(DataTable, inherit_bindings=False):  # type: ignore[type-arg]
     def _update_cells(self, doc_id: str, old: Sequence[Cell], new: Sequence[Cell]) -> None:
         for column, before, after in zip(self.source.columns, old, new):
             if before != after:
-                grow = after.cell_len > self.columns[column.key].content_width
+                grow = after.cell_len > self.columns[ColumnKey(column.key)].content_width
                 self.update_cell(doc_id, column.key, after, update_width=grow and column.width is None)
 
     def _in_view(self, doc_id: str) -> bool:
-        index = self._row_locations.get(RowKey(doc_id))  # type: ignore[attr-defined]
+        index = self._row_locations.get(RowKey(doc_id))
         if index is None:
             return False
         top = int(self.scroll_y)

@@ -89,7 +89,8 @@ class AuditScreen(LogScreen):
             return Text("")
         table = _grid()
         table.add_row("when", f"{timestamp(entry.time)} UTC by {entry.os_user or '?'}")
-        table.add_row("action", f"{entry.action} {entry.target}".strip() + (f" → {entry.outcome}" if entry.outcome else ""))
+        table.add_row("action", f"{entry.action} {entry.target}".strip()
+                      + (f" → {entry.outcome}" if entry.outcome else ""))
         if entry.host_id:
             table.add_row("host", self.kerub.fleet.host_name(entry.host_id))
         if entry.command:

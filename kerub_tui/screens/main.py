@@ -203,7 +203,7 @@ class MainScreen(KerubScreen, inherit_bindings=False):
     def on_descendant_focus(self, event: events.DescendantFocus) -> None:
         widget = event.widget
         if isinstance(widget, LiveTable) and widget.id in PANES and widget.id != self.active_pane:
-            self.active_pane = widget.id  # type: ignore[assignment]
+            self.active_pane = widget.id
             for name in PANES:
                 self.table(name).set_class(name == widget.id, "-active")
             self._paint_panebar()
@@ -278,7 +278,8 @@ class MainScreen(KerubScreen, inherit_bindings=False):
         if not hosts:
             key = self.kerub.key_for("main.add_host")
             first_run.show(Text.assemble(
-                ("No hosts yet. ", "bold"), "Press ", (key, "bold reverse"), " to add your first host, or from a shell:\n",
+                ("No hosts yet. ", "bold"), "Press ", (key, "bold reverse"),
+                " to add your first host, or from a shell:\n",
                 ("  kerub-tui host add ADDRESS[:PORT] --user root", "bold cyan"),
                 "\nThen create VMs (", (self.kerub.key_for("vms.new"), "bold"), " in the VMs pane) and approve "
                 "the planner's proposals (", (":plans", "bold"), ").  ", (self.kerub.key_for("app.help"), "bold"),

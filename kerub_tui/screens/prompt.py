@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import ClassVar
 
 from textual.app import ComposeResult
-from textual.binding import Binding
+from textual.binding import Binding, BindingType
 from textual.containers import Horizontal
 from textual.screen import ModalScreen
 from textual.suggester import SuggestFromList
@@ -15,7 +16,7 @@ from textual.widgets import Input, Label
 class PromptScreen(ModalScreen[str | None]):
     """Ask for one line; dismiss with the text on enter, None on escape."""
 
-    BINDINGS = [Binding("escape", "cancel", "Cancel", id="prompt.cancel")]
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "cancel", "Cancel", id="prompt.cancel")]
 
     DEFAULT_CSS = """
     PromptScreen { align: left bottom; background: $background 0%; }

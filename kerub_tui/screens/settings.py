@@ -156,7 +156,8 @@ class SettingsScreen(KerubScreen, inherit_bindings=False):
         async def save() -> Any:
             return await self.kerub.controller.set_optimisation(**changes)
 
-        self.kerub.perform("optimisation", save, action="set_optimisation", done_message=lambda _: "optimisation policies saved",
+        self.kerub.perform("optimisation", save, action="set_optimisation",
+                           done_message=lambda _: "optimisation policies saved",
                            on_error=lambda message: error.update(f"✗ {message}"))
 
 
