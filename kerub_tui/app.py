@@ -191,6 +191,9 @@ class KerubApp(App[None]):
                 await self._tour_task
         if self._subscription is not None:
             self._subscription.close()
+        # No batch reaches the screens once the controller stops: its queries end with it.
+        self._fleet = None
+        self._pending.clear()
         await self.controller.stop()
 
     @property
