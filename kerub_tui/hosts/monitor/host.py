@@ -1,39 +1,11 @@
-"""Live monitoring of one host: long-lived remote streams and libvirt events, into documents
-(ARCHITECTURE.md §4, §6).
-
-No polling loop runs in the controller. Each host has three streams on its SSH connection:
-
-- ``vmstat 1``: CPU split and memory, every second -> HostDynamic;
-- a state watch: a remote shell loop reads KSM, LVM (vgs/lvs), the image filesystem and the
-  temperatures every few seconds (SMART health every few minutes) and prints them only when they
-  changed -> HostDynamic (ksm, storage_free, cpu_temperature, failing_devices);
-- a domain stats watch: a remote loop reads each qemu process's CPU ticks and RSS, and an awk on
-  the host prints a domain's CPU % (of one host CPU) and memory only when they changed ->
-  VirtualMachineDynamic (cpu_percent, memory_used);
-
-plus libvirt lifecycle events through the tunnel (libvirt_link.py) -> VirtualMachineDynamic
-(status, host). Streams die with their channel (the ssh layer ties them to it); when the
-connection drops they end, and they start again by themselves once the supervisor reconnects.
-
-Writes are coalesced (``DocumentWriter``): at most one store write per document per second, none
-when nothing changed; lifecycle and status changes are written at once.
-
-Domains kerub-tui did not create (no VirtualMachine with the domain's UUID) are still reported,
-as VirtualMachineDynamic documents without a VirtualMachine - "unmanaged": their memory and CPU
-are real load on the host, so the planner must see them. Such a document exists only while the
-domain runs on a host (it is deleted when the domain stops), and the first sighting on a host
-raises an "unmanaged-domain" Event.
-"""
+"""The monitor of one host: its streams and libvirt link kept running, their lines and events into documents."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime as dt
 import logging
 import random
-import shlex
-import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -52,241 +24,24 @@ from kerub_tui.core.models import (
     VmStatus,
     utcnow,
 )
-from kerub_tui.core.store import Store, StoreWriteError
 from kerub_tui.core.validation import describe
 from kerub_tui.ssh import HostConnection, NotConnected, SshError
 from kerub_tui.ssh.connection import cancel_and_wait
 
-from . import facts, ksm
-from .libvirt_link import DomainEvent, DomainState, LibvirtLink, LibvirtUnavailable
-from .parse import ParseError, VmstatParser, parse_smart_health
+from .. import facts, ksm
+from ..libvirt_link import DomainEvent, DomainState, LibvirtLink, LibvirtUnavailable
+from ..parse import ParseError, VmstatParser, parse_smart_health
+from .domains import DomainStats, apply_domain_state, domain_stats_command, parse_domain_stats
+from .watch import SectionOutput, WatchParser, watch_command
+from .writer import DocumentWriter
 
 log = logging.getLogger(__name__)
 
+
 MIB = 1 << 20
-_MARK = "@@kerub:"
+
+
 LAST_SEEN_REFRESH = 30.0  # seconds: last_seen alone is rewritten at most this often
-
-
-# --- the state watch: sections printed only when they change ------------------------------------
-
-
-def watch_command(sections: Mapping[str, str], interval: int, every: Mapping[str, int] | None = None) -> str:
-    """A remote loop running each section's command every ``interval`` seconds and printing the
-    whole batch (framed by markers, with exit statuses) only when it differs from the last one.
-
-    ``every[name] = k`` runs that section only every k-th round (SMART: every few minutes); its
-    last output stands in between.
-    """
-    if isinstance(interval, bool) or not isinstance(interval, int) or not 1 <= interval <= 86400:
-        raise ValueError(f"watch interval must be 1..86400 seconds, not {interval!r}")
-    if not sections:
-        raise ValueError("a watch needs at least one section")
-    every = every or {}
-    slow, parts = [], []
-    for name, command in sections.items():
-        if not name.replace("_", "").isalnum() or not name.isascii():
-            raise ValueError(f"section name {name!r} must be letters, digits and '_'")
-        section = f"echo {shlex.quote(_MARK + 'section ' + name)}; ( {command} ) 2>/dev/null; echo \"{_MARK}status $?\""
-        rounds = every.get(name, 1)
-        if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
-            raise ValueError(f"section {name}: every must be a positive whole number of rounds")
-        if rounds == 1:
-            parts.append(section)
-        else:
-            slow.append(f"if [ $((n % {rounds})) -eq 0 ]; then s_{name}=$({section}); fi; ")
-            parts.append(f"printf '%s\\n' \"$s_{name}\"")
-    batch = "; ".join(parts)
-    return (
-        f"n=0; prev=; while :; do {''.join(slow)}cur=$({batch}); "
-        f"if [ \"$cur\" != \"$prev\" ]; then printf '%s\\n{_MARK}end\\n' \"$cur\"; prev=$cur; fi; "
-        f"n=$((n + 1)); sleep {interval}; done"
-    )
-
-
-@dataclass(frozen=True)
-class SectionOutput:
-    exit_code: int | None
-    stdout: str
-    stderr: str = ""
-
-
-class WatchParser:
-    """Feed it the watch's lines; it returns {section: SectionOutput} at the end of each batch."""
-
-    def __init__(self) -> None:
-        self._sections: dict[str, list[str]] = {}
-        self._status: dict[str, int | None] = {}
-        self._current: str | None = None
-
-    def feed(self, line: str) -> dict[str, SectionOutput] | None:
-        if line.startswith(_MARK):
-            word, _, rest = line[len(_MARK):].partition(" ")
-            if word == "section":
-                self._current = rest.strip()
-                self._sections[self._current] = []
-                self._status[self._current] = None
-            elif word == "status" and self._current is not None:
-                self._status[self._current] = int(rest) if rest.strip().isdigit() else None
-                self._current = None
-            elif word == "end":
-                batch = {
-                    name: SectionOutput(self._status.get(name), "".join(line + "\n" for line in lines))
-                    for name, lines in self._sections.items()
-                }
-                self._sections, self._status, self._current = {}, {}, None
-                return batch
-            return None
-        if self._current is not None:
-            lines = self._sections[self._current]
-            if len(lines) < 100_000:
-                lines.append(line)
-        return None
-
-
-# --- the domain stats watch -------------------------------------------------------------------------
-
-_DOMSTATS_AWK = " ".join(
-    """
-$1 == "@" { now = $2; next }
-$1 == "." {
-  for (u in seen) {
-    cpu = "-";
-    if ((u in ticks) && prev_now != "" && now > prev_now) {
-      cpu = int((cur_ticks[u] - ticks[u]) / hz / (now - prev_now) * 100 + 0.5); if (cpu < 0) cpu = 0
-    }
-    mib = int(cur_rss[u] / 1048576);
-    if (cpu != shown_cpu[u] || mib != shown_mib[u]) {
-      print "vm", u, cpu, cur_rss[u]; shown_cpu[u] = cpu; shown_mib[u] = mib
-    }
-    ticks[u] = cur_ticks[u]
-  }
-  for (u in ticks) if (!(u in seen)) { print "gone", u; delete ticks[u]; delete shown_cpu[u]; delete shown_mib[u] }
-  for (u in seen) delete seen[u];
-  prev_now = now; fflush(); next
-}
-NF >= 24 { u = $1; seen[u] = 1; cur_ticks[u] = $14 + $15; cur_rss[u] = $24 * page }
-""".split()
-)  # one line: a login shell of the csh family would not take a newline inside quotes
-
-
-def domain_stats_command(interval: int = 2) -> str:
-    """Every ``interval`` s: each qemu process with ``-uuid`` -> its CPU % of one host CPU (since the
-    last sample) and its RSS; printed as ``vm UUID CPU RSS_BYTES`` only when the CPU % or the RSS
-    in MiB changed, ``gone UUID`` when the process went away."""
-    if isinstance(interval, bool) or not isinstance(interval, int) or not 1 <= interval <= 3600:
-        raise ValueError(f"domain stats interval must be 1..3600 seconds, not {interval!r}")
-    sampler = (
-        "while :; do "
-        "echo \"@ $(cut -d' ' -f1 /proc/uptime)\"; "
-        "ps -ww -eo pid=,args= | "
-        "awk '$2 ~ /qemu/ { for (i = 3; i < NF; i++) if ($i == \"-uuid\") { print $1, $(i + 1); break } }' | "
-        "while read -r pid uuid; do stat=$(cat /proc/$pid/stat 2>/dev/null) || continue; "
-        "echo \"$uuid $pid ${stat##*) }\"; done; "
-        "echo .; "
-        f"sleep {interval}; done"
-    )
-    return (
-        "hz=$(getconf CLK_TCK 2>/dev/null || echo 100); page=$(getconf PAGESIZE 2>/dev/null || echo 4096); "
-        # mawk reads a pipe in blocks unless told otherwise: samples would arrive minutes late
-        "interactive=; awk -W version 2>&1 | grep -q mawk && interactive='-W interactive'; "
-        f"{sampler} | awk $interactive -v hz=\"$hz\" -v page=\"$page\" {shlex.quote(_DOMSTATS_AWK)}"
-    )
-
-
-@dataclass(frozen=True)
-class DomainStats:
-    uuid: str
-    cpu_percent: float | None  # None: gone, or not known yet (first sample)
-    memory_used: int | None
-    gone: bool = False
-
-
-def parse_domain_stats(line: str) -> DomainStats:
-    words = line.split()
-    if len(words) == 2 and words[0] == "gone" and _is_uuid(words[1]):
-        return DomainStats(words[1].lower(), None, None, gone=True)
-    if len(words) == 4 and words[0] == "vm" and _is_uuid(words[1]):
-        cpu = None if words[2] == "-" else words[2]
-        if (cpu is None or (cpu.isdigit() and len(cpu) <= 6)) and words[3].isdigit() and len(words[3]) <= 20:
-            return DomainStats(words[1].lower(), float(cpu) if cpu is not None else None, int(words[3]))
-    raise ParseError("domain stats", f"line {line[:80]!r} is not 'vm UUID CPU RSS' or 'gone UUID'")
-
-
-def _is_uuid(text: str) -> bool:
-    try:
-        return str(uuid.UUID(text)) == text.lower()
-    except ValueError:
-        return False
-
-
-# --- coalesced writes ------------------------------------------------------------------------------
-
-
-class DocumentWriter:
-    """Pending document versions, written to the store at most once per ``interval`` seconds.
-
-    Everything runs on the loop thread (the store is not thread-safe). A flush is scheduled only
-    when something is pending: no timer runs while nothing changes.
-    """
-
-    def __init__(self, store: Store, interval: float = 1.0) -> None:
-        self.store = store
-        self.interval = interval
-        self._pending: dict[tuple[str, str], Document | None] = {}
-        self._handle: asyncio.Handle | None = None
-        self._last_flush = 0.0
-        self.writes = 0
-
-    def current(self, cls: type[Any], doc_id: str) -> Any:
-        key = (cls.model_fields["kind"].default, doc_id)
-        if key in self._pending:
-            return self._pending[key]
-        return self.store.get(cls, doc_id)
-
-    def put(self, doc: Document, *, urgent: bool = False) -> None:
-        self._pending[(doc.kind, doc.id)] = doc
-        self._schedule(urgent)
-
-    def delete(self, cls: type[Any], doc_id: str, *, urgent: bool = True) -> None:
-        self._pending[(cls.model_fields["kind"].default, doc_id)] = None
-        self._schedule(urgent)
-
-    def _schedule(self, urgent: bool) -> None:
-        loop = asyncio.get_running_loop()
-        delay = 0.0 if urgent else max(0.0, self._last_flush + self.interval - loop.time())
-        if self._handle is not None:
-            if not urgent:
-                return
-            self._handle.cancel()
-        self._handle = loop.call_later(delay, self.flush)
-
-    def flush(self) -> None:
-        self._handle = None
-        pending, self._pending = self._pending, {}
-        if not pending:
-            return
-        self._last_flush = asyncio.get_running_loop().time()
-        try:
-            with self.store.transaction():
-                for (kind, doc_id), doc in pending.items():
-                    if doc is None:
-                        self.store.delete(kind, doc_id)
-                    elif self.store.get(kind, doc_id) != doc:
-                        self.store.put(doc)
-                        self.writes += 1
-        except StoreWriteError:  # the store says once that writes fail; these are tried again next time
-            for key, doc in pending.items():
-                self._pending.setdefault(key, doc)
-        except Exception:
-            log.exception("writing %d monitored documents failed", len(pending))
-
-    def close(self) -> None:
-        if self._handle is not None:
-            self._handle.cancel()
-            self._handle = None
-        with contextlib.suppress(RuntimeError):
-            self.flush()
 
 
 _D = TypeVar("_D", bound=Document)
@@ -295,45 +50,6 @@ _D = TypeVar("_D", bound=Document)
 def _differs(doc: Document, changes: Mapping[str, Any]) -> bool:
     """Whether applying ``changes`` would change ``doc`` (compared before validating a copy)."""
     return any(getattr(doc, name) != value for name, value in changes.items())
-
-
-# --- VM documents from domain states -----------------------------------------------------------
-
-
-def apply_domain_state(
-    current: VirtualMachineDynamic | None, host_id: str, state: DomainState, *, managed: bool, now: dt.datetime
-) -> VirtualMachineDynamic | None:
-    """The VirtualMachineDynamic after ``state`` was seen on ``host_id``; None = no document (an
-    unmanaged domain that stopped). Returns ``current`` when the event is about a copy on another
-    host (the VM moved there), so a late "stopped" from a migration source never downs the VM."""
-    owner = current.host_id if current is not None else None
-    mine = owner in (None, host_id)
-    status = state.status
-    base = current or VirtualMachineDynamic(id=state.uuid)
-    spice = {}
-    if state.spice_port is not None:
-        spice = {"spice_address": state.spice_address, "spice_port": state.spice_port}
-    if status is VmStatus.up:
-        if state.event is DomainEvent.started and state.migrating and not mine:
-            return base.evolve(status=VmStatus.migrating, updated_at=now)
-        return base.evolve(host_id=host_id, status=VmStatus.up, updated_at=now, **spice)
-    if status in (VmStatus.paused, VmStatus.migrating):
-        if not mine:
-            return current
-        return base.evolve(host_id=host_id, status=status, updated_at=now, **spice)
-    # down, or no such domain any more
-    if not mine:
-        return current
-    if state.migrating and state.event is DomainEvent.stopped:
-        # left for another host: that host's "resumed" moves it; until then it is migrating
-        return base.evolve(status=VmStatus.migrating, updated_at=now)
-    if not managed:
-        return None
-    return base.evolve(host_id=None, status=VmStatus.down, updated_at=now,
-                       cpu_percent=None, memory_used=None, spice_address=None, spice_port=None)
-
-
-# --- the monitor of one host ---------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -347,6 +63,8 @@ class MonitorSettings:
 
 
 Discoverer = Callable[["HostMonitor"], Awaitable[object]]  # what it returns is not used
+
+
 ProblemSink = Callable[[str, str, EventSeverity, "str | None"], None]
 
 

@@ -1,0 +1,276 @@
+"""The operations a step runs, the Step base class and its registry, and the helpers every domain shares."""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, ClassVar, TypeVar
+
+from ...core.models import (
+    Cost,
+    HostCommand,
+    HostConfiguration,
+    HostDynamic,
+    PlannedStep,
+    VirtualMachineDynamic,
+    VirtualStorageDeviceDynamic,
+    VmStatus,
+)
+from ..state import OperationalState, Reservation
+
+PEER_KEY = "/root/.ssh/kerub_peer_ed25519"  # the key a host uses to reach its peers (copies, migration)
+
+
+PEER_KNOWN_HOSTS = "/root/.ssh/kerub_known_hosts"  # the peers' host keys, as the controller accepted them
+
+
+NFS_MOUNT_ROOT = "/var/lib/kerub/nfs"
+
+
+STOP_TIMEOUT_SECONDS = 120
+
+
+@dataclass(frozen=True, slots=True)
+class ShellOp:
+    host_id: str
+    command: str
+    privileged: bool = True
+    # what the command reads on its standard input, made when it runs (a cloud-init seed): never
+    # part of the command line, so never in the plan or the audit log
+    input: Callable[[], bytes] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LibvirtOp:
+    """A libvirt RPC through the host's tunnel: ``op`` with keyword ``args``; ``display`` for the admin."""
+
+    host_id: str
+    op: str
+    args: tuple[tuple[str, Any], ...]
+    display: str
+
+    def kwargs(self) -> dict[str, Any]:
+        return dict(self.args)
+
+
+@dataclass(frozen=True, slots=True)
+class DeferredShellOp:
+    """Shell text that needs a value read from a host by the previous operation (a public key).
+
+    ``build`` names a function of this module that turns that output into the command; the admin sees
+    ``display``, the audit log the exact command that ran.
+    """
+
+    host_id: str
+    build: str
+    display: str
+    privileged: bool = True
+
+
+Operation = ShellOp | LibvirtOp | DeferredShellOp
+
+
+def _libvirt(host_id: str, op: str, display: str, **args: Any) -> LibvirtOp:
+    return LibvirtOp(host_id, op, tuple(sorted(args.items())), display)
+
+
+@dataclass(frozen=True, slots=True)
+class Touched:
+    vms: frozenset[str] = frozenset()
+    disks: frozenset[str] = frozenset()
+    hosts: frozenset[str] = frozenset()
+
+
+STEP_TYPES: dict[str, type[Step]] = {}
+
+
+def step_type(cls: type[Step]) -> type[Step]:
+    STEP_TYPES[cls.type] = cls
+    return cls
+
+
+@dataclass(frozen=True)
+class Step(abc.ABC):
+    type: ClassVar[str] = ""
+
+    # identity -------------------------------------------------------------------------------------
+
+    def params(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def sort_key(self) -> tuple[Any, ...]:
+        return (self.type, tuple(str(v) for v in dataclasses.astuple(self)))
+
+    @property
+    def host_id(self) -> str | None:
+        return getattr(self, "host", None)
+
+    def inverse(self) -> Step | None:
+        """The step that undoes this one, when there is one (the search never plans both)."""
+        return None
+
+    # prediction -----------------------------------------------------------------------------------
+
+    def blocked(self, state: OperationalState) -> str | None:
+        return None
+
+    @abc.abstractmethod
+    def take(self, state: OperationalState) -> OperationalState:
+        """The state after this step: a pure prediction; nothing touches a host."""
+
+    def touched(self) -> Touched:
+        return Touched(hosts=frozenset(h for h in [self.host_id] if h))
+
+    def reservations(self) -> list[Reservation]:
+        return []
+
+    def cost(self, state: OperationalState) -> Cost:
+        return Cost(time_seconds=2.0)
+
+    # presentation ---------------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def describe(self, state: OperationalState) -> str:
+        """One line for the admin: what this step does, with names rather than ids."""
+
+    def effect(self, state: OperationalState) -> str:
+        return ""
+
+    @abc.abstractmethod
+    def operations(self, state: OperationalState) -> list[Operation]:
+        """What the executor runs, in order: shell text from the hosts' builders, libvirt calls."""
+
+    def commands(self, state: OperationalState) -> list[HostCommand]:
+        out = []
+        for op in self.operations(state):
+            if isinstance(op, LibvirtOp):
+                out.append(HostCommand(host_id=op.host_id, command=f"libvirt: {op.display}", privileged=False))
+            elif isinstance(op, DeferredShellOp):
+                out.append(HostCommand(host_id=op.host_id, command=op.display, privileged=op.privileged))
+            else:
+                out.append(HostCommand(host_id=op.host_id, command=op.command, privileged=op.privileged))
+        return out
+
+    def to_planned(self, state: OperationalState) -> PlannedStep:
+        return PlannedStep(
+            type=self.type,
+            params=self.params(),
+            description=self.describe(state),
+            host_id=self.host_id,
+            effect=self.effect(state),
+            cost=self.cost(state),
+            commands=self.commands(state),
+        )
+
+
+class UnknownStep(ValueError):
+    pass
+
+
+def step_from_planned(planned: PlannedStep) -> Step:
+    cls = STEP_TYPES.get(planned.type)
+    if cls is None:
+        raise UnknownStep(f"unknown step type {planned.type!r}")
+    names = {f.name for f in dataclasses.fields(cls)}
+    if set(planned.params) != names:
+        raise UnknownStep(f"step {planned.type}: parameters {sorted(planned.params)} do not match {sorted(names)}")
+    return cls(**planned.params)
+
+
+_T = TypeVar("_T")
+
+
+def _taken(value: _T | None, what: str) -> _T:
+    """What ``blocked`` made sure of, where a step is taken or carried out (a blocked step never is)."""
+    if value is None:
+        raise RuntimeError(f"a blocked step was taken: {what} is missing")
+    return value
+
+
+def _vm_dyn(state: OperationalState, vm_id: str, **changes: Any) -> VirtualMachineDynamic:
+    old = state.vm_dyn.get(vm_id)
+    base: dict[str, Any] = old.model_dump() if old is not None else {"id": vm_id}
+    base.update(changes)
+    if changes.get("status") is VmStatus.down:
+        base.update(host_id=None, spice_address=None, spice_port=None, memory_used=None, cpu_percent=None)
+    return VirtualMachineDynamic.model_validate(base)
+
+
+def _disk_dyn(
+    state: OperationalState, disk_id: str, allocations: list[Any], **changes: Any
+) -> VirtualStorageDeviceDynamic:
+    old = state.disk_dyn.get(disk_id)
+    cloned_from = changes.get("cloned_from", old.cloned_from if old is not None else None)
+    return VirtualStorageDeviceDynamic(id=disk_id, allocations=allocations, cloned_from=cloned_from)
+
+
+def _host_dyn(state: OperationalState, host_id: str, **changes: Any) -> HostDynamic:
+    old = state.host_dyn.get(host_id) or HostDynamic(id=host_id)
+    return old.evolve(**changes)
+
+
+def _host_config(state: OperationalState, host_id: str, **changes: Any) -> HostConfiguration:
+    old = state.host_config.get(host_id) or HostConfiguration(id=host_id)
+    return old.evolve(**changes)
+
+
+def _vm_name(state: OperationalState, vm_id: str) -> str:
+    return state.vm_name(vm_id)
+
+
+def _disk_accessible(state: OperationalState, disk_id: str, host_id: str) -> bool:
+    """A local allocation, or an NFS mount of the disk's export."""
+    if any(a.host_id == host_id for a in state.allocations(disk_id)):
+        return True
+    config = state.host_config.get(host_id)
+    return config is not None and any(m.disk_id == disk_id for m in config.mounts)
+
+
+def vm_disks_missing(state: OperationalState, vm_id: str, host_id: str) -> list[str]:
+    vm = state.vms.get(vm_id)
+    if vm is None:
+        return []
+    return [link.disk_id for link in vm.disks if not _disk_accessible(state, link.disk_id, host_id)]
+
+
+def _dealbreaker_dependencies_down(state: OperationalState, vm_id: str) -> list[str]:
+    vm = state.vms[vm_id]
+    down = []
+    for exp in vm.expectations:
+        if exp.type == "vm-dependency" and exp.level.rank == 2:
+            for ref in exp.vms:
+                target = state.resolve_vm(ref)
+                if target is None or not state.vm_running(target):
+                    down.append(state.vm_name(target) if target else ref)
+    return sorted(down)
+
+
+def _running_dependants(state: OperationalState, vm_id: str) -> list[str]:
+    out = []
+    for other in state.static.vm_referrers.get(vm_id, ()):
+        if other == vm_id or not state.vm_running(other):
+            continue
+        for exp in state.vms[other].expectations:
+            if exp.type == "vm-dependency" and exp.level.rank == 2 and vm_id in {state.resolve_vm(r) for r in exp.vms}:
+                out.append(state.vm_name(other))
+    return sorted(set(out))
+
+
+def _host_down(state: OperationalState, host_id: str) -> str | None:
+    """Why a host cannot be reached (it is not up), or None."""
+    return None if state.host_up(host_id) else f"{state.host_name(host_id)} is {state.host_status(host_id).value}"
+
+
+def _locked_vm(state: OperationalState, vm_id: str) -> str | None:
+    return f"{state.vm_name(vm_id)} is held by another plan" if state.locked("vm", vm_id) else None
+
+
+def _locked_disk(state: OperationalState, disk_id: str) -> str | None:
+    return f"disk {state.disk_name(disk_id)} is held by another plan" if state.locked("disk", disk_id) else None
+
+
+def _config_list(state: OperationalState, host: str, name: str) -> list[Any]:
+    config = state.host_config.get(host)
+    return list(getattr(config, name)) if config is not None else []
