@@ -1,4 +1,4 @@
-"""The command line's words (design §8): the parser, its value types and the one-line error.
+"""The command line's words (ARCHITECTURE.md §8): the parser, its value types and the one-line error.
 
 Imports nothing of the controller: a command line that fails to parse, --help and --version end in
 ``main`` here, before ``kerub_tui.cli`` and the controller's modules (most of a command's start) are

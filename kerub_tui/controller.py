@@ -420,12 +420,12 @@ class Controller(StoreQueries):
             copy = self._new_disk(f"{name}-disk{len(new_disks)}", disk.size, expectations=self._expectations(
                 [{"type": "clone-of", "disk": disk.id}], "disk"))
             new_disks.append(copy)
-            links.append(link.model_copy(update={"disk_id": copy.id}))
+            links.append(link.evolve(disk_id=copy.id))
         keep: list[Any] = [e for e in source.expectations if e.type != "availability"]
         try:
             vm = VirtualMachine(name=name, architecture=source.architecture, cpus=source.cpus,
                                 memory_min=source.memory_min, memory_max=source.memory_max, disks=links,
-                                nics=[nic.model_copy(update={"mac": None}) for nic in source.nics],
+                                nics=[nic.evolve(mac=None) for nic in source.nics],
                                 expectations=keep, boot=source.boot, cloud_init=source.cloud_init)
         except (ValueError, InvalidName) as error:
             raise ActionError(_first_error(error)) from None

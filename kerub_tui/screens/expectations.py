@@ -85,7 +85,7 @@ def display_spec(expectation: Expectation, name_of: Any) -> str:
             update[field_name] = [name_of(kind, v) for v in value]
         elif isinstance(value, str):
             update[field_name] = name_of(kind, value)
-    return expectation.model_copy(update=update).spec() if update else expectation.spec()
+    return expectation.evolve(**update).spec() if update else expectation.spec()
 
 
 class ExpectationEditor(Vertical):
