@@ -306,6 +306,17 @@ class HostDiskRows(DiskRows):
         return super().cells(doc_id)
 
 
+class DetailBody(VerticalScroll):
+    """The host detail's scrolling body: focused, it scrolls with the tables' keys (j/k, g/G too)."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("k", "scroll_up", "Scroll up", show=False),
+        Binding("j", "scroll_down", "Scroll down", show=False),
+        Binding("g", "scroll_home", "Top", show=False),
+        Binding("G", "scroll_end", "Bottom", show=False),
+    ]
+
+
 class HostDetailScreen(KerubScreen, inherit_bindings=False):
     view = "host"
     help_section = "Host detail"
@@ -338,7 +349,7 @@ class HostDetailScreen(KerubScreen, inherit_bindings=False):
     def compose(self) -> ComposeResult:
         fleet = self.kerub.fleet
         yield Static("", id="host-title")
-        with VerticalScroll(id="host-body"):
+        with DetailBody(id="host-body"):
             with Horizontal(id="host-columns"):
                 with Vertical(classes="column"):
                     figures = Vertical(Static("", id="host-figures"),
@@ -367,7 +378,16 @@ class HostDetailScreen(KerubScreen, inherit_bindings=False):
     def on_mount(self) -> None:
         self.set_class(self.app.size.width < 110, "-narrow")
         self.repaint()
-        self.query_one("#host-vms", LiveTable).focus()
+        self.call_after_refresh(self._open_at_top)
+
+    def _open_at_top(self) -> None:
+        """Open at the top, the Live panel in view; focus the VM table if it shows there too, else the
+        body (tab reaches the tables, each scrolled into view; shift+tab comes back to the body)."""
+        body = self.query_one("#host-body", DetailBody)
+        body.scroll_home(animate=False, immediate=True)
+        vms = self.query_one("#host-vms", LiveTable)
+        fits = vms.region.y + min(vms.region.height, 3) <= body.region.bottom
+        (vms if fits else body).focus(scroll_visible=False)
 
     def on_resize(self, event: Any) -> None:
         self.set_class(event.size.width < 110, "-narrow")
