@@ -44,6 +44,13 @@ class Operations:
 
         self.app.push_screen(ConfirmScreen(title, impact, confirm_label=label, danger=danger), answered)
 
+    @staticmethod
+    def _left_alone(impact: Sequence[str], hidden: int, noun: str) -> list[str]:
+        """The impact, and how many marked rows the filter hides (a bulk action leaves them alone)."""
+        if not hidden:
+            return list(impact)
+        return [*impact, f"{hidden} marked {noun}(s) hidden by the filter: left alone (esc clears the filter)"]
+
     def _each(self, label: str, action: str, ids: Sequence[str], call: Callable[[str], Awaitable[Any]],
               describe: Callable[[str], str]) -> None:
         """Run ``call`` (the API's ``action``) on every id in one worker; report what worked and what
@@ -81,22 +88,28 @@ class Operations:
 
     # --- VMs ----------------------------------------------------------------------------------
 
-    def start_vms(self, ids: Sequence[str]) -> None:
+    def start_vms(self, ids: Sequence[str], *, hidden: int = 0) -> None:
+        if not ids or self.app.refuse_readonly("start", "set_vm_availability"):
+            return
+        if hidden:
+            self.app.notify(self._left_alone([], hidden, "VM")[0], title="start", severity="warning")
         self._each("start", "set_vm_availability", ids, lambda i: self.controller.set_vm_availability(i, True),
                    self._vm_name)
 
-    def stop_vms(self, ids: Sequence[str]) -> None:
+    def stop_vms(self, ids: Sequence[str], *, hidden: int = 0) -> None:
         if not ids or self.app.refuse_readonly("stop", "set_vm_availability"):
             return
-        self._confirm(f"Stop {len(ids)} VM(s)?", self.controller.impact("stop VMs", ids),
+        self._confirm(f"Stop {len(ids)} VM(s)?",
+                      self._left_alone(self.controller.impact("stop VMs", ids), hidden, "VM"),
                       lambda: self._each("stop", "set_vm_availability", ids,
                                          lambda i: self.controller.set_vm_availability(i, False), self._vm_name),
                       label="Stop")
 
-    def delete_vms(self, ids: Sequence[str]) -> None:
+    def delete_vms(self, ids: Sequence[str], *, hidden: int = 0) -> None:
         if not ids or self.app.refuse_readonly("delete VMs", "delete_vm"):
             return
-        self._confirm(f"Delete {len(ids)} VM(s)?", self.controller.impact("delete VMs", ids),
+        self._confirm(f"Delete {len(ids)} VM(s)?",
+                      self._left_alone(self.controller.impact("delete VMs", ids), hidden, "VM"),
                       lambda: self._each("delete VMs", "delete_vm", ids, self.controller.delete_vm, self._vm_name),
                       label="Delete")
 
@@ -130,18 +143,20 @@ class Operations:
 
     # --- hosts --------------------------------------------------------------------------------
 
-    def evacuate_hosts(self, ids: Sequence[str]) -> None:
+    def evacuate_hosts(self, ids: Sequence[str], *, hidden: int = 0) -> None:
         if not ids or self.app.refuse_readonly("evacuate", "evacuate_host"):
             return
-        self._confirm(f"Evacuate {len(ids)} host(s)?", self.controller.impact("evacuate hosts", ids),
+        self._confirm(f"Evacuate {len(ids)} host(s)?",
+                      self._left_alone(self.controller.impact("evacuate hosts", ids), hidden, "host"),
                       lambda: self._each("evacuate", "evacuate_host", ids, self.controller.evacuate_host,
                                          self._host_name),
                       label="Evacuate")
 
-    def remove_hosts(self, ids: Sequence[str]) -> None:
+    def remove_hosts(self, ids: Sequence[str], *, hidden: int = 0) -> None:
         if not ids or self.app.refuse_readonly("remove hosts", "remove_host"):
             return
-        self._confirm(f"Remove {len(ids)} host(s)?", self.controller.impact("remove hosts", ids),
+        self._confirm(f"Remove {len(ids)} host(s)?",
+                      self._left_alone(self.controller.impact("remove hosts", ids), hidden, "host"),
                       lambda: self._each("remove hosts", "remove_host", ids, self.controller.remove_host,
                                          self._host_name),
                       label="Remove")
@@ -192,10 +207,11 @@ class Operations:
 
     # --- disks --------------------------------------------------------------------------------
 
-    def delete_disks(self, ids: Sequence[str]) -> None:
+    def delete_disks(self, ids: Sequence[str], *, hidden: int = 0) -> None:
         if not ids or self.app.refuse_readonly("delete disks", "delete_disk"):
             return
-        self._confirm(f"Delete {len(ids)} disk(s)?", self.controller.impact("delete disks", ids),
+        self._confirm(f"Delete {len(ids)} disk(s)?",
+                      self._left_alone(self.controller.impact("delete disks", ids), hidden, "disk"),
                       lambda: self._each("delete disks", "delete_disk", ids, self.controller.delete_disk,
                                          self._disk_name),
                       label="Delete")

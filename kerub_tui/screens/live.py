@@ -3,8 +3,9 @@
 Rows are never rebuilt for an update: only the cells that changed are replaced, so nothing flickers
 and the cursor stays on the same document through updates, sorting and filtering. ``/`` filters
 (a regex, or plain text when it is not one; a leading ``!`` inverts), ``space`` marks, ``ctrl+a``
-marks every row the filter shows, and bulk actions take ``selected_ids()``: the marks, else the row
-under the cursor.
+marks every row the filter shows, and bulk actions take ``selected_ids()``: the marks the filter shows,
+else the row under the cursor. Marks the filter hides are kept but never acted on: the title counts them
+and the action's confirmation says how many were left alone (``hidden_marks()``).
 """
 
 from __future__ import annotations
@@ -241,13 +242,17 @@ class LiveTable(DataTable, inherit_bindings=False):
         return len(self._cells)
 
     def selected_ids(self) -> list[str]:
-        """What a bulk action acts on: the marked rows (in table order), else the cursor's row."""
-        if self.marked:
-            shown = [i for i in self.shown_ids() if i in self.marked]
-            hidden = sorted(self.marked - set(shown))
-            return shown + hidden
+        """What a bulk action acts on: the marked rows the filter shows (in table order), else the cursor's
+        row. Marks the filter hides are left alone (hidden_marks counts them)."""
+        shown = [i for i in self.shown_ids() if i in self.marked]
+        if shown:
+            return shown
         cursor = self.cursor_id
         return [cursor] if cursor is not None else []
+
+    def hidden_marks(self) -> int:
+        """How many marked rows the filter hides (a bulk action leaves them alone)."""
+        return len(self.marked - set(self.shown_ids())) if self.marked else 0
 
     def cells_of(self, doc_id: str) -> Sequence[Cell] | None:
         return self._cells.get(doc_id)
@@ -363,7 +368,8 @@ class LiveTable(DataTable, inherit_bindings=False):
         if self.row_filter.text:
             parts.append(f"/{self.row_filter.text}")
         if self.marked:
-            parts.append(f"{MARK_GLYPH}{len(self.marked)}")
+            hidden = self.hidden_marks()
+            parts.append(f"{MARK_GLYPH}{len(self.marked)}" + (f" ({hidden} hidden)" if hidden else ""))
         title = "  ".join(parts)
         if title != self.border_title:  # each assignment repaints the border
             self.border_title = title

@@ -41,10 +41,10 @@ class HostTable(LiveTable):
     ]
 
     def action_evacuate(self) -> None:
-        self.app.ops.evacuate_hosts(self.selected_ids())  # type: ignore[attr-defined]
+        self.app.ops.evacuate_hosts(self.selected_ids(), hidden=self.hidden_marks())  # type: ignore[attr-defined]
 
     def action_remove(self) -> None:
-        self.app.ops.remove_hosts(self.selected_ids())  # type: ignore[attr-defined]
+        self.app.ops.remove_hosts(self.selected_ids(), hidden=self.hidden_marks())  # type: ignore[attr-defined]
 
     def action_rediscover(self) -> None:
         self.app.ops.rediscover_host(self.cursor_id)  # type: ignore[attr-defined]
@@ -72,16 +72,16 @@ class VmTable(LiveTable):
             self.app.open_vm_editor(self.cursor_id)  # type: ignore[attr-defined]
 
     def action_start(self) -> None:
-        self.app.ops.start_vms(self.selected_ids())  # type: ignore[attr-defined]
+        self.app.ops.start_vms(self.selected_ids(), hidden=self.hidden_marks())  # type: ignore[attr-defined]
 
     def action_stop(self) -> None:
-        self.app.ops.stop_vms(self.selected_ids())  # type: ignore[attr-defined]
+        self.app.ops.stop_vms(self.selected_ids(), hidden=self.hidden_marks())  # type: ignore[attr-defined]
 
     def action_console(self) -> None:
         self.app.ops.open_console(self.cursor_id)  # type: ignore[attr-defined]
 
     def action_delete(self) -> None:
-        self.app.ops.delete_vms(self.selected_ids())  # type: ignore[attr-defined]
+        self.app.ops.delete_vms(self.selected_ids(), hidden=self.hidden_marks())  # type: ignore[attr-defined]
 
 
 class DiskTable(LiveTable):
@@ -100,7 +100,7 @@ class DiskTable(LiveTable):
             self.app.open_disk_editor(self.cursor_id)  # type: ignore[attr-defined]
 
     def action_delete(self) -> None:
-        self.app.ops.delete_disks(self.selected_ids())  # type: ignore[attr-defined]
+        self.app.ops.delete_disks(self.selected_ids(), hidden=self.hidden_marks())  # type: ignore[attr-defined]
 
 
 class Line(Static):

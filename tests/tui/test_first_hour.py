@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-from .helpers import running, settle
+from textual.widgets import Static
+
+from kerub_tui.core.models import VirtualMachine
+from kerub_tui.screens.confirm import ConfirmScreen
+
+from .fleet_data import DB1, WEB1, WEB2
+from .helpers import plain, running, settle
 
 
 def in_view(screen, selector: str) -> bool:
@@ -38,3 +44,32 @@ async def test_host_detail_with_room_focuses_its_vm_table(tmp_path):
         await settle(app, pilot)
         screen = app.screen
         assert in_view(screen, "#host-live") and app.focused is screen.query_one("#host-vms")
+
+
+def wanted_up(controller, vm_id: str) -> list[bool]:
+    return [e.up for e in controller.db.get(VirtualMachine, vm_id).expectations if e.type == "availability"]
+
+
+async def test_bulk_actions_act_on_the_marks_the_filter_shows_and_say_how_many_it_hides(tmp_path):
+    async with running(tmp_path, (120, 40)) as (controller, app, pilot):
+        await pilot.press("2", "ctrl+a")  # db1, web1, web2 marked
+        vms = app.screen.table("vms")
+        assert vms.marked == {DB1, WEB1, WEB2}
+        await pilot.press("slash", *"web1", "enter")
+        assert vms.shown_ids() == [WEB1]
+        assert "(2 hidden)" in vms.border_title
+        await pilot.press("S")
+        assert isinstance(app.screen, ConfirmScreen)
+        assert "Stop 1 VM(s)?" in plain(app.screen.query_one("#confirm-title", Static))
+        impact = plain(app.screen.query_one("#confirm-impact", Static))
+        assert "2 marked VM(s) hidden by the filter: left alone" in impact
+        await pilot.press("y")
+        await settle(app, pilot)
+        assert wanted_up(controller, WEB1) == [False]
+        assert wanted_up(controller, WEB2) == [True]  # marked, hidden: untouched
+        assert vms.marked == {DB1, WEB1, WEB2}  # kept, for when the filter goes
+        # Without a filter every mark shows, and nothing is said about hidden ones.
+        await pilot.press("escape", "S")
+        assert "Stop 3 VM(s)?" in plain(app.screen.query_one("#confirm-title", Static))
+        assert "hidden" not in plain(app.screen.query_one("#confirm-impact", Static))
+        await pilot.press("n")
