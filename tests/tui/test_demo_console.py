@@ -67,7 +67,8 @@ async def test_the_demo_console_labels_its_hosts_and_shows_the_tour(tmp_path_fac
         # The tour cuts one host's power: it goes down, the console says what happened, and the
         # planner proposes restarting its VMs (with the evacuation, in one repair plan).
         victim = await shown(app, pilot, lambda: next((s.host for s in tour.steps if s.host), None), "the power loss")
-        assert f"{victim} lost power" in toasts(app)
+        # said in the same call that records the step; its toast is mounted on a later refresh
+        await shown(app, pilot, lambda: f"{victim} lost power" in toasts(app), "the power loss notification")
         host = controller.db.find_by_name(Host, victim)
 
         def restart_proposed() -> bool:
