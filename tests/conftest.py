@@ -1,14 +1,35 @@
-import pytest
+from __future__ import annotations
 
-from kerub_tui.core import logs
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytest
 
 # The lab's fixtures (lab, clean_lab, light_lab) for every test directory.
 pytest_plugins = ["tests.lab.fixtures"]
 
+_SHORT_BASETEMP = pytest.StashKey[Path]()
 
-@pytest.fixture(autouse=True)
-def _no_log_file_left_configured():
-    """kerub-tui's main() configures its log file (core.logs) in the data dir of the test that ran it:
-    the next test starts without it."""
-    yield
-    logs.unconfigure()
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config: pytest.Config) -> None:
+    """Under pytest-xdist (`make test`), tmp_path is the base temp dir + popen-gwN/ + the test's name.
+    A data dir's run/ there must stay as short as in a run without xdist: its tunnel sockets need a
+    unix socket address (kerub_tui.hosts.libvirt_link.socket_dir takes a temporary directory past 100
+    bytes, and the tests of run/ would then find nothing there, or test nothing). So the base is a new
+    /tmp/kt-XXXXXXXX (shorter than pytest's /tmp/pytest-of-USER/pytest-N), removed when the run passes;
+    kept for a look at what a failing test left."""
+    if hasattr(config, "workerinput") or config.option.basetemp is not None:
+        return  # a worker gets its base from the controller; a --basetemp given is kept
+    if not getattr(config.option, "numprocesses", None):
+        return
+    path = Path(tempfile.mkdtemp(prefix="kt-"))
+    config.option.basetemp = str(path)
+    config.stash[_SHORT_BASETEMP] = path
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    path = session.config.stash.get(_SHORT_BASETEMP, None)
+    if path is not None and exitstatus == 0:
+        shutil.rmtree(path, ignore_errors=True)
