@@ -21,8 +21,12 @@ run: $(VENV)/.stamp-run
 demo: $(VENV)/.stamp-run
 	$(PY) -m kerub_tui --demo $(ARGS)
 
+# The suite on every core (pytest-xdist): a test file stays on one worker, so its module fixtures are
+# set up once; each worker that needs the lab takes a lab slot of its own (tests/lab). TEST_WORKERS=0
+# runs it in one process.
+TEST_WORKERS ?= auto
 test: system-lab $(VENV)/.stamp-test
-	$(PY) -m pytest $(ARGS)
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile $(ARGS)
 
 # The gates CI runs before the tests: lint (ruff, rule set in pyproject.toml) and types (mypy, strict on
 # core/ and planner/). ARGS go to neither: run `$(VENV)/bin/ruff check --fix` yourself to apply fixes.
