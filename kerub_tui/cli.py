@@ -22,6 +22,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any, TextIO, TypeVar
 
+from . import __version__
 from .cli_args import (  # the parser and its types live there (imported without the controller)
     _CLIENT_CWD,
     _NO_CWD,
@@ -772,6 +773,10 @@ def _log_to_file(args: argparse.Namespace) -> None:
     console = args.demo or args.command is None
     data_dir = paths.demo_data_dir(args.data_dir) if args.demo else paths.data_dir(args.data_dir)
     logs.configure(data_dir, stderr=not console)
+    if console or args.command == "serve":  # the long-running processes say when they started
+        what = "the demo" if args.demo else "the console" if console else "serve"
+        log.info("kerub-tui %s: %s starts on %s (pid %d)%s", __version__, what, data_dir, os.getpid(),
+                 ", read-only" if args.readonly else "")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -17,7 +17,7 @@ async def test_an_exception_in_a_console_action_lands_in_the_log_file(tmp_path, 
         raise RuntimeError("the widget fell over (42)")
 
     async with running(tmp_path, (80, 24)) as (_controller, app, pilot):
-        app.perform("frobnicate", broken, mutating=False)
+        app.perform("frobnicate", broken, action="explain")  # an action that changes nothing
         await settle(app, pilot)
     text = (data / logs.LOG_FILE).read_text()
     assert "ERROR kerub_tui.app [-] frobnicate failed" in text, text

@@ -10,7 +10,7 @@ import stat
 
 import pytest
 
-from kerub_tui import cli
+from kerub_tui import __version__, cli
 from kerub_tui.core import logs
 from kerub_tui.core.paths import ensure_private_dir
 
@@ -86,9 +86,14 @@ def test_the_command_line_logs_to_its_data_dir_and_warns_on_stderr(tmp_path, mon
 @pytest.mark.parametrize("argv", [[], ["--demo"]])
 def test_the_console_logs_to_the_file_only(tmp_path, monkeypatch, argv):
     monkeypatch.setenv("KERUB_TUI_DATA", str(tmp_path / "data"))
+    ensure_private_dir(tmp_path / "data" / "demo")  # a data dir used before (a new one has no file yet)
     cli._log_to_file(cli.build_parser().parse_args(argv))  # what main() does first
     handlers = logging.getLogger().handlers
     assert not any(isinstance(h, logs._Stderr) for h in handlers)  # the terminal is Textual's
     file_handler = next(h for h in handlers if isinstance(h, logs.PrivateRotatingFileHandler))
     where = tmp_path / "data" / "demo" if argv else tmp_path / "data"
     assert file_handler.baseFilename == str(where / logs.LOG_FILE)
+    logs.unconfigure()
+    started = (where / logs.LOG_FILE).read_text()  # a long-running process says when it started
+    assert f"INFO kerub_tui.cli [-] kerub-tui {__version__}: {'the demo' if argv else 'the console'} starts on {where}" \
+        in started, started
