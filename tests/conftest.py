@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from kerub_tui.core import logs
+
 # The lab's fixtures (lab, clean_lab, light_lab) for every test directory.
 pytest_plugins = ["tests.lab.fixtures"]
 
@@ -33,3 +35,11 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     path = session.config.stash.get(_SHORT_BASETEMP, None)
     if path is not None and exitstatus == 0:
         shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(autouse=True)
+def _no_log_file_left_configured():
+    """kerub-tui's main() configures its log file (core.logs) in the data dir of the test that ran it,
+    and warnings on stderr: the next test starts without them."""
+    yield
+    logs.unconfigure()
