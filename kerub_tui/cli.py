@@ -256,8 +256,10 @@ async def cmd_vm(args: argparse.Namespace, c: Controller, out: TextIO) -> int:
         state = "up" if args.action == "start" else "down"
         print(f"VM {vm.name}: expected {state}; the planner proposes the steps (kerub-tui plan list)", file=out)
     elif args.action == "delete":
-        await c.delete_vm(args.name)
+        said = await c.delete_vm(args.name, disks=args.disks)
         print(f"deleted VM {args.name}", file=out)
+        for line in said:
+            print(f"  {line}", file=out)
     return EXIT_OK
 
 

@@ -186,9 +186,17 @@ def build_parser() -> argparse.ArgumentParser:
     clone = vm.add_parser("clone", help="copy a stopped VM with its disks (their content copied by a plan)")
     clone.add_argument("source", metavar="SRC")
     clone.add_argument("name")
-    for action, helptext in (("start", "expect the VM up"), ("stop", "expect the VM down"),
-                             ("delete", "delete a stopped VM")):
+    for action, helptext in (("start", "expect the VM up"), ("stop", "expect the VM down")):
         vm.add_parser(action, help=helptext).add_argument("name")
+    delete = vm.add_parser("delete", help="delete a stopped VM; a VM with disks of its own needs "
+                                          "--with-disks or --keep-disks")
+    delete.add_argument("name")
+    fate = delete.add_mutually_exclusive_group()
+    fate.add_argument("--with-disks", dest="disks", action="store_const", const="delete",
+                      help="delete its own disks too (their storage on hosts is removed by a plan); "
+                           "CD-ROMs, images and disks another VM uses stay")
+    fate.add_argument("--keep-disks", dest="disks", action="store_const", const="keep",
+                      help="keep its disks, with their data (disk delete NAME removes one later)")
 
     disk = sub.add_parser("disk", help="virtual disks").add_subparsers(dest="action", metavar="ACTION",
                                                                        required=True, parser_class=_Parser)

@@ -25,7 +25,7 @@ import socket
 import struct
 from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, Literal, cast
 
 from pydantic import TypeAdapter, ValidationError
 
@@ -576,8 +576,8 @@ class RemoteController(StoreQueries):
     async def set_vm_availability(self, ref: str, up: bool, level: str = "dealbreaker") -> VirtualMachine:
         return cast(VirtualMachine, await self._call("set_vm_availability", ref, up, level))
 
-    async def delete_vm(self, ref: str) -> None:
-        await self._call("delete_vm", ref)
+    async def delete_vm(self, ref: str, *, disks: Literal["keep", "delete"] | None = None) -> list[str]:
+        return cast(list[str], await self._call("delete_vm", ref, disks=disks))
 
     async def eject_vm(self, ref: str) -> VirtualMachine:
         return cast(VirtualMachine, await self._call("eject_vm", ref))

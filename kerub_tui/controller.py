@@ -473,16 +473,36 @@ class Controller(StoreQueries):
         kept.append(validate_expectation({"type": "availability", "up": up, "level": level}, "vm"))
         return await self.update_vm(vm.id, expectations=kept)
 
-    async def delete_vm(self, ref: str) -> None:
+    async def delete_vm(self, ref: str, *, disks: Literal["keep", "delete"] | None = None) -> list[str]:
+        """Delete a stopped VM. Its own disks (vm_own_disks) are kept or deleted as ``disks`` says; a VM
+        that has some is refused without it. Returns one line per own disk saying what became of it."""
         store = self.db
         vm: VirtualMachine = self.resolve(VirtualMachine, ref)
+        if disks not in (None, "keep", "delete"):
+            raise ActionError(f"disks: {disks!r} is neither 'keep' nor 'delete'")
         dyn = store.get(VirtualMachineDynamic, vm.id)
         if dyn is not None and dyn.status.value != "down":
             raise ActionError(f"VM {vm.name} is {dyn.status.value} on a host: stop it first (vm stop {vm.name})")
+        own = [d for d in (store.get(VirtualStorageDevice, i) for i in self.vm_own_disks(vm.id)) if d is not None]
+        names = ", ".join(d.name for d in own)
+        if own and disks is None:
+            raise ActionError(f"VM {vm.name} has {len(own)} disk(s) of its own ({names}): say whether they go "
+                              f"too (vm delete {vm.name} --with-disks) or stay (--keep-disks)")
         with store.transaction():
             store.delete(VirtualMachine, vm.id)
             store.delete(VirtualMachineDynamic, vm.id)
-        self.audit("vm delete", vm.name)
+        self.audit("vm delete", vm.name + (f" (disks {'deleted' if disks == 'delete' else 'kept'}: {names})"
+                                          if own else ""))
+        if disks != "delete":
+            return [f"disk {d.name} kept (disk delete {d.name} removes it)" for d in own]
+        said = []
+        for disk in own:
+            try:
+                await self.delete_disk(disk.id)
+                said.append(f"disk {disk.name} deleted")
+            except ActionError as error:  # its storage is on hosts: a plan removes it first
+                said.append(str(error))
+        return said
 
     # --- disks -------------------------------------------------------------------------------
 

@@ -64,6 +64,23 @@ class StoreQueries:
         return sorted(vm.name for vm in self.db.list(VirtualMachine)
                       if any(link.disk_id == disk_id for link in vm.disks))
 
+    def vm_own_disks(self, vm_id: str) -> list[str]:
+        """Ids of the disks only this VM uses, in its order: what ``vm delete --with-disks`` deletes.
+        CD-ROMs, images and disks another VM links too are never counted (they outlive the VM)."""
+        vm = self.db.get(VirtualMachine, vm_id)
+        if vm is None:
+            return []
+        own = []
+        for link in vm.disks:
+            disk = self.db.get(VirtualStorageDevice, link.disk_id)
+            if link.device == "cdrom" or disk is None or disk.image is not None or link.disk_id in own:
+                continue
+            if any(v.id != vm_id and any(other.disk_id == link.disk_id for other in v.disks)
+                   for v in self.db.list(VirtualMachine)):
+                continue
+            own.append(link.disk_id)
+        return own
+
     def image_users(self, image_id: str) -> list[str]:
         """Names of the VMs that link the image (as a CD-ROM or a disk)."""
         return self.disk_users(image_id)
@@ -131,11 +148,14 @@ class StoreQueries:
             if vm is None:
                 continue
             dyn = self.db.get(VirtualMachineDynamic, vm_id)
-            line = f"{vm.name}: {vm.cpus} vCPU, {format_size(vm.memory_max)}, {len(vm.disks)} disk(s) kept"
+            own = [self._name(VirtualStorageDevice, d) for d in self.vm_own_disks(vm_id)]
+            line = f"{vm.name}: {vm.cpus} vCPU, {format_size(vm.memory_max)}; "
+            line += f"its disk(s) {listed(own)} kept, with their data" if own else "no disk of its own"
             if dyn is not None and dyn.status is not VmStatus.down:
                 line += f" — {dyn.status.value}: refused until it is stopped"
             impact.append(line)
-        impact.append("The VM documents are deleted; their disks stay (delete them in Storage).")
+        impact.append("The VMs are deleted; the disks named above stay in Storage (delete them there, or use "
+                      "vm delete --with-disks on the command line).")
         return impact
 
     def _impact_eject(self, ids: list[str]) -> list[str]:

@@ -110,7 +110,8 @@ class Operations:
             return
         self._confirm(f"Delete {len(ids)} VM(s)?",
                       self._left_alone(self.controller.impact("delete VMs", ids), hidden, "VM"),
-                      lambda: self._each("delete VMs", "delete_vm", ids, self.controller.delete_vm, self._vm_name),
+                      lambda: self._each("delete VMs", "delete_vm", ids,
+                                         lambda i: self.controller.delete_vm(i, disks="keep"), self._vm_name),
                       label="Delete")
 
     def eject_vm(self, vm_id: str) -> None:

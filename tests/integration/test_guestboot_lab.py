@@ -264,7 +264,7 @@ async def test_overlay_clone_with_a_cloud_init_seed(clean_lab, tmp_path):
             assert (await carry_out(c, stop)).status is PlanStatus.done
             await until(lambda: (d := c.db.get(VirtualMachineDynamic, vm.id)) is None or d.status is VmStatus.down,
                         "ovl down")
-            await c.delete_vm("ovl")
+            await c.delete_vm("ovl", disks="keep")
             cleanup = await proposal(c, lambda p: "remove-seed" in step_types(p), "the removal of ovl's seed")
             assert (await carry_out(c, cleanup)).status is PlanStatus.done
             assert lab2.run(f"test -e {path}").returncode == 1

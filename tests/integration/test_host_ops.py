@@ -190,7 +190,7 @@ async def test_vm_with_a_new_disk_runs_stops_gracefully_and_its_disk_goes(clean_
         await until(lambda: (d := vm_dyn(c, vm.id)) and d.status is VmStatus.down, "web's document: down")
 
         # Deleting the disk: its storage goes first, by a plan, then the disk itself.
-        await c.delete_vm("web")
+        await c.delete_vm("web", disks="keep")
         with pytest.raises(ActionError, match="will be removed by a plan"):
             await c.delete_disk("boot")
         remove = await proposal(c, lambda p: step_types(p) == ["remove-lv"], "the removal of kerub-boot")

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from textual.widgets import Static
 
-from kerub_tui.core.models import VirtualMachine
+from kerub_tui.core.models import VirtualMachine, VirtualStorageDevice
 from kerub_tui.screens.confirm import ConfirmScreen
 
-from .fleet_data import DB1, WEB1, WEB2
+from .fleet_data import D_DB1, D_SHARED, DB1, WEB1, WEB2
 from .helpers import plain, running, settle
 
 
@@ -73,3 +73,18 @@ async def test_bulk_actions_act_on_the_marks_the_filter_shows_and_say_how_many_i
         assert "Stop 3 VM(s)?" in plain(app.screen.query_one("#confirm-title", Static))
         assert "hidden" not in plain(app.screen.query_one("#confirm-impact", Static))
         await pilot.press("n")
+
+
+async def test_vm_delete_confirmation_says_what_happens_to_its_disks(tmp_path):
+    async with running(tmp_path, (120, 40)) as (controller, app, pilot):
+        await pilot.press("2")  # db1 first: down, with its disks db1-data and shared-data
+        assert app.screen.table("vms").cursor_id == DB1
+        await pilot.press("ctrl+d")
+        assert isinstance(app.screen, ConfirmScreen)
+        impact = plain(app.screen.query_one("#confirm-impact", Static))
+        assert "db1: 4 vCPU, 8.0G; its disk(s) db1-data, shared-data kept, with their data" in impact
+        await pilot.press("y")
+        await settle(app, pilot)
+        assert controller.db.get(VirtualMachine, DB1) is None
+        assert controller.db.get(VirtualStorageDevice, D_DB1) is not None
+        assert controller.db.get(VirtualStorageDevice, D_SHARED) is not None

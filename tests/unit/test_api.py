@@ -119,8 +119,9 @@ async def test_impact_states_what_a_confirmation_says(controller):
     disk = await controller.create_disk("scratch", size=GIB)
     vm = await controller.create_vm("batch", memory_min=GIB, cpus=2, disks=[{"disk_id": disk.id}])
     assert controller.impact("delete VMs", [vm.id]) == [
-        "batch: 2 vCPU, 1.0G, 1 disk(s) kept",
-        "The VM documents are deleted; their disks stay (delete them in Storage).",
+        "batch: 2 vCPU, 1.0G; its disk(s) scratch kept, with their data",
+        "The VMs are deleted; the disks named above stay in Storage (delete them there, or use "
+        "vm delete --with-disks on the command line).",
     ]
     assert controller.impact("delete disks", [disk.id]) == ["scratch: 1.0G; attached to batch: refused until detached"]
     assert controller.impact("stop VMs", [vm.id])[0] == "batch: not running; stays down"
