@@ -78,6 +78,21 @@ async def test_k_on_a_host_accepts_its_new_key_after_a_confirmation(clean_lab, t
         assert sorted(o.split(":")[0] for o in outcomes) == ["key SHA256", "refused"]
         assert f"key {old} -> {newer}" in outcomes
 
+        # The same keys on the hosts table act on the host under the cursor.
+        await pilot.press("escape")
+        await until(pilot, lambda: not isinstance(app.screen, HostDetailScreen), "the main screen")
+        app.screen.table("hosts").focus()
+        recorder.clear()
+        await pilot.press("K")  # the host presents its accepted key: nothing to confirm
+        await until(pilot, lambda: [m for m in recorder.of(KerubApp.ActionDone) if m.action == "fetch host key of lab3"],
+                    "K on the hosts table")
+        await settle(app, pilot)
+        assert not isinstance(app.screen, ConfirmScreen)
+        await pilot.press("R")
+        done = await until(pilot, lambda: [m for m in recorder.of(KerubApp.ActionDone)
+                                           if m.action == "rediscover lab3"], "R on the hosts table")
+        assert done[0].result.capabilities.stale == [] and not recorder.of(KerubApp.ActionFailed)
+
 
 async def test_r_on_a_host_reads_its_facts_again(clean_lab, tmp_path):
     from ..integration.test_discovery_stale_lab import BROKEN_LSCPU, fake_tools
