@@ -25,9 +25,11 @@ from textual.widget import Widget
 
 from .api import ActionError, ConsoleAPI, ReadOnlyMode, Script, refusal
 from .core.bus import Change, Subscription
+from .core.models import Plan, PlanStatus
 from .core.store import StoreError
 from .screens.actions import Operations
 from .screens.base import KerubScreen
+from .screens.confirm import ConfirmScreen
 from .screens.disks import DiskDetailScreen, DiskEditorScreen
 from .screens.fleet import Fleet
 from .screens.format import safe
@@ -78,6 +80,8 @@ class KerubApp(App[None]):
 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("q,ctrl+q", "quit", "Quit", id="app.quit"),
+        # k9s' habit: ctrl+c quits from anywhere (a field too), asking first when something would be lost.
+        Binding("ctrl+c", "quit", "Quit", show=False, priority=True, id="app.quit_anywhere"),
         Binding("colon", "jump", "Jump", id="app.jump"),
         Binding("question_mark", "help", "Keys", id="app.help"),
         Binding("ctrl+p", "command_palette", "Palette", show=False, priority=True, id="app.palette"),
@@ -287,6 +291,38 @@ class KerubApp(App[None]):
         self.push_screen(PromptScreen("/", table.row_filter.text, hint="regex · !inverts · esc cancels",
                                       prompt_id="filter-prompt"), filtered)
 
+    def would_be_lost(self) -> list[str]:
+        """What quitting now would lose, one line each: an editor's unsaved changes, an action still
+        running in the console, and (when this console is the controller) the plans it is running."""
+        lost = [line for screen in self.screen_stack if isinstance(screen, KerubScreen)
+                for line in [screen.unsaved()] if line]
+        lost += [f"{worker.name}: still running, stopped half way" for worker in self.workers
+                 if worker.group not in ("feed", "explain") and not worker.is_finished]
+        if not self.controller.attached:
+            running = [p for p in self.controller.documents(Plan) if p.status is PlanStatus.running]
+            if running:
+                lost.append(f"{len(running)} running plan(s): interrupted, their hosts checked at the next start")
+        return lost
+
+    async def action_quit(self) -> None:
+        """q, ctrl+q, ctrl+c, :quit: leave at once, or ask first when something would be lost."""
+        if any(isinstance(screen, ConfirmScreen) and screen.quitting for screen in self.screen_stack):
+            self.exit()  # asked twice (ctrl+c in the quit confirmation): the admin means it
+            return
+        lost = self.would_be_lost()
+        if not lost:
+            self.exit()
+            return
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self.exit()
+
+        confirm = ConfirmScreen("Quit kerub-tui?", [*lost, "Everything else is kept in the data dir."],
+                                confirm_label="Quit")
+        confirm.quitting = True
+        self.push_screen(confirm, answered)
+
     def jump(self, text: str) -> bool:
         """Go to a view by name (``:hosts``, ``:vms``, ``:plans``...). False when there is no such view."""
         view = VIEWS.get(text.strip().lower().lstrip(":"))
@@ -294,7 +330,7 @@ class KerubApp(App[None]):
             self.notify(f"no view {text!r}: try " + ", ".join(VIEW_NAMES), severity="error")
             return False
         if view == "quit":
-            self.exit()
+            self.action_quit()
             return True
         if view == "help":
             self.action_help()

@@ -27,9 +27,38 @@ class KerubScreen(Screen[None], inherit_bindings=False):
         Binding("shift+tab", "app.focus_previous", "Previous pane", show=False, id="screen.focus_previous"),
     ]
 
+    # The fields of the screen as it opened (after its first refresh): what quitting would lose is
+    # measured against it (``unsaved``).
+    _form_at_open: tuple[tuple[str, str], ...] | None = None
+
     @property
     def kerub(self) -> KerubApp:
         return cast("KerubApp", self.app)
+
+    def on_mount(self) -> None:
+        # Runs after the screen's own on_mount (Textual calls each class's handler); the values a
+        # screen fills in on mount are in place once it has refreshed.
+        self.call_after_refresh(self._remember_form)
+
+    def _remember_form(self) -> None:
+        self._form_at_open = self.form_state()
+
+    def form_state(self) -> tuple[tuple[str, str], ...]:
+        """The values of the screen's fields (inputs, selects, check boxes, expectation lists)."""
+        values = []
+        for widget in self.query("Input, Select, Checkbox, Switch, TextArea, ExpectationEditor"):
+            value = getattr(widget, "expectations", None)
+            if value is None:
+                value = getattr(widget, "value", getattr(widget, "text", None))
+            values.append((str(widget.id), repr(value)))
+        return tuple(values)
+
+    def unsaved(self) -> str | None:
+        """What quitting now would lose on this screen: None unless a field changed since it opened."""
+        if self._form_at_open is None or self._form_at_open == self.form_state():
+            return None
+        title = getattr(self, "what", None)
+        return f"the {title} editor: changes not saved" if title else f"{self.view or 'a form'}: changes not saved"
 
     def live_tables(self) -> list[LiveTable]:
         return list(self.query(LiveTable))

@@ -8,6 +8,7 @@ from typing import ClassVar
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
+from textual.content import Content
 from textual.screen import ModalScreen
 from textual.widgets import Button, Static
 
@@ -40,6 +41,7 @@ class ConfirmScreen(ModalScreen[bool]):
         self.impact = list(impact)
         self.confirm_label = confirm_label
         self.danger = danger
+        self.quitting = False  # the console's "Quit?" (a second ctrl+c then quits)
 
     def compose(self) -> ComposeResult:
         with Vertical():
@@ -47,8 +49,9 @@ class ConfirmScreen(ModalScreen[bool]):
             yield Static("\n".join(f"• {safe(line, limit=1000)}" for line in self.impact), id="confirm-impact",
                          markup=False)
             with Horizontal():
-                yield Button("No [n]", id="confirm-no")
-                yield Button(f"{self.confirm_label} [y]", id="confirm-yes",
+                # Content, not markup: "[n]" and "[y]" would be read as style tags and vanish.
+                yield Button(Content("No [n]"), id="confirm-no")
+                yield Button(Content(f"{self.confirm_label} [y]"), id="confirm-yes",
                              variant="error" if self.danger else "primary")
 
     def on_mount(self) -> None:

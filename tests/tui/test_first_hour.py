@@ -88,3 +88,39 @@ async def test_vm_delete_confirmation_says_what_happens_to_its_disks(tmp_path):
         assert controller.db.get(VirtualMachine, DB1) is None
         assert controller.db.get(VirtualStorageDevice, D_DB1) is not None
         assert controller.db.get(VirtualStorageDevice, D_SHARED) is not None
+
+
+def button_text(screen, selector: str) -> str:
+    return str(screen.query_one(selector).label)
+
+
+async def test_ctrl_c_quits_and_asks_first_when_an_edit_would_be_lost(tmp_path):
+    async with running(tmp_path, (80, 24)) as (_controller, app, pilot):
+        await pilot.press("2", "n")  # the VM editor, its name field focused
+        assert type(app.screen).__name__ == "VmEditorScreen"
+        await settle(app, pilot)
+        await pilot.press(*"app1")
+        await pilot.press("ctrl+c")  # from inside a field
+        assert isinstance(app.screen, ConfirmScreen) and app.is_running
+        assert "Quit kerub-tui?" in plain(app.screen.query_one("#confirm-title", Static))
+        impact = plain(app.screen.query_one("#confirm-impact", Static))
+        assert "the VM editor: changes not saved" in impact
+        assert "1 running plan(s): interrupted" in impact  # the fixture fleet's plan being carried out
+        assert button_text(app.screen, "#confirm-no") == "No [n]"
+        assert button_text(app.screen, "#confirm-yes") == "Quit [y]"
+        await pilot.press("n")
+        assert type(app.screen).__name__ == "VmEditorScreen" and app.is_running
+        assert app.screen.query_one("#name").value == "app1"
+        await pilot.press("ctrl+c", "ctrl+c")  # asked, and said again: quits
+        await pilot.pause()
+        assert app._exit
+
+
+async def test_ctrl_c_quits_at_once_when_nothing_would_be_lost(tmp_path):
+    async with running(tmp_path, (80, 24), empty=True) as (_controller, app, pilot):  # no plan running
+        await pilot.press("2", "n")  # an editor opened, nothing typed
+        await settle(app, pilot)
+        await pilot.press("ctrl+c")
+        await pilot.pause()
+        assert not isinstance(app.screen, ConfirmScreen)
+        assert app._exit
