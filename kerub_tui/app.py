@@ -305,6 +305,9 @@ class KerubApp(App[None]):
         return lost
 
     async def action_quit(self) -> None:
+        self.quit_asking()
+
+    def quit_asking(self) -> None:
         """q, ctrl+q, ctrl+c, :quit: leave at once, or ask first when something would be lost."""
         if any(isinstance(screen, ConfirmScreen) and screen.quitting for screen in self.screen_stack):
             self.exit()  # asked twice (ctrl+c in the quit confirmation): the admin means it
@@ -330,7 +333,7 @@ class KerubApp(App[None]):
             self.notify(f"no view {text!r}: try " + ", ".join(VIEW_NAMES), severity="error")
             return False
         if view == "quit":
-            self.action_quit()
+            self.quit_asking()
             return True
         if view == "help":
             self.action_help()

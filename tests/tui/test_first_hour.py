@@ -124,3 +124,12 @@ async def test_ctrl_c_quits_at_once_when_nothing_would_be_lost(tmp_path):
         await pilot.pause()
         assert not isinstance(app.screen, ConfirmScreen)
         assert app._exit
+
+
+async def test_colon_quit_asks_too(tmp_path):
+    async with running(tmp_path, (80, 24)) as (_controller, app, pilot):
+        await pilot.press("colon", *"quit", "enter")
+        assert isinstance(app.screen, ConfirmScreen)  # the fixture fleet's running plan would be cut
+        await pilot.press("y")
+        await pilot.pause()
+        assert app._exit
