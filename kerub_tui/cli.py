@@ -41,7 +41,9 @@ from .cli_args import _size as _size
 from .control import ControlServer, controller_running, run_cli_remote
 from .controller import ActionError, Controller
 from .core import logs, paths
+from .core.expectations import Expectation, display_spec
 from .core.models import (
+    DOCUMENT_TYPES,
     Document,
     Host,
     HostDynamic,
@@ -240,10 +242,14 @@ async def cmd_vm(args: argparse.Namespace, c: Controller, out: TextIO) -> int:
             host = c.get(Host, dyn.host_id) if dyn and dyn.host_id else None
             return [v.name, dyn.status.value if dyn else "down", host.name if host else "-", str(v.cpus),
                     f"{format_size(v.memory_min)}:{format_size(v.memory_max)}",
-                    " ".join(e.spec() for e in v.expectations) or "-"]
+                    " ".join(_spec(c, e) for e in v.expectations) or "-"]
 
-        _print_list(out, sorted(c.documents(VirtualMachine), key=lambda v: v.name), args.json,
-                    ["NAME", "STATUS", "HOST", "CPUS", "MEMORY", "EXPECTATIONS"], vm_row)
+        vms = sorted(c.documents(VirtualMachine), key=lambda v: v.name)
+        if args.json:  # each VM with what the table shows of it: its status and its host's name
+            print(json.dumps([dict(v.model_dump(mode="json"), status=row[1], host=None if row[2] == "-" else row[2])
+                              for v in vms for row in [vm_row(v)]], indent=2, sort_keys=True), file=out)
+            return EXIT_OK
+        _print_list(out, vms, False, ["NAME", "STATUS", "HOST", "CPUS", "MEMORY", "EXPECTATIONS"], vm_row)
     elif args.action == "show":
         vm = c.resolve(VirtualMachine, args.name)
         dyn = c.get(VirtualMachineDynamic, vm.id)
@@ -309,6 +315,15 @@ def _absolute_files(argv: list[str]) -> list[str]:
     return out
 
 
+def _spec(c: Controller, expectation: Expectation) -> str:
+    """An expectation's SPEC with the VMs and disks it names by their names, as the console shows it."""
+    def name_of(kind: str, doc_id: str) -> str:
+        doc = c.get(DOCUMENT_TYPES[kind], doc_id)
+        return str(getattr(doc, "name", None) or doc_id)
+
+    return display_spec(expectation, name_of)
+
+
 async def _show_vm(c: Controller, vm: VirtualMachine, dyn: VirtualMachineDynamic | None) -> str:
     lines = [f"VM {vm.name}  ({vm.id})",
              f"  cpus {vm.cpus}, memory {format_size(vm.memory_min)}..{format_size(vm.memory_max)}, {vm.architecture}"]
@@ -325,7 +340,7 @@ async def _show_vm(c: Controller, vm: VirtualMachine, dyn: VirtualMachineDynamic
         lines.append(f"  {kind} {disk.name if disk else link.disk_id} ({link.bus}"
                      f"{', read-only' if link.read_only else ''})")
     for exp in vm.expectations:
-        lines.append(f"  expects {exp.spec()}")
+        lines.append(f"  expects {_spec(c, exp)}")
     explanation = await c.explain(vm.id)
     if explanation:
         lines.append(explanation)
@@ -344,7 +359,7 @@ async def cmd_disk(args: argparse.Namespace, c: Controller, out: TextIO) -> int:
                 host = c.get(Host, a.host_id)
                 allocations.append(f"{a.type}@{host.name if host else a.host_id[:8]}")
             return [d.name, format_size(d.size), ", ".join(allocations) or "-",
-                    " ".join(e.spec() for e in d.expectations) or "-"]
+                    " ".join(_spec(c, e) for e in d.expectations) or "-"]
 
         _print_list(out, sorted(c.documents(VirtualStorageDevice), key=lambda d: d.name), args.json,
                     ["NAME", "SIZE", "ALLOCATIONS", "EXPECTATIONS"], disk_row)
@@ -359,7 +374,7 @@ async def cmd_disk(args: argparse.Namespace, c: Controller, out: TextIO) -> int:
         for a in dyn.allocations if dyn else []:
             host = c.get(Host, a.host_id)
             lines.append(f"  allocation {a.type} on {host.name if host else a.host_id}: {a.path}")
-        lines += [f"  expects {exp.spec()}" for exp in disk.expectations]
+        lines += [f"  expects {_spec(c, exp)}" for exp in disk.expectations]
         print("\n".join(lines), file=out)
     elif args.action == "delete":
         await c.delete_disk(args.name)

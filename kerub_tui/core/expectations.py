@@ -422,3 +422,20 @@ def parse_spec(
 
 
 Expectation = _Expectation
+
+
+# The fields of an expectation that hold ids of other documents, and the kind of each.
+REFERENCE_FIELDS = {"vms": "vm", "disks": "disk", "disk": "disk"}
+
+
+def display_spec(expectation: _Expectation, name_of: Callable[[str, str], str]) -> str:
+    """The SPEC text with referenced ids shown as names (``name_of(kind, id)``): what the console and
+    the command line print."""
+    update: dict[str, Any] = {}
+    for field_name, kind in REFERENCE_FIELDS.items():
+        value = getattr(expectation, field_name, None)
+        if isinstance(value, list):
+            update[field_name] = [name_of(kind, v) for v in value]
+        elif isinstance(value, str):
+            update[field_name] = name_of(kind, value)
+    return expectation.evolve(**update).spec() if update else expectation.spec()

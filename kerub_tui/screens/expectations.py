@@ -25,15 +25,15 @@ from textual.widgets.option_list import Option
 from ..api import ConsoleQueries
 from ..core.expectations import (
     DISK_EXPECTATION_TYPES,
+    REFERENCE_FIELDS,
     VM_EXPECTATION_TYPES,
     Expectation,
     Level,
+    display_spec,
 )
 from ..core.models import DOCUMENT_TYPES
 from .forms import FormField, pydantic_errors
 
-# Fields that name other documents, and the kind they name.
-REFERENCE_FIELDS = {"vms": "vm", "disks": "disk", "disk": "disk"}
 # Types of which a document has at most one: adding another replaces it.
 SINGLE_TYPES = {"availability", "storage-availability"}
 LEVEL_STYLES = {"wish": "dim", "want": "", "dealbreaker": "bold"}
@@ -74,18 +74,6 @@ def field_help(name: str, kind: str, required: bool) -> str:
     if kind == "list":
         return "separated by commas"
     return "" if required else "optional"
-
-
-def display_spec(expectation: Expectation, name_of: Any) -> str:
-    """The SPEC text with referenced ids shown as names."""
-    update = {}
-    for field_name, kind in REFERENCE_FIELDS.items():
-        value = getattr(expectation, field_name, None)
-        if isinstance(value, list):
-            update[field_name] = [name_of(kind, v) for v in value]
-        elif isinstance(value, str):
-            update[field_name] = name_of(kind, value)
-    return expectation.evolve(**update).spec() if update else expectation.spec()
 
 
 class ExpectationEditor(Vertical):

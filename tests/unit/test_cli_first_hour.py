@@ -77,3 +77,23 @@ def test_vm_delete_with_disks_through_a_running_controller(kerub, tmp_path):
     finally:
         serve.terminate()
         serve.wait(timeout=60)
+
+
+def test_vm_list_json_has_status_and_host_and_vms_are_named(kerub, tmp_path):
+    from kerub_tui.controller import Controller
+
+    from ..tui.fleet_data import fleet_documents
+
+    writer = Controller(tmp_path / "data")
+    store = writer.open_store()
+    store.put_many(fleet_documents())  # web1 up on h1, web2 up on h2, db1 down; web1 not on web2's host
+    store.close()
+    listed = {v["name"]: v for v in json.loads(ok(kerub("vm", "list", "--json")))}
+    assert {name: (v["status"], v["host"]) for name, v in listed.items()} == {
+        "db1": ("down", None), "web1": ("up", "h1"), "web2": ("up", "h2")}
+    # Expectations name the VMs they are about, as the console does, never by their ids.
+    table = ok(kerub("vm", "list"))
+    assert "not-same-host:web2@want" in table
+    assert listed["web2"]["id"] not in table
+    shown = ok(kerub("vm", "show", "web1"))
+    assert "expects not-same-host:web2@want" in shown and listed["web2"]["id"] not in shown
