@@ -27,11 +27,10 @@ from .api import ActionError, ConsoleAPI, ReadOnlyMode, Script, refusal
 from .core.bus import Change, Subscription
 from .core.models import Plan, PlanStatus
 from .core.store import StoreError
-from .screens.actions import Operations
+from .screens.actions import ConsoleActions
 from .screens.base import KerubScreen
 from .screens.confirm import ConfirmScreen
 from .screens.disks import DiskDetailScreen, DiskEditorScreen
-from .screens.fleet import Fleet
 from .screens.format import safe
 from .screens.help import (
     HelpScreen,
@@ -47,6 +46,7 @@ from .screens.keymap import Keymap, load_keymap
 from .screens.live import LiveTable
 from .screens.logs import AuditScreen, EventsScreen
 from .screens.main import DEMO_LABEL, PANES, MainScreen
+from .screens.overview import Overview
 from .screens.plans import ProposalsScreen
 from .screens.prompt import PromptScreen
 from .screens.settings import SettingsScreen
@@ -134,8 +134,8 @@ class KerubApp(App[None]):
         self.attached = controller.attached
         self.keymap_file = keymap_file
         self.keymap: Keymap | None = None
-        self._fleet: Fleet | None = None
-        self.ops = Operations(self)
+        self._overview: Overview | None = None
+        self.actions = ConsoleActions(self)
         self.main: MainScreen | None = None
         self._pending: list[Change] = []
         self._flush_scheduled = False
@@ -164,7 +164,7 @@ class KerubApp(App[None]):
             self.notify(f"the store is damaged ({'; '.join(damage)}): showing what can be read; run "
                         f"kerub-tui --data-dir {self.controller.data_dir} check --repair",
                         title="store", severity="error", timeout=60)
-        self._fleet = Fleet(self.controller)
+        self._overview = Overview(self.controller)
         self.follow_changes()
         await self._feed_ready.wait()
         self.main = MainScreen()
@@ -196,17 +196,17 @@ class KerubApp(App[None]):
         if self._subscription is not None:
             self._subscription.close()
         # No batch reaches the screens once the controller stops: its queries end with it.
-        self._fleet = None
+        self._overview = None
         self._pending.clear()
         await self.controller.stop()
 
     @property
-    def fleet(self) -> Fleet:
+    def overview(self) -> Overview:
         """The screens' views over the documents (figures' history, shares, open violations); made
         once the console has its controller."""
-        if self._fleet is None:
+        if self._overview is None:
             raise RuntimeError("the console has no controller yet")
-        return self._fleet
+        return self._overview
 
     # --- the change feed ----------------------------------------------------------------------
 
@@ -226,9 +226,9 @@ class KerubApp(App[None]):
         Textual's own, called with each flush of a captured print.)"""
         changes, self._pending = self._pending, []
         self._flush_scheduled = False
-        if not changes or self._fleet is None:
+        if not changes or self._overview is None:
             return
-        self._fleet.apply(changes)
+        self._overview.apply(changes)
         for screen in self.screen_stack:
             if isinstance(screen, KerubScreen) and screen.is_mounted:
                 screen.apply_changes(changes)

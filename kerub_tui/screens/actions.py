@@ -28,7 +28,9 @@ if TYPE_CHECKING:
     from ..app import KerubApp
 
 
-class Operations:
+class ConsoleActions:
+    """The console's actions on documents (the app's ``actions``): confirm, then call the API in a worker."""
+
     def __init__(self, app: KerubApp) -> None:
         self.app = app
 

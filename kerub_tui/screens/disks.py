@@ -157,7 +157,7 @@ class DiskDetailScreen(KerubScreen, inherit_bindings=False):
 
     def repaint(self) -> None:
         api = self.kerub.controller
-        fleet = self.kerub.fleet
+        overview = self.kerub.overview
         disk: VirtualStorageDevice | None = api.get(VirtualStorageDevice, self.disk_id)
         if disk is None:
             return
@@ -170,25 +170,25 @@ class DiskDetailScreen(KerubScreen, inherit_bindings=False):
         table.add_row("size", format_size(disk.size) + (", read-only" if disk.read_only else ""))
         users = api.disk_users(disk.id)
         table.add_row("used by", ", ".join(users) or "no VM")
-        shares = sorted(fleet.sharing.get(disk.id, ()), key=lambda s: (s[1], s[0]))
-        table.add_row("sharing", ", ".join(f"{how} from {fleet.host_name(h)}" for h, how in shares) or "not shared")
+        shares = sorted(overview.sharing.get(disk.id, ()), key=lambda s: (s[1], s[0]))
+        table.add_row("sharing", ", ".join(f"{how} from {overview.host_name(h)}" for h, how in shares) or "not shared")
         table.add_row("copies", redundancy_cell(disk, allocations))
         if dyn is not None and dyn.cloned_from:
-            table.add_row("cloned from", fleet.name_of("disk", dyn.cloned_from))
+            table.add_row("cloned from", overview.name_of("disk", dyn.cloned_from))
         table.add_row("id", Text(disk.id, style="dim"))
         self.query_one("#disk-summary", Static).update(table)
         allocs = DataGrid(box=None, expand=True, pad_edge=False)
         for column in ("host", "tech", "path", "size", "format"):
             allocs.add_column(column, style="bold" if column == "host" else "")
         for a in allocations:
-            allocs.add_row(fleet.host_name(a.host_id), a.type, alloc_path(a), format_size(a.actual_size), a.format)
+            allocs.add_row(overview.host_name(a.host_id), a.type, alloc_path(a), format_size(a.actual_size), a.format)
         self.query_one("#disk-allocations", Static).update(allocs if allocations else Text("none", style="dim"))
         verdicts = api.verdicts("disk", disk.id)
         self.query_one("#disk-expectations", Static).update(
-            expectation_states(disk.expectations, disk.id, fleet, verdicts))
+            expectation_states(disk.expectations, disk.id, overview, verdicts))
 
     def action_edit(self) -> None:
         self.kerub.open_disk_editor(self.disk_id)
 
     def action_delete(self) -> None:
-        self.kerub.ops.delete_disks([self.disk_id])
+        self.kerub.actions.delete_disks([self.disk_id])

@@ -274,8 +274,8 @@ class HostVmRows(VmRows):
     title = "VMs on this host"
     kinds = frozenset({"vm", "vm-dynamic", "event"})
 
-    def __init__(self, fleet: Any, host_id: str) -> None:
-        super().__init__(fleet)
+    def __init__(self, overview: Any, host_id: str) -> None:
+        super().__init__(overview)
         self.host_id = host_id
 
     def ids(self) -> Iterable[str]:
@@ -293,8 +293,8 @@ class HostVmRows(VmRows):
 class HostDiskRows(DiskRows):
     title = "Storage on this host"
 
-    def __init__(self, fleet: Any, host_id: str) -> None:
-        super().__init__(fleet)
+    def __init__(self, overview: Any, host_id: str) -> None:
+        super().__init__(overview)
         self.host_id = host_id
 
     def ids(self) -> Iterable[str]:
@@ -347,7 +347,7 @@ class HostDetailScreen(KerubScreen, inherit_bindings=False):
         self.host_id = host_id
 
     def compose(self) -> ComposeResult:
-        fleet = self.kerub.fleet
+        overview = self.kerub.overview
         yield Static("", id="host-title")
         with DetailBody(id="host-body"):
             with Horizontal(id="host-columns"):
@@ -367,9 +367,9 @@ class HostDetailScreen(KerubScreen, inherit_bindings=False):
                     caps = Static("", id="host-capabilities", classes="panel")
                     caps.border_title = "Capabilities"
                     yield caps
-            vms = LiveTable(HostVmRows(fleet, self.host_id), id="host-vms")
-            disks = LiveTable(HostDiskRows(fleet, self.host_id), id="host-disks")
-            events = LiveTable(EventRows(fleet, self.host_id), id="host-events")
+            vms = LiveTable(HostVmRows(overview, self.host_id), id="host-vms")
+            disks = LiveTable(HostDiskRows(overview, self.host_id), id="host-disks")
+            events = LiveTable(EventRows(overview, self.host_id), id="host-events")
             for table in (vms, disks, events):
                 table.prompt_filter = self.kerub.prompt_filter
                 yield table
@@ -422,23 +422,23 @@ class HostDetailScreen(KerubScreen, inherit_bindings=False):
             title.append("  facts stale", style="bold yellow")
         self.query_one("#host-title", Static).update(title)
         self.query_one("#host-figures", Static).update(live_figures(host, dyn))
-        history = self.kerub.fleet.history
+        history = self.kerub.overview.history
         self.query_one("#cpu-spark", Sparkline).data = [v or 0.0 for v in history.series(self.host_id, "cpu", BUCKETS)]
         self.query_one("#mem-spark", Sparkline).data = [v or 0.0 for v in history.series(self.host_id, "mem", BUCKETS)]
         self.query_one("#host-capabilities", Static).update(capabilities_table(host))
         self.query_one("#host-services", Static).update(services_text(api.get(HostConfiguration, self.host_id), api))
 
     def action_evacuate(self) -> None:
-        self.kerub.ops.evacuate_hosts([self.host_id])
+        self.kerub.actions.evacuate_hosts([self.host_id])
 
     def action_remove(self) -> None:
-        self.kerub.ops.remove_hosts([self.host_id])
+        self.kerub.actions.remove_hosts([self.host_id])
 
     def action_rediscover(self) -> None:
-        self.kerub.ops.rediscover_host(self.host_id)
+        self.kerub.actions.rediscover_host(self.host_id)
 
     def action_rekey(self) -> None:
-        self.kerub.ops.rekey_host(self.host_id)
+        self.kerub.actions.rekey_host(self.host_id)
 
     def on_live_table_opened(self, event: LiveTable.Opened) -> None:
         event.stop()

@@ -22,9 +22,9 @@ from ..core.models import (
 from ..core.sizes import format_size
 from .base import KerubScreen
 from .confirm import ConfirmScreen
-from .fleet import Fleet
 from .format import Cell
 from .live import Column, LiveTable
+from .overview import Overview
 
 
 class ImageRows:
@@ -41,9 +41,9 @@ class ImageRows:
         Column("vms", "VMs"),
     )
 
-    def __init__(self, fleet: Fleet) -> None:
-        self.fleet = fleet
-        self.api = fleet.api
+    def __init__(self, overview: Overview) -> None:
+        self.overview = overview
+        self.api = overview.api
 
     def ids(self) -> Iterable[str]:
         return [d.id for d in self.api.documents(VirtualStorageDevice) if d.image is not None]
@@ -58,7 +58,7 @@ class ImageRows:
         if disk is None or disk.image is None:
             return None
         dyn: VirtualStorageDeviceDynamic | None = self.api.get(VirtualStorageDeviceDynamic, doc_id)
-        hosts = sorted(self.fleet.host_name(a.host_id) for a in (dyn.allocations if dyn else []))
+        hosts = sorted(self.overview.host_name(a.host_id) for a in (dyn.allocations if dyn else []))
         users = self.api.image_users(doc_id)
         return (
             Cell(disk.name, "bold"),
@@ -139,7 +139,7 @@ class ImagesScreen(KerubScreen, inherit_bindings=False):
     """
 
     def compose(self) -> ComposeResult:
-        table = LiveTable(ImageRows(self.kerub.fleet), id="images")
+        table = LiveTable(ImageRows(self.kerub.overview), id="images")
         table.prompt_filter = self.kerub.prompt_filter
         yield table
         yield Static("", id="images-progress", markup=False)
@@ -178,7 +178,7 @@ class ImagesScreen(KerubScreen, inherit_bindings=False):
         table.add_row("sha256", Text(info.sha256))
         table.add_row("from", Text(f"{info.source} ({info.imported_at:%Y-%m-%d %H:%M} UTC)"))
         for alloc in dyn.allocations if dyn else []:
-            table.add_row("copy", Text(f"{self.kerub.fleet.host_name(alloc.host_id)}: {alloc.path}"))
+            table.add_row("copy", Text(f"{self.kerub.overview.host_name(alloc.host_id)}: {alloc.path}"))
         table.add_row("used by", Text(", ".join(api.image_users(disk.id)) or "no VM"))
         detail.update(table)
 

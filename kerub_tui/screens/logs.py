@@ -42,7 +42,7 @@ class LogScreen(KerubScreen, inherit_bindings=False):
             raise TypeError(f"{cls.__name__} must define {', '.join(missing)}")
 
     def compose(self) -> ComposeResult:
-        table = LiveTable(self.rows(self.kerub.fleet), id=self.table_id)
+        table = LiveTable(self.rows(self.kerub.overview), id=self.table_id)
         table.prompt_filter = self.kerub.prompt_filter
         yield table
         yield Static("", id=f"{self.table_id}-detail", classes="log-detail")
@@ -92,7 +92,7 @@ class AuditScreen(LogScreen):
         table.add_row("action", f"{entry.action} {entry.target}".strip()
                       + (f" → {entry.outcome}" if entry.outcome else ""))
         if entry.host_id:
-            table.add_row("host", self.kerub.fleet.host_name(entry.host_id))
+            table.add_row("host", self.kerub.overview.host_name(entry.host_id))
         if entry.command:
             table.add_row("command", data(entry.command, style="green"))
         if entry.exit_code is not None:
@@ -119,9 +119,9 @@ class EventsScreen(LogScreen):
         table.add_row("when", f"{timestamp(event.time)} UTC")
         table.add_row("type", f"{event.type} ({event.severity.value})")
         if event.host_id:
-            table.add_row("host", self.kerub.fleet.host_name(event.host_id))
+            table.add_row("host", self.kerub.overview.host_name(event.host_id))
         if event.target:
-            target = next((self.kerub.fleet.name_of(kind, event.target) for kind in ("vm", "disk", "host")
+            target = next((self.kerub.overview.name_of(kind, event.target) for kind in ("vm", "disk", "host")
                            if self.kerub.controller.get(DOCUMENT_TYPES[kind], event.target) is not None), event.target)
             table.add_row("about", target)
         table.add_row("message", data(event.message))

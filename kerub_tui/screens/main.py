@@ -41,16 +41,16 @@ class HostTable(LiveTable):
     ]
 
     def action_evacuate(self) -> None:
-        self.app.ops.evacuate_hosts(self.selected_ids(), hidden=self.hidden_marks())  # type: ignore[attr-defined]
+        self.app.actions.evacuate_hosts(self.selected_ids(), hidden=self.hidden_marks())  # type: ignore[attr-defined]
 
     def action_remove(self) -> None:
-        self.app.ops.remove_hosts(self.selected_ids(), hidden=self.hidden_marks())  # type: ignore[attr-defined]
+        self.app.actions.remove_hosts(self.selected_ids(), hidden=self.hidden_marks())  # type: ignore[attr-defined]
 
     def action_rediscover(self) -> None:
-        self.app.ops.rediscover_host(self.cursor_id)  # type: ignore[attr-defined]
+        self.app.actions.rediscover_host(self.cursor_id)  # type: ignore[attr-defined]
 
     def action_rekey(self) -> None:
-        self.app.ops.rekey_host(self.cursor_id)  # type: ignore[attr-defined]
+        self.app.actions.rekey_host(self.cursor_id)  # type: ignore[attr-defined]
 
 
 class VmTable(LiveTable):
@@ -72,16 +72,16 @@ class VmTable(LiveTable):
             self.app.open_vm_editor(self.cursor_id)  # type: ignore[attr-defined]
 
     def action_start(self) -> None:
-        self.app.ops.start_vms(self.selected_ids(), hidden=self.hidden_marks())  # type: ignore[attr-defined]
+        self.app.actions.start_vms(self.selected_ids(), hidden=self.hidden_marks())  # type: ignore[attr-defined]
 
     def action_stop(self) -> None:
-        self.app.ops.stop_vms(self.selected_ids(), hidden=self.hidden_marks())  # type: ignore[attr-defined]
+        self.app.actions.stop_vms(self.selected_ids(), hidden=self.hidden_marks())  # type: ignore[attr-defined]
 
     def action_console(self) -> None:
-        self.app.ops.open_console(self.cursor_id)  # type: ignore[attr-defined]
+        self.app.actions.open_console(self.cursor_id)  # type: ignore[attr-defined]
 
     def action_delete(self) -> None:
-        self.app.ops.delete_vms(self.selected_ids(), hidden=self.hidden_marks())  # type: ignore[attr-defined]
+        self.app.actions.delete_vms(self.selected_ids(), hidden=self.hidden_marks())  # type: ignore[attr-defined]
 
 
 class DiskTable(LiveTable):
@@ -100,7 +100,7 @@ class DiskTable(LiveTable):
             self.app.open_disk_editor(self.cursor_id)  # type: ignore[attr-defined]
 
     def action_delete(self) -> None:
-        self.app.ops.delete_disks(self.selected_ids(), hidden=self.hidden_marks())  # type: ignore[attr-defined]
+        self.app.actions.delete_disks(self.selected_ids(), hidden=self.hidden_marks())  # type: ignore[attr-defined]
 
 
 class Line(Static):
@@ -164,13 +164,13 @@ class MainScreen(KerubScreen, inherit_bindings=False):
         self.active_pane = "hosts"
 
     def compose(self) -> ComposeResult:
-        fleet = self.kerub.fleet
+        overview = self.kerub.overview
         yield StatusBar(id="status")
         yield PaneBar(id="panebar")
         yield FirstRun(id="first-run")
         with Container(id="panes"):
-            for table in (HostTable(HostRows(fleet), id="hosts"), VmTable(VmRows(fleet), id="vms"),
-                          DiskTable(DiskRows(fleet), id="disks")):
+            for table in (HostTable(HostRows(overview), id="hosts"), VmTable(VmRows(overview), id="vms"),
+                          DiskTable(DiskRows(overview), id="disks")):
                 table.prompt_filter = self.kerub.prompt_filter
                 yield table
         yield Footer()

@@ -133,7 +133,7 @@ class ProposalsScreen(KerubScreen, inherit_bindings=False):
     """
 
     def compose(self) -> ComposeResult:
-        table = LiveTable(PlanRows(self.kerub.fleet), id="plans")
+        table = LiveTable(PlanRows(self.kerub.overview), id="plans")
         table.prompt_filter = self.kerub.prompt_filter
         yield table
         with VerticalScroll(id="plan-detail"):
@@ -176,13 +176,13 @@ class ProposalsScreen(KerubScreen, inherit_bindings=False):
                                "appears, or an optimisation pays.", style="dim"))
             self.query_one("#plan-detail").border_title = "Plan"
             return
-        detail.update(plan_detail(plan, self.kerub.fleet.host_name))
+        detail.update(plan_detail(plan, self.kerub.overview.host_name))
         self.query_one("#plan-detail").border_title = markup_safe(f"Plan {plan.id[:8]} ({plan.status.value})")
 
     def action_approve(self) -> None:
         plan = self.current
         if plan is not None:
-            self.kerub.ops.approve_plan(plan.id)
+            self.kerub.actions.approve_plan(plan.id)
 
     def action_reject(self) -> None:
         plan = self.current
@@ -191,9 +191,9 @@ class ProposalsScreen(KerubScreen, inherit_bindings=False):
         if plan.status is not PlanStatus.proposed:
             self.kerub.refuse("reject", f"plan {plan.id[:8]} is {plan.status.value}, not proposed")
             return
-        self.kerub.ops.reject_plan(plan.id)
+        self.kerub.actions.reject_plan(plan.id)
 
     def action_always(self) -> None:
         plan = self.current
         if plan is not None:
-            self.kerub.ops.always_approve(plan.plan_kind)
+            self.kerub.actions.always_approve(plan.plan_kind)

@@ -20,7 +20,6 @@ from ..core.models import (
     VirtualStorageDeviceDynamic,
 )
 from ..core.sizes import format_size
-from .fleet import VIOLATION, VIOLATION_CLEARED, Fleet
 from .format import (
     Cell,
     figure_with_spark,
@@ -32,6 +31,7 @@ from .format import (
 )
 from .history import cpu_busy, memory_used_percent
 from .live import Column
+from .overview import VIOLATION, VIOLATION_CLEARED, Overview
 
 SIMULATED_STYLE = "magenta"  # the mark of a simulated host (kerub_tui.sim), wherever one is shown
 SIM_TAG = "sim"
@@ -74,9 +74,9 @@ class HostRows:
         Column("free", "Free"),
     )
 
-    def __init__(self, fleet: Fleet) -> None:
-        self.fleet = fleet
-        self.api = fleet.api
+    def __init__(self, overview: Overview) -> None:
+        self.overview = overview
+        self.api = overview.api
 
     def ids(self) -> Iterable[str]:
         return [h.id for h in self.api.documents(Host)]
@@ -92,7 +92,7 @@ class HostRows:
         if host is None:
             return None
         dyn: HostDynamic | None = self.api.get(HostDynamic, doc_id)
-        history = self.fleet.history
+        history = self.overview.history
         cpu_hist = downsample(history.series(doc_id, "cpu", SPARK_WIDTH * SPARK_BUCKETS_PER_CHAR),
                               SPARK_WIDTH, SPARK_BUCKETS_PER_CHAR)
         mem_hist = downsample(history.series(doc_id, "mem", SPARK_WIDTH * SPARK_BUCKETS_PER_CHAR),
@@ -137,9 +137,9 @@ class HostRows:
         )
 
 
-def expectation_badge(fleet: Fleet, doc_id: str, count: int) -> Cell:
+def expectation_badge(overview: Overview, doc_id: str, count: int) -> Cell:
     """✓N when every expectation holds, ✗k/N when k are violated now, - when there are none."""
-    violated = len(fleet.violations.get(doc_id, ()))
+    violated = len(overview.violations.get(doc_id, ()))
     if count == 0 and not violated:
         return Cell("-", "dim", sort=(0, 0))
     if violated:
@@ -161,9 +161,9 @@ class VmRows:
         Column("expect", "Expect"),
     )
 
-    def __init__(self, fleet: Fleet) -> None:
-        self.fleet = fleet
-        self.api = fleet.api
+    def __init__(self, overview: Overview) -> None:
+        self.overview = overview
+        self.api = overview.api
 
     def ids(self) -> Iterable[str]:
         return [v.id for v in self.api.documents(VirtualMachine)]
@@ -188,10 +188,10 @@ class VmRows:
         return (
             Cell(vm.name, "bold"),
             status_cell(status),
-            Cell(self.fleet.host_name(dyn.host_id) if dyn else "-"),
+            Cell(self.overview.host_name(dyn.host_id) if dyn else "-"),
             Cell(str(vm.cpus), sort=vm.cpus),
             Cell(f"{format_size(used) if used else '-'}/{format_size(vm.memory_max)}", sort=used or 0),
-            expectation_badge(self.fleet, doc_id, len(vm.expectations)),
+            expectation_badge(self.overview, doc_id, len(vm.expectations)),
         )
 
 
@@ -209,9 +209,9 @@ class DiskRows:
         Column("expect", "Expect"),
     )
 
-    def __init__(self, fleet: Fleet) -> None:
-        self.fleet = fleet
-        self.api = fleet.api
+    def __init__(self, overview: Overview) -> None:
+        self.overview = overview
+        self.api = overview.api
 
     def ids(self) -> Iterable[str]:
         return [d.id for d in self.api.documents(VirtualStorageDevice)]
@@ -242,21 +242,21 @@ class DiskRows:
         allocations = list(dyn.allocations) if dyn else []
         if allocations:
             first = allocations[0]
-            text = f"{self.fleet.host_name(first.host_id)}:{first.type}:{alloc_path(first)}"
+            text = f"{self.overview.host_name(first.host_id)}:{first.type}:{alloc_path(first)}"
             if len(allocations) > 1:
                 text += f" +{len(allocations) - 1}"
             alloc_cell = Cell(text, sort=text)
         else:
             alloc_cell = Cell("none", "dim", sort="")
-        shares = sorted(self.fleet.sharing.get(doc_id, ()), key=lambda s: (s[1], s[0]))
-        sharing = " ".join(f"{how}@{self.fleet.host_name(host)}" for host, how in shares) or "-"
+        shares = sorted(self.overview.sharing.get(doc_id, ()), key=lambda s: (s[1], s[0]))
+        sharing = " ".join(f"{how}@{self.overview.host_name(host)}" for host, how in shares) or "-"
         return (
             Cell(disk.name, "bold"),
             size_cell(disk.size),
             alloc_cell,
             Cell(sharing, "" if shares else "dim"),
             redundancy_cell(disk, allocations),
-            expectation_badge(self.fleet, doc_id, len(disk.expectations)),
+            expectation_badge(self.overview, doc_id, len(disk.expectations)),
         )
 
 
@@ -296,9 +296,9 @@ class PlanRows:
         Column("trigger", "Because"),
     )
 
-    def __init__(self, fleet: Fleet) -> None:
-        self.fleet = fleet
-        self.api = fleet.api
+    def __init__(self, overview: Overview) -> None:
+        self.overview = overview
+        self.api = overview.api
 
     def ids(self) -> Iterable[str]:
         return [p.id for p in self.api.documents(Plan)]
@@ -340,9 +340,9 @@ class AuditRows:
         Column("outcome", "Command / outcome"),
     )
 
-    def __init__(self, fleet: Fleet) -> None:
-        self.fleet = fleet
-        self.api = fleet.api
+    def __init__(self, overview: Overview) -> None:
+        self.overview = overview
+        self.api = overview.api
 
     def ids(self) -> Iterable[str]:
         return [a.id for a in self.api.documents(AuditEntry)]
@@ -365,7 +365,7 @@ class AuditRows:
             Cell(entry.os_user or "-"),
             Cell(entry.action, "bold"),
             Cell(entry.target or "-"),
-            Cell(self.fleet.host_name(entry.host_id) if entry.host_id else "-"),
+            Cell(self.overview.host_name(entry.host_id) if entry.host_id else "-"),
             Cell(exit_text, exit_style, sort=entry.exit_code if entry.exit_code is not None else -1),
             Cell(took, sort=entry.duration_seconds or 0.0),
             Cell(one_line(detail, 120) or "-"),
@@ -385,9 +385,9 @@ class EventRows:
         Column("message", "Message"),
     )
 
-    def __init__(self, fleet: Fleet, host_id: str | None = None) -> None:
-        self.fleet = fleet
-        self.api = fleet.api
+    def __init__(self, overview: Overview, host_id: str | None = None) -> None:
+        self.overview = overview
+        self.api = overview.api
         self.host_id = host_id
 
     def ids(self) -> Iterable[str]:
@@ -404,6 +404,6 @@ class EventRows:
             time_cell(event.time),
             status_cell(event.severity.value),
             Cell(event.type, "bold"),
-            Cell(self.fleet.host_name(event.host_id) if event.host_id else "-"),
+            Cell(self.overview.host_name(event.host_id) if event.host_id else "-"),
             Cell(one_line(event.message, 160)),
         )

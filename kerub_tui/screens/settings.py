@@ -125,7 +125,7 @@ class SettingsScreen(KerubScreen, inherit_bindings=False):
     def action_revoke(self) -> None:
         kind = self.query_one("#policies", LiveTable).cursor_id
         if kind is not None:
-            self.kerub.ops.revoke_auto_approve(kind)
+            self.kerub.actions.revoke_auto_approve(kind)
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
         if event.button.id == "save-optimisation":

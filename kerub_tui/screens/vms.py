@@ -418,14 +418,14 @@ class VmDetailScreen(KerubScreen, inherit_bindings=False):
         if vm is None:
             return
         dyn: VirtualMachineDynamic | None = api.get(VirtualMachineDynamic, self.vm_id)
-        fleet = self.kerub.fleet
+        overview = self.kerub.overview
         table = DataGrid.grid(padding=(0, 2))
         table.add_column(style="dim")
         table.add_column()
         table.add_row("name", data(vm.name, style="bold"))
         status = dyn.status.value if dyn else "down"
         table.add_row("status", Text(status, style=STATUS_STYLES.get(status, ""))
-                      + data(f" on {fleet.host_name(dyn.host_id)}" if dyn and dyn.host_id else ""))
+                      + data(f" on {overview.host_name(dyn.host_id)}" if dyn and dyn.host_id else ""))
         table.add_row("size", f"{vm.cpus} vCPU, memory {format_size(vm.memory_min)}..{format_size(vm.memory_max)},"
                               f" {vm.architecture}")
         if dyn is not None:
@@ -447,7 +447,8 @@ class VmDetailScreen(KerubScreen, inherit_bindings=False):
         table.add_row("id", Text(vm.id, style="dim"))
         self.query_one("#vm-summary", Static).update(table)
         verdicts = api.verdicts("vm", vm.id)
-        self.query_one("#vm-expectations", Static).update(expectation_states(vm.expectations, vm.id, fleet, verdicts))
+        self.query_one("#vm-expectations", Static).update(
+            expectation_states(vm.expectations, vm.id, overview, verdicts))
         self.run_worker(self._explain(vm.id), name="explain", group="explain", exclusive=True)
 
     async def _explain(self, vm_id: str) -> None:
@@ -462,22 +463,22 @@ class VmDetailScreen(KerubScreen, inherit_bindings=False):
         self.kerub.open_vm_editor(self.vm_id)
 
     def action_start(self) -> None:
-        self.kerub.ops.start_vms([self.vm_id])
+        self.kerub.actions.start_vms([self.vm_id])
 
     def action_stop(self) -> None:
-        self.kerub.ops.stop_vms([self.vm_id])
+        self.kerub.actions.stop_vms([self.vm_id])
 
     def action_console(self) -> None:
-        self.kerub.ops.open_console(self.vm_id)
+        self.kerub.actions.open_console(self.vm_id)
 
     def action_delete(self) -> None:
-        self.kerub.ops.delete_vms([self.vm_id])
+        self.kerub.actions.delete_vms([self.vm_id])
 
     def action_eject(self) -> None:
-        self.kerub.ops.eject_vm(self.vm_id)
+        self.kerub.actions.eject_vm(self.vm_id)
 
 
-def expectation_states(expectations: Sequence[Any], target_id: str, fleet: Any,
+def expectation_states(expectations: Sequence[Any], target_id: str, overview: Any,
                        verdicts: dict[int, str] | str | None = None) -> Text:
     """Each expectation, satisfied or violated with the reason: the planner's verdict when given,
     else the open violation events."""
@@ -485,12 +486,12 @@ def expectation_states(expectations: Sequence[Any], target_id: str, fleet: Any,
     if not expectations:
         text.append("none: the planner leaves this alone", style="dim")
         return text
-    open_ = fleet.open_violations(target_id)
+    open_ = overview.open_violations(target_id)
     if isinstance(verdicts, str):
         text.append_text(data(verdicts + "\n", style="yellow"))
         verdicts = None
     for index, exp in enumerate(expectations):
-        shown = display_spec(exp, fleet.name_of)
+        shown = display_spec(exp, overview.name_of)
         if verdicts is not None:
             reason = verdicts.get(index)
         else:

@@ -74,7 +74,7 @@ async def test_add_a_lab_host_from_the_console(clean_lab, tmp_path):
         assert not app.screen.query_one("FirstRun").has_class("-shown")
 
         def samples() -> int:
-            figures = app.fleet.history.hosts.get(added.id)
+            figures = app.overview.history.hosts.get(added.id)
             return sum(b.cpu_n for b in figures.buckets) if figures else 0
 
         # The figures move: vmstat samples keep arriving and reach the table's sparkline.

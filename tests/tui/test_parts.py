@@ -109,14 +109,14 @@ def test_a_host_that_is_not_up_shows_no_figures_as_if_they_were_live(tmp_path):
     from kerub_tui.core.models import Host, HostStatus
     from kerub_tui.core.store import Store
     from kerub_tui.queries import StoreView
-    from kerub_tui.screens.fleet import Fleet
+    from kerub_tui.screens.overview import Overview
     from kerub_tui.screens.rows import HostRows
 
     with Store.open(tmp_path) as store:
         store.put(Host(id="h", name="kvm1", address="10.0.0.1"))
         figures = {"cpu_user": 70.0, "cpu_system": 10.0, "cpu_idle": 20.0, "memory_used": 3 << 30, "memory_free": 1 << 30}
         store.put(HostDynamic(id="h", status=HostStatus.up, **figures))
-        rows = HostRows(Fleet(StoreView(store)))
+        rows = HostRows(Overview(StoreView(store)))
         assert "80" in str(rows.cells("h")[3])
         store.put(HostDynamic(id="h", status=HostStatus.down, **figures))
         cpu, mem = rows.cells("h")[3:5]

@@ -255,7 +255,7 @@ async def test_host_detail_figures_follow_the_feed(tmp_path):
         cpu = app.screen.query_one("#cpu-spark").data
         assert len(cpu) == 12 and max(cpu) > min(cpu)
         # The hosts table's sparkline moved too (the main screen stays live underneath).
-        assert app.fleet.history.series(H1, "cpu", 60)[-1] == pytest.approx(100 - (90 - (11 * 7) % 80))
+        assert app.overview.history.series(H1, "cpu", 60)[-1] == pytest.approx(100 - (90 - (11 * 7) % 80))
 
 
 async def test_add_host_form_errors(tmp_path):

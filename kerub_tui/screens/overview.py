@@ -1,7 +1,7 @@
-"""What the screens derive from the store and keep up to date from the change feed.
+"""What the screens derive from the documents and keep up to date from the change feed.
 
-The store answers most questions directly (it is in memory); this adds the few views it has no index
-for: recent figures per host (sparklines), which disks are shared from which host, and which
+The console API's queries answer most questions directly (the store is in memory); this adds the few
+views it has no index for: recent figures per host (sparklines), which disks are shared from which host, and which
 expectations are violated right now.
 
 Violations come from the planner's Events: ``type="violation"`` with ``target`` the VM or disk id and
@@ -28,9 +28,10 @@ def violation_key(message: str) -> str:
     return message.split(": ", 1)[0].strip()
 
 
-class Fleet:
-    """Screen-layer views over the controller's documents (the API's queries), fed by the same changes
-    the screens get."""
+class Overview:
+    """The console's overview of the controller's documents (read through the API's queries), fed by
+    the same changes the screens get: each host's recent figures, which disks are shared where, the
+    open expectation violations. (Not the hosts' Fleet of hosts/fleet.py: the console has no hosts.)"""
 
     def __init__(self, api: ConsoleQueries) -> None:
         self.api = api
