@@ -310,10 +310,11 @@ class DetailBody(VerticalScroll):
     """The host detail's scrolling body: focused, it scrolls with the tables' keys (j/k, g/G too)."""
 
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("k", "scroll_up", "Scroll up", show=False),
-        Binding("j", "scroll_down", "Scroll down", show=False),
-        Binding("g", "scroll_home", "Top", show=False),
-        Binding("G", "scroll_end", "Bottom", show=False),
+        # The tables' ids: a keymap that moves the tables' keys moves these with them.
+        Binding("k", "scroll_up", "Scroll up", show=False, id="table.up"),
+        Binding("j", "scroll_down", "Scroll down", show=False, id="table.down"),
+        Binding("g", "scroll_home", "Top", show=False, id="table.first"),
+        Binding("G", "scroll_end", "Bottom", show=False, id="table.last"),
     ]
 
 
