@@ -253,6 +253,14 @@ def test_each_refusal_leaves_nothing(clean_images, tmp_path):
 # --- cut short -------------------------------------------------------------------------------------
 
 
+def serving(env) -> bool:
+    """A controller answers on the data dir's control socket (the socket file alone is not enough: it
+    exists from bind() on, and a command line that finds no answer opens the store itself)."""
+    from kerub_tui.control import controller_running
+
+    return controller_running(env["KERUB_TUI_DATA"])
+
+
 def start_import(env, path: Path, host) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "kerub_tui", "image", "import", str(path), "--name", "big",
                              "--host", host.name], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -287,7 +295,7 @@ def test_a_controller_killed_mid_import_leaves_nothing(clean_images, tmp_path):
                              stderr=subprocess.PIPE, text=True)
     proc = None
     try:
-        wait_for(lambda: (Path(env["KERUB_TUI_DATA"]) / "control.sock").exists(), "the control socket")
+        wait_for(lambda: serving(env), "the controller to answer on its control socket")
         proc = start_import(env, big, h0)
         wait_for(lambda: receiving(h0) or proc.poll() is not None, "the transfer to start")
         assert proc.poll() is None, proc.communicate()
@@ -310,7 +318,7 @@ def test_the_command_line_killed_while_a_controller_imports_for_it(clean_images,
     serve = subprocess.Popen([sys.executable, "-m", "kerub_tui", "serve"], env=env, stdout=subprocess.DEVNULL,
                              stderr=subprocess.PIPE, text=True)
     try:
-        wait_for(lambda: (Path(env["KERUB_TUI_DATA"]) / "control.sock").exists(), "the control socket")
+        wait_for(lambda: serving(env), "the controller to answer on its control socket")
         proc = start_import(env, big, h0)
         wait_for(lambda: receiving(h0) or proc.poll() is not None, "the transfer to start")
         assert proc.poll() is None, proc.communicate()
@@ -318,11 +326,16 @@ def test_the_command_line_killed_while_a_controller_imports_for_it(clean_images,
         proc.wait(timeout=30)
         wait_for(lambda: listing(h0) == [], "the controller to stop the import and the host to remove the file")
         assert images(env) == []  # asked through the running controller
-        audit = kerub("export", str(tmp_path / "export.json"), env=env)
-        assert audit.returncode == 0, audit.stderr
-        entries = sorted((d for d in json.loads((tmp_path / "export.json").read_text())["documents"]
-                          if d["kind"] == "audit" and d["action"] == "image import"), key=lambda d: d["time"])
-        assert entries and "went away" in entries[-1]["outcome"], entries
+        def import_audited() -> list[dict]:
+            """The import's audit entries once the last says the client went away (the host removes its
+            temp file as soon as the stream ends, before the controller records why it ended)."""
+            audit = kerub("export", str(tmp_path / "export.json"), env=env)
+            assert audit.returncode == 0, audit.stderr
+            entries = sorted((d for d in json.loads((tmp_path / "export.json").read_text())["documents"]
+                              if d["kind"] == "audit" and d["action"] == "image import"), key=lambda d: d["time"])
+            return entries if entries and "went away" in entries[-1]["outcome"] else []
+
+        wait_for(import_audited, "the import's audit entry saying the client went away", interval=0.5)
         assert serve.poll() is None  # the controller carries on
     finally:
         if serve.poll() is None:
@@ -370,8 +383,7 @@ async def test_import_through_a_running_controller_works_like_the_local_one(clea
     serve = subprocess.Popen([sys.executable, "-m", "kerub_tui", "serve"], env=env, cwd="/",
                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
-        await asyncio.to_thread(wait_for, lambda: (Path(env["KERUB_TUI_DATA"]) / "control.sock").exists(),
-                                "the control socket")
+        await asyncio.to_thread(wait_for, lambda: serving(env), "the controller to answer on its control socket")
         result = await asyncio.to_thread(
             subprocess.run, [sys.executable, "-m", "kerub_tui", "image", "import", "install.iso", "--host", h0.name],
             env=env, cwd=client, capture_output=True, text=True, timeout=240)
