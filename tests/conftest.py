@@ -31,6 +31,20 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[_SHORT_BASETEMP] = path
 
 
+# The longest files, first: under `--dist loadfile` a worker takes whole files in collection order, so
+# a file that takes minutes (guest boots under TCG, SIGKILLs in the middle of lab steps) started last
+# would keep one worker busy after the other has finished everything else.
+_LONGEST_FIRST = ("tests/integration/test_guest_os.py", "tests/integration/test_crash_step_lab.py")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    def rank(item: pytest.Item) -> int:
+        path = item.nodeid.split("::", 1)[0]
+        return _LONGEST_FIRST.index(path) if path in _LONGEST_FIRST else len(_LONGEST_FIRST)
+
+    items.sort(key=rank)  # stable: the order within each file and among the others is kept
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     path = session.config.stash.get(_SHORT_BASETEMP, None)
     if path is not None and exitstatus == 0:

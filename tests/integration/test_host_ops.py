@@ -232,7 +232,8 @@ async def test_evacuate_live_migrates_a_running_vm_with_its_disk(clean_lab, tmp_
         vm = await c.create_vm("mover", memory_min=64 * MIB, disks=[DiskLink(disk_id=disk.id)],
                                expectations=["availability:up"])
         start = await proposal(c, lambda p: "start-vm" in step_types(p), "the start of mover")
-        assert (await carry_out(c, start)).status is PlanStatus.done
+        started = await carry_out(c, start)
+        assert started.status is PlanStatus.done, started.status_reason
         source_id = vm_dyn(c, vm.id).host_id
         source = lab_host(clean_lab, c, source_id)
         marker = b"kerub-migration-check"
