@@ -6,6 +6,7 @@ The console asks these instead of reaching into the store or running the planner
 
 from __future__ import annotations
 
+from abc import abstractmethod
 from collections.abc import Sequence
 from typing import Literal, TypeVar
 
@@ -31,8 +32,9 @@ class StoreQueries:
     """Mixed into both controllers; ``db`` is the store the queries read."""
 
     @property
+    @abstractmethod
     def db(self) -> Store:
-        raise NotImplementedError
+        """The store of the controller this is mixed into (each controller defines it)."""
 
     def get(self, kind: type[D], doc_id: str) -> D | None:
         return self.db.get(kind, doc_id)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from abc import abstractmethod
 from collections.abc import Awaitable, Callable
 from typing import Any, ClassVar
 
@@ -115,18 +116,18 @@ class EditorScreen(KerubScreen, inherit_bindings=False):
     # cannot be an ABC (its metaclass is Textual's), so an incomplete editor is refused when defined.
     what: ClassVar[str]  # "disk", "VM": in the action's label and the saved message
 
+    @abstractmethod
     def read_form(self) -> dict[str, Any] | None:
         """The validated values of the form, or None with each problem shown where it is."""
-        raise NotImplementedError
 
+    @abstractmethod
     def saver(self, values: dict[str, Any]) -> Callable[[], Awaitable[Any]]:
         """The API call that saves ``values``."""
-        raise NotImplementedError
 
     @property
+    @abstractmethod
     def action(self) -> str:
         """The API action saving does (kerub_tui.api.ACTIONS): read-only mode refuses it."""
-        raise NotImplementedError
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

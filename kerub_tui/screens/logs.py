@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from abc import abstractmethod
 from typing import Any, ClassVar
 
 from rich.text import Text
@@ -29,9 +30,9 @@ class LogScreen(KerubScreen, inherit_bindings=False):
     table_id: ClassVar[str]
     rows: ClassVar[type[AuditRows] | type[EventRows]]
 
+    @abstractmethod
     def detail(self, doc_id: str) -> Any:
         """What the panel under the table shows of the document ``doc_id``."""
-        raise NotImplementedError
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
