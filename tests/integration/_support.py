@@ -4,6 +4,8 @@ for a condition, and the processes the controller left on a lab host."""
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 from pathlib import Path
 
 from kerub_tui.ssh import SshSettings
@@ -37,3 +39,9 @@ def started_by_us(host, *needles: str) -> list[str]:
     """Command lines of the host's processes that the controller started (or that match needles)."""
     marks = (PROCESS_TAG, "vmstat", "@@kerub", *needles)
     return [c for c in map(cmdline, host.pids()) if any(m in c for m in marks)]
+
+
+def kerub(*argv: str, env: dict[str, str], timeout: float = 180) -> subprocess.CompletedProcess[str]:
+    """kerub-tui's command line as a user runs it, in its own process, on the data dir of ``env``."""
+    return subprocess.run([sys.executable, "-m", "kerub_tui", *argv], env=env, capture_output=True, text=True,
+                          timeout=timeout)

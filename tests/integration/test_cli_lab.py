@@ -12,12 +12,10 @@ import time
 
 import pytest
 
+from ._support import kerub
+
 pytestmark = pytest.mark.lab
 
-
-def kerub(*argv, env, timeout=180):
-    return subprocess.run([sys.executable, "-m", "kerub_tui", *argv], env=env, capture_output=True, text=True,
-                          timeout=timeout)
 
 
 @pytest.fixture

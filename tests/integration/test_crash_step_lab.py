@@ -43,6 +43,8 @@ from kerub_tui.core.models import (
 from kerub_tui.core.store import Store, StoreError
 from tests.lab import Lab, missing_prerequisites
 
+from ._support import kerub
+
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
 
 DEADLINE = 120.0  # generous: waits assert what happens and in which order, not how fast
@@ -69,10 +71,6 @@ def env(tmp_path: Path, host) -> Iterator[dict[str, str]]:
     host.delay_lvm(None)
     host.reset()
 
-
-def kerub(*argv: str, env: dict[str, str], timeout: float = 180) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "kerub_tui", *argv], env=env, capture_output=True, text=True,
-                          timeout=timeout)
 
 
 def ok(*argv: str, env: dict[str, str]) -> str:

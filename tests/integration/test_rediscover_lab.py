@@ -17,14 +17,11 @@ import pytest
 from kerub_tui.core.models import AuditEntry, Event
 from kerub_tui.core.store import Store
 
+from ._support import kerub
 from .test_discovery_stale_lab import BROKEN_LSCPU, fake_tools
 
 pytestmark = pytest.mark.lab
 
-
-def kerub(*argv, env, timeout=180):
-    return subprocess.run([sys.executable, "-m", "kerub_tui", *argv], env=env, capture_output=True, text=True,
-                          timeout=timeout)
 
 
 @pytest.fixture

@@ -18,14 +18,12 @@ import pytest
 from kerub_tui.core.models import AuditEntry, Event
 from kerub_tui.core.store import Store
 
+from ._support import kerub
+
 pytestmark = pytest.mark.lab
 
 WAIT = 120.0  # generous: the waits check what happens, not how fast
 
-
-def kerub(*argv, env, timeout=180):
-    return subprocess.run([sys.executable, "-m", "kerub_tui", *argv], env=env, capture_output=True, text=True,
-                          timeout=timeout)
 
 
 @pytest.fixture
