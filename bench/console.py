@@ -311,26 +311,25 @@ def main() -> None:
         env = dict(os.environ, KERUB_TUI_CONFIG=str(Path(tmp) / "config"), KERUB_TUI_DATA=str(data))
         started = time.perf_counter()
         build_store(data, args.hosts, args.vms)
-        print(f"store_build: {time.perf_counter() - started:.1f} s  ({args.hosts} hosts, {args.vms} VMs)")
+        print(f"store_build: {time.perf_counter() - started:.1f} s  ({args.hosts} hosts, {args.vms} VMs)", flush=True)
         print(f"store_put: {store_put_ms(Path(tmp) / 'put'):.2f} ms (one committed put to the UnQLite file, "
               "for scale: not part of the figures below)")
-        results = {}
-        for which in ("kerub", "baseline"):
-            out = subprocess.run([sys.executable, __file__, "--child", which, "--data-dir", str(data),
-                                  "--rate", str(args.rate), "--presses", str(args.presses)],
-                                 env=env, capture_output=True, text=True, timeout=900)
-            if out.returncode != 0:
-                sys.stderr.write(out.stderr)
-                raise SystemExit(f"bench/console.py: the {which} run failed")
-            results[which] = json.loads(out.stdout.strip().splitlines()[-1])
-        kerub, base = results["kerub"], results["baseline"]
         figures = (("first_paint", "first_paint_s", "s", "{:.2f}"), ("rss", "rss_mib", "MiB", "{:.0f}"),
                    ("key_latency_p50", "latency_p50_ms", "ms", "{:.1f}"),
                    ("key_latency_p95", "latency_p95_ms", "ms", "{:.1f}"),
                    ("changes_applied", "changes_per_s", "changes/s", "{:.0f}"))
-        for name, key, unit, fmt in figures:
-            print(f"console_{name}: {fmt.format(kerub[key])} {unit}")
-            print(f"baseline_{name}: {fmt.format(base[key])} {unit}")
+        results = {}
+        for which, prefix in (("kerub", "console"), ("baseline", "baseline")):
+            out = subprocess.run([sys.executable, __file__, "--child", which, "--data-dir", str(data),
+                                  "--rate", str(args.rate), "--presses", str(args.presses)],
+                                 env=env, capture_output=True, text=True, timeout=1800)
+            if out.returncode != 0:
+                sys.stderr.write(out.stderr)
+                raise SystemExit(f"bench/console.py: the {which} run failed")
+            results[which] = json.loads(out.stdout.strip().splitlines()[-1])
+            for name, key, unit, fmt in figures:  # each app's figures as soon as it is measured
+                print(f"{prefix}_{name}: {fmt.format(results[which][key])} {unit}", flush=True)
+        kerub, base = results["kerub"], results["baseline"]
         for name, key, _, _ in figures[:4]:
             ratio = kerub[key] / base[key] if base[key] else float("inf")
             print(f"ratio_{name}: {ratio:.2f} x (kerub-tui / plain DataTable)")

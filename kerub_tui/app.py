@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, cast
 
@@ -27,6 +27,7 @@ from .api import ActionError, ConsoleAPI, ReadOnlyMode, Script, refusal
 from .core.bus import Change, Subscription
 from .core.models import Plan, PlanStatus
 from .core.store import StoreError
+from .core.text import printable
 from .screens.actions import ConsoleActions
 from .screens.base import KerubScreen
 from .screens.confirm import ConfirmScreen
@@ -72,6 +73,19 @@ VIEWS = {
     "q": "quit", "quit": "quit",
 }
 VIEW_NAMES = ("hosts", "vms", "disks", "images", "plans", "audit", "events", "settings", "help", "quit")
+JUMP_HINT = "hosts vms disks images plans audit events settings · tab completes"
+FILTER_HINT = "regex · !inverts · esc restores"
+
+
+def resolve_view(text: str) -> tuple[str | None, list[str]]:
+    """What ``:text`` opens: a view's name or alias, or an unambiguous prefix of them (``:pl`` is plans).
+    Returns (the view or None, the views the text could still become, in VIEW_NAMES order)."""
+    typed = text.strip().lower().lstrip(":")
+    if typed in VIEWS:
+        return VIEWS[typed], [VIEWS[typed]]
+    views = {view for alias, view in VIEWS.items() if alias.startswith(typed)} if typed else set()
+    candidates = [name for name in VIEW_NAMES if name in views]
+    return (candidates[0] if len(candidates) == 1 else None), candidates
 
 
 class KerubApp(App[None]):
@@ -84,11 +98,11 @@ class KerubApp(App[None]):
         Binding("ctrl+c", "quit", "Quit", show=False, priority=True, id="app.quit_anywhere"),
         Binding("colon", "jump", "Jump", id="app.jump"),
         Binding("question_mark", "help", "Keys", id="app.help"),
+        Binding("P", "newest_proposal", "Newest proposal", show=False, id="app.newest_proposal"),
         Binding("ctrl+p", "command_palette", "Palette", show=False, priority=True, id="app.palette"),
     ]
 
     CSS = """
-    Screen { background: $background; }
     Footer { height: 1; }
     """
 
@@ -142,6 +156,8 @@ class KerubApp(App[None]):
         self._subscription: Subscription | None = None
         self._feed_ready = asyncio.Event()
         self._clash_reported = False
+        # The : and / prompts' entries of this session, newest last (up and down walk them).
+        self.prompt_history: dict[str, list[str]] = {}
 
     # --- lifecycle ----------------------------------------------------------------------------
 
@@ -217,6 +233,7 @@ class KerubApp(App[None]):
         self._feed_ready.set()
         async for change in subscription:
             self._pending.append(change)
+            self._pending.extend(subscription.drain_nowait())  # a burst is one wake-up, not one per change
             if not self._flush_scheduled:
                 self._flush_scheduled = True
                 self.set_timer(FLUSH_DELAY, self._flush_changes, name="flush-changes")
@@ -229,10 +246,35 @@ class KerubApp(App[None]):
         if not changes or self._overview is None:
             return
         self._overview.apply(changes)
+        self._announce_proposals(changes)
         for screen in self.screen_stack:
             if isinstance(screen, KerubScreen) and screen.is_mounted:
                 screen.apply_changes(changes)
         self.post_message(self.ChangesApplied(len(changes)))
+
+    def _announce_proposals(self, changes: Sequence[Change]) -> None:
+        """A proposal that appears (after a host failure, say) is easy to miss in a busy screen: a toast
+        that names it and the key that opens it."""
+        new = [c.new for c in changes if c.kind == "plan" and isinstance(c.new, Plan)
+               and c.new.status is PlanStatus.proposed
+               and not (isinstance(c.old, Plan) and c.old.status is PlanStatus.proposed)]
+        if not new:
+            return
+        newest = max(new, key=lambda plan: plan.created_at)
+        because = printable(newest.trigger[0] if newest.trigger else newest.plan_kind, limit=120)
+        more = f" (and {len(new) - 1} more)" if len(new) > 1 else ""
+        self.notify(f"New proposal: {because}{more}. {self.key_for('app.newest_proposal')} opens it.",
+                    title="proposal", severity="warning", timeout=15, markup=False)
+
+    def action_newest_proposal(self) -> None:
+        """Open the plans at the newest open proposal (or at the list, when none is open)."""
+        proposed = [p for p in self.controller.documents(Plan) if p.status is PlanStatus.proposed]
+        newest = max(proposed, key=lambda plan: plan.created_at).id if proposed else None
+        if self.main is not None:
+            while self.screen is not self.main and len(self.screen_stack) > 1:
+                self.pop_screen()
+        self.push_screen(ProposalsScreen(newest))
+        self.post_message(self.Jumped("plans"))
 
     async def settle(self) -> None:
         """Wait until every change published so far has reached the screens (tests, benchmarks)."""
@@ -276,20 +318,40 @@ class KerubApp(App[None]):
             if text:
                 self.jump(text)
 
-        self.push_screen(PromptScreen(":", suggestions=VIEW_NAMES,
-                                      hint="hosts vms disks images plans audit events settings",
-                                      prompt_id="jump-prompt"), jumped)
+        def preview(text: str) -> str:
+            if not text.strip():
+                return JUMP_HINT
+            view, candidates = resolve_view(text)
+            if view is not None:
+                return f"→ {view}  ⏎"
+            if candidates:
+                return "tab: " + " ".join(candidates)
+            return "no such view"
+
+        self.push_screen(PromptScreen(":", suggestions=VIEW_NAMES, hint=JUMP_HINT, prompt_id="jump-prompt",
+                                      preview=preview, completions=lambda text: resolve_view(text)[1],
+                                      history=self.prompt_history.setdefault("jump", [])), jumped)
 
     def prompt_filter(self, table: LiveTable) -> None:
+        """``/``: the filter applies as it is typed; enter keeps it, escape puts the old one back."""
+        before = table.row_filter.text
+
+        def preview(text: str) -> str:
+            row_filter = table.set_filter(text)
+            if row_filter.error:
+                return row_filter.error
+            return f"{table.row_count} of {table.total} shown" if row_filter.text else FILTER_HINT
+
         def filtered(text: str | None) -> None:
             if text is None:
+                table.set_filter(before)
                 return
             row_filter = table.set_filter(text)
             if row_filter.error:
                 self.notify(row_filter.error, severity="warning")
 
-        self.push_screen(PromptScreen("/", table.row_filter.text, hint="regex · !inverts · esc cancels",
-                                      prompt_id="filter-prompt"), filtered)
+        self.push_screen(PromptScreen("/", before, hint=FILTER_HINT, prompt_id="filter-prompt", preview=preview,
+                                      history=self.prompt_history.setdefault("filter", [])), filtered)
 
     def would_be_lost(self) -> list[str]:
         """What quitting now would lose, one line each: an editor's unsaved changes, an action still
@@ -328,9 +390,13 @@ class KerubApp(App[None]):
 
     def jump(self, text: str) -> bool:
         """Go to a view by name (``:hosts``, ``:vms``, ``:plans``...). False when there is no such view."""
-        view = VIEWS.get(text.strip().lower().lstrip(":"))
+        view, candidates = resolve_view(text)
         if view is None:
-            self.notify(f"no view {text!r}: try " + ", ".join(VIEW_NAMES), severity="error")
+            if len(candidates) > 1:
+                self.notify(f"{text.strip()!r} could be " + " or ".join(candidates) + ": type more",
+                            severity="warning")
+            else:
+                self.notify(f"no view {text!r}: try " + ", ".join(VIEW_NAMES), severity="error")
             return False
         if view == "quit":
             self.quit_asking()

@@ -18,6 +18,8 @@ from . import __version__
 from .core.sizes import parse_size
 from .core.text import printable
 
+METRIC_RANGES = ("1h", "1d", "7d", "30d", "1y")  # core/metrics.RANGES' names (its models are not imported here)
+
 EXIT_OK = 0
 EXIT_ERROR = 1
 
@@ -114,6 +116,20 @@ def _path(text: str) -> str:
     return os.path.join(cwd if cwd is not None else os.getcwd(), path)
 
 
+HOST_NAME = "the host's name or id"
+VM_NAME = "the VM's name or id"
+PLAN_ID = "the plan's id, or its first characters as plan list shows them"
+_AGE_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def _age(text: str) -> float:
+    """An age as ``--since`` takes it: a number and a unit (s, m, h, d, w), e.g. 30m, 1h, 2d; in seconds."""
+    number, unit = text[:-1], text[-1:]
+    if unit not in _AGE_UNITS or not (number.isascii() and number.isdigit()) or len(number) > 6 or int(number) == 0:
+        raise argparse.ArgumentTypeError(f"{_shown(text)} is not an age: a number and s, m, h, d or w, e.g. 1h")
+    return float(int(number) * _AGE_UNITS[unit])
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="kerub-tui",
@@ -130,16 +146,17 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--json-events", action="store_true", help="print every document change as a JSON line")
 
     export = sub.add_parser("export", help="write every document to a JSON file (backup)")
-    export.add_argument("file", type=_path)
+    export.add_argument("file", type=_path, help="the JSON file to write")
     imp = sub.add_parser("import", help="load documents from an export (the controller must be stopped)")
-    imp.add_argument("file", type=_path)
+    imp.add_argument("file", type=_path, help="a file `kerub-tui export` wrote")
     imp.add_argument("--replace", action="store_true", help="replace every document in a non-empty store")
 
     host = sub.add_parser("host", help="hosts").add_subparsers(dest="action", metavar="ACTION", required=True,
                                                                parser_class=_Parser)
     add = host.add_parser("add", help="add a host: shows its key fingerprint; accept it to join")
-    add.add_argument("address", metavar="ADDRESS[:PORT]", type=_address)
-    add.add_argument("--user", default="root")
+    add.add_argument("address", metavar="ADDRESS[:PORT]", type=_address,
+                     help="the host's SSH address (an IPv6 address with a port in brackets: [::1]:2222)")
+    add.add_argument("--user", default="root", help="the login user on the host (default: root)")
     add.add_argument(
         "--identity", metavar="KEYFILE", type=_path, help="private key (default: the controller's own key, agent)"
     )
@@ -149,25 +166,42 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("--install-key", action="store_true",
                      help="log in once with a password (asked for, never stored) to install kerub-tui's key")
     _list_show(host)
-    host.add_parser("remove", help="remove a host with no VMs or disks on it").add_argument("name")
-    host.add_parser("evacuate", help="maintenance: move everything off, then it may be removed").add_argument("name")
+    host.add_parser("remove", help="remove a host with no VMs or disks on it").add_argument("name", help=HOST_NAME)
+    host.add_parser("evacuate", help="maintenance: move everything off, then it may be removed").add_argument(
+        "name", help=HOST_NAME)
     host.add_parser("rediscover", help="read a host's facts again now (after fixing what made them stale)"
-                    ).add_argument("name")
+                    ).add_argument("name", help=HOST_NAME)
     rekey = host.add_parser("rekey", help="accept a host's new SSH host key (reinstalled, key regenerated)")
-    rekey.add_argument("name")
+    rekey.add_argument("name", help=HOST_NAME)
     rekey.add_argument("--accept-fingerprint", metavar="SHA256:...",
                        help="the new host key fingerprint you checked out of band")
+    fence = host.add_parser("fence", help="high availability: a host that went away runs no guest any more, so "
+                                           "its VMs may restart elsewhere (powered off through IPMI now, or "
+                                           "--confirm-off)")
+    fence.add_argument("name", help=HOST_NAME)
+    fence.add_argument("--confirm-off", action="store_true",
+                       help="you made sure it is off (pulled the power, or it is gone): recorded with your name")
     hset = host.add_parser("set", help="change a host's settings")
-    hset.add_argument("name")
-    hset.add_argument("--accel", choices=("auto", "kvm", "tcg"), required=True,
+    hset.add_argument("name", help=HOST_NAME)
+    hset.add_argument("--accel", choices=("auto", "kvm", "tcg"),
                       help="accelerator of its guests: kvm, tcg, or auto (kvm where usable)")
+    hset.add_argument("--wol", metavar="MAC", help="wake-on-LAN: the MAC of its NIC that wakes it (aa:bb:cc:dd:ee:ff)")
+    hset.add_argument("--wol-broadcast", metavar="ADDRESS",
+                      help="where the magic packet goes (its network's broadcast; default 255.255.255.255)")
+    hset.add_argument("--wol-port", metavar="PORT", type=_port, help="UDP port of the magic packet (default 9)")
+    hset.add_argument("--ipmi", metavar="ADDRESS", help="its BMC's address: IPMI powers it on (ipmitool, lanplus; "
+                                                        "the password from IPMI_PASSWORD where ipmitool runs)")
+    hset.add_argument("--ipmi-user", metavar="USER", help="the BMC's user (default root)")
+    hset.add_argument("--no-wake", action="store_true",
+                      help="forget how to wake it: power saving then never powers it down")
 
     vm = sub.add_parser("vm", help="virtual machines").add_subparsers(dest="action", metavar="ACTION", required=True,
                                                                       parser_class=_Parser)
     create = vm.add_parser("create", help="create a VM (it runs once an availability expectation says so)")
-    create.add_argument("name")
-    create.add_argument("--cpus", type=int, default=1)
-    create.add_argument("--memory", type=_memory, required=True, metavar="SIZE[:MAX]")
+    create.add_argument("name", help="the new VM's name")
+    create.add_argument("--cpus", type=int, default=1, help="virtual CPUs (default: 1)")
+    create.add_argument("--memory", type=_memory, required=True, metavar="SIZE[:MAX]",
+                        help="memory, e.g. 2G; with :MAX, what it may grow to (balloon), e.g. 2G:4G")
     create.add_argument("--disk", type=_size, action="append", default=[], metavar="SIZE",
                         help="a new disk of this size (repeatable)")
     create.add_argument("--expect", action="append", default=[], metavar="SPEC",
@@ -181,16 +215,53 @@ def build_parser() -> argparse.ArgumentParser:
                         help="cloud-init: an ssh public key file for the guest's default user (repeatable)")
     create.add_argument("--user-data", metavar="FILE", help="cloud-init: user data, as given (never logged)")
     create.add_argument("--network-config", metavar="FILE", help="cloud-init: network config, as given")
+    create.add_argument("--graphics", choices=("spice", "vnc"), default="spice",
+                        help="the protocol of its screen for a viewer (default spice; both through SSH)")
+    vset = vm.add_parser("set", help="change a VM's settings (from its next start)")
+    vset.add_argument("name", help=VM_NAME)
+    vset.add_argument("--graphics", choices=("spice", "vnc"),
+                      help="the protocol of its screen for a viewer: spice or vnc")
+    vset.add_argument("--ha", choices=("on", "off"),
+                      help="high availability: on, it restarts on another host after its host fails (the ha "
+                           "expectation, a dealbreaker); off, it waits for its host")
     _list_show(vm)
-    vm.add_parser("eject", help="take the ISO out of the VM's CD-ROM (live too when it runs)").add_argument("name")
+    vm.add_parser("eject", help="take the ISO out of the VM's CD-ROM (live too when it runs)").add_argument(
+        "name", help=VM_NAME)
+    shot = vm.add_parser("screenshot", help="save the screen of a running VM now as a PNG (through the host's "
+                                            "libvirt tunnel; no viewer needed)")
+    shot.add_argument("name", metavar="VM", help="the running VM whose screen is saved")
+    shot.add_argument("file", metavar="FILE.png", type=_path, help="where to write the PNG (replaced if it exists)")
     clone = vm.add_parser("clone", help="copy a stopped VM with its disks (their content copied by a plan)")
-    clone.add_argument("source", metavar="SRC")
-    clone.add_argument("name")
+    clone.add_argument("source", metavar="SRC", help="the VM to copy (stopped)")
+    clone.add_argument("name", help="the new VM's name")
     for action, helptext in (("start", "expect the VM up"), ("stop", "expect the VM down")):
-        vm.add_parser(action, help=helptext).add_argument("name")
+        vm.add_parser(action, help=helptext).add_argument("name", help=VM_NAME)
+    # An incident's actions, on the running domain at once (no plan); each audited.
+    for action, helptext in (
+        ("reboot", "ask the guests to reboot (ACPI: the guest OS must answer it); their expectations stay"),
+        ("reset", "reset the VMs at once, like their reset button: the guests lose unsaved data"),
+        ("pause", "pause the VMs (vCPUs stop, memory stays); the planner leaves them paused (availability "
+                  "up,paused) until resumed"),
+        ("resume", "resume paused VMs"),
+    ):
+        vm.add_parser(action, help=helptext).add_argument("names", nargs="+", metavar="VM",
+                                                          help="the VM (several: each in turn)")
+    poweroff = vm.add_parser("poweroff", help="power the VMs off and expect them down, so the planner does not "
+                                              "start them again: the guest is asked (ACPI power button)")
+    poweroff.add_argument("names", nargs="+", metavar="VM", help="the VM (several: each in turn)")
+    poweroff.add_argument("--force", action="store_true",
+                          help="pull the plug at once (libvirt destroy): for a guest that hangs or runs away; "
+                               "it loses unsaved data")
+    send_keys = vm.add_parser("send-keys", help="press key combinations on the VM's keyboard, in order, e.g. "
+                                                "ctrl+alt+del, or ctrl+alt+f2 to reach a text console")
+    send_keys.add_argument("name", metavar="VM", help="the VM whose keyboard the keys are pressed on")
+    send_keys.add_argument("keys", nargs="+", metavar="KEYS",
+                           help="key names joined with +, pressed together: ctrl alt shift meta del f1..f12 a..z "
+                                "0..9 enter esc tab backspace space sysrq up down left right home end pageup "
+                                "pagedown insert")
     delete = vm.add_parser("delete", help="delete a stopped VM; a VM with disks of its own needs "
                                           "--with-disks or --keep-disks")
-    delete.add_argument("name")
+    delete.add_argument("name", help=VM_NAME)
     fate = delete.add_mutually_exclusive_group()
     fate.add_argument("--with-disks", dest="disks", action="store_const", const="delete",
                       help="delete its own disks too (their storage on hosts is removed by a plan); "
@@ -201,15 +272,23 @@ def build_parser() -> argparse.ArgumentParser:
     disk = sub.add_parser("disk", help="virtual disks").add_subparsers(dest="action", metavar="ACTION",
                                                                        required=True, parser_class=_Parser)
     dcreate = disk.add_parser("create", help="create a disk")
-    dcreate.add_argument("name")
-    dcreate.add_argument("--size", type=_size, required=True)
-    dcreate.add_argument("--read-only", action="store_true")
-    dcreate.add_argument("--expect", action="append", default=[], metavar="SPEC")
+    dcreate.add_argument("name", help="the new disk's name")
+    dcreate.add_argument("--size", type=_size, required=True, help="its size, e.g. 20G")
+    dcreate.add_argument("--read-only", action="store_true", help="VMs get it read-only")
+    dcreate.add_argument("--expect", action="append", default=[], metavar="SPEC",
+                         help="TYPE[:ARG[,ARG...]][@LEVEL], e.g. storage-redundancy:2@want (repeatable)")
     _list_show(disk)
-    disk.add_parser("delete", help="delete a disk (its storage is removed by a plan)").add_argument("name")
+    disk.add_parser("delete", help="delete a disk (its storage is removed by a plan)").add_argument(
+        "name", help="the disk's name or id")
 
-    console = sub.add_parser("console", help="open a running VM's SPICE console in a viewer (over SSH)")
-    console.add_argument("name", metavar="VM")
+    console = sub.add_parser("console", help="open a running VM's console: its screen in a viewer (SPICE or VNC, "
+                                             "over SSH), or --serial in this terminal (no X needed)")
+    console.add_argument("name", metavar="VM", help="the running VM whose console opens")
+    console.add_argument("--serial", action="store_true",
+                         help="attach this terminal to the VM's serial console (ctrl+] leaves; view-only "
+                              "with --readonly)")
+    console.add_argument("--force", action="store_true",
+                         help="with --serial: take the serial console over from another session holding it")
     console.add_argument("--viewer", metavar="COMMAND",
                          help="viewer command, given the .vv file (default: $KERUB_TUI_VIEWER or remote-viewer)")
     console.add_argument("--print-vv", action="store_true",
@@ -225,7 +304,8 @@ def build_parser() -> argparse.ArgumentParser:
         dest="action", metavar="ACTION", required=True, parser_class=_Parser)
     iimport = image.add_parser("import", help="bring a file from this machine (or --from HOST:PATH) into "
                                               "kerub-tui's image storage on a host")
-    iimport.add_argument("file", nargs="?", metavar="FILE", type=_path)
+    iimport.add_argument("file", nargs="?", metavar="FILE", type=_path,
+                         help="an ISO or disk image (raw, qcow2) on this machine")
     iimport.add_argument("--name", help="name of the image (default: the file name without its extension)")
     iimport.add_argument("--host", help="the host to keep it on (default: the connected host with the most room)")
     iimport.add_argument("--from", dest="from_", metavar="HOST:PATH", help="a file already on a host")
@@ -233,22 +313,84 @@ def build_parser() -> argparse.ArgumentParser:
     iimport.add_argument("--client-file", help=argparse.SUPPRESS)
     iimport.add_argument("--client-file-id", help=argparse.SUPPRESS)
     _list_show(image)
-    image.add_parser("delete", help="delete an image no VM uses, and its copies on hosts").add_argument("name")
+    image.add_parser("delete", help="delete an image no VM uses, and its copies on hosts").add_argument(
+        "name", help="the image's name or id")
 
     plan = sub.add_parser("plan", help="the planner's proposals").add_subparsers(
         dest="action", metavar="ACTION", required=True, parser_class=_Parser)
     _list_show(plan, what="id")
-    plan.add_parser("approve", help="approve a proposal").add_argument("name", metavar="ID")
-    plan.add_parser("reject", help="reject a proposal").add_argument("name", metavar="ID")
+    plan.add_parser("approve", help="approve a proposal").add_argument("name", metavar="ID", help=PLAN_ID)
+    plan.add_parser("reject", help="reject a proposal").add_argument("name", metavar="ID", help=PLAN_ID)
+    plan.add_parser("ask-again", help="ask again for a plan you rejected: the planner proposes it again if it is "
+                    "still the answer (vm start does it for a VM's plans)").add_argument(
+        "name", metavar="ID", help=PLAN_ID)
+
+    for name, helptext in (("audit", "what was done: every admin action and every command a plan ran, oldest "
+                                     "first"),
+                           ("events", "what happened: hosts up and down, violations, key mismatches, parse "
+                                      "errors, oldest first")):
+        log = sub.add_parser(name, help=helptext)
+        log.add_argument("--since", type=_age, metavar="AGE", help="only the last AGE: 30m, 1h, 2d (default: all)")
+        log.add_argument("--json", action="store_true", help="as JSON, one object per entry")
+        log.add_argument("--host", metavar="HOST", help="only those of this host (its name or id)")
+        log.add_argument("--vm", metavar="VM", help="only those about this VM (its name or id)")
+        log.add_argument("--last", type=_count, metavar="N", help="only the newest N")
+    metrics = sub.add_parser("metrics", help="a host's or a VM's CPU and memory over time (a point per minute up "
+                             "to a day, per hour beyond; - where nothing was monitored)")
+    metrics.add_argument("name", metavar="HOST|VM", help="the host's or the VM's name or id")
+    metrics.add_argument("--range", default="1d", choices=METRIC_RANGES, help="how far back (default 1d)")
+    metrics.add_argument("--json", action="store_true", help="as JSON, for scripts")
+    which = metrics.add_mutually_exclusive_group()
+    which.add_argument("--host", action="store_true", help="NAME is a host (where a VM has the same name)")
+    which.add_argument("--vm", action="store_true", help="NAME is a VM (where a host has the same name)")
+    history = sub.add_parser("history", help="how long the audit and the events are kept").add_subparsers(
+        dest="action", metavar="ACTION", required=True, parser_class=_Parser)
+    hshow = history.add_parser("show", help="the retention and how many entries the history holds")
+    hshow.add_argument("--json", action="store_true", help="as JSON, for scripts")
+    hset_ = history.add_parser("set", help="change the retention (what is older goes at once)")
+    hset_.add_argument("--audit-days", type=_count, metavar="DAYS", help="days of audit entries kept (default 365)")
+    hset_.add_argument("--event-days", type=_count, metavar="DAYS", help="days of events kept (default 90)")
+    ha = sub.add_parser("ha", help="high availability: how VMs with ha restart after their host fails"
+                        ).add_subparsers(dest="action", metavar="ACTION", required=True, parser_class=_Parser)
+    hashow = ha.add_parser("show", help="the policy, the hosts that went away and what each VM with ha waits for")
+    hashow.add_argument("--json", action="store_true", help="as JSON, for scripts")
+    haset = ha.add_parser("set", help="change the policy")
+    haset.add_argument("--copy-max-age", type=_minutes, metavar="MINUTES",
+                       help="restart from a copy taken for redundancy without asking when it is younger than this "
+                            "(0, the default: every copy asks first)")
+    haset.add_argument("--stale-copies", choices=("allow", "ask"),
+                       help="allow: restart from a copy of any age without asking; ask (the default): as above")
     return parser
+
+
+def _minutes(text: str) -> int:
+    """A whole number of minutes, 0 or more."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of minutes") from None
+    if not 0 <= value <= 525_600:
+        raise argparse.ArgumentTypeError(f"{text!r}: from 0 to 525600 minutes (a year)")
+    return value
+
+
+def _count(text: str) -> int:
+    """A whole number of at least 1 (days, entries)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: at least 1")
+    return value
 
 
 def _list_show(sub: Any, what: str = "name") -> None:
     lst = sub.add_parser("list", help="list them")
-    lst.add_argument("--json", action="store_true")
+    lst.add_argument("--json", action="store_true", help="as JSON, for scripts")
     show = sub.add_parser("show", help="show one")
-    show.add_argument("name", metavar=what.upper())
-    show.add_argument("--json", action="store_true")
+    show.add_argument("name", metavar=what.upper(), help=PLAN_ID if what == "id" else "its name or id")
+    show.add_argument("--json", action="store_true", help="as JSON, for scripts")
 
 
 def _one_line(error: BaseException) -> str:

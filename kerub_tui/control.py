@@ -8,12 +8,17 @@ speaking JSON lines. Requests ``{"id": N, "method": M, "params": {...}}``; answe
 - ``cli``: run a command-line command in the controller (argv in, exit code and output out), so the
   command line has one implementation whether it runs alone or through the socket;
 - ``subscribe``: every document, then every committed change, as ``{"change": ...}`` lines;
-- ``call``: one controller action by name, for an attached console (``RemoteController``).
+- ``call``: one controller action by name, for an attached console (``RemoteController``);
+- ``serial``: a VM's serial console: after the answer line the connection carries the console's
+  bytes both ways, relayed by the controller between this socket and the libvirt stream of its own
+  tunnel to the VM's host (:func:`open_serial_remote`). The controller owns the one SSH connection
+  per host; the client keeps the terminal. The relay ends with either side.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import copy
 import functools
@@ -23,14 +28,13 @@ import logging
 import os
 import socket
 import struct
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any, Literal, cast
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 from pydantic import TypeAdapter, ValidationError
 
 from .api import REMOTE_ACTIONS, ActionError, NewDisk, guarded
-from .controller import Controller
 from .core.bus import Change, Subscription
 from .core.expectations import Expectation
 from .core.models import (
@@ -38,6 +42,7 @@ from .core.models import (
     DiskLink,
     Document,
     Host,
+    HostDynamic,
     Nic,
     Plan,
     Settings,
@@ -49,6 +54,9 @@ from .core.paths import SOCKET_FILE, UnsafeDataDir, check_private_dir
 from .core.store import Store, StoreError
 from .core.validation import describe
 from .queries import StoreQueries
+
+if TYPE_CHECKING:  # a command sent to a running controller imports no controller (nor asyncssh)
+    from .controller import Controller
 
 # What a viewer needs from the environment of whoever asked for a console (not the controller's).
 DISPLAY_ENV = ("DISPLAY", "WAYLAND_DISPLAY", "XAUTHORITY", "XDG_RUNTIME_DIR", "KERUB_TUI_VIEWER")
@@ -119,6 +127,8 @@ def controller_running(data_dir: Path | str) -> bool:
 
 
 def _encode(value: Any) -> Any:
+    if isinstance(value, bytes):
+        return {"__bytes__": base64.b64encode(value).decode()}
     if isinstance(value, Document):
         return {"__document__": value.model_dump(mode="json")}
     if isinstance(value, (list, tuple)):
@@ -134,6 +144,8 @@ def _decode(value: Any) -> Any:
     if isinstance(value, dict):
         if set(value) == {"__document__"}:
             return parse_document(value["__document__"])
+        if set(value) == {"__bytes__"} and isinstance(value["__bytes__"], str):
+            return base64.b64decode(value["__bytes__"], validate=True)
         return {k: _decode(v) for k, v in value.items()}
     if isinstance(value, list):
         return [_decode(v) for v in value]
@@ -221,9 +233,16 @@ class ControlServer:
                     subscription = self.controller.subscribe()
                     docs = [d.model_dump(mode="json") for d in self.controller.db.all_documents()]
                     await _send(writer, {"id": req_id, "result": {"documents": docs,
-                                                                   "readonly": self.controller.readonly}})
+                                                                   "readonly": self.controller.readonly,
+                                                                   "live": self.controller.live}})
                     pump = asyncio.create_task(self._pump(subscription, writer))
                     continue
+                if method == "serial":
+                    if subscription is not None:
+                        await _send(writer, {"id": req_id, "error": "a serial console needs a connection of its own"})
+                        continue
+                    await self._serial(req_id, params, reader, writer)
+                    break  # the connection was the console's: it ends with it
                 await _send(writer, await self._answer(req_id, method, params, _Caller(req_id, reader, writer)))
         except (ConnectionError, asyncio.IncompleteReadError):
             pass
@@ -236,11 +255,13 @@ class ControlServer:
             self._connections.discard(task)
 
     async def _answer(self, req_id: Any, method: str, params: dict[str, Any],
-                      caller: _Caller | None = None) -> dict[str, Any]:
+                      caller: _Caller | None = None, *, local: bool = False) -> dict[str, Any]:
         """The reply to one request: its result, or one line saying why not. Never an exception:
-        whatever a client sends, it gets an answer and the controller keeps serving."""
+        whatever a client sends, it gets an answer and the controller keeps serving. ``local``: the
+        server's own call (the result stays a Python object, and actions not served remotely may run)."""
         try:
-            return {"id": req_id, "result": _encode(await self._dispatch(method, params, caller))}
+            result = await self._dispatch(method, params, caller, local=local)
+            return {"id": req_id, "result": result if local else _encode(result)}
         except (ActionError, StoreError, BadRequest) as error:
             message = str(error)
         except ValidationError as error:
@@ -255,12 +276,53 @@ class ControlServer:
             message = f"internal error in the controller: {type(error).__name__}: {_first_line(error)}"
         return {"id": req_id, "error": " ".join(message.split())}
 
+    async def _serial(self, req_id: Any, params: dict[str, Any], reader: asyncio.StreamReader,
+                      writer: asyncio.StreamWriter) -> None:
+        """Answer a ``serial`` request, then relay the console until either side ends."""
+        vm, view_only, force = params.get("vm"), params.get("view_only", False), params.get("force", False)
+        if not isinstance(vm, str) or not isinstance(view_only, bool) or not isinstance(force, bool):
+            await _send(writer, {"id": req_id, "error": "serial: vm must be text, view_only and force true or false"})
+            return
+        answer = await self._answer(req_id, "call", {"name": "open_serial", "args": [vm],
+                                                     "kwargs": {"view_only": view_only, "force": force}},
+                                    local=True)
+        stream = answer.pop("result", None)
+        if stream is None:
+            await _send(writer, answer)
+            return
+        try:
+            view_only = view_only or bool(getattr(stream, "view_only", self.controller.readonly))
+            await _send(writer, {"id": req_id, "result": {"description": stream.description, "view_only": view_only}})
+
+            async def keys() -> None:
+                while data := await reader.read(64 * 1024):
+                    if not view_only:  # the stream drops them too; nothing typed goes further
+                        await stream.write(data)
+
+            async def screen() -> None:
+                while data := await stream.read():
+                    writer.write(data)
+                    await writer.drain()
+
+            tasks = [asyncio.create_task(keys()), asyncio.create_task(screen())]
+            try:
+                await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for task in tasks:
+                    task.cancel()
+                for task in tasks:
+                    with contextlib.suppress(BaseException):
+                        await task
+        finally:
+            await stream.close()
+
     async def _pump(self, subscription: Subscription, writer: asyncio.StreamWriter) -> None:
         with contextlib.suppress(ConnectionError, asyncio.CancelledError):
             async for change in subscription:
                 await _send(writer, _change_message(change))
 
-    async def _dispatch(self, method: str, params: dict[str, Any], caller: _Caller | None = None) -> Any:
+    async def _dispatch(self, method: str, params: dict[str, Any], caller: _Caller | None = None, *,
+                        local: bool = False) -> Any:
         if method == "ping":
             return {"pid": os.getpid(), "data_dir": str(self.controller.data_dir)}
         if method == "cli":
@@ -284,7 +346,8 @@ class ControlServer:
             return {"exit": code, "stdout": out, "stderr": err}
         if method == "call":
             name = params.get("name")
-            if not isinstance(name, str) or name not in REMOTE_ACTIONS or not hasattr(self.controller, name):
+            served = REMOTE_ACTIONS | ({"open_serial"} if local else set())
+            if not isinstance(name, str) or name not in served or not hasattr(self.controller, name):
                 raise ValueError(f"unknown action {name!r}")
             args = _decode(params.get("args") or [])
             kwargs = _decode(params.get("kwargs") or {})
@@ -455,6 +518,62 @@ async def cli_remote(data_dir: Path | str, argv: list[str],
     return int(result["exit"]), result["stdout"], result["stderr"]
 
 
+class SocketConsole:
+    """A serial console relayed by the controller through a control socket connection of its own
+    (the ``serial`` method): a core.terminal.ByteStream."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, description: str,
+                 view_only: bool) -> None:
+        self._reader = reader
+        self._writer = writer
+        self.description = description
+        self.view_only = view_only
+
+    async def read(self) -> bytes:
+        try:
+            return await self._reader.read(64 * 1024)
+        except ConnectionError:
+            return b""
+
+    async def write(self, data: bytes) -> None:
+        if self.view_only or self._writer.is_closing():
+            return
+        try:
+            self._writer.write(data)
+            await self._writer.drain()
+        except ConnectionError:
+            pass
+
+    async def close(self) -> None:
+        self._writer.close()
+        with contextlib.suppress(Exception):
+            await self._writer.wait_closed()
+
+
+async def open_serial_remote(data_dir: Path | str, vm_ref: str, *, view_only: bool = False,
+                             force: bool = False) -> SocketConsole:
+    """The serial console of a VM, relayed by the controller running on ``data_dir`` (ActionError
+    with its one line when it refuses)."""
+    sock = connect(data_dir)
+    if sock is None:
+        raise ActionError(f"no controller answers on {socket_path(data_dir)} any more")
+    reader, writer = await asyncio.open_unix_connection(sock=sock, limit=REQUEST_LIMIT)
+    try:
+        await _send(writer, {"id": 1, "method": "serial",
+                             "params": {"vm": vm_ref, "view_only": view_only, "force": force}})
+        line = await reader.readline()
+        if not line:
+            raise ActionError("the controller closed the control socket without answering")
+        answer = json.loads(line)
+        if "error" in answer:
+            raise ActionError(str(answer["error"]))
+        result = answer["result"]
+    except BaseException:
+        writer.close()
+        raise
+    return SocketConsole(reader, writer, str(result["description"]), bool(result["view_only"]) or view_only)
+
+
 @guarded
 class RemoteController(StoreQueries):
     """The console API (:class:`kerub_tui.api.ConsoleAPI`), served by another process through its
@@ -479,6 +598,7 @@ class RemoteController(StoreQueries):
         self._read_task: asyncio.Task[Any] | None = None
         self.disconnected = asyncio.Event()
         self.started = False
+        self._live = True
 
     async def start(self) -> None:
         sock = connect(self.data_dir)
@@ -492,6 +612,7 @@ class RemoteController(StoreQueries):
         docs = [parse_document(d) for d in first["result"]["documents"]]
         self.store = Store.mirror(self.data_dir, docs)
         self.readonly = self.readonly or bool(first["result"].get("readonly"))
+        self._live = bool(first["result"].get("live", True))  # a read-only `serve` monitors nothing
         self._read_task = asyncio.create_task(self._read_loop(), name="control-socket-reader")
         self.started = True
 
@@ -543,6 +664,14 @@ class RemoteController(StoreQueries):
     def subscribe(self, kinds: Iterable[str] | None = None) -> Subscription:
         return self.db.feed.subscribe(kinds)
 
+    @property
+    def runs_plans(self) -> bool:
+        return True  # the controller this console is attached to runs them
+
+    @property
+    def live(self) -> bool:
+        return self._live
+
     async def _call(self, name: str, /, *args: Any, **kwargs: Any) -> Any:
         if self.disconnected.is_set() or self._writer is None:
             raise ActionError("the controller went away (control socket closed)")
@@ -562,12 +691,13 @@ class RemoteController(StoreQueries):
                         disk_sizes: Iterable[int] = (), cdrom: str | None = None,
                         boot: Iterable[str] | None = None, from_image: str | None = None,
                         cloud_init: CloudInit | dict[str, Any] | None = None,
-                        new_disks: Iterable[NewDisk | dict[str, Any]] = ()) -> VirtualMachine:
+                        new_disks: Iterable[NewDisk | dict[str, Any]] = (),
+                        graphics: Literal["spice", "vnc"] = "spice") -> VirtualMachine:
         return cast(VirtualMachine, await self._call(
             "create_vm", name, cpus=cpus, memory_min=memory_min, memory_max=memory_max,
             architecture=architecture, disks=list(disks), nics=list(nics), expectations=list(expectations),
             disk_sizes=list(disk_sizes), cdrom=cdrom, boot=None if boot is None else list(boot),
-            from_image=from_image, cloud_init=cloud_init, new_disks=list(new_disks)))
+            from_image=from_image, cloud_init=cloud_init, new_disks=list(new_disks), graphics=graphics))
 
     async def update_vm(self, ref: str, *, new_disks: Iterable[NewDisk | dict[str, Any]] = (),
                         **changes: Any) -> VirtualMachine:
@@ -581,6 +711,24 @@ class RemoteController(StoreQueries):
 
     async def eject_vm(self, ref: str) -> VirtualMachine:
         return cast(VirtualMachine, await self._call("eject_vm", ref))
+
+    async def reboot_vm(self, ref: str) -> str:
+        return str(await self._call("reboot_vm", ref))
+
+    async def reset_vm(self, ref: str) -> str:
+        return str(await self._call("reset_vm", ref))
+
+    async def poweroff_vm(self, ref: str, *, force: bool = False) -> str:
+        return str(await self._call("poweroff_vm", ref, force=force))
+
+    async def pause_vm(self, ref: str) -> str:
+        return str(await self._call("pause_vm", ref))
+
+    async def resume_vm(self, ref: str) -> str:
+        return str(await self._call("resume_vm", ref))
+
+    async def send_keys(self, ref: str, keys: Sequence[str]) -> str:
+        return str(await self._call("send_keys", ref, keys.split() if isinstance(keys, str) else list(keys)))
 
     async def clone_vm(self, source_ref: str, name: str) -> VirtualMachine:
         return cast(VirtualMachine, await self._call("clone_vm", source_ref, name))
@@ -640,11 +788,17 @@ class RemoteController(StoreQueries):
     async def decide_plan(self, ref: str, approve: bool) -> Plan:
         return cast(Plan, await self._call("decide_plan", ref, approve))
 
-    async def set_auto_approve(self, plan_kind: str, enabled: bool) -> Settings:
-        return cast(Settings, await self._call("set_auto_approve", plan_kind, enabled))
+    async def ask_again_plan(self, ref: str) -> Plan:
+        return cast(Plan, await self._call("ask_again_plan", ref))
+
+    async def set_auto_approve(self, plan_kind: str, enabled: bool, *, deletes: bool = False) -> Settings:
+        return cast(Settings, await self._call("set_auto_approve", plan_kind, enabled, deletes=deletes))
 
     async def set_optimisation(self, **changes: Any) -> Settings:
         return cast(Settings, await self._call("set_optimisation", **changes))
+
+    async def set_retention(self, *, audit_days: int | None = None, event_days: int | None = None) -> Settings:
+        return cast(Settings, await self._call("set_retention", audit_days=audit_days, event_days=event_days))
 
     async def fetch_host_key(self, address: str, port: int | None = None) -> tuple[str, str]:
         key, fingerprint = await self._call("fetch_host_key", address, port)
@@ -664,6 +818,17 @@ class RemoteController(StoreQueries):
 
     async def evacuate_host(self, ref: str) -> Host:
         return cast(Host, await self._call("evacuate_host", ref))
+
+    async def fence_host(self, ref: str, *, confirm_off: bool = False) -> HostDynamic:
+        return cast(HostDynamic, await self._call("fence_host", ref, confirm_off=confirm_off))
+
+    async def set_vm_ha(self, ref: str, enabled: bool, level: str = "dealbreaker") -> VirtualMachine:
+        return cast(VirtualMachine, await self._call("set_vm_ha", ref, enabled, level))
+
+    async def set_ha_policy(self, *, copy_max_age_minutes: int | None = None,
+                            restart_from_stale_copies: bool | None = None) -> Settings:
+        return cast(Settings, await self._call("set_ha_policy", copy_max_age_minutes=copy_max_age_minutes,
+                                               restart_from_stale_copies=restart_from_stale_copies))
 
     async def update_host(self, ref: str, **changes: Any) -> Host:
         return cast(Host, await self._call("update_host", ref, **changes))
@@ -685,6 +850,33 @@ class RemoteController(StoreQueries):
 
     async def console_file(self, vm_ref: str, *, local_port: int | None = None) -> str:
         return str(await self._call("console_file", vm_ref, local_port=local_port))
+
+    async def execute_now(self, plan_id: str, *, connect_timeout: float = 120.0) -> Plan:
+        raise ActionError("the controller this console is attached to runs approved plans by itself")
+
+    async def export_documents(self, path: str) -> int:
+        """``export`` run by the controller (it holds the store), into ``path`` made absolute here."""
+        path = os.path.abspath(os.path.expanduser(path))
+        code, out, err = await cli_remote(self.data_dir, ["export", path])
+        if code != 0:
+            lines = err.strip().splitlines() or ["the export failed"]
+            raise ActionError(lines[-1].removeprefix("kerub-tui: "))
+        return int(out.split()[1])  # "exported N documents to PATH"
+
+    async def import_documents(self, path: str, *, replace: bool = False) -> int:
+        raise ActionError("import needs the controller stopped: stop the kerub-tui running on "
+                          f"{self.data_dir} first")
+
+
+    async def open_serial(self, vm_ref: str, *, view_only: bool = False, force: bool = False) -> SocketConsole:
+        # On a connection of its own: the controller relays the console between it and its tunnel.
+        return await open_serial_remote(self.data_dir, vm_ref, view_only=view_only or self.readonly, force=force)
+
+    async def screenshot(self, vm_ref: str, *, connect: bool = True) -> bytes:
+        png = await self._call("screenshot", vm_ref, connect=connect)
+        if not isinstance(png, bytes):
+            raise ActionError("the controller answered the screenshot with something else than an image")
+        return png
 
     async def explain(self, vm_ref: str) -> str:
         return str(await self._call("explain", vm_ref))

@@ -8,12 +8,13 @@ the in-memory store (cheap, no I/O).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import getpass
 import logging
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, Literal, cast
+from typing import Any, Literal
 
 from .api import ActionError, NewDisk, ReadOnlyMode, cloud_init_summary, guarded
 from .core import paths
@@ -21,11 +22,16 @@ from .core.bus import Subscription
 from .core.expectations import (
     Expectation,
     InvalidExpectation,
+    display_spec,
     parse_spec,
     validate_expectation,
 )
 from .core.integrity import store_existed
+from .core.keys import InvalidKeys
+from .core.keys import canonical as canonical_keys
+from .core.keys import parse_sequence as parse_key_sequence
 from .core.models import (
+    DOCUMENT_TYPES,
     AuditEntry,
     AutoApprovePolicy,
     CloudInit,
@@ -33,7 +39,10 @@ from .core.models import (
     Document,
     Event,
     EventSeverity,
+    Fence,
     FileAllocation,
+    HaPolicy,
+    HistoryRetention,
     Host,
     HostConfiguration,
     HostDynamic,
@@ -49,27 +58,39 @@ from .core.models import (
     VirtualMachineDynamic,
     VirtualStorageDevice,
     VirtualStorageDeviceDynamic,
+    VmStatus,
     new_id,
     utcnow,
 )
-from .core.names import InvalidName, check_name
+from .core.names import InvalidName, check_disk_name, check_name
+from .core.picture import PictureError, decode
 from .core.sizes import format_size
 from .core.store import NotFound, Store, StoreError
-from .hosts.console import ConsoleError, console_file, open_console
+from .core.terminal import ByteStream
+from .core.text import printable
+from .hosts.console import ConsoleError, console_file, console_vm, open_console
 from .hosts.facts import IMAGES_DIR
 from .hosts.fileimage import check_path
 from .hosts.fleet import Fleet, FleetError
 from .hosts.operations import FleetOperations
+from .hosts.serial import SerialConsole, SerialError
+from .hosts.serial import screenshot as take_screenshot
 from .planner import reconcile, replanner
 from .planner.checkers import ensure_checkable
-from .planner.executor import Executor, HostOperations
+from .planner.executor import Executor
 from .planner.explain import explain_text
+from .planner.ha import HaNarrator
 from .planner.replanner import ApprovalRefused, Replanner
 from .queries import StoreQueries
 from .sim import HostPool, SimulatedFleet, Timing
 from .ssh import SshError
 
 log = logging.getLogger(__name__)
+
+# The status a VM's document reaches after each of the VM actions' libvirt operations, by the host's
+# lifecycle event, and how long an action waits for that event to be recorded.
+SETTLES_TO = {"destroy-if-running": VmStatus.down, "pause": VmStatus.paused, "resume": VmStatus.up}
+SETTLE_TIMEOUT = 15.0
 
 
 def os_user() -> str:
@@ -90,11 +111,13 @@ class Controller(StoreQueries):
 
     def __init__(self, data_dir: Path | str | None = None, *, readonly: bool = False,
                  serve: Callable[[Controller], Any] | None = None, sim_timing: Timing | None = None,
-                 sim_seed: int = 0) -> None:
+                 sim_seed: int = 0, one_shot: bool = False) -> None:
         """``serve`` makes the control socket server (cli passes it: the socket runs the command line).
-        ``sim_timing`` and ``sim_seed`` tune the simulated hosts, if the store has any."""
+        ``sim_timing`` and ``sim_seed`` tune the simulated hosts, if the store has any. ``one_shot``: a
+        command line's controller, which monitors no host (what it reads of them is as last seen)."""
         self.data_dir = paths.data_dir(data_dir)
         self.readonly = readonly
+        self.one_shot = one_shot
         self.store: Store | None = None
         self.fleet: Fleet | None = None
         self.simulator: SimulatedFleet | None = None
@@ -104,8 +127,12 @@ class Controller(StoreQueries):
         self.replanner: Replanner | None = None
         self.executor: Executor | None = None
         self.reconciler: reconcile.Reconciler | None = None
+        self.ha_narrator: HaNarrator | None = None  # the story of a lost host's VMs (events), while started
         self.server: Any = None
         self.started = False
+        # Who the audit log, approvals and policies name for what this controller is asked to do: the
+        # OS user running it, or a name a script sets for its own acts (the demo's set-up: acting_as).
+        self.actor = os_user()
         self._serve = serve
         self._tasks: list[asyncio.Task[Any]] = []
         self._consoles: list[Any] = []
@@ -152,14 +179,14 @@ class Controller(StoreQueries):
             await self.server.start()
         if connect_hosts and not self.readonly:
             store.backup_if_changed()  # a console or `serve` starting: a backup of what it starts from
-            # HostPool answers OperationResult (exit code, stdout, stderr: what the executor reads), where
-            # the executor's protocol (planner.executor.HostOperations) names ssh.CommandResult.
-            self.executor = Executor(store, cast(HostOperations, self.hosts))
+            self.executor = Executor(store, self.hosts)
             self.replanner = Replanner(store, executor=self.executor)
             self.reconciler = reconcile.Reconciler(store, self.hosts)  # each host as it comes up
             self._tasks.append(asyncio.create_task(self.reconciler.run(), name="reconciler"))
             await self.hosts.start()
             self._tasks.append(asyncio.create_task(self.replanner.run(), name="replanner"))
+            self.ha_narrator = HaNarrator(store)
+            self._tasks.append(asyncio.create_task(self.ha_narrator.run(), name="ha-events"))
         self.started = True
 
     async def stop(self) -> None:
@@ -172,6 +199,7 @@ class Controller(StoreQueries):
         if self.replanner is not None:
             await self.replanner.stop()
             self.replanner = None
+        self.ha_narrator = None
         if self.hosts is not None:
             await self.hosts.stop()
             self.hosts = None
@@ -199,10 +227,39 @@ class Controller(StoreQueries):
     def subscribe(self, kinds: Iterable[str] | None = None) -> Subscription:
         return self.db.feed.subscribe(kinds)
 
+    @contextlib.contextmanager
+    def acting_as(self, actor: str) -> Iterator[None]:
+        """What is done meanwhile is recorded as done by ``actor`` (a script's own acts, never the admin's)."""
+        previous, self.actor = self.actor, actor
+        try:
+            yield
+        finally:
+            self.actor = previous
+
+    @property
+    def runs_plans(self) -> bool:
+        return self.replanner is not None
+
+    @property
+    def live(self) -> bool:
+        # A writer monitors its hosts once started with them (the console, serve); a read-only controller
+        # never connects them, nor does a one-shot command: what they show is what was last seen.
+        return not (self.readonly or self.one_shot)
+
+    def replan_once(self) -> list[Plan]:
+        """One pass of the re-planner, for a one-shot command that changed something while no controller
+        runs on the data dir (none is there to re-plan on the change): the new proposals, oldest first."""
+        from .planner.replanner import Replanner
+
+        before = {p.id for p in self.db.list(Plan) if p.status is PlanStatus.proposed}
+        Replanner(self.db).replan()
+        return [plan for plan in sorted(self.db.list(Plan), key=lambda p: p.created_at)
+                if plan.status is PlanStatus.proposed and plan.id not in before]
+
     # --- helpers ----------------------------------------------------------------------------
 
     def audit(self, action: str, target: str, outcome: str = "ok", **fields: Any) -> AuditEntry:
-        entry = AuditEntry(os_user=os_user(), action=action, target=target, outcome=outcome, **fields)
+        entry = AuditEntry(os_user=self.actor, action=action, target=target, outcome=outcome, **fields)
         if not self.readonly:
             self.db.put(entry)
         return entry
@@ -214,13 +271,41 @@ class Controller(StoreQueries):
             self.db.put(event)
         return event
 
-    def resolve(self, kind: type[Document], ref: str) -> Any:
-        """A document by id or by name; ActionError naming what was not found."""
-        doc = self.db.get(kind, ref) or self.db.find_by_name(kind, ref)
-        if doc is None:
-            label = kind.model_fields["kind"].default
-            raise ActionError(f"no {label} named {ref!r}")
-        return doc
+    def _changed(self, old: Document, new: Document) -> str:
+        """What an update changed, for its audit entry: ``field: old → new`` each, in the document's field
+        order; sizes as sizes, expectations as SPECs, disks by name, cloud-init by its summary (never its
+        content)."""
+        parts = []
+        for field in type(new).model_fields:
+            before, after = getattr(old, field, None), getattr(new, field, None)
+            if field in ("id", "kind", "schema_version") or before == after:
+                continue
+            parts.append(f"{field}: {self._shown(field, before)} → {self._shown(field, after)}")
+        return "; ".join(parts) or "nothing changed"
+
+    def _shown(self, field: str, value: Any) -> str:
+        if value is None:
+            return "-"
+        if field == "cloud_init":
+            return cloud_init_summary(value)
+        if field in ("memory_min", "memory_max", "size") and isinstance(value, int):
+            return format_size(value)
+        if field == "expectations":
+            def name_of(kind: str, doc_id: str) -> str:
+                doc = self.db.get(DOCUMENT_TYPES[kind], doc_id)
+                return str(getattr(doc, "name", None) or doc_id)
+
+            return ", ".join(display_spec(e, name_of) for e in value) or "none"
+        if field == "disks":
+            return ", ".join(self._disk_name(link.disk_id) + (" (cdrom)" if link.device == "cdrom" else "")
+                             for link in value) or "none"
+        if isinstance(value, list):
+            value = ", ".join(str(v.model_dump(mode="json")) if hasattr(v, "model_dump") else str(v)
+                              for v in value) or "none"
+        elif hasattr(value, "model_dump"):
+            value = str(value.model_dump(mode="json", exclude_defaults=True))
+        text = printable(str(value))
+        return text if len(text) <= 80 else text[:77] + "..."
 
     def _expectations(self, specs: Iterable[str | dict[str, Any] | Expectation],
                       target: Literal["vm", "disk"]) -> list[Any]:
@@ -263,7 +348,8 @@ class Controller(StoreQueries):
                         disk_sizes: Iterable[int] = (), cdrom: str | None = None,
                         boot: Iterable[str] | None = None, from_image: str | None = None,
                         cloud_init: CloudInit | dict[str, Any] | None = None,
-                        new_disks: Iterable[NewDisk | dict[str, Any]] = ()) -> VirtualMachine:
+                        new_disks: Iterable[NewDisk | dict[str, Any]] = (),
+                        graphics: Literal["spice", "vnc"] = "spice") -> VirtualMachine:
         """A new VM. ``disk_sizes`` makes a new blank disk of each size (NAME-disk0, ...);
         ``cdrom`` attaches an ISO image as a read-only SATA CD-ROM (and boots from it first unless
         ``boot`` says otherwise); ``boot`` is the boot order (hd, cdrom, network). With
@@ -271,7 +357,8 @@ class Controller(StoreQueries):
         first of ``disk_sizes`` when given (never smaller than the image). ``cloud_init`` (ssh keys,
         user data, network config) gives the VM a NoCloud seed. ``new_disks`` are blank disks of their
         own names made with the VM and linked after ``disks`` (the editor's "new disk" rows, the demo's
-        disks). Everything is checked before anything is stored: a refused VM leaves no disk behind."""
+        disks). ``graphics``: SPICE or VNC for its screen. Everything is checked before anything is
+        stored: a refused VM leaves no disk behind."""
         store = self.db
         if store.find_by_name(VirtualMachine, name) is not None:
             raise ActionError(f"a VM named {name!r} already exists")
@@ -301,7 +388,7 @@ class Controller(StoreQueries):
                 name=name, cpus=cpus, memory_min=memory_min, memory_max=memory_max or memory_min,
                 architecture=architecture, disks=links, nics=list(nics),
                 expectations=self._expectations(expectations, "vm"), boot=boot_order,
-                cloud_init=cloud_init,
+                cloud_init=cloud_init, graphics=graphics,
             ))
         except (ValueError, InvalidName) as error:
             raise ActionError(_first_error(error)) from None
@@ -315,7 +402,7 @@ class Controller(StoreQueries):
             store.put(vm)
         for disk in made_disks:
             self.audit("disk create", disk.name)
-        self.audit("vm create", vm.name, _cloud_init_summary(vm.cloud_init) if vm.cloud_init else "ok")
+        self.audit("vm create", vm.name, cloud_init_summary(vm.cloud_init) if vm.cloud_init else "ok", vm_id=vm.id)
         return vm
 
     def _named_new_disks(self, specs: Iterable[NewDisk | dict[str, Any]],
@@ -342,6 +429,7 @@ class Controller(StoreQueries):
         if self.db.find_by_name(VirtualStorageDevice, name) is not None:
             raise ActionError(f"a disk named {name!r} already exists")
         try:
+            check_disk_name(name)
             return VirtualStorageDevice(name=name, size=size, **fields)
         except (ValueError, InvalidName) as error:
             raise ActionError(_first_error(error)) from None
@@ -381,7 +469,7 @@ class Controller(StoreQueries):
         names = [self._disk_name(link.disk_id) for link in ejected]
         updated = vm.evolve(disks=[link for link in vm.disks if link.device != "cdrom"])
         store.put(updated)
-        self.audit("vm eject", vm.name, ", ".join(names))
+        self.audit("vm eject", vm.name, ", ".join(names), vm_id=vm.id)
         return updated
 
     async def set_vm_cloud_init(self, ref: str, cloud_init: CloudInit | dict[str, Any] | None) -> VirtualMachine:
@@ -394,7 +482,7 @@ class Controller(StoreQueries):
         except (ValueError, InvalidName) as error:
             raise ActionError(_first_error(error)) from None
         store.put(updated)
-        self.audit("vm cloud-init", vm.name, _cloud_init_summary(updated.cloud_init))
+        self.audit("vm cloud-init", vm.name, cloud_init_summary(updated.cloud_init), vm_id=vm.id)
         return updated
 
     async def clone_vm(self, source_ref: str, name: str) -> VirtualMachine:
@@ -433,7 +521,7 @@ class Controller(StoreQueries):
             for disk in new_disks:
                 store.put(disk)
             store.put(vm)
-        self.audit("vm clone", vm.name, f"from {source.name}, {len(new_disks)} disk(s) copied")
+        self.audit("vm clone", vm.name, f"from {source.name}, {len(new_disks)} disk(s) copied", vm_id=vm.id)
         return vm
 
     def _disk_name(self, disk_id: str) -> str:
@@ -463,15 +551,19 @@ class Controller(StoreQueries):
             store.put(updated)
         for disk in made:
             self.audit("disk create", disk.name)
-        self.audit("vm update", updated.name)
+        self.audit("vm update", updated.name, self._changed(vm, updated), vm_id=updated.id)
         return updated
 
     async def set_vm_availability(self, ref: str, up: bool, level: str = "dealbreaker") -> VirtualMachine:
-        """`vm start` / `vm stop`: set the availability expectation; the planner does the rest."""
+        """`vm start` / `vm stop`: set the availability expectation; the planner does the rest. Asked
+        again after the admin rejected a plan for the VM, the planner proposes it again."""
         vm: VirtualMachine = self.resolve(VirtualMachine, ref)
         kept: list[Any] = [e for e in vm.expectations if e.type != "availability"]
         kept.append(validate_expectation({"type": "availability", "up": up, "level": level}, "vm"))
-        return await self.update_vm(vm.id, expectations=kept)
+        updated = await self.update_vm(vm.id, expectations=kept)
+        if not self.readonly:
+            replanner.ask_again(self.db, vm.id, self.actor)
+        return updated
 
     async def delete_vm(self, ref: str, *, disks: Literal["keep", "delete"] | None = None) -> list[str]:
         """Delete a stopped VM. Its own disks (vm_own_disks) are kept or deleted as ``disks`` says; a VM
@@ -492,7 +584,7 @@ class Controller(StoreQueries):
             store.delete(VirtualMachine, vm.id)
             store.delete(VirtualMachineDynamic, vm.id)
         self.audit("vm delete", vm.name + (f" (disks {'deleted' if disks == 'delete' else 'kept'}: {names})"
-                                          if own else ""))
+                                          if own else ""), vm_id=vm.id)
         if disks != "delete":
             return [f"disk {d.name} kept (disk delete {d.name} removes it)" for d in own]
         said = []
@@ -504,6 +596,169 @@ class Controller(StoreQueries):
                 said.append(str(error))
         return said
 
+    # --- VM actions: what an incident needs, on the running domain at once (issue 12) ------------
+    #
+    # Each goes straight to libvirt on the VM's host (no plan), is audited with its outcome, and says
+    # what it does to the VM's availability expectation, then does it, so the planner neither undoes
+    # the action a second later nor starts what the admin turned off: poweroff (graceful or forced)
+    # expects the VM down; pause marks "up" as paused by the admin (availability:up,paused, met while
+    # paused); resume clears that. Reboot, reset and keys leave the expectation as it is. The status
+    # the console shows follows the host's lifecycle events (the monitor), not these calls.
+
+    async def reboot_vm(self, ref: str) -> str:
+        """Ask the guest to reboot (ACPI: the guest's OS must answer it)."""
+        return await self._domain_action(ref, "reboot", "reboot", "reboot requested (ACPI)")
+
+    async def reset_vm(self, ref: str) -> str:
+        """Reset the VM at once, like its reset button: the guest loses what it had not written."""
+        return await self._domain_action(ref, "reset", "reset", "reset")
+
+    async def send_keys(self, ref: str, keys: Sequence[str]) -> str:
+        """Press key combinations on the VM's keyboard (``ctrl+alt+del``, ``ctrl+alt+f2``, ...), in order.
+        One text is read as combinations separated by spaces."""
+        keys = keys.split() if isinstance(keys, str) else keys
+        try:
+            codes = parse_key_sequence(list(keys))
+            shown = canonical_keys(list(keys))
+        except InvalidKeys as error:
+            raise ActionError(str(error)) from None
+        return await self._domain_action(ref, "send-keys", "send-keys", f"sent {shown}", keys=codes)
+
+    async def poweroff_vm(self, ref: str, *, force: bool = False) -> str:
+        """Power the VM off and expect it down (so the planner does not start it again): graceful asks
+        the guest (ACPI power button; the planner's stop forces it later if the guest ignores it),
+        ``force`` pulls the plug (libvirt destroy: the guest loses unsaved data)."""
+        vm: VirtualMachine = self.resolve(VirtualMachine, ref)
+        label = "vm poweroff --force" if force else "vm poweroff"
+        before = self._availability_text(vm)
+        dyn = self.db.get(VirtualMachineDynamic, vm.id)
+        if dyn is None or dyn.host_id is None or dyn.status is VmStatus.down:
+            changed = self._expect_availability(vm, up=False)
+            said = f"{vm.name} is not running" + (f"; expectation {before} -> down" if changed else "")
+            self.audit(label, vm.name, said, vm_id=vm.id)
+            return said
+        if dyn.status is VmStatus.migrating:
+            raise ActionError(f"VM {vm.name} is migrating: power it off once it has landed")
+        host = self._vm_host(vm, dyn.host_id)
+        changed = self._expect_availability(vm, up=False)  # first: no planner restarts it meanwhile
+        op = "destroy-if-running" if force else "request-shutdown"
+        try:
+            done = await self._libvirt_on(vm, host, op)
+        except ActionError as error:
+            if changed:
+                self.db.put(self.db.require(VirtualMachine, vm.id).evolve(expectations=vm.expectations))
+            self.audit(label, vm.name, f"failed: {error}; expectation unchanged ({before})", host_id=host.id,
+                       vm_id=vm.id)
+            raise
+        what = "forced off" if force else "power off requested (ACPI)"
+        said = f"{vm.name}: {what} on {host.name}" + (f"; expectation {before} -> down" if changed else "")
+        self.audit(label, vm.name, said + ("" if force else f" ({done})"), host_id=host.id,
+                   command=f"libvirt {op}", exit_code=0, vm_id=vm.id)
+        return said
+
+    async def pause_vm(self, ref: str) -> str:
+        """Pause the VM (its vCPUs stop; memory stays). An "up" expectation becomes up,paused: met while
+        paused, so the planner leaves it paused until ``resume_vm``."""
+        return await self._domain_action(ref, "pause", "pause", "paused", paused=True)
+
+    async def resume_vm(self, ref: str) -> str:
+        """Resume a paused VM; an up,paused expectation is "up" again."""
+        return await self._domain_action(ref, "resume", "resume", "resumed", paused=False)
+
+    async def _domain_action(self, ref: str, action: str, op: str, what: str, *, paused: bool | None = None,
+                             **kwargs: Any) -> str:
+        """``op`` on the running VM ``ref``, audited as ``vm ACTION``; ``paused`` sets the paused mark
+        of an "up" expectation first (taken back if the call fails)."""
+        vm: VirtualMachine = self.resolve(VirtualMachine, ref)
+        label = f"vm {action}"
+        dyn = self.db.get(VirtualMachineDynamic, vm.id)
+        if dyn is None or dyn.host_id is None or dyn.status is VmStatus.down:
+            raise ActionError(f"VM {vm.name} is not running: nothing to {action}")
+        if dyn.status is VmStatus.migrating:
+            raise ActionError(f"VM {vm.name} is migrating: {action} it once it has landed")
+        host = self._vm_host(vm, dyn.host_id)
+        before = self._availability_text(vm)
+        # Marked paused before the pause, unmarked after the resume: the planner never sees a VM
+        # paused without the mark (it would propose resuming it).
+        changed = paused is True and self._mark_paused(vm, True)
+        try:
+            await self._libvirt_on(vm, host, op, **kwargs)
+        except ActionError as error:
+            if changed:
+                self.db.put(self.db.require(VirtualMachine, vm.id).evolve(expectations=vm.expectations))
+            self.audit(label, vm.name, f"failed: {error}", host_id=host.id, vm_id=vm.id)
+            raise
+        if paused is False:
+            changed = self._mark_paused(self.db.require(VirtualMachine, vm.id), False)
+        said = f"{vm.name}: {what} on {host.name}"
+        if changed:
+            said += f"; expectation {before} -> {self._availability_text(self.db.require(VirtualMachine, vm.id))}"
+        self.audit(label, vm.name, said, host_id=host.id, command=f"libvirt {op}", exit_code=0, vm_id=vm.id)
+        return said
+
+    def _vm_host(self, vm: VirtualMachine, host_id: str) -> Host:
+        host = self.db.get(Host, host_id)
+        if host is None:
+            raise ActionError(f"VM {vm.name} runs on a host kerub-tui no longer knows ({host_id})")
+        return host
+
+    async def _libvirt_on(self, vm: VirtualMachine, host: Host, op: str, **kwargs: Any) -> str:
+        """One libvirt operation on the VM's domain through its host's tunnel; ActionError saying why not.
+
+        An operation that ends in a known state returns once the monitor has recorded the host's
+        lifecycle event for it (the document says so, or SETTLE_TIMEOUT passed: the event may come
+        late): what the caller reads next, and a one-shot command's re-planning pass, see the VM as
+        libvirt does."""
+        if not host.simulated:
+            await self._connected_to_vm_host(vm.id)
+        settles_to = SETTLES_TO.get(op)
+        changes = self.db.feed.subscribe(["vm-dynamic"]) if settles_to is not None else None
+        try:
+            result = await self._hosts().libvirt(host.id, op, vm_id=vm.id, **kwargs)
+            if result.exit_code != 0:
+                why = (result.stderr.strip() or f"exit status {result.exit_code}").removeprefix(f"libvirt {op}: ")
+                raise ActionError(f"VM {vm.name} on {host.name}: {why}")
+            if changes is not None:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(SETTLE_TIMEOUT):
+                        while not ((dyn := self.db.get(VirtualMachineDynamic, vm.id)) is None
+                                   or dyn.status is settles_to):
+                            await changes.get()
+        finally:
+            if changes is not None:
+                changes.close()
+        return str(result.stdout).strip()
+
+    @staticmethod
+    def _availability_text(vm: VirtualMachine) -> str:
+        exp = next((e for e in vm.expectations if e.type == "availability"), None)
+        if exp is None:
+            return "none"
+        return ("up" if exp.up else "down") + (",paused" if exp.paused else "")
+
+    def _expect_availability(self, vm: VirtualMachine, *, up: bool) -> bool:
+        """Expect the VM up or down (its level kept; dealbreaker when it had none), stored now. Changed?"""
+        old = next((e for e in vm.expectations if e.type == "availability"), None)
+        if old is not None and old.up == up and not old.paused:
+            return False
+        level = old.level.value if old is not None else "dealbreaker"
+        new = validate_expectation({"type": "availability", "up": up, "level": level}, "vm")
+        self._put_availability(vm, new)
+        return True
+
+    def _mark_paused(self, vm: VirtualMachine, paused: bool) -> bool:
+        """Set the paused mark of an "up" expectation (no other expectation has one). Changed?"""
+        old = next((e for e in vm.expectations if e.type == "availability"), None)
+        if old is None or not old.up or old.paused == paused:
+            return False
+        self._put_availability(vm, old.evolve(paused=paused))
+        return True
+
+    def _put_availability(self, vm: VirtualMachine, exp: Expectation) -> None:
+        current: VirtualMachine = self.db.require(VirtualMachine, vm.id)
+        kept: list[Any] = [e for e in current.expectations if e.type != "availability"]
+        self.db.put(current.evolve(expectations=[*kept, exp]))
+
     # --- disks -------------------------------------------------------------------------------
 
     async def create_disk(self, name: str, *, size: int, read_only: bool = False,
@@ -512,6 +767,7 @@ class Controller(StoreQueries):
         if store.find_by_name(VirtualStorageDevice, name) is not None:
             raise ActionError(f"a disk named {name!r} already exists")
         try:
+            check_disk_name(name)
             disk = VirtualStorageDevice(name=name, size=size, read_only=read_only,
                                         expectations=self._expectations(expectations, "disk"))
         except (ValueError, InvalidName) as error:
@@ -529,11 +785,13 @@ class Controller(StoreQueries):
             raise ActionError(f"disk {disk.name}: shrinking ({disk.size} -> {changes['size']} bytes) loses data; "
                               "refused")
         try:
+            if changes.get("name", disk.name) != disk.name:
+                check_disk_name(changes["name"])
             updated = disk.evolve(**changes)
         except (ValueError, InvalidName) as error:
             raise ActionError(_first_error(error)) from None
         store.put(updated)
-        self.audit("disk update", updated.name)
+        self.audit("disk update", updated.name, self._changed(disk, updated))
         return updated
 
     async def delete_disk(self, ref: str) -> None:
@@ -558,12 +816,6 @@ class Controller(StoreQueries):
         self.audit("disk delete", disk.name)
 
     # --- images ------------------------------------------------------------------------------
-
-    def image(self, ref: str) -> VirtualStorageDevice:
-        disk: VirtualStorageDevice = self.resolve(VirtualStorageDevice, ref)
-        if disk.image is None:
-            raise ActionError(f"{disk.name} is a disk, not an image")
-        return disk
 
     def _image_place(self, size: int, host_ref: str | None) -> tuple[Host, StorageCapability]:
         """The host and image directory an import of ``size`` bytes goes to: the one given, else the
@@ -766,26 +1018,26 @@ class Controller(StoreQueries):
 
     # --- plans and settings -----------------------------------------------------------------
 
-    def plan(self, ref: str) -> Plan:
-        """A plan by id or by an unambiguous prefix of it (as `plan list` shows them)."""
-        plan: Plan | None = self.db.get(Plan, ref)
-        if plan is not None:
-            return plan
-        matches = [p for p in self.db.list(Plan) if p.id.startswith(ref)]
-        if len(matches) != 1:
-            raise ActionError(f"no plan {ref!r}" if not matches else f"plan id {ref!r} is ambiguous: give more of it")
-        return matches[0]
-
     async def decide_plan(self, ref: str, approve: bool) -> Plan:
         store = self.db
         plan = self.plan(ref)
         if plan.status is not PlanStatus.proposed:
             raise ActionError(f"plan {plan.id[:8]} is {plan.status.value}, not proposed")
         try:  # the planner owns approval: reservations and re-validation
-            decided = (replanner.approve if approve else replanner.reject)(store, plan.id, os_user())
+            decided = (replanner.approve if approve else replanner.reject)(store, plan.id, self.actor)
         except ApprovalRefused as error:
             raise ActionError(f"plan {plan.id[:8]} withdrawn: {error}") from None
         return decided
+
+    async def ask_again_plan(self, ref: str) -> Plan:
+        """The admin asks again for a plan they rejected: the planner proposes it again (even on the
+        same facts) if it is still the answer. Any rejected plan; `vm start` does it for a VM's."""
+        plan = self.plan(ref)
+        if plan.status is not PlanStatus.rejected:
+            raise ActionError(f"plan {plan.id[:8]} is {plan.status.value}, not rejected: nothing to ask again for")
+        if plan.asked_again_by:
+            raise ActionError(f"plan {plan.id[:8]} was asked for again already, by {plan.asked_again_by}")
+        return replanner.ask_again_plan(self.db, plan.id, self.actor)
 
     async def execute_now(self, plan_id: str, *, connect_timeout: float = 120.0) -> Plan:
         """Carry out an approved plan in this process (a one-shot command with no controller running):
@@ -795,26 +1047,33 @@ class Controller(StoreQueries):
             raise ActionError("this controller runs approved plans by itself")
         plan: Plan = store.require(Plan, plan_id)
         hosts = self._hosts()
-        host_ids = sorted({c.host_id for step in plan.steps for c in step.commands}
-                          | {step.host_id for step in plan.steps if step.host_id})
+        # a host a step acts on from here (woken, fenced through its BMC) need not answer over SSH
+        host_ids = sorted({c.host_id for step in plan.steps for c in step.commands
+                           if not c.command.startswith("controller: ")}
+                          | {step.host_id for step in plan.steps if step.host_id
+                             and not all(c.command.startswith("controller: ") for c in step.commands)})
         await hosts.start()
         for host_id in host_ids:
             try:
                 await hosts.wait_up(host_id, timeout=connect_timeout)
             except Exception as error:  # the plan stays approved: a controller can run it later
                 raise ActionError(f"plan {plan.id[:8]} approved but not run: {error}") from None
-        executor = Executor(store, cast(HostOperations, hosts))
+        executor = Executor(store, hosts)
         return await executor.execute(plan.id)
 
-    async def set_auto_approve(self, plan_kind: str, enabled: bool) -> Settings:
+    async def set_auto_approve(self, plan_kind: str, enabled: bool, *, deletes: bool = False) -> Settings:
+        """Approve plans of a kind without asking (or stop). ``deletes``: plans of it with a step that
+        deletes data too; never without it."""
         store = self.db
         settings = self.settings()
         policies = [p for p in settings.auto_approve if p.plan_kind != plan_kind]
         if enabled:
-            policies.append(AutoApprovePolicy(plan_kind=plan_kind, created_by=os_user(), created_at=utcnow()))
+            policies.append(AutoApprovePolicy(plan_kind=plan_kind, created_by=self.actor, created_at=utcnow(),
+                                              deletes=deletes))
         updated = settings.evolve(auto_approve=policies)
         store.put(updated)
-        self.audit("auto-approve " + ("on" if enabled else "off"), plan_kind)
+        self.audit("auto-approve " + ("on" if enabled else "off"),
+                   plan_kind + (" (deletions too)" if enabled and deletes else ""))
         return updated
 
     async def set_optimisation(self, **changes: Any) -> Settings:
@@ -827,6 +1086,23 @@ class Controller(StoreQueries):
         updated = settings.evolve(optimisation=optimisation.model_dump())
         store.put(updated)
         self.audit("optimisation", ", ".join(f"{k}={v}" for k, v in sorted(changes.items())))
+        return updated
+
+    async def set_retention(self, *, audit_days: int | None = None, event_days: int | None = None) -> Settings:
+        """How many days the history keeps audit entries and events; what is older goes at once."""
+        settings = self.settings()
+        changes = {k: v for k, v in (("audit_days", audit_days), ("event_days", event_days)) if v is not None}
+        if not changes:
+            raise ActionError("say what to keep: --audit-days DAYS, --event-days DAYS, or both")
+        try:
+            retention = HistoryRetention.model_validate({**settings.history.model_dump(), **changes})
+        except ValueError as error:
+            raise ActionError(_first_error(error)) from None
+        updated = settings.evolve(history=retention.model_dump())
+        self.db.put(updated)
+        self.audit("history retention", ", ".join(f"{k}={v}" for k, v in sorted(changes.items())))
+        # A shorter retention may remove most of a year: off the loop, in chunks (appends go on meanwhile).
+        await asyncio.to_thread(self.db.prune_history)
         return updated
 
     # --- hosts (store side; the fleet does the SSH side) --------------------------------------
@@ -858,7 +1134,7 @@ class Controller(StoreQueries):
         except (ValueError, InvalidName) as error:
             raise ActionError(_first_error(error)) from None
         store.put(updated)
-        self.audit("host update", updated.name)
+        self.audit("host update", updated.name, self._changed(host, updated))
         return updated
 
     async def set_host_accel(self, ref: str, accel: str) -> Host:
@@ -878,6 +1154,87 @@ class Controller(StoreQueries):
         if accel == "tcg" and hyper is not None and hyper.kvm:
             self.event("accel-forced", f"{host.name} runs its guests under TCG although kvm is available "
                        "(set by the admin)", host_id=host.id)
+        return updated
+
+    async def fence_host(self, ref: str, *, confirm_off: bool = False) -> HostDynamic:
+        """High availability (issue 16): say that a host that went away runs no guest any more, so the VMs it
+        ran may restart elsewhere. ``confirm_off``: the admin has made sure it is off (audited: who, when);
+        without it, the host is powered off through its BMC now (ipmitool from here, read back: a simulated
+        host's BMC is the simulator's named fake). A host that is up is never fenced."""
+        host = self.host(ref)
+        # monitoring's pending version when it has one (the fleet's writer coalesces): the fence goes over it
+        writer = self.fleet.writer if self.fleet is not None else None
+        current = (writer.current(HostDynamic, host.id) if writer is not None else self.db.get(HostDynamic, host.id)) \
+            or HostDynamic(id=host.id)
+        if current.status is HostStatus.up:
+            raise ActionError(f"host {host.name} is up: only a host that is down or unreachable is fenced")
+        if current.status is HostStatus.key_mismatch:  # it answers, with another key: it may run anything
+            raise ActionError(f"host {host.name} answers with another host key: it is not fenced (check it, then "
+                              f"kerub-tui host rekey {host.name})")
+        if current.fence is not None:
+            return current
+        now = utcnow()
+        if confirm_off:
+            fence = Fence(method="admin", by=self.actor, at=now, note="the admin confirmed it is off")
+        else:
+            if host.power.ipmi_address is None:
+                raise ActionError(f"host {host.name} has no IPMI to power it off: make sure it is off, then "
+                                  f"kerub-tui host fence {host.name} --confirm-off")
+            result = await self._hosts().fence(host.id)
+            if result.exit_code != 0:
+                self.audit("host fence", host.name, f"failed: IPMI power off exited {result.exit_code}",
+                           host_id=host.id, exit_code=result.exit_code,
+                           output_tail=(result.stderr or result.stdout)[-500:])
+                why = (result.stderr or result.stdout).strip().splitlines()
+                raise ActionError(f"host {host.name} not fenced: IPMI power off failed"
+                                  + (f": {why[-1]}" if why else f" (exit {result.exit_code})"))
+            fence = Fence(method="ipmi", by=self.actor, at=now,
+                          note=f"BMC {host.power.ipmi_user or 'root'}@{host.power.ipmi_address} says power off")
+        if writer is not None:  # what monitoring wrote while ipmitool ran
+            current = writer.current(HostDynamic, host.id) or current
+        if current.status is HostStatus.up:
+            raise ActionError(f"host {host.name} is up again: not fenced")
+        updated = current.evolve(fence=fence)
+        vms = sorted(self._name_of_vm(v) for v in self.db.vms_on_host(host.id))
+        if self.ha_narrator is not None:  # what each VM waited for is told before the fence that ends it
+            self.ha_narrator.catch_up()
+        with self.db.transaction():
+            self.db.put(updated)
+            self.audit("host fence", host.name, fence.describe(), host_id=host.id)
+            self.event("host-fenced", f"{host.name} fenced: {fence.describe()}; the VMs it ran "
+                       f"({', '.join(vms) or 'none'}) may restart elsewhere", host_id=host.id)
+        if writer is not None:  # a version still pending in the writer would write over the fence: it is this one
+            writer.put(updated)
+        return updated
+
+    def _name_of_vm(self, vm_id: str) -> str:
+        vm = self.db.get(VirtualMachine, vm_id)
+        return vm.name if vm is not None else vm_id[:8]
+
+    async def set_vm_ha(self, ref: str, enabled: bool, level: str = "dealbreaker") -> VirtualMachine:
+        """`vm set --ha on|off`: the VM's ``ha`` expectation (it comes back after its host fails)."""
+        vm: VirtualMachine = self.resolve(VirtualMachine, ref)
+        kept: list[Any] = [e for e in vm.expectations if e.type != "ha"]
+        if enabled:
+            kept.append(validate_expectation({"type": "ha", "level": level}, "vm"))
+        return await self.update_vm(vm.id, expectations=kept)
+
+    async def set_ha_policy(self, *, copy_max_age_minutes: int | None = None,
+                            restart_from_stale_copies: bool | None = None) -> Settings:
+        """How a VM with ``ha`` restarts from a copy taken for redundancy: without asking when the copy is
+        younger than ``copy_max_age_minutes`` (0: every copy asks), or whatever its age."""
+        settings = self.settings()
+        changes = {k: v for k, v in (("copy_max_age_minutes", copy_max_age_minutes),
+                                     ("restart_from_stale_copies", restart_from_stale_copies)) if v is not None}
+        if not changes:
+            raise ActionError("say what to change: --copy-max-age MINUTES, --stale-copies allow|ask")
+        try:
+            policy = HaPolicy.model_validate({**settings.ha.model_dump(), **changes})
+        except ValueError as error:
+            raise ActionError(_first_error(error)) from None
+        updated = settings.evolve(ha=policy.model_dump())
+        self.db.put(updated)
+        self.audit("ha policy", ", ".join(f"{k}={v}" for k, v in sorted(changes.items())))
         return updated
 
     async def remove_host(self, ref: str) -> None:
@@ -1007,7 +1364,7 @@ class Controller(StoreQueries):
         except (ConsoleError, ValueError) as error:
             raise ActionError(str(error)) from None
         if not self.readonly:
-            self.audit("console", vm.name, session.description)
+            self.audit("console", vm.name, session.description, vm_id=vm.id)
         if wait:
             code = await session.wait()
             if code != 0:  # its output is never shown: it can hold the SPICE password
@@ -1046,8 +1403,47 @@ class Controller(StoreQueries):
         except (ConsoleError, ValueError) as error:
             raise ActionError(str(error)) from None
         if not self.readonly:
-            self.audit("console file", vm.name, "the .vv file was printed on request")
+            self.audit("console file", vm.name, "the .vv file was printed on request", vm_id=vm.id)
         return text
+
+    async def open_serial(self, vm_ref: str, *, view_only: bool = False, force: bool = False) -> ByteStream:
+        """The serial console of a running VM, both ways, through its host's libvirt tunnel (no port,
+        nothing on the host). ``view_only`` (always so in read-only mode): nothing typed is sent.
+        ``force`` takes the console over from another session. The caller closes it."""
+        vm = self.resolve(VirtualMachine, vm_ref)
+        self._not_simulated(vm)
+        await self._connected_to_vm_host(vm.id)
+        try:
+            vm, _dyn, host = console_vm(self.db, vm.id)
+            stream = await SerialConsole.open(self._fleet(), vm, host, force=force)
+        except (ConsoleError, SerialError) as error:
+            raise ActionError(str(error)) from None
+        stream.view_only = view_only or self.readonly
+        if not self.readonly:
+            self.audit("serial console", vm.name, stream.description + (", view-only" if stream.view_only else "")
+                       + (", taken over from another session" if force else ""), vm_id=vm.id)
+        return stream
+
+    async def screenshot(self, vm_ref: str, *, connect: bool = True) -> bytes:
+        """The screen of a running VM now, as a PNG, through its host's libvirt tunnel. Without
+        ``connect``, hosts this controller has not connected are not connected for it (a preview
+        shown on opening a screen must not start connections): ActionError says so."""
+        vm = self.resolve(VirtualMachine, vm_ref)
+        self._not_simulated(vm)
+        if not connect and not self._hosts().started:
+            raise ActionError("the hosts are not connected here (read-only, or no monitoring): v takes the "
+                              "screen, connecting the VM's host")
+        await self._connected_to_vm_host(vm.id)
+        try:
+            vm, _dyn, host = console_vm(self.db, vm.id)
+            mime, data = await take_screenshot(self._fleet(), vm, host)
+            picture = await asyncio.to_thread(decode, data)
+        except (ConsoleError, SerialError) as error:
+            raise ActionError(str(error)) from None
+        except PictureError as error:
+            raise ActionError(f"the screen of {vm.name} came as {mime}, which kerub-tui does not read: "
+                              f"{error}") from None
+        return await asyncio.to_thread(picture.png)
 
     # --- explanation ------------------------------------------------------------------------
 
@@ -1057,7 +1453,6 @@ class Controller(StoreQueries):
         return explain_text(self.db, vm.id)
 
 
-_cloud_init_summary = cloud_init_summary  # the name the command line imports
 
 
 

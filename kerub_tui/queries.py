@@ -6,26 +6,60 @@ The console asks these instead of reaching into the store or running the planner
 
 from __future__ import annotations
 
+import datetime as dt
 from abc import abstractmethod
 from collections.abc import Sequence
-from typing import Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
-from .api import MAX_LISTED, listed
+from .api import MAX_LISTED, ActionError, VmPlans, VmState, listed
+from .core.metrics import Metrics, MetricSeries, MetricsError
 from .core.models import (
+    AuditEntry,
     Document,
+    Event,
     Host,
+    HostDynamic,
+    HostStatus,
     Plan,
+    PlanStatus,
     Settings,
     VirtualMachine,
     VirtualMachineDynamic,
     VirtualStorageDevice,
     VirtualStorageDeviceDynamic,
     VmStatus,
+    kind_text,
 )
 from .core.sizes import format_size
 from .core.store import Store
 
 D = TypeVar("D", bound=Document)
+
+_ACTIVE_PLANS = (PlanStatus.approved, PlanStatus.running)
+# What a VM's placement is judged on: a change of any of these may make it placeable, or not.
+_FACT_KINDS = frozenset({"host", "host-dynamic", "host-config", "vm", "vm-dynamic", "disk", "disk-dynamic",
+                         "settings", "plan"})
+
+
+class _StatusCache:
+    """What VM statuses are derived from, kept per store until its change feed says it changed (a
+    listener counts the changes): the VMs' plans, and the placement verdicts of VMs that wait to run."""
+
+    def __init__(self, db: Store) -> None:
+        self.db = db
+        self.plans = 0  # changes of plan documents seen
+        self.facts = 0  # changes of what a placement depends on
+        self.plan_index: tuple[int, dict[str, VmPlans]] | None = None
+        self.placement: dict[str, tuple[int, str | None]] = {}
+        self.state: tuple[int, Any] | None = None
+        db.feed.add_listener(self._changed)
+
+    def _changed(self, change: Any) -> None:
+        if change.kind == "plan":
+            self.plans += 1
+        if change.kind in _FACT_KINDS:
+            self.facts += 1
+            self.state = None
 
 
 class StoreQueries:
@@ -36,6 +70,11 @@ class StoreQueries:
     def db(self) -> Store:
         """The store of the controller this is mixed into (each controller defines it)."""
 
+    @property
+    def live(self) -> bool:
+        """Whether a controller keeps the documents' figures current (each controller says)."""
+        return True
+
     def get(self, kind: type[D], doc_id: str) -> D | None:
         return self.db.get(kind, doc_id)
 
@@ -44,6 +83,70 @@ class StoreQueries:
 
     def find_by_name(self, kind: type[D], name: str) -> D | None:
         return self.db.find_by_name(kind, name)
+
+    def resolve(self, kind: type[D], ref: str) -> D:
+        """A document by id or by name; ActionError naming what was not found."""
+        doc = self.db.get(kind, ref) or self.db.find_by_name(kind, ref)
+        if doc is None:
+            label = kind.model_fields["kind"].default
+            raise ActionError(f"no {label} named {ref!r}")
+        return doc
+
+    def plan(self, ref: str) -> Plan:
+        """A plan by id or by an unambiguous prefix of it (as `plan list` shows them)."""
+        plan: Plan | None = self.db.get(Plan, ref)
+        if plan is not None:
+            return plan
+        matches = [p for p in self.db.list(Plan) if p.id.startswith(ref)]
+        if len(matches) != 1:
+            raise ActionError(f"no plan {ref!r}" if not matches else f"plan id {ref!r} is ambiguous: give more of it")
+        return matches[0]
+
+    def audit_log(self, since: dt.datetime | None = None, *, host_id: str | None = None,
+                  subject: str | None = None, limit: int | None = None) -> list[AuditEntry]:
+        """The audit entries, oldest first, read from the history: with ``since``, those from then on; of
+        one host; about one VM (``subject``, its id); with ``limit``, the newest ``limit`` of them."""
+        history = self.db.history
+        if history is None:
+            return []
+        return history.query("audit", since=since, host_id=host_id, subject=subject, limit=limit)
+
+    def event_log(self, since: dt.datetime | None = None, *, host_id: str | None = None,
+                  subject: str | None = None, limit: int | None = None) -> list[Event]:
+        """The events, oldest first, read from the history (the filters as ``audit_log``'s; an event's
+        subject is its target)."""
+        history = self.db.history
+        if history is None:
+            return []
+        return history.query("event", since=since, host_id=host_id, subject=subject, limit=limit)
+
+    def history_counts(self) -> dict[str, int]:
+        """How many audit entries ("audit") and events ("event") the history holds."""
+        history = self.db.history
+        return {kind: history.count(kind) if history is not None else 0 for kind in ("audit", "event")}
+
+    def metrics(self, kind: Literal["host", "vm"], doc_id: str, range_name: str = "1d",
+                now: dt.datetime | None = None) -> MetricSeries:
+        """A host's or a VM's CPU and memory over ``range_name`` (1h, 1d, 7d, 30d, 1y) up to ``now``, read
+        from the metrics history (core/metrics.py): a point per minute up to a day, per hour beyond, gaps
+        as None. ActionError for an unknown range or a file that cannot be read."""
+        try:
+            with Metrics(self.db.data_dir) as reader:
+                return reader.read(kind, doc_id, range_name, now)
+        except (ValueError, MetricsError) as error:
+            raise ActionError(str(error)) from None
+
+    def open_violations(self) -> dict[str, dict[str, str]]:
+        """The expectations violated now, as the planner last said: subject id -> {spec: message}."""
+        history = self.db.history
+        return history.open_violations() if history is not None else {}
+
+    def image(self, ref: str) -> VirtualStorageDevice:
+        """An image by id or name; ActionError when there is none, or it is a disk."""
+        disk = self.resolve(VirtualStorageDevice, ref)
+        if disk.image is None:
+            raise ActionError(f"{disk.name} is a disk, not an image")
+        return disk
 
     def vms_on_host(self, host_id: str) -> set[str]:
         return self.db.vms_on_host(host_id)
@@ -56,6 +159,152 @@ class StoreQueries:
 
     def settings(self) -> Settings:
         return self.db.get(Settings, "settings") or Settings()
+
+    # --- a VM's status: what is known, derived here only ------------------------------------------
+
+    def _status_cache(self) -> _StatusCache:
+        cache: _StatusCache | None = getattr(self, "_vm_status_cache", None)
+        if cache is None or cache.db is not self.db:
+            cache = _StatusCache(self.db)
+            self._vm_status_cache = cache
+        return cache
+
+    def _plan_index(self) -> dict[str, VmPlans]:
+        """VM id -> its open, running and rejected plans; rebuilt when a plan document changes."""
+        from .planner.replanner import plan_vms
+
+        cache = self._status_cache()
+        version = cache.plans
+        if cache.plan_index is not None and cache.plan_index[0] == version:
+            return cache.plan_index[1]
+        wanted = (PlanStatus.proposed, PlanStatus.rejected, *_ACTIVE_PLANS)
+        plans = [p for p in self.db.list(Plan) if p.status in wanted]
+        found: dict[str, dict[str, list[Plan]]] = {}
+        for plan in sorted(plans, key=lambda p: (p.decided_at or p.created_at, p.id)):
+            if plan.status is PlanStatus.rejected and plan.asked_again_by:
+                continue
+            group = "active" if plan.status in _ACTIVE_PLANS else plan.status.value
+            for vm_id in plan_vms(plan):
+                found.setdefault(vm_id, {}).setdefault(group, []).append(plan)
+        index = {vm_id: VmPlans(tuple(g.get("proposed", ())), tuple(g.get("active", ())),
+                                g["rejected"][-1] if g.get("rejected") else None)
+                 for vm_id, g in found.items()}
+        cache.plan_index = (version, index)
+        return index
+
+    def vm_plans(self, vm_id: str) -> VmPlans:
+        return self._plan_index().get(vm_id, VmPlans())
+
+    def vm_state(self, vm_id: str) -> VmState:
+        """What is known about the VM: up, down, paused, migrating, lost (its host is down), storage lost
+        (it runs, but a disk's storage is on hosts that are down), waiting for approval, starting, stopping,
+        or can't be placed (with the reason)."""
+        vm = self.db.get(VirtualMachine, vm_id)
+        dyn = self.db.get(VirtualMachineDynamic, vm_id)
+        plans = self.vm_plans(vm_id)
+        exp = next((e for e in vm.expectations if e.type == "availability"), None) if vm is not None else None
+        wants = None if exp is None else bool(exp.up)
+        placed = dyn is not None and dyn.host_id is not None and dyn.status is not VmStatus.down
+        if placed and dyn is not None and dyn.host_id is not None:
+            host = self.db.get(HostDynamic, dyn.host_id)
+            if host is None or host.status in (HostStatus.down, HostStatus.unreachable):
+                where = self._name(Host, dyn.host_id)
+                why = f"its host {where} is {host.status.value if host else 'unknown'}"
+                if host is not None and host.status_reason:
+                    why += f" ({host.status_reason})"
+                if host is not None and host.fence is not None:
+                    why += f"; fenced: {host.fence.describe()}"
+                elif vm is not None and any(e.type == "ha" for e in vm.expectations):
+                    why += (f"; ha: it restarts elsewhere once {where} is fenced (IPMI power off, or "
+                            f"kerub-tui host fence {where} --confirm-off)")
+                if plans.active:
+                    why += f"; plan {plans.active[0].id[:8]} restarts it"
+                elif plans.proposed:
+                    why += f"; plan {plans.proposed[0].id[:8]} to restart it awaits approval"
+                    if plans.proposed[0].consent:  # from a copy older than the HA policy allows: said here
+                        why += f" (your consent: {plans.proposed[0].consent[0]})"
+                return VmState("lost", dyn.host_id, why, False, plans)
+            if dyn.status is not VmStatus.up:
+                return VmState(dyn.status.value, dyn.host_id, "", True, plans)
+            if vm is not None and (gone := self._storage_gone(vm)):
+                return VmState("storage-lost", dyn.host_id, gone, True, plans)
+            if wants is False:
+                if plans.active:
+                    return VmState("stopping", dyn.host_id, f"plan {plans.active[0].id[:8]} stops it", True, plans)
+                if plans.proposed:
+                    return VmState("waiting", dyn.host_id, f"its stop awaits approval: plan "
+                                   f"{plans.proposed[0].id[:8]}", True, plans)
+            return VmState("up", dyn.host_id, self._rejected_reason(plans), True, plans)
+        if plans.active and wants is not False:
+            return VmState("starting", None, f"plan {plans.active[0].id[:8]} starts it", False, plans)
+        if plans.proposed and wants is not False:
+            return VmState("waiting", None, f"its start awaits approval: plan {plans.proposed[0].id[:8]}",
+                           False, plans)
+        if wants and plans.rejected is None:
+            unplaced = self.placement_problem(vm_id)
+            if unplaced is not None:
+                return VmState("unplaced", None, unplaced, False, plans)
+        return VmState("down", None, self._rejected_reason(plans), False, plans)
+
+    def _storage_gone(self, vm: VirtualMachine) -> str:
+        """Why a VM up on a host that is up cannot read a disk (its live storage is all on hosts that are down:
+        it read it over a share), or ""."""
+        from .planner.ha import unreadable_disks
+
+        def allocations(disk_id: str) -> Sequence[Any]:
+            dyn = self.db.get(VirtualStorageDeviceDynamic, disk_id)
+            return dyn.allocations if dyn is not None else ()
+
+        def host_up(host_id: str) -> bool:
+            host = self.db.get(HostDynamic, host_id)
+            return host is not None and host.status is HostStatus.up
+
+        lost = unreadable_disks([link.disk_id for link in vm.disks], allocations, host_up)
+        return "; ".join(
+            f"disk {self._name(VirtualStorageDevice, disk_id)}'s storage is on "
+            + ", ".join(f"{self._name(Host, h)} ({self._status(h)})" for h in hosts)
+            + ": its guest cannot read it" for disk_id, hosts in lost)
+
+    def _status(self, host_id: str) -> str:
+        host = self.db.get(HostDynamic, host_id)
+        return host.status.value if host is not None else "unknown"
+
+    @staticmethod
+    def _rejected_reason(plans: VmPlans) -> str:
+        plan = plans.rejected
+        if plan is None:
+            return ""
+        return (f"plan {plan.id[:8]} for it was rejected by {plan.decided_by or 'the admin'}: "
+                f"start it again (s, or vm start) to have it proposed again")
+
+    def placement_problem(self, vm_id: str) -> str | None:
+        """Why no host can take the VM now, or None when one can (the planner proposes it then)."""
+        cache = self._status_cache()
+        version = cache.facts
+        known = cache.placement.get(vm_id)
+        if known is not None and known[0] == version:
+            return known[1]
+        try:
+            from .planner.explain import no_host_reason
+            from .planner.state import OperationalState
+
+            if cache.state is None or cache.state[0] != version:  # one snapshot for every VM asked
+                cache.state = (version, OperationalState.from_store(self.db))
+            why = no_host_reason(cache.state[1], vm_id)
+        except Exception as error:  # a help, never a reason to lose a screen
+            why = f"the planner could not judge: {type(error).__name__}: {error}"
+        cache.placement[vm_id] = (version, why)
+        return why
+
+    def host_vm_counts(self, host_id: str) -> tuple[int, int]:
+        """(VMs running on the host, VMs lost with it): a host that is down runs nothing."""
+        running = lost = 0
+        for vm_id in self.db.vms_on_host(host_id):
+            if self.vm_state(vm_id).status == "lost":
+                lost += 1
+            else:
+                running += 1
+        return running, lost
 
     def store_damage(self) -> list[str]:
         """What a read-only reader of a damaged store could not read (empty: nothing is damaged)."""
@@ -129,6 +378,35 @@ class StoreQueries:
     def _name(self, kind: type[Document], doc_id: str) -> str:
         doc = self.db.get(kind, doc_id)
         return str(getattr(doc, "name", doc_id)) if doc is not None else doc_id[:8]
+
+    def _impact_fence_host(self, ids: list[str]) -> list[str]:
+        """High availability: what fencing a host that went away means (the console's confirmation)."""
+        impact = []
+        for host_id in ids:
+            host = self.db.get(Host, host_id)
+            dyn = self.db.get(HostDynamic, host_id)
+            if host is None:
+                continue
+            status = dyn.status.value if dyn is not None else "unknown"
+            if dyn is not None and dyn.status in (HostStatus.up, HostStatus.key_mismatch):
+                impact.append(f"{host.name} is {dyn.status.value}: a host that answers is never fenced (refused)")
+                continue
+            vms = []
+            for vm_id in sorted(self.vms_on_host(host_id)):
+                vm = self.db.get(VirtualMachine, vm_id)
+                if vm is not None:
+                    vms.append(vm.name + (" (ha)" if any(e.type == "ha" for e in vm.expectations) else ""))
+            impact.append(f"{host.name} is {status}: kerub-tui cannot see whether it still runs "
+                          f"{listed(vms) if vms else 'any guest'}")
+            if host.power.ipmi_address is not None:
+                impact.append(f"It is powered off now through its BMC ({host.power.ipmi_user or 'root'}@"
+                              f"{host.power.ipmi_address}, ipmitool from this controller), and the power read back.")
+            else:
+                impact.append("It has no IPMI: say yes only if you made sure it is off (power pulled, or gone). If it "
+                              "still runs them, two copies of each will write the same disks.")
+            impact.append("Its VMs with ha then restart elsewhere (a restart plan); recorded in the audit log with "
+                          "your name.")
+        return impact
 
     def _impact_stop_vms(self, ids: list[str]) -> list[str]:
         impact = []
@@ -245,12 +523,61 @@ class StoreQueries:
             commands = sum(len(s.commands) for s in plan.steps)
             impact += [f"{len(plan.steps)} step(s), {commands} command(s) on {listed(hosts) or 'no host'}"]
             impact += [f"{n}. {s.description}" for n, s in enumerate(plan.steps, 1)][:MAX_LISTED]
+            impact += [f"Your consent: {line}" for line in plan.consent]
         return impact
 
     def _impact_always_approve(self, kinds: list[str]) -> list[str]:
         return [line for kind in kinds for line in (
-            f"From now on, every plan of kind {kind!r} runs without asking.",
+            f"From now on, every plan of kind {kind!r} runs without asking ({kind_text(kind)}).",
+            "Except a plan with a step that deletes data: it still asks (d in Settings lets it delete too).",
             "Revoke it any time in Settings (:settings).")]
+
+    # --- the VM actions of an incident (Controller.reboot_vm and friends) -------------------------
+
+    def _vm_lines(self, ids: list[str], running: str, stopped: str, *, up: bool | None = None) -> list[str]:
+        """One line per VM: ``running`` (its name, host and expectation filled in) for a running one,
+        ``stopped`` for one that is not; ``up`` the availability the action sets (None: unchanged)."""
+        out = []
+        for vm_id in ids:
+            vm = self.db.get(VirtualMachine, vm_id)
+            if vm is None:
+                continue
+            dyn = self.db.get(VirtualMachineDynamic, vm_id)
+            exp = next((e for e in vm.expectations if e.type == "availability"), None)
+            before = "none" if exp is None else ("up" if exp.up else "down") + (",paused" if exp.paused else "")
+            if up is None or (exp is not None and exp.up == up and not exp.paused):
+                change = f"its expectation stays {before}"
+            else:
+                change = f"its expectation changes from {before} to {'up' if up else 'down'}"
+            on = dyn is not None and dyn.status is not VmStatus.down and dyn.host_id is not None
+            template = running if on else stopped
+            out.append(template.format(name=vm.name, host=self._name(Host, dyn.host_id or "") if on and dyn else "-",
+                                       change=change, status=dyn.status.value if dyn else "down"))
+        return out
+
+    def _impact_force_off_vms(self, ids: list[str]) -> list[str]:
+        return [*self._vm_lines(
+            ids, "Force off {name} on {host}: the guest loses unsaved data; {change}",
+            "{name} is not running: {change}", up=False),
+            "Like pulling the plug (libvirt destroy); the planner leaves the VM off (vm start brings it back)."]
+
+    def _impact_power_off_vms(self, ids: list[str]) -> list[str]:
+        return [*self._vm_lines(
+            ids, "Power off {name} on {host}: the guest is asked to shut down (ACPI); {change}",
+            "{name} is not running: {change}", up=False),
+            "A guest that ignores the power button keeps running: force it off, or approve the planner's stop."]
+
+    def _impact_reset_vms(self, ids: list[str]) -> list[str]:
+        return [*self._vm_lines(
+            ids, "Reset {name} on {host}: it restarts at once, like its reset button; the guest loses "
+                 "unsaved data; {change}", "{name} is {status}: nothing to reset (refused)"),
+            "The guest's disks stay; what it had not written is lost."]
+
+    def _impact_reboot_vms(self, ids: list[str]) -> list[str]:
+        return [*self._vm_lines(
+            ids, "Reboot {name} on {host}: the guest is asked to restart (ACPI); {change}",
+            "{name} is {status}: nothing to reboot (refused)"),
+            "A guest that does not answer ACPI keeps running: reset it instead."]
 
 
 # The impacts there are (the confirmations of the console), by the name the console asks for.
@@ -259,6 +586,8 @@ IMPACTS = {
     "remove hosts": "remove_hosts", "delete disks": "delete_disks", "delete image": "delete_image",
     "approve plan": "approve_plan", "always approve": "always_approve",
 }
+IMPACTS.update({"force off VMs": "force_off_vms", "power off VMs": "power_off_vms", "reset VMs": "reset_vms",
+                "reboot VMs": "reboot_vms", "fence host": "fence_host"})
 
 
 class StoreView(StoreQueries):

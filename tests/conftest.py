@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -10,6 +11,12 @@ from kerub_tui.core import logs
 
 # The lab's fixtures (lab, clean_lab, light_lab) for every test directory.
 pytest_plugins = ["tests.lab.fixtures"]
+
+# The commands the tests start (kerub-tui serve, export, the console under a pty) run this tree's code,
+# whichever tree the virtualenv's editable install points at (a second checkout sharing .venv moves it).
+_TREE = str(Path(__file__).resolve().parents[1])
+if os.environ.get("PYTHONPATH", "").split(os.pathsep)[0] != _TREE:
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (_TREE, os.environ.get("PYTHONPATH", "")) if p)
 
 _SHORT_BASETEMP = pytest.StashKey[Path]()
 
@@ -34,7 +41,8 @@ def pytest_configure(config: pytest.Config) -> None:
 # The longest files, first: under `--dist loadfile` a worker takes whole files in collection order, so
 # a file that takes minutes (guest boots under TCG, SIGKILLs in the middle of lab steps) started last
 # would keep one worker busy after the other has finished everything else.
-_LONGEST_FIRST = ("tests/integration/test_guest_os.py", "tests/integration/test_crash_step_lab.py")
+_LONGEST_FIRST = ("tests/integration/test_guest_os.py", "tests/integration/test_shared_storage_lab.py",
+                  "tests/integration/test_crash_step_lab.py")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

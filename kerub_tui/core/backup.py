@@ -27,6 +27,8 @@ from pathlib import Path
 import unqlite
 
 from . import integrity
+from .history import HistoryError
+from .metrics import Metrics
 from .models import SCHEMA_VERSION, Document
 from .paths import STORE_FILE
 from .store import EXPORT_FORMAT, Store, StoreError, StoreLocked, _key, parse_export
@@ -76,7 +78,7 @@ class Backups:
         backups = self.list()
         return backups[0] if backups else None
 
-    def write(self, documents_json: builtins.list[str], generation: int) -> Path:
+    def write(self, documents_json: builtins.list[str] | builtins.list[bytes], generation: int) -> Path:
         """Write a backup from documents already serialised as JSON; rotate; return its path."""
         if not self.dir.exists():
             self.dir.mkdir(mode=0o700)
@@ -88,8 +90,9 @@ class Backups:
         path = self.dir / f"kerub-{now:%Y%m%dT%H%M%S}.{now.microsecond:06d}Z-g{generation}.json"
         head = json.dumps({"format": EXPORT_FORMAT, "schema_version": SCHEMA_VERSION, "generation": generation,
                            "exported_at": now.isoformat()})
-        data = head[:-1] + ', "documents": [\n' + ",\n".join(documents_json) + "\n]}\n"
-        integrity.write_atomically(path, data.encode())
+        bodies = [body if isinstance(body, bytes) else body.encode() for body in documents_json]
+        data = (head[:-1] + ', "documents": [\n').encode() + b",\n".join(bodies) + b"\n]}\n"
+        integrity.write_atomically(path, data)
         for old in self.list()[BACKUP_KEEP:]:
             old.path.unlink(missing_ok=True)
         return path
@@ -136,9 +139,14 @@ def check(data_dir: Path) -> CheckResult:
         newest = backups.newest()
         backup_line = (f"{len(backups.list())} backups, the newest {newest.describe()}" if newest
                        else "no backup yet")
+        history_problems = _history_problems(store)
+        if history_problems and not store.damage:
+            return CheckResult(False, history_problems)
+        counts = {kind: store.count(kind) for kind in ("audit", "event")} if not history_problems else {}
         if not store.damage:
             return CheckResult(True, [f"{path} is sound: {count} documents, generation {store.generation}; "
-                                      f"{backup_line}"])
+                                      f"{backup_line}; the history holds {counts['audit']} audit entries and "
+                                      f"{counts['event']} events"])
         lines = [f"{path} is damaged:"]
         lines += [f"  {problem}" for problem in store.damage]
         lines += [f"  damaged record {key.removeprefix(integrity.DOC_PREFIX)}: {why}"
@@ -146,9 +154,29 @@ def check(data_dir: Path) -> CheckResult:
         lines.append(f"  {count} documents read; {backup_line}")
         lines.append(f"run `kerub-tui --data-dir {data_dir} check --repair` to salvage what reads, restore the "
                      "rest from the newest backup and keep the damaged file aside")
-        return CheckResult(False, lines)
+        return CheckResult(False, lines + history_problems)
     finally:
         store.close()
+
+
+def _history_problems(store: Store) -> list[str]:
+    """What sqlite finds wrong in the history file and the metrics file, with what to do; [] when sound."""
+    history = store.history
+    try:
+        problems = history.check() if history is not None else []
+    except HistoryError as error:
+        problems = [str(error)]
+    lines = [] if not problems or history is None else [
+        f"{history.path} is damaged: {'; '.join(problems[:5])}",
+        f"stop kerub-tui and move {history.path} aside: the next start begins a new history (the documents "
+        "are not affected)"]
+    with Metrics(store.data_dir) as metrics:
+        problems = metrics.check()
+    if problems:
+        lines += [f"{metrics.path} is damaged: {'; '.join(problems[:5])}",
+                  f"stop kerub-tui and move {metrics.path} aside: the next start begins new graphs (the documents "
+                  "and the history are not affected)"]
+    return lines
 
 
 def repair(data_dir: Path) -> CheckResult:
@@ -261,7 +289,7 @@ def _salvage(data_dir: Path, path: Path, journal: Path, existed: bool) -> tuple[
         copy.unlink(missing_ok=True)
         copy_journal.unlink(missing_ok=True)
     probe = Store(data_dir, readonly=True)
-    probe._apply(reading)
+    probe._apply(reading, lazy=False)
     return reading, probe
 
 

@@ -14,7 +14,7 @@ import re
 from collections.abc import Callable
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import Field, TypeAdapter, ValidationError, field_validator
+from pydantic import Field, TypeAdapter, ValidationError, field_validator, model_validator
 
 from .base import Frozen
 from .names import check_name
@@ -76,6 +76,8 @@ def _control_char(text: str) -> str:
 def _bool_spec(name: str, value: bool) -> str:
     if name == "up":
         return "up" if value else "down"
+    if name == "paused":
+        return "paused" if value else "running"
     if name == "out_of_box":
         return "out-of-box" if value else "in-box"
     return "yes" if value else "no"
@@ -99,8 +101,20 @@ def _check_refs(values: list[str]) -> list[str]:
 class VmAvailability(_Expectation):
     type: Literal["availability"] = "availability"
     up: bool = True
-    spec_args: ClassVar = ("up",)
-    summary: ClassVar = "the VM runs (up) or is shut off (down)"
+    # Paused by the admin (vm pause): while up, a paused VM meets the expectation, so the planner does
+    # not resume it behind the admin's back; vm resume clears it. Shown as availability:up,paused.
+    paused: bool = False
+    spec_args: ClassVar = ("up", "paused")
+    summary: ClassVar = "the VM runs (up) or is shut off (down); up,paused: paused by the admin, left paused"
+
+    @model_validator(mode="after")
+    def _paused_is_up(self) -> VmAvailability:
+        if self.paused and not self.up:
+            raise ValueError("a VM expected down cannot also be expected paused (availability:up,paused)")
+        return self
+
+    def spec(self) -> str:
+        return f"availability:{'up' if self.up else 'down'}{',paused' if self.paused else ''}@{self.level.value}"
 
 
 class NotSameHost(_Expectation):
@@ -219,6 +233,12 @@ class VmDependency(_Expectation):
     _c = field_validator("vms")(_check_refs)
 
 
+class HighAvailability(_Expectation):
+    type: Literal["ha"] = "ha"
+    summary: ClassVar = ("comes back after its host fails: restarted on another host once that host is fenced "
+                         "(powered off through IPMI, seen to run no guest, or confirmed off by the admin)")
+
+
 # --- disk expectations -----------------------------------------------------------------------
 
 
@@ -287,7 +307,8 @@ VmExpectation = Annotated[
     | NoMigration
     | HostOperatingSystem
     | PowerRedundancy
-    | VmDependency,
+    | VmDependency
+    | HighAvailability,
     Field(discriminator="type"),
 ]
 
@@ -317,6 +338,7 @@ _disk_adapter: TypeAdapter[Any] = TypeAdapter(DiskExpectation)
 # Words a SPEC may use for booleans, per field.
 _BOOL_WORDS = {
     "up": {"up": True, "down": False},
+    "paused": {"paused": True, "running": False},
     "out_of_box": {"out-of-box": True, "in-box": False},
 }
 _YES_NO = {"yes": True, "true": True, "no": False, "false": False}

@@ -15,6 +15,7 @@ touches those pages itself.
 from __future__ import annotations
 
 import json
+import marshal
 import os
 import select
 import signal
@@ -32,10 +33,13 @@ BACKUP_DIR = "backups"
 
 _OPEN_READONLY = 0x00000001
 _OPEN_CREATE = 0x00000004
+_OPEN_MMAP = 0x00000100
 
-# Frames from the reading child: kind byte, key length, value length, key, value.
-_FRAME = struct.Struct("!cII")
-_RECORD, _BAD_RECORD, _FAILED, _DONE = b"R", b"B", b"F", b"D"
+# Frames from the reading child: kind byte, payload length, payload. A batch's payload is a marshalled
+# pair of lists (C speed on both sides): the records read, (key, value), and those that could not be,
+# (key or "", why); a failure's payload is its message.
+_FRAME = struct.Struct("!cI")
+_BATCH, _FAILED, _DONE = b"R", b"F", b"D"
 # A child that sends nothing for this long is stuck in a damaged page chain.
 STALL_SECONDS = 30.0
 
@@ -46,8 +50,13 @@ def record_crc(key: str, body: bytes) -> int:
 
 def encode_record(key: str, body: str | bytes) -> bytes:
     """A record value: its CRC as 8 hex digits, a space, the JSON body."""
-    data = body.encode() if isinstance(body, str) else body
-    return b"%08x " % record_crc(key, data) + data
+    return encode_record_crc(key, body.encode() if isinstance(body, str) else body)[0]
+
+
+def encode_record_crc(key: str, body: bytes) -> tuple[bytes, int]:
+    """A record value and its CRC."""
+    crc = zlib.crc32(body, zlib.crc32(key.encode() + b"\n"))
+    return b"%08x " % crc + body, crc
 
 
 def decode_record(key: str, value: bytes) -> tuple[bytes, int | None]:
@@ -100,7 +109,10 @@ DIGEST_MOD = 1 << 64
 class RawRead:
     """Every record the child could read, in file order, and why reading stopped early (if it did)."""
 
-    records: list[tuple[str, bytes]] = field(default_factory=list)
+    records: list[tuple[str, bytes]] = field(default_factory=list)  # in file order, but for those in checked
+    # Document records seen once whose checksum held when they arrived (their body, their CRC), by key.
+    checked: dict[str, bytes] = field(default_factory=dict)
+    checked_crcs: dict[str, int] = field(default_factory=dict)
     bad_keys: list[str] = field(default_factory=list)  # records whose key or value could not be read
     failure: str | None = None
     busy: bool = False  # the library said the file is locked (a writer mid-commit): try again
@@ -113,27 +125,28 @@ def _write_all(fd: int, data: bytes) -> None:
 
 
 def _child(path: str, flags: int, fd: int, batch: int) -> None:
-    """In the forked child: open, walk every record with a cursor, send each one. Never returns.
+    """In the forked child: open, walk every record with a cursor, send them. Never returns.
 
-    Records go out in writes of ``batch`` bytes (0: each at once, so a crash loses none read before it).
+    Records go out in batches of ``batch`` bytes (0: each at once, so a crash loses none read before it).
     """
     status = 0
-    pending: list[bytes] = []
+    good: list[tuple[str, bytes]] = []
+    bad: list[tuple[str, str]] = []
     size = 0
+
+    def send() -> None:
+        nonlocal size
+        payload = marshal.dumps((good, bad))
+        _write_all(fd, _FRAME.pack(_BATCH, len(payload)) + payload)
+        good.clear()
+        bad.clear()
+        size = 0
+
     try:
         import faulthandler
 
         faulthandler.disable()  # a crash here is reported by the parent, not as a dump on the terminal
         import unqlite
-
-        def send(kind: bytes, key: bytes, value: bytes) -> None:
-            nonlocal size
-            pending.append(_FRAME.pack(kind, len(key), len(value)) + key + value)
-            size += len(pending[-1])
-            if size >= batch:
-                _write_all(fd, b"".join(pending))
-                pending.clear()
-                size = 0
 
         db = unqlite.UnQLite(path, flags=flags)
         cursor = db.cursor()
@@ -142,30 +155,49 @@ def _child(path: str, flags: int, fd: int, batch: int) -> None:
         except (StopIteration, unqlite.UnQLiteError):
             pass
         while cursor.is_valid():
+            # Fast: the binding's own iteration (key, value, next in one call). It stops without a word
+            # at a record it cannot read, leaving the cursor on it: that one is read below, with its error.
+            for key, value in cursor:
+                if isinstance(key, str):
+                    good.append((key, value))
+                    size += len(value) + 64
+                else:  # not UTF-8: the binding gives the bytes
+                    bad.append((repr(bytes(key))[2:-1], "unreadable record"))
+                if size >= batch:
+                    send()
+            if not cursor.is_valid():
+                break
             try:
                 key = cursor.key()
-                raw_key = key.encode() if isinstance(key, str) else bytes(key)
             except Exception as error:  # a damaged key: say so, go on with the next record
-                send(_BAD_RECORD, b"", f"{type(error).__name__}: {error}".encode(errors="replace"))
+                bad.append(("", f"(unreadable key: {type(error).__name__}: {error})"))
             else:
-                try:
-                    value = cursor.value()
-                    send(_RECORD, raw_key, value if isinstance(value, bytes) else str(value).encode())
-                except Exception as error:
-                    send(_BAD_RECORD, raw_key, f"{type(error).__name__}: {error}".encode(errors="replace"))
+                if not isinstance(key, str):  # not UTF-8: the binding gives the bytes
+                    bad.append((repr(bytes(key))[2:-1], "unreadable record"))
+                else:
+                    try:
+                        value = cursor.value()
+                        good.append((key, value if isinstance(value, bytes) else str(value).encode()))
+                        size += len(value) + 64
+                    except Exception as error:
+                        bad.append((key, f"{type(error).__name__}: {error}"))
+                if size >= batch:
+                    send()
             try:
                 cursor.next_entry()
             except StopIteration:
                 break
         db.close()
-        pending.append(_FRAME.pack(_DONE, 0, 0))
-        _write_all(fd, b"".join(pending))
+        if good or bad:
+            send()
+        _write_all(fd, _FRAME.pack(_DONE, 0))
     except BaseException as error:
         status = 3
         try:
+            if good or bad:
+                send()
             message = f"{type(error).__name__}: {error}".encode(errors="replace")[:500]
-            pending.append(_FRAME.pack(_FAILED, 0, len(message)) + message)
-            _write_all(fd, b"".join(pending))
+            _write_all(fd, _FRAME.pack(_FAILED, len(message)) + message)
         except BaseException:
             pass
     finally:
@@ -179,14 +211,22 @@ def read_records(path: Path, *, writable: bool, salvage: bool = False) -> RawRea
     rolled back (the caller holds the data dir's lock); otherwise read-only. ``salvage`` sends
     each record as soon as it is read (slower), so a crash loses none read before it.
     """
+    from .unqlite_file import CALLS
+
     result = RawRead()
     read_fd, write_fd = os.pipe()
-    pid = os.fork()
+    with CALLS:  # no UnQLite call runs in another thread while the process forks (its mutexes)
+        pid = os.fork()
     if pid == 0:  # pragma: no cover - the child exits from _child
         os.close(read_fd)
-        _child(str(path), _OPEN_CREATE if writable else _OPEN_READONLY, write_fd, 0 if salvage else 1 << 18)
+        if writable and not path.with_name(path.name + "_unqlite_journal").exists():
+            flags = _OPEN_READONLY | _OPEN_MMAP  # no journal to roll back: a read-only view of the file
+        else:
+            flags = _OPEN_CREATE if writable else _OPEN_READONLY
+        _child(str(path), flags, write_fd, 0 if salvage else 1 << 18)
     os.close(write_fd)
-    chunks: list[bytes] = []
+    pending = bytearray()
+    done, failure = False, None
     killed = False
     try:
         poller = select.poll()
@@ -203,11 +243,15 @@ def read_records(path: Path, *, writable: bool, salvage: bool = False) -> RawRea
             if not chunk:
                 break
             last = time.monotonic()
-            chunks.append(chunk)
+            pending += chunk
+            # Each whole batch is checked as it comes, while the child reads the next.
+            used, batch_done, batch_failure = _parse_frames(pending, result)
+            del pending[:used]
+            done = done or batch_done
+            failure = batch_failure or failure
     finally:
         os.close(read_fd)
         _, status = os.waitpid(pid, 0)
-    done, failure = _parse_frames(b"".join(chunks), result)
     if killed:
         result.failure = f"reading it stalled for {STALL_SECONDS:.0f} s (a damaged page chain)"
     elif failure is not None:
@@ -221,32 +265,46 @@ def read_records(path: Path, *, writable: bool, salvage: bool = False) -> RawRea
     return result
 
 
-def _parse_frames(data: bytes, result: RawRead) -> tuple[bool, str | None]:
-    """Fill ``result`` from the child's frames (a cut-off last frame is dropped); (done, failure)."""
+def _parse_frames(data: bytearray, result: RawRead) -> tuple[int, bool, str | None]:
+    """Take the whole frames at the start of ``data`` into ``result``: (bytes used, done, failure).
+
+    A record seen for the first time whose checksum holds goes to ``result.checked`` at once (the
+    common case, checked while the child reads on); every other one to ``result.records``, for ``verify``.
+    """
     done = False
     failure: str | None = None
     offset = 0
     header = _FRAME.size
+    checked, crcs, records = result.checked, result.checked_crcs, result.records
+    crc32 = zlib.crc32
     while len(data) - offset >= header:
-        kind, key_len, value_len = _FRAME.unpack_from(data, offset)
-        end = offset + header + key_len + value_len
+        kind, length = _FRAME.unpack_from(data, offset)
+        end = offset + header + length
         if end > len(data):
             break
-        key = data[offset + header:offset + header + key_len]
-        value = data[offset + header + key_len:end]
+        payload = bytes(data[offset + header:end])
         offset = end
-        if kind == _RECORD:
-            try:
-                result.records.append((key.decode(), value))
-            except UnicodeDecodeError:
-                result.bad_keys.append(repr(key)[2:-1])
-        elif kind == _BAD_RECORD:
-            result.bad_keys.append(key.decode(errors="replace") or f"(unreadable key: {value.decode()})")
+        if kind == _BATCH:
+            good, bad = marshal.loads(payload)
+            for key, value in good:
+                if value[8:9] == b" " and key.startswith(DOC_PREFIX) and key not in checked:
+                    try:
+                        stored = int(value[:8], 16)
+                    except ValueError:
+                        stored = -1
+                    body = value[9:]
+                    crc = crc32(body, crc32(key.encode() + b"\n"))
+                    if crc == stored:
+                        checked[key] = body
+                        crcs[key] = crc
+                        continue
+                records.append((key, value))
+            result.bad_keys += [key or why for key, why in bad]
         elif kind == _FAILED:
-            failure = value.decode(errors="replace")
+            failure = payload.decode(errors="replace")
         elif kind == _DONE:
             done = True
-    return done, failure
+    return offset, done, failure
 
 
 # --- what a reading says --------------------------------------------------------------------------
@@ -284,6 +342,10 @@ def verify(raw: RawRead, *, existed: bool, file_size: int, page_size: int) -> Re
     reading = Reading()
     plain: list[str] = []
     manifest_error: str | None = None
+    read_twice: set[str] = set()
+    reading.bodies.update(raw.checked)
+    reading.crcs.update(raw.checked_crcs)
+    reading.records = len(raw.checked)
     for key, value in raw.records:
         if key == META_SCHEMA:
             try:
@@ -300,18 +362,27 @@ def verify(raw: RawRead, *, existed: bool, file_size: int, page_size: int) -> Re
         if not key.startswith(DOC_PREFIX):
             continue
         reading.records += 1
+        if key in reading.bodies or key in reading.damaged_keys:
+            # A damaged page chain hands a record over again (and may skip another): the copy whose
+            # checksum holds is kept, and the count is of documents, not of records.
+            read_twice.add(key)
         try:
             body, crc = decode_record(key, value)
         except ValueError as error:
-            reading.damaged_keys[key] = str(error)
+            if key not in reading.bodies:
+                reading.damaged_keys[key] = str(error)
             continue
+        reading.damaged_keys.pop(key, None)
         if crc is None:
             plain.append(key)
             crc = record_crc(key, body)
         reading.bodies[key] = body
         reading.crcs[key] = crc
     for key in raw.bad_keys:
-        reading.damaged_keys.setdefault(key, "unreadable record")
+        if key in reading.bodies:
+            read_twice.add(key)
+        else:
+            reading.damaged_keys.setdefault(key, "unreadable record")
     if raw.failure:
         reading.problems.append(raw.failure)
     if file_size % page_size:
@@ -329,11 +400,14 @@ def verify(raw: RawRead, *, existed: bool, file_size: int, page_size: int) -> Re
             reading.problems.append("its manifest is missing")
         else:
             reading.legacy = bool(plain)
+    if read_twice:
+        keys = sorted(read_twice)
+        reading.problems.append(f"{len(keys)} records read twice, a damaged page chain ({_names(keys)})")
     if reading.damaged_keys:
         keys = sorted(reading.damaged_keys)
         reading.problems.append(f"{len(keys)} damaged records ({_names(keys)})")
     if manifest is not None:
-        found = reading.records + len(raw.bad_keys)
+        found = len(reading.bodies.keys() | reading.damaged_keys.keys())
         reading.missing = manifest.count - found
         if found < manifest.count:
             reading.problems.append(f"{manifest.count - found} of {manifest.count} documents are missing")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
+import ipaddress
 import re
 import uuid
 from typing import Annotated, Any, ClassVar, Literal
@@ -123,6 +124,7 @@ class BlockDevice(Model):
     model: str | None = None
     mountpoint: str | None = None
     fstype: str | None = None
+    parent: str | None = None  # the device this one is part of (a partition's disk), by name
 
 
 class Filesystem(Model):
@@ -149,6 +151,19 @@ class StorageTechnology(str, enum.Enum):
     gvinum = "gvinum"
 
 
+class PhysicalVolumeInfo(Model):
+    """One LVM physical volume of a volume group: where the VG's extents live, and the disk SMART watches."""
+
+    name: str  # the PV's device path, as LVM prints it (/dev/sdb2)
+    size_bytes: int = 0
+    free_bytes: int = 0
+    disk: str | None = None  # the whole disk holding it (/dev/sdb), when discovery knows it
+
+    @property
+    def used_bytes(self) -> int:
+        return max(self.size_bytes - self.free_bytes, 0)
+
+
 class StorageCapability(Model):
     """A place on a host where disks can be allocated: an LVM VG, a directory, a zpool, gvinum."""
 
@@ -160,6 +175,8 @@ class StorageCapability(Model):
     read_mbps: int | None = None
     write_mbps: int | None = None
     device: str | None = None  # the backing block device, for SMART and in-box redundancy
+    # an LVM VG's physical volumes (any number): a mirror needs one per copy, a failing one is moved off
+    pvs: list[PhysicalVolumeInfo] = []
 
 
 class StaleFacts(Model):
@@ -200,9 +217,24 @@ class HostCapabilities(Model):
 
 
 class PowerManagement(Model):
+    """How a powered-down host is woken: wake-on-LAN (its NIC's MAC; the packet goes to
+    ``wol_broadcast``, 255.255.255.255 when unset, on UDP ``wol_port``) or IPMI (its BMC's address)."""
+
     wol_mac: str | None = None
+    wol_broadcast: str | None = None
+    wol_port: int = Field(default=9, ge=1, le=65535)
     ipmi_address: str | None = None
     ipmi_user: str | None = None
+
+    @field_validator("wol_broadcast")
+    @classmethod
+    def _broadcast(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        try:
+            return str(ipaddress.IPv4Address(v))
+        except ValueError:
+            raise ValueError(f"{v!r} is not an IPv4 broadcast address") from None
 
     @field_validator("wol_mac")
     @classmethod
@@ -276,6 +308,26 @@ class KsmState(Model):
 
 MAX_DROPS = 10  # connection losses remembered per host
 
+FENCE_METHODS = ("ipmi", "no-guest", "admin")
+
+
+class Fence(Model):
+    """Why a host that is not up is known to run no guest any more (high availability, issue 16): powered
+    off through its BMC (``ipmi``), seen to run none of its guests (``no-guest``: it answered again, libvirt
+    lists none of them running), or confirmed off by the admin (``admin``). Until a host that went away is
+    fenced, no VM it ran is started elsewhere: it may still run there, writing its disks."""
+
+    method: Literal["ipmi", "no-guest", "admin"]
+    by: str = ""  # who: the admin's name, the plan that powered it off
+    at: dt.datetime
+    note: str = ""  # one line: what was done or seen
+
+    def describe(self) -> str:
+        how = {"ipmi": "powered off through IPMI", "no-guest": "seen to run no guest",
+               "admin": "confirmed off"}[self.method]
+        return f"{how}{' by ' + self.by if self.by else ''} at {self.at:%Y-%m-%d %H:%M:%S} UTC" + (
+            f" ({self.note})" if self.note else "")
+
 
 class HostDynamic(Document):
     kind: Literal["host-dynamic"] = "host-dynamic"
@@ -291,18 +343,33 @@ class HostDynamic(Document):
     storage_free: dict[str, int] = {}  # capability id -> free bytes
     cpu_temperature: float | None = None  # degrees C, hottest sensor
     failing_devices: list[str] = []  # block devices whose SMART health failed
+    # LVM capability id -> its PVs as monitoring last saw them (over the discovered StorageCapability.pvs)
+    storage_pvs: dict[str, list[PhysicalVolumeInfo]] = {}
     last_seen: dt.datetime | None = None
     drops: list[dt.datetime] = []  # when the connection was lost after being up, the latest few
+    # set while the host is not up and known to run no guest (high availability): cleared when it is up again
+    fence: Fence | None = None
 
     def with_status(self, status: HostStatus, reason: str | None, now: dt.datetime) -> HostDynamic:
         """This document after the connection went ``status``: a loss after being up is kept in
-        ``drops`` (the planner tells a flapping host by them), ``last_seen`` is refreshed when up."""
+        ``drops`` (the planner tells a flapping host by them), ``last_seen`` is refreshed when up. A host
+        up again is fenced no more: what it runs, monitoring says from now on."""
         changes: dict[str, Any] = {"status": status, "status_reason": reason}
         if status is HostStatus.up:
             changes["last_seen"] = now
+            changes["fence"] = None
         elif self.status is HostStatus.up and status in (HostStatus.down, HostStatus.unreachable):
             changes["drops"] = [*self.drops, now][-MAX_DROPS:]
         return self.evolve(**changes)
+
+    def monitored_over(self, stored: HostDynamic | None) -> HostDynamic:
+        """This version from monitoring, written over ``stored`` (what the store holds at the flush). The
+        fence is not monitoring's: a plan's FenceHost or the admin set it on the stored document while this
+        version waited to be written, and it stays (or the next plan powers the host off again). Monitoring
+        only ends a fence, by seeing the host up (``with_status``)."""
+        if stored is None or stored.fence is None or self.status is HostStatus.up or self.fence == stored.fence:
+            return self
+        return self.evolve(fence=stored.fence)
 
 
 class NfsExport(Model):
@@ -319,6 +386,7 @@ class IscsiTarget(Model):
     lun_path: str
     chap_user: str | None = None
     disk_id: str | None = None
+    initiators: list[str] = []  # the addresses its ACL lets log in; empty: any (tgtd's ALL)
 
 
 class Mount(Model):
@@ -429,6 +497,7 @@ class VirtualMachine(Document):
     expectations: list[VmExpectation] = []
     boot: list[BootDevice] = ["hd"]  # the boot order: the first device that boots wins
     cloud_init: CloudInit | None = None  # set: the VM gets a NoCloud seed (a cidata CD-ROM)
+    graphics: Literal["spice", "vnc"] = "spice"  # the protocol its screen speaks to a viewer (from its next start)
 
     @field_validator("name")
     @classmethod
@@ -465,6 +534,9 @@ class VirtualMachineDynamic(Document):
     host_id: str | None = None
     status: VmStatus = VmStatus.down
     memory_used: int | None = None
+    # what it was started with (its currentMemory; the balloon holds it there) when that is less than its
+    # maximum: where no host had room for the maximum (ARCHITECTURE.md, memory ranges); None = its maximum
+    memory_given: int | None = Field(default=None, gt=0)
     cpu_percent: float | None = None
     spice_address: str | None = None  # on the host; the password is never stored
     spice_port: int | None = Field(default=None, ge=1, le=65535)
@@ -524,6 +596,9 @@ class _Allocation(Model):
     capability_id: str
     actual_size: int | None = None
     format: Literal["raw", "qcow2"] = "raw"
+    # a point-in-time copy of a writable disk made on another host (for redundancy): when it was taken.
+    # Nothing keeps it in sync, so its age is said wherever it is shown. None: the disk's own storage.
+    copied_at: dt.datetime | None = None
 
 
 class LvmAllocation(_Allocation):
@@ -663,6 +738,9 @@ class StepRecord(Model):
     error: str | None = None
     started_at: dt.datetime | None = None
     ended_at: dt.datetime | None = None
+    # While a step that knows its progress runs (a copy): bytes done of the total, as the host reports them.
+    progress_done: int | None = Field(default=None, ge=0)
+    progress_total: int | None = Field(default=None, ge=0)
 
 
 class PlanStatus(str, enum.Enum):
@@ -676,9 +754,41 @@ class PlanStatus(str, enum.Enum):
     withdrawn = "withdrawn"
 
 
+# What each kind of plan is for, in the order a plan of several kinds names them ("start+evacuate").
+# Auto-approve policies are per kind, so a kind says what the plan is for, never just "repair".
+PLAN_KINDS: dict[str, str] = {
+    "restart": "restart VMs whose host failed",
+    "evacuate": "move VMs and storage off a host in maintenance, past its end of life or with a failing disk",
+    "start": "start a VM the admin wants up",
+    "stop": "stop a VM the admin wants down",
+    "placement": "move a VM to meet where it should run (not-same-host, CPU, host OS, ...)",
+    "storage": "give a disk the storage it needs (available, grown, thin pool extended, ...)",
+    "redundancy": "give a disk the copies it should keep",
+    "overheat": "move load off a host running too hot",
+    "tidy": "remove shares, mounts and cloud-init seeds nothing uses",
+    "power-saving": "optimisation: drain lightly loaded hosts and power them down",
+    "load-balancing": "optimisation: move load off an overloaded host",
+    "ksm": "optimisation: turn KSM on or off where it pays",
+    "cleanup": "remove storage on hosts that no document knows",
+}
+# Before kinds said what a plan is for, every plan that was not an evacuation or an optimisation
+# was a "repair": a stored policy for it stands for these kinds (and, as every policy, no deletion).
+LEGACY_REPAIR_KINDS = ("restart", "start", "stop", "placement", "storage", "redundancy", "overheat", "tidy")
+
+
+def kind_parts(plan_kind: str) -> list[str]:
+    """The kinds a plan is made of ("start+evacuate": both; its parts could not be proposed apart)."""
+    return [part for part in plan_kind.split("+") if part]
+
+
+def kind_text(plan_kind: str) -> str:
+    """What a plan of this kind is for, in words."""
+    return "; ".join(PLAN_KINDS.get(part, part) for part in kind_parts(plan_kind))
+
+
 class Plan(Document):
     kind: Literal["plan"] = "plan"
-    plan_kind: str = "repair"  # what kind of plan, for auto-approve policies: repair, evacuate, ksm, ...
+    plan_kind: str = "repair"  # what the plan is for (PLAN_KINDS, "+" between several), for auto-approve policies
     created_at: dt.datetime = Field(default_factory=utcnow)
     trigger: list[str] = []  # the violations and problems it answers, in words
     steps: list[PlannedStep] = []
@@ -693,6 +803,12 @@ class Plan(Document):
     decided_at: dt.datetime | None = None
     records: list[StepRecord] = []
     runner: str | None = None  # the process carrying it out (pid, start time, boot): a dead one's plan is interrupted
+    # a rejected plan the admin asked for again (vm start): no longer held against the planner's proposals
+    asked_again_by: str | None = None
+    asked_again_at: dt.datetime | None = None
+    # why the admin must say yes to it themselves (a restart from a copy older than the HA policy allows):
+    # no auto-approve policy covers a plan with a line here
+    consent: list[str] = []
 
 
 class AuditEntry(Document):
@@ -708,6 +824,7 @@ class AuditEntry(Document):
     duration_seconds: float | None = None
     output_tail: str = ""
     plan_id: str | None = None
+    vm_id: str | None = None  # the VM acted on, when there is one (the history indexes it)
 
 
 class EventSeverity(str, enum.Enum):
@@ -733,6 +850,7 @@ class AutoApprovePolicy(Model):
     plan_kind: str
     created_by: str = ""
     created_at: dt.datetime | None = None
+    deletes: bool = False  # also approve plans with a step that deletes data (never unless said so)
 
 
 class OptimisationPolicies(Model):
@@ -743,6 +861,28 @@ class OptimisationPolicies(Model):
     load_balancing_hold_seconds: int = Field(default=300, ge=0)
     load_balancing_min_gain: float = Field(default=0.1, ge=0, le=1)
     ksm: bool = False
+    # Thin provisioning (ARCHITECTURE.md, thin over-commit): off, a disk gets a plain LV where one fits and
+    # no plan where none does. On, a disk that fits no plain LV gets a thin LV in a thin pool on its
+    # volume group, the thin LVs of a pool together at most ``thin_overcommit_ratio`` times its size.
+    thin_overcommit: bool = False
+    thin_overcommit_ratio: float = Field(default=10.0, ge=1, le=100)
+
+
+class HaPolicy(Model):
+    """High availability (issue 16): how a VM with ``ha`` comes back after its host fails. A restart from
+    a copy taken for redundancy (a point in time, never kept in sync) asks the admin first unless the copy
+    is younger than ``copy_max_age_minutes`` (0: every copy asks) or ``restart_from_stale_copies`` says
+    any copy will do."""
+
+    copy_max_age_minutes: int = Field(default=0, ge=0, le=525_600)
+    restart_from_stale_copies: bool = False
+
+
+class HistoryRetention(Model):
+    """How long the history keeps its entries (core/history.py prunes what is older)."""
+
+    audit_days: int = Field(default=365, ge=1, le=36_500)
+    event_days: int = Field(default=90, ge=1, le=36_500)
 
 
 class Settings(Document):
@@ -750,6 +890,28 @@ class Settings(Document):
     id: str = "settings"
     auto_approve: list[AutoApprovePolicy] = []
     optimisation: OptimisationPolicies = OptimisationPolicies()
+    history: HistoryRetention = HistoryRetention()
+    ha: HaPolicy = HaPolicy()
+    # When the demo's seed finished (sim/demo.py); its audit entry may age out of the history.
+    demo_seeded_at: dt.datetime | None = None
+
+    @field_validator("auto_approve", mode="before")
+    @classmethod
+    def _legacy_kinds(cls, value: Any) -> Any:
+        """A stored policy for the old kind "repair" becomes policies for the kinds it covered."""
+        if not isinstance(value, list):
+            return value
+        out: list[Any] = []
+        for policy in value:
+            kind = policy.get("plan_kind") if isinstance(policy, dict) else getattr(policy, "plan_kind", None)
+            if kind != "repair":
+                out.append(policy)
+                continue
+            fields = policy if isinstance(policy, dict) else policy.model_dump()
+            out.extend({**fields, "plan_kind": new, "deletes": False} for new in LEGACY_REPAIR_KINDS
+                       if not any((p.get("plan_kind") if isinstance(p, dict) else getattr(p, "plan_kind", None)) == new
+                                  for p in value))
+        return out
 
 
 AnyDocument = Annotated[

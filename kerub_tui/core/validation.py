@@ -20,8 +20,19 @@ _WRAPPERS = ("function-after", "function-before", "function-wrap", "function-pla
 def _value(value: Any) -> str:
     if isinstance(value, (dict, list, tuple)):
         return f"a {'list' if not isinstance(value, dict) else 'mapping'}"
+    if isinstance(value, str) and value.strip() and len(value) <= 40:
+        try:
+            float(value)
+        except ValueError:
+            pass
+        else:
+            return value.strip()  # a number typed in a field: as typed, not as a Python string
     text = repr(value)
     return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _bound(limit: Any) -> str:
+    return f"{limit:g}" if isinstance(limit, float) else str(limit)
 
 
 def _bytes_hint(limit: Any) -> str:
@@ -31,7 +42,8 @@ def _bytes_hint(limit: Any) -> str:
     return ""
 
 
-def _reason(item: Mapping[str, Any]) -> str:
+def reason(item: Mapping[str, Any]) -> str:
+    """What is wrong with one field, from one item of ``ValidationError.errors()``: 'must be at most 1, not 2'."""
     kind = item.get("type", "")
     ctx = item.get("ctx") or {}
     given = item.get("input")
@@ -53,13 +65,13 @@ def _reason(item: Mapping[str, Any]) -> str:
     if kind in ("dict_type", "model_type", "model_attributes_type"):
         return "must be a mapping of fields"
     if kind == "greater_than_equal":
-        return f"must be at least {ctx.get('ge')}{_bytes_hint(ctx.get('ge'))}{shown}"
+        return f"must be at least {_bound(ctx.get('ge'))}{_bytes_hint(ctx.get('ge'))}{shown}"
     if kind == "greater_than":
-        return f"must be more than {ctx.get('gt')}{shown}"
+        return f"must be more than {_bound(ctx.get('gt'))}{shown}"
     if kind == "less_than_equal":
-        return f"must be at most {ctx.get('le')}{_bytes_hint(ctx.get('le'))}{shown}"
+        return f"must be at most {_bound(ctx.get('le'))}{_bytes_hint(ctx.get('le'))}{shown}"
     if kind == "less_than":
-        return f"must be less than {ctx.get('lt')}{shown}"
+        return f"must be less than {_bound(ctx.get('lt'))}{shown}"
     if kind == "string_too_short":
         return (
             "must not be empty" if ctx.get("min_length") == 1 else f"needs at least {ctx.get('min_length')} characters"
@@ -105,10 +117,10 @@ def describe(error: ValidationError, tags: frozenset[str] | set[str] = frozenset
         return "is not valid"
     item = items[0]
     where = _where(tuple(item.get("loc", ())), frozenset(tags))
-    reason = _reason(item)
+    why = reason(item)
     # A validator of ours already names its field ("VM name 'a b' contains a space"): say it once.
-    named = item.get("type") == "value_error" and where.rsplit(".", 1)[-1].replace("_", " ") in reason
-    line = reason if not where or named else f"{where} {reason}"
+    named = item.get("type") == "value_error" and where.rsplit(".", 1)[-1].replace("_", " ") in why
+    line = why if not where or named else f"{where} {why}"
     more = len(items) - 1
     if more:
         line += f" (and {more} more problem{'s' if more > 1 else ''})"

@@ -1,14 +1,17 @@
-"""SPICE consoles: a VM's SPICE server, reached through the host's SSH connection, shown by a viewer.
+"""Graphical consoles: a VM's SPICE or VNC server, reached through the host's SSH connection, shown by
+a viewer. (The serial console, in the terminal itself, is hosts/serial.py.)
 
-The SPICE server of a kerub-tui domain listens only on its host's loopback, behind a password made
-fresh at each start of the VM. To show it:
+The SPICE or VNC server of a kerub-tui domain (``VirtualMachine.graphics``) listens only on its host's
+loopback, behind a password made fresh at each start of the VM. To show it:
 
-1. the VM's host comes from its VirtualMachineDynamic; the SPICE port and password from the domain's
+1. the VM's host comes from its VirtualMachineDynamic; the port and password from the domain's
    live XML, read through the host's libvirt tunnel with VIR_DOMAIN_XML_SECURE (the password is
    never stored, logged or put in an error message);
 2. an SSH local forward of the host's connection listens on an ephemeral port of this machine's
    127.0.0.1 and leads to the SPICE port on the host's loopback;
-3. the viewer (``remote-viewer`` unless configured) gets a .vv connection file naming the local end.
+3. the viewer (``remote-viewer`` unless configured) gets a .vv connection file naming the protocol
+   (``type=spice`` or ``type=vnc``: remote-viewer's vnc:// without the password on a command line)
+   and the local end.
    remote-viewer reads that file by path (g_file_get_contents; there is no "read from stdin"
    argument, and /dev/stdin would be unlinked by delete-this-file), so it is a 0600 file in a 0700
    directory of the data dir, which the viewer deletes once read (delete-this-file=1) and which is
@@ -66,21 +69,23 @@ class NoViewer(ConsoleError):
                                                spice_address=target.address)
         super().__init__(
             f"{reason}. From a workstation with a viewer, forward the console with: {self.ssh_command} "
-            f"and connect remote-viewer to spice://127.0.0.1:{self.local_port}; the SPICE password "
-            f"changes at each start of {target.vm_name}: ask for the console file (.vv) explicitly "
-            "to see it"
+            f"and connect remote-viewer to {target.protocol}://127.0.0.1:{self.local_port}; the "
+            f"{target.protocol.upper()} password changes at each start of {target.vm_name}: ask for the "
+            "console file (.vv) explicitly to see it; without a display, kerub-tui console "
+            f"{target.vm_name} --serial shows its serial console in this terminal"
         )
 
 
 @dataclass(frozen=True)
 class ConsoleTarget:
-    """Where a running VM's SPICE server is: on ``host``, at ``address``:``port`` of the host's side."""
+    """Where a running VM's SPICE or VNC server is: on ``host``, at ``address``:``port`` of the host's side."""
 
     vm_id: str
     vm_name: str
     host: Host
     address: str
     port: int
+    protocol: str = "spice"  # or "vnc"
 
 
 def _display_available(env: Mapping[str, str]) -> bool:
@@ -152,48 +157,51 @@ def console_vm(store: Any, vm_ref: str) -> tuple[VirtualMachine, VirtualMachineD
     return vm, dyn, host
 
 
-def _read_spice(conn: Any, vm_id: str) -> tuple[str | None, int | None, str | None]:
-    """(listen address, port, password) from the running domain's live XML (runs off the loop)."""
+def _read_graphics(conn: Any, vm_id: str) -> tuple[str, str | None, int | None, str | None]:
+    """(protocol, listen address, port, password) of the running domain's SPICE or VNC server, from its
+    live XML (runs off the loop)."""
     try:
         dom = conn.lookupByUUIDString(kvm.domain_uuid(vm_id))
     except libvirt.libvirtError as error:
         if error.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
-            return None, None, None
+            return "spice", None, None, None
         raise
     xml = dom.XMLDesc(libvirt.VIR_DOMAIN_XML_SECURE)
     try:
         root = ET.fromstring(xml)
     except ET.ParseError:
-        return None, None, None
-    graphics = root.find("./devices/graphics[@type='spice']")
+        return "spice", None, None, None
+    graphics = next((g for g in root.findall("./devices/graphics") if g.get("type") in ("spice", "vnc")), None)
     if graphics is None:
-        return None, None, None
+        return "spice", None, None, None
+    protocol = str(graphics.get("type"))
     port_text = graphics.get("port", "")
     port = int(port_text) if port_text.isdigit() and 0 < int(port_text) < 65536 else None
     listen = graphics.get("listen")
     element = graphics.find("./listen[@type='address']")
     if element is not None and element.get("address"):
         listen = element.get("address")
-    return listen, port, graphics.get("passwd")
+    return protocol, listen, port, graphics.get("passwd")
 
 
 async def _spice_of(fleet: Any, vm: VirtualMachine, host: Host) -> tuple[ConsoleTarget, str]:
     try:
-        listen, port, password = await fleet.libvirt(host.id, _read_spice, vm.id, timeout=60, wait=10)
+        protocol, listen, port, password = await fleet.libvirt(host.id, _read_graphics, vm.id, timeout=60, wait=10)
     except libvirt.libvirtError as error:
         raise ConsoleError(f"reading the console of {vm.name} on {host.name} failed: "
                            f"{(error.get_error_message() or str(error)).strip()}") from None
     except Exception as error:  # not connected, tunnel down, host not in the fleet
         raise ConsoleError(f"cannot reach libvirt on {host.name} for the console of {vm.name}: {error}") from None
+    shown = protocol.upper()
     if port is None:
-        raise ConsoleError(f"VM {vm.name} has no SPICE port on {host.name} (not running there)")
+        raise ConsoleError(f"VM {vm.name} has no SPICE or VNC port on {host.name} (not running there)")
     if not password:
-        raise ConsoleError(f"VM {vm.name} has a SPICE server without a password on {host.name}: refused")
+        raise ConsoleError(f"VM {vm.name} has a {shown} server without a password on {host.name}: refused")
     try:
         spice.check_spice_password(password)
     except ValueError:
-        raise ConsoleError(f"VM {vm.name}: its SPICE password is not one kerub-tui set") from None
-    return ConsoleTarget(vm.id, vm.name, host, _forward_target(listen), port), password
+        raise ConsoleError(f"VM {vm.name}: its {shown} password is not one kerub-tui set") from None
+    return ConsoleTarget(vm.id, vm.name, host, _forward_target(listen), port, protocol), password
 
 
 async def console_target(fleet: Any, store: Any, vm_ref: str) -> ConsoleTarget:
@@ -209,7 +217,7 @@ async def console_file(fleet: Any, store: Any, vm_ref: str, *, local_port: int |
     vm, _dyn, host = console_vm(store, vm_ref)
     target, password = await _spice_of(fleet, vm, host)
     return spice.vv_file("127.0.0.1", local_port or target.port, password, f"{vm.name} on {host.name}",
-                         delete_this_file=False)
+                         delete_this_file=False, protocol=target.protocol)
 
 
 def write_console_file(directory: Path, text: str) -> Path:
@@ -253,7 +261,8 @@ class ConsoleSession:
 
     @property
     def description(self) -> str:
-        return (f"console of {self.vm_name} on {self.host_name}: {Path(self.argv[0]).name} through "
+        return (f"{self.target.protocol.upper()} console of {self.vm_name} on {self.host_name}: "
+                f"{Path(self.argv[0]).name} through "
                 f"127.0.0.1:{self.local_port} -> {self.host_name} {self.target.address}:{self.target.port}")
 
     @property
@@ -323,7 +332,8 @@ async def open_console(fleet: Any, store: Any, vm_ref: str, *, viewer: str | Non
     local_port = listener.get_port()
     try:
         vv_path = write_console_file(socket_dir(fleet.data_dir),
-                                     spice.vv_file("127.0.0.1", local_port, password, f"{vm.name} on {host.name}"))
+                                     spice.vv_file("127.0.0.1", local_port, password, f"{vm.name} on {host.name}",
+                                                   protocol=target.protocol))
     except BaseException:
         listener.close()
         raise

@@ -16,17 +16,19 @@ from __future__ import annotations
 import datetime as dt
 import re
 import shlex
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, TypeVar
 
 from kerub_tui.core.models import (
+    BlockDevice,
     CpuInfo,
     Filesystem,
     HostCapabilities,
     HypervisorInfo,
     Model,
     OsInfo,
+    PhysicalVolumeInfo,
     StaleFacts,
     StorageCapability,
     StorageTechnology,
@@ -256,6 +258,7 @@ def storage_monitor_commands(images_dir: str = IMAGES_DIR) -> dict[str, str]:
     return {
         "vgs": _needs("lvm", lvm.vgs_json_command()),
         "lvs": _needs("lvm", lvm.lvs_json_command()),
+        "pvs": _needs("lvm", lvm.pvs_json_command()),
         "images_fs": images_fs_command(images_dir),
     }
 
@@ -316,12 +319,38 @@ def _fs_holding(outputs: _Reader) -> Filesystem | None:
     return found[0] if found else None
 
 
-def _storage(reader: _Reader, images_dir: str) -> list[StorageCapability]:
+def whole_disk(path: str, block_devices: Sequence[BlockDevice]) -> str | None:
+    """The whole disk a device path sits on (a partition's disk, by lsblk's tree), or None when lsblk
+    does not know the path: what SMART watches for a PV."""
+    by_name = {d.name: d for d in block_devices}
+    device = next((d for d in block_devices if d.path == path), None)
+    for _ in range(16):  # lsblk's nesting is bounded; so is this walk
+        if device is None or device.parent is None or device.parent not in by_name:
+            break
+        device = by_name[device.parent]
+    return device.path if device is not None else None
+
+
+def physical_volumes(groups: Sequence[lvm.VolumeGroup], volumes: Sequence[lvm.PhysicalVolume],
+                     block_devices: Sequence[BlockDevice] = ()) -> dict[str, list[PhysicalVolumeInfo]]:
+    """LVM capability id -> its PVs (by device path), from pvs and vgs."""
+    out: dict[str, list[PhysicalVolumeInfo]] = {}
+    for group in groups:
+        out[f"lvm:{group.name}"] = [
+            PhysicalVolumeInfo(name=pv.name, size_bytes=pv.size_bytes, free_bytes=min(pv.free_bytes, pv.size_bytes),
+                               disk=whole_disk(pv.name, block_devices))
+            for pv in sorted(volumes, key=lambda p: p.name) if pv.vg == group.name
+        ]
+    return out
+
+
+def _storage(reader: _Reader, images_dir: str, block_devices: Sequence[BlockDevice] = ()) -> list[StorageCapability]:
     storage: list[StorageCapability] = []
     groups = reader.parse("vgs", lvm.parse_vgs) or []
     volumes = reader.parse("pvs", lvm.parse_pvs) or []
+    pvs = physical_volumes(groups, volumes, block_devices)
     for group in groups:
-        pvs = sorted(pv.name for pv in volumes if pv.vg == group.name)
+        mine = pvs[f"lvm:{group.name}"]
         storage.append(
             StorageCapability(
                 id=f"lvm:{group.name}",
@@ -329,8 +358,9 @@ def _storage(reader: _Reader, images_dir: str) -> list[StorageCapability]:
                 name=group.name,
                 size_bytes=group.size_bytes,
                 free_bytes=group.free_bytes,
-                # one backing device is what SMART and in-box redundancy can reason about
-                device=pvs[0] if len(pvs) == 1 else None,
+                # a single backing device is what the device-level checks name; every PV is in pvs
+                device=mine[0].name if len(mine) == 1 else None,
+                pvs=mine,
             )
         )
     holding = _fs_holding(reader)
@@ -405,7 +435,7 @@ def assemble_discovery(
     dmi = reader.parse("dmidecode", parse_dmidecode)
     block_devices = reader.parse("lsblk", parse_lsblk) or []
     filesystems = [f for f in reader.parse("findmnt", parse_findmnt) or [] if f.size_bytes > 0]
-    storage = _storage(reader, images_dir)
+    storage = _storage(reader, images_dir, block_devices)
 
     hypervisor = HypervisorInfo(reason="virsh capabilities was not read")
     capabilities_text = reader.text("virsh_capabilities")
@@ -458,6 +488,8 @@ class StorageReading:
     free: dict[str, int]  # capability id (and thin_pool_free_key for thin pools) -> free bytes
     thin_pools: list[lvm.LogicalVolume]  # with data_percent / metadata_percent, for "thin pool almost full"
     problems: list[str]
+    # LVM capability id -> its PVs (no whole disks: monitoring runs no lsblk); None when pvs was not read
+    pvs: dict[str, list[PhysicalVolumeInfo]] | None = None
 
 
 def read_storage(outputs: Mapping[str, CommandOutput], *, images_dir: str = IMAGES_DIR) -> StorageReading:
@@ -468,8 +500,11 @@ def read_storage(outputs: Mapping[str, CommandOutput], *, images_dir: str = IMAG
     """
     reader = _Reader(outputs)
     free: dict[str, int] = {}
-    for group in reader.parse("vgs", lvm.parse_vgs) or []:
+    groups = reader.parse("vgs", lvm.parse_vgs) or []
+    for group in groups:
         free[f"lvm:{group.name}"] = group.free_bytes
+    volumes = reader.parse("pvs", lvm.parse_pvs) if "pvs" in outputs else None
+    pvs = physical_volumes(groups, volumes) if volumes is not None and "vgs" not in reader.failed else None
     pools = [lv for lv in reader.parse("lvs", lvm.parse_lvs) or [] if lv.is_thin_pool]
     for pool in pools:
         if pool.data_percent is not None:
@@ -477,7 +512,7 @@ def read_storage(outputs: Mapping[str, CommandOutput], *, images_dir: str = IMAG
     holding = _fs_holding(reader)
     if holding is not None:
         free[f"file:{images_dir}"] = holding.free_bytes
-    return StorageReading(free=free, thin_pools=pools, problems=reader.problems)
+    return StorageReading(free=free, thin_pools=pools, problems=reader.problems, pvs=pvs)
 
 
 def read_temperature(output: CommandOutput) -> tuple[float | None, list[str]]:

@@ -149,6 +149,25 @@ def stale_event(before: Host, after: HostCapabilities) -> Event | None:
                  target=",".join(sorted(now)), message=message[:2000])
 
 
+def unusable_storage_events(before: Host, after: HostCapabilities) -> list[Event]:
+    """An Event for each storage discovery found whose name kerub-tui puts in no command (a VG named
+    ``vg0;x``): it takes no new disks, and the admin is told once, when it appears (hosts/storage_names.py)."""
+    from .storage_names import capability_refusal
+
+    known = {(s.id, s.name) for s in before.capabilities.storage} if before.capabilities is not None else set()
+    events = []
+    for storage in after.storage:
+        if (storage.id, storage.name) in known:
+            continue
+        unusable = capability_refusal(storage.technology, storage.name)
+        if unusable is not None:
+            events.append(Event(type="storage-unusable", severity=EventSeverity.warning, host_id=before.id,
+                                target=storage.id[:200], message=printable(
+                                    f"{before.name}: storage {storage.id} takes no new disks: {unusable}",
+                                    limit=2000)))
+    return events
+
+
 @dataclass
 class _Member:
     host_id: str
@@ -380,6 +399,8 @@ class Fleet:
             event = stale_event(host, merged)
             if event is not None:
                 self._put_event(event)
+            for event in unusable_storage_events(host, merged):
+                self._put_event(event)
             member.discovered.set()
             return updated
 
@@ -598,11 +619,14 @@ class Fleet:
         timeout: float | None = 60.0,
         input: str | bytes | None = None,
         wait: float | None = 0.0,
+        on_stderr: Callable[[bytes], None] | None = None,
     ) -> CommandResult:
-        """Run a shell command on a host (through ``sudo -n`` for a non-root login when privileged)."""
+        """Run a shell command on a host (through ``sudo -n`` for a non-root login when privileged);
+        ``on_stderr`` sees its standard error as it comes."""
         connection = self.member(host_id).connection
         with host_context(connection.name):
-            return await connection.run(command, privileged=privileged, timeout=timeout, input=input, wait=wait)
+            return await connection.run(command, privileged=privileged, timeout=timeout, input=input, wait=wait,
+                                        on_stderr=on_stderr)
 
     async def libvirt(self, host_id: str, fn: Callable[..., T], *args: Any, timeout: float | None = 120.0,
                       wait: float = 0.0, **kwargs: Any) -> T:
@@ -620,12 +644,15 @@ class Fleet:
             return await link.call(fn, *args, timeout=timeout, **kwargs)
 
     async def wait_up(self, host_id: str, timeout: float | None = None) -> None:
-        """Until the host is connected and its discovery done (NotConnected on timeout)."""
+        """Until the host is connected, its discovery done and the store says so: a step's checks read
+        the store, and a commit of monitoring's still running holds the host's new status back
+        (NotConnected on timeout)."""
         member = self.member(host_id)
         try:
             async with asyncio.timeout(timeout):
                 await member.connection.wait_state(lambda s: s is HostStatus.up)
                 await member.discovered.wait()
+                await self.writer.drained()
         except TimeoutError:
             raise NotConnected(
                 f"host {host_id} is {member.connection.state.value}: {member.connection.reason}"

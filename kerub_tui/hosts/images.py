@@ -3,9 +3,9 @@
 An import is one remote shell script per image (:func:`receive_command`), run on the host that keeps
 the image, with the channel's stdin as its only input:
 
-1. it makes a kerub-named temp file in the image directory (``.kerub-import.XXXXXXXX``) and arms
-   ``trap 'rm -f "$t"' EXIT`` (HUP, INT, TERM and PIPE exit through it), so whatever ends the script
-   before step 4 removes the file;
+1. it makes a kerub-named temp file in the image directory (``.kerub-import.`` and 8 random characters
+   from mktemp) and arms ``trap 'rm -f "$t"' EXIT`` (HUP, INT, TERM and PIPE exit through it), so
+   whatever ends the script before step 4 removes the file;
 2. it refuses at once when the directory's filesystem has not got room for SIZE bytes;
 3. it reads exactly SIZE bytes (``head -c``) — from stdin for a file streamed from the jump box, or
    from a file already on the host for ``--from`` — and reports the sha256 of what is on disk now,
@@ -46,6 +46,7 @@ from .fileimage import QemuImgInfo, check_path, check_size, file_remove, parse_q
 TAG = "kerub-image"
 FAILED = f"{TAG}-failed:"
 TEMP_PREFIX = ".kerub-import."
+MKTEMP_RANDOM = "X" * 8  # the template characters mktemp replaces with random ones
 EXTENSIONS = ("iso", "raw", "qcow2")  # what the commit line may choose
 ISO_MAGIC = "4344303031"  # "CD001" at offset 32769: the ISO 9660 primary volume descriptor
 MBR_MAGIC = "55aa"  # at offset 510: an MBR (or a GPT's protective MBR) boot signature
@@ -113,7 +114,7 @@ def receive_command(images_dir: str, size: int | None, final_names: dict[str, st
         # what a receiver killed outright (kill -9 on the host) left behind, a day ago or more
         f'find "$d" -maxdepth 1 -type f -name {shlex.quote(TEMP_PREFIX + "*")} -mmin +{STALE_TEMP_MINUTES} '
         "-exec rm -f {} + 2>/dev/null",
-        f't=$(mktemp "$d/{TEMP_PREFIX}XXXXXXXX") || {_fail("cannot create a file in $d")}',
+        f't=$(mktemp "$d/{TEMP_PREFIX}{MKTEMP_RANDOM}") || {_fail("cannot create a file in $d")}',
         "trap 'rm -f \"$t\"' EXIT",
         "trap 'exit 129' HUP; trap 'exit 130' INT; trap 'exit 143' TERM; trap 'exit 141' PIPE",
         f"echo \"{TAG}-temp $t\"",

@@ -123,6 +123,14 @@ def iscsi_acl_bind(tid: int, initiator_address: str = "ALL") -> str:
     )
 
 
+def iscsi_acl_unbind(tid: int, initiator_address: str) -> str:
+    """Take one address out of a target's ACL (never ALL: an empty ACL lets nobody in)."""
+    if initiator_address == "ALL":
+        raise ValueError("ALL is not taken out of an ACL: remove the target instead")
+    return _tgtadm("--mode", "target", "--op", "unbind", "--tid", check_tid(tid), "--initiator-address",
+                   check_address(initiator_address))
+
+
 def iscsi_share(
     tid: int,
     iqn: str,

@@ -184,6 +184,9 @@ def _disk_element(devices: ET.Element, backing: DiskBacking, fmt_default: str) -
     raise ValueError(f"a disk backed by {type(backing).__name__} cannot be attached")
 
 
+VNC_PASSWORD_LENGTH = 8  # what VNC authentication uses of a password
+
+
 def domain_xml(
     vm: VirtualMachine,
     disks: Mapping[str, tuple[VirtualStorageDevice, DiskBacking]],
@@ -310,13 +313,25 @@ def domain_xml(
             raise ValueError(f"NIC model {nic.model!r} is not supported")
         _sub(interface, "model", type=nic.model)
 
-    graphics = _sub(devices, "graphics", type="spice", autoport="yes", listen="127.0.0.1", passwd=spice_password)
-    _sub(graphics, "listen", type="address", address="127.0.0.1")
-    _sub(graphics, "image", compression="off")  # the console is reached over SSH, usually on a LAN
+    protocol = getattr(vm, "graphics", "spice")
+    if protocol == "vnc":
+        # VNC authentication (DES) uses 8 characters of a password; libvirt refuses a longer one. It
+        # listens on the host's loopback only, behind SSH, and changes at each start, as SPICE's.
+        graphics = _sub(devices, "graphics", type="vnc", autoport="yes", listen="127.0.0.1",
+                        passwd=spice_password[:VNC_PASSWORD_LENGTH])
+        _sub(graphics, "listen", type="address", address="127.0.0.1")
+    elif protocol == "spice":
+        graphics = _sub(devices, "graphics", type="spice", autoport="yes", listen="127.0.0.1",
+                        passwd=spice_password)
+        _sub(graphics, "listen", type="address", address="127.0.0.1")
+        _sub(graphics, "image", compression="off")  # the console is reached over SSH, usually on a LAN
+    else:
+        raise ValueError(f"graphics {protocol!r} must be spice or vnc")
     video = _sub(devices, "video")
     _sub(video, "model", type="qxl", heads="1", primary="yes")
-    channel = _sub(devices, "channel", type="spicevmc")
-    _sub(channel, "target", type="virtio", name="com.redhat.spice.0")
+    if protocol == "spice":
+        channel = _sub(devices, "channel", type="spicevmc")
+        _sub(channel, "target", type="virtio", name="com.redhat.spice.0")
     _sub(devices, "input", type="tablet", bus="usb")
     serial = _sub(devices, "serial", type="pty")
     _sub(serial, "target", port="0")

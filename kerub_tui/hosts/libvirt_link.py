@@ -232,6 +232,14 @@ def socket_dir(data_dir: Path) -> Path:
     return Path(tempfile.mkdtemp(prefix="kerub-tui-"))  # mkdtemp makes it 0700
 
 
+async def _end_tasks(tasks: set[asyncio.Task[None]]) -> None:
+    """Cancel the tasks and wait until each has ended."""
+    pending = list(tasks)
+    for task in pending:
+        task.cancel()
+    await asyncio.gather(*pending, return_exceptions=True)
+
+
 class LibvirtLink:
     """One libvirt connection to one host, over its SSH connection. ``await open()``, ``await close()``.
 
@@ -305,11 +313,18 @@ class LibvirtLink:
         except (libvirt.libvirtError, TimeoutError) as error:
             await self.close()
             raise LibvirtUnavailable(f"{self.name}: libvirt events unavailable: {_libvirt_message(error)}") from None
+        except BaseException:  # cancelled while registering: the connection and the tunnel go with it
+            await asyncio.shield(self.close())
+            raise
 
     async def close(self) -> None:
         conn, self.conn = self.conn, None
-        for task in list(self._tasks):
-            task.cancel()
+        # Domain reads still pending hold domain objects, and each holds the connection: its last
+        # reference, dropped on the loop after conn.close, would dispose the connection there, a remote
+        # call whose answer this blocked loop must carry through the tunnel (a hang for good). So they
+        # end, and drop theirs, while the connection is still open (in a function of its own: no local
+        # of this frame keeps a task, its exception's traceback and that frame's domain object alive).
+        await _end_tasks(self._tasks)
         if conn is not None:
             with contextlib.suppress(Exception):
                 if self._callback_id is not None:
@@ -405,6 +420,9 @@ class LibvirtLink:
             loop.call_soon_threadsafe(fn, *args)
 
     def _spawn(self, coro: Any) -> None:
+        if self.conn is None:  # closing: its domain object goes now, while the connection is open
+            coro.close()
+            return
         context = contextvars.copy_context()
         context.run(bind_host, self.name)  # libvirt's callbacks come from no task of this host's
         task = asyncio.get_running_loop().create_task(coro, context=context)

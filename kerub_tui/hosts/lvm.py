@@ -12,11 +12,13 @@ values as "" (``json_std``, LVM 2.03.17+, prints numbers and null): both are rea
 
 from __future__ import annotations
 
+import re
 import shlex
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from kerub_tui.core.names import check_name
+from kerub_tui.core.names import LVM_RESERVED_PARTS, check_name
 
 from . import fileimage
 from .parse.errors import ParseError, guarded, load_json, missing_tool, optional_str, to_float, to_int
@@ -31,10 +33,7 @@ LVS_FIELDS = (
 _REPORT = ["--reportformat", "json", "--units", "b", "--nosuffix"]
 
 # lvm(8) VALID NAMES: LVM names its hidden sub-volumes with these suffixes and refuses them in LV names
-_RESERVED_LV_PARTS = (
-    "_cdata", "_cmeta", "_corig", "_iorig", "_mimage", "_mlog", "_pmspare", "_rimage", "_rmeta",
-    "_tdata", "_tmeta", "_vdata", "_vorigin", "_wcorig",
-)  # fmt: skip
+_RESERVED_LV_PARTS = LVM_RESERVED_PARTS
 _RESERVED_LV_PREFIXES = ("snapshot", "pvmove")
 _RESERVED_VG_NAMES = ("mapper", "disk", "block", "char", "shm", "pts", "mqueue", "hugepages", "net", "snd")
 MAX_MIRRORS = 63  # raid1 takes at most 64 images
@@ -112,14 +111,49 @@ def lvremove(vg: str, lv: str) -> str:
 
 def lvcreate_mirror(vg: str, lv: str, size: int, mirrors: int) -> str:
     """A raid1 LV with ``mirrors`` extra copies (mirrors=1: two copies), each on its own PV."""
-    if isinstance(mirrors, bool) or not isinstance(mirrors, int) or not 1 <= mirrors <= MAX_MIRRORS:
-        raise ValueError(f"mirrors must be a whole number from 1 to {MAX_MIRRORS}, not {mirrors!r}")
     return shlex.join(
         [
-            "lvcreate", "--yes", "--type", "raid1", "--mirrors", str(mirrors), "--name", check_lv(lv),
+            "lvcreate", "--yes", "--type", "raid1", "--mirrors", str(_mirror_count(mirrors)), "--name", check_lv(lv),
             "--size", _bytes(check_size(size)), check_vg(vg),
         ]
     )  # fmt: skip
+
+
+_PV_RE = re.compile(r"/dev/[A-Za-z0-9][A-Za-z0-9/_.:+-]{0,200}\Z")
+
+
+def check_pv(pv: object) -> str:
+    """A physical volume's device path kerub-tui will put in a command (as pvs printed it)."""
+    if not isinstance(pv, str) or not _PV_RE.match(pv) or "/../" in pv or pv.endswith("/..") or "//" in pv:
+        raise ValueError(f"{pv!r:.80} is not a device path under /dev")
+    return pv
+
+
+def _mirror_count(mirrors: object) -> int:
+    if isinstance(mirrors, bool) or not isinstance(mirrors, int) or not 1 <= mirrors <= MAX_MIRRORS:
+        raise ValueError(f"mirrors must be a whole number from 1 to {MAX_MIRRORS}, not {mirrors!r}")
+    return mirrors
+
+
+def lvconvert_mirror(vg: str, lv: str, mirrors: int) -> str:
+    """Turn an existing LV into a raid1 with ``mirrors`` extra copies (or add copies to one), each on a
+    PV of its own; LVM syncs the new copies in the background while the LV stays in use."""
+    count = str(_mirror_count(mirrors))
+    return shlex.join(["lvconvert", "--yes", "--type", "raid1", "--mirrors", count, f"{check_vg(vg)}/{check_lv(lv)}"])
+
+
+def pvmove(pv: str, to: Sequence[str] = ()) -> str:
+    """Move every extent off a PV, onto the PVs ``to`` (all others of its VG when empty): online, the
+    LVs stay in use. ``--interval`` prints progress now and then, so a long move is seen alive."""
+    targets = [check_pv(t) for t in to]
+    if check_pv(pv) in targets:
+        raise ValueError(f"pvmove of {pv} cannot move onto itself")
+    return shlex.join(["pvmove", "--interval", "30", pv, *targets])
+
+
+def vgreduce(vg: str, pv: str) -> str:
+    """Take an empty PV out of its VG (LVM refuses one that still holds extents)."""
+    return shlex.join(["vgreduce", check_vg(vg), check_pv(pv)])
 
 
 def lvs_json_command(vg: str | None = None) -> str:

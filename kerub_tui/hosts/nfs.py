@@ -15,6 +15,7 @@ import ipaddress
 import posixpath
 import re
 import shlex
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from kerub_tui.core.names import check_address
@@ -99,11 +100,12 @@ def ganesha_export_block(
     pseudo: str | None = None,
     access: str = "RW",
     squash: str = "No_Root_Squash",
-    clients: str | None = None,
+    clients: str | Sequence[str] | None = None,
 ) -> str:
     """An EXPORT block for nfs-ganesha's VFS FSAL, NFSv3 and v4 over TCP.
 
-    With ``clients`` the access type applies only to them (the export's default is then None)."""
+    With ``clients`` (one, or several: a VM's disk read by its host and by the host it migrates to) the
+    access type applies only to them (the export's default is then None)."""
     _check_export_id(export_id)
     check_path(path, "export path")
     pseudo = check_path(pseudo, "pseudo path") if pseudo is not None else path
@@ -124,8 +126,12 @@ def ganesha_export_block(
         "    FSAL { Name = VFS; }",
     ]
     if clients is not None:
-        check_clients(clients)
-        lines.append(f"    CLIENT {{ Clients = {clients}; Access_Type = {access}; }}")
+        listed = [clients] if isinstance(clients, str) else list(clients)
+        if not listed:
+            raise ValueError("an export to a list of clients needs at least one")
+        for client in listed:
+            check_clients(client)
+        lines.append(f"    CLIENT {{ Clients = {', '.join(listed)}; Access_Type = {access}; }}")
     lines.append("}")
     return "\n".join(lines) + "\n"
 
@@ -150,7 +156,7 @@ def ganesha_add_export(
     pseudo: str | None = None,
     access: str = "RW",
     squash: str = "No_Root_Squash",
-    clients: str | None = None,
+    clients: str | Sequence[str] | None = None,
     config: str = GANESHA_CONFIG,
     export_dir: str = GANESHA_EXPORT_DIR,
     pid_file: str = GANESHA_PID_FILE,
@@ -186,6 +192,60 @@ def ganesha_remove_export(
         f"{{ grep -vxF -- {shlex.quote(include)} {qconf} > {tmp} || [ $? -eq 1 ]; }} && "
         f"cat {tmp} > {qconf} && rm -f {tmp} {shlex.quote(target)} && " + _reload(pid_file)
     )
+
+
+# --- what ganesha exports for kerub-tui (reconcile after a crash) ----------------------------------
+
+
+@dataclass(frozen=True)
+class GaneshaExport:
+    """One export file kerub-tui wrote for nfs-ganesha (``export-ID.conf`` in its export directory)."""
+
+    export_id: int
+    path: str
+    clients: str | None  # the CLIENT block's clients (", "-separated); None: the export's Access_Type applies to all
+
+
+def ganesha_exports_command(export_dir: str = GANESHA_EXPORT_DIR) -> str:
+    """Each export file kerub-tui wrote, after a ``== NAME`` line (nothing when there is no such directory)."""
+    target = _export_file(export_dir, 1)
+    q = shlex.quote(posixpath.dirname(target))
+    return (f"if [ -d {q} ]; then for f in {q}/export-*.conf; do [ -f \"$f\" ] || continue; "
+            f"printf '== %s\\n' \"${{f##*/}}\"; cat -- \"$f\"; echo; done; fi")
+
+
+_EXPORT_FILE_RE = re.compile(r"^== export-(\d{1,5})\.conf$")
+_GANESHA_PATH_RE = re.compile(r'^\s*Path\s*=\s*"([^"]*)"\s*;\s*$')
+_GANESHA_ID_RE = re.compile(r"^\s*Export_Id\s*=\s*(\d{1,5})\s*;\s*$")
+_GANESHA_CLIENTS_RE = re.compile(r"^\s*CLIENT\s*\{\s*Clients\s*=\s*([^;{}]+?)\s*;")
+
+
+def parse_ganesha_exports(text: str) -> list[GaneshaExport]:
+    """Parse ``ganesha_exports_command``'s output. A file whose id (its name and its Export_Id must agree), path
+    or clients is not what kerub-tui writes is skipped, never trusted: nothing is removed on a guess."""
+    out: list[GaneshaExport] = []
+    sections: list[tuple[int, list[str]]] = []
+    for line in text.splitlines():
+        match = _EXPORT_FILE_RE.match(line)
+        if match is not None:
+            sections.append((int(match.group(1)), []))
+        elif sections:
+            sections[-1][1].append(line)
+    for file_id, lines in sections:
+        ids = [int(m.group(1)) for m in map(_GANESHA_ID_RE.match, lines) if m is not None]
+        paths = [m.group(1) for m in map(_GANESHA_PATH_RE.match, lines) if m is not None]
+        clients = [m.group(1) for m in map(_GANESHA_CLIENTS_RE.match, lines) if m is not None]
+        if ids != [file_id] or len(paths) != 1 or len(clients) > 1:
+            continue
+        try:
+            _check_export_id(file_id)
+            check_path(paths[0], "export path")
+            _ganesha_string(paths[0], "export path")
+            client = ", ".join(check_clients(c.strip()) for c in clients[0].split(",")) if clients else None
+        except ValueError:
+            continue
+        out.append(GaneshaExport(file_id, paths[0], client))
+    return sorted(out, key=lambda e: e.export_id)
 
 
 # --- verification: the exports a server offers (mountd protocol: kernel nfsd and ganesha alike) --

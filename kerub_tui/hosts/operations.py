@@ -19,8 +19,17 @@ libvirt operations (keyword arguments as the planner's steps emit them):
   between the two hosts' tunnelled libvirt connections: the libvirt calls go through the SSH tunnels,
   the memory (and with ``copy_storage`` the disks, over NBD) flows directly between the two qemu
   processes to ``tcp://TARGET_ADDRESS``. The target gets the domain's definition with its disks
-  pointed at the target's own allocations (from the disks' dynamic documents).
+  pointed at the target's own allocations (from the disks' dynamic documents). With ``on_progress``
+  (a ``ProgressReport``, which the executor gives), the source's job statistics are read while it
+  runs, every ``progress_seconds`` as ``virsh migrate --verbose`` does (libvirt pushes no progress
+  event), and each answer reported as bytes done of the total (:func:`migration_progress`).
 - ``domain-state`` (vm_id): stdout ``running``, ``paused``, ``shut off``, or empty without a domain.
+- ``reboot`` (vm_id): ask the guest to reboot (ACPI power button semantics of libvirt's reboot; the
+  guest must answer ACPI); ``reset`` (vm_id): reset the virtual machine at once, like its reset
+  button; ``request-shutdown`` (vm_id): ask the guest to power off (ACPI) and return at once (the
+  admin's ``vm poweroff``; its lifecycle events say when it is off); ``send-keys`` (vm_id, keys: a
+  list of keycode lists, each pressed together, Linux keycodes as ``core.keys`` makes them). Each
+  needs a running domain (``reboot``, ``reset`` and ``send-keys`` refuse a paused one) and says so.
 - ``eject`` (vm_id, disk_id): take the medium out of a running domain's CD-ROM drive (forced, even
   if the guest locked the tray), live and in its definition; the empty drive stays until the next
   start, which defines the domain from the documents again. Idempotent.
@@ -36,12 +45,12 @@ import contextlib
 import logging
 import re
 import xml.etree.ElementTree as ET
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import libvirt
 
+from kerub_tui.core.keys import KEYCODES, MAX_COMBO_KEYS, MAX_SEQUENCE
 from kerub_tui.core.models import VirtualStorageDeviceDynamic
 from kerub_tui.core.names import InvalidName, check_address, check_name
 from kerub_tui.ssh import CommandTimeout, SshError
@@ -50,6 +59,7 @@ from kerub_tui.ssh.keys import describe_error
 from . import kvm
 from .fileimage import check_path
 from .libvirt_link import off_loop
+from .results import OperationResult, ProgressReport
 
 log = logging.getLogger(__name__)
 
@@ -62,8 +72,10 @@ LIBVIRT_TIMEOUT = 300.0  # one libvirt call (define, start, destroy...)
 MIGRATE_TIMEOUT = 6 * 3600.0
 CONNECT_WAIT = 30.0  # a host that is reconnecting gets this long before an operation fails
 RECHECK_SECONDS = 5.0  # the shutdown wait re-reads the state this often, should an event be lost
+PROGRESS_SECONDS = 1.0  # a running migration's job statistics are read this often
 
-OPS = ("start", "shutdown", "destroy-if-running", "undefine", "pause", "resume", "migrate", "domain-state", "eject")
+OPS = ("start", "shutdown", "destroy-if-running", "undefine", "pause", "resume", "migrate", "domain-state", "eject",
+       "reboot", "reset", "request-shutdown", "send-keys")
 
 # libvirt's domain states as the executor's verifiers name them
 _STATE_TEXT = {
@@ -90,15 +102,6 @@ _MIGRATE_FLAGS = (
     | libvirt.VIR_MIGRATE_UNDEFINE_SOURCE
     | libvirt.VIR_MIGRATE_ABORT_ON_ERROR
 )
-
-
-@dataclass(frozen=True)
-class OperationResult:
-    """What one operation did: the executor reads exit_code, stdout and stderr."""
-
-    exit_code: int
-    stdout: str = ""
-    stderr: str = ""
 
 
 class OperationError(Exception):
@@ -327,6 +330,58 @@ def _eject(conn: Any, vm_id: str, disk_id: str) -> str:
     return "no such CD-ROM in the domain"
 
 
+def _running(conn: Any, vm_id: str, what: str, *, paused_ok: bool = False) -> Any:
+    """The domain, which must be running (or paused, with ``paused_ok``) for ``what``."""
+    dom = _require(conn, vm_id)
+    state = _state_text(dom)
+    if state != "running" and not (paused_ok and state == "paused"):
+        raise OperationError(f"the domain is {state or 'not defined'}: {what} needs it running")
+    return dom
+
+
+def _reboot(conn: Any, vm_id: str) -> str:
+    _running(conn, vm_id, "a reboot").reboot(libvirt.VIR_DOMAIN_REBOOT_ACPI_POWER_BTN)
+    return "reboot requested (ACPI)"
+
+
+def _reset(conn: Any, vm_id: str) -> str:
+    _running(conn, vm_id, "a reset").reset(0)
+    return "reset"
+
+
+def _request_shutdown_now(conn: Any, vm_id: str) -> str:
+    dom = _lookup(conn, vm_id)
+    if dom is None:
+        return "no such domain here"
+    state = _state_text(dom)
+    if state in ("", "shut off"):
+        return "not running"
+    if state == "paused":
+        raise OperationError("the domain is paused: a paused guest cannot answer the power button "
+                             "(resume it, or force it off)")
+    dom.shutdownFlags(libvirt.VIR_DOMAIN_SHUTDOWN_ACPI_POWER_BTN)
+    return "power off requested (ACPI)"
+
+
+def check_keys(keys: Any) -> list[list[int]]:
+    """``send-keys``' keys: a non-empty list of combinations, each 1..16 distinct Linux keycodes."""
+    known = set(KEYCODES.values())
+    if not isinstance(keys, list) or not keys or len(keys) > MAX_SEQUENCE:
+        raise OperationError(f"keys must be a list of 1 to {MAX_SEQUENCE} key combinations")
+    for combo in keys:
+        if (not isinstance(combo, list) or not combo or len(combo) > MAX_COMBO_KEYS or len(set(combo)) != len(combo)
+                or any(isinstance(c, bool) or not isinstance(c, int) or c not in known for c in combo)):
+            raise OperationError(f"{combo!r} is not a combination of known keycodes")
+    return keys
+
+
+def _send_keys(conn: Any, vm_id: str, keys: list[list[int]]) -> str:
+    dom = _running(conn, vm_id, "sending keys")
+    for combo in keys:
+        dom.sendKey(libvirt.VIR_KEYCODE_SET_LINUX, 0, combo, len(combo), 0)
+    return f"{len(keys)} key combination(s) sent"
+
+
 def _require(conn: Any, vm_id: str) -> Any:
     dom = _lookup(conn, vm_id)
     if dom is None:
@@ -389,6 +444,33 @@ def target_disk_source(alloc: Any) -> tuple[str, str, str]:
     return ("file" if alloc.type == "file" else "block"), path, alloc.format
 
 
+_RUNNING_JOBS = (libvirt.VIR_DOMAIN_JOB_BOUNDED, libvirt.VIR_DOMAIN_JOB_UNBOUNDED)
+
+
+def migration_progress(stats: Any) -> tuple[int, int] | None:
+    """(bytes done, bytes in all) of a running migration from its job statistics
+    (``virDomainGetJobStats``), or None when no job runs or it does not know its size yet. As virsh
+    reckons it: done is the total less what remains, of ``data`` (memory, and the disks when they are
+    copied), else of ``memory``. The total grows while the guest dirties memory again."""
+    if not isinstance(stats, dict) or stats.get("type") not in _RUNNING_JOBS:
+        return None
+    for prefix in ("data", "memory"):
+        total, remaining = stats.get(f"{prefix}_total"), stats.get(f"{prefix}_remaining")
+        if type(total) is int and type(remaining) is int and total > 0:
+            return min(max(total - remaining, 0), total), total
+    return None
+
+
+def _job_progress(conn: Any, vm_id: str) -> tuple[int, int] | None:
+    """How far the domain's running job got (:func:`migration_progress`), None when it cannot be read
+    (no job yet, or the domain has just left)."""
+    try:
+        dom = _lookup(conn, vm_id)
+        return None if dom is None else migration_progress(dom.jobStats())
+    except libvirt.libvirtError:
+        return None
+
+
 def _migrate(dom: Any, dconn: Any, uri: str, dest_xml: str | None, persist_xml: str | None,
              copy_storage: bool) -> str:
     params: dict[str, Any] = {libvirt.VIR_MIGRATE_PARAM_URI: uri}
@@ -420,20 +502,22 @@ class FleetOperations:
         libvirt_timeout: float = LIBVIRT_TIMEOUT,
         migrate_timeout: float = MIGRATE_TIMEOUT,
         connect_wait: float = CONNECT_WAIT,
+        progress_seconds: float = PROGRESS_SECONDS,
     ) -> None:
         self.fleet = fleet
         self.command_timeout = command_timeout
         self.libvirt_timeout = libvirt_timeout
         self.migrate_timeout = migrate_timeout
         self.connect_wait = connect_wait
+        self.progress_seconds = progress_seconds
 
     # shell -------------------------------------------------------------------------------------------
 
     async def run(self, host_id: str, command: str, *, privileged: bool = True,
-                  input: bytes | None = None) -> OperationResult:
+                  input: bytes | None = None, on_stderr: Callable[[bytes], None] | None = None) -> OperationResult:
         try:
             result = await self.fleet.run(host_id, command, privileged=privileged, timeout=self.command_timeout,
-                                          wait=self.connect_wait, input=input)
+                                          wait=self.connect_wait, input=input, on_stderr=on_stderr)
         except CommandTimeout as error:
             return OperationResult(EXIT_TIMEOUT, error.result.stdout, _join(error.result.stderr, str(error)))
         except (SshError, OSError) as error:
@@ -449,7 +533,11 @@ class FleetOperations:
 
     # libvirt -----------------------------------------------------------------------------------------
 
-    async def libvirt(self, host_id: str, op: str, **kwargs: Any) -> OperationResult:
+    async def libvirt(self, host_id: str, op: str, *, on_progress: ProgressReport | None = None,
+                      **kwargs: Any) -> OperationResult:
+        """``on_progress`` hears how far a migration got while it runs; the other operations do not report."""
+        if on_progress is not None and op == "migrate":
+            kwargs["on_progress"] = on_progress
         secrets: tuple[str, ...] = ()
         if op == "start" and isinstance(kwargs.get("xml"), str):
             secrets = tuple(s for s in [spice_password_of(kwargs["xml"])] if s)
@@ -484,6 +572,10 @@ class FleetOperations:
             "domain-state": self._simple(domain_state),
             "migrate": self._op_migrate,
             "eject": self._op_eject,
+            "reboot": self._simple(_reboot),
+            "reset": self._simple(_reset),
+            "request-shutdown": self._simple(_request_shutdown_now),
+            "send-keys": self._op_send_keys,
         }
 
     async def _call(self, host_id: str, fn: Callable[..., Any], *args: Any, timeout: float | None = None) -> Any:
@@ -505,6 +597,9 @@ class FleetOperations:
         if not isinstance(disk_id, str) or not disk_id or len(disk_id) > 200:
             raise OperationError(f"{disk_id!r} is not a disk id")
         return await self._call(host_id, _eject, _vm_id(vm_id), disk_id)
+
+    async def _op_send_keys(self, host_id: str, *, vm_id: str, keys: list[list[int]]) -> str:
+        return await self._call(host_id, _send_keys, _vm_id(vm_id), check_keys(keys))
 
     async def _op_shutdown(self, host_id: str, *, vm_id: str, timeout: int | float) -> str:
         if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:
@@ -545,7 +640,7 @@ class FleetOperations:
                     await off_loop(_deregister, conn_holder[0], callback_id, timeout=30)
 
     async def _op_migrate(self, host_id: str, *, vm_id: str, target_host_id: str, target_address: str,
-                          copy_storage: bool = False) -> str:
+                          copy_storage: bool = False, on_progress: ProgressReport | None = None) -> str:
         vm_id = _vm_id(vm_id)
         if target_host_id == host_id:
             raise OperationError("the target is the source host")
@@ -577,7 +672,10 @@ class FleetOperations:
                     dom.abortJob()
 
         try:
-            return await self._call(host_id, migrate, timeout=self.migrate_timeout)
+            call = self._call(host_id, migrate, timeout=self.migrate_timeout)
+            if on_progress is None:
+                return await call
+            return await self._following(host_id, vm_id, call, on_progress)
         except TimeoutError:
             # The libvirt thread still waits for the migration: abort the job so the VM stays here.
             with contextlib.suppress(Exception):
@@ -588,6 +686,36 @@ class FleetOperations:
             with contextlib.suppress(Exception):
                 await asyncio.shield(self._call(host_id, abort, timeout=60))
             raise
+
+    async def _following(self, host_id: str, vm_id: str, call: Awaitable[str], on_progress: ProgressReport) -> str:
+        """``call``'s answer (a migration running on ``host_id``), reporting its job's progress meanwhile:
+        the job statistics are read every ``progress_seconds``, and each reading that knows its size goes
+        to ``on_progress`` (on the loop). A reading that fails or is slow is skipped, never waited for
+        past the migration's end; progress is only ever told, a failure to tell it stops nothing."""
+        task = asyncio.ensure_future(call)
+        reading: asyncio.Future[tuple[int, int] | None] | None = None
+        try:
+            while True:
+                await asyncio.wait({task}, timeout=self.progress_seconds)
+                if task.done():
+                    return task.result()
+                reading = asyncio.ensure_future(self._call(host_id, _job_progress, vm_id))
+                await asyncio.wait({task, reading}, return_when=asyncio.FIRST_COMPLETED)
+                if not reading.done():
+                    reading.cancel()
+                    continue
+                if reading.cancelled() or reading.exception() is not None:
+                    continue
+                progress = reading.result()
+                if progress is not None:
+                    try:
+                        on_progress(*progress)
+                    except Exception:
+                        log.exception("reporting the progress of a migration on %s failed", host_id)
+        finally:  # cancelled (the step stopped) or done: nothing is left waiting on the host
+            for pending in (task, reading):
+                if pending is not None and not pending.done():
+                    pending.cancel()
 
     def _target_disks(self, vm_id: str, target_host_id: str) -> dict[str, tuple[str, str, str]]:
         """For each disk of the VM: how the target reaches its own allocation of it."""
@@ -618,6 +746,6 @@ def _join(*parts: str) -> str:
     return "\n".join(p.rstrip("\n") for p in parts if p)
 
 
-__all__ = ["FleetOperations", "OperationError", "OperationResult", "check_start", "connection_lost", "disk_alias",
-           "domain_state", "libvirt_message", "retarget_disks", "spice_password_of", "target_disk_source",
-           "without_spice_password"]
+__all__ = ["FleetOperations", "OperationError", "OperationResult", "check_keys", "check_start", "connection_lost",
+           "disk_alias", "domain_state", "libvirt_message", "migration_progress", "retarget_disks", "spice_password_of",
+           "target_disk_source", "without_spice_password"]

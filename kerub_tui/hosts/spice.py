@@ -54,14 +54,18 @@ def _check_port(port: object) -> int:
     return port
 
 
-def vv_file(host: str, port: int, password: str, title: str, *, delete_this_file: bool = True) -> str:
-    """The text of a .vv file for remote-viewer; ``host``/``port`` are the local end of the SSH forward."""
+def vv_file(host: str, port: int, password: str, title: str, *, delete_this_file: bool = True,
+            protocol: str = "spice") -> str:
+    """The text of a .vv file for remote-viewer; ``host``/``port`` are the local end of the SSH forward;
+    ``protocol`` spice or vnc (remote-viewer speaks both)."""
+    if protocol not in ("spice", "vnc"):
+        raise ValueError(f"the console protocol {protocol!r} is neither spice nor vnc")
     check_address(host)
     _check_port(port)
     check_spice_password(password)
     lines = [
         "[virt-viewer]",
-        "type=spice",
+        f"type={protocol}",
         f"host={host}",
         f"port={port}",
         f"password={password}",

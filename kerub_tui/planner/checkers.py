@@ -109,6 +109,12 @@ def _plural(n: int, word: str, plural: str | None = None) -> str:
     return f"{n} {word if n == 1 else (plural or word + 's')}"
 
 
+def _threads(state: OperationalState, host_id: str) -> str:
+    """' (16 threads)' on an SMT host, where the logical CPUs outnumber the cores; else ''."""
+    logical = state.cpu_count(host_id)
+    return f" ({logical} threads)" if logical > state.core_count(host_id) else ""
+
+
 # --- VM checkers ---------------------------------------------------------------------------------
 
 
@@ -137,6 +143,8 @@ class AvailabilityChecker(VmChecker):
         if exp.up:
             if state.vm_running(vm.id):
                 return None
+            if exp.paused and host_id is not None and status is VmStatus.paused and state.host_up(host_id):
+                return None  # paused by the admin (vm pause): left paused until vm resume
             if host_id is None:
                 return "not running"
             if state.host_status(host_id) is HostStatus.connecting:
@@ -278,12 +286,13 @@ class CoreDedicationChecker(VmChecker):
     type = "core-dedication"
 
     def host_fit(self, state: OperationalState, vm: VirtualMachine, exp: Any, host_id: str) -> str | None:
-        cores = state.cpu_count(host_id)
+        cores = state.core_count(host_id)  # physical cores: hyper-threads share a core
         used = state.vcpus_used.get(host_id, 0)
         if vm.id not in state.host_vms.get(host_id, frozenset()):
             used += vm.cpus
         if used > cores:
-            return f"{state.host_name(host_id)}: {_plural(used, 'vCPU')} would share {_plural(cores, 'core')}"
+            return (f"{state.host_name(host_id)}: {_plural(used, 'vCPU')} would share "
+                    f"{_plural(cores, 'core')}{_threads(state, host_id)}")
         return None
 
 
@@ -351,6 +360,31 @@ class VmDependencyChecker(VmChecker):
         if missing:
             return f"depends on {', '.join(sorted(missing))}, not running"
         return None
+
+    def host_fit(self, state: OperationalState, vm: VirtualMachine, exp: Any, host_id: str) -> str | None:
+        return None
+
+
+class HighAvailabilityChecker(VmChecker):
+    """``ha``: met while the VM runs, or is not wanted up; violated while the host it ran on is away
+    (down or unreachable), with what its restart waits for (planner/ha.py)."""
+
+    type = "ha"
+    placement = False
+
+    def check(self, state: OperationalState, vm: VirtualMachine, exp: Any) -> str | None:
+        from .ha import lost_host, restart_wait, wants_up
+
+        host_id = lost_host(state, vm.id)
+        if host_id is None or not wants_up(state, vm.id):
+            return None
+        waiting = restart_wait(state, vm.id)
+        if waiting is not None:
+            return waiting[1]
+        dyn = state.host_dyn.get(host_id)
+        fenced = f", fenced ({dyn.fence.describe()})" if dyn is not None and dyn.fence is not None else ""
+        return (f"its host {state.host_name(host_id)} is {state.host_status(host_id).value}{fenced}: it restarts "
+                "elsewhere")
 
     def host_fit(self, state: OperationalState, vm: VirtualMachine, exp: Any, host_id: str) -> str | None:
         return None
@@ -526,7 +560,7 @@ VM_CHECKERS: dict[str, VmChecker] = {
         AvailabilityChecker, NotSameHostChecker, CpuArchitectureChecker, CpuFlagsChecker, CpuClockChecker,
         MemoryClockChecker, CacheSizeChecker, ChassisManufacturerChecker, SystemManufacturerChecker,
         EccMemoryChecker, CoreDedicationChecker, NoMigrationChecker, HostOsChecker, PowerRedundancyChecker,
-        VmDependencyChecker,
+        VmDependencyChecker, HighAvailabilityChecker,
     )
 }
 
@@ -571,6 +605,8 @@ def check_disk_expectation(state: OperationalState, disk: VirtualStorageDevice, 
 
 
 def vm_violations(state: OperationalState, vm_id: str) -> list[Violation]:
+    if vm_id in state.static.vms_only_up and state.vm_running(vm_id):
+        return []  # only "up", and up: nothing to check (the common case, 10k times at 1,000 hosts)
     vm = state.vms.get(vm_id)
     if vm is None:
         return []
@@ -594,11 +630,26 @@ def disk_violations(state: OperationalState, disk_id: str) -> list[Violation]:
     return out
 
 
+def vms_to_check(state: OperationalState) -> set[str]:
+    """The VMs whose expectations may be violated: all but those that only expect to be up and run, and
+    those that only expect to be down (or expect nothing) and are placed nowhere. Found from the
+    state's indexes (VMs running per host) with set operations, not by checking each VM: the answer
+    equals checking every VM (tests/unit/planner/test_indexes.py compares them on random fleets)."""
+    static = state.static
+    out = set(static.vms_expecting_more) | state.idle_up_vms()
+    if static.vms_only_down:
+        placed: set[str] = set()
+        for _, vms in state.host_vms.pairs():
+            placed |= vms
+        out |= static.vms_only_down & placed
+    return out
+
+
 def all_violations(state: OperationalState) -> list[Violation]:
     out: list[Violation] = []
-    for vm_id in sorted(state.vms):
+    for vm_id in sorted(vms_to_check(state)):
         out.extend(vm_violations(state, vm_id))
-    for disk_id in sorted(state.disks):
+    for disk_id in state.static.disks_expecting:  # a disk without expectations violates none
         out.extend(disk_violations(state, disk_id))
     return out
 
@@ -671,8 +722,12 @@ def host_usable(state: OperationalState, host_id: str, today: dt.date | None = N
     return None
 
 
-def capacity_rejection(state: OperationalState, vm: VirtualMachine, host_id: str) -> str | None:
-    """Hard facts that keep a VM off a host: usability, hypervisor, architecture, memory, CPUs."""
+def capacity_rejection(state: OperationalState, vm: VirtualMachine, host_id: str,
+                       memory: int | None = None) -> str | None:
+    """Hard facts that keep a VM off a host: usability, hypervisor, architecture, memory, CPUs.
+
+    Memory: what a placed VM holds (a migration carries it), else its maximum; ``memory`` asks for a
+    start with that much instead (a ballooned start, between its minimum and maximum)."""
     unusable = host_usable(state, host_id)
     if unusable is not None:
         return unusable
@@ -691,9 +746,11 @@ def capacity_rejection(state: OperationalState, vm: VirtualMachine, host_id: str
     if vm.cpus > state.cpu_count(host_id):
         return f"{name}: {_plural(state.cpu_count(host_id), 'CPU')}, the VM has {vm.cpus} vCPUs"
     already_here = vm.id in state.host_vms.get(host_id, frozenset())
-    free = state.free_memory(host_id) + (vm_memory(vm) if already_here else 0)
-    if free < vm_memory(vm):
-        return f"{name}: {format_size(max(free, 0))} free memory, needs {format_size(vm_memory(vm))}"
+    held = state.vm_reserved(vm.id) if vm.id in state.vms else vm_memory(vm)
+    need = memory if memory is not None else held
+    free = state.free_memory(host_id) + (held if already_here else 0)
+    if free < need:
+        return f"{name}: {format_size(max(free, 0))} free memory, needs {format_size(need)}"
     return None
 
 
@@ -723,7 +780,7 @@ def placement_rejections(state: OperationalState, vm: VirtualMachine, host_id: s
                                      f"{state.host_name(host_id)}: runs {other.name}, which must not share a host "
                                      f"with {vm.name}"))
     if vm.id not in here:
-        cores = state.cpu_count(host_id)
+        cores = state.core_count(host_id)
         used = state.vcpus_used.get(host_id, 0) + vm.cpus
         if used > cores:
             for other_id in sorted(here):
@@ -734,7 +791,8 @@ def placement_rejections(state: OperationalState, vm: VirtualMachine, host_id: s
                     if exp.type == "core-dedication":
                         out.append(Rejection("core-dedication", exp.level,
                                              f"{state.host_name(host_id)}: {other_vm.name} has dedicated cores "
-                                             f"({_plural(used, 'vCPU')} on {_plural(cores, 'core')})"))
+                                             f"({_plural(used, 'vCPU')} on "
+                                             f"{_plural(cores, 'core')}{_threads(state, host_id)})"))
     return out
 
 
@@ -760,12 +818,15 @@ def allocation_rejections(state: OperationalState, disk: VirtualStorageDevice, h
         need = disk.size if size is None else size
         free = state.free_storage(host_id, capability_id)
         where = f"{state.host_name(host_id)} {capability_id}"
+        refused = _name_refusal(disk, cap)
+        if refused is not None:  # a name a host printed, or a disk name, that no command of kerub-tui's carries
+            out.append(Rejection("capacity", None, f"{where}: {refused}"))
         if free < need:
             out.append(Rejection("capacity", None,
                                  f"{where}: {format_size(max(free, 0))} free, needs {format_size(need)}"))
-        dyn = state.host_dyn.get(host_id)
-        if cap.device and dyn is not None and _device_failing(cap.device, dyn.failing_devices):
-            out.append(Rejection("capacity", None, f"{where}: device {cap.device} is failing"))
+        failing = state.failing_device(host_id, capability_id)
+        if failing is not None:  # never new data on a failing disk, whichever PV LVM would pick
+            out.append(Rejection("capacity", None, f"{where}: {failing} is failing"))
         missing_tool = _missing_tool(state, host_id, cap.technology)
         if missing_tool:
             out.append(Rejection("capacity", None, f"{where}: {missing_tool} is not installed"))
@@ -791,6 +852,13 @@ def allocation_rejections(state: OperationalState, disk: VirtualStorageDevice, h
     return out
 
 
+def _name_refusal(disk: VirtualStorageDevice, cap: Any) -> str | None:
+    from ..hosts.storage_names import new_allocation_refusal
+    from .steps.storage import new_allocation_name
+
+    return new_allocation_refusal(cap.technology, cap.name, new_allocation_name(disk, cap))
+
+
 # The tool each storage technology needs on the host, as discovery names it in capabilities.tools.
 _TECHNOLOGY_TOOL = {
     StorageTechnology.lvm: "lvm",
@@ -807,11 +875,6 @@ def _missing_tool(state: OperationalState, host_id: str, technology: StorageTech
     if caps is not None and caps.tools.get(tool) is False:
         return tool
     return None
-
-
-def _device_failing(device: str, failing: list[str]) -> bool:
-    name = device.rsplit("/", 1)[-1]
-    return any(f == device or f.rsplit("/", 1)[-1] == name for f in failing)
 
 
 def vm_status_text(state: OperationalState, vm_id: str) -> str:

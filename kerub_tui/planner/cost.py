@@ -14,6 +14,14 @@ IO_BYTES_PER_SECOND = 200e6  # local disk throughput assumed when a step copies 
 NETWORK_BYTES_PER_SECOND = 100e6  # one gigabit link, a little under line rate
 CPU_SECOND_WEIGHT = 0.2  # host CPU seconds are cheaper than wall-clock seconds of the operation
 RISK_SECONDS = 600.0  # risk 1 (may lose a running workload) weighs like ten minutes of work
+# A disk read over the network (an iSCSI target or an NFS export of another host, issue 16): setting the
+# share up is a step of a few seconds, and every read and write the VM then makes crosses the network
+# for as long as it runs there. That per-IO penalty is priced once per remote disk, where a VM starts or
+# lands on a host that reaches the disk so (StartVm, MigrateVm): five minutes of work. A copy costs its
+# size over the network (size / NETWORK_BYTES_PER_SECOND) and its IO; so a small disk is copied and a big
+# one shared (about 15 GiB is where they meet), and a copy is never needed where the disk cannot go.
+SHARE_SETUP_SECONDS = 5.0
+REMOTE_IO_SECONDS = 300.0
 
 PENALTY: dict[Level, float] = {
     Level.wish: 600.0,

@@ -28,8 +28,7 @@ import asyncio
 import datetime as dt
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from ..core.logs import host_context
 from ..core.models import (
@@ -45,42 +44,47 @@ from ..core.models import (
     VmStatus,
     utcnow,
 )
+from ..hosts.results import OperationResult, ProgressReport
 from .commitments import build_state
 from .image_steps import CloneImageOverlay, CloneImageToLv
 from .reconcile import intent_of, object_key, object_label, process_identity, size_matches
 from .state import Layer, OperationalState
 from .steps import (
     DEFERRED_BUILDERS,
+    AllowIscsiInitiator,
+    ControllerOp,
+    ConvertLvToMirror,
     CreateFileImage,
     CreateLv,
     CreateMirrorLv,
     CreateThinLv,
+    CreateThinPool,
     DeferredShellOp,
+    DisallowIscsiInitiator,
     ExtendFileImage,
     ExtendLv,
+    ExtendThinPool,
     LibvirtOp,
     MigrateVm,
+    MovePvExtents,
     PauseVm,
     RemoveFileImage,
     RemoveLv,
+    RemovePvFromVg,
     ResumeVm,
     SetKsm,
+    ShareIscsi,
     ShellOp,
     StartVm,
     Step,
     StopVm,
+    UnshareIscsi,
     _CreateAllocation,
     step_from_planned,
 )
 
+EXIT_CONTROLLER = 127  # a controller operation these host operations cannot do
 TAIL = 2000  # characters of output kept per command in the audit log and the step record
-
-
-@dataclass(frozen=True)
-class CommandResult:
-    exit_code: int
-    stdout: str = ""
-    stderr: str = ""
 
 
 class HostOperations(Protocol):
@@ -93,10 +97,31 @@ class HostOperations(Protocol):
     when the host has no such domain. A failed call returns a non-zero exit code and says why in stderr.
     """
 
-    async def run(self, host_id: str, command: str, *, privileged: bool = True) -> CommandResult: ...
-    # a command with standard input (a ShellOp with ``input``) is run as run(..., input=bytes)
+    async def run(self, host_id: str, command: str, *, privileged: bool = True,
+                  input: bytes | None = None, on_stderr: Callable[[bytes], None] | None = None) -> OperationResult: ...
+    # ``input``: the command's standard input (a ShellOp with ``input``); ``on_stderr``: sees its standard
+    # error as it comes (a ShellOp with ``progress_total``)
 
-    async def libvirt(self, host_id: str, op: str, **kwargs: Any) -> CommandResult: ...
+    async def libvirt(self, host_id: str, op: str, **kwargs: Any) -> OperationResult: ...
+    # a LibvirtOp with ``progress`` (a migration) also gets ``on_progress``, a ProgressReport to call as
+    # the host tells how far it got: the same step-record progress a copy's dd reports give
+
+
+@runtime_checkable
+class WakesHosts(Protocol):
+    """HostOperations that can also wake a host from the controller's own process (the magic packet
+    or ipmitool sent from here: a fleet entirely down has no neighbour to send it). The controller's
+    HostPool does; host operations without it fail such a step with a clear line."""
+
+    async def wake(self, host_id: str) -> OperationResult: ...
+
+
+@runtime_checkable
+class FencesHosts(Protocol):
+    """HostOperations that can power a host that went away off through its BMC, from the controller's own
+    process (high availability's FenceHost: ipmitool here, read back). The controller's HostPool does."""
+
+    async def fence(self, host_id: str) -> OperationResult: ...
 
 
 class StepFailed(Exception):
@@ -131,9 +156,59 @@ async def _verify_lv_present(ops: HostOperations, step: Any, state: OperationalS
     return None
 
 
+async def _verify_thin_pool(ops: HostOperations, step: Any, state: OperationalState) -> str | None:
+    lvs = await _lv_state(ops, step.host, step.vg)
+    pool = lvs.get(step.pool)
+    if pool is None or not pool.is_thin_pool:
+        return f"thin pool {step.vg}/{step.pool} is not there" if pool is None else \
+            f"LV {step.vg}/{step.pool} is not a thin pool"
+    if pool.size_bytes < step.size:
+        return f"thin pool {step.vg}/{step.pool} is {pool.size_bytes} bytes, not {step.size}"
+    return None
+
+
 async def _verify_lv_absent(ops: HostOperations, step: Any, state: OperationalState) -> str | None:
     lvs = await _lv_state(ops, step.host, step.vg)
     return f"LV {step.vg}/{step.lv} is still there" if step.lv in lvs else None
+
+
+async def _verify_mirror(ops: HostOperations, step: Any, state: OperationalState) -> str | None:
+    lv = (await _lv_state(ops, step.host, step.vg)).get(step.lv)
+    if lv is None:
+        return f"LV {step.vg}/{step.lv} is not there"
+    images = sum(1 for d in lv.devices if "_rimage_" in d)
+    if "raid1" not in lv.segtypes or images < step.mirrors + 1:
+        return f"LV {step.vg}/{step.lv} is {','.join(lv.segtypes) or 'of no type'} with {images} images, " \
+               f"not raid1 with {step.mirrors + 1}"
+    return None
+
+
+async def _pv_state(ops: HostOperations, host: str) -> dict[str, Any]:
+    from ..hosts import lvm
+
+    result = await ops.run(host, lvm.pvs_json_command())
+    if result.exit_code != 0:
+        raise StepFailed(f"verify: pvs exited {result.exit_code}: {_tail(result.stderr)}")
+    return {pv.name: pv for pv in lvm.parse_pvs(result.stdout)}
+
+
+async def _verify_pv_empty(ops: HostOperations, step: Any, state: OperationalState) -> str | None:
+    # pvmove can end with status 0 having moved nothing (interrupted, or run where device-mapper is
+    # missing): what the PV holds afterwards is the answer
+    pv = (await _pv_state(ops, step.host)).get(step.pv)
+    if pv is None or pv.vg != step.vg:
+        return f"PV {step.pv} is no longer in {step.vg}"
+    if pv.free_bytes < pv.size_bytes:
+        return f"PV {step.pv} still holds {pv.size_bytes - pv.free_bytes} bytes"
+    lvs = await _lv_state(ops, step.host, step.vg)
+    if any(name.startswith("pvmove") for name in lvs):
+        return f"a pvmove is still recorded in {step.vg}: finish it (pvmove) or abort it (pvmove --abort)"
+    return None
+
+
+async def _verify_pv_out(ops: HostOperations, step: Any, state: OperationalState) -> str | None:
+    pv = (await _pv_state(ops, step.host)).get(step.pv)
+    return f"PV {step.pv} is still in {step.vg}" if pv is not None and pv.vg == step.vg else None
 
 
 async def _verify_image(ops: HostOperations, step: Any, state: OperationalState) -> str | None:
@@ -169,6 +244,50 @@ async def _verify_ksm(ops: HostOperations, step: Any, state: OperationalState) -
     return None
 
 
+async def _iscsi_targets(ops: HostOperations, host: str) -> dict[int, Any]:
+    from ..hosts import iscsi
+
+    result = await ops.run(host, iscsi.iscsi_show_command())
+    if result.exit_code != 0:
+        raise StepFailed(f"verify: tgtadm show exited {result.exit_code}: {_tail(result.stderr)}")
+    try:
+        return {t.tid: t for t in iscsi.parse_tgtadm_show(result.stdout)}
+    except ValueError as error:
+        raise StepFailed(f"verify: {error}") from None
+
+
+async def _verify_iscsi_target(ops: HostOperations, step: Any, state: OperationalState) -> str | None:
+    target = (await _iscsi_targets(ops, step.host)).get(step.tid)
+    if target is None or target.iqn != step.iqn:
+        return f"iSCSI target {step.tid} ({step.iqn}) is not there"
+    lun = target.lun(1)
+    if lun is None or lun.backing_path != step.lun_path:
+        return f"iSCSI target {step.tid} has no LUN 1 on {step.lun_path}"
+    return _verify_acl(target, step)
+
+
+def _verify_acl(target: Any, step: Any) -> str | None:
+    if step.initiator not in target.acl:
+        return f"iSCSI target {step.tid} does not let {step.initiator} log in (its ACL: {', '.join(target.acl)})"
+    return None
+
+
+async def _verify_iscsi_disallowed(ops: HostOperations, step: Any, state: OperationalState) -> str | None:
+    target = (await _iscsi_targets(ops, step.host)).get(step.tid)
+    if target is not None and step.initiator in target.acl:
+        return f"iSCSI target {step.tid} still lets {step.initiator} log in"
+    return None
+
+
+async def _verify_iscsi_allowed(ops: HostOperations, step: Any, state: OperationalState) -> str | None:
+    target = (await _iscsi_targets(ops, step.host)).get(step.tid)
+    return f"iSCSI target {step.tid} is not there" if target is None else _verify_acl(target, step)
+
+
+async def _verify_iscsi_target_absent(ops: HostOperations, step: Any, state: OperationalState) -> str | None:
+    return f"iSCSI target {step.tid} is still there" if step.tid in await _iscsi_targets(ops, step.host) else None
+
+
 def _domain_verifier(host_attr: str, wanted: tuple[str, ...]) -> Verifier:
     async def verify(ops: HostOperations, step: Any, state: OperationalState) -> str | None:
         host = getattr(step, host_attr)
@@ -188,6 +307,11 @@ VERIFIERS: dict[type[Step], Verifier] = {
     CreateLv: _verify_lv_present,
     CreateThinLv: _verify_lv_present,
     CreateMirrorLv: _verify_lv_present,
+    ConvertLvToMirror: _verify_mirror,
+    MovePvExtents: _verify_pv_empty,
+    RemovePvFromVg: _verify_pv_out,
+    CreateThinPool: _verify_thin_pool,
+    ExtendThinPool: _verify_thin_pool,
     ExtendLv: _verify_lv_present,
     RemoveLv: _verify_lv_absent,
     CreateFileImage: _verify_image,
@@ -201,21 +325,30 @@ VERIFIERS: dict[type[Step], Verifier] = {
     MigrateVm: _domain_verifier("target", ("running", "paused")),
     CloneImageOverlay: _verify_image,
     CloneImageToLv: _verify_lv_present,
+    ShareIscsi: _verify_iscsi_target,  # tgtd's own account: the target and its LUN on the disk's storage
+    UnshareIscsi: _verify_iscsi_target_absent,
+    AllowIscsiInitiator: _verify_iscsi_allowed,
+    DisallowIscsiInitiator: _verify_iscsi_disallowed,
 }
 
 
 # Steps whose command fails when their effect is already there (lvremove of a gone LV, lvextend to the
 # size it has): read back, such a failure is success. Creating is not among them: an existing target may
 # be someone else's data, adopted only with an intent (Executor._adopt_existing).
-ALREADY_DONE_IS_DONE = (RemoveLv, ExtendLv, ExtendFileImage)
+ALREADY_DONE_IS_DONE = (RemoveLv, ExtendLv, ExtendFileImage, MovePvExtents, RemovePvFromVg, ExtendThinPool)
 
 
 # --- libvirt details the plan does not store ------------------------------------------------------
 
 
 def disk_backings(state: OperationalState, vm_id: str, host_id: str) -> dict[str, tuple[Any, Any]]:
-    """How ``host_id`` reaches each disk of the VM: a local allocation, or the file of an NFS mount."""
+    """How ``host_id`` reaches each disk of the VM: a local allocation, the file of an NFS mount, or a share
+    of another host that qemu reads with its own client (an iSCSI target, an NFS export: issue 16)."""
+    import posixpath
+
+    from ..hosts.iscsi import IscsiDiskSource
     from ..hosts.nfs import NfsDiskSource
+    from .steps.base import remote_share
 
     vm = state.vms[vm_id]
     out: dict[str, tuple[Any, Any]] = {}
@@ -227,6 +360,19 @@ def disk_backings(state: OperationalState, vm_id: str, host_id: str) -> dict[str
             out[link.disk_id] = (disk, local)
             continue
         mount = next((m for m in (config.mounts if config else []) if m.disk_id == link.disk_id), None)
+        shared = remote_share(state, link.disk_id, host_id) if mount is None else None
+        if shared is not None:
+            protocol, served = shared
+            server = state.hosts[served.host_id].address
+            if protocol == "iSCSI":
+                target = next(t for t in state.host_config[served.host_id].iscsi_targets
+                              if t.disk_id == link.disk_id and t.lun_path == served.path)
+                out[link.disk_id] = (disk, IscsiDiskSource(portal=server, iqn=target.iqn))
+            else:
+                out[link.disk_id] = (disk, NfsDiskSource(server=server, export_path=posixpath.dirname(served.path),
+                                                         file_name=posixpath.basename(served.path),
+                                                         format=served.format))
+            continue
         remote = next((a for a in state.allocations(link.disk_id) if isinstance(a, FileAllocation)), None)
         if mount is None or remote is None:
             raise StepFailed(f"{state.host_name(host_id)} has no way to reach disk {disk.name}")
@@ -236,6 +382,12 @@ def disk_backings(state: OperationalState, vm_id: str, host_id: str) -> dict[str
                                                  file_name=file_name, format=remote.format,
                                                  mount_point=mount.target))
     return out
+
+
+def _vm_of(step: Step) -> str | None:
+    """The id of the VM a step acts on, if it acts on one (its audit entries are found by it)."""
+    vm = getattr(step, "vm", None)
+    return vm if isinstance(vm, str) else None
 
 
 def _libvirt_kwargs(op: LibvirtOp, step: Step, state: OperationalState) -> dict[str, Any]:
@@ -258,7 +410,8 @@ def _libvirt_kwargs(op: LibvirtOp, step: Step, state: OperationalState) -> dict[
         # The SPICE password lives only in the domain definition on the host, never in a document.
         kwargs.update(vm_name=vm.name, xml=kvm.domain_xml(
             vm, disk_backings(state, vm.id, host.id), spice.new_spice_password(),
-            domain_type=domain_type, emulator=hyper.emulator if hyper else None, seed=seed))
+            domain_type=domain_type, emulator=hyper.emulator if hyper else None, seed=seed,
+            current_memory=getattr(step, "memory", 0) or None))  # a ballooned start: what it starts with
     return kwargs
 
 
@@ -395,7 +548,7 @@ class Executor:
         recorded = _Recorded(self, plan_id, index, step, state)
         if await VERIFIERS[type(step)](recorded, step, state) is not None:
             return False
-        self._audit("step already done", step.describe(state), plan_id, host_id=step.host_id,
+        self._audit("step already done", step.describe(state), plan_id, host_id=step.host_id, vm_id=_vm_of(step),
                     outcome=f"{failure}; but its effect is already there (read back): done")
         return True
 
@@ -435,29 +588,76 @@ class Executor:
                                                 for r in plan.records]))
             self._audit("step adopt", step.describe(state), plan_id, outcome=(
                 f"{label} already there, made by plan {plan.id[:8]} step {record.step_index + 1} before it was "
-                "cut off: adopted"), host_id=step.host)
+                "cut off: adopted"), host_id=step.host, vm_id=_vm_of(step))
         return True
 
     async def _perform(self, plan_id: str, index: int, step: Step, state: OperationalState, op: Any,
-                       previous_output: str) -> tuple[CommandResult, str]:
+                       previous_output: str) -> tuple[OperationResult, str]:
         recorded = _Recorded(self, plan_id, index, step, state)
         if isinstance(op, LibvirtOp):
             shown = f"libvirt: {op.display}"
-            result = await recorded.libvirt(op.host_id, op.op, shown=shown, **_libvirt_kwargs(op, step, state))
+            kwargs = _libvirt_kwargs(op, step, state)
+            if op.progress:  # only then: host operations that report nothing may leave the parameter out
+                kwargs["on_progress"] = self._progress_writer(plan_id, index)
+            result = await recorded.libvirt(op.host_id, op.op, shown=shown, **kwargs)
         elif isinstance(op, DeferredShellOp):
             shown = DEFERRED_BUILDERS[op.build](previous_output)
             result = await recorded.run(op.host_id, shown, privileged=op.privileged)
+        elif isinstance(op, ControllerOp):
+            shown = f"controller: {op.display}"
+            result = await recorded.controller(op.host_id, op.action, shown)
         else:
             assert isinstance(op, ShellOp)
             shown = op.command
             if op.input is not None:  # what it reads is made now and goes nowhere but the host
                 result = await recorded.run(op.host_id, op.command, privileged=op.privileged, input=op.input())
+            elif op.progress_total is not None:
+                result = await recorded.run(op.host_id, op.command, privileged=op.privileged,
+                                            on_stderr=self._progress_watcher(plan_id, index, op.progress_total))
             else:
                 result = await recorded.run(op.host_id, op.command, privileged=op.privileged)
         return result, shown
 
+    def _progress_writer(self, plan_id: str, index: int) -> ProgressReport:
+        """The one way a running step's progress reaches its record (and so the plans screen): bytes done
+        of the total as the host reports them, a copy's (read off GNU dd's reports) and a migration's
+        (its job statistics, through the host operations' ``on_progress``) alike. Written when the whole
+        percent changes, never after the step ended."""
+        shown = -1
+
+        def report(done: int, total: int) -> None:
+            nonlocal shown
+            total = max(total, 0)
+            done = min(max(done, 0), total)
+            percent = done * 100 // total if total else 100
+            if percent == shown:
+                return
+            shown = percent
+            record = next((r for r in self._plan(plan_id).records if r.step_index == index), None)
+            if record is not None and record.outcome is StepOutcome.running:
+                self._save_record(plan_id, record.evolve(progress_done=done, progress_total=total))
+
+        return report
+
+    def _progress_watcher(self, plan_id: str, index: int, total: int) -> Callable[[bytes], None]:
+        """Reads GNU dd's progress reports off a running command's standard error into the step record
+        (a report comes about once a second)."""
+        from ..hosts.copy import parse_dd_progress
+
+        tail = ""
+        report = self._progress_writer(plan_id, index)
+
+        def watch(chunk: bytes) -> None:
+            nonlocal tail
+            tail = (tail + chunk.decode("utf-8", errors="replace"))[-400:]
+            done = parse_dd_progress(tail)
+            if done is not None:
+                report(done, total)
+
+        return watch
+
     def _record(self, plan_id: str, index: int, step: Step, state: OperationalState, host_id: str, shown: str,
-                result: CommandResult, started: dt.datetime, seconds: float) -> None:
+                result: OperationResult, started: dt.datetime, seconds: float) -> None:
         output = _tail((result.stdout or "") + (("\n" + result.stderr) if result.stderr else ""))
         plan = self._plan(plan_id)
         record = next(r for r in plan.records if r.step_index == index)
@@ -469,7 +669,7 @@ class Executor:
             self._audit("step command", step.describe(state), plan_id,
                         outcome="ok" if result.exit_code == 0 else f"exit {result.exit_code}",
                         host_id=host_id, command=shown, exit_code=result.exit_code,
-                        duration_seconds=round(seconds, 3), output_tail=output)
+                        duration_seconds=round(seconds, 3), output_tail=output, vm_id=_vm_of(step))
 
     def _update_documents(self, before: OperationalState, after: OperationalState) -> None:
         """Write what the step changed, field by field over the current documents (monitoring may have
@@ -493,7 +693,20 @@ class Executor:
             old_data = old.model_dump()
             changed = {k: v for k, v in new_data.items() if old_data.get(k) != v}
             merged = current.model_dump()
-            merged.update(changed)
+            for key, value in changed.items():
+                was, now = old_data.get(key), merged.get(key)
+                if isinstance(value, dict) and isinstance(was, dict) and isinstance(now, dict):
+                    # a mapping (storage_free) key by key: monitoring's fresher values of the others stay
+                    now = dict(now)
+                    for item in set(value) | set(was):
+                        if value.get(item) != was.get(item):
+                            if item in value:
+                                now[item] = value[item]
+                            else:
+                                now.pop(item, None)
+                    merged[key] = now
+                else:
+                    merged[key] = value
             docs.append(type(predicted).model_validate(merged))
         if docs:
             self.store.put_many(docs)
@@ -537,18 +750,43 @@ class _Recorded:
         self.state = state
 
     async def run(self, host_id: str, command: str, *, privileged: bool = True,
-                  input: bytes | None = None) -> CommandResult:
+                  input: bytes | None = None, on_stderr: Callable[[bytes], None] | None = None) -> OperationResult:
         started, t0 = self.executor.clock(), time.monotonic()
         with host_context(self.state.host_name(host_id)):
             if input is not None:
-                result = await self.executor.ops.run(host_id, command, privileged=privileged, input=input)  # type: ignore[call-arg]
-            else:
+                result = await self.executor.ops.run(host_id, command, privileged=privileged, input=input)
+            elif on_stderr is not None:
+                result = await self.executor.ops.run(host_id, command, privileged=privileged, on_stderr=on_stderr)
+            else:  # a HostOperations that runs no command with input may leave the parameters out
                 result = await self.executor.ops.run(host_id, command, privileged=privileged)
         self.executor._record(self.plan_id, self.index, self.step, self.state, host_id, command, result, started,
                               time.monotonic() - t0)
         return result
 
-    async def libvirt(self, host_id: str, op: str, *, shown: str | None = None, **kwargs: Any) -> CommandResult:
+    async def controller(self, host_id: str, action: str, shown: str) -> OperationResult:
+        """Work the controller's own process does for a host (ControllerOp), recorded like a command."""
+        started, t0 = self.executor.clock(), time.monotonic()
+        ops = self.executor.ops
+        if action not in ("wake", "fence"):
+            result = OperationResult(EXIT_CONTROLLER, "", f"unknown controller operation {action!r}")
+        elif action == "wake":
+            if isinstance(ops, WakesHosts):
+                with host_context(self.state.host_name(host_id)):
+                    result = await ops.wake(host_id)
+            else:
+                result = OperationResult(EXIT_CONTROLLER, "", "these host operations cannot wake a host from the "
+                                                              "controller")
+        elif isinstance(ops, FencesHosts):
+            with host_context(self.state.host_name(host_id)):
+                result = await ops.fence(host_id)
+        else:
+            result = OperationResult(EXIT_CONTROLLER, "", "these host operations cannot power a host off from "
+                                                          "the controller")
+        self.executor._record(self.plan_id, self.index, self.step, self.state, host_id, shown, result, started,
+                              time.monotonic() - t0)
+        return result
+
+    async def libvirt(self, host_id: str, op: str, *, shown: str | None = None, **kwargs: Any) -> OperationResult:
         started, t0 = self.executor.clock(), time.monotonic()
         with host_context(self.state.host_name(host_id)):
             result = await self.executor.ops.libvirt(host_id, op, **kwargs)
@@ -565,4 +803,4 @@ def _lookup(state: OperationalState, doc: Document) -> Document | None:
     return found
 
 
-__all__ = ["CommandResult", "Executor", "HostOperations", "StepFailed", "VERIFIERS", "VmStatus", "disk_backings"]
+__all__ = ["Executor", "HostOperations", "StepFailed", "VERIFIERS", "VmStatus", "disk_backings"]

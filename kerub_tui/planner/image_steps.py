@@ -177,6 +177,9 @@ class CloneImageOverlay(_CloneImage):
         return FileAllocation(host_id=self.host, capability_id=self.capability, path=self.path, format="qcow2",
                               actual_size=self.size, backing=self.image)
 
+    def names(self) -> tuple[tuple[str, str], ...]:
+        return (("path", self.path), ("path", self.image_path))
+
     def cost(self, state: OperationalState) -> Cost:
         return Cost(time_seconds=1.0)  # metadata only
 
@@ -211,6 +214,9 @@ class CloneImageToLv(_CloneImage):
     def allocation(self) -> Any:
         return LvmAllocation(host_id=self.host, capability_id=self.capability, vg=self.vg, lv=self.lv,
                              actual_size=self.size)
+
+    def names(self) -> tuple[tuple[str, str], ...]:
+        return (("vg", self.vg), ("lv", self.lv), ("path", self.image_path))
 
     def cost(self, state: OperationalState) -> Cost:
         image = state.disks.get(self.image)
@@ -304,6 +310,9 @@ class RemoveSeed(Step):
     vm: str
     host: str
     path: str
+
+    def deletes_data(self) -> bool:
+        return True
 
     def _seed(self, state: OperationalState) -> SeedFile | None:
         return next((s for s in _config_list(state, self.host, "seeds") if s.vm_id == self.vm and s.path == self.path),

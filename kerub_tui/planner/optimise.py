@@ -24,8 +24,9 @@ from .checkers import capacity_rejection
 from .factories import relocation_candidates
 from .planning import PlanDraft, draft_from_steps
 from .search import Evaluation, _touched_all
-from .state import MIB, OperationalState, vm_memory
+from .state import MIB, OperationalState
 from .steps import MigrateVm, PowerDownHost, SetKsm, Step, Touched
+from .steps.host import wake_means
 
 PAGE = 4096
 KSM_TIGHT = 0.85  # memory in use at or above this share of the host's RAM: KSM may pay
@@ -75,7 +76,9 @@ def power_saving_draft(state: OperationalState) -> PlanDraft | None:
     threshold = policies.power_saving_threshold
     ceiling = policies.load_balancing_threshold
     up = [h for h in state.host_ids() if state.host_up(h) and not state.hosts[h].recycling]
-    candidates = [h for h in up if state.hosts[h].dedicated and not _recently_touched(state, h)
+    # only a host that can be woken again (wake-on-LAN, IPMI) is ever powered down
+    candidates = [h for h in up if state.hosts[h].dedicated and wake_means(state.hosts[h]) is not None
+                  and not _recently_touched(state, h)
                   and not state.locked("host", h) and state.memory_load(h) < threshold]
     candidates.sort(key=lambda h: (state.memory_load(h), state.host_name(h), h))
     base = Evaluation.full(state)
@@ -114,13 +117,14 @@ def _drain(state: OperationalState, host_id: str, avoid: set[str], ceiling: floa
     """Moves taking every VM off ``host_id`` without loading any target above ``ceiling``."""
     steps: list[Step] = []
     current = state
-    for vm_id in sorted(state.vms_on(host_id), key=lambda v: (-vm_memory(state.vms[v]), v)):
+    for vm_id in sorted(state.vms_on(host_id), key=lambda v: (-state.vm_reserved(v), v)):
         vm = state.vms[vm_id]
 
         def too_full(target: str, vm: VirtualMachine = vm, current: OperationalState = current) -> bool:
             if target in avoid or not current.host_up(target):
                 return True
-            load_after = (current.mem_used.get(target, 0) + vm_memory(vm)) / max(current.memory_capacity(target), 1)
+            load_after = (current.mem_used.get(target, 0) + current.vm_reserved(vm.id)) / max(
+                current.memory_capacity(target), 1)
             return load_after > ceiling
 
         options = relocation_candidates(current, vm_id, avoid=too_full, limit=1)
@@ -185,7 +189,7 @@ def _best_move(state: OperationalState, source: str, threshold: float, min_gain:
         vm = state.vms[vm_id]
         if vm.disks or any(e.type == "no-migration" for e in vm.expectations):
             continue  # moving storage for balance is not worth it; no-migration is respected at any level
-        memory = vm_memory(vm)
+        memory = state.vm_reserved(vm_id)
         source_after = (state.mem_used.get(source, 0) - memory) / max(state.memory_capacity(source), 1)
         for target in state.host_ids():
             if target == source or not state.host_up(target) or capacity_rejection(state, vm, target) is not None:

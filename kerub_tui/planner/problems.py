@@ -10,9 +10,10 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from ..core.models import HostStatus, LvmAllocation
-from .state import OperationalState
+from .state import SNAPSHOT_INDEXES, Layer, OperationalState
 
 OVERHEAT_CELSIUS = 85.0  # hottest sensor at or above this: move load away
 OVERHEAT_RELIEF = 0.25  # predicted relieved once this share of the host's vCPUs has moved off
@@ -83,19 +84,20 @@ def host_end_of_life(state: OperationalState, host_id: str) -> list[Problem]:
 
 @detector("failing-device")
 def failing_device(state: OperationalState, host_id: str) -> list[Problem]:
+    """A disk's storage on a capability whose device, or one of whose PVs (a VG of several: issue 18
+    item 7), is on a disk whose SMART health failed."""
     dyn = state.host_dyn.get(host_id)
     if dyn is None or not dyn.failing_devices:
         return []
-    failing = {d.rsplit("/", 1)[-1] for d in dyn.failing_devices}
-    bad_caps = {c.id: c.device for c in state.capabilities(host_id)
-                if c.device and c.device.rsplit("/", 1)[-1] in failing}
+    bad_caps = {c.id: failing for c in state.capabilities(host_id)
+                if (failing := state.failing_device(host_id, c.id)) is not None}
     out = []
     for disk_id in state.disks_on(host_id):
         for alloc in state.allocations(disk_id):
             if alloc.host_id == host_id and alloc.capability_id in bad_caps:
                 out.append(Problem("allocation-on-failing-device", host_id, disk_id, alloc.capability_id,
                                    f"disk {state.disk_name(disk_id)} on {state.host_name(host_id)} sits on failing "
-                                   f"device {bad_caps[alloc.capability_id]}"))
+                                   f"{bad_caps[alloc.capability_id]}"))
     return out
 
 
@@ -150,14 +152,33 @@ def unused_shares(state: OperationalState, host_id: str) -> list[Problem]:
         return []
     name = state.host_name(host_id)
     out = []
+    away = {state.hosts[h].address for h in state.host_ids() if not state.host_up(h)}
     for export in sorted(config.exports, key=lambda e: (e.path, e.clients)):
         if not _disk_used_elsewhere(state, export.disk_id, host_id):
             out.append(Problem("unused-export", host_id, export.disk_id or "", export.path,
                                f"{name} exports {export.path}, which no running VM uses"))
+        elif (export.clients != "*" and export.clients not in away and export.disk_id is not None
+              and len([e for e in config.exports if e.path == export.path]) > 1
+              and not any((h := state.vm_host(v)) is not None and h in state.hosts
+                          and state.hosts[h].address == export.clients for v in state.disk_users(export.disk_id))):
+            # still read elsewhere (a VM moved): the client it left is taken out (one that is away: once back)
+            out.append(Problem("unused-export-client", host_id, export.disk_id, f"{export.clients} {export.path}",
+                               f"{name} exports {export.path} to {export.clients}, where no VM reads it"))
     for target in sorted(config.iscsi_targets, key=lambda t: t.tid):
         if not _disk_used_elsewhere(state, target.disk_id, host_id):
             out.append(Problem("unused-iscsi-target", host_id, target.disk_id or "", str(target.tid),
                                f"{name} shares {target.iqn} over iSCSI, which no running VM uses"))
+        elif len(target.initiators) > 1:  # still read: a host its ACL names where no VM reads it any more
+            reading = {state.hosts[h].address for v in state.disk_users(target.disk_id or "")
+                       if (h := state.vm_host(v)) is not None and h in state.hosts}
+            # a host that is away (failed: its VMs restart elsewhere) is taken out once it is back, in a tidy
+            # plan of its own, not in the restart (which a restart policy approves only without a deletion)
+            away = {state.hosts[h].address for h in state.host_ids() if not state.host_up(h)}
+            for address in target.initiators:
+                if address not in reading and address not in away:
+                    out.append(Problem("unused-iscsi-initiator", host_id, target.disk_id or "",
+                                       f"{target.tid} {address}",
+                                       f"{name} lets {address} log in to {target.iqn}, where no VM reads it"))
     for mount in sorted(config.mounts, key=lambda m: m.target):
         if not _disk_used_here(state, mount.disk_id, host_id):
             out.append(Problem("unused-mount", host_id, mount.disk_id or "", mount.target,
@@ -211,7 +232,66 @@ def undersized_allocation(state: OperationalState, host_id: str) -> list[Problem
     return out
 
 
+# The detectors ``quiet`` knows: a detector added without teaching ``quiet`` what it reads makes every
+# host be checked (slower, never wrong); tests/unit/planner/test_indexes.py names the ones left out.
+QUIET_KNOWS = frozenset({"recycling", "end-of-life", "failing-device", "overheat", "thin-pool", "unused-share",
+                         "unused-seed", "host-down", "undersized-allocation"})
+_LOST = (HostStatus.down, HostStatus.unreachable)
+
+
+def quiet(state: OperationalState, host_id: str) -> bool:
+    """Whether no detector can report anything on this host, from a few fields: not flagged (recycling,
+    end of life), no storage of a disk, no device failing, not hot, not down, nothing configured (shares,
+    mounts, thin pools, seeds). Most hosts of a fleet, so the full evaluation skips them."""
+    return DETECTORS.keys() == QUIET_KNOWS and _quiet(host_id, state.static.hosts_flagged, state.host_disks.get,
+                                                      state.host_dyn.get, state.host_config.get)
+
+
+def _quiet(host_id: str, flagged: frozenset[str], disks: Any, dyns: Any, configs: Any) -> bool:
+    if host_id in flagged or disks(host_id):
+        return False
+    dyn = dyns(host_id)
+    if dyn is not None and (dyn.failing_devices or dyn.status in _LOST or (
+            dyn.cpu_temperature is not None and dyn.cpu_temperature >= OVERHEAT_CELSIUS)):
+        return False
+    config = configs(host_id)
+    return config is None or not (config.exports or config.iscsi_targets or config.mounts or config.thin_pools
+                                  or config.seeds)
+
+
+def hosts_to_check(state: OperationalState) -> list[str]:
+    """The hosts, in order, where a detector may report something (``quiet`` says not). Kept for the
+    base of the layers ``quiet`` reads, in the snapshot's static index, and adjusted for the hosts
+    changed since: a derived state's answer costs its changes, not the fleet."""
+    if DETECTORS.keys() != QUIET_KNOWS:
+        return list(state.host_ids())
+    layers: tuple[Layer[str, Any], ...] = (state.host_disks, state.host_dyn, state.host_config)
+    flagged = state.static.hosts_flagged
+    cached = state.static.cache.get("noisy-hosts")
+    if cached is None or any(c is not layer._base for c, layer in zip(cached[0], layers, strict=True)):
+        disks, dyns, configs = (layer._base.get for layer in layers)
+        noisy: frozenset[str] = frozenset(h for h in state.host_ids() if not _quiet(h, flagged, disks, dyns, configs))
+        order = {h: n for n, h in enumerate(state.host_ids())}
+        cached = (tuple(layer._base for layer in layers), noisy, order)
+        state.static.cache["noisy-hosts"] = cached
+    _, noisy, order = cached
+    changed = {h for layer in layers for h in layer._delta if h in order}
+    if changed:
+        now = [layer.get for layer in layers]
+        noisy = (noisy - changed) | {h for h in changed if not _quiet(h, flagged, *now)}
+    return sorted(noisy, key=order.__getitem__)
+
+
+SNAPSHOT_INDEXES.append(hosts_to_check)
+
+
 def host_problems(state: OperationalState, host_id: str) -> list[Problem]:
+    if quiet(state, host_id):
+        return []
+    return _detected(state, host_id)
+
+
+def _detected(state: OperationalState, host_id: str) -> list[Problem]:
     out: list[Problem] = []
     for name in sorted(DETECTORS):
         out.extend(DETECTORS[name](state, host_id))
@@ -220,6 +300,6 @@ def host_problems(state: OperationalState, host_id: str) -> list[Problem]:
 
 def all_problems(state: OperationalState) -> list[Problem]:
     out: list[Problem] = []
-    for host_id in state.host_ids():
-        out.extend(host_problems(state, host_id))
+    for host_id in hosts_to_check(state):
+        out.extend(_detected(state, host_id))
     return out

@@ -248,19 +248,87 @@ def running_intents(plans: Iterable[Plan]) -> set[tuple[str, ...]]:
 
 @dataclass(frozen=True)
 class SeenObject:
-    """A kerub-named object a host reports: an LV (vg, name) or an image file (path)."""
+    """A kerub-made object a host reports: an LV (vg, name), an image file (path), an iSCSI target of
+    kerub-tui's IQN (``iscsi``: its iqn, tid in ``share_id``) or a ganesha export file kerub-tui wrote
+    (``export``: its path, export id in ``share_id``)."""
 
-    kind: str  # "lv" or "file"
-    name: str  # LV name, or the file's path
+    kind: str  # "lv", "file", "iscsi", "iscsi-acl" (name: the address a target's ACL lets in) or "export"
+    name: str  # LV name, the file's path, the target's IQN, the exported directory
     size: int | None = None  # LV size; a file's virtual size when it was read
     vg: str = ""
     pool: str | None = None  # a thin LV's pool
+    share_id: int = 0  # the target's tid, the export's ganesha id
 
     def key(self, host_id: str) -> tuple[str, ...]:
-        return (host_id, "lv", self.vg, self.name) if self.kind == "lv" else (host_id, "file", self.name)
+        if self.kind == "lv":
+            return (host_id, "lv", self.vg, self.name)
+        if self.kind == "iscsi":
+            return share_key(host_id, "iscsi", str(self.share_id))
+        if self.kind == "iscsi-acl":
+            return share_key(host_id, "iscsi-acl", f"{self.share_id} {self.name}")
+        if self.kind == "export":
+            return share_key(host_id, "export", self.name)
+        return (host_id, "file", self.name)
 
     def label(self) -> str:
-        return f"LV {self.vg}/{self.name}" if self.kind == "lv" else f"image {self.name}"
+        if self.kind == "lv":
+            return f"LV {self.vg}/{self.name}"
+        if self.kind == "iscsi":
+            return f"iSCSI target {self.share_id} ({self.name})"
+        if self.kind == "iscsi-acl":
+            return f"{self.name} in the ACL of iSCSI target {self.share_id}"
+        if self.kind == "export":
+            return f"NFS export {self.name}"
+        return f"image {self.name}"
+
+
+def share_key(host_id: str, kind: str, ident: str) -> tuple[str, ...]:
+    """A share's key: an iSCSI target by its tid, a ganesha export by its directory."""
+    return (host_id, kind, ident)
+
+
+def config_share_keys(config: HostConfiguration) -> set[tuple[str, ...]]:
+    """The shares a host's configuration document records."""
+    return ({share_key(config.id, "iscsi", str(t.tid)) for t in config.iscsi_targets}
+            | {share_key(config.id, "iscsi-acl", f"{t.tid} {a}") for t in config.iscsi_targets
+               for a in (t.initiators or ["ALL"])}
+            | {share_key(config.id, "export", e.path) for e in config.exports if e.server == "ganesha"})
+
+
+def _share_step_key(step: Any) -> tuple[str, ...] | None:
+    """The share a planned step makes, or None (not a share step)."""
+    from .steps.sharing import AllowIscsiInitiator, ExportNfs, ShareIscsi
+
+    if isinstance(step, ShareIscsi):
+        return share_key(step.host, "iscsi", str(step.tid))
+    if isinstance(step, AllowIscsiInitiator):
+        return share_key(step.host, "iscsi-acl", f"{step.tid} {step.initiator}")
+    if isinstance(step, ExportNfs) and step.server == "ganesha":
+        return share_key(step.host, "export", step.path)
+    return None
+
+
+def _share_steps(plans: Iterable[Plan]) -> list[tuple[Plan, int, Step, tuple[str, ...]]]:
+    """Every share step of these plans (the plan, its index, the step, the share's key)."""
+    from .steps import UnknownStep, step_from_planned
+
+    out = []
+    for plan in plans:
+        for index, planned in enumerate(plan.steps):
+            if planned.type not in ("iscsi-share", "iscsi-allow", "nfs-export"):
+                continue
+            with contextlib.suppress(UnknownStep, ValueError, TypeError):
+                step = step_from_planned(planned)
+                key = _share_step_key(step)
+                if key is not None:
+                    out.append((plan, index, step, key))
+    return out
+
+
+def _started(plan: Plan, index: int) -> bool:
+    """Whether the plan's step began (a record) and did not record its end as done."""
+    record = next((r for r in plan.records if r.step_index == index), None)
+    return record is not None and record.outcome is not StepOutcome.done
 
 
 @dataclass(frozen=True)
@@ -271,6 +339,8 @@ class HostReport:
     host_id: str
     lvs: tuple[SeenObject, ...] | None = None
     files: tuple[SeenObject, ...] | None = None
+    targets: tuple[SeenObject, ...] | None = None  # iSCSI targets of kerub-tui's IQN
+    exports: tuple[SeenObject, ...] | None = None  # ganesha export files kerub-tui wrote
 
     def find(self, key: tuple[str, ...]) -> tuple[bool | None, SeenObject | None]:
         """(whether the kind was read, the object) for an object key."""
@@ -301,6 +371,8 @@ class Outcome:
     absent: list[Pending] = field(default_factory=list)
     mismatched: list[tuple[Pending, str]] = field(default_factory=list)
     orphans: list[Orphan] = field(default_factory=list)
+    # a share an interrupted plan's step made before it could record it: (plan id, step index, seen)
+    adopted_shares: list[tuple[str, int, SeenObject]] = field(default_factory=list)
 
 
 def known_objects(disk_dyns: Iterable[VirtualStorageDeviceDynamic], configs: Iterable[HostConfiguration],
@@ -308,8 +380,18 @@ def known_objects(disk_dyns: Iterable[VirtualStorageDeviceDynamic], configs: Ite
     """Every object a document names: allocations, thin pools, and what steps running now make."""
     plans = list(plans)
     known = {object_key(a) for d in disk_dyns for a in d.allocations}
+    # a thin pool a thin LV lives in is known even where no configuration records it (removing the pool
+    # would take the thin LVs with it)
+    known |= {(a.host_id, "lv", a.vg, a.thin_pool) for d in disk_dyns for a in d.allocations
+              if isinstance(a, LvmAllocation) and a.thin_pool}
     for config in configs:
         known |= {(config.id, "lv", p.vg, p.name) for p in config.thin_pools}
+        known |= config_share_keys(config)
+    # the shares plans of this process are making now
+    for _plan, _i, step, key in _share_steps(p for p in plans if p.status is PlanStatus.running):
+        known.add(key)
+        if key[1] == "iscsi":  # the ACL entry it binds
+            known.add(share_key(key[0], "iscsi-acl", f"{key[2]} {getattr(step, 'initiator', 'ALL')}"))
     return known | running_intents(plans)
 
 
@@ -362,14 +444,50 @@ def reconcile(report: HostReport, *, disks: Iterable[str], disk_dyns: Iterable[V
             outcome.adopted.append((pending, seen.size or 0))
         else:
             outcome.mismatched.append((pending, why))
-            outcome.orphans.append(Orphan(report.host_id, seen, why))
+            if _removable(report.host_id, seen):
+                outcome.orphans.append(Orphan(report.host_id, seen, why))
     adopted = {p.key for p, _ in outcome.adopted}
-    for seen in [*(report.lvs or ()), *(report.files or ())]:
+    _reconcile_shares(report, plans, known, outcome)
+    adopted |= {seen.key(report.host_id) for _p, _i, seen in outcome.adopted_shares}
+    for seen in [*(report.lvs or ()), *(report.files or ()), *(report.targets or ()), *(report.exports or ())]:
         key = seen.key(report.host_id)
-        if key in known or key in claimed or key in adopted:
+        if seen.kind == "iscsi-acl" and share_key(report.host_id, "iscsi", str(seen.share_id)) not in known:
+            continue  # the target itself is an orphan (or being made): its removal takes its ACL
+        if key in known or key in claimed or key in adopted or not _removable(report.host_id, seen):
             continue
         outcome.orphans.append(Orphan(report.host_id, seen, "no document or record of kerub-tui knows it"))
     return outcome
+
+
+def _reconcile_shares(report: HostReport, plans: list[Plan], known: set[tuple[str, ...]], outcome: Outcome) -> None:
+    """A share no document records that a plan cut off (interrupted or failed) made before recording it is
+    adopted when it is what the step made (the same IQN, the same directory); the rest are orphans."""
+    seen_shares = {s.key(report.host_id): s for s in [*(report.targets or ()), *(report.exports or ())]}
+    for plan, index, step, key in _share_steps(p for p in plans if p.status in (
+            PlanStatus.interrupted, PlanStatus.failed)):
+        seen = seen_shares.get(key)
+        if seen is None or key in known or not _started(plan, index):
+            continue
+        if seen.kind == "iscsi" and seen.name != getattr(step, "iqn", None):
+            continue  # another target took its tid: not this step's
+        if seen.kind == "iscsi-acl" and share_key(report.host_id, "iscsi", str(seen.share_id)) not in known:
+            continue  # an ACL entry of a target no document records: it goes with the target
+        if any(k == key for _p, _i, s in outcome.adopted_shares for k in [s.key(report.host_id)]):
+            continue
+        outcome.adopted_shares.append((plan.id, index, seen))
+
+
+def _removable(host_id: str, seen: SeenObject) -> bool:
+    """Whether a removal of what the host listed can be written: an LV on a VG (or named) so that no builder
+    takes it (lvs prints any printable word: vg0;x) is left alone, never a cleanup whose command is refused."""
+    if seen.kind != "lv":
+        return True
+    from ..hosts.storage_names import refusal
+
+    why = refusal("vg", seen.vg or "") or refusal("lv", seen.name)
+    if why is not None:
+        log.info("reconcile %s: LV %s/%s left alone: %s", host_id, seen.vg, seen.name, why)
+    return why is None
 
 
 def _recorded(disk_dyns: Iterable[VirtualStorageDeviceDynamic], pending: Pending) -> tuple[bool, int | None]:
@@ -394,6 +512,10 @@ def _unknown_reason(state: OperationalState, host: str, key: tuple[str, ...], la
     for pool in state.thin_pools(host):
         if key == (host, "lv", pool.vg, pool.name):
             return f"{label} is a thin pool kerub-tui uses: not removed"
+    for disk_id in state.disks_on(host):
+        for alloc in state.allocations(disk_id):
+            if isinstance(alloc, LvmAllocation) and alloc.thin_pool and key == (host, "lv", alloc.vg, alloc.thin_pool):
+                return f"{label} holds disk {state.disk_name(disk_id)}'s thin LV: not removed"
     return None
 
 
@@ -407,6 +529,9 @@ class RemoveOrphanLv(Step):
     vg: str
     lv: str
     size: int = 0
+
+    def deletes_data(self) -> bool:
+        return True
 
     def blocked(self, state: OperationalState) -> str | None:
         return _host_down(state, self.host) or _unknown_reason(
@@ -434,9 +559,23 @@ class RemoveOrphanLv(Step):
         return [ShellOp(self.host, lvm.lvremove(vg=self.vg, lv=self.lv))]
 
 
+class _OrphanRemoval(Step):
+    """What removing a thing no document knows has in common: it deletes, it changes no document
+    (the thing was never in one), and it is one quick command."""
+
+    def deletes_data(self) -> bool:
+        return True
+
+    def take(self, state: OperationalState) -> OperationalState:
+        return state
+
+    def cost(self, state: OperationalState) -> Cost:
+        return Cost(time_seconds=1.0, risk=0.05)
+
+
 @step_type
 @dataclass(frozen=True)
-class RemoveOrphanFile(Step):
+class RemoveOrphanFile(_OrphanRemoval):
     """Remove a kerub-named image file that no document knows; approved by the admin."""
 
     type: ClassVar[str] = "remove-orphan-file"
@@ -447,14 +586,8 @@ class RemoveOrphanFile(Step):
         return _host_down(state, self.host) or _unknown_reason(
             state, self.host, (self.host, "file", self.path), f"image {self.path}")
 
-    def take(self, state: OperationalState) -> OperationalState:
-        return state
-
     def reservations(self) -> list[Reservation]:
         return [Reservation("orphan", f"{self.host}/file/{self.path}")]
-
-    def cost(self, state: OperationalState) -> Cost:
-        return Cost(time_seconds=1.0, risk=0.05)
 
     def describe(self, state: OperationalState) -> str:
         return f"remove image {self.path} on {state.host_name(self.host)}, which no document knows"
@@ -468,9 +601,119 @@ class RemoveOrphanFile(Step):
         return [ShellOp(self.host, fileimage.file_remove(path=self.path))]
 
 
+def _share_unknown(state: OperationalState, host: str, key: tuple[str, ...], label: str) -> str | None:
+    config = state.host_config.get(host)
+    if config is not None and key in config_share_keys(config):
+        return f"{label} is recorded now: not removed"
+    return None
+
+
+@step_type
+@dataclass(frozen=True)
+class RemoveOrphanIscsiTarget(_OrphanRemoval):
+    """Remove an iSCSI target of kerub-tui's IQN that no document records (a controller cut off between
+    the share step and its record); approved by the admin: whoever still logs in loses the disk."""
+
+    type: ClassVar[str] = "remove-orphan-iscsi"
+    host: str
+    tid: int
+    iqn: str
+
+    def blocked(self, state: OperationalState) -> str | None:
+        return _host_down(state, self.host) or _share_unknown(
+            state, self.host, share_key(self.host, "iscsi", str(self.tid)), f"iSCSI target {self.tid}")
+
+    def reservations(self) -> list[Reservation]:
+        return [Reservation("share", f"{self.host}:iscsi:{self.tid}")]
+
+    def describe(self, state: OperationalState) -> str:
+        return f"remove iSCSI target {self.tid} ({self.iqn}) on {state.host_name(self.host)}, which no document records"
+
+    def effect(self, state: OperationalState) -> str:
+        return f"{state.host_name(self.host)} has no iSCSI target {self.tid}"
+
+    def operations(self, state: OperationalState) -> list[Operation]:
+        from ..hosts import iscsi
+
+        return [ShellOp(self.host, iscsi.iscsi_unshare(tid=self.tid))]
+
+
+@step_type
+@dataclass(frozen=True)
+class RemoveOrphanExport(_OrphanRemoval):
+    """Remove a ganesha export file kerub-tui wrote that no document records; approved by the admin."""
+
+    type: ClassVar[str] = "remove-orphan-export"
+    host: str
+    export_id: int
+    path: str
+
+    def deletes_data(self) -> bool:
+        return True  # no data goes, but a reader loses the directory
+
+    def blocked(self, state: OperationalState) -> str | None:
+        return _host_down(state, self.host) or _share_unknown(
+            state, self.host, share_key(self.host, "export", self.path), f"NFS export {self.path}")
+
+    def reservations(self) -> list[Reservation]:
+        return [Reservation("share", f"{self.host}:{self.path}")]
+
+    def describe(self, state: OperationalState) -> str:
+        return f"stop exporting {self.path} from {state.host_name(self.host)} (no document records the export)"
+
+    def effect(self, state: OperationalState) -> str:
+        return f"{self.path} is no longer exported by {state.host_name(self.host)}"
+
+    def operations(self, state: OperationalState) -> list[Operation]:
+        from ..hosts import nfs
+
+        return [ShellOp(self.host, nfs.ganesha_remove_export(self.export_id))]
+
+
+@step_type
+@dataclass(frozen=True)
+class RemoveOrphanIscsiAcl(_OrphanRemoval):
+    """Take an address out of a recorded target's ACL that no document lets in (a controller cut off between
+    tgtadm's bind and its record); approved by the admin."""
+
+    type: ClassVar[str] = "remove-orphan-iscsi-acl"
+    host: str
+    tid: int
+    initiator: str
+
+    def deletes_data(self) -> bool:
+        return True  # whoever logs in from there loses the disk
+
+    def blocked(self, state: OperationalState) -> str | None:
+        return _host_down(state, self.host) or _share_unknown(
+            state, self.host, share_key(self.host, "iscsi-acl", f"{self.tid} {self.initiator}"),
+            f"{self.initiator} in the ACL of iSCSI target {self.tid}")
+
+    def reservations(self) -> list[Reservation]:
+        return [Reservation("share", f"{self.host}:iscsi:{self.tid}")]
+
+    def describe(self, state: OperationalState) -> str:
+        return (f"stop letting {self.initiator} log in to iSCSI target {self.tid} on {state.host_name(self.host)} "
+                "(no document lets it in)")
+
+    def effect(self, state: OperationalState) -> str:
+        return f"{self.initiator} may no longer log in to iSCSI target {self.tid} of {state.host_name(self.host)}"
+
+    def operations(self, state: OperationalState) -> list[Operation]:
+        from ..hosts import iscsi
+
+        return [ShellOp(self.host, iscsi.iscsi_acl_unbind(self.tid, self.initiator))]
+
+
 def removal_step(orphan: Orphan) -> Step:
     if orphan.seen.kind == "lv":
         return RemoveOrphanLv(orphan.host_id, orphan.seen.vg, orphan.seen.name, orphan.seen.size or 0)
+    if orphan.seen.kind == "iscsi":
+        return RemoveOrphanIscsiTarget(orphan.host_id, orphan.seen.share_id, orphan.seen.name)
+    if orphan.seen.kind == "iscsi-acl":
+        return RemoveOrphanIscsiAcl(orphan.host_id, orphan.seen.share_id, orphan.seen.name)
+    if orphan.seen.kind == "export":
+        return RemoveOrphanExport(orphan.host_id, orphan.seen.share_id, orphan.seen.name)
     return RemoveOrphanFile(orphan.host_id, orphan.seen.name)
 
 
@@ -479,6 +722,12 @@ def _removal_key(step: Any) -> tuple[str, ...] | None:
         return (step.host, "lv", step.vg, step.lv)
     if isinstance(step, RemoveOrphanFile):
         return (step.host, "file", step.path)
+    if isinstance(step, RemoveOrphanIscsiTarget):
+        return share_key(step.host, "iscsi", str(step.tid))
+    if isinstance(step, RemoveOrphanIscsiAcl):
+        return share_key(step.host, "iscsi-acl", f"{step.tid} {step.initiator}")
+    if isinstance(step, RemoveOrphanExport):
+        return share_key(step.host, "export", step.path)
     return None
 
 
@@ -547,6 +796,39 @@ def _adopt(store: Any, pending: Pending, size: int) -> bool:
     return True
 
 
+def _adopt_share(store: Any, state: OperationalState, plan_id: str, index: int, seen: SeenObject) -> bool:
+    """Record a share the plan's step made before it was cut off, as the step would have."""
+    from ..core.models import AuditEntry
+    from .steps import step_from_planned
+    from .steps.sharing import AllowIscsiInitiator, _AddShare
+
+    plan = store.get(Plan, plan_id)
+    if plan is None or index >= len(plan.steps):
+        return False
+    step = step_from_planned(plan.steps[index])
+    if not isinstance(step, (_AddShare, AllowIscsiInitiator)):
+        return False
+    host_id = step.host
+    config = store.get(HostConfiguration, host_id) or HostConfiguration(id=host_id)
+    if seen.key(host_id) in config_share_keys(config):
+        return False
+    if isinstance(step, AllowIscsiInitiator):
+        if not any(t.tid == step.tid for t in config.iscsi_targets):
+            return False
+        store.put(config.evolve(iscsi_targets=[t.evolve(initiators=[*t.initiators, step.initiator])
+                                               if t.tid == step.tid else t for t in config.iscsi_targets]))
+    else:
+        entries = [*getattr(config, step.config_field), step.entry(state)]
+        store.put(config.evolve(**{step.config_field: entries}))
+    host = state.host_name(host_id)
+    store.put(Event(type="storage-adopted", host_id=host_id, target=getattr(step, "disk", None) or plan_id,
+                    message=(f"{seen.label()} on {host} was made by plan {plan_id[:8]} (step {index + 1}) before it "
+                             f"was cut off: recorded so")))
+    store.put(AuditEntry(os_user=RECONCILER, action="share adopt", target=seen.label(), host_id=host_id,
+                         plan_id=plan_id, outcome="adopted"))
+    return True
+
+
 @dataclass
 class Applied:
     adopted: list[str] = field(default_factory=list)  # labels
@@ -577,6 +859,9 @@ def apply(store: Any, outcome: Outcome, *, now: dt.datetime | None = None) -> Ap
                             message=message))
             store.put(AuditEntry(os_user=RECONCILER, action="storage adopt", target=label, host_id=pending.host_id,
                                  plan_id=pending.plan_id, outcome="adopted"))
+        for plan_id, index, seen in outcome.adopted_shares:
+            if _adopt_share(store, state, plan_id, index, seen):
+                applied.adopted.append(seen.label())
         for pending in outcome.absent:
             _settle(store, pending, "absent")
             applied.absent.append(object_label(pending.intent.allocation))
@@ -587,7 +872,9 @@ def apply(store: Any, outcome: Outcome, *, now: dt.datetime | None = None) -> Ap
         plan = cleanup_plan(state, fresh)
         if plan is not None:
             policy = store.get("settings", "settings")
-            auto = policy is not None and any(p.plan_kind == CLEANUP for p in policy.auto_approve)
+            from .replanner import not_covered
+
+            auto = not_covered(policy, plan) is None  # a cleanup deletes: only a policy saying so covers it
             store.put(plan)
             applied.cleanup = plan
             for orphan in fresh:
@@ -656,7 +943,50 @@ async def read_host(ops: Any, host_id: str, *, images_dir: str | None = None,
                         size = fileimage.parse_qemu_img_info(info.stdout).virtual_size
             seen.append(SeenObject("file", path, size))
         files = tuple(seen)
-    return HostReport(host_id, lvs, files)
+    targets, exports = await read_shares(ops, host_id)
+    return HostReport(host_id, lvs, files, targets, exports)
+
+
+Seen = tuple[SeenObject, ...] | None
+
+
+def _acl_removable(address: str) -> bool:
+    """An ACL entry tgtadm listed that an unbind can be written for (never ALL: the target's removal is)."""
+    from ..core.names import check_address
+
+    if address == "ALL":
+        return False  # an unbind of ALL would leave a target nobody may log in to: not a cleanup's to guess
+    try:
+        check_address(address)
+    except ValueError:
+        return False
+    return True
+
+
+async def read_shares(ops: Any, host_id: str, *, export_dir: str | None = None) -> tuple[Seen, Seen]:
+    """The iSCSI targets of kerub-tui's IQN (tgtadm's show) and the ganesha export files kerub-tui wrote. A
+    host without tgtd (or ganesha's directory unreadable) leaves that kind unread (None), never empty."""
+    from ..hosts import iscsi, nfs
+
+    targets: tuple[SeenObject, ...] | None = None
+    result = await ops.run(host_id, iscsi.iscsi_show_command())
+    if result.exit_code == 0:
+        try:
+            seen: list[SeenObject] = []
+            for t in iscsi.parse_tgtadm_show(result.stdout):
+                if not t.iqn.startswith(iscsi.IQN_PREFIX + ":"):
+                    continue  # the admin's own targets are none of kerub-tui's business
+                seen.append(SeenObject("iscsi", t.iqn, share_id=t.tid))
+                seen.extend(SeenObject("iscsi-acl", a, share_id=t.tid) for a in t.acl if _acl_removable(a))
+            targets = tuple(seen)
+        except ValueError as error:
+            log.info("reconcile %s: tgtadm: %s", host_id, error)
+    exports: tuple[SeenObject, ...] | None = None
+    result = await ops.run(host_id, nfs.ganesha_exports_command(export_dir or nfs.GANESHA_EXPORT_DIR))
+    if result.exit_code == 0:
+        exports = tuple(SeenObject("export", e.path, share_id=e.export_id)
+                        for e in nfs.parse_ganesha_exports(result.stdout))
+    return targets, exports
 
 
 async def reconcile_host(store: Any, ops: Any, host_id: str, *, now: dt.datetime | None = None) -> Applied | None:
@@ -673,7 +1003,7 @@ async def reconcile_host(store: Any, ops: Any, host_id: str, *, now: dt.datetime
     outcome = reconcile(report, disks=[d.id for d in store.list(VirtualStorageDevice)],
                         disk_dyns=store.list(VirtualStorageDeviceDynamic), configs=store.list(HostConfiguration),
                         plans=store.list(Plan))
-    if not (outcome.adopted or outcome.absent or outcome.mismatched or outcome.orphans):
+    if not (outcome.adopted or outcome.absent or outcome.mismatched or outcome.orphans or outcome.adopted_shares):
         return Applied()
     return apply(store, outcome, now=now)
 
@@ -738,7 +1068,8 @@ class Reconciler:
                 await task
 
 
-__all__ = ["CLEANUP", "Applied", "HostReport", "Orphan", "Outcome", "Pending", "Reconciler", "RemoveOrphanFile",
-           "RemoveOrphanLv", "SeenObject", "apply", "cleanup_plan", "identity_alive", "intent_of",
-           "interrupt_dead_writers", "list_images_command", "object_key", "pending_intents", "process_identity",
-           "read_host", "reconcile", "reconcile_host", "size_matches"]
+__all__ = ["CLEANUP", "Applied", "HostReport", "Orphan", "Outcome", "Pending", "Reconciler", "RemoveOrphanExport",
+           "RemoveOrphanFile", "RemoveOrphanIscsiAcl", "RemoveOrphanIscsiTarget", "RemoveOrphanLv", "SeenObject",
+           "apply", "cleanup_plan", "identity_alive", "intent_of", "interrupt_dead_writers", "list_images_command",
+           "object_key", "pending_intents", "process_identity", "read_host", "read_shares", "reconcile",
+           "reconcile_host", "size_matches"]

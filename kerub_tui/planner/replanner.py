@@ -28,16 +28,26 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..core.bus import Change
-from ..core.models import AuditEntry, Event, EventSeverity, HostDynamic, Plan, PlanStatus, utcnow
+from ..core.models import (
+    AuditEntry,
+    Event,
+    EventSeverity,
+    HostDynamic,
+    Plan,
+    PlanStatus,
+    Settings,
+    kind_parts,
+    utcnow,
+)
 from ..core.store import StoreWriteError
-from .checkers import all_violations, flap_calm_at
+from .checkers import Violation, all_violations, flap_calm_at
 from .commitments import ACTIVE, build_state, lock_holders
 from .optimise import KSM_TIGHT, overloaded_hosts
 from .planning import PlanDraft, open_items, plan_all, plan_signature, premises
 from .reconcile import CLEANUP  # also registers the cleanup steps, so their plans can be read
 from .search import is_hard, replay
 from .state import OperationalState
-from .steps import UnknownStep, step_from_planned
+from .steps import Touched, UnknownStep, step_from_planned
 
 log = logging.getLogger(__name__)
 
@@ -117,6 +127,56 @@ def reject(store: Any, plan_id: str, user: str, *, now: dt.datetime | None = Non
     return rejected
 
 
+_PLAN_VMS: dict[tuple[str, tuple[tuple[str, str], ...]], frozenset[str]] = {}
+
+
+def plan_vms(plan: Plan) -> frozenset[str]:
+    """The VMs a plan's steps act on (remembered per plan and steps: a plan's steps do not change)."""
+    key = (plan.id, tuple((step.type, repr(step.params)) for step in plan.steps))
+    found = _PLAN_VMS.get(key)
+    if found is None:
+        vms: set[str] = set()
+        for planned in plan.steps:
+            try:
+                vms |= step_from_planned(planned).touched().vms
+            except UnknownStep:
+                vm = planned.params.get("vm")
+                if isinstance(vm, str):
+                    vms.add(vm)
+        found = _PLAN_VMS[key] = frozenset(vms)
+        if len(_PLAN_VMS) > 4 * REJECTED_MEMORY:
+            _PLAN_VMS.clear()
+            _PLAN_VMS[key] = found
+    return found
+
+
+def ask_again(store: Any, vm_id: str, user: str, *, now: dt.datetime | None = None) -> list[Plan]:
+    """The admin asks again for what they rejected for a VM (``vm start`` or ``s`` once more): its
+    rejected plans are no longer held against the planner's proposals, so the next pass proposes the
+    plan again, even on the same facts. The rejected plans stay rejected, marked asked again."""
+    now = now or utcnow()
+    asked = []
+    for plan in _recent_decided(store, PlanStatus.rejected):
+        if vm_id in plan_vms(plan):
+            asked.append(plan.evolve(asked_again_by=user, asked_again_at=now))
+    if asked:
+        with store.transaction():
+            for plan in asked:
+                store.put(plan)
+                _audit(store, "plan ask again", plan, user)
+    return asked
+
+
+def ask_again_plan(store: Any, plan_id: str, user: str, *, now: dt.datetime | None = None) -> Plan:
+    """One rejected plan asked for again (``plan ask-again``): see ``ask_again``."""
+    plan: Plan = store.require(Plan, plan_id)
+    asked = plan.evolve(asked_again_by=user, asked_again_at=now or utcnow())
+    with store.transaction():
+        store.put(asked)
+        _audit(store, "plan ask again", plan, user)
+    return asked
+
+
 def recover_interrupted(store: Any, *, now: dt.datetime | None = None) -> list[Plan]:
     """On controller start: plans left running were cut off mid-way; mark them (and the step that was
     running) interrupted. The next re-plan starts from what the hosts report."""
@@ -165,7 +225,8 @@ def _plan_sig(plan: Plan) -> tuple[Any, ...] | None:
 
 
 def _recent_decided(store: Any, status: PlanStatus) -> list[Plan]:
-    plans = [p for p in store.list(Plan) if p.status is status]
+    # a rejected plan the admin asked for again (vm start) is no longer held against its twin
+    plans = [p for p in store.list(Plan) if p.status is status and not p.asked_again_by]
     plans.sort(key=lambda p: (p.decided_at or p.created_at, p.id), reverse=True)
     return plans[:REJECTED_MEMORY]
 
@@ -210,14 +271,50 @@ def write_drafts(store: Any, drafts: list[PlanDraft], *, now: dt.datetime) -> Re
     return report
 
 
+def deletes_data(plan: Plan) -> bool:
+    """Whether a step of the plan destroys data on a host (a step this version cannot read counts)."""
+    try:
+        return any(step.deletes_data() for step in _steps_of(plan))
+    except UnknownStep:
+        return True
+
+
+def not_covered(settings: Settings | None, plan: Plan) -> str | None:
+    """Why no auto-approve policy covers ``plan`` (None: one does). A plan of several kinds needs every
+    one of them covered; a plan deleting data needs policies that say they cover deletions too."""
+    policies = settings.auto_approve if settings is not None else []
+    covered = {part for p in policies for part in kind_parts(p.plan_kind)}
+    parts = kind_parts(plan.plan_kind)
+    missing = [part for part in parts if part not in covered]
+    if missing or not parts:
+        return f"no auto-approve policy for {', '.join(missing) or plan.plan_kind} plans"
+    if plan.consent:  # high availability: a restart from an older copy asks the admin, whatever the policy
+        return f"it needs the admin's consent: {plan.consent[0]}"
+    if deletes_data(plan):
+        if "restart" in parts:  # a restart brings VMs back; it never deletes data without the admin
+            return "it deletes data, and a restart plan is never auto-approved with a deletion"
+        deleting = {part for p in policies if p.deletes for part in kind_parts(p.plan_kind)}
+        if any(part not in deleting for part in parts):
+            return f"it deletes data and the {plan.plan_kind} policy does not cover deletions"
+    return None
+
+
 def auto_approve(store: Any, report: ReplanReport, *, now: dt.datetime) -> None:
     settings = store.get("settings", "settings")
-    kinds = {p.plan_kind for p in settings.auto_approve} if settings is not None else set()
-    if not kinds:
+    if settings is None or not settings.auto_approve:
         return
     failed = {(_plan_sig(p), p.premises) for p in _recent_decided(store, PlanStatus.failed)}
+    covered = {k for p in settings.auto_approve for k in kind_parts(p.plan_kind)}
+    for n, plan in enumerate(report.proposed):
+        why = not_covered(settings, plan)
+        if why is not None and any(part in covered for part in kind_parts(plan.plan_kind)):
+            # a policy of its kind is there, yet it asks: the proposal says why (deletions, another kind)
+            said = plan.evolve(status_reason=f"not auto-approved: {why}")
+            store.put(said)
+            report.proposed[n] = said
+            log.info("plan %s not auto-approved: %s", plan.id[:8], why)
     for plan in report.proposed + report.kept:
-        if plan.plan_kind not in kinds:
+        if not_covered(settings, plan) is not None:
             continue
         if (_plan_sig(plan), plan.premises) in failed:
             continue  # it failed on these very facts: a person should look first
@@ -242,10 +339,12 @@ def host_dynamic_digest(doc: HostDynamic | None, memory_total: int | None = None
     tight = None
     if doc.memory_used is not None:
         tight = doc.memory_used / memory_total >= KSM_TIGHT if memory_total else doc.memory_used >> 30
-    return (doc.status, tuple(sorted(doc.failing_devices)), doc.ksm.available, doc.ksm.run,
+    return (doc.status, doc.fence is not None, tuple(sorted(doc.failing_devices)), doc.ksm.available, doc.ksm.run,
             doc.ksm.full_scans >= 2, (doc.ksm.pages_sharing * 4096) >> 26,
             doc.cpu_temperature is not None and doc.cpu_temperature >= 85.0,
-            tuple(sorted((k, v >> 30) for k, v in doc.storage_free.items())), tight)
+            tuple(sorted((k, v >> 30) for k, v in doc.storage_free.items())), tight,
+            # which PVs each VG has, and whether each holds data (a failing one emptied or removed)
+            tuple(sorted((k, tuple((p.name, p.used_bytes > 0) for p in v)) for k, v in doc.storage_pvs.items())))
 
 
 def relevant(change: Change, *, own: set[tuple[str, str]] | None = None,
@@ -257,6 +356,8 @@ def relevant(change: Change, *, own: set[tuple[str, str]] | None = None,
         new, old = change.new, change.old
         if not isinstance(new, Plan) or (own is not None and (new.id, new.status.value) in own):
             return False
+        if isinstance(old, Plan) and new.asked_again_by and not old.asked_again_by:
+            return True  # the admin asked again for a plan they had rejected
         return (not isinstance(old, Plan) or old.status is not new.status) and new.status in _RESTARTING_STATUSES
     if change.kind == "host-dynamic":
         if pending_hold and change.id in pending_hold:
@@ -281,8 +382,60 @@ def relevant(change: Change, *, own: set[tuple[str, str]] | None = None,
 @dataclass(frozen=True)
 class _Outcome:
     drafts: list[PlanDraft]
-    open_hard: list[str]  # dealbreakers and problems open now, described
+    open_hard: list[str]  # dealbreakers and problems open now that no approved plan acts on, described
     violations: list[Any]  # on what the hosts report, for the violation events
+    about: dict[str, tuple[str | None, str | None]] = field(default_factory=dict)  # line -> (subject, host)
+    busy: Touched = field(default_factory=Touched)  # what approved and running plans act on
+    why: dict[str, str] = field(default_factory=dict)  # line -> why no plan can fix it, where it is known
+
+
+def _unfixable_reason(state: OperationalState, item: Any) -> str | None:
+    """Why no plan can fix an item, where the planner can say more than the expectation's own reason: a
+    new disk that fits no host's storage (issue 18 item 5: the free space, the thin over-commit policy); a
+    VM lost with its host that waits for the host to be fenced, or whose storage is gone with it (issue 16)."""
+    if item.type in ("vm-lost-with-host", "ha", "availability") and getattr(item, "subject_kind", "vm") == "vm":
+        from .ha import restart_wait
+
+        waiting = restart_wait(state, item.subject_id)
+        return waiting[1] if waiting is not None else None
+    if not isinstance(item, Violation) or item.type != "storage-availability":
+        return None
+    from .explain import no_storage_reason
+
+    return no_storage_reason(state, item.subject_id)
+
+
+def busy_subjects(store: Any) -> Touched:
+    """The VMs, disks and hosts approved and running plans act on: what is wrong with them now is
+    theirs to fix (a VM being migrated is not up, and no new plan should be sought for it)."""
+    vms: set[str] = set()
+    disks: set[str] = set()
+    hosts: set[str] = set()
+    for plan in store.list(Plan):
+        if plan.status not in ACTIVE:
+            continue
+        try:
+            steps = _steps_of(plan)
+        except UnknownStep:
+            continue
+        for step in steps:
+            touched = step.touched()
+            vms |= touched.vms
+            disks |= touched.disks
+            hosts |= touched.hosts
+    return Touched(frozenset(vms), frozenset(disks), frozenset(hosts))
+
+
+def _item_about(item: Any) -> tuple[str | None, str | None]:
+    """(the VM or disk an open item is about, its host), for the events that name them."""
+    subject = getattr(item, "subject_id", "") or None
+    return subject, getattr(item, "host_id", None)
+
+
+def _is_busy(busy: Touched, subject: str | None, host: str | None) -> bool:
+    if subject:
+        return subject in busy.vms or subject in busy.disks
+    return host is not None and host in busy.hosts
 
 
 class Replanner:
@@ -310,7 +463,7 @@ class Replanner:
     def replan(self) -> ReplanReport:
         now = self.clock()
         state, reported = self._snapshots(now)
-        return self._write(state, self._plan(state, reported), now)
+        return self._write(state, self._plan(state, reported, busy_subjects(self.store)), now)
 
     def _snapshots(self, now: dt.datetime) -> tuple[OperationalState, OperationalState]:
         """The state to plan on (commitments of approved plans included) and the state the hosts
@@ -320,11 +473,18 @@ class Replanner:
             return state, OperationalState.from_store(self.store)
         return state, state
 
-    def _plan(self, state: OperationalState, reported: OperationalState) -> _Outcome:
-        """The pure part of a pass (a worker thread runs it): drafts, open dealbreakers, violations."""
+    def _plan(self, state: OperationalState, reported: OperationalState, busy: Touched | None = None) -> _Outcome:
+        """The pure part of a pass (a worker thread runs it): drafts, open dealbreakers, violations.
+        ``busy``: what approved and running plans act on (their subjects raise no warning)."""
+        busy = busy or Touched()
         drafts = plan_all(state, **self.search_options)
-        open_hard = sorted(i.describe() for i in open_items(state) if is_hard(i))
-        return _Outcome(drafts, open_hard, all_violations(reported))
+        hard = {i.describe(): i for i in open_items(state) if is_hard(i)}
+        about = {line: _item_about(i) for line, i in hard.items()}
+        open_hard = sorted(line for line, (subject, host) in about.items() if not _is_busy(busy, subject, host))
+        addressed = {line for d in drafts for line in d.trigger}
+        why = {line: reason for line in open_hard if line not in addressed
+               and (reason := _unfixable_reason(state, hard[line])) is not None}
+        return _Outcome(drafts, open_hard, all_violations(reported), about, busy, why)
 
     def _snapshot(self, now: dt.datetime) -> Any:
         state = build_state(self.store, now=now)
@@ -343,16 +503,19 @@ class Replanner:
         for plan in report.proposed + report.kept + report.withdrawn + report.approved:
             self._own.add((plan.id, plan.status.value))
         self._report_unfixable(outcome, report)
-        self._report_violations(outcome.violations)
+        self._report_violations(outcome.violations, outcome.busy)
         self.passes += 1
         return report
 
-    def _report_violations(self, violations: list[Any]) -> None:
+    def _report_violations(self, violations: list[Any], busy: Touched | None = None) -> None:
         """An Event when an expectation becomes violated, and one when it is met again.
 
         Judged on what the hosts report (the store), not on what approved plans will do. The last
-        event per (subject, expectation) is the memory, so a restart does not repeat them.
+        event per (subject, expectation) is the memory, so a restart does not repeat them. A subject an
+        approved or running plan acts on says nothing meanwhile (a VM being migrated is not "up" for a
+        moment): what is still wrong once the plan is over is reported then.
         """
+        busy = busy or Touched()
         current: dict[tuple[str, str], str] = {}
         names: dict[str, str] = {}
         for violation in violations:
@@ -362,27 +525,28 @@ class Replanner:
             spec = subject.expectations[violation.index].spec()
             current[(violation.subject_id, spec)] = violation.reason
             names[violation.subject_id] = subject.name
-        if self._violations is None:
-            self._violations = set()
-            for event in sorted(self.store.list(Event), key=lambda e: e.time):
-                if event.type in ("violation", "violation-cleared") and event.target:
-                    key = (event.target, event.message.split(": ", 1)[0])
-                    if event.type == "violation":
-                        self._violations.add(key)
-                    else:
-                        self._violations.discard(key)
+        if self._violations is None:  # the history keeps the open ones: no event is read
+            history = self.store.history
+            open_ = history.open_violations() if history is not None else {}
+            self._violations = {(target, spec) for target, specs in open_.items() for spec in specs}
         events = []
+
+        def quiet(key: tuple[str, str]) -> bool:
+            return key[0] in busy.vms or key[0] in busy.disks
+
         for key in sorted(set(current) - self._violations):
             target, spec = key
+            if quiet(key):
+                continue
             events.append(Event(type="violation", severity=EventSeverity.warning, target=target,
                                 message=f"{spec}: {current[key]}"))
         for key in sorted(self._violations - set(current)):
             target, spec = key
             subject = self.store.get("vm", target) or self.store.get("disk", target)
-            if subject is None:
-                continue  # deleted with its expectations: nothing left to clear
+            if subject is None or quiet(key):
+                continue  # deleted with its expectations: nothing left to clear; or a plan is at it
             events.append(Event(type="violation-cleared", target=target, message=f"{spec}: met again"))
-        self._violations = set(current)
+        self._violations = {k for k in self._violations if quiet(k)} | {k for k in current if not quiet(k)}
         if events:
             self.store.put_many(events)
 
@@ -394,7 +558,11 @@ class Replanner:
         new = sorted(unfixable - self._reported)
         self._reported = unfixable
         for line in new:
-            event = Event(type="unsatisfiable", severity=EventSeverity.warning, message=f"no plan can fix: {line}")
+            target, host = outcome.about.get(line, (None, None))
+            why = outcome.why.get(line)
+            event = Event(type="unsatisfiable", severity=EventSeverity.warning,
+                          message=f"no plan can fix: {line}" + (f" ({why})" if why else ""), target=target,
+                          host_id=host)
             self.store.put(event)
 
     def pending_hold(self) -> set[str]:
@@ -411,7 +579,7 @@ class Replanner:
         """Snapshot on the loop (the store is not thread-safe), plan in a worker thread, write on the loop."""
         now = self.clock()
         state, reported = self._snapshots(now)
-        outcome = await asyncio.to_thread(self._plan, state, reported)
+        outcome = await asyncio.to_thread(self._plan, state, reported, busy_subjects(self.store))
         return self._write(state, outcome, now)
 
     async def run(self) -> None:
@@ -506,5 +674,5 @@ class Replanner:
                 await task
 
 
-__all__ = ["ApprovalRefused", "ReplanReport", "Replanner", "approve", "premises", "recover_interrupted", "reject",
-           "relevant", "validate"]
+__all__ = ["ApprovalRefused", "ReplanReport", "Replanner", "approve", "ask_again", "deletes_data", "not_covered",
+           "plan_vms", "premises", "recover_interrupted", "reject", "relevant", "validate"]

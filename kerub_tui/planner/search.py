@@ -6,7 +6,10 @@ violated. Nodes are expanded by the factories of the first open dealbreaker or p
 order, so independent fixes are not tried in every permutation); a node with none left may still be
 expanded by the factories of its soft violations, to buy a want for less than its penalty.
 
-Priority is ``g + penalty + H * open_hard_items`` (deeper first on ties): a dive towards a goal.
+Priority is ``g + penalty + H * open_hard_items`` (deeper first on ties): a dive towards a goal. In
+greedy mode (many open items) H outweighs any cost or penalty, so a node with fewer open hard items always
+comes first: with H about one step's cost, a fleet too small for all its pending VMs had the search
+widen over siblings whose room-making moves cost more than H, until it stalled (300 nodes at 10 hosts).
 Pruning uses ``g``, a true lower bound of any completion's value, against the best goal found, so in
 exact mode (few open items) the result is the cheapest plan within the node budget. With many open
 items (many pending VMs) the search runs greedily: first goal wins, and the plan says so.
@@ -34,6 +37,7 @@ from .state import OperationalState
 from .steps import Step, Touched
 
 H_UNIT = 30.0  # priority added per open hard item: about one step's cost, so the search dives
+H_GREEDY = 1e6  # the same in greedy mode: more than any plan's cost and penalties, a pure dive
 EXACT_LIMIT = 6  # open hard items at the root up to which the search keeps looking for cheaper plans
 GREEDY_CANDIDATES = 4  # per item in greedy mode
 SOFT_ITEMS_PER_NODE = 4
@@ -172,11 +176,54 @@ def affected(
             for alloc in st.allocations(disk_id):
                 hosts.add(alloc.host_id)
         vms.update(after.disk_users(disk_id))
+    hosts |= _acl_holders(before, after, hosts)
+    hosts |= _share_holders(after, touched)
     for host_id in hosts:
         vms.update(after.host_vms.get(host_id, ()))
         vms.update(before.host_vms.get(host_id, ()))
         disks.update(after.host_disks.get(host_id, ()))
     return sorted(vms), sorted(disks), sorted(hosts)
+
+
+def _share_holders(after: OperationalState, touched: Touched) -> set[str]:
+    """Hosts sharing or mounting a disk of a touched VM, or a touched disk: whether such a share is still
+    used reads where its VMs run (problems.unused_shares), and a share need not sit where the disk's
+    storage is now (it moved, the share is left over). Found among the hosts a detector may speak of,
+    only when something touched has a disk."""
+    from .problems import hosts_to_check
+
+    disks = set(touched.disks)
+    for vm_id in touched.vms:
+        vm = after.vms.get(vm_id)
+        if vm is not None:
+            disks.update(link.disk_id for link in vm.disks)
+    if not disks:
+        return set()
+    out = set()
+    for host_id in hosts_to_check(after):
+        config = after.host_config.get(host_id)
+        if config is not None and any(share.disk_id in disks for shares in (config.exports, config.iscsi_targets,
+                                                                           config.mounts) for share in shares):
+            out.add(host_id)
+    return out
+
+
+def _acl_holders(before: OperationalState, after: OperationalState, hosts: set[str]) -> set[str]:
+    """Hosts whose problems read another host's status: an iSCSI target whose ACL names a host that went
+    away or came back (problems.unused_shares keeps an away host's address until it is back). Found among
+    the hosts a detector may speak of, only when one of ``hosts`` went up or down."""
+    from .problems import hosts_to_check
+
+    turned = {after.hosts[h].address for h in hosts
+              if h in after.hosts and before.host_up(h) != after.host_up(h)}
+    if not turned:
+        return set()
+    out = set()
+    for host_id in hosts_to_check(after):
+        config = after.host_config.get(host_id)
+        if config is not None and any(a in turned for t in config.iscsi_targets for a in t.initiators):
+            out.add(host_id)
+    return out
 
 
 # --- the search ----------------------------------------------------------------------------------
@@ -188,6 +235,7 @@ class Node:
     steps: tuple[Step, ...]
     g: float
     ev: Evaluation
+    origins: tuple[Item, ...] = ()  # per step, the item it was chosen to fix
 
     @property
     def value(self) -> float:
@@ -207,6 +255,7 @@ class SearchResult:
     complete: bool  # no dealbreaker violated and no problem left
     value: float = 0.0
     states: list[OperationalState] = field(default_factory=list)  # before each step, then the final
+    origins: dict[Step, Item] = field(default_factory=dict)  # the item each step was chosen to fix
 
     @property
     def cost(self) -> Cost:
@@ -217,6 +266,8 @@ class SearchResult:
 
 
 def _item_order(state: OperationalState, item: Item, smallest_first: bool = False) -> tuple[object, ...]:
+    """Where an open item comes in the order they are tackled. It reads the item and what no step changes
+    (the VMs' own documents): a search keeps each item's answer for all its nodes."""
     hard = 0 if is_hard(item) else 1
     order = _TYPE_ORDER.get(item.type, 10)
     size: tuple[object, ...] = ()
@@ -241,8 +292,13 @@ def _oversubscribed(state: OperationalState, ev: Evaluation) -> bool:
             wanted += vm_memory(state.vms[vm_id])
     if not wanted:
         return False
-    free = sum(max(state.free_memory(h), 0) for h in state.host_ids() if host_usable(state, h) is None)
-    return wanted > free
+    free = 0
+    for host_id in state.host_ids():
+        if host_usable(state, host_id) is None:
+            free += max(state.free_memory(host_id), 0)
+            if free >= wanted:
+                return False  # enough found: the rest of the fleet need not be counted
+    return True
 
 
 def replay(state: OperationalState, steps: Iterable[Step]) -> tuple[list[OperationalState], str | None]:
@@ -285,6 +341,7 @@ def search(state: OperationalState, *, max_nodes: int = DEFAULT_MAX_NODES,
     best_goal: Node | None = root if root_ev.hard == 0 else None
     best_partial = root
     smallest_first = _oversubscribed(state, root_ev)
+    order: dict[Item, tuple[object, ...]] = {}  # each item's place in the order (what it reads no step changes)
     expanded = 0
     since_better = 0
     stopped = ""
@@ -310,7 +367,7 @@ def search(state: OperationalState, *, max_nodes: int = DEFAULT_MAX_NODES,
             since_better = 0
         expanded += 1
         since_better += 1
-        children, stuck = _expand(node, per_item, seen, smallest_first)
+        children, stuck = _expand(node, per_item, seen, smallest_first, order)
         if stuck and greedy and best_goal is None:
             stopped = "what is left cannot be fixed"
             break  # a greedy dive ends where nothing more can be fixed
@@ -320,7 +377,7 @@ def search(state: OperationalState, *, max_nodes: int = DEFAULT_MAX_NODES,
                 since_better = 0
             if best_goal is not None and child.g >= best_goal.value:
                 continue
-            priority = child.value + H_UNIT * child.ev.hard
+            priority = child.value + (H_GREEDY if greedy else H_UNIT) * child.ev.hard
             heapq.heappush(heap, (priority, -len(child.steps), next(counter), child))
     chosen = best_goal if best_goal is not None else best_partial
     steps = prune(state, chosen.steps, root_ev) if len(chosen.steps) <= 40 and not greedy else chosen.steps
@@ -330,11 +387,12 @@ def search(state: OperationalState, *, max_nodes: int = DEFAULT_MAX_NODES,
         method += f"; {stopped}"
     if chosen.ev.hard:
         method += f"; {chosen.ev.hard} dealbreakers or problems left open"
-    return _result(state, steps, root_ev, method, expanded)
+    origins = dict(zip(chosen.steps, chosen.origins))
+    return _result(state, steps, root_ev, method, expanded, {s: origins[s] for s in steps if s in origins})
 
 
 def _result(state: OperationalState, steps: tuple[Step, ...], root_ev: Evaluation, method: str,
-            nodes: int) -> SearchResult:
+            nodes: int, origins: dict[Step, Item] | None = None) -> SearchResult:
     states, reason = replay(state, steps)
     if reason is not None:  # pragma: no cover - the search only keeps applicable sequences
         raise AssertionError(f"planned steps do not replay: {reason}")
@@ -348,19 +406,28 @@ def _result(state: OperationalState, steps: tuple[Step, ...], root_ev: Evaluatio
     return SearchResult(steps=steps, initial=state, final=final, resolved=resolved, remaining=remaining,
                         introduced=introduced, method=method, nodes=nodes, complete=final_ev.hard == 0,
                         value=sum(scalar(s.cost(st)) for s, st in zip(steps, states)) + final_ev.penalty,
-                        states=states)
+                        states=states, origins=origins or {})
 
 
 def _expand(node: Node, per_item: int | None, seen: set[frozenset[Step]],
-            smallest_first: bool = False) -> tuple[list[Node], bool]:
+            smallest_first: bool = False, order: dict[Item, tuple[object, ...]] | None = None,
+            ) -> tuple[list[Node], bool]:
     """The node's children, and whether it is stuck: open hard items, none of which any step can fix."""
     state = node.state
-    items = sorted(node.ev.items(), key=lambda i: _item_order(state, i, smallest_first))
+    order = {} if order is None else order
+
+    def place(item: Item) -> tuple[object, ...]:
+        key = order.get(item)
+        if key is None:
+            key = order[item] = _item_order(state, item, smallest_first)
+        return key
+
+    items = sorted(node.ev.items(), key=place)
     chosen: list[tuple[Item, list[Candidate]]] = []
     for item in items:
         if not is_hard(item):
             break
-        found = candidates(state, item)
+        found = candidates(state, item, wanted=per_item)
         if found:
             chosen = [(item, found)]
             break
@@ -368,13 +435,13 @@ def _expand(node: Node, per_item: int | None, seen: set[frozenset[Step]],
     if not chosen:
         soft = [i for i in items if not is_hard(i)]
         for item in soft[:SOFT_ITEMS_PER_NODE]:
-            found = candidates(state, item)
+            found = candidates(state, item, wanted=per_item)
             if found:
                 chosen.append((item, found))
     in_path = set(node.steps)
     inverses = {inv for s in node.steps if (inv := s.inverse()) is not None}
     children = []
-    for _, found in chosen:
+    for item, found in chosen:
         for candidate in found[:per_item] if per_item else found:
             if any(s in in_path or s in inverses for s in candidate.steps):
                 continue
@@ -388,7 +455,8 @@ def _expand(node: Node, per_item: int | None, seen: set[frozenset[Step]],
                 g += scalar(step.cost(new_state))
                 new_state = step.take(new_state)
             ev = node.ev.update(state, new_state, _touched_all(candidate.steps))
-            children.append(Node(new_state, node.steps + candidate.steps, g, ev))
+            children.append(Node(new_state, node.steps + candidate.steps, g, ev,
+                                 node.origins + (item,) * len(candidate.steps)))
     return children, stuck
 
 

@@ -11,8 +11,12 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from textual.binding import Binding, BindingType
+
 from ..api import ActionError, ConsoleAPI
 from ..api import listed as _names
+from ..core.keys import InvalidKeys
+from ..core.keys import canonical as canonical_keys
 from ..core.models import (
     Host,
     Plan,
@@ -23,10 +27,40 @@ from ..core.models import (
     VmStatus,
 )
 from .confirm import ConfirmScreen
+from .prompt import PromptScreen
+
+KEYS_HINT = "key combinations to press, e.g. ctrl+alt+del or ctrl+alt+f2 (space between combinations)"
+KEY_SUGGESTIONS = ("ctrl+alt+del", "ctrl+alt+f1", "ctrl+alt+f2", "ctrl+alt+f7", "alt+sysrq+s", "alt+sysrq+b",
+                   "enter", "esc")
 
 if TYPE_CHECKING:
+    from textual.message_pump import MessagePump
+
     from ..app import KerubApp
 
+
+def actions_of(node: MessagePump) -> ConsoleActions:
+    """The console's actions (``KerubApp.actions``) seen from a widget, typed: the app is found at run
+    time, never imported (screens do not depend on app.py)."""
+    actions = getattr(node.app, "actions", None)
+    if not isinstance(actions, ConsoleActions):
+        raise TypeError(f"{type(node.app).__name__} is not the kerub-tui console: it has no ConsoleActions")
+    return actions
+
+
+
+def incident_bindings(prefix: str) -> list[BindingType]:
+    """The VM actions of an incident, the same keys on the VMs pane (``vms.``) and a VM's detail (``vm.``):
+    each table or screen calls the like-named ConsoleActions method on its VM(s)."""
+    return [
+        Binding("ctrl+k", "force_off", "Force off", id=f"{prefix}.force_off"),
+        Binding("p", "poweroff", "Power off (ACPI)", show=False, id=f"{prefix}.poweroff"),
+        Binding("r", "reboot", "Reboot (ACPI)", show=False, id=f"{prefix}.reboot"),
+        Binding("R", "reset", "Reset", show=False, id=f"{prefix}.reset"),
+        Binding("z", "pause", "Pause", show=False, id=f"{prefix}.pause"),
+        Binding("Z", "resume", "Resume", show=False, id=f"{prefix}.resume"),
+        Binding("x", "send_keys", "Send keys (ctrl+alt+del...)", show=False, id=f"{prefix}.send_keys"),
+    ]
 
 class ConsoleActions:
     """The console's actions on documents (the app's ``actions``): confirm, then call the API in a worker."""
@@ -37,6 +71,14 @@ class ConsoleActions:
     @property
     def controller(self) -> ConsoleAPI:
         return self.app.controller
+
+    def edit_vm(self, vm_id: str | None) -> None:
+        """The VM editor (None: a new VM), unless read-only mode refuses it."""
+        self.app.open_vm_editor(vm_id)
+
+    def edit_disk(self, disk_id: str | None) -> None:
+        """The disk editor (None: a new disk), unless read-only mode refuses it."""
+        self.app.open_disk_editor(disk_id)
 
     def _confirm(self, title: str, impact: Sequence[str], then: Callable[[], None], *,
                  label: str = "Yes", danger: bool = True) -> None:
@@ -130,6 +172,99 @@ class ConsoleActions:
                       lambda: self._each("eject", "eject_vm", [vm_id], self.controller.eject_vm, self._vm_name),
                       label="Eject", danger=False)
 
+    # --- VM actions of an incident: on the running domain at once (Controller.reboot_vm and friends) --
+
+    def _told(self, label: str, action: str, ids: Sequence[str], call: Callable[[str], Awaitable[str]]) -> None:
+        """Like ``_each``, but the notification is what the controller said of each VM (what it did to
+        the VM and to its expectation), one line each."""
+        if not ids or self.app.refuse_readonly(label, action):
+            return
+
+        async def run() -> list[str]:
+            said, refused = [], []
+            for doc_id in ids:
+                try:
+                    said.append(await call(doc_id))
+                except ActionError as error:
+                    refused.append(str(error))
+            if refused:
+                raise ActionError("; ".join(refused) + (f" (done: {'; '.join(said)})" if said else ""))
+            return said
+
+        self.app.perform(label, run, action=action, done_message=lambda lines: "\n".join(lines))
+
+    def _vm_title(self, verb: str, ids: Sequence[str]) -> str:
+        return f"{verb} {self._vm_name(ids[0])}?" if len(ids) == 1 else f"{verb} {len(ids)} VMs?"
+
+    def force_off_vms(self, ids: Sequence[str], *, hidden: int = 0) -> None:
+        """Pull the plug (libvirt destroy) and expect the VMs down, after a confirmation stating both."""
+        if not ids or self.app.refuse_readonly("force off", "poweroff_vm"):
+            return
+        self._confirm(self._vm_title("Force off", ids),
+                      self._left_alone(self.controller.impact("force off VMs", ids), hidden, "VM"),
+                      lambda: self._told("force off", "poweroff_vm", ids,
+                                         lambda i: self.controller.poweroff_vm(i, force=True)),
+                      label="Force off")
+
+    def poweroff_vms(self, ids: Sequence[str], *, hidden: int = 0) -> None:
+        """Ask the guests to power off (ACPI) and expect the VMs down, after a confirmation."""
+        if not ids or self.app.refuse_readonly("power off", "poweroff_vm"):
+            return
+        self._confirm(self._vm_title("Power off", ids),
+                      self._left_alone(self.controller.impact("power off VMs", ids), hidden, "VM"),
+                      lambda: self._told("power off", "poweroff_vm", ids, self.controller.poweroff_vm),
+                      label="Power off")
+
+    def reset_vms(self, ids: Sequence[str], *, hidden: int = 0) -> None:
+        if not ids or self.app.refuse_readonly("reset", "reset_vm"):
+            return
+        self._confirm(self._vm_title("Reset", ids),
+                      self._left_alone(self.controller.impact("reset VMs", ids), hidden, "VM"),
+                      lambda: self._told("reset", "reset_vm", ids, self.controller.reset_vm), label="Reset")
+
+    def reboot_vms(self, ids: Sequence[str], *, hidden: int = 0) -> None:
+        if not ids or self.app.refuse_readonly("reboot", "reboot_vm"):
+            return
+        self._confirm(self._vm_title("Reboot", ids),
+                      self._left_alone(self.controller.impact("reboot VMs", ids), hidden, "VM"),
+                      lambda: self._told("reboot", "reboot_vm", ids, self.controller.reboot_vm),
+                      label="Reboot", danger=False)
+
+    def pause_vms(self, ids: Sequence[str], *, hidden: int = 0) -> None:
+        """Pause at once (undone by resume, so no confirmation); the planner leaves them paused."""
+        if hidden and ids:
+            self.app.notify(self._left_alone([], hidden, "VM")[0], title="pause", severity="warning")
+        self._told("pause", "pause_vm", ids, self.controller.pause_vm)
+
+    def resume_vms(self, ids: Sequence[str], *, hidden: int = 0) -> None:
+        if hidden and ids:
+            self.app.notify(self._left_alone([], hidden, "VM")[0], title="resume", severity="warning")
+        self._told("resume", "resume_vm", ids, self.controller.resume_vm)
+
+    def send_keys(self, vm_id: str | None) -> None:
+        """Ask for key combinations (ctrl+alt+del offered), then press them on the VM's keyboard."""
+        if vm_id is None or self.app.refuse_readonly("send keys", "send_keys"):
+            return
+        name = self._vm_name(vm_id)
+
+        def preview(text: str) -> str:
+            combos = text.split()
+            if not combos:
+                return KEYS_HINT
+            try:
+                return f"→ {canonical_keys(combos)} to {name}  ⏎"
+            except InvalidKeys as error:
+                return str(error)
+
+        def entered(text: str | None) -> None:
+            combos = (text or "").split()
+            if combos:
+                self._told("send keys", "send_keys", [vm_id], lambda i: self.controller.send_keys(i, combos))
+
+        self.app.push_screen(PromptScreen("keys ", "ctrl+alt+del", suggestions=KEY_SUGGESTIONS, hint=KEYS_HINT,
+                                          prompt_id="keys-prompt", preview=preview,
+                                          history=self.app.prompt_history.setdefault("keys", [])), entered)
+
     def open_console(self, vm_id: str | None) -> None:
         if vm_id is None:
             return
@@ -142,7 +277,15 @@ class ConsoleActions:
         async def run() -> str:
             return await self.controller.open_console(vm_id)
 
-        self.app.perform(f"console {name}", run, action="open_console", done_message=lambda text: str(text))
+        def failed(message: str) -> None:
+            # No display here: the key of the serial console in this terminal, not the command line's flag.
+            head, said, _ = message.partition("; without a display, kerub-tui console")
+            if said:
+                message = f"{head}; without a display, {self.app.key_for('vms.serial')} opens its serial console here"
+            self.app.notify(message, title=f"console {name}", severity="error", timeout=15)
+
+        self.app.perform(f"console {name}", run, action="open_console", done_message=lambda text: str(text),
+                         on_error=failed)
 
     # --- hosts --------------------------------------------------------------------------------
 
@@ -163,6 +306,22 @@ class ConsoleActions:
                       lambda: self._each("remove hosts", "remove_host", ids, self.controller.remove_host,
                                          self._host_name),
                       label="Remove")
+
+    def fence_host(self, host_id: str | None) -> None:
+        """High availability: a host that went away is fenced (powered off through its BMC, or confirmed off
+        by the admin), so its VMs with ha restart elsewhere. Confirmed with what it means."""
+        if host_id is None or self.app.refuse_readonly("fence", "fence_host"):
+            return
+        host = self.controller.get(Host, host_id)
+        if host is None:
+            return
+        ipmi = host.power.ipmi_address is not None
+        self._confirm(f"Power {host.name} off through IPMI?" if ipmi else f"Confirm {host.name} is off?",
+                      self.controller.impact("fence host", [host_id]),
+                      lambda: self._each("fence", "fence_host", [host_id],
+                                         lambda i: self.controller.fence_host(i, confirm_off=not ipmi),
+                                         self._host_name),
+                      label="Power off" if ipmi else "It is off")
 
     def rediscover_host(self, host_id: str | None) -> None:
         """Read the host's facts again now (Controller.rediscover_host)."""
@@ -245,6 +404,24 @@ class ConsoleActions:
                       lambda: self._each("auto-approve", "set_auto_approve", [plan_kind],
                                          lambda k: self.controller.set_auto_approve(k, True), str),
                       label="Always approve")
+
+    def auto_approve_deletions(self, plan_kind: str, deletes: bool) -> None:
+        """Let a kind's policy cover plans that delete data too (asked first), or stop it (at once)."""
+        if self.app.refuse_readonly("auto-approve deletions", "set_auto_approve"):
+            return
+
+        def run() -> None:
+            self._each("auto-approve", "set_auto_approve", [plan_kind],
+                       lambda k: self.controller.set_auto_approve(k, True, deletes=deletes), str)
+
+        if not deletes:
+            run()
+            return
+        self._confirm(f"Let {plan_kind} plans delete data without asking?",
+                      [f"From now on, a {plan_kind} plan with a step that deletes data (an LV, an image file, a "
+                       "cloud-init seed, the source of a moved disk) runs without asking too.",
+                       "d again takes it back; ctrl+d revokes the whole policy."],
+                      run, label="Allow deletions")
 
     def revoke_auto_approve(self, plan_kind: str) -> None:
         self._each("revoke auto-approve", "set_auto_approve", [plan_kind],

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, ClassVar, cast
 
 from textual.binding import Binding, BindingType
+from textual.containers import VerticalScroll
 from textual.screen import Screen
 
 from ..core.bus import Change
@@ -87,3 +88,15 @@ class KerubScreen(Screen[None], inherit_bindings=False):
             return
         if len(self.app.screen_stack) > 2:
             self.app.pop_screen()
+
+
+class DetailBody(VerticalScroll):
+    """A detail's scrolling body (a host's, a plan's): focused, it scrolls with the tables' keys (j/k, g/G too)."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        # The tables' ids: a keymap that moves the tables' keys moves these with them.
+        Binding("k", "scroll_up", "Scroll up", show=False, id="table.up"),
+        Binding("j", "scroll_down", "Scroll down", show=False, id="table.down"),
+        Binding("g", "scroll_home", "Top", show=False, id="table.first"),
+        Binding("G", "scroll_end", "Bottom", show=False, id="table.last"),
+    ]

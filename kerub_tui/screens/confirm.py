@@ -32,6 +32,9 @@ class ConfirmScreen(ModalScreen[bool]):
     ConfirmScreen #confirm-impact { height: auto; max-height: 14; overflow-y: auto; }
     ConfirmScreen Horizontal { height: auto; align: right middle; padding-top: 1; }
     ConfirmScreen Button { margin-left: 2; min-width: 10; }
+    /* Toasts go above the dialog, in its top third: they never cover the answers (bottom right, where
+       Textual puts them, is where the buttons are). */
+    ConfirmScreen ToastRack { dock: top; align: right top; max-height: 30%; margin-bottom: 0; }
     """
 
     def __init__(self, title: str, impact: Sequence[str], *, confirm_label: str = "Yes",

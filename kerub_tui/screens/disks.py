@@ -17,7 +17,7 @@ from ..core.models import (
     VirtualStorageDevice,
     VirtualStorageDeviceDynamic,
 )
-from ..core.names import InvalidName, check_name
+from ..core.names import InvalidName, check_disk_name, check_name
 from ..core.sizes import format_size
 from .base import KerubScreen
 from .expectations import ExpectationEditor
@@ -75,7 +75,13 @@ class DiskEditorScreen(EditorScreen, inherit_bindings=False):
         problems: dict[str, str] = {}
         values: dict[str, Any] = {}
         try:
-            values["name"] = check_name(self._field("name").value, "disk name")
+            current_name = self.disk.name if self.disk is not None else None
+            typed = self._field("name").value
+            # a disk named before the rule keeps its name; a new name holds nothing LVM reserves
+            values["name"] = check_name(typed, "disk name") if typed == current_name else check_disk_name(typed)
+            other = self.kerub.controller.find_by_name(VirtualStorageDevice, values["name"])
+            if other is not None and other.id != self.disk_id:
+                problems["name"] = f"a disk named {values['name']!r} already exists"
         except InvalidName as error:
             problems["name"] = str(error)
         try:

@@ -29,13 +29,15 @@ from ..core.expectations import (
     VM_EXPECTATION_TYPES,
     Expectation,
     Level,
+    StorageAvailability,
+    VmAvailability,
     display_spec,
 )
 from ..core.models import DOCUMENT_TYPES
 from .forms import FormField, pydantic_errors
 
 # Types of which a document has at most one: adding another replaces it.
-SINGLE_TYPES = {"availability", "storage-availability"}
+SINGLE_TYPES: tuple[type[Expectation], ...] = (VmAvailability, StorageAvailability)
 LEVEL_STYLES = {"wish": "dim", "want": "", "dealbreaker": "bold"}
 
 
@@ -280,8 +282,8 @@ class ExpectationEditor(Vertical):
         expectation = self.read_form()
         if expectation is None:
             return
-        if expectation.type in SINGLE_TYPES:  # type: ignore[attr-defined]
-            self.expectations = [e for e in self.expectations if e.type != expectation.type]  # type: ignore[attr-defined]
+        if isinstance(expectation, SINGLE_TYPES):
+            self.expectations = [e for e in self.expectations if type(e) is not type(expectation)]
         self.expectations.append(expectation)
         self._refresh_list()
         await self.build_form(str(self.query_one("#expect-type", Select).value))

@@ -73,8 +73,7 @@ class Cell(Text):
         if not isinstance(other, Text):
             return NotImplemented
         return self.plain == other.plain and self.style == other.style and self.spans == other.spans
-
-    __hash__ = None  # type: ignore[assignment]
+    # Defining __eq__ without __hash__ leaves a Cell unhashable, as its value may change.
 
 
 def sort_key(value: Any) -> tuple[int, Any]:
@@ -100,6 +99,12 @@ STATUS_STYLES = {
     HostStatus.key_mismatch.value: "bold magenta",
     VmStatus.paused.value: "yellow",
     VmStatus.migrating.value: "cyan",
+    "lost": "bold red",
+    "storage-lost": "bold red",
+    "waiting": "bold yellow",
+    "starting": "cyan",
+    "stopping": "cyan",
+    "unplaced": "bold red",
     PlanStatus.proposed.value: "bold yellow",
     PlanStatus.approved.value: "cyan",
     PlanStatus.running.value: "bold cyan",

@@ -8,10 +8,12 @@ from typing import Any, ClassVar
 
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
+from textual.screen import Screen
 from textual.widget import Widget
 from textual.widgets import Input, Label, Select, Static, Switch
 
 from ..core.sizes import parse_size
+from ..core.validation import reason
 from .base import KerubScreen
 
 
@@ -97,15 +99,28 @@ def size_value(text: str, key: str, what: str) -> int:
 
 
 def pydantic_errors(error: Exception) -> list[tuple[tuple[Any, ...], str]]:
-    """(location, message) pairs from a pydantic ValidationError, messages without the 'Value error, '."""
+    """(location, message) pairs from a pydantic ValidationError, each message in the admin's words
+    ("must be at most 1, not 2", not "Input should be less than or equal to 1"): core.validation's."""
     items = getattr(error, "errors", None)
     if not callable(items):
         return [((), str(error))]
-    out = []
-    for item in items():
-        message = str(item.get("msg", "")).removeprefix("Value error, ")
-        out.append((tuple(item.get("loc", ())), message))
-    return out
+    return [(tuple(item.get("loc", ())), reason(item)) for item in items()]
+
+
+def reveal_first_error(screen: Widget | Screen[Any]) -> bool:
+    """Scroll to the first field marked wrong and focus it (a form taller than the terminal would hide
+    it); False when no field is marked."""
+    for field in screen.query(".-invalid").results():
+        field.scroll_visible(animate=False)
+        if isinstance(field, FormField):
+            target: Widget | None = field.widget
+        else:
+            inputs = field.query(Input)
+            target = inputs.first() if inputs else None
+        if target is not None and target.focusable:
+            target.focus(scroll_visible=False)
+        return True
+    return False
 
 
 class EditorScreen(KerubScreen, inherit_bindings=False):
@@ -148,9 +163,13 @@ class EditorScreen(KerubScreen, inherit_bindings=False):
         return self.query_one(f"#field-{key}", FormField)
 
     def _error(self, message: str | None) -> None:
+        """The editor's own error line, under the form: brought into view, unless a field marked wrong
+        (scrolled to and focused instead) says more."""
         widget = self.query_one("#editor-error", Static)
         widget.set_class(bool(message), "-shown")
         widget.update(f"✗ {message}" if message else "")
+        if message and not reveal_first_error(self):
+            widget.scroll_visible(animate=False)
 
     def action_save(self) -> None:
         label = f"save {self.what}"

@@ -127,7 +127,9 @@ class HelpScreen(ModalScreen[None]):
                 current = row.where
                 table.add_row(Text(row.where, style="bold underline"), "", "")
             table.add_row(row.keys, row.description, row.binding_id)
-        scroll = VerticalScroll(Static(table), id="help-keys")
+        sorting = Text("\nIn a table, shift and a letter sorts by the column whose name starts with it (again: the "
+                       "other way), unless that key is an action there.", style="dim")
+        scroll = VerticalScroll(Static(table), Static(sorting, id="help-sorting"), id="help-keys")
         scroll.border_title = f"Keys: {section_name(self.of_screen)}"
         scroll.border_subtitle = "esc closes · remap in keymap.toml"
         yield scroll

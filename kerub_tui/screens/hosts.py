@@ -23,11 +23,12 @@ from ..core.models import (
 )
 from ..core.names import InvalidName, check_address, check_name, check_user
 from ..core.sizes import format_size
-from .base import KerubScreen
+from .base import DetailBody, KerubScreen
 from .format import STATUS_STYLES, DataGrid, ago, data, percent, safe, timestamp
 from .forms import FieldError, FormField, int_value
+from .graph import MetricsPanel
 from .history import BUCKETS, cpu_busy, memory_used_percent
-from .live import LiveTable
+from .live import MISSING, LiveTable
 from .rows import SIMULATED_STYLE, DiskRows, EventRows, VmRows
 
 
@@ -272,7 +273,7 @@ def discovery_summary(host: Host) -> str:
 
 class HostVmRows(VmRows):
     title = "VMs on this host"
-    kinds = frozenset({"vm", "vm-dynamic", "event"})
+    kinds = frozenset({"vm", "vm-dynamic", "event", "host-dynamic", "plan"})
 
     def __init__(self, overview: Any, host_id: str) -> None:
         super().__init__(overview)
@@ -288,6 +289,12 @@ class HostVmRows(VmRows):
         if self.api.host_of_vm(doc_id) != self.host_id:
             return None
         return super().cells(doc_id)
+
+    def sort_value(self, doc_id: str, column: str) -> object:
+        return super().sort_value(doc_id, column) if self.api.host_of_vm(doc_id) == self.host_id else MISSING
+
+    def sort_values(self, column: str) -> dict[str, object] | None:
+        return None  # this host's VMs only: row by row (a few)
 
 
 class HostDiskRows(DiskRows):
@@ -305,17 +312,11 @@ class HostDiskRows(DiskRows):
             return None
         return super().cells(doc_id)
 
+    def sort_value(self, doc_id: str, column: str) -> object:
+        return super().sort_value(doc_id, column) if doc_id in self.api.disks_on_host(self.host_id) else MISSING
 
-class DetailBody(VerticalScroll):
-    """The host detail's scrolling body: focused, it scrolls with the tables' keys (j/k, g/G too)."""
-
-    BINDINGS: ClassVar[list[BindingType]] = [
-        # The tables' ids: a keymap that moves the tables' keys moves these with them.
-        Binding("k", "scroll_up", "Scroll up", show=False, id="table.up"),
-        Binding("j", "scroll_down", "Scroll down", show=False, id="table.down"),
-        Binding("g", "scroll_home", "Top", show=False, id="table.first"),
-        Binding("G", "scroll_end", "Bottom", show=False, id="table.last"),
-    ]
+    def sort_values(self, column: str) -> dict[str, object] | None:
+        return None  # this host's disks only: row by row (a few)
 
 
 class HostDetailScreen(KerubScreen, inherit_bindings=False):
@@ -330,6 +331,8 @@ class HostDetailScreen(KerubScreen, inherit_bindings=False):
         Binding("ctrl+d", "remove", "Remove", id="host.remove"),
         Binding("K", "rekey", "Accept new key", show=False, id="host.rekey"),
         Binding("R", "rediscover", "Rediscover", show=False, id="host.rediscover"),
+        Binding("ctrl+k", "fence", "Fence (it is off)", show=False, id="host.fence"),
+        Binding("m", "metrics_range", "Graph range", id="host.metrics_range"),
     ]
 
     DEFAULT_CSS = """
@@ -361,6 +364,10 @@ class HostDetailScreen(KerubScreen, inherit_bindings=False):
                                        classes="panel", id="host-live")
                     figures.border_title = "Live"
                     yield figures
+                    host = self.kerub.controller.get(Host, self.host_id)
+                    facts = host.capabilities if host is not None else None
+                    yield MetricsPanel("host", self.host_id, id="host-history",
+                                       memory_top=float(facts.memory_bytes) if facts and facts.memory_bytes else None)
                     services = Static("", id="host-services", classes="panel")
                     services.border_title = "Services set up by kerub-tui"
                     yield services
@@ -392,6 +399,9 @@ class HostDetailScreen(KerubScreen, inherit_bindings=False):
 
     def on_resize(self, event: Any) -> None:
         self.set_class(event.size.width < 110, "-narrow")
+
+    def action_metrics_range(self) -> None:
+        self.query_one("#host-history", MetricsPanel).next_range()
 
     def on_changes(self, changes: Sequence[Change]) -> None:
         if any(c.id == self.host_id for c in changes):
@@ -441,6 +451,9 @@ class HostDetailScreen(KerubScreen, inherit_bindings=False):
     def action_rekey(self) -> None:
         self.kerub.actions.rekey_host(self.host_id)
 
+    def action_fence(self) -> None:
+        self.kerub.actions.fence_host(self.host_id)
+
     def on_live_table_opened(self, event: LiveTable.Opened) -> None:
         event.stop()
         if event.table.id == "host-vms":
@@ -474,6 +487,10 @@ def live_figures(host: Host, dyn: HostDynamic | None) -> DataGrid:
         table.add_row("temperature", f"{dyn.cpu_temperature:.0f} °C")
     for capability, free in sorted(dyn.storage_free.items()):
         table.add_row("free", f"{capability}: {format_size(free)}")
+    for capability, pvs in sorted(dyn.storage_pvs.items()):
+        if len(pvs) > 1:  # a VG of several disks: each one's free space (a failing one is listed below)
+            table.add_row("PVs", data(f"{capability}: " + ", ".join(f"{p.name} {format_size(p.free_bytes)} free"
+                                                                  for p in pvs)))
     if dyn.failing_devices:
         table.add_row("failing", data(", ".join(dyn.failing_devices), style="bold red"))
     return table
@@ -519,9 +536,13 @@ def capabilities_table(host: Host) -> DataGrid:
             extras.append("ECC memory" if dmi.ecc else "no ECC")
         if extras:
             table.add_row("", ", ".join(extras))
+    from ..hosts.storage_names import capability_refusal
+
     for storage in caps.storage:
         table.add_row("storage", f"{storage.id}: {format_size(storage.free_bytes)} free of "
                                  f"{format_size(storage.size_bytes)}")
+        if unusable := capability_refusal(storage.technology, storage.name):
+            table.add_row("", data(f"unusable, takes no new disks: {unusable}", style="red"))
     tools = sorted(name for name, present in caps.tools.items() if present)
     if tools:
         table.add_row("tools", " ".join(tools))

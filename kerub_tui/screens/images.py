@@ -12,7 +12,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
-from textual.widgets import Button, DataTable, Footer, Input, Label, Static
+from textual.widgets import Button, Footer, Input, Label, Static
 
 from ..core.bus import Change
 from ..core.models import (
@@ -150,7 +150,7 @@ class ImagesScreen(KerubScreen, inherit_bindings=False):
         self.query_one(LiveTable).focus()
         self.show_detail()
 
-    def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+    def on_live_table_row_highlighted(self, event: LiveTable.RowHighlighted) -> None:
         self.show_detail()
 
     def on_live_table_opened(self, event: LiveTable.Opened) -> None:

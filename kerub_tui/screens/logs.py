@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from abc import abstractmethod
 from typing import Any, ClassVar
 
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
-from textual.widgets import DataTable, Footer, Static
+from textual.widgets import Footer, Static
 
-from ..core.models import DOCUMENT_TYPES, AuditEntry, Event
+from ..core.models import DOCUMENT_TYPES, AuditEntry, Event, utcnow
 from .base import KerubScreen
 from .format import DataGrid, data, timestamp
 from .live import LiveTable
@@ -20,7 +21,12 @@ from .rows import AuditRows, EventRows
 class LogScreen(KerubScreen, inherit_bindings=False):
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape", "back", "Back", id="screen.back"),
+        Binding("t", "window", "Last hour / day / all", id="logs.window"),
     ]
+
+    # t cycles through these: what changed in the last hour is four keys from anywhere (: a enter t).
+    WINDOWS: ClassVar[tuple[tuple[dt.timedelta | None, str], ...]] = (
+        (dt.timedelta(hours=1), "last hour"), (dt.timedelta(days=1), "last day"), (None, ""))
     DEFAULT_CSS = """
     LogScreen LiveTable { height: 1fr; }
     LogScreen .log-detail { height: auto; max-height: 10; border: round $panel-lighten-2; padding: 0 1; }
@@ -53,7 +59,15 @@ class LogScreen(KerubScreen, inherit_bindings=False):
         self.query_one(LiveTable).focus()
         self.show_detail()
 
-    def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+    def action_window(self) -> None:
+        table = self.query_one(LiveTable)
+        labels = [label for _, label in self.WINDOWS]
+        at = labels.index(table.since_label) if table.since_label in labels else len(labels) - 1
+        window, label = self.WINDOWS[(at + 1) % len(self.WINDOWS)]
+        table.set_since(utcnow() - window if window is not None else None, label)
+        self.show_detail()
+
+    def on_live_table_row_highlighted(self, event: LiveTable.RowHighlighted) -> None:
         self.show_detail()
 
     def on_live_table_opened(self, event: LiveTable.Opened) -> None:

@@ -18,8 +18,11 @@ from textual.widgets import Footer, Static
 
 from ..core.bus import Change
 from ..core.models import Host, HostDynamic, HostStatus, Plan, PlanStatus
+from .actions import actions_of, incident_bindings
 from .base import KerubScreen
+from .format import ago
 from .live import LiveTable
+from .preview import attach_serial
 from .rows import SIMULATED_STYLE, DiskRows, HostRows, VmRows, plan_progress
 
 COMPACT_WIDTH = 100
@@ -27,7 +30,8 @@ COMPACT_HEIGHT = 30
 WIDE_WIDTH = 160
 WIDE_HEIGHT = 45
 
-STATUS_KINDS = frozenset({"host", "host-dynamic", "plan"})
+STATUS_KINDS = frozenset({"host", "plan"})
+STALE_REFRESH = 60.0  # seconds between repaints of how long ago figures nothing monitors were seen
 DEMO_LABEL = "demo: simulated fleet"
 
 
@@ -38,19 +42,23 @@ class HostTable(LiveTable):
         Binding("ctrl+d", "remove", "Remove", id="hosts.remove"),
         Binding("K", "rekey", "Accept new key", show=False, id="hosts.rekey"),
         Binding("R", "rediscover", "Rediscover", show=False, id="hosts.rediscover"),
+        Binding("ctrl+k", "fence", "Fence (it is off)", show=False, id="hosts.fence"),
     ]
 
     def action_evacuate(self) -> None:
-        self.app.actions.evacuate_hosts(self.selected_ids(), hidden=self.hidden_marks())  # type: ignore[attr-defined]
+        actions_of(self).evacuate_hosts(self.selected_ids(), hidden=self.hidden_marks())
 
     def action_remove(self) -> None:
-        self.app.actions.remove_hosts(self.selected_ids(), hidden=self.hidden_marks())  # type: ignore[attr-defined]
+        actions_of(self).remove_hosts(self.selected_ids(), hidden=self.hidden_marks())
 
     def action_rediscover(self) -> None:
-        self.app.actions.rediscover_host(self.cursor_id)  # type: ignore[attr-defined]
+        actions_of(self).rediscover_host(self.cursor_id)
 
     def action_rekey(self) -> None:
-        self.app.actions.rekey_host(self.cursor_id)  # type: ignore[attr-defined]
+        actions_of(self).rekey_host(self.cursor_id)
+
+    def action_fence(self) -> None:
+        actions_of(self).fence_host(self.cursor_id)
 
 
 class VmTable(LiveTable):
@@ -61,27 +69,54 @@ class VmTable(LiveTable):
         Binding("s", "start", "Start", id="vms.start"),
         Binding("S", "stop", "Stop", id="vms.stop"),
         Binding("c", "console", "Console", id="vms.console"),
+        Binding("t", "serial", "Serial console", id="vms.serial"),
         Binding("ctrl+d", "delete", "Delete", id="vms.delete"),
+        # An incident's actions, on the running domain at once (bulk on marks, like start and stop).
+        *incident_bindings("vms"),
     ]
 
     def action_new(self) -> None:
-        self.app.open_vm_editor(None)  # type: ignore[attr-defined]
+        actions_of(self).edit_vm(None)
 
     def action_edit(self) -> None:
         if self.cursor_id is not None:
-            self.app.open_vm_editor(self.cursor_id)  # type: ignore[attr-defined]
+            actions_of(self).edit_vm(self.cursor_id)
 
     def action_start(self) -> None:
-        self.app.actions.start_vms(self.selected_ids(), hidden=self.hidden_marks())  # type: ignore[attr-defined]
+        actions_of(self).start_vms(self.selected_ids(), hidden=self.hidden_marks())
 
     def action_stop(self) -> None:
-        self.app.actions.stop_vms(self.selected_ids(), hidden=self.hidden_marks())  # type: ignore[attr-defined]
+        actions_of(self).stop_vms(self.selected_ids(), hidden=self.hidden_marks())
 
     def action_console(self) -> None:
-        self.app.actions.open_console(self.cursor_id)  # type: ignore[attr-defined]
+        actions_of(self).open_console(self.cursor_id)
+
+    def action_serial(self) -> None:
+        attach_serial(actions_of(self).app, self.cursor_id)
 
     def action_delete(self) -> None:
-        self.app.actions.delete_vms(self.selected_ids(), hidden=self.hidden_marks())  # type: ignore[attr-defined]
+        actions_of(self).delete_vms(self.selected_ids(), hidden=self.hidden_marks())
+
+    def action_force_off(self) -> None:
+        actions_of(self).force_off_vms(self.selected_ids(), hidden=self.hidden_marks())
+
+    def action_poweroff(self) -> None:
+        actions_of(self).poweroff_vms(self.selected_ids(), hidden=self.hidden_marks())
+
+    def action_reboot(self) -> None:
+        actions_of(self).reboot_vms(self.selected_ids(), hidden=self.hidden_marks())
+
+    def action_reset(self) -> None:
+        actions_of(self).reset_vms(self.selected_ids(), hidden=self.hidden_marks())
+
+    def action_pause(self) -> None:
+        actions_of(self).pause_vms(self.selected_ids(), hidden=self.hidden_marks())
+
+    def action_resume(self) -> None:
+        actions_of(self).resume_vms(self.selected_ids(), hidden=self.hidden_marks())
+
+    def action_send_keys(self) -> None:
+        actions_of(self).send_keys(self.cursor_id)
 
 
 class DiskTable(LiveTable):
@@ -93,14 +128,14 @@ class DiskTable(LiveTable):
     ]
 
     def action_new(self) -> None:
-        self.app.open_disk_editor(None)  # type: ignore[attr-defined]
+        actions_of(self).edit_disk(None)
 
     def action_edit(self) -> None:
         if self.cursor_id is not None:
-            self.app.open_disk_editor(self.cursor_id)  # type: ignore[attr-defined]
+            actions_of(self).edit_disk(self.cursor_id)
 
     def action_delete(self) -> None:
-        self.app.actions.delete_disks(self.selected_ids(), hidden=self.hidden_marks())  # type: ignore[attr-defined]
+        actions_of(self).delete_disks(self.selected_ids(), hidden=self.hidden_marks())
 
 
 class Line(Static):
@@ -152,7 +187,7 @@ class MainScreen(KerubScreen, inherit_bindings=False):
 
     DEFAULT_CSS = """
     MainScreen #panes { height: 1fr; layout: vertical; }
-    MainScreen.-wide #panes { layout: grid; grid-size: 2 2; grid-columns: 3fr 2fr; grid-rows: 2fr 3fr; }
+    MainScreen.-wide #panes { layout: grid; grid-size: 2 2; grid-columns: 2fr 3fr; grid-rows: 2fr 3fr; }
     MainScreen.-wide #hosts { column-span: 2; }
     MainScreen.-compact PaneBar { display: block; }
     MainScreen.-compact LiveTable { display: none; }
@@ -179,6 +214,8 @@ class MainScreen(KerubScreen, inherit_bindings=False):
         self._layout(self.app.size.width, self.app.size.height)
         self.show_pane("hosts")
         self.refresh_status()
+        if not self.kerub.controller.live:  # "seen 3h ago" grows older while nothing changes
+            self.set_interval(STALE_REFRESH, self.refresh_status)
 
     def on_resize(self, event: events.Resize) -> None:
         self._layout(event.size.width, event.size.height)
@@ -187,6 +224,8 @@ class MainScreen(KerubScreen, inherit_bindings=False):
         compact = width < COMPACT_WIDTH or height < COMPACT_HEIGHT
         self.set_class(compact, "-compact")
         self.set_class(not compact and width >= WIDE_WIDTH and height >= WIDE_HEIGHT, "-wide")
+        if self.is_mounted:
+            self._paint_panebar()
 
     # --- panes --------------------------------------------------------------------------------
 
@@ -209,6 +248,8 @@ class MainScreen(KerubScreen, inherit_bindings=False):
             self._paint_panebar()
 
     def _paint_panebar(self) -> None:
+        if not self.has_class("-compact"):  # the pane bar shows only when the panes are tabs
+            return
         text = Text()
         for n, name in enumerate(PANES, 1):
             table = self.table(name)
@@ -239,9 +280,21 @@ class MainScreen(KerubScreen, inherit_bindings=False):
     # --- live status --------------------------------------------------------------------------
 
     def on_changes(self, changes: Sequence[Change]) -> None:
-        if any(c.kind in STATUS_KINDS for c in changes):
+        if any(self._tells_status(c) for c in changes):
             self.refresh_status()
         self._paint_panebar()
+
+    def _tells_status(self, change: Change) -> bool:
+        """Does the change alter the status bar? Hosts and plans do; a host's monitoring figures (most of
+        the changes at 1,000 hosts) only when its status changes, or when the bar says when it was seen."""
+        if change.kind in STATUS_KINDS:
+            return True
+        if change.kind != "host-dynamic":
+            return False
+        old, new = change.old, change.new
+        if not isinstance(old, HostDynamic) or not isinstance(new, HostDynamic):
+            return True
+        return old.status is not new.status or not self.kerub.controller.live
 
     def refresh_status(self) -> None:
         api = self.kerub.controller
@@ -252,7 +305,14 @@ class MainScreen(KerubScreen, inherit_bindings=False):
         running = [p for p in plans if p.status is PlanStatus.running]
         text = Text()
         text.append("kerub-tui", style="bold")
-        text.append(f" │ hosts {up}/{len(hosts)} up", style="" if up == len(hosts) else "bold yellow")
+        if api.live:
+            text.append(f" │ hosts {up}/{len(hosts)} up", style="" if up == len(hosts) else "bold yellow")
+        else:  # nothing monitors the hosts (read-only): the figures are as last seen, and say when
+            text.append(f" │ hosts {up}/{len(hosts)} up", style="dim")
+            seen = max((d.last_seen for h in hosts if (d := api.get(HostDynamic, h.id)) and d.last_seen),
+                       default=None)
+            if hosts:
+                text.append(f", seen {ago(seen)} ago" if seen else ", never seen", style="bold yellow")
         simulated = sum(1 for h in hosts if h.simulated)
         if simulated and not self.kerub.demo:
             text.append(f", {simulated} simulated", style=SIMULATED_STYLE)

@@ -49,8 +49,8 @@ class Overview:
         self._config_disks.clear()
         for config in self.api.documents(HostConfiguration):
             self._index_config(config.id, config)
-        for event in sorted(self.api.documents(Event), key=lambda e: e.time):
-            self._index_event(event)
+        for target, specs in self.api.open_violations().items():  # kept by the history: no event is read
+            self.violations[target].update(specs)
         for dyn in self.api.documents(HostDynamic):
             self.history.record(dyn, self._memory_total(dyn.id))
 
@@ -93,14 +93,14 @@ class Overview:
 
     def apply(self, changes: Iterable[Change]) -> None:
         for change in changes:
-            if change.kind == "host-dynamic" and change.new is not None:
-                self.history.record(change.new, self._memory_total(change.id))  # type: ignore[arg-type]
+            if isinstance(change.new, HostDynamic):
+                self.history.record(change.new, self._memory_total(change.id))
             elif change.kind == "host" and change.new is None:
                 self.history.forget(change.id)
             elif change.kind == "host-config":
-                self._index_config(change.id, change.new)  # type: ignore[arg-type]
-            elif change.kind == "event" and change.new is not None and change.old is None:
-                self._index_event(change.new)  # type: ignore[arg-type]
+                self._index_config(change.id, change.new if isinstance(change.new, HostConfiguration) else None)
+            elif isinstance(change.new, Event) and change.old is None:
+                self._index_event(change.new)
 
     def open_violations(self, target_id: str) -> dict[str, str]:
         return dict(self.violations.get(target_id, {}))

@@ -9,14 +9,13 @@ from typing import Any, ClassVar
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
-from textual.containers import VerticalScroll
-from textual.widgets import DataTable, Footer, Static
+from textual.widgets import Footer, Static
 
 from ..core.bus import Change
-from ..core.models import Cost, Plan, PlanStatus, StepOutcome, StepRecord
+from ..core.models import Cost, Plan, PlanStatus, StepOutcome, StepRecord, kind_text
 from ..core.sizes import format_size
 from ..core.text import printable
-from .base import KerubScreen
+from .base import DetailBody, KerubScreen
 from .format import SHOW_LIMIT, STATUS_STYLES, markup_safe, timestamp
 from .live import LiveTable
 from .rows import PlanRows
@@ -42,6 +41,33 @@ def cost_text(cost: Cost) -> str:
     return ", ".join(parts)
 
 
+def _duration(seconds: float) -> str:
+    seconds = max(0, round(seconds))
+    hours, rest = divmod(seconds, 3600)
+    minutes, seconds = divmod(rest, 60)
+    parts = [f"{hours}h"] if hours else []
+    parts += [f"{minutes}m"] if hours or minutes else []
+    return " ".join([*parts, f"{seconds}s"])
+
+
+def took(record: StepRecord) -> str | None:
+    """How long a finished step took ("1m 23s"); None while it runs or when its times are not known."""
+    if record.started_at is None or record.ended_at is None:
+        return None
+    return _duration((record.ended_at - record.started_at).total_seconds())
+
+
+def _plan_took(plan: Plan) -> str | None:
+    """A finished plan's whole time, from its first step's start to its last step's end."""
+    if plan.status not in (PlanStatus.done, PlanStatus.failed, PlanStatus.interrupted):
+        return None
+    starts = [r.started_at for r in plan.records if r.started_at is not None]
+    ends = [r.ended_at for r in plan.records if r.ended_at is not None]
+    if not starts or not ends:
+        return None
+    return _duration((max(ends) - min(starts)).total_seconds())
+
+
 def plan_detail(plan: Plan, host_name: Any) -> Text:
     """The whole plan as text. Everything in it that came from a document or a host (descriptions,
     commands, output tails, errors) is data: control characters visible, never markup."""
@@ -53,7 +79,8 @@ def plan_detail(plan: Plan, host_name: Any) -> Text:
     head.append(f"plan {plan.id}", style="bold")
     head.append("  ")
     head.append(plan.status.value, style=STATUS_STYLES.get(plan.status.value, ""))
-    head.append(f"  kind {shown(plan.plan_kind, 100)}  created {timestamp(plan.created_at)}")
+    head.append(f"  kind {shown(plan.plan_kind, 100)} ({shown(kind_text(plan.plan_kind), 200)})"
+                f"  created {timestamp(plan.created_at)}")
     if plan.decided_by:
         head.append(f"  decided by {shown(plan.decided_by, 100)} {timestamp(plan.decided_at)}", style="dim")
     if plan.status_reason:
@@ -79,7 +106,17 @@ def plan_detail(plan: Plan, host_name: Any) -> Text:
         steps.append(f"{index + 1}. {shown(step.description)}", style="bold")
         if step.host_id:
             steps.append(f"  on {shown(host_name(step.host_id))}", style="cyan")
-        steps.append(f"  [{cost_text(step.cost)}]\n", style="dim")
+        # The estimate, then what it really took once it is known (or since when it runs).
+        steps.append(f"  [{cost_text(step.cost)}]", style="dim")
+        if record is not None and (duration := took(record)) is not None:
+            steps.append(f"  took {duration}", style="bold")
+        elif record is not None and record.outcome is StepOutcome.running and record.started_at is not None:
+            steps.append(f"  running since {timestamp(record.started_at)}", style="cyan")
+            if record.progress_done is not None and record.progress_total:
+                steps.append(f"  {record.progress_done * 100 // record.progress_total}% "
+                             f"({format_size(record.progress_done)} of {format_size(record.progress_total)})",
+                             style="bold cyan")
+        steps.append("\n")
         if step.effect:
             steps.append(f"      effect: {shown(step.effect)}\n")
         for command in step.commands:
@@ -101,7 +138,15 @@ def plan_detail(plan: Plan, host_name: Any) -> Text:
         tail.append("Predicted effects\n", style="bold")
         for effect in plan.effects:
             tail.append(f"  • {shown(effect)}\n")
-    tail.append(f"Total cost: {cost_text(plan.cost)}\n", style="bold")
+    total = _plan_took(plan)
+    if total is not None:
+        tail.append(f"Took {total} in all (estimated {cost_text(plan.cost)})\n", style="bold")
+    else:
+        tail.append(f"Total cost: {cost_text(plan.cost)}\n", style="bold")
+    if plan.consent:
+        tail.append("Needs your consent (never approved by a policy)\n", style="bold red")
+        for line in plan.consent:
+            tail.append(f"  • {shown(line)}\n", style="red")
     if plan.unsatisfied:
         tail.append("Not satisfied by this plan\n", style="bold yellow")
         for item in plan.unsatisfied:
@@ -132,22 +177,36 @@ class ProposalsScreen(KerubScreen, inherit_bindings=False):
     ProposalsScreen #plan-detail { height: 2fr; border: round $panel-lighten-2; padding: 0 1; }
     """
 
+    def __init__(self, plan_id: str | None = None) -> None:
+        """``plan_id``: the plan to show first (the newest proposal's key names one)."""
+        super().__init__()
+        self.first_plan_id = plan_id
+
     def compose(self) -> ComposeResult:
         table = LiveTable(PlanRows(self.kerub.overview), id="plans")
         table.prompt_filter = self.kerub.prompt_filter
         yield table
-        with VerticalScroll(id="plan-detail"):
+        with DetailBody(id="plan-detail"):
             yield Static("", id="plan-text")
         yield Footer()
 
     def on_mount(self) -> None:
         table = self.query_one("#plans", LiveTable)
-        # The admin's queue first: move to the newest open proposal if there is one.
+        # The plan asked for, else the admin's queue first: the newest open proposal if there is one.
         proposed = [i for i in table.shown_ids() if (plan := self._plan(i)) and plan.status is PlanStatus.proposed]
-        if proposed:
-            table.move_cursor(row=table.get_row_index(proposed[0]))
+        first = self.first_plan_id if self.first_plan_id in table.rows else (proposed[0] if proposed else None)
+        if first is not None:
+            table.move_cursor(row=table.get_row_index(first))
         table.focus()
         self.show_detail()
+
+    def action_back(self) -> None:
+        """Esc in a plan's detail goes back to the list of plans; in the list, as everywhere."""
+        detail = self.query_one("#plan-detail", DetailBody)
+        if detail.has_focus_within or detail.has_focus:
+            self.query_one("#plans", LiveTable).focus()
+            return
+        super().action_back()
 
     def _plan(self, plan_id: str | None) -> Plan | None:
         return self.kerub.controller.get(Plan, plan_id) if plan_id else None
@@ -156,7 +215,7 @@ class ProposalsScreen(KerubScreen, inherit_bindings=False):
     def current(self) -> Plan | None:
         return self._plan(self.query_one("#plans", LiveTable).cursor_id)
 
-    def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+    def on_live_table_row_highlighted(self, event: LiveTable.RowHighlighted) -> None:
         self.show_detail()
 
     def on_live_table_opened(self, event: LiveTable.Opened) -> None:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING
 
 from ..core.bus import Change
 from ..core.models import (
     AuditEntry,
     Event,
     Host,
+    HostConfiguration,
     HostDynamic,
     HostStatus,
     Plan,
@@ -21,7 +23,9 @@ from ..core.models import (
 )
 from ..core.sizes import format_size
 from .format import (
+    STATUS_STYLES,
     Cell,
+    ago,
     figure_with_spark,
     one_line,
     short_id,
@@ -30,8 +34,16 @@ from .format import (
     time_cell,
 )
 from .history import cpu_busy, memory_used_percent
-from .live import Column
+from .live import MISSING, UNKNOWN, Column
 from .overview import VIOLATION, VIOLATION_CLEARED, Overview
+
+if TYPE_CHECKING:
+    from ..api import VmState
+
+
+def plan_vm_ids(plan: Plan) -> set[str]:
+    """The VMs a plan's steps act on, from the steps' parameters (the console reads no planner)."""
+    return {v for step in plan.steps for key in ("vm", "vm_id") if isinstance(v := step.params.get(key), str)}
 
 SIMULATED_STYLE = "magenta"  # the mark of a simulated host (kerub_tui.sim), wherever one is shown
 SIM_TAG = "sim"
@@ -81,10 +93,23 @@ class HostRows:
     def ids(self) -> Iterable[str]:
         return [h.id for h in self.api.documents(Host)]
 
+    def sort_value(self, doc_id: str, column: str) -> object:
+        """A host's name without its cells (a table of 1,000 hosts sorts by name at once)."""
+        host: Host | None = self.api.get(Host, doc_id)
+        if host is None:
+            return MISSING
+        return host.name if column == "name" else UNKNOWN
+
+    def sort_values(self, column: str) -> dict[str, object] | None:
+        return {d.id: d.name for d in self.api.documents(Host)} if column == "name" else None
+
     def affected(self, change: Change) -> Iterable[str]:
-        if change.kind == "vm-dynamic":
-            return {d.host_id for d in (change.old, change.new)
-                    if isinstance(d, VirtualMachineDynamic) and d.host_id}
+        if change.kind == "vm-dynamic":  # a host's VM count: only where a VM came, went or changed state
+            old, new = change.old, change.new
+            if (isinstance(old, VirtualMachineDynamic) and isinstance(new, VirtualMachineDynamic)
+                    and old.host_id == new.host_id and old.status is new.status):
+                return ()  # its figures (memory, CPU) are the VM's row, not the host's
+            return {d.host_id for d in (old, new) if isinstance(d, VirtualMachineDynamic) and d.host_id}
         return (change.id,)
 
     def cells(self, doc_id: str) -> Sequence[Cell] | None:
@@ -110,10 +135,15 @@ class HostRows:
                 status.append(" maint", style="magenta")
             if host.capabilities is not None and host.capabilities.stale:
                 status.append(" stale", style="yellow")  # facts not read by the last discovery: see the detail
+            if dyn.fence is not None and dyn.status is not HostStatus.up:
+                status.append(" fenced", style="bold")  # known to run no guest: its VMs with ha restart elsewhere
             # A host not up has no current figures: its last ones would pass for live ones.
             live = dyn.status is HostStatus.up
             cpu = cpu_busy(dyn) if live else None
             mem = memory_used_percent(dyn, total) if live else None
+            if not self.api.live:  # nothing monitors it: what was last seen, dimmed, and when
+                status.stylize("dim")
+                status.append(f" {ago(dyn.last_seen)} ago" if dyn.last_seen else " never seen", style="yellow")
             if not dyn.ksm.available:
                 ksm = Cell("n/a", "dim", sort=-1)
             elif dyn.ksm.run:
@@ -125,16 +155,31 @@ class HostRows:
         name = Cell(host.name, "bold")
         if host.simulated:  # a simulated host says so: nothing real runs there
             name.append(f" {SIM_TAG}", style=f"italic {SIMULATED_STYLE}")
+        figures = [figure_with_spark(cpu, cpu_hist, SPARK_WIDTH), figure_with_spark(mem, mem_hist, SPARK_WIDTH)]
+        if not self.api.live:
+            for figure in figures:
+                figure.stylize("dim")
         return (
             name,
             Cell(address),
             status,
-            figure_with_spark(cpu, cpu_hist, SPARK_WIDTH),
-            figure_with_spark(mem, mem_hist, SPARK_WIDTH),
-            Cell(str(len(self.api.vms_on_host(doc_id))), sort=len(self.api.vms_on_host(doc_id))),
+            *figures,
+            vm_count_cell(*self.api.host_vm_counts(doc_id)),
             ksm,
             free,
         )
+
+
+def vm_count_cell(running: int, lost: int) -> Cell:
+    """A host's VMs: those running there; a host that went down runs none, its VMs are lost."""
+    cell = Cell(str(running), sort=running)
+    if lost:
+        cell.append(f" ({lost} lost)", style="bold red")
+    return cell
+
+
+def vm_status_cell(state: VmState) -> Cell:
+    return Cell(state.label, STATUS_STYLES.get(state.status, ""), sort=state.label)
 
 
 def expectation_badge(overview: Overview, doc_id: str, count: int) -> Cell:
@@ -149,7 +194,7 @@ def expectation_badge(overview: Overview, doc_id: str, count: int) -> Cell:
 
 class VmRows:
     title = "VMs"
-    kinds = frozenset({"vm", "vm-dynamic", "host", "event"})
+    kinds = frozenset({"vm", "vm-dynamic", "host", "host-dynamic", "event", "plan"})
     default_sort = "name"
     default_reverse = False
     columns = (
@@ -168,9 +213,24 @@ class VmRows:
     def ids(self) -> Iterable[str]:
         return [v.id for v in self.api.documents(VirtualMachine)]
 
+    def sort_value(self, doc_id: str, column: str) -> object:
+        """A VM's name without its cells (10,000 VMs sort by name, and take changes, at once)."""
+        vm: VirtualMachine | None = self.api.get(VirtualMachine, doc_id)
+        if vm is None:
+            return MISSING
+        return vm.name if column == "name" else UNKNOWN
+
+    def sort_values(self, column: str) -> dict[str, object] | None:
+        return {d.id: d.name for d in self.api.documents(VirtualMachine)} if column == "name" else None
+
     def affected(self, change: Change) -> Iterable[str]:
         if change.kind == "host":
             return self.api.vms_on_host(change.id)
+        if change.kind == "host-dynamic":  # a host going down loses its VMs: only its status matters
+            statuses = {d.status for d in (change.old, change.new) if isinstance(d, HostDynamic)}
+            return self.api.vms_on_host(change.id) if len(statuses) != 1 or change.old is None else ()
+        if change.kind == "plan":  # waiting for approval, starting, stopping, rejected
+            return {vm for p in (change.old, change.new) if isinstance(p, Plan) for vm in plan_vm_ids(p)}
         if change.kind == "event":
             event = change.new or change.old
             if isinstance(event, Event) and event.target and event.type in (VIOLATION, VIOLATION_CLEARED):
@@ -183,14 +243,21 @@ class VmRows:
         if vm is None:
             return None
         dyn: VirtualMachineDynamic | None = self.api.get(VirtualMachineDynamic, doc_id)
-        status = dyn.status.value if dyn else "down"
-        used = dyn.memory_used if dyn else None
+        state = self.api.vm_state(doc_id)
+        used = dyn.memory_used if dyn and state.live else None  # a lost VM's last figure is not news
+        status_text = vm_status_cell(state)
+        memory = Cell(f"{format_size(used) if used else '-'}/{format_size(vm.memory_max)}", sort=used or 0)
+        if not self.api.live:  # nothing monitors the hosts: the VM's state as last seen, dimmed
+            status_text.stylize("dim")
+            memory.stylize("dim")
+        host = Cell(self.overview.host_name(state.host_id) if state.host_id else "-",
+                    "dim" if state.status == "lost" else "")
         return (
             Cell(vm.name, "bold"),
-            status_cell(status),
-            Cell(self.overview.host_name(dyn.host_id) if dyn else "-"),
+            status_text,
+            host,
             Cell(str(vm.cpus), sort=vm.cpus),
-            Cell(f"{format_size(used) if used else '-'}/{format_size(vm.memory_max)}", sort=used or 0),
+            memory,
             expectation_badge(self.overview, doc_id, len(vm.expectations)),
         )
 
@@ -216,16 +283,26 @@ class DiskRows:
     def ids(self) -> Iterable[str]:
         return [d.id for d in self.api.documents(VirtualStorageDevice)]
 
+    def sort_value(self, doc_id: str, column: str) -> object:
+        """A disk's name without its cells."""
+        disk: VirtualStorageDevice | None = self.api.get(VirtualStorageDevice, doc_id)
+        if disk is None:
+            return MISSING
+        return disk.name if column == "name" else UNKNOWN
+
+    def sort_values(self, column: str) -> dict[str, object] | None:
+        return {d.id: d.name for d in self.api.documents(VirtualStorageDevice)} if column == "name" else None
+
     def affected(self, change: Change) -> Iterable[str]:
         if change.kind == "host":
             return self.api.disks_on_host(change.id)
         if change.kind == "host-config":
             disks: set[str] = set()
             for config in (change.old, change.new):
-                if config is not None:
-                    disks |= {e.disk_id for e in config.exports if e.disk_id}  # type: ignore[attr-defined]
-                    disks |= {t.disk_id for t in config.iscsi_targets if t.disk_id}  # type: ignore[attr-defined]
-                    disks |= {m.disk_id for m in config.mounts if m.disk_id}  # type: ignore[attr-defined]
+                if isinstance(config, HostConfiguration):
+                    disks |= {e.disk_id for e in config.exports if e.disk_id}
+                    disks |= {t.disk_id for t in config.iscsi_targets if t.disk_id}
+                    disks |= {m.disk_id for m in config.mounts if m.disk_id}
             return disks
         if change.kind == "event":
             event = change.new or change.old
@@ -276,6 +353,10 @@ def plan_progress(plan: Plan) -> str:
         return "-"
     done = sum(1 for r in plan.records if r.outcome is StepOutcome.done)
     if plan.status is PlanStatus.running:
+        # the running step's own progress where it knows it (a copy, a migration)
+        step = next((r for r in plan.records if r.outcome is StepOutcome.running), None)
+        if step is not None and step.progress_done is not None and step.progress_total:
+            return f"{done}/{len(plan.steps)} ⟳ {step.progress_done * 100 // step.progress_total}%"
         return f"{done}/{len(plan.steps)} ⟳"
     if plan.status in (PlanStatus.done, PlanStatus.failed, PlanStatus.interrupted):
         return f"{done}/{len(plan.steps)}"
@@ -324,6 +405,10 @@ class PlanRows:
         )
 
 
+# The rows a log view loads: the newest of the history (a year at 1,000 hosts is millions).
+LOG_ROWS = 2000
+
+
 class AuditRows:
     title = "Audit"
     kinds = frozenset({"audit"})
@@ -343,15 +428,21 @@ class AuditRows:
     def __init__(self, overview: Overview) -> None:
         self.overview = overview
         self.api = overview.api
+        self._loaded: dict[str, AuditEntry] = {}
 
     def ids(self) -> Iterable[str]:
-        return [a.id for a in self.api.documents(AuditEntry)]
+        # The newest LOG_ROWS of the history (a year is millions: `kerub-tui audit --since` reads further).
+        entries = self.api.audit_log(limit=LOG_ROWS)
+        self._loaded = {a.id: a for a in entries}
+        return list(self._loaded)
 
     def affected(self, change: Change) -> Iterable[str]:
+        if isinstance(change.new, AuditEntry):
+            self._loaded[change.id] = change.new
         return (change.id,)
 
     def cells(self, doc_id: str) -> Sequence[Cell] | None:
-        entry: AuditEntry | None = self.api.get(AuditEntry, doc_id)
+        entry: AuditEntry | None = self._loaded.pop(doc_id, None) or self.api.get(AuditEntry, doc_id)
         if entry is None:
             return None
         exit_style = "" if entry.exit_code in (None, 0) else "bold red"
@@ -377,11 +468,13 @@ class EventRows:
     kinds = frozenset({"event"})
     default_sort = "time"
     default_reverse = True
+    # What the event is about (its VM, disk or host) comes before the message, so that even at 80
+    # columns a glance says which VM a violation names (issue 13 item 8).
     columns = (
         Column("time", "Time (UTC)"),
         Column("severity", "Level"),
         Column("type", "Type"),
-        Column("host", "Host"),
+        Column("about", "About"),
         Column("message", "Message"),
     )
 
@@ -389,21 +482,40 @@ class EventRows:
         self.overview = overview
         self.api = overview.api
         self.host_id = host_id
+        self._loaded: dict[str, Event] = {}
 
     def ids(self) -> Iterable[str]:
-        return [e.id for e in self.api.documents(Event) if self.host_id is None or e.host_id == self.host_id]
+        # The newest LOG_ROWS of the history (of this host: its index), as the audit's.
+        events = self.api.event_log(host_id=self.host_id, limit=LOG_ROWS)
+        self._loaded = {e.id: e for e in events}
+        return list(self._loaded)
 
     def affected(self, change: Change) -> Iterable[str]:
+        if isinstance(change.new, Event):
+            self._loaded[change.id] = change.new
         return (change.id,)
 
     def cells(self, doc_id: str) -> Sequence[Cell] | None:
-        event: Event | None = self.api.get(Event, doc_id)
+        event: Event | None = self._loaded.pop(doc_id, None) or self.api.get(Event, doc_id)
         if event is None or (self.host_id is not None and event.host_id != self.host_id):
             return None
         return (
             time_cell(event.time),
             status_cell(event.severity.value),
             Cell(event.type, "bold"),
-            Cell(self.overview.host_name(event.host_id) if event.host_id else "-"),
+            Cell(one_line(self.about(event), 24)),
             Cell(one_line(event.message, 160)),
         )
+
+    def about(self, event: Event) -> str:
+        """The VM, disk or plan an event names (by name), else its host, else "-"."""
+        if event.target:
+            vm = self.api.get(VirtualMachine, event.target)
+            disk = self.api.get(VirtualStorageDevice, event.target) if vm is None else None
+            if vm is not None or disk is not None:
+                return vm.name if vm is not None else disk.name if disk is not None else "-"
+            if self.api.get(Plan, event.target) is not None:
+                return f"plan {short_id(event.target)}"
+        if event.host_id:
+            return self.overview.host_name(event.host_id)
+        return event.target[:24] if event.target else "-"

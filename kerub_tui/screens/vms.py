@@ -12,7 +12,7 @@ from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widgets import Button, Footer, Input, Select, Static
 
-from ..api import ConsoleQueries, NewDisk, cloud_init_summary
+from ..api import ConsoleQueries, NewDisk, VmPlans, cloud_init_summary
 from ..core.bus import Change
 from ..core.models import (
     DiskLink,
@@ -20,9 +20,11 @@ from ..core.models import (
     VirtualMachine,
     VirtualMachineDynamic,
     VirtualStorageDevice,
+    VmStatus,
 )
-from ..core.names import InvalidName, check_name
+from ..core.names import InvalidName, check_disk_name, check_name
 from ..core.sizes import format_size
+from .actions import incident_bindings
 from .base import KerubScreen
 from .expectations import ExpectationEditor, display_spec
 from .format import STATUS_STYLES, DataGrid, data, percent
@@ -34,6 +36,8 @@ from .forms import (
     pydantic_errors,
     size_value,
 )
+from .graph import MetricsPanel
+from .preview import ScreenPreview, attach_serial
 
 BUSES = ("virtio", "scsi", "sata", "ide")
 NIC_MODELS = ("virtio", "e1000", "rtl8139")
@@ -93,6 +97,7 @@ class DiskRow(Vertical):
         yield Static("", classes="row-error", markup=False)
 
     def set_error(self, message: str | None) -> None:
+        self.set_class(bool(message), "-invalid")  # the editor scrolls to the first one marked
         error = self.query_one(".row-error", Static)
         error.set_class(bool(message), "-shown")
         error.update(message or "")
@@ -120,6 +125,7 @@ class NicRow(Vertical):
         yield Static("", classes="row-error", markup=False)
 
     def set_error(self, message: str | None) -> None:
+        self.set_class(bool(message), "-invalid")  # the editor scrolls to the first one marked
         error = self.query_one(".row-error", Static)
         error.set_class(bool(message), "-shown")
         error.update(message or "")
@@ -160,6 +166,9 @@ class VmEditorScreen(EditorScreen, inherit_bindings=False):
                             key="architecture")
             yield FormField("Boot order", Input(",".join(vm.boot) if vm else "hd", id="boot"), key="boot",
                             help="hd, cdrom, network: comma-separated, the first that boots wins")
+            yield FormField("Graphics", Select([("SPICE", "spice"), ("VNC", "vnc")], allow_blank=False,
+                                               value=vm.graphics if vm else "spice", id="graphics"),
+                            key="graphics", help="the protocol of its screen for a viewer (from its next start)")
             current = vm.cloud_init if vm else None
             keep = " (empty: keep what is set)" if current is not None else ""
             yield FormField("SSH key files", Input("", id="ssh_keys", placeholder="~/.ssh/id_ed25519.pub ..."),
@@ -223,6 +232,9 @@ class VmEditorScreen(EditorScreen, inherit_bindings=False):
             self._field(key).set_error(None)
         try:
             values["name"] = check_name(self._field("name").value, "VM name")
+            other = api.find_by_name(VirtualMachine, values["name"])
+            if other is not None and other.id != self.vm_id:  # said here: the controller's refusal sits below
+                problems["name"] = f"a VM named {values['name']!r} already exists"
         except InvalidName as error:
             problems["name"] = str(error)
         try:
@@ -241,6 +253,7 @@ class VmEditorScreen(EditorScreen, inherit_bindings=False):
             problems["memory_max"] = str(error)
         values["architecture"] = self._field("architecture").value or "x86_64"
         values["boot"] = [d.strip() for d in str(self._field("boot").value or "hd").split(",") if d.strip()]
+        values["graphics"] = self.query_one("#graphics", Select).value
         cloud_init = self._cloud_init(problems)
         if cloud_init is not None:
             values["cloud_init"] = cloud_init
@@ -255,7 +268,7 @@ class VmEditorScreen(EditorScreen, inherit_bindings=False):
                 name = row.query_one(".disk-name", Input).value.strip()
                 size_text = row.query_one(".disk-size", Input).value.strip()
                 try:
-                    check_name(name, "disk name")
+                    check_disk_name(name)
                     size = size_value(size_text, "disk", "disk size")
                     if api.find_by_name(VirtualStorageDevice, name) is not None:
                         raise FieldError("disk", f"a disk named {name!r} already exists: add it as an existing disk")
@@ -272,8 +285,8 @@ class VmEditorScreen(EditorScreen, inherit_bindings=False):
                     continue
                 device = row.query_one(".disk-device", Select).value
                 read_only = device == "cdrom" or bool(row.link and row.link.read_only)
-                links.append(DiskLink(disk_id=str(disk_id), bus=bus, device=device,  # type: ignore[arg-type]
-                                      read_only=read_only))
+                links.append(DiskLink.model_validate({"disk_id": str(disk_id), "bus": bus, "device": device,
+                                                      "read_only": read_only}))
         ids = [link.disk_id for link in links]
         if len(set(ids)) != len(ids):
             self._error("the same disk is attached twice")
@@ -358,7 +371,7 @@ class VmEditorScreen(EditorScreen, inherit_bindings=False):
             fields: dict[str, Any] = dict(
                 cpus=values["cpus"], memory_min=values["memory_min"], memory_max=values["memory_max"],
                 architecture=values["architecture"], disks=list(values["disks"]), nics=values["nics"],
-                expectations=values["expectations"], boot=values["boot"])
+                expectations=values["expectations"], boot=values["boot"], graphics=values["graphics"])
             if "cloud_init" in values:
                 fields["cloud_init"] = values["cloud_init"]
             if vm_id is None:
@@ -377,8 +390,12 @@ class VmDetailScreen(KerubScreen, inherit_bindings=False):
         Binding("s", "start", "Start", id="vm.start"),
         Binding("S", "stop", "Stop", id="vm.stop"),
         Binding("c", "console", "Console", id="vm.console"),
+        Binding("t", "serial", "Serial console", id="vm.serial"),
+        Binding("v", "screen", "Take screen", id="vm.screen"),
         Binding("j", "eject", "Eject CD", id="vm.eject"),
         Binding("ctrl+d", "delete", "Delete", id="vm.delete"),
+        Binding("m", "metrics_range", "Graph range", id="vm.metrics_range"),
+        *incident_bindings("vm"),
     ]
     DEFAULT_CSS = """
     VmDetailScreen VerticalScroll { padding: 0 1; }
@@ -388,10 +405,15 @@ class VmDetailScreen(KerubScreen, inherit_bindings=False):
     def __init__(self, vm_id: str) -> None:
         super().__init__()
         self.vm_id = vm_id
+        self._status: str | None = None  # the VM's status the screen was last taken at
 
     def compose(self) -> ComposeResult:
         with VerticalScroll():
             yield Static("", id="vm-summary", classes="panel")
+            vm = self.kerub.controller.get(VirtualMachine, self.vm_id)
+            yield MetricsPanel("vm", self.vm_id, id="vm-history",
+                               memory_top=float(vm.memory_max) if vm is not None else None)
+            yield ScreenPreview(self.vm_id, id="vm-screen", classes="panel")
             yield Static("", id="vm-expectations", classes="panel")
             yield Static("", id="vm-explain", classes="panel")
         yield Footer()
@@ -401,16 +423,37 @@ class VmDetailScreen(KerubScreen, inherit_bindings=False):
         self.query_one("#vm-expectations").border_title = "Expectations"
         self.query_one("#vm-explain").border_title = "Why it runs where it runs"
         self.repaint()
+        self._status = self._vm_status()
+        self.query_one(ScreenPreview).take()
+
+    def action_metrics_range(self) -> None:
+        self.query_one("#vm-history", MetricsPanel).next_range()
+
+    def on_screen_resume(self) -> None:
+        # back in view (a dialog or another screen closed): its screen again, as it is now
+        if self.is_mounted and self._status is not None:
+            self.query_one(ScreenPreview).take()
+
+    def _vm_status(self) -> str:
+        dyn = self.kerub.controller.get(VirtualMachineDynamic, self.vm_id)
+        return dyn.status.value if dyn is not None else "down"
 
     def on_changes(self, changes: Sequence[Change]) -> None:
         # Not on every host figure: the verdicts are rebuilt from a snapshot of the whole store.
-        if any(c.id == self.vm_id or c.kind in ("event", "host", "disk", "disk-dynamic") for c in changes):
+        # A plan (waiting, rejected) and a host going down (lost) change what its status says.
+        if any(c.id == self.vm_id or c.kind in ("event", "host", "disk", "disk-dynamic", "plan")
+               or (c.kind == "host-dynamic" and getattr(c.old, "status", None) != getattr(c.new, "status", None))
+               for c in changes):
             if self.kerub.controller.get(VirtualMachine, self.vm_id) is None:
                 if self.app.screen is self:
                     self.notify("this VM was deleted", severity="warning")
                     self.app.pop_screen()
                 return
             self.repaint()
+            status = self._vm_status()
+            if status != self._status and self.app.screen is self:
+                self.query_one(ScreenPreview).take()  # started, stopped, paused: the screen changed
+            self._status = status
 
     def repaint(self) -> None:
         api = self.kerub.controller
@@ -423,15 +466,19 @@ class VmDetailScreen(KerubScreen, inherit_bindings=False):
         table.add_column(style="dim")
         table.add_column()
         table.add_row("name", data(vm.name, style="bold"))
-        status = dyn.status.value if dyn else "down"
-        table.add_row("status", Text(status, style=STATUS_STYLES.get(status, ""))
-                      + data(f" on {overview.host_name(dyn.host_id)}" if dyn and dyn.host_id else ""))
+        state = api.vm_state(vm.id)
+        table.add_row("status", Text(state.label, style=STATUS_STYLES.get(state.status, ""))
+                      + data(f" on {overview.host_name(state.host_id)}" if state.host_id else ""))
+        if state.reason:
+            table.add_row("why" if state.status in ("lost", "storage-lost", "unplaced") else "", data(state.reason))
         table.add_row("size", f"{vm.cpus} vCPU, memory {format_size(vm.memory_min)}..{format_size(vm.memory_max)},"
                               f" {vm.architecture}")
-        if dyn is not None:
+        if dyn is not None and state.live:
             table.add_row("now", f"memory used {format_size(dyn.memory_used)}, CPU {percent(dyn.cpu_percent)}")
-            if dyn.spice_port:
-                table.add_row("console", f"SPICE on {dyn.spice_address or '?'}:{dyn.spice_port} (c opens it)")
+            if dyn.status is not VmStatus.down:
+                graphical = (f"SPICE on {dyn.spice_address or '?'}:{dyn.spice_port}" if dyn.spice_port
+                             else vm.graphics.upper())
+                table.add_row("console", f"{graphical} (c opens it), serial (t attaches it)")
         table.add_row("boot", ",".join(vm.boot))
         for link in vm.disks:
             disk = api.get(VirtualStorageDevice, link.disk_id)
@@ -444,6 +491,8 @@ class VmDetailScreen(KerubScreen, inherit_bindings=False):
         for nic in vm.nics:
             table.add_row("NIC", f"{'network' if nic.network else 'bridge'} {nic.network or nic.bridge} "
                                  f"({nic.model}{', ' + nic.mac if nic.mac else ''})")
+        for line in plan_lines(state.plans):
+            table.add_row("plan", data(line))
         table.add_row("id", Text(vm.id, style="dim"))
         self.query_one("#vm-summary", Static).update(table)
         verdicts = api.verdicts("vm", vm.id)
@@ -471,11 +520,49 @@ class VmDetailScreen(KerubScreen, inherit_bindings=False):
     def action_console(self) -> None:
         self.kerub.actions.open_console(self.vm_id)
 
+    def action_serial(self) -> None:
+        attach_serial(self.kerub, self.vm_id)
+
+    def action_screen(self) -> None:
+        self.query_one(ScreenPreview).take(connect=True, reveal=True)
+
     def action_delete(self) -> None:
         self.kerub.actions.delete_vms([self.vm_id])
 
     def action_eject(self) -> None:
         self.kerub.actions.eject_vm(self.vm_id)
+
+    def action_force_off(self) -> None:
+        self.kerub.actions.force_off_vms([self.vm_id])
+
+    def action_poweroff(self) -> None:
+        self.kerub.actions.poweroff_vms([self.vm_id])
+
+    def action_reboot(self) -> None:
+        self.kerub.actions.reboot_vms([self.vm_id])
+
+    def action_reset(self) -> None:
+        self.kerub.actions.reset_vms([self.vm_id])
+
+    def action_pause(self) -> None:
+        self.kerub.actions.pause_vms([self.vm_id])
+
+    def action_resume(self) -> None:
+        self.kerub.actions.resume_vms([self.vm_id])
+
+    def action_send_keys(self) -> None:
+        self.kerub.actions.send_keys(self.vm_id)
+
+
+def plan_lines(plans: VmPlans) -> list[str]:
+    """The plans about a VM, one line each: waiting, running, and the last one the admin rejected."""
+    lines = [f"{p.id[:8]} ({p.plan_kind}) awaits approval: :plans to approve or reject it" for p in plans.proposed]
+    lines += [f"{p.id[:8]} ({p.plan_kind}) is {p.status.value}" for p in plans.active]
+    if plans.rejected is not None:
+        p = plans.rejected
+        lines.append(f"{p.id[:8]} ({p.plan_kind}) was rejected by {p.decided_by or 'the admin'}; "
+                     f"s (or vm start) asks for it again")
+    return lines
 
 
 def expectation_states(expectations: Sequence[Any], target_id: str, overview: Any,

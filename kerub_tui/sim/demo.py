@@ -8,8 +8,9 @@ day one). Then the admin learns that the old server's end of life has passed: th
 to evacuate it, and that proposal is what the tour opens with.
 
 ``tour(controller)`` is the scripted part that runs while the console is open: about 25 seconds in,
-one busy host loses power; its VMs must run, so the planner proposes restarting them elsewhere
-(respecting the web tier's anti-affinity). Once that host is empty, or after a few minutes, its power
+one busy host loses power; its VMs must run and have ``ha``, so the planner proposes fencing it (its
+BMC powers it off: each demo host has one, the simulator's named fake of IPMI) and restarting them
+elsewhere (respecting the web tier's anti-affinity). Once that host is empty, or after a few minutes, its power
 comes back and it rejoins the fleet. The tour replays on every run: it picks the host at run time.
 
 Seeding is idempotent: each host, disk and VM is created only when missing, and a finished seed is
@@ -27,7 +28,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kerub_tui.core.models import (
-    AuditEntry,
     DiskLink,
     Host,
     HostStatus,
@@ -42,7 +42,9 @@ from kerub_tui.core.models import (
 log = logging.getLogger(__name__)
 
 GIB = 1 << 30
-SEED_ACTION = "demo seed"  # the audit entry that marks a finished seed
+SEED_ACTION = "demo seed"  # the audit entry that marked a finished seed (before Settings.demo_seeded_at)
+_SEED_LOOKBACK = 100_000  # audit entries read for that old marker (a demo data dir holds far fewer)
+SEED_ACTOR = "demo set-up"  # who the set-up's own acts (approvals, hosts, VMs) are recorded as done by
 SIM_SEED = 7  # the simulator's random seed for the demo: the same loads and failures every run
 POWER_LOSS_AFTER = 25.0  # seconds after the console opens
 POWER_BACK_AFTER = 300.0  # at the latest; sooner once the planner has moved the lost VMs away
@@ -80,6 +82,7 @@ class DemoVm:
 UP = "availability:up@dealbreaker"
 DOWN = "availability:down@dealbreaker"
 UP_WANT = "availability:up@want"
+HA = "ha@dealbreaker"
 
 
 def _spread(prefix: str, count: int, **kwargs: Any) -> list[DemoVm]:
@@ -141,8 +144,12 @@ VMS = (
 
 
 def seeded(controller: Any) -> bool:
-    """True when this data dir holds a finished demo seed."""
-    return any(entry.action == SEED_ACTION for entry in controller.db.list(AuditEntry))
+    """True when this data dir holds a finished demo seed: the settings say so (the audit entry that said it
+    before them may be gone with the history's retention)."""
+    if controller.settings().demo_seeded_at is not None:
+        return True
+    history = controller.db.history
+    return history is not None and any(e.action == SEED_ACTION for e in history.query("audit", limit=_SEED_LOOKBACK))
 
 
 def check_data_dir(controller: Any) -> None:
@@ -169,6 +176,12 @@ async def seed(controller: Any, *, ceiling: float = SEED_CEILING,
     if controller.replanner is None:
         raise DemoError("seeding the demo needs a controller that runs its hosts and planner (start() without "
                         "connect_hosts=False, and not read-only)")
+    with controller.acting_as(SEED_ACTOR):  # the set-up's approvals and changes are not the admin's
+        await _seed(controller, ceiling, today)
+    return True
+
+
+async def _seed(controller: Any, ceiling: float, today: Callable[[], dt.date]) -> None:
     async with asyncio.timeout(ceiling):
         # The old server and its workloads were there first.
         await _hosts(controller, LEGACY_HOSTS)
@@ -186,9 +199,9 @@ async def seed(controller: Any, *, ceiling: float = SEED_CEILING,
                 await controller.update_host(doc.id, end_of_life=today() - dt.timedelta(days=1))
         while controller.replanner.passes == passes or not _open(controller, PlanStatus.proposed):
             await asyncio.sleep(0.05)
+    controller.db.put(controller.settings().evolve(demo_seeded_at=dt.datetime.now(dt.UTC)))
     controller.audit(SEED_ACTION, str(controller.data_dir),
                      f"{len(LEGACY_HOSTS) + len(HOSTS)} simulated hosts, {len(LEGACY_VMS) + len(VMS)} VMs")
-    return True
 
 
 async def _hosts(controller: Any, hosts: Iterable[DemoHost]) -> None:
@@ -197,6 +210,9 @@ async def _hosts(controller: Any, hosts: Iterable[DemoHost]) -> None:
         doc = controller.db.find_by_name(Host, host.name)
         if doc is None:
             doc = await controller.add_simulated_host(host.name, host.profile)
+        if doc.power.ipmi_address is None:  # its BMC (the simulator's): fencing for the VMs with ha
+            doc = await controller.update_host(doc.id, power={**doc.power.model_dump(),
+                                                              "ipmi_address": f"bmc.{doc.address}"})
         ids.append(doc.id)
     for host_id in ids:
         await controller.hosts.wait_up(host_id)
@@ -214,10 +230,12 @@ async def _vms(controller: Any, vms: Iterable[DemoVm]) -> None:
                 new_disks.append({"name": disk.name, "size": disk.size_gib * GIB, "expectations": list(disk.expect)})
             else:
                 links.append(DiskLink(disk_id=doc.id))
+        # what must run comes back after its host fails (high availability)
+        ha = [HA] if UP in vm.expect else []
         await controller.create_vm(vm.name, cpus=vm.cpus, memory_min=vm.memory_gib * GIB,
                                    memory_max=(vm.max_memory_gib or vm.memory_gib) * GIB,
                                    architecture=vm.architecture, disks=links, new_disks=new_disks,
-                                   expectations=list(vm.expect))
+                                   expectations=[*vm.expect, *ha])
 
 
 def _open(controller: Any, *statuses: PlanStatus) -> list[Plan]:

@@ -10,7 +10,8 @@ Events and write the same HostDynamic fields as real ones; only ``Host.simulated
 
 On demand (the demo, the fault tests, the benchmark): ``fail_host`` (power loss: the guests die with
 it), ``recover_host`` (it boots and reconnects), ``disconnect``/``reconnect`` (a network flap: the
-guests keep running) and ``reconnect_all``.
+guests keep running) and ``reconnect_all``. ``power_off`` is each simulated host's BMC, a named fake of
+IPMI (fencing: the guests die, the host stays off until it is recovered or woken).
 
     sim = SimulatedFleet(store, timing=Timing(scale=1.0))
     host = await sim.add_host("kvm01", "r640")
@@ -32,16 +33,13 @@ from typing import Any
 
 from kerub_tui.core.models import (
     Event,
-    FileAllocation,
     Host,
     HostConfiguration,
     HostDynamic,
     HostStatus,
-    LvmAllocation,
     VirtualMachine,
     VirtualMachineDynamic,
     VirtualStorageDeviceDynamic,
-    VmStatus,
     utcnow,
 )
 from kerub_tui.core.names import InvalidName, check_name
@@ -50,16 +48,16 @@ from kerub_tui.hosts.fleet import FleetError, status_event
 from kerub_tui.hosts.libvirt_link import DomainEvent
 from kerub_tui.hosts.monitor import DocumentWriter, DomainStats, HostMonitor, MonitorSettings, SectionOutput
 from kerub_tui.hosts.operations import EXIT_UNREACHABLE, OperationResult
+from kerub_tui.hosts.results import ProgressReport
 from kerub_tui.ssh import NotConnected
 
-from .machine import GIB, Domain, Machine, Timing
+from .machine import Machine, Timing, migrate
 from .profiles import profile as find_profile
 
 log = logging.getLogger(__name__)
 
 ADDRESS_DOMAIN = "sim.invalid"  # RFC 2606: a name that can never resolve, so nothing real is reached
 DETECT_SECONDS = 3.0  # how long a lost host takes to notice (ssh keepalives), at timing scale 1
-MIGRATE_BYTES_PER_SECOND = 1.1 * GIB  # a 10 GbE link, as live migration sees it
 _VMSTAT_HEADER = (
     "--procs-- -----------------------memory---------------------- ---swap-- -----io---- -system-- "
     "----------cpu----------",
@@ -181,32 +179,15 @@ class SimulatedFleet:
         last seen down comes back as one that was rebooted meanwhile: without its guests."""
         host_dyn = self.store.get(HostDynamic, host_id)
         rebooted = host_dyn is not None and host_dyn.status in (HostStatus.down, HostStatus.unreachable)
+        guests = []
         for dyn in [] if rebooted else self.store.list(VirtualMachineDynamic):
-            if dyn.host_id != host_id or dyn.status not in (VmStatus.up, VmStatus.paused):
-                continue
-            vm = self.store.get(VirtualMachine, dyn.id)
-            if vm is None:
-                continue
-            machine.domains[vm.id] = Domain(vm.id, vm.name, vm.memory_max, vm.cpus,
-                                            "paused" if dyn.status is VmStatus.paused else "running",
-                                            cpu_percent=dyn.cpu_percent or machine.rng.uniform(1, 30),
-                                            rss_share=min(0.98, (dyn.memory_used or vm.memory_max * 7 // 10)
-                                                          / vm.memory_max))
-        for disk_dyn in self.store.list(VirtualStorageDeviceDynamic):
-            for alloc in disk_dyn.allocations:
-                if alloc.host_id != host_id:
-                    continue
-                if isinstance(alloc, LvmAllocation) and alloc.vg in machine.volumes:
-                    machine.restore_volume(alloc.vg, alloc.lv, alloc.actual_size or 0, alloc.thin_pool,
-                                           mirrors=alloc.mirrors)
-                elif isinstance(alloc, FileAllocation):
-                    machine.restore_image(alloc.path, alloc.format, alloc.actual_size or 0)
+            vm = self.store.get(VirtualMachine, dyn.id) if dyn.host_id == host_id else None
+            if vm is not None:
+                guests.append((vm, dyn))
         config = self.store.get(HostConfiguration, host_id)
-        for pool in config.thin_pools if config is not None else []:
-            if pool.vg in machine.volumes:
-                machine.restore_volume(pool.vg, pool.name, pool.size_bytes, None, kind="thin-pool")
-        if host_dyn is not None and host_dyn.ksm.run:
-            machine.ksm.update(run=1, pages_to_scan=host_dyn.ksm.pages_to_scan or 100)
+        machine.restore(host_id, guests=guests, disks=self.store.list(VirtualStorageDeviceDynamic),
+                        thin_pools=config.thin_pools if config is not None else [],
+                        ksm=host_dyn.ksm if host_dyn is not None else None)
 
     def _capabilities(self, host_id: str) -> Any:
         host = self.store.get(Host, host_id)
@@ -343,6 +324,28 @@ class SimulatedFleet:
         member.machine.reachable = True
         self._connect(member, self.timing.boot if boot is None else boot)
 
+    async def wake(self, host_id: str) -> OperationResult:
+        """A wake-up from the controller: a machine that is off boots (as after a power loss)."""
+        member = self._members.get(host_id)
+        if member is None:
+            return OperationResult(EXIT_UNREACHABLE, "", f"host {host_id} is not a simulated host of this controller")
+        if member.machine.up:
+            return OperationResult(0, f"{member.name} is already on", "")
+        self.recover_host(host_id)
+        return OperationResult(0, f"{member.name} boots", "")
+
+    async def power_off(self, host_id: str) -> OperationResult:
+        """The simulated host's BMC (a named fake: no IPMI hardware exists here) powers it off, as
+        ``ipmitool ... chassis power off`` would: its guests die; the controller loses it, if it had it."""
+        member = self._members.get(host_id)
+        if member is None:
+            return OperationResult(EXIT_UNREACHABLE, "", f"host {host_id} is not a simulated host of this controller")
+        member.machine.crash()
+        member.machine.reachable = False
+        if member.status is HostStatus.up:
+            self._lose(member, "connection lost: powered off through IPMI (simulated)")
+        return OperationResult(0, "Chassis Power Control: Down/Off\nChassis Power is off (simulated BMC)\n", "")
+
     def disconnect(self, host_id: str, reason: str = "network unreachable") -> None:
         """The network to the host goes: its guests keep running, the controller loses sight of it."""
         member = self.member(host_id)
@@ -374,12 +377,14 @@ class SimulatedFleet:
             self._set_status(member, HostStatus.down, reason)
 
     async def wait_up(self, host_id: str, timeout: float | None = None) -> None:
+        """Until the host is up, and the store says so (a step's checks read the store)."""
         member = self.member(host_id)
         try:
             async with asyncio.timeout(timeout):
                 while member.status is not HostStatus.up:
                     member.changed.clear()
                     await member.changed.wait()
+                await self.writer.drained()
         except TimeoutError:
             raise NotConnected(f"host {member.name} is {member.status.value}: {member.reason}") from None
 
@@ -395,66 +400,27 @@ class SimulatedFleet:
             )
         return member
 
-    async def run(self, host_id: str, command: str, *, privileged: bool = True) -> OperationResult:
+    async def run(self, host_id: str, command: str, *, privileged: bool = True,
+                  on_stderr: Callable[[bytes], None] | None = None) -> OperationResult:
         member = self._reachable(host_id)
         if isinstance(member, OperationResult):
             return member
-        return await member.machine.shell(command)
+        return await member.machine.shell(command, on_stderr)
 
-    async def libvirt(self, host_id: str, op: str, **kwargs: Any) -> OperationResult:
+    async def libvirt(self, host_id: str, op: str, *, on_progress: ProgressReport | None = None,
+                      **kwargs: Any) -> OperationResult:
+        """``on_progress`` hears how far a migration got (the other operations do not report)."""
         member = self._reachable(host_id)
         if isinstance(member, OperationResult):
             return member
-        machine = member.machine
-        vm_id = kwargs.get("vm_id", "")
-        if op == "start":
-            result = await machine.start(vm_id, kwargs["vm_name"], kwargs["xml"])
-        elif op == "shutdown":
-            result = await machine.shutdown(vm_id, float(kwargs.get("timeout") or 0))
-        elif op == "destroy-if-running":
-            result = await machine.destroy(vm_id)
-        elif op == "undefine":
-            result = await machine.undefine(vm_id)
-        elif op in ("pause", "resume"):
-            result = await machine.set_paused(vm_id, op == "pause")
-        elif op == "domain-state":
-            result = OperationResult(0, machine.domain_state(vm_id))
-        elif op == "migrate":
-            result = await self._migrate(member, kwargs["target_host_id"], vm_id, bool(kwargs.get("copy_storage")))
-        else:
-            result = OperationResult(1, "", f"unknown libvirt operation {op!r}")
-        return result
-
-    async def _migrate(self, source: _Member, target_id: str, vm_id: str, copy_storage: bool) -> OperationResult:
-        target = self._reachable(target_id)
-        if isinstance(target, OperationResult):
-            return OperationResult(1, "", f"operation failed: Failed to connect to remote libvirt URI: {target.stderr}")
-        domain = source.machine.domains.get(vm_id)
-        if domain is None or domain.status == "shut off":
-            return OperationResult(1, "", "Requested operation is not valid: domain is not running")
-        if domain.memory > target.machine.free_memory():
-            return OperationResult(1, "", "operation failed: migration job: unexpectedly failed: "
-                                 "cannot set up guest memory 'pc.ram': Cannot allocate memory")
-        seconds = 0.5 + domain.memory * domain.rss_share / MIGRATE_BYTES_PER_SECOND
-        if copy_storage:
-            disks = sum(v.size for vg in source.machine.volumes.values() for v in vg.values()) * 0.01
-            seconds += disks / (source.machine.write_mbps * 1e6)
-        arrived = Domain(domain.vm_id, domain.name, domain.memory, domain.cpus, "running",
-                         cpu_percent=domain.cpu_percent, rss_share=domain.rss_share)
-        target.machine.domains[vm_id] = arrived
-        target.machine.on_domain(arrived.state(DomainEvent.started, migrating=True))
-        try:
-            await source.machine.spend(seconds)
-            await target.machine.spend(0)
-        except Exception:
-            target.machine.domains.pop(vm_id, None)
-            target.machine.on_domain(arrived.state(DomainEvent.undefined, migrating=True))
-            return OperationResult(1, "", "operation failed: migration out job: unexpectedly failed "
-                                 "(the connection to a host was lost)")
-        source.machine.domains.pop(vm_id, None)
-        source.machine.stopped(domain, DomainEvent.stopped, migrating=True)
-        target.machine.on_domain(arrived.state(DomainEvent.resumed, migrating=True))
-        return OperationResult(0)
+        if op == "migrate":
+            target = self._reachable(kwargs["target_host_id"])
+            if isinstance(target, OperationResult):
+                return OperationResult(1, "", "operation failed: Failed to connect to remote libvirt URI: "
+                                       f"{target.stderr}")
+            return await migrate(member.machine, target.machine, kwargs.get("vm_id", ""),
+                                 bool(kwargs.get("copy_storage")), on_progress)
+        return await member.machine.libvirt(op, **kwargs)
 
 
 __all__ = ["ADDRESS_DOMAIN", "SimulatedFleet"]

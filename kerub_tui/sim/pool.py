@@ -7,12 +7,14 @@ controller and the console call the pool and never ask which one answered.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from kerub_tui.core.models import Host, HostStatus
 from kerub_tui.core.store import Store
 from kerub_tui.hosts.fleet import Fleet
 from kerub_tui.hosts.operations import EXIT_UNREACHABLE, FleetOperations, OperationResult
+from kerub_tui.hosts.power import fence_from_controller, wake_from_controller
 
 from .fleet import SimulatedFleet
 
@@ -61,14 +63,38 @@ class HostPool:
     # the executor's HostOperations
 
     async def run(self, host_id: str, command: str, *, privileged: bool = True,
-                  input: bytes | None = None) -> OperationResult:
+                  input: bytes | None = None, on_stderr: Callable[[bytes], None] | None = None) -> OperationResult:
         if self.is_simulated(host_id):
             if input is not None:  # the simulator has no files to write (cloud-init seeds)
                 return OperationResult(127, "", "a command with input is not simulated by the kerub-tui simulator")
-            return await self.simulated.run(host_id, command, privileged=privileged)
-        if input is not None:
+            return await self.simulated.run(host_id, command, privileged=privileged, on_stderr=on_stderr)
+        if input is not None:  # only what is given: an operations object may take neither
             return await self.operations.run(host_id, command, privileged=privileged, input=input)
+        if on_stderr is not None:
+            return await self.operations.run(host_id, command, privileged=privileged, on_stderr=on_stderr)
         return await self.operations.run(host_id, command, privileged=privileged)
+
+    async def wake(self, host_id: str) -> OperationResult:
+        """Wake a powered-down host from the controller (planner.executor.WakesHosts): a simulated one
+        boots; a real one gets the magic packet or ipmitool from this process (hosts/power.py)."""
+        host = self.store.get(Host, host_id)
+        if host is None:
+            return OperationResult(EXIT_UNREACHABLE, "", f"no host {host_id}")
+        if host.simulated:
+            return await self.simulated.wake(host_id)
+        return await wake_from_controller(host.power, host.name)
+
+    async def fence(self, host_id: str) -> OperationResult:
+        """Power a host that went away off through its BMC, from the controller (planner.executor.FencesHosts):
+        a simulated one's BMC is the simulator's named fake; a real one's is ipmitool run here, read back."""
+        host = self.store.get(Host, host_id)
+        if host is None:
+            return OperationResult(EXIT_UNREACHABLE, "", f"no host {host_id}")
+        if host.power.ipmi_address is None:
+            return OperationResult(1, "", f"{host.name} has no IPMI: it cannot be powered off from the controller")
+        if host.simulated:
+            return await self.simulated.power_off(host_id)
+        return await fence_from_controller(host.power, host.name)
 
     async def libvirt(self, host_id: str, op: str, **kwargs: Any) -> OperationResult:
         simulated = self.is_simulated(host_id)

@@ -88,6 +88,8 @@ class Profile:
     os_version: str = "12"
     kernel: str = "6.1.0-26-amd64"
     libvirt: str = "9.0.0"
+    # serves its disks to other hosts (issue 16): tgtd for iSCSI, nfs-ganesha for NFS (the storage server)
+    shares: bool = False
 
     @property
     def cpus(self) -> int:
@@ -147,8 +149,8 @@ class Profile:
                                       guest_arches=[self.architecture], emulator=emulator),
             ksm=True,
             tools={"lvm": True, "qemu-img": True, "virsh": True, "dmidecode": True, "smartctl": True,
-                   "ethtool": True, "zfs": False, "zpool": False, "tgtd": False, "tgtadm": False, "targetcli": False,
-                   "exportfs": False, "ganesha.nfsd": False, "gvinum": False, "ipmitool": self.power_supplies > 1},
+                   "ethtool": True, "zfs": False, "zpool": False, "tgtd": self.shares, "tgtadm": self.shares,
+                   "targetcli": False, "exportfs": False, "ganesha.nfsd": self.shares, "gvinum": False, "ipmitool": self.power_supplies > 1},
         )
 
 
@@ -164,7 +166,7 @@ PROFILES: dict[str, Profile] = {p.name: p for p in (
             "Micron_7450_MTFDKCB7T6TFR", 7 * TIB, False, "nvme", 6800, 5300),
     Profile("storage", "2U storage server", "HPE", "ProLiant DL380 Gen10", "Intel(R) Xeon(R) Silver 4214 CPU @ 2.20GHz",
             "GenuineIntel", "x86_64", 2, 12, 2, 3200.0, tuple(_INTEL_SERVER), 24576, 33792, 192 * GIB, 6, 2400, True, 2,
-            "HPE MB016000JWZHE (RAID 6, 4x16TB)", 32 * TIB, True, "hdd", 450, 300),
+            "HPE MB016000JWZHE (RAID 6, 4x16TB)", 32 * TIB, True, "hdd", 450, 300, shares=True),
     Profile("legacy", "older dual-socket server", "Dell Inc.", "PowerEdge R620", "Intel(R) Xeon(R) CPU E5-2650 v2 @ 2.60GHz",
             "GenuineIntel", "x86_64", 2, 8, 2, 3400.0, tuple(_INTEL_OLD), 4096, 40960, 128 * GIB, 8, 1600, True, 2,
             "INTEL SSDSC2BB800G4", 800 << 30, False, "ssd", 500, 460),

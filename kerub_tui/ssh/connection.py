@@ -419,8 +419,11 @@ class HostConnection:
         input: str | bytes | None = None,
         max_output: int | None = None,
         wait: float | None = 0.0,
+        on_stderr: Callable[[bytes], None] | None = None,
     ) -> CommandResult:
         """Run ``command`` (shell text, every value already quoted) and collect its result.
+
+        ``on_stderr`` sees each piece of standard error as it arrives (a copy's progress), on this loop.
 
         Output beyond ``max_output`` bytes per stream is read and dropped (flagged truncated). On
         timeout the channel is closed, which kills the command and its children on the host, and
@@ -430,7 +433,7 @@ class HostConnection:
         cap = max_output or self.settings.max_output
         text = remote_command(command, user=self.user, privileged=privileged, tied=input is None)
         out = _Capture(cap)
-        err = _Capture(cap)
+        err = _Capture(cap, tap=on_stderr)
         async with self._sessions:
             conn = await self.connection(wait)
             started = time.monotonic()
@@ -518,16 +521,22 @@ class HostConnection:
 class _Capture:
     """Reads a stream to its end, keeping at most ``cap`` bytes."""
 
-    def __init__(self, cap: int) -> None:
+    def __init__(self, cap: int, tap: Callable[[bytes], None] | None = None) -> None:
         self.cap = cap
         self.buffer = bytearray()
         self.truncated = False
+        self.tap = tap
 
     async def drain(self, reader: asyncssh.SSHReader[bytes]) -> None:
         while True:
             chunk = await reader.read(65536)
             if not chunk:
                 return
+            if self.tap is not None:
+                try:
+                    self.tap(chunk)
+                except Exception:  # a watcher's bug must not lose the command's output
+                    log.exception("the watcher of a command's standard error failed")
             room = self.cap - len(self.buffer)
             if room > 0:
                 self.buffer += chunk[:room]

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import subprocess
-import sys
 from pathlib import Path
 
 from kerub_tui.ssh import SshSettings
 from kerub_tui.ssh.commands import PROCESS_TAG
+from tests import cliproc
 
 SETTINGS = SshSettings(config=(), keepalive_interval=1.0, keepalive_count_max=2, backoff_initial=0.1,
                        backoff_max=1.0, connect_timeout=10.0)
@@ -43,5 +43,4 @@ def started_by_us(host, *needles: str) -> list[str]:
 
 def kerub(*argv: str, env: dict[str, str], timeout: float = 180) -> subprocess.CompletedProcess[str]:
     """kerub-tui's command line as a user runs it, in its own process, on the data dir of ``env``."""
-    return subprocess.run([sys.executable, "-m", "kerub_tui", *argv], env=env, capture_output=True, text=True,
-                          timeout=timeout)
+    return cliproc.kerub(argv, env=env, timeout=timeout)

@@ -35,6 +35,8 @@ import pytest
 
 from kerub_tui.core.models import (
     Event,
+    HostDynamic,
+    HostStatus,
     Plan,
     PlanStatus,
     VirtualStorageDevice,
@@ -112,7 +114,7 @@ def new_vm(env: dict[str, str], name: str = "crash", disks: int = 1) -> str:
     """A VM with new disks that must be up; returns the id of the proposal that makes it so."""
     out = ok("vm", "create", name, "--memory", "64M", *[a for _ in range(disks) for a in ("--disk", "32M")],
              "--expect", "availability:up@dealbreaker", env=env)
-    match = re.search(r"proposal ([0-9a-f]{8}) \(repair, (\d+) steps\)", out)
+    match = re.search(r"proposal ([0-9a-f]{8}) \(start, (\d+) steps\)", out)
     assert match, out
     assert int(match[2]) == disks + 1, out  # create-lv per disk, start-vm
     return match[1]
@@ -206,7 +208,7 @@ def replan_one_shot(env: dict[str, str], name: str = "crash") -> str:
     """With no controller running: stop and start the VM again, which re-plans once."""
     ok("vm", "stop", name, env=env)
     out = ok("vm", "start", name, env=env)
-    match = re.search(r"proposal ([0-9a-f]{8}) \(repair", out)
+    match = re.search(r"proposal ([0-9a-f]{8}) \(start", out)
     assert match, out
     return match[1]
 
@@ -222,6 +224,18 @@ class Serve:
                                          stdout=subprocess.DEVNULL, stderr=log, text=True)
         wait_for(lambda: "serving" in self.log.read_text() or self.proc.poll() is not None, "serve to start")
         assert self.proc.poll() is None, self.log.read_text()
+        # Its hosts connected before a plan goes through it: a plan approved while its host is still
+        # connecting is withdrawn (the host cannot carry it out now), which is not what these tests test.
+        wait_for(lambda: self.hosts_up() or self.proc.poll() is not None, "serve's hosts to be up")
+
+    def hosts_up(self) -> bool:
+        store = snapshot(self.env)
+        if store is None:
+            return False
+        try:
+            return all(d.status is HostStatus.up for d in store.list(HostDynamic))
+        finally:
+            store.close()
 
     def kill(self) -> None:
         self.proc.send_signal(signal.SIGKILL)

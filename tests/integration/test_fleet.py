@@ -109,6 +109,12 @@ async def test_add_accept_and_discover_a_host(clean_lab, tmp_path):
                               "the first vmstat sample")
         assert dynamic.status is HostStatus.up
         assert dynamic.storage_free.get(f"lvm:{host.vg}") == caps.storage_by_id(f"lvm:{host.vg}").free_bytes
+        # every PV of the VG, by discovery and by the state watch (issue 18 item 7): the lab's one loop device
+        (pv,) = caps.storage_by_id(f"lvm:{host.vg}").pvs
+        assert (pv.name, pv.disk) == (host.pv_loop, host.pv_loop) and 0 < pv.free_bytes <= pv.size_bytes
+        watched = await until(lambda: (d := store.get(HostDynamic, added.id)) and d.storage_pvs.get(f"lvm:{host.vg}"),
+                              "the state watch's PVs")
+        assert [(p.name, p.size_bytes) for p in watched] == [(pv.name, pv.size_bytes)]
 
         await fleet.remove_host(added.id)
         assert store.get(Host, added.id) is None and store.get(HostDynamic, added.id) is None

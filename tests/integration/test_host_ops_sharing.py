@@ -1,10 +1,8 @@
-"""iSCSI sharing steps carried out by the executor on a lab host running tgtd, read from another lab
-host with qemu's own initiator (no kernel iSCSI here). The planner does not plan shares yet, so the
-steps are handed to the executor as an approved plan, as the replanner would.
-
-NFS is not run on the lab: nfs-ganesha needs rpcbind and the NFS ports of the one network namespace
-all lab hosts share; its builders run end to end in a private network namespace in
-tests/unit/test_ops_nfs.py.
+"""Sharing steps carried out by the executor on a lab host, read from another lab host with qemu's own
+clients (no kernel iSCSI or NFS here): an LV over iSCSI (the host's tgtd), a directory over NFS (the host's
+rpcbind and nfs-ganesha). Each full lab host has its own network namespace on the lab's bridge, and runs
+its own tgtd, rpcbind and ganesha there (tests/lab), so the reader reaches the server's address as a
+real host would. The steps are handed to the executor as an approved plan, as the replanner would.
 """
 
 from __future__ import annotations
@@ -14,26 +12,16 @@ import shutil
 import pytest
 
 from kerub_tui.core.models import Host, HostConfiguration, Plan, PlanStatus
-from kerub_tui.hosts import iscsi
+from kerub_tui.hosts import iscsi, nfs
 from kerub_tui.planner.commitments import build_state
-from kerub_tui.planner.steps import ShareIscsi, UnshareIscsi
+from kerub_tui.planner.steps import ExportNfs, ShareIscsi, UnexportNfs, UnshareIscsi
+from kerub_tui.planner.steps.sharing import ganesha_export_id
 
 from .test_host_ops import controller_on, until
 
 pytestmark = pytest.mark.lab
 
 MARKER = "KerubIscsiLabCheck"  # letters only: qemu-io shows other bytes as dots
-
-
-def start_tgtd(labhost) -> None:
-    # The lab hosts share one network namespace: this tgtd listens on its host's own address only.
-    labhost.run(f"mkdir -p /run/tgtd && tgtd --iscsi portal={labhost.address}:3260", check=True)
-
-
-def stop_tgtd(labhost) -> None:
-    labhost.run("tgtadm --lld iscsi --mode target --op show | sed -n 's/^Target \\([0-9]*\\):.*/\\1/p' | "
-                "while read t; do tgtadm --lld iscsi --mode target --op delete --force --tid $t; done; "
-                "tgtadm --op delete --mode system")
 
 
 async def run_steps(c, *steps) -> Plan:
@@ -48,6 +36,12 @@ def qemu_read(labhost, url: str):
     return labhost.run(["qemu-io", "-r", "-f", "raw", "-c", f"read -v 0 {len(MARKER)}", url])
 
 
+def read_marker(labhost, url: str) -> bool:
+    read = qemu_read(labhost, url)
+    assert read.returncode == 0, read.stderr
+    return MARKER in "".join(line.split("  ")[-1] for line in read.stdout.splitlines())
+
+
 async def test_an_lv_shared_over_iscsi_is_read_by_qemu_on_another_host(clean_lab, tmp_path):
     if shutil.which("tgtd") is None or shutil.which("qemu-io") is None:
         pytest.skip("tgt (tgtd) or qemu-io (qemu-utils) is not installed")
@@ -55,38 +49,63 @@ async def test_an_lv_shared_over_iscsi_is_read_by_qemu_on_another_host(clean_lab
     server.run(f"lvcreate -qq --yes --name kerub-shared --size 4m {server.vg} && "
                f"printf %s {MARKER} | dd of=/dev/{server.vg}/kerub-shared conv=notrunc,fsync status=none",
                check=True)
-    start_tgtd(server)
-    try:
-        async with controller_on(clean_lab, tmp_path, hosts=2) as c:
-            host_id = c.db.find_by_name(Host, server.name).id
-            iqn = iscsi.disk_iqn("shared-disk")
-            url = f"iscsi://{server.address}/{iqn}/1"
-            share = ShareIscsi(host_id, 1, iqn, f"/dev/{server.vg}/kerub-shared")
-            done = await run_steps(c, share)
-            assert done.status is PlanStatus.done, done.status_reason
-            assert done.records[0].commands[0].command == iscsi.iscsi_share(1, iqn, share.lun_path, None, None)
-            [target] = c.db.require(HostConfiguration, host_id).iscsi_targets
-            assert (target.tid, target.iqn) == (1, iqn)
+    async with controller_on(clean_lab, tmp_path, hosts=2) as c:
+        host_id = c.db.find_by_name(Host, server.name).id
+        iqn = iscsi.disk_iqn("shared-disk")
+        url = f"iscsi://{server.address}/{iqn}/1"
+        share = ShareIscsi(host_id, 1, iqn, f"/dev/{server.vg}/kerub-shared")
+        done = await run_steps(c, share)
+        assert done.status is PlanStatus.done, done.status_reason
+        assert done.records[0].commands[0].command == iscsi.iscsi_share(1, iqn, share.lun_path, None, None)
+        [target] = c.db.require(HostConfiguration, host_id).iscsi_targets
+        assert (target.tid, target.iqn) == (1, iqn)
 
-            read = qemu_read(client, url)  # qemu's own initiator, on the other lab host
-            assert read.returncode == 0, read.stderr
-            assert MARKER in "".join(line.split("  ")[-1] for line in read.stdout.splitlines())
+        assert read_marker(client, url)  # qemu's own initiator, on the other lab host
 
-            done = await run_steps(c, UnshareIscsi(host_id, 1))
-            assert done.status is PlanStatus.done, done.status_reason
-            assert c.db.require(HostConfiguration, host_id).iscsi_targets == []
-            assert qemu_read(client, url).returncode != 0
-            assert iscsi.parse_tgtadm_show(server.run(iscsi.iscsi_show_command(), check=True).stdout) == []
+        done = await run_steps(c, UnshareIscsi(host_id, 1))
+        assert done.status is PlanStatus.done, done.status_reason
+        assert c.db.require(HostConfiguration, host_id).iscsi_targets == []
+        assert qemu_read(client, url).returncode != 0
+        assert iscsi.parse_tgtadm_show(server.run(iscsi.iscsi_show_command(), check=True).stdout) == []
 
-            # The same target twice: tgtd refuses, the plan fails with tgtadm's words.
-            first = await run_steps(c, share)
-            assert first.status is PlanStatus.done
-            again = Plan(plan_kind="share", status=PlanStatus.approved,
-                         steps=[ShareIscsi(host_id, 2, iqn, share.lun_path).to_planned(build_state(c.db))])
-            c.db.put(again)
-            failed = await until(lambda: (p := c.db.get(Plan, again.id)) and p.status in (PlanStatus.done,
-                                 PlanStatus.failed) and p, "the second share to finish")
-            assert failed.status is PlanStatus.failed
-            assert "tgtadm" in failed.status_reason and "exited" in failed.status_reason
-    finally:
-        stop_tgtd(server)
+        # The same target twice: tgtd refuses, the plan fails with tgtadm's words.
+        first = await run_steps(c, share)
+        assert first.status is PlanStatus.done
+        again = Plan(plan_kind="share", status=PlanStatus.approved,
+                     steps=[ShareIscsi(host_id, 2, iqn, share.lun_path).to_planned(build_state(c.db))])
+        c.db.put(again)
+        failed = await until(lambda: (p := c.db.get(Plan, again.id)) and p.status in (PlanStatus.done,
+                             PlanStatus.failed) and p, "the second share to finish")
+        assert failed.status is PlanStatus.failed
+        assert "tgtadm" in failed.status_reason and "exited" in failed.status_reason
+
+
+async def test_a_directory_exported_over_nfs_by_ganesha_is_read_by_qemu_on_that_host_alone(clean_lab, tmp_path):
+    if shutil.which("ganesha.nfsd") is None or shutil.which("qemu-io") is None:
+        pytest.skip("nfs-ganesha or qemu-io (qemu-utils) is not installed")
+    server, client, other = clean_lab.hosts
+    directory = "/tmp/kerub-exported"  # in the server's own /tmp (each lab host has its own)
+    server.run(f"mkdir -p {directory} && printf %s {MARKER} > {directory}/disk.img && "
+               f"truncate -s 1M {directory}/disk.img", check=True)
+    url = nfs.nfs_qemu_url(server.address, directory, "disk.img")
+    async with controller_on(clean_lab, tmp_path, hosts=2) as c:
+        host_id = c.db.find_by_name(Host, server.name).id
+        export = ExportNfs(host_id, directory, client.address, server="ganesha")
+        done = await run_steps(c, export)
+        assert done.status is PlanStatus.done, done.status_reason
+        assert done.records[0].commands[0].command == nfs.ganesha_add_export(
+            ganesha_export_id(directory), directory, clients=client.address)
+        [entry] = c.db.require(HostConfiguration, host_id).exports
+        assert (entry.path, entry.clients, entry.server) == (directory, client.address, "ganesha")
+
+        # qemu's own NFS client on the host the export names, over the lab's network (ganesha's
+        # reload on SIGHUP is its own: the read is retried until the export is there)
+        await until(lambda: qemu_read(client, url).returncode == 0, "the export to be read from the client")
+        assert read_marker(client, url)
+        refused = qemu_read(other, url)  # a third host is not among the export's clients
+        assert refused.returncode != 0
+
+        done = await run_steps(c, UnexportNfs(host_id, directory, client.address, server="ganesha"))
+        assert done.status is PlanStatus.done, done.status_reason
+        assert c.db.require(HostConfiguration, host_id).exports == []
+        await until(lambda: qemu_read(client, url).returncode != 0, "the export to go")

@@ -24,6 +24,7 @@ import pytest
 
 from kerub_tui.controller import ActionError, Controller
 from kerub_tui.hosts.facts import IMAGES_DIR
+from tests import cliproc
 
 pytestmark = pytest.mark.lab
 
@@ -33,8 +34,7 @@ DEADLINE = 60.0
 
 
 def kerub(*argv, env, timeout=240):
-    return subprocess.run([sys.executable, "-m", "kerub_tui", *argv], env=env, capture_output=True, text=True,
-                          timeout=timeout)
+    return cliproc.kerub(argv, env=env, timeout=timeout)
 
 
 def wait_for(predicate, what: str, timeout: float = DEADLINE, interval: float = 0.02):

@@ -12,10 +12,13 @@ from pathlib import Path
 import pytest
 
 from tests.lab import (
+    AUTO_SLOTS,
     Lab,
     LabError,
+    bridge_name,
     down,
     fingerprint,
+    lab_links,
     loop_devices,
     missing_prerequisites,
     process_start,
@@ -92,6 +95,46 @@ def test_host_key_fingerprint_is_what_ssh_keygen_and_the_server_say(lab):
                                 capture_output=True, text=True, timeout=30).stdout.split()
         assert served[1:3] == h.host_public_key.split()[:2]
     assert len({h.host_key_fingerprint for h in lab.hosts}) == len(lab.hosts)
+
+
+def test_each_full_host_has_its_own_network_on_the_lab_bridge(lab):
+    """Its own network namespace: a loopback and eth0 with its address, on the slot's bridge; no route
+    beyond the bridge; the other hosts' sshd, rpcbind and ganesha reached at their addresses."""
+    own_net = os.readlink("/proc/self/ns/net")
+    nets = set()
+    for h in lab.hosts:
+        nets.add(h.ssh("readlink /proc/self/ns/net").stdout.strip())
+        addresses = sorted((a.split()[1], a.split()[3]) for a in h.run("ip -o -4 addr show", check=True).stdout.splitlines())
+        assert addresses == [("eth0", f"{h.address}/24"), ("lo", "127.0.0.1/8")]
+        routes = h.run("ip -4 route show", check=True).stdout
+        assert "default" not in routes and routes.split()[0] == h.address.rsplit(".", 1)[0] + ".0/24", routes
+    assert own_net not in nets and len(nets) == len(lab.hosts)
+    bridge = bridge_name(lab.slot)
+    ports = subprocess.run(["ip", "-o", "link", "show", "master", bridge], capture_output=True, text=True,
+                           check=True).stdout
+    assert len(ports.strip().splitlines()) == len(lab.hosts)
+    one, other = lab.hosts[0], lab.hosts[1]
+    scan = one.run(["ssh-keyscan", "-T", "10", "-t", "ed25519", other.address], check=True).stdout.split()
+    assert scan[1:3] == other.host_public_key.split()[:2]
+    assert " mountd" in one.run(["rpcinfo", "-p", other.address], check=True).stdout  # other's ganesha
+
+
+def test_each_full_host_has_a_kerub_tui_directory_of_its_own_that_no_other_host_removes(lab):
+    """/var/lib/kerub-tui (the product's images and seeds): what one host makes there the others do not
+    see (it would be their file storage too), and a test mounting its own storage there keeps it while
+    another host's test removes the directory in its cleanup (an rmdir of a mount point elsewhere detaches
+    the mounts on it in every namespace)."""
+    one, other = lab.hosts[0], lab.hosts[1]
+    one.run("mount -t tmpfs -o size=1m kerub-lab-test /var/lib/kerub-tui && mkdir /var/lib/kerub-tui/images",
+            check=True)
+    try:
+        assert other.run("test -e /var/lib/kerub-tui/images").returncode != 0
+        other.run("mkdir -p /var/lib/kerub-tui/seeds", check=True)
+        other.run("rmdir /var/lib/kerub-tui/seeds /var/lib/kerub-tui 2>/dev/null; true")  # a test's cleanup
+        assert one.run("test -d /var/lib/kerub-tui/images").returncode == 0
+    finally:
+        one.run("umount /var/lib/kerub-tui")
+    assert one.run("ls -A /var/lib/kerub-tui", check=True).stdout == ""
 
 
 def test_each_libvirtd_has_its_own_host_uuid(lab):
@@ -194,6 +237,7 @@ def _traces(slot_dir: Path, vgs: list[str], processes: set[tuple[int, int]]) -> 
         "mounts": [line for line in mounts.splitlines()
                    if str(slot_dir) in line or any(f"/dev/{vg}" in line for vg in vgs)],
         "files": [str(p) for p in [slot_dir, *(Path("/dev") / vg for vg in vgs)] if p.exists()],
+        "links": lab_links(int(slot_dir.name.removeprefix("slot"))),
     }
 
 
@@ -232,28 +276,39 @@ def test_down_leaves_no_process_loop_device_mount_or_file():
         assert any(qemu_processes(h, "doomed"))
         before = _traces(lab.dir, vgs, processes)
         assert len(before["processes"]) > 10 and len(before["loops"]) == 3 and before["files"]
+        assert len(before["links"]) == 3  # the bridge and a veth per host
     finally:
         lab.down()
         if session is not None:
             session.wait(timeout=30)
-    assert _traces(lab.dir, vgs, processes) == {"processes": [], "loops": [], "mounts": [], "files": []}
+    assert _traces(lab.dir, vgs, processes) == {"processes": [], "loops": [], "mounts": [], "files": [], "links": []}
     lab.down()  # idempotent
 
 
-def test_up_cleans_what_a_crashed_run_left_in_its_slot():
-    reason = missing_prerequisites(light=True)
+CRASH_SLOT = 250
+assert CRASH_SLOT not in AUTO_SLOTS
+
+
+@pytest.mark.parametrize("light", [True, False], ids=["light", "full"])
+def test_up_cleans_what_a_crashed_run_left_in_its_slot(light):
+    reason = missing_prerequisites(light=light)
     if reason:
         pytest.skip(f"lab: {reason}")
-    crashed = Lab.up(1, light=True)
-    slot, processes = crashed.slot, _processes(crashed)
-    os.close(crashed._lock_fd)  # the session died: its lock went with it, nothing was cleaned
+    # An explicit slot outside AUTO_SLOTS: a test session's slot whose lock is gone looks stale to
+    # every other xdist worker, which would clean it (and take it) while this test brings it up again.
+    slot = CRASH_SLOT
+    crashed = Lab.up(1, light=light, slot=slot)  # explicit slots hold no lock once up: a crash leaves all
+    processes = _processes(crashed)
     assert len(processes) >= 2
-    again = Lab.up(1, light=True, slot=slot)
+    # a full host's network: the bridge and the veth stay in the machine's namespace after a crash
+    assert len(lab_links(slot)) == (0 if light else 2)
+    again = Lab.up(1, light=light, slot=slot)
     try:
         assert [p for p, start in processes if alive(p, start)] == []
         assert again.hosts[0].ssh("hostname").stdout.strip() == again.hosts[0].name
     finally:
         down(slot)
         crashed.hosts[0]._holder.wait(timeout=30)
+    assert lab_links(slot) == []
     with pytest.raises(LabError):
         Lab.attach(slot)

@@ -88,7 +88,7 @@ async def test_a_failing_viewer_is_not_echoed_and_the_console_command_fails(clea
                                                  {"DISPLAY": ":kerub-test"})
         assert code == 1
         lines = err.strip().splitlines()
-        assert len(lines) == 1 and lines[0].startswith("kerub-tui: console of broken") \
+        assert len(lines) == 1 and lines[0].startswith("kerub-tui: SPICE console of broken") \
             and lines[0].endswith("the viewer exited with status 1"), err
         captured = capfd.readouterr()
         everything = out + err + captured.out + captured.err

@@ -90,6 +90,24 @@ async def test_commands_return_status_output_and_respect_caps(lab):
         assert name.stdout.strip() == host.name
 
 
+async def test_standard_error_is_seen_as_it_comes_and_carries_a_copys_progress(lab):
+    """A copy's destination half (GNU dd status=progress) on a lab host: the watcher of its standard error
+    reads the bytes written, as the executor does for a copy step's progress."""
+    from kerub_tui.hosts.copy import copy_destination_command, parse_dd_progress
+
+    host = lab.hosts[0]
+    size = 48 << 20
+    chunks: list[bytes] = []
+    target = "/tmp/kerub-progress 'test"
+    async with connected(host) as conn:
+        result = await conn.run(f"head -c {size} /dev/zero | {copy_destination_command(target, size, progress=True)}",
+                                on_stderr=chunks.append)
+        await conn.run(f"rm -f {shlex.quote(target)}")
+    assert result.exit_code == 0, result.stderr
+    assert chunks and b"".join(chunks).decode() == result.stderr  # every piece seen, in order, nothing lost
+    assert parse_dd_progress(result.stderr) == size
+
+
 async def test_a_timed_out_command_is_stopped_on_the_host(lab):
     host = lab.hosts[0]
     async with connected(host) as conn:

@@ -65,7 +65,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         print("no lab")
     for s in slots:
         held = ", held by a live process" if s["held_by_live_process"] else ""
-        print(f"slot {s['slot']} ({s['dir']}): {s['phase'] or 'no state'}{held}")
+        links = f", links {' '.join(s['links'])}" if s["links"] else ""
+        print(f"slot {s['slot']} ({s['dir']}): {s['phase'] or 'no state'}{held}{links}")
         for h in s["hosts"]:
             state = "up" if h["alive"] else "down"
             sshd = "sshd answers" if h["sshd"] else "sshd silent"
@@ -82,7 +83,8 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument("--hosts", type=int, default=3, help="how many hosts (default 3)")
     up.add_argument("--light", action="store_true", help="sshd only: no libvirtd, no LVM")
     up.add_argument("--slot", type=int, default=DEFAULT_SLOT,
-                    help="addresses 127.0.SLOT.2... and files in LAB_ROOT/slotSLOT (default 0)")
+                    help="addresses 198.18.SLOT.2... on the bridge klabSLOT (light hosts: 127.0.SLOT.2...) "
+                         "and files in LAB_ROOT/slotSLOT (default 0)")
     up.add_argument("--pv-size", type=parse_size, default=DEFAULT_PV_SIZE,
                     help="size of each host's (sparse) LVM PV, default 1G")
     up.set_defaults(func=cmd_up)

@@ -38,9 +38,25 @@ HOST_ENV = {"PATH": SBIN_PATH, "LANG": "C.UTF-8", "HOME": "/root", "TERM": "dumb
 SYSTEM_PYTHON = "/usr/bin/python3" if Path("/usr/bin/python3").exists() else sys.executable
 FULL_BINARIES = (
     "unshare", "nsenter", "sshd", "ssh", "ssh-keygen", "ssh-keyscan", "losetup",
-    "libvirtd", "virtlogd", "virsh", "qemu-system-x86_64", "lvm",
+    "libvirtd", "virtlogd", "virsh", "qemu-system-x86_64", "lvm", "ip",
 )
 LIGHT_BINARIES = ("unshare", "nsenter", "sshd", "ssh", "ssh-keygen", "ssh-keyscan")
+# The lab network of full hosts: slot N is 198.18.N.0/24, the bridge klabN (198.18.N.1, in the machine's
+# own network namespace: the test process reaches every host's sshd through it) and host i at
+# 198.18.N.(i+1) on its veth klabNhI. 198.18.0.0/15 is reserved for benchmarking (RFC 2544): never routed
+# anywhere, and the hosts have no route beyond the bridge, so nothing of the lab leaves this machine.
+NET_PREFIX = "198.18"
+# Each full host's storage servers, started when the machine has them (tools/packages-test.txt): tgtd
+# (iSCSI, 0.0.0.0:3260 in the host's network namespace), rpcbind and nfs-ganesha (NFS v3/v4) with the
+# config and pid file the product's builders use (kerub_tui/hosts/nfs.py).
+GANESHA_CONF = (
+    "# kerub lab host: NFS v3 (qemu's client) and v4, no lock manager, no quota, no grace period.\n"
+    "NFS_CORE_PARAM { Protocols = 3, 4; Enable_NLM = false; Enable_RQUOTA = false; }\n"
+    "NFSV4 { Graceless = true; }\n"
+)
+GANESHA_PID = "/run/ganesha/ganesha.pid"
+KERUB_DIR = "/var/lib/kerub-tui"  # the product's image and seed directories are in it (hosts/facts.py)
+TGTD_SOCKET = "/run/tgtd/socket.0"
 # A test-controlled delay of the lvm wrapper (inside a host's namespace): see _lvm_wrapper and
 # LabHost.delay_lvm.
 LVM_DELAY_FILE = "/run/kerub-lab/lvm-delay"
@@ -94,12 +110,14 @@ def _check_prerequisites(light: bool) -> str | None:
         for d in ("/etc/libvirt", "/var/lib/libvirt", "/var/log/libvirt", "/var/cache/libvirt", "/etc/lvm"):
             if not Path(d).is_dir():
                 return f"the lab needs {d} (installed by libvirt-daemon-system / lvm2)"
+    kinds = ["--mount", "--uts", "--pid"] + ([] if light else ["--net"])
     probe = subprocess.run(
-        [_binary("unshare"), "--mount", "--uts", "--pid", "--fork", "--mount-proc", "true"],
+        [_binary("unshare"), *kinds, "--fork", "--mount-proc", "true"],
         capture_output=True, text=True, timeout=30,
     )
     if probe.returncode != 0:
-        return f"unshare of mount+uts+pid namespaces fails here: {probe.stderr.strip()}"
+        names = "+".join(k.removeprefix("--") for k in kinds)
+        return f"unshare of {names} namespaces fails here: {probe.stderr.strip()}"
     return None
 
 
@@ -225,6 +243,35 @@ def _lock_path(slot: int) -> Path:
     return LAB_ROOT / f"slot{slot}.lock"
 
 
+def bridge_name(slot: int) -> str:
+    """The slot's lab bridge in the machine's network namespace (full hosts only)."""
+    return f"klab{slot}"
+
+
+def veth_name(slot: int, index: int) -> str:
+    """The machine's end of host ``index``'s (1, 2, ...) veth pair; the host's end is its eth0."""
+    return f"klab{slot}h{index}"
+
+
+def bridge_address(slot: int) -> str:
+    return f"{NET_PREFIX}.{slot}.1"
+
+
+def host_address(slot: int, index: int, light: bool) -> str:
+    """Host ``index`` (1, 2, ...): a full host on the slot's bridge, a light host on the loopback."""
+    return f"127.0.{slot}.{index + 1}" if light else f"{NET_PREFIX}.{slot}.{index + 1}"
+
+
+def lab_links(slot: int) -> list[str]:
+    """The slot's bridge and veths that exist in the machine's network namespace."""
+    ip = which("ip")
+    if ip is None:
+        return []
+    out = _run([ip, "-o", "link", "show"]).stdout
+    names = [line.split(":", 2)[1].strip().split("@")[0] for line in out.splitlines() if line.count(":") >= 2]
+    return [n for n in names if re.fullmatch(rf"klab{slot}(h\d+)?", n)]
+
+
 def vg_name(slot: int, hostname: str) -> str:
     return f"kerub_{hostname}" if slot == DEFAULT_SLOT else f"kerub{slot}_{hostname}"
 
@@ -323,11 +370,12 @@ class LabHost:
         timeout: float = 120,
         input: str | None = None,
     ) -> subprocess.CompletedProcess[str]:
-        """Run a command as root inside this host's namespaces (not over ssh): a shell command
-        line for a str, an argv for a sequence. Tests use it to see the truth on the host."""
+        """Run a command as root inside this host's namespaces (its network too: a full host's own,
+        a light host's is the machine's), not over ssh: a shell command line for a str, an argv for a
+        sequence. Tests use it to see the truth on the host."""
         argv = ["/bin/sh", "-c", cmd] if isinstance(cmd, str) else list(cmd)
         proc = subprocess.run(
-            [_binary("nsenter"), "-t", str(self.init_pid), "-m", "-u", "-p", "--", *argv],
+            [_binary("nsenter"), "-t", str(self.init_pid), "-m", "-u", "-p", "-n", "--", *argv],
             capture_output=True, text=True, timeout=timeout, input=input,
             env=HOST_ENV, cwd="/", stdin=None if input is not None else subprocess.DEVNULL,
         )
@@ -377,6 +425,18 @@ class LabHost:
                 return pid
         return None
 
+    def power_off(self) -> None:
+        """Pull the plug: SIGKILL the host's init, so the kernel kills everything in its pid namespace
+        at once (qemu, sshd, libvirtd, the storage servers) and a full host's network namespace goes with
+        its veth. Nothing is told first: to the rest of the lab and to the product the host just stops
+        answering. The host stays in the lab's list (down() cleans it as after a crash)."""
+        victims = {p: process_start(p) for p in self.pids()}
+        if self.init_pid and process_start(self.init_pid) == self.init_start:
+            os.kill(self.init_pid, signal.SIGKILL)
+        _wait_for(lambda: not [p for p, start in victims.items()
+                               if process_start(p) == start and _process_state(p) not in (None, "Z")],
+                  20, f"the processes of {self.name} to die", 0.02)
+
     def stop_sshd(self, sessions: bool = False) -> None:
         """Stop the listening sshd (the address then refuses connections). With sessions=True
         also kill every open ssh session, as if the host went away."""
@@ -420,7 +480,7 @@ class LabHost:
 
     def reset(self) -> None:
         """Undo what a test did to this host: sshd running, the lab's client key the only
-        authorized key; on a full host no domains and no LVs."""
+        authorized key; on a full host no domains, no LVs, no iSCSI target and no NFS export."""
         if not self.sshd_pid():
             self.start_sshd()
         script = [
@@ -435,6 +495,13 @@ class LabHost:
                 ' virsh -q undefine "$d" >/dev/null; done',
                 f'if [ -n "$(lvs --noheadings -o lv_name {q(self.vg)} 2>/dev/null)" ]; then'
                 f" lvremove -qq -y {q(self.vg)} 2>/dev/null; fi",
+                f"if [ -S {TGTD_SOCKET} ]; then tgtadm --lld iscsi --mode target --op show |"
+                " sed -n 's/^Target \\([0-9]*\\):.*/\\1/p' | while read -r t; do"
+                ' tgtadm --lld iscsi --mode target --op delete --force --tid "$t"; done; fi',
+                # what the product's ganesha builders added: their %include lines and files
+                f"if [ -s {GANESHA_PID} ] && [ -d /etc/ganesha/kerub ]; then rm -rf /etc/ganesha/kerub &&"
+                f" printf %s {q(GANESHA_CONF)} > /etc/ganesha/ganesha.conf &&"
+                f' kill -HUP "$(cat {GANESHA_PID})"; fi',
             ]
         self.run("\n".join(script), check=True)
 
@@ -536,8 +603,9 @@ def _rewrite_known_hosts(path: Path, *changed: LabHost, hosts: Sequence[LabHost]
 
 
 class Lab:
-    """A set of lab hosts in one slot. Slot N puts host i at 127.0.N.(i+1):22 and its files under
-    LAB_ROOT/slotN; up() cleans whatever a previous run left in the slot first."""
+    """A set of lab hosts in one slot. Slot N puts host i at 198.18.N.(i+1):22 on the bridge klabN
+    (light hosts: 127.0.N.(i+1):22) and its files under LAB_ROOT/slotN; up() cleans whatever a
+    previous run left in the slot first."""
 
     def __init__(self, slot: int, hosts: list[LabHost], light: bool, lock_fd: int | None = None):
         self.slot = slot
@@ -571,14 +639,18 @@ class Lab:
         *,
         slot: int | None = None,
         prefix: str | None = None,
-        pv_size: int = DEFAULT_PV_SIZE,
+        pv_size: int | Sequence[int] = DEFAULT_PV_SIZE,
         timeout: float = UP_TIMEOUT,
     ) -> Lab:
         """Bring up `count` hosts. slot=None takes a free slot from AUTO_SLOTS and keeps it locked
         by this process until down() (for test sessions; a slot whose holder died is cleaned by
-        the next user). An explicit slot (the command line) outlives this process."""
+        the next user). An explicit slot (the command line) outlives this process. ``pv_size`` is
+        each full host's PV size, or one size per host."""
         if not 1 <= count <= 250:
             raise LabError(f"host count must be 1..250, not {count}")
+        sizes = [pv_size] * count if isinstance(pv_size, int) else list(pv_size)
+        if len(sizes) != count:
+            raise LabError(f"{len(sizes)} PV sizes for {count} hosts")
         if prefix is not None and not re.fullmatch(r"[a-z][a-z0-9-]{0,30}", prefix):
             raise LabError(f"host name prefix must match [a-z][a-z0-9-]{{0,30}}: {prefix!r}")
         reason = missing_prerequisites(light)
@@ -604,7 +676,7 @@ class Lab:
             _clean_slot(slot)
             lab = cls(slot, [], light, fd if keep_lock else None)
             try:
-                lab._bring_up(count, prefix or ("light" if light else "lab"), pv_size, timeout)
+                lab._bring_up(count, prefix or ("light" if light else "lab"), sizes, timeout)
             except BaseException:
                 _clean_slot(slot, lab.hosts)
                 raise
@@ -628,7 +700,7 @@ class Lab:
         tmp.write_text(json.dumps(state, indent=1))
         os.replace(tmp, self.dir / "state.json")
 
-    def _bring_up(self, count: int, prefix: str, pv_size: int, timeout: float) -> None:
+    def _bring_up(self, count: int, prefix: str, pv_sizes: Sequence[int], timeout: float) -> None:
         deadline = time.monotonic() + timeout
         self.dir.mkdir(mode=0o755, parents=True)
         bin_dir = self.dir / "bin"
@@ -638,7 +710,7 @@ class Lab:
         for i in range(1, count + 1):
             name = f"{prefix}{i}"
             self.hosts.append(LabHost(
-                name=name, address=f"127.0.{self.slot}.{i + 1}", port=SSH_PORT,
+                name=name, address=host_address(self.slot, i, self.light), port=SSH_PORT,
                 dir=self.dir / name, client_key=self.client_key, known_hosts=self.known_hosts,
                 light=self.light,
                 vg=None if self.light else vg_name(self.slot, name),
@@ -656,12 +728,13 @@ class Lab:
         )
         sshd_extra = _sshd_extra_options()
         _generate_host_keys(self.hosts)
-        for h in self.hosts:
+        for h, pv_size in zip(self.hosts, pv_sizes, strict=True):
             self._prepare_host(h, pv_size, sshd_extra)
         self._save_state("starting")
         for h in self.hosts:
             h._holder = subprocess.Popen(
-                [_binary("unshare"), "--mount", "--uts", "--pid", "--fork", "--mount-proc",
+                [_binary("unshare"), "--mount", "--uts", "--pid", *([] if self.light else ["--net"]),
+                 "--fork", "--mount-proc",
                  "--propagation", "private", SYSTEM_PYTHON, "-I", "-S",
                  str(bin_dir / "nsinit.py"), str(h.dir / "setup.sh"), str(h.dir / "init.log")],
                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -669,11 +742,31 @@ class Lab:
             )
             h.unshare_pid = h._holder.pid
         self._save_state("starting")
+        if not self.light:
+            self._connect_network()
         self._wait_ready(deadline)
         self._save_state("starting")
         _rewrite_known_hosts(self.known_hosts, hosts=self.hosts)
         # setup.sh waited for sshd's pid file, which sshd writes once it listens.
         self._save_state("up")
+
+    def _connect_network(self) -> None:
+        """The slot's bridge, and each host's veth pair: eth0 in the host's network namespace, the
+        other end on the bridge (one `ip -batch` for all). The host's setup.sh waits for net.ready,
+        then gives eth0 its address."""
+        for h in self.hosts:
+            h.init_pid = _wait_for(lambda h=h: _child_of(h.unshare_pid), 5, f"init of {h.name}")
+        self._save_state("starting")
+        bridge = bridge_name(self.slot)
+        batch = [f"link add name {bridge} type bridge", f"addr add {bridge_address(self.slot)}/24 dev {bridge}",
+                 f"link set {bridge} up"]
+        for i, h in enumerate(self.hosts, 1):
+            veth = veth_name(self.slot, i)
+            batch += [f"link add name {veth} type veth peer name eth0 netns {h.init_pid}",
+                      f"link set {veth} master {bridge} up"]
+        _check([_binary("ip"), "-batch", "-"], input="\n".join(batch) + "\n")
+        for h in self.hosts:
+            (h.dir / "net.ready").touch()
 
     def _wait_ready(self, deadline: float) -> None:
         pending = {h._holder.stdout.fileno(): h for h in self.hosts}
@@ -715,7 +808,7 @@ class Lab:
         h.sshd_config.write_text(_sshd_config(h, sshd_extra))
         mounts = [
             "mount -t tmpfs -o mode=0755,size=64m kerub-lab-run /run",
-            "mkdir -p /run/sshd /run/lock /run/lvm /run/libvirt /run/kerub-lab",
+            "mkdir -p /run/sshd /run/lock /run/lvm /run/libvirt /run/kerub-lab /run/tgtd /run/ganesha /run/rpcbind",
             "chmod 1777 /run/lock",
             f"mount --bind {q(self.dir / 'hosts')} /etc/hosts",
             f"mount --bind {q(root_home)} /root",
@@ -723,10 +816,21 @@ class Lab:
         ]
         daemons: list[str] = []
         waits = ["/run/sshd.pid"]
+        ready: list[str] = []
         if not h.light:
             mounts += self._prepare_full_host(h, pv_size)
+            mounts += _network_setup(h)
             daemons += ["virtlogd -d", "libvirtd -d"]
             waits += ["/run/libvirt/libvirt-sock", "/run/libvirt/virtlogd-sock"]
+            if which("tgtd") and which("tgtadm"):
+                daemons.append("tgtd")
+                waits.append(TGTD_SOCKET)
+            if _has_ganesha():
+                daemons += ["rpcbind -w", f"ganesha.nfsd -L {q(h.dir / 'ganesha.log')} "
+                            f"-f /etc/ganesha/ganesha.conf -p {GANESHA_PID}"]
+                waits.append(GANESHA_PID)
+                # registered with rpcbind (mountd last): exports and SIGHUPs are taken from then on
+                ready.append("rpcinfo -p 127.0.0.1 2>/dev/null | grep -q mountd")
         daemons.append(f"{q(_binary('sshd'))} -f {q(h.sshd_config)} -E {q(h.dir / 'sshd.log')}")
         if not h.light and h is self.hosts[0]:
             # libvirtd probes qemu on first use; start that now, in the background, for everyone.
@@ -735,6 +839,10 @@ class Lab:
             f"i=0; while [ ! -e {q(path)} ]; do i=$((i+1)); "
             f"if [ $i -gt 3000 ]; then echo 'no {path}' >&2; exit 1; fi; sleep 0.01; done"
             for path in waits
+        ] + [
+            f"i=0; until {check}; do i=$((i+1)); "
+            f"if [ $i -gt 3000 ]; then echo {q('not ready: ' + check)} >&2; exit 1; fi; sleep 0.01; done"
+            for check in ready
         ]
         (h.dir / "setup.sh").write_text(
             "# Runs inside the host's fresh namespaces (see tests/lab/nsinit.py).\n"
@@ -790,7 +898,22 @@ class Lab:
         wrapper.write_text(_lvm_wrapper(self.dir / "bin" / "lvmap.py", h.pv_file))
         wrapper.chmod(0o755)
         real = "/run/kerub-lab/real/lvm"
+        # kerub-tui's own directory (images, seeds), each host its own, empty. On the root file system all
+        # hosts share, a test's rmdir of it in one host (or a file storage made there) reached every other
+        # host: an rmdir of a mount point elsewhere detaches the mounts on it in every namespace. The empty
+        # directory on the root is left there for good: removing it would do just that to another slot.
+        (h.dir / "var-lib-kerub-tui").mkdir(mode=0o755)
+        storage_mounts = [f"mkdir -p {KERUB_DIR}", f"mount --bind {q(h.dir / 'var-lib-kerub-tui')} {KERUB_DIR}"]
+        if _has_ganesha():
+            etc_ganesha = h.dir / "etc-ganesha"
+            etc_ganesha.mkdir()
+            (etc_ganesha / "ganesha.conf").write_text(GANESHA_CONF)
+            storage_mounts.append(f"mount --bind {q(etc_ganesha)} /etc/ganesha")
+            if Path("/var/lib/nfs").is_dir():  # ganesha's NFSv4 recovery files: each host its own
+                (h.dir / "var-lib-nfs").mkdir()
+                storage_mounts.append(f"mount --bind {q(h.dir / 'var-lib-nfs')} /var/lib/nfs")
         return [
+            *storage_mounts,
             f"mount --bind {q(etc)} /etc/libvirt",
             f"mount --bind {q(h.dir / 'var-lib-libvirt')} /var/lib/libvirt",
             f"mount --bind {q(h.dir / 'var-log-libvirt')} /var/log/libvirt",
@@ -874,6 +997,20 @@ def _generate_host_keys(hosts: Sequence[LabHost]) -> None:
             failed.append(f"{shlex.join(argv)}: {err.decode(errors='replace').strip()}")
     if failed:
         raise LabError("ssh-keygen failed: " + "; ".join(failed))
+
+
+def _has_ganesha() -> bool:
+    return all(which(b) for b in ("ganesha.nfsd", "rpcbind", "rpcinfo")) and Path("/etc/ganesha").is_dir()
+
+
+def _network_setup(h: LabHost) -> list[str]:
+    """setup.sh's lines that wait for the host's eth0 (Lab._connect_network) and give it its address."""
+    flag = q(h.dir / "net.ready")
+    return [
+        f"i=0; while [ ! -e {flag} ]; do i=$((i+1)); "
+        "if [ $i -gt 3000 ]; then echo 'no network' >&2; exit 1; fi; sleep 0.01; done",
+        f"ip -batch - <<'EOF'\nlink set lo up\naddr add {h.address}/24 dev eth0\nlink set eth0 up\nEOF",
+    ]
 
 
 def _sshd_extra_options() -> str:
@@ -1034,6 +1171,19 @@ def _clean_slot(slot: int, hosts: Sequence[LabHost] = ()) -> list[str]:
             _wait_for(all_dead, 20, f"the processes of lab slot {slot} to die", 0.05)
         done.append(f"killed {len(victims)} processes")
 
+    # The veths go with their hosts' network namespaces, but the kernel tears those down in the
+    # background: delete them (and the bridge) by name, so the next up can make them again at once.
+    for _ in range(100):
+        links = lab_links(slot)
+        if not links:
+            break
+        # one ip for all, going on past a veth the kernel took away meanwhile (-force)
+        _run([_binary("ip"), "-force", "-batch", "-"], input="".join(f"link del {name}\n" for name in links))
+        done.append("deleted links " + " ".join(links))
+        time.sleep(0.05)
+    else:
+        raise LabError(f"network links of slot {slot} stay: {links}")
+
     prefix = f"{inst}/"
     for _ in range(100):
         ours = [d for d in loop_devices() if d["back-file"].startswith(prefix)]
@@ -1130,7 +1280,7 @@ def status() -> list[dict]:
                 "fingerprint": h.host_key_fingerprint,
             })
         result.append({
-            "slot": slot, "dir": str(slot_dir(slot)), "held_by_live_process": held,
+            "slot": slot, "dir": str(slot_dir(slot)), "held_by_live_process": held, "links": lab_links(slot),
             "phase": state.get("phase"), "light": state.get("light"), "hosts": hosts,
         })
     return result

@@ -29,12 +29,13 @@ from kerub_tui.core.models import (
     VirtualStorageDevice,
     VmStatus,
 )
-from kerub_tui.planner.steps import StartVm, step_from_planned
+from kerub_tui.planner.steps import FenceHost, StartVm, step_from_planned
 from kerub_tui.sim.demo import (
     HOSTS,
     LEGACY_HOSTS,
     LEGACY_VMS,
     SEED_ACTION,
+    SEED_ACTOR,
     VMS,
     DemoError,
     Tour,
@@ -120,6 +121,25 @@ async def test_the_seed_is_a_calm_fleet_with_one_proposal_waiting(demo) -> None:
     assert [e.action for e in db.list(AuditEntry)].count(SEED_ACTION) == 1
 
 
+async def test_the_set_up_records_its_own_acts_under_the_demo_not_the_admin(demo) -> None:
+    """Issue 13 item 10: the plans the set-up approved, and what it added, name the demo's set-up; the
+    admin's OS user appears nowhere (the admin did none of it). What the admin does next is theirs."""
+    from kerub_tui.controller import os_user
+
+    decided = [p for p in demo.db.list(Plan) if p.decided_by and p.status is not PlanStatus.withdrawn]
+    assert decided and {p.decided_by for p in decided} == {SEED_ACTOR}
+    approvals = [a for a in demo.db.list(AuditEntry) if a.action == "plan approve"]
+    assert approvals and {a.os_user for a in approvals} == {SEED_ACTOR}
+    assert {a.os_user for a in demo.db.list(AuditEntry) if a.action in ("host add", "vm create", SEED_ACTION)} \
+        == {SEED_ACTOR}
+    assert os_user() not in {a.os_user for a in demo.db.list(AuditEntry)}
+    assert demo.actor == os_user()
+    await demo.update_host(by_name(demo, Host, "old01").id, dedicated=True)
+    [mine] = [a for a in demo.db.list(AuditEntry) if a.action == "host update" and a.target == "old01"
+              and a.os_user != SEED_ACTOR]
+    assert mine.os_user == os_user() and mine.outcome == "dedicated: False → True"
+
+
 async def test_seeding_again_continues_the_same_demo(demo) -> None:
     before = {kind: sorted(d.id for d in demo.db.list(kind)) for kind in (Host, VirtualMachine, VirtualStorageDevice)}
     open_plans = sorted(p.id for p in proposals(demo))
@@ -127,6 +147,14 @@ async def test_seeding_again_continues_the_same_demo(demo) -> None:
     after = {kind: sorted(d.id for d in demo.db.list(kind)) for kind in (Host, VirtualMachine, VirtualStorageDevice)}
     assert after == before
     assert sorted(p.id for p in proposals(demo)) == open_plans, "seeding again approved or changed a proposal"
+
+
+async def test_a_seed_whose_audit_entry_aged_out_of_the_history_is_still_seeded(demo) -> None:
+    assert demo.settings().demo_seeded_at is not None
+    await demo.set_retention(audit_days=1)
+    demo.db.prune_history(dt.datetime.now(dt.UTC) + dt.timedelta(days=2))  # two days later: no audit entry left
+    assert demo.db.count(AuditEntry) == 0
+    assert not await seed(demo)
 
 
 async def test_an_interrupted_seed_finishes_without_duplicates(tmp_path) -> None:
@@ -188,9 +216,14 @@ async def test_the_tour_fails_a_host_and_the_planner_restarts_its_vms_elsewhere(
         plan = await until(restarting, "a proposal restarting the lost VMs")
         targets = {s.host for s in map(step_from_planned, plan.steps) if isinstance(s, StartVm)}
         assert host.id not in targets, "a VM goes back to the dead host"
+        # high availability: its VMs have ha, so the plan powers the host off through its (simulated) BMC first
+        assert step_from_planned(plan.steps[0]) == FenceHost(host.id), plan.steps[0].description
         await demo.decide_plan(plan.id, True)
         await until(lambda: demo.db.get(Plan, plan.id).status in (PlanStatus.done, PlanStatus.failed), "the plan ran")
         assert demo.db.get(Plan, plan.id).status is PlanStatus.done, demo.db.get(Plan, plan.id).status_reason
+        fenced = demo.db.get(Plan, plan.id).records[0]
+        assert fenced.commands[0].command.startswith("controller: ipmitool -I lanplus -H bmc."), fenced.commands
+        assert "Chassis Power is off (simulated BMC)" in fenced.commands[0].stdout_tail
         # Once the host is empty its power comes back and it rejoins the fleet.
         await asyncio.wait_for(task, CEILING)
         assert "power is back" in said[-1]

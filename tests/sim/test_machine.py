@@ -103,8 +103,10 @@ async def test_thin_volumes_take_space_from_their_pool_not_from_the_vg():
     await ok(machine, lvm.lvcreate_thin(VG, "pool0", "thin1", 50 * GIB))  # over-provisioned, as thin allows
     volumes = await lvs(machine)
     pool, thin = volumes["pool0"], volumes["thin1"]
-    assert pool.is_thin_pool and pool.data_percent is not None and 0 < pool.data_percent <= 100
+    assert pool.is_thin_pool and pool.data_percent == 0.0  # a new thin LV holds nothing yet
     assert thin.is_thin and thin.pool == "pool0" and thin.size_bytes == 50 * GIB
+    machine.restore_volume(VG, "thin0", 10 * GIB, "pool0")  # one that was there: its data fills the pool
+    assert 0 < (await lvs(machine))["pool0"].data_percent <= 100
     assert await vg_free(machine) == free - 20 * GIB
 
     await ok(machine, lvm.lvextend(VG, "pool0", 30 * GIB))  # the planner's ExtendThinPool
@@ -135,6 +137,37 @@ async def test_a_raid1_lv_with_two_mirrors_takes_three_copies_from_the_vg():
     free = await vg_free(machine)
     await ok(machine, lvm.lvcreate_mirror(VG, "safer", 4 * GIB, 2))
     assert await vg_free(machine) == free - 3 * 4 * GIB
+
+
+def _on_pvs(*sizes: int) -> Machine:
+    """A machine whose VG discovery listed on these PVs (/dev/sda, /dev/sdb, ...): raid1 and pvmove per PV."""
+    from kerub_tui.core.models import PhysicalVolumeInfo
+
+    caps = profile("mini").capabilities("kvm01")
+    pvs = [PhysicalVolumeInfo(name=f"/dev/sd{chr(97 + i)}", size_bytes=size, free_bytes=size)
+           for i, size in enumerate(sizes)]
+    storage = [s.evolve(pvs=pvs, size_bytes=sum(sizes), free_bytes=sum(sizes)) if s.name == VG else s
+               for s in caps.storage]
+    return Machine("kvm01", caps.evolve(storage=storage), timing=Timing(scale=0.0), rng=random.Random(7))
+
+
+async def test_a_vg_of_listed_pvs_puts_each_raid1_copy_on_a_pv_and_moves_extents_off_one():
+    machine = _on_pvs(10 * GIB, 10 * GIB)
+    refused = await machine.shell(lvm.lvcreate_mirror(VG, "three", GIB, 2))
+    assert refused.exit_code == 5 and "Insufficient suitable allocatable extents" in refused.stderr
+    await ok(machine, lvm.lvcreate(VG, "plain", 2 * GIB))
+    pvs = {p.name: p for p in lvm.parse_pvs((await ok(machine, lvm.pvs_json_command())).stdout)}
+    assert pvs["/dev/sda"].free_bytes == 8 * GIB and pvs["/dev/sdb"].free_bytes == 10 * GIB
+    await ok(machine, lvm.lvconvert_mirror(VG, "plain", 1))
+    assert (await lvs(machine))["plain"].devices == ("plain_rimage_0(0)", "plain_rimage_1(0)")
+    await ok(machine, lvm.lvremove(VG, "plain"))
+    await ok(machine, lvm.lvcreate(VG, "data", 3 * GIB))  # on /dev/sda, the first PV
+    still = await machine.shell(lvm.vgreduce(VG, "/dev/sda"))
+    assert still.exit_code == 5 and "still in use" in still.stderr
+    await ok(machine, lvm.pvmove("/dev/sda", ["/dev/sdb"]))
+    await ok(machine, lvm.vgreduce(VG, "/dev/sda"))
+    assert [p.name for p in lvm.parse_pvs((await ok(machine, lvm.pvs_json_command())).stdout)] == ["/dev/sdb"]
+    assert machine.pv_free(VG, "/dev/sdb") == 7 * GIB
 
 
 async def test_growing_a_raid1_lv_needs_the_growth_once_per_copy():
@@ -327,8 +360,8 @@ async def test_qemu_img_convert_copies_an_image_into_a_new_format():
 @pytest.mark.parametrize("command", [
     "virsh list --all",
     "zfs create tank/disk1",
-    "tgtadm --lld iscsi --mode target --op show",
-    "exportfs -ra",
+    "targetcli ls",  # tgtadm and exportfs are simulated (issue 16's shares); targetcli is not
+    "showmount --no-headers -e 127.0.0.1",
     "zfs send tank/disk1@copy",
 ])
 async def test_a_command_the_simulator_does_not_model_exits_127_naming_the_simulator(command):
@@ -395,10 +428,12 @@ def test_builders_refuse_hostile_values(build):
 _PREFIXES = ["", "lvcreate ", "lvcreate --yes --type thin --thinpool ", "lvcreate --mirrors ", "lvextend --size ",
              "lvremove ", "lvs ", "vgs ", "qemu-img ", "qemu-img create ", "qemu-img create -f raw /var/lib/kerub-tui/"
              "images/x ", "qemu-img resize ", "qemu-img info ", "rm ", "test ", "test ! -e ", "poweroff",
-             "echo 1 > /sys/kernel/mm/ksm/", "echo ", "if [ -r /sys/kernel/mm/ksm/run ]"]
+             "echo 1 > /sys/kernel/mm/ksm/", "echo ", "if [ -r /sys/kernel/mm/ksm/run ]",
+             "pvs ", "lvconvert --yes --type raid1 --mirrors ", "pvmove --interval ", "vgreduce "]
 _WORDS = st.one_of(st.text(max_size=12), st.sampled_from(["--size", "--name", "--type", "--virtualsize", "thin",
                                                          "raid1", "thin-pool", VG, f"{VG}/disk1", "1b", "4096b",
-                                                         "-f", "qcow2", IMAGE, "99999999999999999999", "²", "&&"]))
+                                                         "-f", "qcow2", IMAGE, "99999999999999999999", "²", "&&",
+                                                         "/dev/sda3", "/dev/sdb"]))
 COMMANDS = st.one_of(
     st.text(),
     st.builds(lambda prefix, rest: prefix + rest, st.sampled_from(_PREFIXES), st.text()),

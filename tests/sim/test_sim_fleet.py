@@ -263,8 +263,13 @@ async def test_a_migration_moves_the_guest_and_its_document(fleet, store):
     source = await up_host(fleet, "kvm01")
     target = await up_host(fleet, "kvm02")
     vm = await running_vm(fleet, store, source)
-    result = await fleet.libvirt(source.id, "migrate", vm_id=vm.id, target_host_id=target.id, copy_storage=False)
+    memory = fleet.machine(source.id).domains[vm.id].memory
+    reports: list[tuple[int, int]] = []
+    result = await fleet.libvirt(source.id, "migrate", vm_id=vm.id, target_host_id=target.id, copy_storage=False,
+                                 on_progress=lambda done, total: reports.append((done, total)))
     assert result.exit_code == 0, result
+    # how far it got, as libvirt's job statistics would say: the guest's memory, a quarter at a time
+    assert reports == [(memory * q // 4, memory) for q in range(1, 5)]
     assert await domain_state(fleet, target, vm) == "running"
     assert await domain_state(fleet, source, vm) == ""
     await until(lambda: store.get(VirtualMachineDynamic, vm.id).host_id == target.id, "the VM document moved")
@@ -374,3 +379,16 @@ async def test_a_host_last_seen_down_comes_back_after_a_restart_without_its_gues
         await until(lambda: store.get(VirtualMachineDynamic, vm.id).status is VmStatus.down, "the guest reported down")
     finally:
         await after.stop()
+
+
+async def test_a_powered_off_host_is_woken_from_the_controller(fleet, store):
+    """Issue 18 item 3: the controller's wake-up boots a simulated host that is off (no packet leaves
+    for a simulated host); one that is on is left alone."""
+    host = await up_host(fleet)
+    assert (await fleet.wake(host.id)).stdout == "kvm01 is already on"
+    fleet.fail_host(host.id)
+    await until(lambda: dyn(store, host).status is HostStatus.down, "HostDynamic down")
+    result = await fleet.wake(host.id)
+    assert (result.exit_code, result.stdout) == (0, "kvm01 boots")
+    await fleet.wait_up(host.id, timeout=HANG_GUARD)
+    assert (await fleet.wake("no-such-host")).exit_code == EXIT_UNREACHABLE

@@ -31,6 +31,7 @@ from kerub_tui.core.models import (
     Plan,
     PlannedStep,
     PlanStatus,
+    Settings,
     StepOutcome,
     StepRecord,
     StorageCapability,
@@ -127,7 +128,7 @@ def fleet_documents() -> list:
                               spice_address="127.0.0.1", spice_port=5900, updated_at=T0),
         VirtualMachineDynamic(id=WEB2, host_id=H2, status=VmStatus.up, memory_used=900 * MIB, cpu_percent=3.0,
                               updated_at=T0),
-        Plan(id=P_START, plan_kind="repair", created_at=T0 + dt.timedelta(minutes=5),
+        Plan(id=P_START, plan_kind="start", created_at=T0 + dt.timedelta(minutes=5),
              trigger=["db1: availability@dealbreaker violated: db1 is down"],
              steps=[
                  PlannedStep(type="lv-create", description="create LV vg0/db1-data on h1", host_id=H1,
@@ -158,7 +159,7 @@ def fleet_documents() -> list:
                                                          exit_code=0)]),
                       StepRecord(step_index=1, host_id=H2, outcome=StepOutcome.running,
                                  started_at=T0 + dt.timedelta(seconds=1))]),
-        Plan(id=P_DONE, plan_kind="repair", created_at=T0, status=PlanStatus.done, decided_by="admin",
+        Plan(id=P_DONE, plan_kind="start", created_at=T0, status=PlanStatus.done, decided_by="admin",
              trigger=["web2: availability@want violated: web2 is down"],
              steps=[PlannedStep(type="vm-start", description="start web2 on h2", host_id=H2)],
              records=[StepRecord(step_index=0, host_id=H2, outcome=StepOutcome.done)]),
@@ -182,6 +183,9 @@ def fleet_documents() -> list:
         Event(id=ident("event001", 4), time=T0 + dt.timedelta(minutes=2), type="violation",
               severity=EventSeverity.warning, target=D_DB1,
               message="storage-redundancy:2,out-of-box@dealbreaker: 1 copy on 1 host, 2 wanted"),
+        # The fixture's audit and events date from T0 (2024): kept whatever today's date, or the history's
+        # retention (a year, 90 days) would remove them at the controller's start.
+        Settings(history={"audit_days": 36500, "event_days": 36500}),
     ]
     return docs
 

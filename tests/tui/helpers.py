@@ -24,11 +24,13 @@ async def started_controller(data_dir: Path, *, readonly: bool = False, empty: b
 
 @asynccontextmanager
 async def running(tmp_path: Path, size: tuple[int, int], *, empty: bool = False,
-                  message_hook: Callable[[Message], None] | None = None) -> AsyncIterator[tuple]:
-    """The console on the fixture fleet (stored under tmp_path/data), settled: (controller, app, pilot)."""
+                  message_hook: Callable[[Message], None] | None = None,
+                  notifications: bool = False) -> AsyncIterator[tuple]:
+    """The console on the fixture fleet (stored under tmp_path/data), settled: (controller, app, pilot).
+    ``notifications``: show toasts (Textual's tests leave them out)."""
     controller = await started_controller(tmp_path / "data", empty=empty)
     app = KerubApp(controller)
-    async with app.run_test(size=size, message_hook=message_hook) as pilot:
+    async with app.run_test(size=size, message_hook=message_hook, notifications=notifications) as pilot:
         await settle(app, pilot)
         yield controller, app, pilot
 

@@ -44,7 +44,7 @@ async def shown(app: KerubApp, pilot, predicate: Callable[[], object], what: str
                     return value
                 await pilot.pause(0.05)
     except TimeoutError:
-        raise AssertionError(f"never shown: {what}") from None
+        raise AssertionError(f"never shown: {what} (status: {status_text(app)})") from None
 
 
 async def test_the_demo_console_labels_its_hosts_and_shows_the_tour(tmp_path_factory, tmp_path) -> None:
@@ -62,10 +62,12 @@ async def test_the_demo_console_labels_its_hosts_and_shows_the_tour(tmp_path_fac
         hosts = screen.table("hosts")
         labels = [hosts.cells_of(host_id)[0].plain for host_id in hosts.shown_ids()]
         assert len(labels) == 12 and all(label.endswith(" sim") for label in labels), labels
-        # The seed left one proposal (the old server is past its end of life): the status bar says so.
-        await shown(app, pilot, lambda: "1 proposal" in status_text(app), "the waiting proposal")
+        # The seed left one proposal (the old server is past its end of life): the status bar says so (with
+        # the restart the tour's power loss brings, once it came: two proposals, each of its own).
+        await shown(app, pilot, lambda: " proposal" in status_text(app), "the waiting proposal")
         # The tour cuts one host's power: it goes down, the console says what happened, and the
-        # planner proposes restarting its VMs (with the evacuation, in one repair plan).
+        # planner proposes restarting its VMs: a restart plan of its own, apart from the evacuation
+        # (independent problems are independent proposals, issue 13 item 6).
         victim = await shown(app, pilot, lambda: next((s.host for s in tour.steps if s.host), None), "the power loss")
         # said in the same call that records the step; its toast is mounted on a later refresh
         await shown(app, pilot, lambda: f"{victim} lost power" in toasts(app), "the power loss notification")
@@ -76,9 +78,30 @@ async def test_the_demo_console_labels_its_hosts_and_shows_the_tour(tmp_path_fac
                        for p in controller.db.list(Plan))
 
         await shown(app, pilot, restart_proposed, "a proposal restarting the lost VMs")
-        assert "1 proposal" in status_text(app)
+        open_kinds = sorted(p.plan_kind for p in controller.db.list(Plan) if p.status is PlanStatus.proposed)
+        assert "restart" in open_kinds and all("+" not in kind for kind in open_kinds), open_kinds
+        assert f"{len(open_kinds)} proposal" in status_text(app)
         assert "hosts 11/12 up" in status_text(app)
         assert "down" in hosts.cells_of(host.id)[2].plain
+        # Its VMs are lost, not up with their last memory figure, and it runs none (issue 13 item 4).
+        lost = sorted(controller.db.vms_on_host(host.id))
+        assert lost and all(controller.vm_state(vm_id).status == "lost" for vm_id in lost)
+        assert hosts.cells_of(host.id)[5].plain == f"0 ({len(lost)} lost)"
+        await pilot.press("2")
+        await settle(app, pilot)
+        vms = screen.table("vms")
+        for vm_id in lost:
+            cells = vms.cells_of(vm_id)
+            assert cells[1].plain == "lost" and cells[4].plain.startswith("-/"), [c.plain for c in cells]
+        vms.move_cursor(row=vms.get_row_index(lost[0]))
+        await pilot.press("enter")
+        await settle(app, pilot)
+        summary = plain(app.screen.query_one("#vm-summary", Static))
+        assert f"lost on {victim}" in summary and f"its host {victim} is down" in summary, summary
+        assert "memory used" not in summary  # no figure passes for a live one
+        assert "(restart) awaits approval" in summary  # the plan that brings it back, one key away
+        await pilot.press("escape", "1")
+        await settle(app, pilot)
         # The host's own screen says it is simulated, in its title and with its capabilities.
         hosts.move_cursor(row=hosts.get_row_index(host.id))
         await pilot.press("enter")

@@ -121,3 +121,22 @@ def test_a_host_that_is_not_up_shows_no_figures_as_if_they_were_live(tmp_path):
         store.put(HostDynamic(id="h", status=HostStatus.down, **figures))
         cpu, mem = rows.cells("h")[3:5]
         assert "80" not in str(cpu) and "75" not in str(mem)
+
+
+def test_a_host_detail_lists_the_pvs_of_a_vg_of_several_disks():
+    """Issue 18 item 7: a VG of several PVs shows each one's free space; a VG of one shows no PV row."""
+    from rich.console import Console
+
+    from kerub_tui.core.models import Host, PhysicalVolumeInfo
+    from kerub_tui.screens.hosts import live_figures
+
+    def pv(name: str, free: int) -> PhysicalVolumeInfo:
+        return PhysicalVolumeInfo(name=name, size_bytes=10 << 30, free_bytes=free << 30)
+
+    dyn = HostDynamic(id="h", failing_devices=["/dev/sdb"], storage_pvs={
+        "lvm:vg0": [pv("/dev/sda", 1), pv("/dev/sdb", 2)], "lvm:solo": [pv("/dev/sdc", 3)]})
+    console = Console(width=120, record=True)
+    console.print(live_figures(Host(id="h", name="h1", address="127.0.0.2"), dyn))
+    shown = console.export_text()
+    assert "PVs          lvm:vg0: /dev/sda 1.0G free, /dev/sdb 2.0G free" in shown
+    assert "failing      /dev/sdb" in shown and "lvm:solo" not in shown

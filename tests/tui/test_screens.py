@@ -103,7 +103,7 @@ async def test_vm_editor_shows_errors_inline_and_creates(tmp_path):
         assert vm.id in app.screen.table("vms").shown_ids()
 
 
-async def test_vm_editor_controller_refusal_is_shown_and_nothing_is_left_behind(tmp_path):
+async def test_vm_editor_name_in_use_is_refused_and_nothing_is_left_behind(tmp_path):
     async with running(tmp_path, (120, 60)) as (controller, app, pilot):
         await pilot.press("2", "n")
         screen = app.screen
@@ -115,7 +115,8 @@ async def test_vm_editor_controller_refusal_is_shown_and_nothing_is_left_behind(
         await pilot.press("ctrl+s")
         await settle(app, pilot)
         assert app.screen is screen
-        assert "already exists" in plain(screen.query_one("#editor-error", Static))
+        # Said next to the name (the form checks it first); the controller refuses it too (test_cli).
+        assert screen.query_one("#field-name").error == "a VM named 'web1' already exists"
         assert controller.db.find_by_name(VirtualStorageDevice, "web1-extra") is None
 
 
@@ -152,7 +153,7 @@ async def test_expectation_editor_validates_each_field(tmp_path):
         assert field_error(editor, "expect-min_mhz")
         await fill(pilot, "#expect-min_mhz", "99999")
         await pilot.press("ctrl+n")
-        assert "less than or equal to 20000" in field_error(editor, "expect-min_mhz")
+        assert field_error(editor, "expect-min_mhz") == "must be at most 20000, not 99999"
         await choose(pilot, "#expect-type", "not-same-host")
         await fill(pilot, "#expect-vms", "web1, nosuch")
         await pilot.press("ctrl+n")
@@ -189,7 +190,7 @@ async def test_disk_editor(tmp_path):
         await choose(pilot, "#expect-type", "storage-redundancy")
         await fill(pilot, "#expect-copies", "9")
         await pilot.press("ctrl+n")
-        assert "less than or equal to 8" in field_error(editor, "expect-copies")
+        assert field_error(editor, "expect-copies") == "must be at most 8, not 9"
         await fill(pilot, "#expect-copies", "3")
         await pilot.press("ctrl+n", "ctrl+s")
         await settle(app, pilot)
@@ -330,13 +331,26 @@ async def test_always_approve_is_listed_and_revocable_in_settings(tmp_path):
     async with running(tmp_path, (120, 40)) as (controller, app, pilot):
         await pilot.press("colon", *"plans", "enter", "A")
         assert isinstance(app.screen, ConfirmScreen)
-        assert "every plan of kind 'repair' runs without asking" in plain(app.screen.query_one("#confirm-impact"))
+        assert "every plan of kind 'start' runs without asking" in plain(app.screen.query_one("#confirm-impact"))
         await pilot.press("y")
         await settle(app, pilot)
-        assert [p.plan_kind for p in controller.settings().auto_approve] == ["repair"]
+        assert [p.plan_kind for p in controller.settings().auto_approve] == ["start"]
         await pilot.press("colon", *"settings", "enter")
         policies = app.screen.query_one("#policies", LiveTable)
-        assert policies.shown_ids() == ["repair"]
+        assert policies.shown_ids() == ["start"]
+        # A policy never covers a plan that deletes data unless it says so (issue 13 item 7): d, asked.
+        assert policies.cells_of("start")[1].plain == "asks"
+        assert "Except a plan with a step that deletes data" in " ".join(
+            controller.impact("always approve", ["start"]))
+        await pilot.press("d")
+        assert isinstance(app.screen, ConfirmScreen)
+        await pilot.press("y")
+        await settle(app, pilot)
+        assert [p.deletes for p in controller.settings().auto_approve] == [True]
+        assert policies.cells_of("start")[1].plain == "yes"
+        await pilot.press("d")  # taken back at once
+        await settle(app, pilot)
+        assert [p.deletes for p in controller.settings().auto_approve] == [False]
         await pilot.press("ctrl+d")
         await settle(app, pilot)
         assert controller.settings().auto_approve == []
@@ -358,7 +372,7 @@ async def test_settings_optimisation_and_keymap(tmp_path, private_dirs):
         await fill(pilot, "#power_saving_threshold", "1.5")
         await pilot.press("ctrl+s")
         await settle(app, pilot)
-        assert "less than or equal to 1" in plain(app.screen.query_one("#optimisation-error", Static))
+        assert field_error(app.screen, "power_saving_threshold") == "must be at most 1, not 1.5"
         await fill(pilot, "#power_saving_threshold", "0.3")
         await pilot.press("ctrl+s")
         await settle(app, pilot)

@@ -17,7 +17,7 @@ from kerub_tui.app import KerubApp
 from kerub_tui.core.models import Host
 from kerub_tui.sim import ADDRESS_DOMAIN, profile
 
-from .fleet_data import H1, H2, NOW, build_fleet, host_dynamic, ident, sample_series
+from .fleet_data import DB1, H1, H2, H3, NOW, P_START, T0, build_fleet, host_dynamic, ident, sample_series
 from .helpers import settle
 
 SIZES = [pytest.param((80, 24), id="80x24"), pytest.param((120, 40), id="120x40")]
@@ -78,9 +78,26 @@ def test_main_screen_with_a_simulated_host(snap_compare, tmp_path, frozen_clock,
     assert snap_compare(with_simulated_host(fleet_app(tmp_path)), terminal_size=size, run_before=before())
 
 
+def with_metrics(app: KerubApp, data_dir: Path) -> KerubApp:
+    """A fixed hour of metrics history for the fixture hosts, ending at the frozen NOW: up for 25 minutes,
+    down for 10 (a gap), up again (the graphs of the host detail)."""
+    from kerub_tui.core.metrics import Recorder
+
+    end = NOW.timestamp()
+    recorder = Recorder(data_dir)
+    for n, host in enumerate((H1, H2, H3)):
+        for minute in range(60):
+            at = end - (60 - minute) * 60
+            values = None if 25 <= minute < 35 else (float((minute * 7 + n * 13) % 90 + 5), float((4 + minute % 5) << 30))
+            recorder.observe([("host", host, at, values)], at)
+    recorder.close(end)
+    return app
+
+
 @pytest.mark.parametrize("size", SIZES)
 def test_host_detail(snap_compare, tmp_path, frozen_clock, size):
-    assert snap_compare(fleet_app(tmp_path), terminal_size=size, run_before=before("enter"))
+    assert snap_compare(with_metrics(fleet_app(tmp_path), tmp_path / "data"), terminal_size=size,
+                        run_before=before("enter"))
 
 
 async def _editor_with_errors(pilot) -> None:
@@ -108,3 +125,71 @@ def test_proposals(snap_compare, tmp_path, frozen_clock, size):
 @pytest.mark.parametrize("size", SIZES)
 def test_audit(snap_compare, tmp_path, frozen_clock, size):
     assert snap_compare(fleet_app(tmp_path), terminal_size=size, run_before=before("colon", *"audit", "enter"))
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_events(snap_compare, tmp_path, frozen_clock, size):
+    """Each event says what it is about (its VM by name, else its host) before the message: at 80
+    columns too (issue 13 item 8)."""
+    assert snap_compare(fleet_app(tmp_path), terminal_size=size, run_before=before("colon", *"events", "enter"))
+
+
+async def _lost_and_waiting(pilot) -> None:
+    """web3 ran on h3, which is unreachable now: lost, no memory figure, h3 runs none; db1's start is
+    a proposal waiting for approval (issue 13 item 4)."""
+    from kerub_tui.core.models import Plan, PlannedStep, VirtualMachine, VirtualMachineDynamic, VmStatus
+
+    db = pilot.app.controller.db
+    web3 = ident("vm000004", 4)
+    db.put_many([VirtualMachine(id=web3, name="web3", cpus=1, memory_min=1 << 30, memory_max=1 << 30),
+                 VirtualMachineDynamic(id=web3, host_id=H3, status=VmStatus.up, memory_used=700 << 20,
+                                       updated_at=T0)])
+    plan = db.get(Plan, P_START)
+    start = PlannedStep(type="start-vm", params={"vm": DB1, "host": H1}, description="start db1 on h1", host_id=H1)
+    db.put(plan.evolve(steps=[plan.steps[0], start]))
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_vms_lost_and_waiting(snap_compare, tmp_path, frozen_clock, size):
+    assert snap_compare(fleet_app(tmp_path), terminal_size=size, run_before=before("2", then=_lost_and_waiting))
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_jump_prompt(snap_compare, tmp_path, frozen_clock, size):
+    """`:` with a prefix typed: one visible line, its completion and where enter goes, over the screen."""
+    assert snap_compare(fleet_app(tmp_path), terminal_size=size, run_before=before("colon", *"pl"))
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_filter_prompt(snap_compare, tmp_path, frozen_clock, size):
+    """`/` while typing: the table behind already filtered, and how many rows show."""
+    assert snap_compare(fleet_app(tmp_path), terminal_size=size, run_before=before("slash", *"h2"))
+
+
+# The fixture hosts are not real, so the VM detail's screen comes from a stand-in for the API's
+# screenshot: a PNG captured from a real guest on the lab (grub-rescue-pc's ISO booting, 720x400).
+SCREEN_CAPTURE = Path(__file__).resolve().parents[1] / "captures" / "screens" / "grub-rescue-720x400.png"
+
+
+def with_captured_screen(app: KerubApp) -> KerubApp:
+    png = SCREEN_CAPTURE.read_bytes()
+
+    async def captured_screenshot(vm_ref: str, *, connect: bool = True) -> bytes:
+        return png
+
+    app.controller.screenshot = captured_screenshot  # type: ignore[method-assign]
+    return app
+
+
+# What tesseract read on that capture, fixed here: the snapshot must not change with tesseract's version
+# (tests/unit/test_picture.py reads the capture with the real one).
+CAPTURE_TEXT = ("SeaBIOS (version 1.16.2-debian-1.16.2-1)\nMachine UUID a95dad0a-4b15-4dbd-a840-b0745fec5502\n"
+                "Booting from DVD/CD...\nWelcome to GRUB!")
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_vm_detail_with_its_screen(snap_compare, tmp_path, frozen_clock, size, monkeypatch):
+    monkeypatch.setattr("kerub_tui.screens.preview.read_text", lambda picture: CAPTURE_TEXT)
+    # v takes the screen again and brings it into view (at 80x24 it is below the VM's summary)
+    assert snap_compare(with_captured_screen(fleet_app(tmp_path)), terminal_size=size,
+                        run_before=before("2", "slash", *"web1", "enter", "enter", "v"))

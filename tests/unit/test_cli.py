@@ -12,19 +12,9 @@ import pytest
 from kerub_tui import __version__
 from kerub_tui.cli import main
 from kerub_tui.control import controller_running, socket_path
+from tests import cliproc
 
-
-@pytest.fixture
-def data_dir(tmp_path, monkeypatch):
-    path = tmp_path / "data"
-    monkeypatch.setenv("KERUB_TUI_DATA", str(path))
-    return path
-
-
-def run(*argv, capsys):
-    code = main(list(argv))
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
+from ._cli import run
 
 
 def test_version(capsys):
@@ -86,8 +76,7 @@ def test_export_import_round_trip(tmp_path, capsys):
 
 
 def _kerub(*argv, env, **kwargs):
-    return subprocess.run([sys.executable, "-m", "kerub_tui", *argv], env=env, capture_output=True, text=True,
-                          timeout=60, **kwargs)
+    return cliproc.kerub(argv, env=env, timeout=60, **kwargs)
 
 
 @pytest.fixture

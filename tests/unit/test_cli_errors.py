@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from kerub_tui import cli
+from tests import cliproc
 
 HOSTILE = "no-such\nthing"  # a newline must not make a second line on stderr
 BAD_VALUES = {
@@ -86,13 +87,19 @@ def parses(argv: list[str]) -> bool:
 
 
 def kerub(argv: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    """A process forked from a warm interpreter (tests/cliproc.py); ``python_m`` below starts some
+    of the same cases from nothing, as a user's shell does."""
+    return cliproc.kerub(argv, env=env, cwd=cwd, timeout=300)
+
+
+def python_m(argv: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "kerub_tui", *argv], env=env, cwd=cwd, capture_output=True,
                           text=True, timeout=300, stdin=subprocess.DEVNULL)
 
 
-def failures(argvs: list[list[str]], env: dict[str, str], cwd: Path) -> list[str]:
+def failures(argvs: list[list[str]], env: dict[str, str], cwd: Path, run=kerub) -> list[str]:
     with ThreadPoolExecutor(max_workers=3) as pool:
-        results = list(pool.map(lambda argv: kerub(argv, env, cwd), argvs))
+        results = list(pool.map(lambda argv: run(argv, env, cwd), argvs))
     bad = []
     for argv, result in zip(argvs, results):
         lines = result.stderr.splitlines()
@@ -124,6 +131,15 @@ def test_bad_arguments_of_every_command_give_one_line_without_a_controller(tmp_p
     assert len(argvs) > 40
     assert failures(argvs, env, tmp_path / "work") == []
     assert not [p.name for p in tmp_path.rglob("*.tmp")], "an export left its temporary file"
+
+
+def test_bad_arguments_give_one_line_from_a_fresh_interpreter_too(tmp_path, env):
+    """A few of the cases above, each in a `python -m kerub_tui` of its own: what only a cold start
+    does (imports, the entry point) cannot print a traceback either."""
+    (tmp_path / "work").mkdir()
+    argvs = cases(tmp_path / "work")
+    sample = [argv for argv in argvs if parses(argv)][:4] + [argv for argv in argvs if not parses(argv)][:2]
+    assert failures(sample, env, tmp_path / "work", run=python_m) == []
 
 
 def test_bad_arguments_of_every_command_give_one_line_through_a_running_controller(tmp_path, env):

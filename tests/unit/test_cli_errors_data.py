@@ -18,6 +18,7 @@ from kerub_tui.cli import main
 from kerub_tui.core import models as m
 from kerub_tui.core.expectations import InvalidExpectation, parse_spec
 from kerub_tui.core.store import Store, StoreError
+from tests import cliproc
 
 FP = "SHA256:" + "A" * 43
 
@@ -102,14 +103,12 @@ def test_export_through_a_controller_writes_in_the_callers_directory(tmp_path, e
                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         assert "serving" in serve.stderr.readline()
-        done = subprocess.run([sys.executable, "-m", "kerub_tui", "export", "backup.json"], env=env, cwd=caller,
-                              capture_output=True, text=True, timeout=300)
+        done = cliproc.kerub(["export", "backup.json"], env=env, cwd=caller, timeout=300)
         assert done.returncode == 0, done.stderr
         assert str(caller / "backup.json") in done.stdout
         assert json.loads((caller / "backup.json").read_text())["format"] == "kerub-tui-export"
         assert not (served_from / "backup.json").exists()
-        failed = subprocess.run([sys.executable, "-m", "kerub_tui", "export", "no-dir/backup.json"], env=env,
-                                cwd=caller, capture_output=True, text=True, timeout=300)
+        failed = cliproc.kerub(["export", "no-dir/backup.json"], env=env, cwd=caller, timeout=300)
         assert failed.returncode == 1 and len(failed.stderr.splitlines()) == 1
         assert f"there is no directory {caller / 'no-dir'}" in failed.stderr
         assert "closed the control socket" not in failed.stderr

@@ -19,6 +19,7 @@ from kerub_tui.controller import Controller
 from kerub_tui.core.models import Event, VirtualStorageDevice
 from kerub_tui.core.store import Store, StoreWriteError
 from kerub_tui.sim import Timing
+from tests import cliproc
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="mounting a small tmpfs needs root")
 
@@ -40,8 +41,7 @@ def fill(mount: Path) -> Path:
 
 
 def kerub(*argv: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "kerub_tui", *argv], env=env, capture_output=True, text=True,
-                          timeout=300, stdin=subprocess.DEVNULL)
+    return cliproc.kerub(argv, env=env, timeout=300)
 
 
 def test_a_full_disk_refuses_each_write_with_one_line_and_nothing_half_done(small_fs):

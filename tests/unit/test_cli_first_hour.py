@@ -10,14 +10,15 @@ import sys
 
 import pytest
 
+from tests import cliproc
+
 
 @pytest.fixture
 def kerub(tmp_path):
     env = dict(os.environ, KERUB_TUI_DATA=str(tmp_path / "data"), KERUB_TUI_CONFIG=str(tmp_path / "config"))
 
     def run(*argv: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "kerub_tui", *argv], env=env, capture_output=True,
-                              text=True, timeout=120)
+        return cliproc.kerub(argv, env=env, timeout=120)
 
     return run
 

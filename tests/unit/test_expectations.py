@@ -69,7 +69,7 @@ def test_every_type_round_trips_through_its_spec():
         "memory-clock-frequency": {"min_mhz": 2400}, "cache-size": {"min_kib": 8192},
         "chassis-manufacturer": {"manufacturer": "Dell"}, "system-manufacturer": {"manufacturer": "HPE"},
         "ecc-memory": {}, "core-dedication": {}, "no-migration": {}, "host-os": {"os": "debian"},
-        "power-redundancy": {}, "vm-dependency": {"vms": ["db"]},
+        "power-redundancy": {}, "vm-dependency": {"vms": ["db"]}, "ha": {},
         "storage-availability": {}, "storage-redundancy": {}, "not-same-storage": {"disks": ["d2"]},
         "read-performance": {"min_mbps": 100}, "write-performance": {"min_mbps": 50}, "clone-of": {"disk": "gold"},
     }

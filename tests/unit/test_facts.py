@@ -29,8 +29,9 @@ from kerub_tui.hosts.facts import (
     storage_monitor_commands,
     stream_wrapper,
     vmstat_stream_command,
+    whole_disk,
 )
-from kerub_tui.hosts.parse import VmstatParser, parse_findmnt
+from kerub_tui.hosts.parse import VmstatParser, parse_findmnt, parse_lsblk
 
 CAPTURES = Path(__file__).resolve().parents[1] / "captures"
 NOW = dt.datetime(2026, 1, 2, tzinfo=dt.UTC)
@@ -77,6 +78,11 @@ def test_assemble_the_lab_vm():
     assert (storage["lvm:capvg"].size_bytes, storage["lvm:capvg"].free_bytes) == (1602224128, 200 << 20)
     assert storage["lvm:capvg"].device is None  # two PVs: no single backing device
     assert storage["lvm:smallvg"].device == "/dev/loop2"
+    # every PV of a VG is known (issue 18 item 7): a failing one in a multi-PV VG is no longer invisible
+    assert [(p.name, p.size_bytes, p.free_bytes, p.disk) for p in storage["lvm:capvg"].pvs] == [
+        ("/dev/loop0", 1069547520, 0, "/dev/loop0"), ("/dev/loop1", 532676608, 200 << 20, "/dev/loop1")]
+    assert [p.name for p in storage["lvm:smallvg"].pvs] == ["/dev/loop2"]  # the orphan loop3 is in no VG
+    assert storage["lvm:capvg"].pvs[1].used_bytes == 532676608 - (200 << 20)
     images = storage["file:/var/lib/kerub-tui/images"]
     assert images.technology is StorageTechnology.file and images.device == "/dev/vda"
     assert 0 < images.free_bytes < images.size_bytes
@@ -143,6 +149,8 @@ def test_read_storage_of_the_lab_vm():
     assert reading.free["lvm:capvg"] == 200 << 20 and reading.free["lvm:smallvg"] == 159383552
     assert reading.free["file:/var/lib/kerub-tui/images"] > 0
     assert [p.name for p in reading.thin_pools] == ["pool0"]
+    assert reading.pvs is not None and [p.name for p in reading.pvs["lvm:capvg"]] == ["/dev/loop0", "/dev/loop1"]
+    assert reading.pvs["lvm:capvg"][1].free_bytes == 200 << 20 and reading.pvs["lvm:capvg"][1].disk is None
     manifest = json.loads((CAPTURES / "monitor" / "storage" / "manifest.json").read_text())
     assert {n: e["command"] for n, e in manifest.items()} == storage_monitor_commands()
 
@@ -346,3 +354,21 @@ def test_thin_pool_free_space_under_the_key_the_planner_reads():
     # 100 GiB pool, 91.37 % used; the planner looks it up as thin:VG/POOL
     assert reading.free == {"thin:vg0/pool0": int(107374182400 * 8.63 / 100)}
     assert reading.problems == []
+
+
+def test_a_pv_on_a_partition_belongs_to_its_disk():
+    """SMART watches whole disks; LVM names the partition: a PV's disk comes from lsblk's tree."""
+    devices = parse_lsblk((CAPTURES / "discovery" / "samples" / "lsblk-partitions.SAMPLE.json").read_text())
+    assert {d.name: d.parent for d in devices}["vg0-root"] == "sda2"
+    assert whole_disk("/dev/sda2", devices) == "/dev/sda"
+    assert whole_disk("/dev/nvme0n1p1", devices) == "/dev/nvme0n1"
+    assert whole_disk("/dev/sdb", devices) == "/dev/sdb"
+    assert whole_disk("/dev/sdz", devices) is None  # lsblk does not know it: no guess
+
+
+def test_storage_readings_without_pvs_or_with_a_broken_pvs():
+    outputs = captured(CAPTURES / "monitor" / "storage")
+    assert read_storage({k: v for k, v in outputs.items() if k != "pvs"}).pvs is None  # not read: nothing claimed
+    broken = read_storage({**outputs, "pvs": Output(0, '{"report": [{"pv": [{"pv_name": "/dev/a b"}]}]}')})
+    assert broken.pvs is None and len(broken.problems) == 1 and broken.problems[0].startswith("pvs")
+    assert broken.free["lvm:capvg"] == 200 << 20  # the rest of the reading stands

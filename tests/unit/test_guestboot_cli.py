@@ -8,7 +8,6 @@ import json
 
 import pytest
 
-from kerub_tui.cli import main
 from kerub_tui.core.models import (
     AuditEntry,
     Event,
@@ -21,21 +20,10 @@ from kerub_tui.core.models import (
 )
 from kerub_tui.core.store import Store
 
+from ._cli import run
+
 MIB = 1 << 20
 SHA = "0" * 64
-
-
-@pytest.fixture
-def data_dir(tmp_path, monkeypatch):
-    path = tmp_path / "data"
-    monkeypatch.setenv("KERUB_TUI_DATA", str(path))
-    return path
-
-
-def run(*argv, capsys):
-    code = main(list(argv))
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 def put(data_dir, *docs):

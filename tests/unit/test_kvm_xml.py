@@ -108,6 +108,7 @@ def sample_vms() -> list[tuple[VirtualMachine, dict]]:
                 "d6": (d6, NfsDiskSource("10.0.0.8", "/srv/kerub", "d6.img", format="qcow2", mount_point="/mnt/nfs")),
             },
         ),
+        (VirtualMachine(name="vnc-desk", graphics="vnc"), {}),
         (
             VirtualMachine(name="cdrom", disks=[DiskLink(disk_id="d1", bus="sata", device="cdrom")]),
             {"d1": (d1, GvinumAllocation(host_id="h", capability_id="gvinum:x", volume="iso"))},
@@ -152,6 +153,21 @@ def test_domain_xml_structure() -> None:
     assert root.find("./devices/video/model").get("type") == "qxl"  # type: ignore[union-attr]
     assert root.find("./devices/memballoon").get("model") == "virtio"  # type: ignore[union-attr]
     assert root.find("./devices/serial").get("type") == "pty" and root.find("./devices/console") is not None  # type: ignore[union-attr]
+
+
+def test_a_vnc_vm_gets_a_vnc_server_on_loopback_with_the_first_8_characters_of_its_password() -> None:
+    vm = VirtualMachine(name="vnc-desk", graphics="vnc")
+    root = ET.fromstring(domain_xml(vm, {}, PASSWORD))
+    graphics = root.findall("./devices/graphics")
+    assert [g.get("type") for g in graphics] == ["vnc"]
+    assert graphics[0].get("listen") == "127.0.0.1" and graphics[0].get("passwd") == PASSWORD[:8]
+    assert graphics[0].find("listen").get("address") == "127.0.0.1"  # type: ignore[union-attr]
+    assert root.find("./devices/channel[@type='spicevmc']") is None
+    spice = ET.fromstring(domain_xml(VirtualMachine(name="spice-desk"), {}, PASSWORD))
+    assert [g.get("type") for g in spice.findall("./devices/graphics")] == ["spice"]
+    assert spice.find("./devices/graphics").get("passwd") == PASSWORD  # type: ignore[union-attr]
+    with pytest.raises(ValueError):
+        VirtualMachine(name="x", graphics="rdp")
 
 
 def test_network_disks_and_buses() -> None:

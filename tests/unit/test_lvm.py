@@ -9,6 +9,7 @@ which is what those tests check.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import secrets
@@ -21,6 +22,10 @@ from pathlib import Path
 import pytest
 
 from kerub_tui.hosts import lvm
+from kerub_tui.hosts.facts import physical_volumes
+from kerub_tui.hosts.results import OperationResult
+from kerub_tui.planner.executor import _verify_mirror, _verify_pv_empty, _verify_pv_out
+from kerub_tui.planner.steps import ConvertLvToMirror, MovePvExtents, RemovePvFromVg
 
 HOSTILE = [
     "x; rm -rf /", "$(reboot)", "`reboot`", "a'b", 'a"b', "a\nb", "a b", "-rf", "--help", "..", ".", "",
@@ -45,10 +50,42 @@ def test_hostile_names_are_refused_by_every_builder(name):
         lambda: lvm.lvcreate_mirror(name, "lv", 1 << 20, 1),
         lambda: lvm.lvcreate_mirror("vg", name, 1 << 20, 1),
         lambda: lvm.lvs_json_command(name),
+        lambda: lvm.lvconvert_mirror(name, "lv", 1),
+        lambda: lvm.lvconvert_mirror("vg", name, 1),
+        lambda: lvm.vgreduce(name, "/dev/sdb"),
+        lambda: lvm.vgreduce("vg", name),
+        lambda: lvm.pvmove(name),
+        lambda: lvm.pvmove("/dev/sdb", [name]),
     ]
     for build in builders:
         with pytest.raises(ValueError):
             build()
+
+
+HOSTILE_PVS = [
+    "/dev/sdb; reboot", "/dev/$(reboot)", "/dev/`reboot`", "/dev/../etc/shadow", "/dev/sdb/..", "/dev/sdb\n",
+    "/dev/", "/dev/a b", "/dev/-rf", "/dev//sdb", "sdb", "-v", "/dev/sd\x00b", "/dev/\u202eb", "/dev/" + "a" * 300,
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("pv", HOSTILE_PVS)
+def test_hostile_pv_paths_are_refused(pv):
+    for build in (lambda: lvm.vgreduce("vg0", pv), lambda: lvm.pvmove(pv), lambda: lvm.pvmove("/dev/sda", [pv])):
+        with pytest.raises(ValueError):
+            build()
+
+
+def test_pv_commands_are_exact_words():
+    assert shlex.split(lvm.lvconvert_mirror("vg0", "kerub-d", 2)) == [
+        "lvconvert", "--yes", "--type", "raid1", "--mirrors", "2", "vg0/kerub-d"]
+    assert shlex.split(lvm.pvmove("/dev/sdb", ["/dev/sda", "/dev/nvme0n1p1"])) == [
+        "pvmove", "--interval", "30", "/dev/sdb", "/dev/sda", "/dev/nvme0n1p1"]
+    assert shlex.split(lvm.vgreduce("vg0", "/dev/disk/by-id/ata-X_1:2")) == ["vgreduce", "vg0", "/dev/disk/by-id/ata-X_1:2"]
+    with pytest.raises(ValueError, match="onto itself"):
+        lvm.pvmove("/dev/sdb", ["/dev/sdb"])
+    for mirrors in (0, 64, True, "1"):
+        with pytest.raises(ValueError):
+            lvm.lvconvert_mirror("vg0", "kerub-d", mirrors)
 
 
 @pytest.mark.parametrize("name", ["snapshot", "snapshot2", "pvmove0", "disk_tmeta", "a_rimage_0", "x_pmspare"])
@@ -231,3 +268,121 @@ def test_thin_and_raid1_commands_reach_lvm_intact(real_vg):
     assert "Can't create raid1 without using device-mapper" in mirror.stderr, mirror.stderr
     # refused, and nothing half-made is left behind
     assert set(_lvs(vg, env)) == {"pool9"}
+
+
+def test_the_planners_thin_pool_name_and_a_pool_extension_reach_lvm_intact(real_vg):
+    """Issue 18 item 5: the pool kerub-tui makes on a VG (planner/thin.py) is a name LVM takes, and
+    extending a pool is LVM's resize of it; without device-mapper LVM refuses both only for that."""
+    from kerub_tui.planner.thin import THIN_POOL_NAME
+
+    vg, env = real_vg
+    pool = _run(lvm.thin_pool_create(vg, THIN_POOL_NAME, 16 << 20), env)
+    assert "Can't create thin-pool without using device-mapper" in pool.stderr, pool.stderr
+    thin = _run(lvm.lvcreate_thin(vg, THIN_POOL_NAME, "kerub-data", 64 << 20), env)
+    assert f"Pool {THIN_POOL_NAME} not found" in thin.stderr, thin.stderr
+    grown = _run(lvm.lvextend(vg, "pool9", 48 << 20), env)
+    assert f"Cannot resize {vg}/pool9 without using device-mapper" in grown.stderr, grown.stderr
+    assert set(_lvs(vg, env)) == {"pool9"} and _lvs(vg, env)["pool9"].size_bytes == 32 << 20
+
+
+# --- a VG of three PVs: lvconvert -m, pvmove, vgreduce (issue 18 items 6 and 7) ----------------------
+
+
+@pytest.fixture(scope="module")
+def three_pvs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, list[str], dict[str, str]]]:
+    """A real VG on three loop-device PVs (a lab host has one PV, and its lvm wrapper maps one: the
+    commands these tests run are metadata operations, or refused for want of device-mapper)."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root: losetup and LVM on loop devices")
+    for tool in ("losetup", "lvm"):
+        if shutil.which(tool) is None:
+            pytest.skip(f"{tool} is not installed (lvm2, util-linux)")
+    tmp = tmp_path_factory.mktemp("lvm3")
+    loops: list[str] = []
+    try:
+        for i in range(3):
+            image = tmp / f"pv{i}.img"
+            with image.open("wb") as f:
+                f.truncate(64 << 20)
+            attached = subprocess.run(["losetup", "-f", "--show", str(image)], capture_output=True, text=True)
+            if attached.returncode != 0:
+                pytest.skip(f"no loop device: {attached.stderr.strip()}")
+            loops.append(attached.stdout.strip())
+        conf = tmp / "etc"
+        conf.mkdir()
+        accept = ", ".join(f'"a|^{loop}$|"' for loop in loops)
+        (conf / "lvm.conf").write_text(
+            f'devices {{ filter = [ {accept}, "r|.*|" ] use_devicesfile = 0 obtain_device_list_from_udev = 0 }}\n'
+            f'global {{ activation = 0 locking_dir = "{tmp}/lock" use_lvmpolld = 0 }}\n'
+            "activation { udev_sync = 0 udev_rules = 0 monitoring = 0 }\n"
+            f'backup {{ backup = 0 archive = 0 backup_dir = "{tmp}/backup" archive_dir = "{tmp}/archive" }}\n'
+        )
+        env = {**os.environ, "LVM_SYSTEM_DIR": str(conf), "LVM_SUPPRESS_FD_WARNINGS": "1"}
+        vg = "kt" + secrets.token_hex(4)
+        for command in (["pvcreate", "-q", *loops], ["vgcreate", "-q", "-s", "4m", vg, *loops]):
+            done = subprocess.run(command, env=env, capture_output=True, text=True)
+            assert done.returncode == 0, done.stderr
+        yield vg, loops, env
+    finally:
+        if loops:
+            env = {**os.environ, "LVM_SYSTEM_DIR": str(tmp / "etc"), "LVM_SUPPRESS_FD_WARNINGS": "1"}
+            subprocess.run(["vgremove", "-ff", "-y", vg], env=env, capture_output=True)
+        for loop in loops:
+            subprocess.run(["losetup", "-d", loop], capture_output=True)
+
+
+class _Here:
+    """The executor's host operations, run on this machine against the private lvm.conf: the
+    verifiers read what real LVM says."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        self.env = env
+
+    async def run(self, host_id: str, command: str, **_: object) -> OperationResult:
+        done = _run(command, self.env)
+        return OperationResult(done.returncode, done.stdout, done.stderr)
+
+
+def _pvs(env: dict[str, str]) -> dict[str, lvm.PhysicalVolume]:
+    return {p.name: p for p in lvm.parse_pvs(_run(lvm.pvs_json_command(), env).stdout)}
+
+
+def test_a_vg_of_three_pvs_is_read_pv_by_pv(three_pvs):
+    vg, loops, env = three_pvs
+    groups = lvm.parse_vgs(_run(lvm.vgs_json_command(), env).stdout)
+    volumes = lvm.parse_pvs(_run(lvm.pvs_json_command(), env).stdout)
+    pvs = physical_volumes(groups, volumes)[f"lvm:{vg}"]
+    assert sorted(p.name for p in pvs) == sorted(loops)
+    assert all(p.size_bytes == 60 << 20 and p.free_bytes == p.size_bytes for p in pvs)  # 64 MiB less metadata
+
+
+def test_lvconvert_pvmove_and_vgreduce_for_real(three_pvs):
+    vg, loops, env = three_pvs
+    here = _Here(env)
+    assert _run(lvm.lvcreate(vg, "kerub-d", 8 << 20), env).returncode == 0
+    holding = next(name for name, pv in _pvs(env).items() if pv.free_bytes < pv.size_bytes)
+    empty = [loop for loop in loops if loop != holding]
+    # lvconvert -m: LVM parses every word and finds the LV, then wants device-mapper to sync the copy
+    converted = _run(lvm.lvconvert_mirror(vg, "kerub-d", 2), env)
+    assert converted.returncode != 0 and f"{vg}/kerub-d must be active" in converted.stderr, converted.stderr
+    convert = ConvertLvToMirror("disk-d", "h", f"lvm:{vg}", vg, "kerub-d", 2)
+    assert asyncio.run(_verify_mirror(here, convert, None)) == (
+        f"LV {vg}/kerub-d is linear with 0 images, not raid1 with 3")
+    # pvmove: without device-mapper LVM records the move and stops ("Interrupted"), exit status 0;
+    # the verifier reads back that nothing moved, so the step fails rather than claiming the disk empty
+    moved = _run(lvm.pvmove(holding, empty), env)
+    move = MovePvExtents("h", f"lvm:{vg}", vg, holding)
+    problem = asyncio.run(_verify_pv_empty(here, move, None))
+    assert problem is not None and (problem.startswith(f"PV {holding} still holds") or "pvmove" in problem), (
+        moved, problem)
+    _run(f"pvmove --abort {shlex.quote(holding)}", env)
+    # vgreduce: refused for the PV that holds the LV, done for an empty one
+    refused = _run(lvm.vgreduce(vg, holding), env)
+    assert refused.returncode != 0 and "still in use" in refused.stderr, refused.stderr
+    reduce_held = RemovePvFromVg("h", f"lvm:{vg}", vg, holding)
+    assert asyncio.run(_verify_pv_out(here, reduce_held, None)) == f"PV {holding} is still in {vg}"
+    reduced = _run(lvm.vgreduce(vg, empty[-1]), env)
+    assert reduced.returncode == 0, reduced.stderr
+    assert asyncio.run(_verify_pv_out(here, RemovePvFromVg("h", f"lvm:{vg}", vg, empty[-1]), None)) is None
+    assert _pvs(env)[empty[-1]].vg is None  # an orphan PV now: the disk can be replaced
+    assert [lv for lv in _lvs(vg, env)] == ["kerub-d"]  # nothing half-made left behind

@@ -9,6 +9,7 @@ every call and answers with what the test gives it. libvirt errors come from lib
 
 from __future__ import annotations
 
+import asyncio
 import shlex
 import xml.etree.ElementTree as ET
 from typing import Any
@@ -35,7 +36,7 @@ from kerub_tui.hosts.console import (
     ConsoleTarget,
     NoViewer,
     _forward_target,
-    _read_spice,
+    _read_graphics,
     console_vm,
     ssh_forward_command,
     viewer_argv,
@@ -48,6 +49,7 @@ from kerub_tui.hosts.operations import (
     connection_lost,
     disk_alias,
     libvirt_message,
+    migration_progress,
     retarget_disks,
     spice_password_of,
     target_disk_source,
@@ -321,7 +323,7 @@ def test_no_viewer_says_why_and_how_without_the_password() -> None:
 def test_reading_the_spice_server_of_a_domain_that_is_not_there() -> None:
     conn = libvirt.open("test:///default")
     try:
-        assert _read_spice(conn, "vm-that-is-not-defined") == (None, None, None)
+        assert _read_graphics(conn, "vm-that-is-not-defined") == ("spice", None, None, None)
     finally:
         conn.close()
 
@@ -341,3 +343,80 @@ def test_console_vm_needs_a_running_vm_on_a_known_host(tmp_path) -> None:
         store.put(host)
         store.put(VirtualMachineDynamic(id=vm.id, host_id=host.id, status=VmStatus.paused))
         assert console_vm(store, "web")[2].id == host.id
+
+
+# --- a migration's progress, from its job statistics -------------------------------------------------
+
+
+def test_a_migrations_progress_is_read_from_its_job_statistics_as_virsh_reads_it() -> None:
+    gib = 1 << 30
+    running = {"type": libvirt.VIR_DOMAIN_JOB_UNBOUNDED, "operation": libvirt.VIR_DOMAIN_JOB_OPERATION_MIGRATION_OUT,
+               "time_elapsed": 2100, "data_total": 4 * gib, "data_processed": 3 * gib // 2,
+               "data_remaining": 5 * gib // 2, "memory_total": 4 * gib, "memory_processed": 3 * gib // 2,
+               "memory_remaining": 5 * gib // 2, "memory_bps": 117_000_000}
+    assert migration_progress(running) == (3 * gib // 2, 4 * gib)
+    # memory dirtied again: the total grows, done is what the total leaves out of what remains
+    assert migration_progress(running | {"data_total": 5 * gib, "data_remaining": gib}) == (4 * gib, 5 * gib)
+    # no data figures (an older libvirt): memory's
+    memory_only = {k: v for k, v in running.items() if not k.startswith("data_")}
+    assert migration_progress(memory_only) == (3 * gib // 2, 4 * gib)
+    # nothing known yet, no job, a finished job, figures that are not whole numbers: nothing to tell
+    assert migration_progress(running | {"data_total": 0, "memory_total": 0}) is None
+    assert migration_progress({"type": libvirt.VIR_DOMAIN_JOB_NONE}) is None
+    assert migration_progress(running | {"type": libvirt.VIR_DOMAIN_JOB_COMPLETED}) is None
+    assert migration_progress(running | {"data_total": "4G", "memory_total": None}) is None
+    assert migration_progress(None) is None
+    # never more than all of it, never less than nothing
+    assert migration_progress(running | {"data_remaining": 9 * gib}) == (0, 4 * gib)
+    assert migration_progress(running | {"data_remaining": -1}) == (4 * gib, 4 * gib)
+
+
+def test_job_statistics_that_cannot_be_read_report_no_progress() -> None:
+    """A domain gone (it has just left) and a driver that cannot tell (libvirt's own test driver has no
+    job statistics): no reading, no error; the migration itself says how it ended."""
+    from kerub_tui.hosts.operations import _job_progress
+
+    conn = libvirt.open("test:///default")
+    try:
+        running = conn.lookupByName("test")
+        with pytest.raises(libvirt.libvirtError):
+            running.jobStats()
+        assert _job_progress(conn, running.UUIDString()) is None
+        assert _job_progress(conn, "vm-that-is-not-defined") is None
+    finally:
+        conn.close()
+
+
+class SilentFleet:
+    """Stands in for the Fleet as a host that never answers: each libvirt call but the target's
+    connection and the abort waits until it is cancelled. Records what started and what was cancelled."""
+
+    def __init__(self) -> None:
+        self.started: list[str] = []
+        self.cancelled: list[str] = []
+
+    async def libvirt(self, host_id: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        name = getattr(fn, "__name__", "fn")
+        self.started.append(name)
+        if name in ("<lambda>", "abort"):  # the target's connection; the abort a cancelled migration sends
+            return None
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            self.cancelled.append(name)
+            raise
+
+
+async def test_a_followed_migration_cancelled_is_aborted_and_its_progress_reading_stops_with_it() -> None:
+    fleet = SilentFleet()
+    ops = FleetOperations(fleet, progress_seconds=0)
+    task = asyncio.create_task(ops.libvirt("h1", "migrate", vm_id="vm-1", target_host_id="h2",
+                                           target_address="127.0.0.3", on_progress=lambda done, total: None))
+    async with asyncio.timeout(30):
+        while "_job_progress" not in fleet.started:
+            await asyncio.sleep(0)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert sorted(fleet.cancelled) == ["_job_progress", "migrate"]  # nothing left waiting on the host
+    assert fleet.started[-1] == "abort"

@@ -50,8 +50,9 @@ async def test_a_document_monitoring_wrote_during_the_step_keeps_its_report(tmp_
         store.put(plan)
         approve(store, plan.id, "admin")
         sim = MonitoredSimulator(store, fleet.state())
-        done = await Executor(store, sim, on_step=sim.on_step).execute(plan.id)
+        done = await Executor(store, sim).execute(plan.id)
         assert done.status is PlanStatus.done, done.status_reason
+        assert sim.divergence(store) == []  # the hosts have what the documents say
         dyn = store.get(VirtualMachineDynamic, "vm-web")
         assert (dyn.host_id, dyn.status) == ("host-h1", VmStatus.up)
         assert (dyn.spice_address, dyn.spice_port, dyn.memory_used) == ("127.0.0.1", 5907, 123)

@@ -13,11 +13,15 @@ from pathlib import Path
 
 import pytest
 
+from kerub_tui.core.models import PowerManagement
 from kerub_tui.hosts.power import (
     ipmi_power,
+    ipmi_power_args,
     magic_packet,
     parse_ipmi_power_status,
     power_off,
+    send_magic_packet,
+    wake_from_controller,
     wake_on_lan,
 )
 
@@ -126,3 +130,66 @@ def test_parse_ipmi_status() -> None:
     for garbage in ("", "Error: Unable to establish IPMI v2 / RMCP+ session", "Chassis Power is maybe"):
         with pytest.raises(ValueError):
             parse_ipmi_power_status(garbage)
+
+
+# --- the controller's own wake-up (issue 18 item 3): a fleet entirely down has no neighbour to send it ---
+
+
+def _receiver() -> socket.socket:
+    """A UDP socket on every local address: it catches a broadcast to 127.255.255.255 (loopback's own
+    broadcast; a test never sends to a real network's broadcast address)."""
+    receiver = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    receiver.bind(("", 0))
+    receiver.settimeout(20)
+    return receiver
+
+
+def test_the_controller_sends_the_magic_packet_itself() -> None:
+    with _receiver() as receiver:
+        port = receiver.getsockname()[1]
+        assert send_magic_packet("52:54:00:AB:CD:EF", "127.255.255.255", port) == 102
+        data, (sender, _) = receiver.recvfrom(2048)
+    assert sender.startswith("127.")
+    assert data == b"\xff" * 6 + bytes.fromhex("525400abcdef") * 16  # byte by byte: 6 x ff, the MAC 16 times
+
+
+@pytest.mark.parametrize(("mac", "broadcast", "port", "match"), [
+    ("52:54:00:ab:cd:ef; reboot", "127.255.255.255", 9, "MAC"),
+    ("52:54:00:ab:cd:ef", "127.255.255.255 -x", 9, "broadcast"),
+    ("52:54:00:ab:cd:ef", "$(reboot)", 9, "broadcast"),
+    ("52:54:00:ab:cd:ef", "127.255.255.255", 0, "port"),
+    ("52:54:00:ab:cd:ef", "127.255.255.255", 70000, "port"),
+    ("52:54:00:ab:cd:ef", "127.255.255.255", True, "port"),
+])
+def test_the_controllers_packet_refuses_bad_values(mac: str, broadcast: str, port: int, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        send_magic_packet(mac, broadcast, port)
+
+
+async def test_wake_from_controller_by_wake_on_lan() -> None:
+    with _receiver() as receiver:
+        port = receiver.getsockname()[1]
+        power = PowerManagement(wol_mac="52:54:00:00:00:2a", wol_broadcast="127.255.255.255", wol_port=port)
+        result = await wake_from_controller(power, "h1")
+        data, _ = receiver.recvfrom(2048)
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout == f"magic packet for 52:54:00:00:00:2a sent to 127.255.255.255:{port} (102 bytes)"
+    assert data == magic_packet("52:54:00:00:00:2a")
+
+
+async def test_wake_from_controller_by_ipmi_needs_ipmitool_here(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))  # an empty directory: no ipmitool on the controller
+    result = await wake_from_controller(PowerManagement(ipmi_address="10.0.0.9", ipmi_user="admin"), "h1")
+    assert (result.exit_code, result.stderr) == (127, "ipmitool is not installed on the controller: it cannot "
+                                                       "power h1 on")
+    assert ipmi_power_args("10.0.0.9", "admin", "on") == [
+        "ipmitool", "-I", "lanplus", "-H", "10.0.0.9", "-U", "admin", "-E", "chassis", "power", "on"]
+    none = await wake_from_controller(PowerManagement(), "h1")
+    assert (none.exit_code, none.stderr) == (1, "h1 has no wake-on-LAN address and no IPMI")
+
+
+@pytest.mark.parametrize("field", [{"wol_mac": "52:54:00:ab:cd:ef;reboot"}, {"wol_broadcast": "10.0.0.255 && reboot"},
+                                   {"wol_port": 0}, {"ipmi_address": "10.0.0.9; reboot"}, {"ipmi_user": "root -P x"}])
+def test_hostile_power_settings_are_refused_by_the_document(field: dict) -> None:
+    with pytest.raises(ValueError):
+        PowerManagement(**field)

@@ -45,6 +45,14 @@ def test_vv_file_fields() -> None:
     }
 
 
+def test_vv_file_for_vnc() -> None:
+    password = new_spice_password()[:8]
+    section = dict(read_vv(vv_file("127.0.0.1", 45124, password, "desk", protocol="vnc"))["virt-viewer"])
+    assert section["type"] == "vnc" and section["password"] == password and section["port"] == "45124"
+    with pytest.raises(ValueError, match="neither spice nor vnc"):
+        vv_file("127.0.0.1", 45124, password, "desk", protocol="rdp\nproxy=x")
+
+
 def test_passwords_are_fresh_and_valid() -> None:
     passwords = {new_spice_password() for _ in range(50)}
     assert len(passwords) == 50

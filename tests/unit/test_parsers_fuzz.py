@@ -20,6 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel
 
+from kerub_tui.hosts.facts import Output, read_storage
 from kerub_tui.hosts.ksm import parse_ksm
 from kerub_tui.hosts.lvm import parse_lvs, parse_pvs, parse_vgs
 from kerub_tui.hosts.parse import (
@@ -151,6 +152,16 @@ def only_parse_errors(parser: Callable[[str], Any], text: str) -> None:
     check_result(result)
 
 
+def _pvs_per_vg(text: str) -> Any:
+    """The storage reading's PVs per VG from a (fuzzed) pvs report beside the real vgs: problems, never a raise."""
+    vgs = captures("discovery/vm-lab/vgs.out")[0]
+    reading = read_storage({"vgs": Output(0, vgs), "pvs": Output(0, text)})
+    if reading.pvs is not None:
+        for pvs in reading.pvs.values():
+            assert all(0 <= p.free_bytes <= p.size_bytes for p in pvs)
+    return reading.pvs
+
+
 CASES: list[tuple[str, Callable[[str], Any], list[str], bool]] = [
     ("lscpu", parse_lscpu, captures("discovery/*/lscpu*", "discovery/samples/lscpu*"), True),
     ("lscpu caches", lambda t: parse_lscpu(captures("discovery/vm-lab/lscpu.out")[0], t),
@@ -159,9 +170,10 @@ CASES: list[tuple[str, Callable[[str], Any], list[str], bool]] = [
     ("os-release", parse_os_release, captures("discovery/*/os_release.out"), False),
     ("os info", lambda t: parse_os_info(t, "6.1.0-18-amd64", "host1"), captures("discovery/*/os_release.out"), False),
     ("dmidecode", parse_dmidecode, captures("discovery/*/dmidecode.out", "discovery/samples/dmidecode*"), False),
-    ("lsblk", parse_lsblk, captures("discovery/*/lsblk.out"), True),
+    ("lsblk", parse_lsblk, captures("discovery/*/lsblk.out", "discovery/samples/lsblk*"), True),
     ("findmnt", parse_findmnt, captures("discovery/*/findmnt.out", "discovery/vm-lab/images_fs.out"), True),
     ("pvs", parse_pvs, captures("discovery/vm-lab/pvs.out"), True),
+    ("PVs per VG", lambda t: _pvs_per_vg(t), captures("discovery/vm-lab/pvs.out"), True),
     ("vgs", parse_vgs, captures("discovery/vm-lab/vgs.out"), True),
     ("lvs", parse_lvs, captures("discovery/vm-lab/lvs.out", "discovery/samples/lvs*"), True),
     ("virsh capabilities", parse_hypervisor, captures("discovery/vm-lab/virsh_capabilities.out"), False),

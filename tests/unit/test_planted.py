@@ -22,6 +22,7 @@ from kerub_tui.control import controller_running, run_cli_remote
 from kerub_tui.controller import Controller
 from kerub_tui.core import paths
 from kerub_tui.core.store import Store, StoreError
+from tests import cliproc
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="planting files of another user needs root")
 
@@ -32,8 +33,7 @@ def nobody() -> tuple[int, int]:
 
 
 def kerub(data_dir: Path, *argv: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "kerub_tui", "--data-dir", str(data_dir), *argv],
-                          stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120)
+    return cliproc.kerub(["--data-dir", str(data_dir), *argv], timeout=120)
 
 
 def refused(result: subprocess.CompletedProcess[str], *words: str) -> None:

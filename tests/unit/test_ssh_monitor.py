@@ -265,11 +265,11 @@ async def test_a_host_value_that_does_not_fit_the_document_is_one_event_and_noth
         writer = DocumentWriter(store, interval=0.3)
         mon = monitor.HostMonitor(A, "h1", None, writer, lambda: None, event=events.append, streams=False)
         mon.update_host(memory_free=1024, urgent=True)
-        await asyncio.sleep(0.05)
+        await writer.drained()
         assert store.get(HostDynamic, A).memory_free == 1024
         for _ in range(3):
             mon.update_host(memory_free="lots", urgent=True)
-        await asyncio.sleep(0.05)
+        await writer.drained()
         assert store.get(HostDynamic, A).memory_free == 1024 and writer.current(HostDynamic, A).memory_free == 1024
         assert [(e.type, e.severity.value) for e in events] == [("parse-error", "warning")]
         assert "memory_free" in events[0].message and "h1" in events[0].message
@@ -293,10 +293,10 @@ async def test_writes_are_coalesced_and_unchanged_documents_not_written(tmp_path
         await asyncio.sleep(0.5)
         assert len(changes) == 1
         writer.put(HostDynamic(id=A, cpu_user=1.0), urgent=True)
-        await asyncio.sleep(0.05)
+        await writer.drained()
         assert store.get(HostDynamic, A).cpu_user == 1.0
         writer.delete(HostDynamic, A)
-        await asyncio.sleep(0.05)
+        await writer.drained()
         assert store.get(HostDynamic, A) is None
         writer.close()
     finally:

@@ -257,3 +257,201 @@ def test_a_store_from_before_checksums_is_upgraded(tmp_path):
     assert b"count" in db["meta/manifest"]
     db.close()
     assert (tmp_path / "kerub.unqlite.mark").exists()
+
+
+def _rewrite_behind_the_stores_back(data_dir, key, body):
+    """Put ``body`` in record ``key`` with a checksum that holds and the manifest kept true: only validating the
+    document can tell it is wrong."""
+    import unqlite
+
+    from kerub_tui.core import integrity
+
+    db = unqlite.UnQLite(str(data_dir / "kerub.unqlite"))
+    old_crc = int(db[key][:8], 16)
+    value = integrity.encode_record(key, body)
+    manifest = integrity.decode_manifest(db[integrity.MANIFEST_KEY])
+    db[key] = value
+    db[integrity.MANIFEST_KEY] = integrity.encode_manifest(
+        manifest.generation, manifest.count, (manifest.digest - old_crc + int(value[:8], 16)) % integrity.DIGEST_MOD)
+    db.commit()
+    db.close()
+
+
+def test_a_document_that_does_not_validate_is_damage_when_first_read(tmp_path, caplog):
+    """Documents are parsed when first read (an open validates nothing): one that does not validate is never
+    handed over, the store says it is damaged as an open would, refuses every write, and repair restores it."""
+    from kerub_tui.core import backup
+    from kerub_tui.core.store import StoreDamaged
+
+    good, bad = m.VirtualMachine(name="good", cpus=2), m.VirtualMachine(name="bad", cpus=2)
+    s = Store.open(tmp_path)
+    s.put_many([good, bad])
+    s.backup()
+    s.close()
+    key = f"doc/vm/{bad.id}"
+    _rewrite_behind_the_stores_back(tmp_path, key, bad.model_dump_json().replace('"cpus":2', '"cpus":-3'))
+
+    s = Store.open(tmp_path)  # nothing is parsed yet: the open cannot tell
+    try:
+        assert s.damage == []
+        assert s.get(m.VirtualMachine, good.id) == good
+        assert s.get(m.VirtualMachine, bad.id) is None  # never handed over, to any reader
+        assert s.list(m.VirtualMachine) == [good]
+        assert s.damage == [f"1 records are not valid documents (vm/{bad.id})"]
+        assert "cpus" in s.unreadable[key] and s.unreadable[key].startswith("invalid document: "), s.unreadable
+        assert "check --repair" in caplog.text
+        with pytest.raises(StoreDamaged, match=r"not valid documents \(vm/.*check --repair"):
+            s.put(m.VirtualMachine(name="new"))
+        with pytest.raises(StoreDamaged):
+            s.delete(m.VirtualMachine, good.id)
+        assert s.list(m.VirtualMachine) == [good]
+    finally:
+        s.close()
+
+    # Read while a transaction runs: the transaction is refused whole.
+    s = Store.open(tmp_path)
+    try:
+        with pytest.raises(StoreDamaged), s.transaction():
+            s.put(m.VirtualMachine(name="other"))
+            s.get(m.VirtualMachine, bad.id)
+        assert s.find_by_name(m.VirtualMachine, "other") is None
+    finally:
+        s.close()
+
+    readonly = Store.open(tmp_path, readonly=True)
+    assert [doc.id for doc in readonly.all_documents()] == [good.id] and key in readonly.unreadable
+    readonly.close()
+    assert not backup.check(tmp_path).sound
+    result = backup.repair(tmp_path)
+    assert any("restored 1 documents" in line for line in result.lines), result.lines
+    s = Store.open(tmp_path)
+    try:
+        assert sorted(s.list(m.VirtualMachine), key=lambda v: v.name) == [bad, good] and s.damage == []
+    finally:
+        s.close()
+
+
+# --- commits off the event loop (the monitoring writer) ---------------------------------------------
+
+
+class _HeldCommit:
+    """The store's file handle with its commit held until the test lets it go (a commit in progress)."""
+
+    def __init__(self, store):
+        import threading
+
+        self.db = store._db
+        self.entered = threading.Event()
+        self.release = threading.Event()
+        store._db = self
+
+    def commit(self):
+        self.entered.set()
+        assert self.release.wait(30), "the test never let the commit go"
+        self.db.commit()
+
+    def __getattr__(self, name):
+        return getattr(self.db, name)
+
+
+async def test_readers_on_the_loop_see_an_off_loop_flush_whole(tmp_path):
+    """The flush is in memory and on the feed at once, as one step (as an on-loop flush was), committed after."""
+    from kerub_tui.hosts.monitor import DocumentWriter
+
+    store = Store.open(tmp_path)
+    try:
+        store.put_many([m.HostDynamic(id=f"h{i}", cpu_user=0.0) for i in range(500)])
+        changes = []
+        store.feed.add_listener(changes.append)
+        held = _HeldCommit(store)
+        writer = DocumentWriter(store, interval=0.0)
+        for i in range(500):
+            writer.put(m.HostDynamic(id=f"h{i}", cpu_user=1.0))
+        assert {h.cpu_user for h in store.list(m.HostDynamic)} == {0.0}  # pending: not yet
+        writer.flush()
+        assert await asyncio.to_thread(held.entered.wait, 30)  # the worker thread is inside the commit
+        # Meanwhile the loop runs and reads: the new state, all of it.
+        for _ in range(20):
+            assert {h.cpu_user for h in store.list(m.HostDynamic)} == {1.0}
+            assert store.get(m.HostDynamic, "h499").cpu_user == 1.0
+            await asyncio.sleep(0)
+        # Told at once, as an on-loop flush did: a listener that reads on a change sees it.
+        assert len(changes) == 500 and all(c.old.cpu_user == 0.0 and c.new.cpu_user == 1.0 for c in changes)
+        held.release.set()
+        await writer.drained()
+        assert len(changes) == 500
+        writer.close()
+    finally:
+        store.close()
+    reopened = Store.open(tmp_path)
+    assert {h.cpu_user for h in reopened.list(m.HostDynamic)} == {1.0}
+    reopened.close()
+
+
+async def test_a_flush_the_file_refuses_is_taken_back_whole_and_tried_again(tmp_path):
+    from kerub_tui.core.store import StoreWriteError
+    from kerub_tui.hosts.monitor import DocumentWriter
+
+    store = Store.open(tmp_path)
+    try:
+        store.put_many([m.HostDynamic(id=f"h{i}", cpu_user=0.0) for i in range(50)])
+        changes = []
+        store.feed.add_listener(changes.append)
+        db = store._db
+
+        class Refusing:
+            def commit(self):
+                raise OSError(28, "No space left on device")
+
+            def __getattr__(self, name):
+                return getattr(db, name)
+
+        store._db = Refusing()
+        writer = DocumentWriter(store, interval=0.0)
+        for i in range(50):
+            writer.put(m.HostDynamic(id=f"h{i}", cpu_user=3.0))
+        writer.flush()
+        while writer._running is not None:
+            await asyncio.sleep(0)
+        # Taken back: memory as the file holds it, the feed told so, the documents pending again.
+        assert {h.cpu_user for h in store.list(m.HostDynamic)} == {0.0}
+        assert [(c.old.cpu_user, c.new.cpu_user) for c in changes] == [(0.0, 3.0)] * 50 + [(3.0, 0.0)] * 50
+        assert writer.current(m.HostDynamic, "h3").cpu_user == 3.0
+        with pytest.raises(StoreWriteError):
+            store.put(m.VirtualMachine(name="x"))
+        store._db = db
+        await writer.drained()
+        assert {h.cpu_user for h in store.list(m.HostDynamic)} == {3.0} and len(changes) == 150
+        writer.close()
+    finally:
+        store.close()
+
+
+def test_a_transaction_waits_for_a_staged_commit_and_comes_after_it(tmp_path):
+    import threading
+
+    store = Store.open(tmp_path)
+    try:
+        vm = m.VirtualMachine(name="vm")
+        store.put(vm)
+        held = _HeldCommit(store)
+        staged = store.stage([("host-dynamic", f"h{i}", m.HostDynamic(id=f"h{i}", cpu_user=2.0)) for i in range(50)]
+                             + [("vm", vm.id, vm.evolve(cpus=2))])
+        worker = threading.Thread(target=store.commit_staged, args=(staged,))
+        worker.start()
+        assert held.entered.wait(30)
+        changed = vm.evolve(cpus=3)  # made from what memory says (the staged version), as a step's update is
+        writer = threading.Thread(target=store.put, args=(changed,))
+        writer.start()
+        writer.join(0.2)
+        assert writer.is_alive()  # one writer at a time: it waits for the commit in progress
+        held.release.set()
+        worker.join(30)
+        writer.join(30)
+        assert store.get(m.HostDynamic, "h49").cpu_user == 2.0 and store.get(m.VirtualMachine, vm.id) == changed
+    finally:
+        store.close()
+    reopened = Store.open(tmp_path)  # the file has them in that order: the transaction's version last
+    assert reopened.count(m.HostDynamic) == 50 and reopened.get(m.VirtualMachine, vm.id) == changed
+    assert reopened.damage == []
+    reopened.close()

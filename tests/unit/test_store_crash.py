@@ -51,7 +51,10 @@ def writer(data_dir):
             store.delete(m.VirtualStorageDevice, f"b{batch - 1}-p0")
             store.put(m.VirtualStorageDevice(id=f"b{batch - 1}-p0", name=f"b{batch - 1}-p0",
                                              size=batch * 1024, expectations=[]))
-    print(batch, flush=True)
+    # One write: print() writes the number and its newline apart, and a SIGKILL between them left "10"
+    # for the parent's "gone" to finish as "10gone" (seen in a full run).
+    sys.stdout.write(f"{batch}\n")
+    sys.stdout.flush()
 """ % {"batch": BATCH}  # noqa: UP031 - the script's own f-strings keep their braces
 
 
@@ -77,18 +80,20 @@ def _check(data_dir, last_committed):
         store.close()
 
 
-def test_sigkill_mid_transaction_many_times(tmp_path):
-    rng = random.Random(1234)
+def kill_writers_at_random(tmp_path, writer_script: str, rounds: int, seed: int, check) -> None:
+    """Fork ``rounds`` writers one after the other, SIGKILL each at a random moment once it acknowledged a
+    first commit, and ``check(tmp_path, the last number it acknowledged)`` after each."""
+    rng = random.Random(seed)
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    parent = subprocess.Popen([sys.executable, "-c", WRITER + FORKING_PARENT, str(tmp_path)], stdin=subprocess.PIPE,
-                              stdout=subprocess.PIPE, text=True, env=env)
+    parent = subprocess.Popen([sys.executable, "-c", writer_script + FORKING_PARENT, str(tmp_path)],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
     try:
-        for _round in range(40):
+        for _round in range(rounds):
             parent.stdin.write("go\n")
             parent.stdin.flush()
             started = parent.stdout.readline().split()
             assert started[:1] == ["writer"], f"no writer forked: {started!r}"
-            # Let it commit a transaction, then kill it at a random moment inside the stream.
+            # Let it commit, then kill it at a random moment inside the stream.
             first = parent.stdout.readline()
             assert first.strip().isdigit(), f"writer did not start: {first!r}"
             time.sleep(rng.uniform(0.0, 0.05))
@@ -97,10 +102,14 @@ def test_sigkill_mid_transaction_many_times(tmp_path):
             while (line := parent.stdout.readline()).strip() != "gone":
                 assert line, "the forking parent died"
                 acknowledged.append(int(line))
-            _check(tmp_path, max(acknowledged))
+            check(tmp_path, max(acknowledged))
     finally:
         parent.stdin.close()
         assert parent.wait(timeout=60) == 0
+
+
+def test_sigkill_mid_transaction_many_times(tmp_path):
+    kill_writers_at_random(tmp_path, WRITER, rounds=40, seed=1234, check=_check)
 
 
 HOLD_OPEN_TRANSACTION = r"""
@@ -142,3 +151,51 @@ def test_killed_writer_is_rolled_back_and_the_file_rebuilt(tmp_path):
     readonly = Store.open(tmp_path, readonly=True)
     assert readonly.count(m.VirtualMachine) == 301
     readonly.close()
+
+
+# A monitoring writer flushing off the event loop (DocumentWriter: commit in its worker thread, applied on the
+# loop), SIGKILLed at random moments: every flush it saw applied is in the file, whole, and at most the one in
+# flight more. Each flush writes every host's document with the flush's number.
+HOSTS = 40
+
+FLUSH_WRITER = r"""
+def writer(data_dir):
+  import asyncio
+  from kerub_tui.hosts.monitor import DocumentWriter
+
+  async def main():
+    store = Store.open(data_dir)
+    start = max((int(d.cpu_user) + 1 for d in store.list(m.HostDynamic)), default=0)
+    writer = DocumentWriter(store, interval=0.0)
+    for flush in range(start, start + 100000):
+      for host in range(%(hosts)d):
+        # Big enough documents that a flush spans several pages of the file.
+        writer.put(m.HostDynamic(id=f"h{host}", cpu_user=float(flush), memory_free=flush * 1024 + host,
+                                 storage_free={f"pool{i}": flush for i in range(30)}))
+      await writer.drained()
+      assert store.get(m.HostDynamic, "h0").cpu_user == flush
+      sys.stdout.write(f"{flush}\n")  # one write: see WRITER
+      sys.stdout.flush()
+
+  asyncio.run(main())
+""" % {"hosts": HOSTS}  # noqa: UP031 - the script's own f-strings keep their braces
+
+
+def _check_flushes(data_dir, last_applied):
+    store = Store.open(data_dir)
+    try:
+        assert store.unreadable == {}
+        hosts = store.list(m.HostDynamic)
+        assert len(hosts) == HOSTS
+        flushes = {int(h.cpu_user) for h in hosts}
+        assert len(flushes) == 1, f"a flush committed in part: {sorted(flushes)}"
+        newest = flushes.pop()
+        assert last_applied <= newest <= last_applied + 1
+        assert all(h.memory_free == newest * 1024 + int(h.id[1:]) for h in hosts)
+        return newest
+    finally:
+        store.close()
+
+
+def test_sigkill_mid_flush_off_the_loop_many_times(tmp_path):
+    kill_writers_at_random(tmp_path, FLUSH_WRITER, rounds=12, seed=4321, check=_check_flushes)

@@ -13,7 +13,7 @@ import stat
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from kerub_tui.core import backup, integrity
@@ -90,8 +90,17 @@ def zero_page(index: int):
     return zero
 
 
+# A record written once and never deleted: its bytes are live. Free pages hold stale copies of deleted
+# records (the audit and events a store from before the history moved out), so "the first record in the
+# file" or "the pages in the middle" may be free space, where damage loses nothing.
+LIVE_RECORD = b'"name":"after-import"'
+
+
 def zero_pages_in_the_middle(data: bytes) -> bytes:
-    start = (len(data) // 4096 // 2) * 4096
+    # From page 2 on: zeroing page 1 (the hash engine's own header) leaves nothing readable at all, which the
+    # read-only test below does not expect (a live record on page 1 or 2 made it fail in some runs).
+    at = data.find(LIVE_RECORD)
+    start = max(at // 4096 - 1, 2) * 4096 if at >= 0 else (len(data) // 4096 // 2) * 4096
     return data[:start] + bytes(3 * 4096) + data[start + 3 * 4096:]
 
 
@@ -100,7 +109,7 @@ def appended_junk(data: bytes) -> bytes:
 
 
 def random_bytes_over_a_record(data: bytes) -> bytes:
-    at = data.index(b"doc/vm/") + 200  # inside a record's JSON
+    at = data.index(LIVE_RECORD) - 32  # inside a live record's JSON
     return data[:at] + os.urandom(64) + data[at + 64:]
 
 
@@ -211,6 +220,7 @@ def test_a_document_missing_without_a_backup_is_reported_lost(tmp_path):
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(seed=st.integers(0, 2**32 - 1), flips=st.integers(1, 3))
+@example(seed=165, flips=1)  # a cell header flip: one record read twice, another never (CI, 2026-12-03)
 def test_bit_flips_are_detected_or_harmless_and_repair_loses_nothing(pristine, tmp_path, seed, flips):
     """A flip in a record, a page header or the manifest is damage; in free space it changes nothing.
     Either way: never a traceback, never a document silently changed or hidden."""
@@ -234,6 +244,21 @@ def test_bit_flips_are_detected_or_harmless_and_repair_loses_nothing(pristine, t
         store.close()
     finally:
         shutil.rmtree(data_dir, ignore_errors=True)
+
+
+def test_a_record_read_twice_does_not_hide_one_never_read():
+    """A damaged page chain can hand one key over twice (a good copy, a bad one) and skip another:
+    the count of distinct documents, not of records, says one is missing."""
+    good, lost = "doc/vm/a", "doc/vm/b"
+    raw = integrity.RawRead()
+    raw.records = [(good, integrity.encode_record(good, b'{"x":1}')),
+                   (good, b"00000000 {\"x\":2}"),
+                   (integrity.MANIFEST_KEY, integrity.encode_manifest(generation=1, count=2, digest=0))]
+    reading = integrity.verify(raw, existed=True, file_size=4096, page_size=4096)
+    assert reading.missing == 1
+    assert good in reading.bodies and good not in reading.damaged_keys and lost not in reading.bodies
+    assert any("read twice" in problem for problem in reading.problems), reading.problems
+    assert any("1 of 2 documents are missing" in problem for problem in reading.problems), reading.problems
 
 
 def test_a_page_that_crashes_the_library_is_damage_not_a_crash(pristine, tmp_path):
@@ -265,7 +290,9 @@ def test_a_page_that_crashes_the_library_is_damage_not_a_crash(pristine, tmp_pat
 
 def test_readonly_reads_what_it_can_and_says_damaged(pristine, tmp_path):
     data_dir = copy_of(pristine, tmp_path / "data")
-    corrupt(data_dir, zero_page(-1))
+    # The pages around a live record hold documents whatever the layout; the last page may hold only free space or
+    # the manifest (the records' places follow their random ids), so zeroing it lost nothing in some runs.
+    corrupt(data_dir, zero_pages_in_the_middle)
     store = Store.open(data_dir, readonly=True)
     assert any("missing" in problem for problem in store.damage)
     assert 0 < sum(1 for _ in store.all_documents()) < len(pristine[1])

@@ -16,6 +16,7 @@ import pytest
 from kerub_tui.core import backup, integrity
 from kerub_tui.core import models as m
 from kerub_tui.core.store import Store, parse_export
+from tests import cliproc
 
 STORE = "kerub.unqlite"
 
@@ -47,7 +48,8 @@ def test_backups_are_made_at_open_and_after_many_commits(tmp_path, monkeypatch):
     store.put(m.VirtualMachine(name="first"))
     assert backups_of(tmp_path) == []  # a new store: nothing worth a backup at its open
     store.close()
-    store = Store.open(tmp_path)  # a store with documents and no backup: one at its open
+    store = Store.open(tmp_path)  # a store with documents and no backup: one at its open (written by a thread)
+    store.wait_for_backup()
     assert [b.generation for b in backups_of(tmp_path)] == [store.generation]
     monkeypatch.setattr(backup, "BACKUP_EVERY_COMMITS", 5)
     monkeypatch.setattr(backup, "BACKUP_MIN_INTERVAL", 0.0)
@@ -123,8 +125,7 @@ def test_sigkill_during_a_backup_leaves_no_half_backup(tmp_path):
 
 def kerub(*argv: str, data_dir: Path) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ, KERUB_TUI_DATA=str(data_dir))
-    return subprocess.run([sys.executable, "-m", "kerub_tui", *argv], env=env, capture_output=True, text=True,
-                          timeout=120)
+    return cliproc.kerub(argv, env=env, timeout=120)
 
 
 @pytest.fixture

@@ -118,5 +118,5 @@ def apply_domain_state(
         return base.evolve(status=VmStatus.migrating, updated_at=now)
     if not managed:
         return None
-    return base.evolve(host_id=None, status=VmStatus.down, updated_at=now,
+    return base.evolve(host_id=None, status=VmStatus.down, updated_at=now, memory_given=None,
                        cpu_percent=None, memory_used=None, spice_address=None, spice_port=None)

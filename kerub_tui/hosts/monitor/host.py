@@ -257,11 +257,13 @@ class HostMonitor:
                 changes["ksm"] = ksm.parse_ksm(batch["ksm"].stdout)
             except ParseError as error:
                 self.problem("parse-error", f"{self.name}: {error}", EventSeverity.warning)
-        storage = facts.read_storage({k: v for k, v in batch.items() if k in ("vgs", "lvs", "images_fs")})
+        storage = facts.read_storage({k: v for k, v in batch.items() if k in ("vgs", "lvs", "pvs", "images_fs")})
         for problem in storage.problems:
             self.problem("parse-error", f"{self.name}: {problem}", EventSeverity.warning)
         if not storage.problems or storage.free:
             changes["storage_free"] = storage.free
+        if storage.pvs is not None:
+            changes["storage_pvs"] = storage.pvs
         if "thermal" in batch:
             temperature, problems = facts.read_temperature(batch["thermal"])
             for problem in problems:
@@ -399,6 +401,11 @@ class HostMonitor:
             await link.close()
             self.problem("libvirt-unavailable", str(error), EventSeverity.warning)
             return
+        except BaseException:
+            # Cancelled once the tunnel was up (a stop; a stream's failure cancelling its task group):
+            # the link is nobody's yet, so its connection and tunnel socket go here or never.
+            await asyncio.shield(link.close())
+            raise
         self.link = link
         self.link_ready.set()
 

@@ -48,7 +48,8 @@ def _mountpoint(entry: dict[str, Any]) -> str | None:
     return _text(entry.get("mountpoint"), "mountpoint", LSBLK)
 
 
-def _walk(entries: object, key: str, command: str, out: list[dict[str, Any]], depth: int = 0) -> None:
+def _walk(entries: object, key: str, command: str, out: list[tuple[dict[str, Any], dict[str, Any] | None]],
+          depth: int = 0, parent: dict[str, Any] | None = None) -> None:
     if not isinstance(entries, list):
         raise ParseError(command, f"'{key}' is not a list")
     if depth > _MAX_DEPTH:
@@ -56,27 +57,33 @@ def _walk(entries: object, key: str, command: str, out: list[dict[str, Any]], de
     for entry in entries:
         if not isinstance(entry, dict):
             raise ParseError(command, f"entry {entry!r:.80} is not an object")
-        out.append(entry)
+        out.append((entry, parent))
         if entry.get("children") is not None:
-            _walk(entry["children"], "children", command, out, depth + 1)
+            _walk(entry["children"], "children", command, out, depth + 1, entry)
 
 
-def _entries(text: str, key: str, command: str) -> list[dict[str, Any]]:
-    """The JSON document's ``key`` list, its children flattened into it."""
+def _tree(text: str, key: str, command: str) -> list[tuple[dict[str, Any], dict[str, Any] | None]]:
+    """The JSON document's ``key`` list, its children flattened into it, each with its parent entry."""
     data = load_json(text, command)
     if key not in data:
         raise ParseError(command, f"no {key!r} list")
-    entries: list[dict[str, Any]] = []
+    entries: list[tuple[dict[str, Any], dict[str, Any] | None]] = []
     _walk(data[key], key, command, entries)
     return entries
 
 
+def _entries(text: str, key: str, command: str) -> list[dict[str, Any]]:
+    """The JSON document's ``key`` list, its children flattened into it."""
+    return [entry for entry, _ in _tree(text, key, command)]
+
+
 @guarded(LSBLK)
 def parse_lsblk(text: str) -> list[BlockDevice]:
-    """``lsblk -J -b -o NAME,PATH,TYPE,SIZE,ROTA,MODEL,MOUNTPOINT,FSTYPE`` -> devices, children flattened."""
-    entries = _entries(text, "blockdevices", LSBLK)
+    """``lsblk -J -b -o NAME,PATH,TYPE,SIZE,ROTA,MODEL,MOUNTPOINT,FSTYPE`` -> devices, children flattened
+    (each with its parent's name)."""
+    entries = _tree(text, "blockdevices", LSBLK)
     devices: list[BlockDevice] = []
-    for entry in entries:
+    for entry, parent in entries:
         name = _text(entry.get("name"), "name", LSBLK)
         if not name or "/" in name:
             raise ParseError(LSBLK, f"device name {entry.get('name')!r:.80} is not a device name")
@@ -91,6 +98,8 @@ def parse_lsblk(text: str) -> list[BlockDevice]:
                 model=_text(entry.get("model"), "model", LSBLK),
                 mountpoint=_mountpoint(entry),
                 fstype=_text(entry.get("fstype"), "fstype", LSBLK),
+                # a partition's disk (lsblk's tree): SMART watches the disk, LVM names the partition
+                parent=None if parent is None else _text(parent.get("name"), "name", LSBLK),
             )
         )
     return devices

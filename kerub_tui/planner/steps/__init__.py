@@ -34,6 +34,7 @@ from .base import (
     PEER_KNOWN_HOSTS,
     STEP_TYPES,
     STOP_TIMEOUT_SECONDS,
+    ControllerOp,
     DeferredShellOp,
     LibvirtOp,
     Operation,
@@ -66,6 +67,7 @@ from .files import (
 )
 from .host import (
     DEFERRED_BUILDERS,
+    FenceHost,
     PowerDownHost,
     SetKsm,
     TrustHost,
@@ -75,15 +77,20 @@ from .host import (
     trust_command_from_key,
 )
 from .lvm import (
+    ConvertLvToMirror,
     CreateLv,
     CreateMirrorLv,
     CreateThinLv,
     CreateThinPool,
     ExtendLv,
     ExtendThinPool,
+    MovePvExtents,
     RemoveLv,
+    RemovePvFromVg,
 )
 from .sharing import (
+    AllowIscsiInitiator,
+    DisallowIscsiInitiator,
     ExportNfs,
     MountNfs,
     ShareIscsi,
@@ -124,11 +131,15 @@ __all__ = [
     '_host_dyn', '_libvirt', '_locked_disk', '_locked_vm', '_RemoveAllocation', '_running_dependants', '_T',
     '_taken', '_vm_dyn', '_vm_name', 'allocation_name', 'CopyAllocation', 'create_step', 'CreateFileImage',
     'CreateGvinumVolume', 'CreateLv', 'CreateMirrorLv', 'CreateThinLv', 'CreateThinPool', 'CreateZfsVolume',
-    'DEFERRED_BUILDERS', 'DeferredShellOp', 'ExportNfs', 'ExtendFileImage', 'ExtendLv', 'ExtendThinPool',
+    'AllowIscsiInitiator', 'DisallowIscsiInitiator', 'ControllerOp', 'DEFERRED_BUILDERS', 'DeferredShellOp',
+    'ExportNfs', 'ExtendFileImage', 'FenceHost',
+    'ExtendLv',
+    'ExtendThinPool',
     'ganesha_export_id', 'known_host_command', 'LibvirtOp', 'MigrateVm', 'MountNfs', 'NFS_MOUNT_ROOT',
     'Operation', 'PauseVm', 'PEER_KEY', 'peer_key_command', 'PEER_KNOWN_HOSTS', 'PowerDownHost', 'remove_step',
     'RemoveFileImage', 'RemoveGvinumVolume', 'RemoveLv', 'RemoveZfsVolume', 'ResumeVm', 'SetKsm', 'ShareIscsi',
     'ShellOp', 'StartVm', 'Step', 'step_from_planned', 'step_type', 'STEP_TYPES', 'STOP_TIMEOUT_SECONDS',
     'StopVm', 'Touched', 'trust_command_from_key', 'TrustHost', 'UnexportNfs', 'UnknownStep', 'UnmountNfs',
     'UnshareIscsi', 'vm_disks_missing', 'WakeHost', 'order_key',
+    'ConvertLvToMirror', 'MovePvExtents', 'RemovePvFromVg',
 ]

@@ -11,7 +11,7 @@ from ...core.models import (
 )
 from ..checkers import allocation_rejections
 from ..state import OperationalState, Reservation
-from .base import Step, Touched, _disk_dyn, _host_down, _locked_disk
+from .base import Step, Touched, _disk_dyn, _host_down, _locked_disk, names_refused, storage_refused
 
 
 def allocation_name(disk: VirtualStorageDevice) -> str:
@@ -57,9 +57,15 @@ class _CreateAllocation(Step):
         disk = state.disks.get(self.disk)
         if disk is None:
             return f"no disk {self.disk}"
+        if refused := names_refused(state, self.host, self.capability, self.names()):
+            return refused
         hard = [r.reason for r in allocation_rejections(state, disk, self.host, self.capability, self._space())
                 if r.level is None]
         return hard[0] if hard else _locked_disk(state, self.disk)
+
+    def names(self) -> tuple[tuple[str, str], ...]:
+        """The names its command carries, each with its kind (hosts/storage_names.py)."""
+        return ()
 
     def _space(self) -> int:
         return self.size
@@ -85,9 +91,14 @@ class _RemoveAllocation(Step):
     host: str
     capability: str
 
+    def deletes_data(self) -> bool:
+        return True
+
     def blocked(self, state: OperationalState) -> str | None:
         if _find_allocation(state, self.disk, self.host, self.capability) is None:
             return f"disk {state.disk_name(self.disk)} has no storage on {state.host_name(self.host)} {self.capability}"
+        if refused := storage_refused(state, self.disk, self.host, self.capability):
+            return refused
         if down := _host_down(state, self.host):
             return down
         users = [state.vm_name(v) for v in state.disk_users(self.disk) if state.vm_host(v) == self.host]

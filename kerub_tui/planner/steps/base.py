@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
 
 from ...core.models import (
     Cost,
+    FileAllocation,
     HostCommand,
     HostConfiguration,
     HostDynamic,
@@ -40,6 +41,9 @@ class ShellOp:
     # what the command reads on its standard input, made when it runs (a cloud-init seed): never
     # part of the command line, so never in the plan or the audit log
     input: Callable[[], bytes] | None = None
+    # the bytes the command copies, when its standard error carries GNU dd's status=progress reports:
+    # the step's progress, shown while it runs
+    progress_total: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +54,9 @@ class LibvirtOp:
     op: str
     args: tuple[tuple[str, Any], ...]
     display: str
+    # the host tells how far it got while it runs (a migration's job statistics): the step's progress,
+    # shown while it runs (the executor passes the host operations an ``on_progress``)
+    progress: bool = False
 
     def kwargs(self) -> dict[str, Any]:
         return dict(self.args)
@@ -69,11 +76,21 @@ class DeferredShellOp:
     privileged: bool = True
 
 
-Operation = ShellOp | LibvirtOp | DeferredShellOp
+@dataclass(frozen=True, slots=True)
+class ControllerOp:
+    """Work the controller's own process does for a host (``action``: "wake", the magic packet or
+    ipmitool sent from the controller when no host is up to send it); ``display`` for the admin."""
+
+    host_id: str
+    action: str
+    display: str
 
 
-def _libvirt(host_id: str, op: str, display: str, **args: Any) -> LibvirtOp:
-    return LibvirtOp(host_id, op, tuple(sorted(args.items())), display)
+Operation = ShellOp | LibvirtOp | DeferredShellOp | ControllerOp
+
+
+def _libvirt(host_id: str, op: str, display: str, *, progress: bool = False, **args: Any) -> LibvirtOp:
+    return LibvirtOp(host_id, op, tuple(sorted(args.items())), display, progress)
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +128,11 @@ class Step(abc.ABC):
         """The step that undoes this one, when there is one (the search never plans both)."""
         return None
 
+    def deletes_data(self) -> bool:
+        """Whether this step destroys data on a host (an LV, an image, a seed removed): an auto-approve
+        policy covers such a step only when it says so (AutoApprovePolicy.deletes)."""
+        return False
+
     # prediction -----------------------------------------------------------------------------------
 
     def blocked(self, state: OperationalState) -> str | None:
@@ -147,6 +169,8 @@ class Step(abc.ABC):
         for op in self.operations(state):
             if isinstance(op, LibvirtOp):
                 out.append(HostCommand(host_id=op.host_id, command=f"libvirt: {op.display}", privileged=False))
+            elif isinstance(op, ControllerOp):
+                out.append(HostCommand(host_id=op.host_id, command=f"controller: {op.display}", privileged=False))
             elif isinstance(op, DeferredShellOp):
                 out.append(HostCommand(host_id=op.host_id, command=op.display, privileged=op.privileged))
             else:
@@ -174,7 +198,10 @@ def step_from_planned(planned: PlannedStep) -> Step:
     if cls is None:
         raise UnknownStep(f"unknown step type {planned.type!r}")
     names = {f.name for f in dataclasses.fields(cls)}
-    if set(planned.params) != names:
+    required = {f.name for f in dataclasses.fields(cls)
+                if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING}
+    # a parameter added later with a default may be missing from a plan stored before it existed
+    if not required <= set(planned.params) <= names:
         raise UnknownStep(f"step {planned.type}: parameters {sorted(planned.params)} do not match {sorted(names)}")
     return cls(**planned.params)
 
@@ -194,7 +221,8 @@ def _vm_dyn(state: OperationalState, vm_id: str, **changes: Any) -> VirtualMachi
     base: dict[str, Any] = old.model_dump() if old is not None else {"id": vm_id}
     base.update(changes)
     if changes.get("status") is VmStatus.down:
-        base.update(host_id=None, spice_address=None, spice_port=None, memory_used=None, cpu_percent=None)
+        base.update(host_id=None, spice_address=None, spice_port=None, memory_used=None, cpu_percent=None,
+                    memory_given=None)
     return VirtualMachineDynamic.model_validate(base)
 
 
@@ -221,11 +249,46 @@ def _vm_name(state: OperationalState, vm_id: str) -> str:
 
 
 def _disk_accessible(state: OperationalState, disk_id: str, host_id: str) -> bool:
-    """A local allocation, or an NFS mount of the disk's export."""
+    """A local allocation, an NFS mount of the disk's export, or a share qemu reads itself."""
     if any(a.host_id == host_id for a in state.allocations(disk_id)):
         return True
     config = state.host_config.get(host_id)
-    return config is not None and any(m.disk_id == disk_id for m in config.mounts)
+    if config is not None and any(m.disk_id == disk_id for m in config.mounts):
+        return True
+    return remote_share(state, disk_id, host_id) is not None
+
+
+def remote_share(state: OperationalState, disk_id: str, host_id: str) -> tuple[str, Any] | None:
+    """How ``host_id``, with no copy of the disk, reads it over the network with qemu's own client (issue 16):
+    ("iSCSI", the allocation) where another host that is up shares the disk's live storage as an iSCSI
+    target, ("NFS", the allocation) where it exports the directory of the disk's file to ``host_id`` (or to
+    every client); None otherwise."""
+    import posixpath
+
+    if any(a.host_id == host_id for a in state.allocations(disk_id)):
+        return None
+    for alloc in sorted(state.allocations(disk_id), key=lambda a: (a.host_id, a.capability_id)):
+        if alloc.copied_at is not None or not state.host_up(alloc.host_id):
+            continue  # an older copy taken for redundancy is never read as the disk; a host down serves nothing
+        config = state.host_config.get(alloc.host_id)
+        if config is None:
+            continue
+        reader = state.hosts[host_id].address if host_id in state.hosts else None
+        if any(t.disk_id == disk_id and t.lun_path == alloc.path and (not t.initiators or reader in t.initiators)
+               for t in config.iscsi_targets):
+            return "iSCSI", alloc
+        if isinstance(alloc, FileAllocation) and any(
+                e.path == posixpath.dirname(alloc.path) and e.clients in ("*", reader) for e in config.exports):
+            return "NFS", alloc
+    return None
+
+
+def remote_disks(state: OperationalState, vm_id: str, host_id: str) -> list[str]:
+    """The VM's disks ``host_id`` would read over the network (each priced REMOTE_IO_SECONDS)."""
+    vm = state.vms.get(vm_id)
+    if vm is None:
+        return []
+    return [link.disk_id for link in vm.disks if remote_share(state, link.disk_id, host_id) is not None]
 
 
 def vm_disks_missing(state: OperationalState, vm_id: str, host_id: str) -> list[str]:
@@ -261,6 +324,29 @@ def _running_dependants(state: OperationalState, vm_id: str) -> list[str]:
 def _host_down(state: OperationalState, host_id: str) -> str | None:
     """Why a host cannot be reached (it is not up), or None."""
     return None if state.host_up(host_id) else f"{state.host_name(host_id)} is {state.host_status(host_id).value}"
+
+
+def names_refused(state: OperationalState, host: str, capability: str, names: Iterable[tuple[str, str]]) -> str | None:
+    """Why a step's command cannot carry one of its names (``(kind, name)``, see hosts/storage_names.py), or None."""
+    from ...hosts.storage_names import refusal
+
+    for kind, name in names:
+        if (why := refusal(kind, name)) is not None:
+            return f"{state.host_name(host)} {capability}: {why}"
+    return None
+
+
+def storage_refused(state: OperationalState, disk_id: str, host_id: str, capability: str | None = None) -> str | None:
+    """Why no command can name the disk's storage on this host (on this capability): a VG, pool or path a host
+    printed, or a disk name LVM reserves, that kerub-tui puts in no command; None where every name will do."""
+    from ...hosts.storage_names import allocation_refusal
+
+    for alloc in state.allocations(disk_id):
+        if alloc.host_id == host_id and capability in (None, alloc.capability_id):
+            why = allocation_refusal(alloc)
+            if why is not None:
+                return f"{state.host_name(host_id)} {alloc.capability_id}: {why}"
+    return None
 
 
 def _locked_vm(state: OperationalState, vm_id: str) -> str | None:

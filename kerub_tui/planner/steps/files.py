@@ -10,7 +10,7 @@ from ...core.sizes import format_size
 from ..checkers import host_usable
 from ..state import OperationalState, Reservation
 from .allocations import _add_allocation, _CreateAllocation, _find_allocation, _RemoveAllocation
-from .base import Operation, ShellOp, Step, Touched, _locked_disk, step_type
+from .base import Operation, ShellOp, Step, Touched, _locked_disk, step_type, storage_refused
 
 
 @step_type
@@ -27,6 +27,9 @@ class CreateFileImage(_CreateAllocation):
     def allocation(self) -> Any:
         return FileAllocation(host_id=self.host, capability_id=self.capability, path=self.path,
                               format=self.format, actual_size=self.size)
+
+    def names(self) -> tuple[tuple[str, str], ...]:
+        return (("path", self.path),)
 
     def describe(self, state: OperationalState) -> str:
         return (f"create {self.format} image {self.path} ({format_size(self.size)}) on {state.host_name(self.host)} "
@@ -70,6 +73,8 @@ class ExtendFileImage(Step):
         alloc = _find_allocation(state, self.disk, self.host, self.capability)
         if not isinstance(alloc, FileAllocation) or alloc.path != self.path:
             return f"no image {self.path} of disk {state.disk_name(self.disk)} on {state.host_name(self.host)}"
+        if refused := storage_refused(state, self.disk, self.host, self.capability):
+            return refused
         if (alloc.actual_size or 0) >= self.size:
             return f"image {self.path} is already {format_size(alloc.actual_size)}"
         users = [state.vm_name(v) for v in state.disk_users(self.disk) if state.vm_host(v) is not None]

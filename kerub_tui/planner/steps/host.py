@@ -1,4 +1,4 @@
-"""Host steps: KSM, powering down and waking, SSH trust between hosts."""
+"""Host steps: KSM, powering down and waking, fencing a host that went away, SSH trust between hosts."""
 
 from __future__ import annotations
 
@@ -8,12 +8,15 @@ from typing import ClassVar
 
 from ...core.models import (
     Cost,
+    Fence,
+    Host,
     HostStatus,
 )
 from ..state import OperationalState, Reservation
 from .base import (
     PEER_KEY,
     PEER_KNOWN_HOSTS,
+    ControllerOp,
     DeferredShellOp,
     Operation,
     ShellOp,
@@ -92,6 +95,16 @@ class SetKsm(Step):
                                                sleep_millisecs=self.sleep_millisecs))]
 
 
+def wake_means(host: Host) -> str | None:
+    """How a powered-down host can be woken again ("wake-on-LAN", "IPMI"), or None when it cannot:
+    such a host is never powered down by the planner, since nothing could bring it back."""
+    if host.power.wol_mac is not None:
+        return "wake-on-LAN"
+    if host.power.ipmi_address is not None:
+        return "IPMI"
+    return None
+
+
 @step_type
 @dataclass(frozen=True)
 class PowerDownHost(Step):
@@ -107,6 +120,8 @@ class PowerDownHost(Step):
             return f"no host {self.host}"
         if not host.dedicated:
             return f"{host.name} is not dedicated to kerub: it may run other workloads"
+        if wake_means(host) is None:
+            return f"{host.name} has no wake-on-LAN address and no IPMI: once off, it could not be woken again"
         if not state.host_up(self.host):
             return f"{host.name} is {state.host_status(self.host).value}"
         if state.vms_on(self.host):
@@ -141,14 +156,19 @@ class PowerDownHost(Step):
         return [ShellOp(self.host, power.power_off(system=system))]
 
 
+FROM_CONTROLLER = ""  # WakeHost.via: the controller's own process sends the wake-up
+
+
 @step_type
 @dataclass(frozen=True)
 class WakeHost(Step):
-    """Wake-on-LAN sent by a running neighbour (``via``), or IPMI from it when the host has a BMC."""
+    """Wake-on-LAN sent by a running neighbour (``via``), or IPMI from it when the host has a BMC;
+    ``via`` FROM_CONTROLLER: the controller sends either itself (a fleet entirely down: it sits on the
+    admin's network), so no neighbour is needed."""
 
     type: ClassVar[str] = "wake-host"
     host: str
-    via: str
+    via: str = FROM_CONTROLLER
 
     def inverse(self) -> Step:
         return PowerDownHost(self.host)
@@ -159,11 +179,11 @@ class WakeHost(Step):
             return f"no host {self.host}"
         if state.host_up(self.host):
             return f"{host.name} is already up"
-        if host.power.wol_mac is None and host.power.ipmi_address is None:
+        if wake_means(host) is None:
             return f"{host.name} has no wake-on-LAN address and no IPMI"
         if host.recycling:
             return f"{host.name} is being recycled"
-        if self.via not in state.hosts or not state.host_up(self.via):
+        if self.via != FROM_CONTROLLER and (self.via not in state.hosts or not state.host_up(self.via)):
             return f"the neighbour {state.host_name(self.via)} is not up to send the wake-up"
         if state.locked("host", self.host):
             return f"{host.name} is held by another plan"
@@ -173,7 +193,7 @@ class WakeHost(Step):
         return state.apply([_host_dyn(state, self.host, status=HostStatus.up, status_reason=None)])
 
     def touched(self) -> Touched:
-        return Touched(hosts=frozenset({self.host, self.via}))
+        return Touched(hosts=frozenset(h for h in (self.host, self.via) if h))
 
     def reservations(self) -> list[Reservation]:
         return [Reservation("host", self.host)]
@@ -182,7 +202,10 @@ class WakeHost(Step):
         return Cost(time_seconds=180.0)
 
     def describe(self, state: OperationalState) -> str:
-        return f"wake {state.host_name(self.host)} (from {state.host_name(self.via)})"
+        sender = "the controller" if self.via == FROM_CONTROLLER else state.host_name(self.via)
+        host = state.hosts.get(self.host)
+        means = wake_means(host) if host is not None else None
+        return f"wake {state.host_name(self.host)} (from {sender}" + (f": {means})" if means else ")")
 
     def effect(self, state: OperationalState) -> str:
         return f"{state.host_name(self.host)} is up"
@@ -191,11 +214,84 @@ class WakeHost(Step):
         from ...hosts import power
 
         host = state.hosts[self.host]
+        if self.via == FROM_CONTROLLER:
+            p = host.power
+            if p.wol_mac is not None:
+                shown = (f"wake-on-LAN magic packet for {power.check_mac(p.wol_mac)} to "
+                         f"{p.wol_broadcast or '255.255.255.255'} port {p.wol_port} (UDP, from this process)")
+            else:
+                address = _taken(p.ipmi_address, "the host's IPMI address")
+                shown = power.ipmi_power(address=address, user=p.ipmi_user or "root", action="on")
+            return [ControllerOp(self.host, "wake", shown)]
         if host.power.wol_mac is not None:
             return [ShellOp(self.via, power.wake_on_lan(mac=host.power.wol_mac), privileged=False)]
         address = _taken(host.power.ipmi_address, "the host's IPMI address")
         return [ShellOp(self.via, power.ipmi_power(address=address, user=host.power.ipmi_user or "root",
                                                    action="on"), privileged=False)]
+
+
+FENCE_BY = "kerub-tui planner (restart plan)"
+
+
+@step_type
+@dataclass(frozen=True)
+class FenceHost(Step):
+    """High availability (issue 16): a host that went away is powered off through its BMC, from the
+    controller (``ipmitool ... chassis power off``, then its power status read back until it says off),
+    so that no guest it may still run writes a disk its VMs restarted elsewhere will write. Only for a
+    host with IPMI; the others are fenced by the admin (``host fence NAME --confirm-off``) or by answering
+    again with none of their guests running."""
+
+    type: ClassVar[str] = "fence-host"
+    host: str
+
+    def blocked(self, state: OperationalState) -> str | None:
+        host = state.hosts.get(self.host)
+        if host is None:
+            return f"no host {self.host}"
+        if state.host_status(self.host) not in (HostStatus.down, HostStatus.unreachable):
+            return f"{host.name} is {state.host_status(self.host).value}: only a host that went away is fenced"
+        if state.host_fenced(self.host):
+            return f"{host.name} is already fenced"
+        if host.power.ipmi_address is None:
+            return (f"{host.name} has no IPMI to power it off: confirm it is off "
+                    f"(kerub-tui host fence {host.name} --confirm-off)")
+        if state.locked("host", self.host):
+            return f"{host.name} is held by another plan"
+        away = sum(1 for h in state.host_ids() if state.host_status(h) in (HostStatus.down, HostStatus.unreachable))
+        up = sum(1 for h in state.host_ids() if state.host_up(h))
+        if away > up:  # no quorum: the controller may be the one cut off, and would power off a healthy fleet
+            return (f"{away} hosts are away and {up} up: the controller itself may be cut off, so no plan powers "
+                    f"{host.name} off (kerub-tui host fence {host.name} does, if you are sure)")
+        return None
+
+    def take(self, state: OperationalState) -> OperationalState:
+        host = state.hosts[self.host]
+        fence = Fence(method="ipmi", by=FENCE_BY, at=state.now,
+                      note=f"BMC {host.power.ipmi_user or 'root'}@{host.power.ipmi_address} says power off")
+        return state.apply([_host_dyn(state, self.host, fence=fence)])
+
+    def reservations(self) -> list[Reservation]:
+        return [Reservation("host", self.host)]
+
+    def cost(self, state: OperationalState) -> Cost:
+        return Cost(time_seconds=15.0)
+
+    def describe(self, state: OperationalState) -> str:
+        return (f"fence {state.host_name(self.host)} ({state.host_status(self.host).value}): power it off "
+                "through IPMI, so none of its guests still runs")
+
+    def effect(self, state: OperationalState) -> str:
+        return f"{state.host_name(self.host)} is powered off (fenced)"
+
+    def operations(self, state: OperationalState) -> list[Operation]:
+        from ...hosts import power
+
+        p = state.hosts[self.host].power
+        address = _taken(p.ipmi_address, "the host's IPMI address")
+        off = power.ipmi_power(address=address, user=p.ipmi_user or "root", action="off")
+        status = power.ipmi_power(address=address, user=p.ipmi_user or "root", action="status")
+        return [ControllerOp(self.host, "fence", f"{off}; then {status} until it says off (from this process)")]
 
 
 def peer_key_command() -> str:

@@ -10,11 +10,12 @@ still uses it) and needs the host up. A subclass says which entry it means, and 
 from __future__ import annotations
 
 import abc
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
-from ...core.models import IscsiTarget, Mount, NfsExport
+from ...core.models import Cost, IscsiTarget, Mount, NfsExport
 from ..checkers import host_usable
+from ..cost import SHARE_SETUP_SECONDS
 from ..state import OperationalState, Reservation
 from .base import (
     Operation,
@@ -24,7 +25,9 @@ from .base import (
     _config_list,
     _host_config,
     _host_down,
+    remote_share,
     step_type,
+    storage_refused,
 )
 
 
@@ -97,10 +100,21 @@ class _AddShare(_ShareStep):
             return missing
         if self.present(state):
             return self.already(state)
+        disk = self.shared_disk()
+        if disk is not None and (refused := storage_refused(state, disk, self.host)):
+            return refused  # its path or LV is a name no command of kerub-tui's carries
         return host_usable(state, self.host)
 
     def take(self, state: OperationalState) -> OperationalState:
         return self.with_entries(state, [*self.entries(state), self.entry(state)])
+
+    def cost(self, state: OperationalState) -> Cost:
+        return Cost(time_seconds=SHARE_SETUP_SECONDS)
+
+    def why(self) -> str:
+        """Why the planner shares rather than copies (said after the step's words), or nothing."""
+        reason = getattr(self, "reason", "")
+        return f": {reason}" if isinstance(reason, str) and reason else ""
 
     def touched(self) -> Touched:
         disk = self.shared_disk()
@@ -118,6 +132,11 @@ class _RemoveShare(_ShareStep):
     def in_use(self, state: OperationalState) -> str | None:
         """Who still uses the entry (None: nobody)."""
         return None
+
+    def deletes_data(self) -> bool:
+        # no data goes, but what reads it over the share loses it: a cleanup an auto-approve policy covers
+        # only where it covers deletions (issue 16)
+        return True
 
     def blocked(self, state: OperationalState) -> str | None:
         if not self.present(state):
@@ -144,9 +163,28 @@ class ExportNfs(_AddShare):
     disk: str | None = None
     options: str = "rw,no_root_squash"
     server: Literal["kernel", "ganesha"] = "kernel"  # ganesha: userspace, where there is no kernel nfsd
+    reason: str = field(default="", compare=False)  # why the planner shares it (said to the admin)
 
     def inverse(self) -> Step:
         return UnexportNfs(self.host, self.path, self.clients, self.server)
+
+    def blocked(self, state: OperationalState) -> str | None:
+        if (reason := super().blocked(state)) is not None:
+            return reason
+        for other in self.entries(state):
+            if other.path != self.path or other.clients == self.clients:
+                continue
+            # ganesha keeps one export per directory, never widened behind its back: only for a VM reading this
+            # disk over it that moves (a live migration: both hosts read it while it moves, the old one is
+            # taken out after, as a tidy), and never beside an export to every client
+            if not (self.disk is not None and other.server == self.server and other.clients != "*"
+                    and self.clients != "*" and _reads_there(state, self.disk, other.clients)):
+                return f"{state.host_name(self.host)} exports {self.path} to {other.clients} already"
+        return None
+
+    def _clients(self, state: OperationalState) -> list[str]:
+        """Every client of the directory's export once this step is done (one CLIENT line for ganesha)."""
+        return sorted({e.clients for e in self.entries(state) if e.path == self.path} | {self.clients})
 
     def already(self, state: OperationalState) -> str:
         return f"{state.host_name(self.host)} already exports {self.path} to {self.clients}"
@@ -156,7 +194,7 @@ class ExportNfs(_AddShare):
                          disk_id=self.disk)
 
     def describe(self, state: OperationalState) -> str:
-        return f"export {self.path} over NFS from {state.host_name(self.host)} to {self.clients}"
+        return f"export {self.path} over NFS from {state.host_name(self.host)} to {self.clients}{self.why()}"
 
     def effect(self, state: OperationalState) -> str:
         return f"{self.path} is exported by {state.host_name(self.host)}"
@@ -166,7 +204,7 @@ class ExportNfs(_AddShare):
 
         if self.server == "ganesha":
             return [ShellOp(self.host, nfs.ganesha_add_export(ganesha_export_id(self.path), self.path,
-                                                              clients=self.clients))]
+                                                              clients=self._clients(state)))]
         return [ShellOp(self.host, nfs.nfs_export(path=self.path, clients=self.clients, options=self.options))]
 
 
@@ -181,9 +219,20 @@ class UnexportNfs(_RemoveShare):
     path: str
     clients: str
     server: Literal["kernel", "ganesha"] = "kernel"
+    # high availability (issue 16): the export's reader is a host that failed and is fenced, so nothing reads
+    # over it any more; the directory is handed to the host its VM restarts on (not part of the identity)
+    fenced: bool = field(default=False, compare=False)
 
     def inverse(self) -> Step:
         return ExportNfs(self.host, self.path, self.clients, server=self.server)
+
+    def deletes_data(self) -> bool:
+        return not self.fenced  # its only reader is fenced: no one loses the disk
+
+    def blocked(self, state: OperationalState) -> str | None:
+        if self.fenced and not all_fenced(state, self.clients):
+            return f"{self.clients} is not a fenced host: its export of {self.path} is not handed on"
+        return super().blocked(state)
 
     def missing(self, state: OperationalState) -> str:
         return f"{state.host_name(self.host)} does not export {self.path} to {self.clients}"
@@ -194,6 +243,15 @@ class UnexportNfs(_RemoveShare):
             for mount in _config_list(state, other, "mounts"):
                 if mount.source == f"{address}:{self.path}":
                     return f"{state.host_name(other)} still mounts {mount.source}: unmount it first"
+        # who reads a disk over this export and would not over what is left of it (another client's entry)
+        after = self.take(state)
+        for disk_id in {e.disk_id for e in self.entries(state) if self.matches(e) and e.disk_id is not None}:
+            users = sorted(state.vm_name(v) for v in state.disk_users(disk_id)
+                           if (h := state.vm_host(v)) is not None and h != self.host and not state.host_fenced(h)
+                           and (found := remote_share(state, disk_id, h)) is not None
+                           and found[1].host_id == self.host and remote_share(after, disk_id, h) is None)
+            if users:
+                return f"{', '.join(users)} read disk {state.disk_name(disk_id)} over it: move or stop them first"
         return None
 
     def describe(self, state: OperationalState) -> str:
@@ -206,6 +264,10 @@ class UnexportNfs(_RemoveShare):
         from ...hosts import nfs
 
         if self.server == "ganesha":
+            left = sorted({e.clients for e in self.entries(state) if e.path == self.path and e.clients != self.clients})
+            if left:  # the directory's export stays for its other clients: rewritten without this one
+                return [ShellOp(self.host, nfs.ganesha_add_export(ganesha_export_id(self.path), self.path,
+                                                                  clients=left))]
             return [ShellOp(self.host, nfs.ganesha_remove_export(ganesha_export_id(self.path)))]
         return [ShellOp(self.host, nfs.nfs_unexport(path=self.path, clients=self.clients))]
 
@@ -306,6 +368,8 @@ class ShareIscsi(_AddShare):
     iqn: str
     lun_path: str
     disk: str | None = None
+    initiator: str = "ALL"  # the address allowed to log in (the host that reads it); ALL: any
+    reason: str = field(default="", compare=False)  # why the planner shares it (said to the admin)
 
     def inverse(self) -> Step:
         return UnshareIscsi(self.host, self.tid)
@@ -314,10 +378,12 @@ class ShareIscsi(_AddShare):
         return f"{state.host_name(self.host)} already has iSCSI target {self.tid}"
 
     def entry(self, state: OperationalState) -> Any:
-        return IscsiTarget(iqn=self.iqn, tid=self.tid, lun_path=self.lun_path, disk_id=self.disk)
+        return IscsiTarget(iqn=self.iqn, tid=self.tid, lun_path=self.lun_path, disk_id=self.disk,
+                           initiators=[] if self.initiator == "ALL" else [self.initiator])
 
     def describe(self, state: OperationalState) -> str:
-        return f"share {self.lun_path} over iSCSI as {self.iqn} (target {self.tid}) on {state.host_name(self.host)}"
+        return (f"share {self.lun_path} over iSCSI as {self.iqn} (target {self.tid}) on "
+                f"{state.host_name(self.host)}{self.why()}")
 
     def effect(self, state: OperationalState) -> str:
         return f"{self.iqn} is shared by {state.host_name(self.host)}"
@@ -326,7 +392,113 @@ class ShareIscsi(_AddShare):
         from ...hosts import iscsi
 
         return [ShellOp(self.host, iscsi.iscsi_share(tid=self.tid, iqn=self.iqn, lun_path=self.lun_path,
-                                                     chap_user=None, chap_password_file=None))]
+                                                     chap_user=None, chap_password_file=None,
+                                                     initiator_address=self.initiator))]
+
+
+@step_type
+@dataclass(frozen=True)
+class AllowIscsiInitiator(Step):
+    """Lets one more host log in to a target (tgtadm's ACL bind): a VM reading the disk moves there."""
+
+    type: ClassVar[str] = "iscsi-allow"
+    host: str
+    tid: int
+    initiator: str  # the reading host's address
+    reason: str = field(default="", compare=False)
+
+    def _target(self, state: OperationalState) -> IscsiTarget | None:
+        return next((t for t in _config_list(state, self.host, "iscsi_targets") if t.tid == self.tid), None)
+
+    def blocked(self, state: OperationalState) -> str | None:
+        target = self._target(state)
+        if target is None:
+            return f"{state.host_name(self.host)} has no iSCSI target {self.tid}"
+        if not target.initiators or self.initiator in target.initiators:
+            return f"{self.initiator} may log in to iSCSI target {self.tid} already"
+        return _host_down(state, self.host)
+
+    def take(self, state: OperationalState) -> OperationalState:
+        targets = [t.evolve(initiators=[*t.initiators, self.initiator]) if t.tid == self.tid else t
+                   for t in _config_list(state, self.host, "iscsi_targets")]
+        return state.apply([_host_config(state, self.host, iscsi_targets=targets)])
+
+    def reservations(self) -> list[Reservation]:
+        return [Reservation("share", f"{self.host}:iscsi:{self.tid}")]
+
+    def cost(self, state: OperationalState) -> Cost:
+        return Cost(time_seconds=SHARE_SETUP_SECONDS)
+
+    def describe(self, state: OperationalState) -> str:
+        reader = _host_named_by_address(state, self.initiator)
+        why = f": {self.reason}" if self.reason else ""
+        return f"let {reader} log in to iSCSI target {self.tid} on {state.host_name(self.host)}{why}"
+
+    def effect(self, state: OperationalState) -> str:
+        return f"{self.initiator} may read iSCSI target {self.tid} of {state.host_name(self.host)}"
+
+    def operations(self, state: OperationalState) -> list[Operation]:
+        from ...hosts import iscsi
+
+        return [ShellOp(self.host, iscsi.iscsi_acl_bind(self.tid, self.initiator))]
+
+
+def _host_named_by_address(state: OperationalState, address: str) -> str:
+    """The name of the host an ACL's address is, or the address where no host has it."""
+    return next((state.host_name(h) for h in state.host_ids() if state.hosts[h].address == address), address)
+
+
+@step_type
+@dataclass(frozen=True)
+class DisallowIscsiInitiator(Step):
+    """Takes a host no VM reads the target from any more out of its ACL (tgtadm's unbind); never the
+    last one (an empty ACL would mean any host to kerub-tui's documents: the whole target is removed then)."""
+
+    type: ClassVar[str] = "iscsi-disallow"
+    host: str
+    tid: int
+    initiator: str
+
+    def deletes_data(self) -> bool:
+        return True  # like a share's removal: what reads over it loses the disk
+
+    def _target(self, state: OperationalState) -> IscsiTarget | None:
+        return next((t for t in _config_list(state, self.host, "iscsi_targets") if t.tid == self.tid), None)
+
+    def blocked(self, state: OperationalState) -> str | None:
+        target = self._target(state)
+        if target is None:
+            return f"{state.host_name(self.host)} has no iSCSI target {self.tid}"
+        if self.initiator not in target.initiators:
+            return f"iSCSI target {self.tid} does not let {self.initiator} log in"
+        if target.initiators == [self.initiator]:
+            return f"{self.initiator} is the last host iSCSI target {self.tid} lets in: remove the target instead"
+        readers = [h for h in state.host_ids() if state.hosts[h].address == self.initiator]
+        users = sorted(state.vm_name(v) for v in state.disk_users(target.disk_id or "")
+                       if state.vm_host(v) in readers)
+        if users:
+            return f"{', '.join(users)} read disk {state.disk_name(target.disk_id or '')} over it from {self.initiator}"
+        return _host_down(state, self.host)
+
+    def take(self, state: OperationalState) -> OperationalState:
+        targets = [t.evolve(initiators=[i for i in t.initiators if i != self.initiator]) if t.tid == self.tid else t
+                   for t in _config_list(state, self.host, "iscsi_targets")]
+        return state.apply([_host_config(state, self.host, iscsi_targets=targets)])
+
+    def reservations(self) -> list[Reservation]:
+        return [Reservation("share", f"{self.host}:iscsi:{self.tid}")]
+
+    def describe(self, state: OperationalState) -> str:
+        reader = _host_named_by_address(state, self.initiator)
+        return f"stop letting {reader} log in to iSCSI target {self.tid} on {state.host_name(self.host)}"
+
+    def effect(self, state: OperationalState) -> str:
+        return f"{self.initiator} may no longer read iSCSI target {self.tid} of {state.host_name(self.host)}"
+
+    def operations(self, state: OperationalState) -> list[Operation]:
+        from ...hosts import iscsi
+
+        return [ShellOp(self.host, iscsi.iscsi_acl_unbind(self.tid, self.initiator))]
 
 
 @step_type
@@ -342,6 +514,9 @@ class UnshareIscsi(_RemoveShare):
     def missing(self, state: OperationalState) -> str:
         return f"{state.host_name(self.host)} has no iSCSI target {self.tid}"
 
+    def in_use(self, state: OperationalState) -> str | None:
+        return _read_remotely(state, self.host, [t.disk_id for t in self.entries(state) if self.matches(t)])
+
     def describe(self, state: OperationalState) -> str:
         return f"remove iSCSI target {self.tid} on {state.host_name(self.host)}"
 
@@ -352,3 +527,30 @@ class UnshareIscsi(_RemoveShare):
         from ...hosts import iscsi
 
         return [ShellOp(self.host, iscsi.iscsi_unshare(tid=self.tid))]
+
+
+def _reads_there(state: OperationalState, disk_id: str, address: str) -> bool:
+    """Whether a VM using the disk runs on the up host with this address (the export's current reader; a host
+    that went away reads nothing: its export is handed on once it is fenced, never widened)."""
+    return any((h := state.vm_host(v)) is not None and h in state.hosts and state.hosts[h].address == address
+               and state.host_up(h) for v in state.disk_users(disk_id))
+
+
+def all_fenced(state: OperationalState, clients: str) -> bool:
+    """Whether an export's clients (an address) are hosts that failed and are fenced, every one of them."""
+    hosts = [h for h in state.host_ids() if state.hosts[h].address == clients]
+    return bool(hosts) and all(state.host_fenced(h) for h in hosts)
+
+
+def _read_remotely(state: OperationalState, host_id: str, disks: list[str | None]) -> str | None:
+    """Who runs elsewhere reading one of these disks over a share of ``host_id`` (None: nobody). A VM lost
+    with a fenced host reads nothing: that host is known to run no guest."""
+    for disk_id in disks:
+        if disk_id is None:
+            continue
+        users = sorted(state.vm_name(v) for v in state.disk_users(disk_id)
+                       if (h := state.vm_host(v)) is not None and h != host_id and not state.host_fenced(h)
+                       and (found := remote_share(state, disk_id, h)) is not None and found[1].host_id == host_id)
+        if users:
+            return f"{', '.join(users)} read disk {state.disk_name(disk_id)} over it: move or stop them first"
+    return None

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from ...core.models import (
@@ -17,16 +17,39 @@ from ...core.models import (
 from ..cost import IO_BYTES_PER_SECOND, NETWORK_BYTES_PER_SECOND
 from ..state import OperationalState, Reservation
 from .allocations import _add_allocation, _CreateAllocation, _drop_allocation, _find_allocation, allocation_name
-from .base import PEER_KEY, PEER_KNOWN_HOSTS, Operation, ShellOp, Step, Touched, _host_down, _taken, step_type
+from .base import (
+    PEER_KEY,
+    PEER_KNOWN_HOSTS,
+    Operation,
+    ShellOp,
+    Step,
+    Touched,
+    _host_down,
+    _taken,
+    step_type,
+    storage_refused,
+)
 from .files import CreateFileImage, RemoveFileImage
 from .lvm import CreateLv, CreateMirrorLv, CreateThinLv, RemoveLv
 from .zfs import CreateGvinumVolume, CreateZfsVolume, RemoveGvinumVolume, RemoveZfsVolume
 
 
+def new_allocation_name(disk: VirtualStorageDevice, cap: StorageCapability) -> str:
+    """What ``disk``'s new storage on a capability is called: an LV, ZFS or gvinum volume name, or a file's path."""
+    name = allocation_name(disk)
+    if cap.technology is not StorageTechnology.file:
+        return name
+    if disk.image is not None:  # a copy of an image keeps its kind: the copy step writes it byte for byte
+        from ...hosts.images import image_extension, image_file_name
+
+        return f"{cap.name.rstrip('/')}/{image_file_name(disk.name, disk.id, image_extension(disk.image.format))}"
+    return f"{cap.name.rstrip('/')}/{name}.qcow2"
+
+
 def create_step(state: OperationalState, disk: VirtualStorageDevice, host_id: str, cap: StorageCapability, *,
                 thin_pool: str | None = None, mirrors: int = 0, size: int | None = None) -> _CreateAllocation:
     """The step creating ``disk``'s storage on a capability, named after the disk."""
-    name = allocation_name(disk)
+    name = new_allocation_name(disk, cap)
     size = disk.size if size is None else size
     if cap.technology is StorageTechnology.lvm:
         if thin_pool:
@@ -35,13 +58,8 @@ def create_step(state: OperationalState, disk: VirtualStorageDevice, host_id: st
             return CreateMirrorLv(disk.id, host_id, cap.id, cap.name, name, size, mirrors)
         return CreateLv(disk.id, host_id, cap.id, cap.name, name, size)
     if cap.technology is StorageTechnology.file:
-        if disk.image is not None:  # a copy of an image keeps its kind: the copy step writes it byte for byte
-            from ...hosts.images import image_extension, image_file_name
-
-            path = f"{cap.name.rstrip('/')}/{image_file_name(disk.name, disk.id, image_extension(disk.image.format))}"
-            return CreateFileImage(disk.id, host_id, cap.id, path, size,
-                                   "qcow2" if disk.image.format == "qcow2" else "raw")
-        return CreateFileImage(disk.id, host_id, cap.id, f"{cap.name.rstrip('/')}/{name}.qcow2", size, "qcow2")
+        raw = disk.image is not None and disk.image.format != "qcow2"  # an image's copy keeps its kind
+        return CreateFileImage(disk.id, host_id, cap.id, name, size, "raw" if raw else "qcow2")
     if cap.technology is StorageTechnology.zfs:
         return CreateZfsVolume(disk.id, host_id, cap.id, cap.name, name, size)
     return CreateGvinumVolume(disk.id, host_id, cap.id, cap.name, name, size)
@@ -72,9 +90,14 @@ class CopyAllocation(Step):
     target_capability: str
     move: bool = False
     source_disk: str | None = None
+    # why a copy rather than reading the disk over a share, where one was possible (said to the admin)
+    reason: str = field(default="", compare=False)
 
     def _source_disk(self) -> str:
         return self.source_disk or self.disk
+
+    def deletes_data(self) -> bool:
+        return self.move  # the source copy is removed once the copy is checked
 
     def _creator(self, state: OperationalState) -> _CreateAllocation | None:
         disk = state.disks.get(self.disk)
@@ -88,6 +111,8 @@ class CopyAllocation(Step):
         if source is None:
             disk = state.disk_name(self._source_disk())
             return f"disk {disk} has no storage on {state.host_name(self.host)} {self.capability}"
+        if refused := storage_refused(state, self._source_disk(), self.host, self.capability):
+            return refused
         if down := _host_down(state, self.host):
             return down
         creator = self._creator(state)
@@ -112,10 +137,18 @@ class CopyAllocation(Step):
     def take(self, state: OperationalState) -> OperationalState:
         creator = _taken(self._creator(state), "the target storage")
         changes = {"cloned_from": self.source_disk} if self.source_disk else {}
-        state = _add_allocation(state, self.disk, creator.allocation(), **changes)
+        alloc = creator.allocation()
+        if self._point_in_time(state):
+            alloc = alloc.evolve(copied_at=state.now)
+        state = _add_allocation(state, self.disk, alloc, **changes)
         if self.move:
             state = _drop_allocation(state, self.disk, self.host, self.capability)
         return state
+
+    def _point_in_time(self, state: OperationalState) -> bool:
+        """A second copy of a writable disk: it ages from the moment it is taken (nothing syncs it)."""
+        disk = state.disks.get(self.disk)
+        return not self.move and not self.source_disk and disk is not None and not disk.read_only
 
     def touched(self) -> Touched:
         return Touched(disks=frozenset({self.disk, self._source_disk()}), hosts=frozenset({self.host, self.target}))
@@ -139,11 +172,15 @@ class CopyAllocation(Step):
         what = f"disk {state.disk_name(self.disk)}"
         if self.source_disk:
             verb, what = "clone", f"disk {state.disk_name(self.source_disk)} into {state.disk_name(self.disk)}"
+        why = f": {self.reason}" if self.reason else ""
         return (f"{verb} {what} from {state.host_name(self.host)} {self.capability} to "
-                f"{state.host_name(self.target)} {self.target_capability}")
+                f"{state.host_name(self.target)} {self.target_capability}{why}")
 
     def effect(self, state: OperationalState) -> str:
-        return f"disk {state.disk_name(self.disk)} has storage on {state.host_name(self.target)}"
+        said = f"disk {state.disk_name(self.disk)} has storage on {state.host_name(self.target)}"
+        if self._point_in_time(state):
+            said += " (a copy as of when this step runs: not kept in sync, its age is shown)"
+        return said
 
     def operations(self, state: OperationalState) -> list[Operation]:
         from ...hosts import copy
@@ -165,7 +202,8 @@ class CopyAllocation(Step):
         else:
             ops.append(ShellOp(self.host, copy.copy_allocation_pipeline(
                 source.path, target.address, destination.path, disk.size, dst_port=target.port,
-                dst_user=target.user, identity_file=PEER_KEY, known_hosts_file=PEER_KNOWN_HOSTS)))
+                dst_user=target.user, identity_file=PEER_KEY, known_hosts_file=PEER_KNOWN_HOSTS),
+                progress_total=disk.size))
         if disk.image is not None:
             from ...hosts import images
 

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import ClassVar
 
 from ...core.models import (
     Cost,
+    VirtualMachine,
     VmStatus,
 )
+from ...core.sizes import format_size
 from ..checkers import capacity_rejection
-from ..cost import NETWORK_BYTES_PER_SECOND
+from ..cost import NETWORK_BYTES_PER_SECOND, REMOTE_IO_SECONDS
 from ..state import OperationalState, Reservation, vm_memory
 from .base import (
     STOP_TIMEOUT_SECONDS,
@@ -18,11 +20,14 @@ from .base import (
     Step,
     Touched,
     _dealbreaker_dependencies_down,
+    _disk_dyn,
     _libvirt,
     _locked_vm,
     _running_dependants,
     _vm_dyn,
+    remote_disks,
     step_type,
+    storage_refused,
     vm_disks_missing,
 )
 
@@ -33,6 +38,7 @@ class StartVm(Step):
     type: ClassVar[str] = "start-vm"
     vm: str
     host: str
+    memory: int = 0  # bytes it starts with (the balloon holds it there); 0: its maximum
 
     def inverse(self) -> Step:
         return StopVm(self.vm, self.host)
@@ -44,12 +50,20 @@ class StartVm(Step):
         placed = state.vm_host(self.vm)
         if placed is not None and state.host_up(placed):
             return f"{vm.name} is already {state.vm_placement(self.vm)[1].value} on {state.host_name(placed)}"
-        reason = capacity_rejection(state, vm, self.host) or _locked_vm(state, self.vm)
+        if self.memory and not vm.memory_min <= self.memory <= vm.memory_max:
+            return f"{vm.name} cannot start with {format_size(self.memory)}: its memory is " \
+                   f"{format_size(vm.memory_min)}..{format_size(vm.memory_max)}"
+        reason = capacity_rejection(state, vm, self.host, self.memory or vm_memory(vm)) or _locked_vm(state, self.vm)
         if reason:
             return reason
         missing = vm_disks_missing(state, self.vm, self.host)
         if missing:
             return f"{state.host_name(self.host)} has no copy of disk " + ", ".join(state.disk_name(d) for d in missing)
+        if held := unfenced_writer(state, self.vm):
+            return held
+        for link in vm.disks:  # its domain names each disk's storage there
+            if refused := storage_refused(state, link.disk_id, self.host):
+                return refused
         deps = _dealbreaker_dependencies_down(state, self.vm)
         if deps:
             return f"{vm.name} depends on {', '.join(deps)}, not running yet"
@@ -58,8 +72,10 @@ class StartVm(Step):
         return seed_missing(state, self.vm, self.host)
 
     def take(self, state: OperationalState) -> OperationalState:
-        return state.apply([_vm_dyn(state, self.vm, host_id=self.host, status=VmStatus.up, spice_address=None,
-                                    spice_port=None, memory_used=None, cpu_percent=None)])
+        given = self.memory if self.memory and self.memory < state.vms[self.vm].memory_max else None
+        state = state.apply([_vm_dyn(state, self.vm, host_id=self.host, status=VmStatus.up, spice_address=None,
+                                     spice_port=None, memory_used=None, cpu_percent=None, memory_given=given)])
+        return _live_copies_here(state, self.vm, self.host)
 
     def touched(self) -> Touched:
         return Touched(vms=frozenset({self.vm}), hosts=frozenset({self.host}))
@@ -68,12 +84,16 @@ class StartVm(Step):
         return [Reservation("vm", self.vm)]
 
     def cost(self, state: OperationalState) -> Cost:
-        vm = state.vms.get(self.vm)
-        gib = vm_memory(vm) / (1 << 30) if vm else 1
-        return Cost(time_seconds=10.0 + 0.5 * gib, cpu_seconds=5.0)
+        remote = REMOTE_IO_SECONDS * len(remote_disks(state, self.vm, self.host))  # its IO over the network
+        return start_cost(state.vms.get(self.vm), self.memory, remote)
 
     def describe(self, state: OperationalState) -> str:
-        return f"start {state.vm_name(self.vm)} on {state.host_name(self.host)}"
+        vm = state.vms.get(self.vm)
+        if self.memory and vm is not None and self.memory < vm.memory_max:
+            return (f"start {vm.name} on {state.host_name(self.host)} with {format_size(self.memory)} of its "
+                    f"{format_size(vm.memory_max)} (the balloon holds it there: no host has room for its maximum)")
+        return f"start {state.vm_name(self.vm)} on {state.host_name(self.host)}" + _older_copies_note(
+            state, self.vm, self.host)
 
     def effect(self, state: OperationalState) -> str:
         return f"{state.vm_name(self.vm)} runs on {state.host_name(self.host)}"
@@ -85,6 +105,27 @@ class StartVm(Step):
         # the start op defines the domain from the XML generated for this host, then starts it
         display = f"{kvm.describe_start(name)} (after {kvm.describe_define(name)})"
         return [_libvirt(self.host, "start", display, vm_id=self.vm)]
+
+
+def start_cost(vm: VirtualMachine | None, memory: int = 0, remote: float = 0.0) -> Cost:
+    """What starting a VM costs (StartVm.cost): ``memory`` it starts with (0: its maximum), ``remote`` the
+    seconds its disks' IO over the network is priced at. With ``remote`` 0, the least any start of the VM
+    with that memory costs: the bound the placement search orders hosts by (factories.best_by_bound)."""
+    gib = (memory or vm_memory(vm)) / (1 << 30) if vm else 1
+    # a ballooned start: each byte withheld from its maximum is priced like a byte moved over the
+    # network, so making room or waking a host for the maximum wins where it costs less
+    withheld = max(vm.memory_max - memory, 0) if vm is not None and memory else 0
+    return Cost(time_seconds=10.0 + 0.5 * gib + withheld / NETWORK_BYTES_PER_SECOND + remote, cpu_seconds=5.0)
+
+
+def migrate_cost(memory: int, disks: int = 0, remote: float = 0.0) -> Cost:
+    """What a live migration costs (MigrateVm.cost): ``memory`` the VM holds, ``disks`` bytes of local
+    storage copied with it, ``remote`` the seconds its disks' IO over the network is priced at. With no
+    disk copied and ``remote`` 0, the least any migration of the VM costs: the bound the placement search
+    orders hosts by (factories.best_by_bound)."""
+    network = memory + disks
+    return Cost(network_bytes=network, io_bytes=2 * disks, cpu_seconds=2.0,
+                time_seconds=5.0 + network / NETWORK_BYTES_PER_SECOND + remote, risk=0.05)
 
 
 @step_type
@@ -234,6 +275,8 @@ class MigrateVm(Step):
     host: str  # the source
     target: str
     copy_storage: bool = False
+    # the VM this move makes room for on the source (said to the admin); not part of the step's identity
+    room_for: str = field(default="", compare=False)
 
     def inverse(self) -> Step:
         return MigrateVm(self.vm, self.target, self.host, self.copy_storage)
@@ -268,19 +311,24 @@ class MigrateVm(Step):
 
     def cost(self, state: OperationalState) -> Cost:
         vm = state.vms.get(self.vm)
-        memory = vm_memory(vm) if vm else 0
-        disks = sum(state.disks[link.disk_id].size for link in vm.disks if link.disk_id in state.disks) \
-            if vm is not None and self.copy_storage else 0
-        network = memory + disks
-        return Cost(network_bytes=network, io_bytes=2 * disks, cpu_seconds=2.0,
-                    time_seconds=5.0 + network / NETWORK_BYTES_PER_SECOND, risk=0.05)
+        memory = state.vm_reserved(self.vm) if vm else 0
+        disks = sum(state.disks[link.disk_id].size for link in vm.disks if link.disk_id in state.disks
+                    and any(a.host_id == self.host for a in state.allocations(link.disk_id))) \
+            if vm is not None and self.copy_storage else 0  # a disk read over the network is not copied
+        # a disk read over the network where it lands: its IO crosses the network from then on (no data moves now)
+        remote = REMOTE_IO_SECONDS * len(remote_disks(state, self.vm, self.target))
+        return migrate_cost(memory, disks, remote)
 
     def describe(self, state: OperationalState) -> str:
         storage = " with its storage" if self.copy_storage else ""
+        why = f" to make room for {state.vm_name(self.room_for)}" if self.room_for else ""
         return (f"live-migrate {state.vm_name(self.vm)}{storage} from {state.host_name(self.host)} "
-                f"to {state.host_name(self.target)}")
+                f"to {state.host_name(self.target)}{why}")
 
     def effect(self, state: OperationalState) -> str:
+        if self.room_for:
+            return (f"{state.vm_name(self.vm)} runs on {state.host_name(self.target)}; "
+                    f"{state.host_name(self.host)} has room for {state.vm_name(self.room_for)}")
         return f"{state.vm_name(self.vm)} runs on {state.host_name(self.target)}"
 
     def operations(self, state: OperationalState) -> list[Operation]:
@@ -288,5 +336,58 @@ class MigrateVm(Step):
 
         target = state.hosts[self.target]
         display = kvm.describe_migrate(state.vm_name(self.vm), target.address)
-        return [_libvirt(self.host, "migrate", display, vm_id=self.vm, target_host_id=self.target,
+        return [_libvirt(self.host, "migrate", display, progress=True, vm_id=self.vm, target_host_id=self.target,
                          target_address=target.address, copy_storage=self.copy_storage)]
+
+
+def unfenced_writer(state: OperationalState, vm_id: str) -> str | None:
+    """Why the VM may not start anywhere now: it, or another VM writing one of its disks, may still run on a
+    host that went away and is not fenced (high availability, issue 16): two copies of one VM never write
+    the same disk. None when nothing may still run."""
+    vm = state.vms.get(vm_id)
+    if vm is None:
+        return None
+    holders = [(vm_id, h)] if (h := state.unfenced_holder(vm_id)) else []
+    for link in vm.disks:
+        if link.read_only or link.device == "cdrom":
+            continue
+        holders.extend((other, h) for other in state.disk_users(link.disk_id)
+                       if other != vm_id and (h := state.unfenced_holder(other)))
+    if not holders:
+        return None
+    other, host = holders[0]
+    who = vm.name if other == vm_id else f"{state.vm_name(other)}, which writes a disk of {vm.name},"
+    name = state.host_name(host)
+    return (f"{who} may still run on {name} ({state.host_status(host).value}): {vm.name} is not started "
+            f"elsewhere until {name} is fenced (powered off through IPMI, seen to run no guest, or "
+            f"confirmed off: kerub-tui host fence {name} --confirm-off)")
+
+
+def _older_copies_note(state: OperationalState, vm_id: str, host_id: str) -> str:
+    """What a start on older copies taken for redundancy runs with: each disk's copy and its date, and
+    where the newer writes are (a host that is down: else the planner would not start it here)."""
+    vm = state.vms.get(vm_id)
+    notes = []
+    for link in vm.disks if vm is not None else []:
+        older = state.older_copy(link.disk_id, host_id)
+        if older is None:
+            continue
+        newer = sorted({state.host_name(a.host_id) for a in state.allocations(link.disk_id) if a.copied_at is None})
+        notes.append(f"disk {state.disk_name(link.disk_id)} from its copy of {older.copied_at:%Y-%m-%d %H:%M} UTC: "
+                     f"newer writes are on {', '.join(newer)}")
+    return f" ({'; '.join(notes)})" if notes else ""
+
+
+def _live_copies_here(state: OperationalState, vm_id: str, host_id: str) -> OperationalState:
+    """A VM started on older copies writes there from now on: those become its disks' live storage, and
+    the storage it wrote before is a point in time as of now."""
+    vm = state.vms.get(vm_id)
+    docs = []
+    for link in vm.disks if vm is not None else []:
+        if state.older_copy(link.disk_id, host_id) is None:
+            continue
+        allocs = [a.evolve(copied_at=None) if a.host_id == host_id
+                  else a.evolve(copied_at=state.now) if a.copied_at is None else a
+                  for a in state.allocations(link.disk_id)]
+        docs.append(_disk_dyn(state, link.disk_id, allocs))
+    return state.apply(docs) if docs else state

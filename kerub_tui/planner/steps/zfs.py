@@ -30,6 +30,9 @@ class CreateZfsVolume(_CreateAllocation):
         return ZfsAllocation(host_id=self.host, capability_id=self.capability, pool=self.pool, volume=self.volume,
                              actual_size=self.size)
 
+    def names(self) -> tuple[tuple[str, str], ...]:
+        return (("zfs-pool", self.pool), ("zfs-volume", self.volume))
+
     def describe(self, state: OperationalState) -> str:
         return (f"create ZFS volume {self.pool}/{self.volume} ({format_size(self.size)}) on "
                 f"{state.host_name(self.host)} for disk {state.disk_name(self.disk)}")
@@ -74,6 +77,9 @@ class CreateGvinumVolume(_CreateAllocation):
     def allocation(self) -> Any:
         return GvinumAllocation(host_id=self.host, capability_id=self.capability, volume=self.volume,
                                 actual_size=self.size)
+
+    def names(self) -> tuple[tuple[str, str], ...]:
+        return (("gvinum-drive", self.drive), ("gvinum-volume", self.volume))
 
     def describe(self, state: OperationalState) -> str:
         return (f"create gvinum volume {self.volume} ({format_size(self.size)}) on drive {self.drive} of "

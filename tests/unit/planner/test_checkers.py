@@ -100,6 +100,8 @@ def two_hosts(**h2: object) -> Fleet:
         ("power-redundancy:3", {}, "h3: 2 power supplies, needs 3"),
         ("power-redundancy", {"dmi": DmiInfo()}, "h3: power supplies unknown"),
         ("core-dedication", {"cpus": 1}, "h3: 2 vCPUs would share 1 core"),
+        # an SMT host: two hardware threads are one core (issue 18 item 2)
+        ("core-dedication", {"cpus": 2, "threads_per_core": 2}, "h3: 2 vCPUs would share 1 core (2 threads)"),
     ],
 )
 def test_placement_checkers(spec: str, h3: dict, reason: str) -> None:

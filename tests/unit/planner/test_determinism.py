@@ -49,7 +49,7 @@ def test_same_plan_twice_in_one_process() -> None:
     first = plan_all(busy_fleet().state())
     second = plan_all(busy_fleet().state())
     assert [d.signature() for d in first] == [d.signature() for d in second]
-    assert first and len(first[0].steps) > 10
+    assert first and sum(len(d.steps) for d in first) > 10  # proposed apart by purpose (issue 13 item 6)
 
 
 def test_same_plan_with_other_hash_seeds() -> None:

@@ -39,7 +39,7 @@ def test_registries_cover_every_type() -> None:
     from kerub_tui.core.expectations import DISK_EXPECTATION_TYPES, VM_EXPECTATION_TYPES
 
     assert set(VIOLATION_FACTORIES) == set(VM_EXPECTATION_TYPES) | set(DISK_EXPECTATION_TYPES)
-    assert len(PROBLEM_FACTORIES) == 13
+    assert len(PROBLEM_FACTORIES) == 15  # issue 16: unused-iscsi-initiator, unused-export-client
 
 
 def test_availability_up_places_best_first_and_respects_the_policy() -> None:
@@ -82,7 +82,7 @@ def test_placement_wakes_a_host_only_when_no_running_host_fits() -> None:
         web  6G     availability:up@dealbreaker
     """)
     f.host("h2", memory=16 * GIB, status=HostStatus.down, wol_mac="52:54:00:00:00:09", dedicated=True)
-    assert options(f.state(), "availability") == [["wake h2 (from h1)", "start web on h2"]]
+    assert options(f.state(), "availability") == [["wake h2 (from h1: wake-on-LAN)", "start web on h2"]]
 
 
 def test_relocation_for_a_placement_expectation_and_for_not_same_host() -> None:
@@ -180,9 +180,9 @@ def test_storage_availability_creates_a_clone_when_asked() -> None:
 
 def test_storage_redundancy_copies_or_mirrors() -> None:
     f = from_tables(hosts="""
-        name memory
-        h1   16G
-        h2   16G
+        name memory options
+        h1   16G    pvs=50G,50G
+        h2   16G    pvs=50G,50G
     """, disks="""
         name size on expect
         data 1G   h1 storage-redundancy:2,out-of-box@dealbreaker
@@ -247,7 +247,7 @@ def test_thin_pool_unused_shares_undersized_and_lost_vm_factories() -> None:
         exports=[NfsExport(path="/srv/x")],
         iscsi_targets=[IscsiTarget(iqn="iqn.2025-01.kerub:x", tid=4, lun_path="/dev/vg0/x")],
         mounts=[Mount(source="127.0.0.9:/srv/y", target="/mnt/y")]))
-    f.host("h0", status=HostStatus.down)
+    f.host("h0", status=HostStatus.down, fenced="admin")  # known to run no guest: its VM may start elsewhere
     f.vm("lost", on="h0", expect=["availability:up@want"])
     f.disk("thin", size=9 * GIB)
     f.disk("grown", size=4 * GIB)

@@ -160,17 +160,6 @@ def test_a_vm_with_cloud_init_gets_its_seed_written_before_it_starts():
     assert [s.type for s in steps] == ["write-seed", "start-vm"] and steps[0].path != seed.path
 
 
-class InputRecorder(FleetSimulator):
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self.inputs: list[tuple[str, bytes]] = []
-
-    async def run(self, host_id, command, *, privileged=True, input=None):
-        if input is not None:
-            self.inputs.append((command, input))
-        return await super().run(host_id, command, privileged=privileged)
-
-
 @pytest.fixture
 def store(tmp_path) -> Iterator[Store]:
     with Store.open(tmp_path) as s:
@@ -183,9 +172,10 @@ async def test_executor_sends_the_seed_on_stdin_and_keeps_its_secret_out_of_reco
     plan = repair_draft(build_state(store, now=NOW)).to_plan()
     store.put(plan)
     approve(store, plan.id, "admin")
-    sim = InputRecorder(f.state())
-    done = await Executor(store, sim, on_step=sim.on_step).execute(plan.id)
+    sim = FleetSimulator(f.state())
+    done = await Executor(store, sim).execute(plan.id)
     assert done.status is PlanStatus.done, done.status_reason
+    assert sim.divergence(store) == []  # the hosts have what the documents say
     assert [s.type for s in done.steps] == ["clone-image-overlay", "write-seed", "start-vm"]
     [(command, data)] = sim.inputs
     assert command.startswith("mkdir -p -- /var/lib/kerub-tui/seeds")

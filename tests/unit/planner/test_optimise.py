@@ -30,7 +30,7 @@ def test_power_saving_keeps_one_host_and_respects_non_dedicated_hosts() -> None:
     f = from_tables(hosts="""
         name memory options
         h1   32G    -
-        h2   32G    dedicated
+        h2   32G    dedicated wol
     """, vms="""
         name memory on
         a    1G     h1
@@ -52,8 +52,8 @@ def test_power_saving_keeps_one_host_and_respects_non_dedicated_hosts() -> None:
 def test_power_saving_does_not_fill_targets_above_the_balancing_threshold() -> None:
     f = from_tables(hosts="""
         name memory options
-        h1   20G    dedicated
-        h2   20G    dedicated
+        h1   20G    dedicated wol=52:54:00:00:00:01
+        h2   20G    dedicated wol=52:54:00:00:00:02
     """, vms="""
         name memory on
         a    14G    h1

@@ -30,7 +30,8 @@ def test_every_problem_type_has_a_factory() -> None:
     found_types = {
         "vm-on-recycling-host", "allocation-on-recycling-host", "vm-on-end-of-life-host",
         "allocation-on-end-of-life-host", "allocation-on-failing-device", "cpu-overheat", "thin-pool-almost-full",
-        "unused-export", "unused-mount", "unused-iscsi-target", "vm-lost-with-host", "undersized-allocation",
+        "unused-export", "unused-mount", "unused-iscsi-target", "unused-iscsi-initiator", "vm-lost-with-host", "undersized-allocation",
+            "unused-export-client",
         "unused-seed",
     }
     assert set(PROBLEM_FACTORIES) == found_types

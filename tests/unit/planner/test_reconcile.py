@@ -32,9 +32,10 @@ from kerub_tui.core.models import (
     VirtualStorageDeviceDynamic,
 )
 from kerub_tui.core.store import Store
+from kerub_tui.hosts.results import OperationResult as CommandResult
 from kerub_tui.planner import reconcile as rc
 from kerub_tui.planner.commitments import build_state
-from kerub_tui.planner.executor import CommandResult, Executor
+from kerub_tui.planner.executor import Executor
 from kerub_tui.planner.planning import repair_draft
 from kerub_tui.planner.replanner import Replanner, approve
 from kerub_tui.planner.state import OperationalState
@@ -96,32 +97,16 @@ def reconcile_store(store: Store, report: rc.HostReport) -> rc.Outcome:
 
 
 class LvHost(FleetSimulator):
-    """The executor tests' simulator plus LVs that no document records (made before a crash)."""
+    """The executor tests' simulated hosts, h1 with LVs in vg0 that no document records (made before a crash)."""
 
     def __init__(self, state, extra: dict[str, int] | None = None, **kwargs) -> None:
         super().__init__(state, **kwargs)
-        self.extra = dict(extra or {})
+        for name, size in (extra or {}).items():
+            self.machine("host-h1").restore_volume("vg0", name, size, None)
 
-    def _lvs(self, host_id: str, vg: str) -> str:
-        data = json.loads(super()._lvs(host_id, vg))
-        rows = data["report"][0]["lv"]
-        known = {r["lv_name"] for r in rows}
-        for name, size in self.extra.items():
-            if name not in known:
-                rows.append({"vg_name": vg, "lv_name": name, "lv_uuid": f"uuid-{name}", "lv_attr": "-wi-a-----",
-                             "lv_size": str(size), "lv_layout": "linear", "segtype": "linear", "pool_lv": "",
-                             "origin": "", "data_percent": "", "metadata_percent": "", "devices": "/dev/sda(0)"})
-        return json.dumps(data)
-
-    async def run(self, host_id: str, command: str, *, privileged: bool = True) -> CommandResult:
-        if command.startswith("lvcreate"):
-            name = command.split("--name ")[1].split()[0]
-            if name in self.extra:
-                self.log.append((host_id, command))
-                return CommandResult(5, "", f'  Logical Volume "{name}" already exists in volume group "vg0"')
-        if command.startswith("lvremove"):
-            self.extra.pop(command.split("/")[-1].strip("'"), None)
-        return await super().run(host_id, command, privileged=privileged)
+    @property
+    def lvs(self) -> set[str]:
+        return set(self.machine("host-h1").volumes["vg0"])
 
 
 # --- intents ---------------------------------------------------------------------------------------
@@ -141,8 +126,9 @@ async def test_the_intent_is_committed_before_the_command_runs_and_the_plan_name
             return await super().run(host_id, command, privileged=privileged)
 
     sim = Watching(fleet.state())
-    done = await Executor(store, sim, on_step=sim.on_step).execute(plan.id)
+    done = await Executor(store, sim).execute(plan.id)
     assert done.status is PlanStatus.done, done.status_reason
+    assert sim.divergence(store) == []  # the hosts have what the documents say
     [(depth, runner, intent)] = seen
     assert depth == 0  # committed: no transaction open while the command runs
     assert runner == rc.process_identity()
@@ -310,6 +296,25 @@ def test_kerub_named_storage_no_document_knows_becomes_an_event_and_a_cleanup_pr
     assert store.get(Plan, plan.id).status is PlanStatus.proposed
 
 
+def test_a_thin_pool_a_crash_left_unrecorded_is_offered_for_cleanup_unless_a_thin_lv_lives_in_it(store: Store) -> None:
+    """Issue 18 item 5: kerub-tui's pool (kerub--thin) is kerub-named, so one made just before a crash is
+    found like any other LV; but a pool that a recorded thin LV lives in is never removed (lvremove --yes
+    of a pool takes its thin LVs with it)."""
+    from kerub_tui.planner.thin import THIN_POOL_NAME
+
+    store.put_many(vm_with_new_disk().documents())
+    report = rc.HostReport("host-h1", lvs=(lv(THIN_POOL_NAME, 20 * GIB),), files=())
+    plan = rc.apply(store, reconcile_store(store, report), now=NOW).cleanup
+    assert [s.commands[0].command for s in plan.steps] == [f"lvremove --yes vg0/{THIN_POOL_NAME}"]
+    store.put(VirtualStorageDeviceDynamic(id="disk-data", allocations=[
+        lv_alloc().evolve(thin_pool=THIN_POOL_NAME)]))  # a thin LV in it was recorded meanwhile
+    from kerub_tui.planner.replanner import ApprovalRefused
+
+    with pytest.raises(ApprovalRefused, match="holds disk data's thin LV"):
+        approve(store, plan.id, "admin")
+    assert reconcile_store(store, report).orphans == []
+
+
 async def test_an_approved_cleanup_removes_the_orphan(store: Store) -> None:
     fleet = vm_with_new_disk()
     store.put_many(fleet.documents())
@@ -317,9 +322,10 @@ async def test_an_approved_cleanup_removes_the_orphan(store: Store) -> None:
     plan = rc.apply(store, outcome, now=NOW).cleanup
     approve(store, plan.id, "admin")
     sim = LvHost(fleet.state(), extra={"kerub-lost": 2 * GIB})
-    done = await Executor(store, sim, on_step=sim.on_step).execute(plan.id)
+    done = await Executor(store, sim).execute(plan.id)
     assert done.status is PlanStatus.done, done.status_reason
-    assert "kerub-lost" not in sim.extra
+    assert sim.divergence(store) == []  # the hosts have what the documents say
+    assert "kerub-lost" not in sim.lvs
     assert next(c for _, c in sim.log) == "lvremove --yes vg0/kerub-lost"
 
 
@@ -337,10 +343,19 @@ def test_a_cleanup_step_refuses_storage_a_document_knows_by_then(store: Store) -
 
 def test_a_policy_that_allows_deleting_data_approves_the_cleanup(store: Store) -> None:
     store.put_many(vm_with_new_disk().documents())
-    store.put(Settings(auto_approve=[AutoApprovePolicy(plan_kind="cleanup", created_by="admin")]))
+    store.put(Settings(auto_approve=[AutoApprovePolicy(plan_kind="cleanup", created_by="admin", deletes=True)]))
     plan = rc.apply(store, reconcile_store(store, rc.HostReport("host-h1", lvs=(lv("kerub-lost", GIB),),
                                                                 files=())), now=NOW).cleanup
     assert plan.status is PlanStatus.approved
+
+
+def test_a_cleanup_policy_that_does_not_say_it_deletes_approves_nothing(store: Store) -> None:
+    """A cleanup removes storage: a policy for the kind alone never covers it (issue 13 item 7)."""
+    store.put_many(vm_with_new_disk().documents())
+    store.put(Settings(auto_approve=[AutoApprovePolicy(plan_kind="cleanup", created_by="admin")]))
+    plan = rc.apply(store, reconcile_store(store, rc.HostReport("host-h1", lvs=(lv("kerub-lost", GIB),),
+                                                                files=())), now=NOW).cleanup
+    assert plan.status is PlanStatus.proposed
 
 
 def test_a_half_made_copy_is_never_adopted(store: Store) -> None:
@@ -387,8 +402,9 @@ async def test_a_create_step_adopts_what_an_interrupted_step_made_instead_of_fai
     assert [s.type for s in plan.steps] == ["create-lv", "start-vm"]
     approve(store, plan.id, "admin")
     sim = LvHost(fleet.state(), extra={"kerub-data": 10 * GIB})
-    done = await Executor(store, sim, on_step=sim.on_step).execute(plan.id)
+    done = await Executor(store, sim).execute(plan.id)
     assert done.status is PlanStatus.done, done.status_reason
+    assert sim.divergence(store) == []  # the hosts have what the documents say
     assert store.get(Plan, crashed.id).records[0].intent.resolution == "adopted"
     [alloc] = store.get(VirtualStorageDeviceDynamic, "disk-data").allocations
     assert alloc.lv == "kerub-data"
@@ -401,7 +417,7 @@ async def test_already_exists_without_an_intent_fails_saying_so(store: Store) ->
     plan = proposed(store, fleet)
     approve(store, plan.id, "admin")
     sim = LvHost(fleet.state(), extra={"kerub-data": 10 * GIB})
-    failed = await Executor(store, sim, on_step=sim.on_step).execute(plan.id)
+    failed = await Executor(store, sim).execute(plan.id)
     assert failed.status is PlanStatus.failed
     assert "already exists" in failed.status_reason
     assert "no record says kerub-tui made it" in failed.status_reason
@@ -495,10 +511,10 @@ async def test_removals_and_resizes_record_their_intent_too(store: Store) -> Non
 
     grow = approved_plan(store, ExtendLv("disk-data", "host-h1", "lvm:vg0", "vg0", "kerub-data", 12 * GIB))
     sim = Watching(fleet.state())
-    assert (await Executor(store, sim, on_step=sim.on_step).execute(grow.id)).status is PlanStatus.done
+    assert (await Executor(store, sim).execute(grow.id)).status is PlanStatus.done
     remove = approved_plan(store, RemoveLv("disk-data", "host-h1", "lvm:vg0", "vg0", "kerub-data"))
     sim = Watching(OperationalState.from_store(store, now=NOW))
-    assert (await Executor(store, sim, on_step=sim.on_step).execute(remove.id)).status is PlanStatus.done
+    assert (await Executor(store, sim).execute(remove.id)).status is PlanStatus.done
     assert [(i.change, i.allocation.lv, i.allocation.actual_size) for i in seen] == [
         ("resize", "kerub-data", 12 * GIB), ("remove", "kerub-data", 12 * GIB)]
 
@@ -547,6 +563,7 @@ async def test_a_removal_or_resize_whose_effect_is_already_there_is_done(store: 
                          "New size (3072 extents) matches existing size" if command.startswith("lvextend") else None)
     done = await Executor(store, sim).execute(grow.id)
     assert done.status is PlanStatus.done, done.status_reason
+    assert sim.divergence(store) == []  # the hosts have what the documents say
     assert store.get(VirtualStorageDeviceDynamic, "disk-data").allocations[0].actual_size == 12 * GIB
     remove = RemoveLv("disk-data", "host-h1", "lvm:vg0", "vg0", "kerub-data")
     gone = approved_plan(store, remove)
@@ -554,6 +571,7 @@ async def test_a_removal_or_resize_whose_effect_is_already_there_is_done(store: 
                          'Failed to find logical volume "vg0/kerub-data"' if command.startswith("lvremove") else None)
     done = await Executor(store, sim).execute(gone.id)
     assert done.status is PlanStatus.done, done.status_reason
+    assert sim.divergence(store) == []  # the hosts have what the documents say
     assert store.get(VirtualStorageDeviceDynamic, "disk-data").allocations == []
     assert [a.action for a in store.list(AuditEntry)].count("step already done") == 2
     # a failure whose effect is not there still fails

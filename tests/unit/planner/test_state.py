@@ -96,7 +96,8 @@ def test_apply_allocations_track_storage_and_thin_pools() -> None:
     ])
     s2 = s.apply([new])
     assert s2.disks_on("host-h2") == ["disk-d1"]
-    assert s2.thin_pool_used("host-h2", "vg0", "pool") == 10 * GIB
+    assert s2.thin_allotted("host-h2", "vg0", "pool") == 10 * GIB
+    assert s2.thin_pool_used("host-h2", "vg0", "pool") == 0  # a new thin LV holds no data yet
     assert s2.free_storage("host-h2", "lvm:vg0") == 100 * GIB  # thin LVs come out of the pool, not the VG
     removed = s2.apply([VirtualStorageDeviceDynamic(id="disk-d1", allocations=[])])
     assert removed.disks_on("host-h1") == [] and removed.free_storage("host-h1", "lvm:vg0") == 110 * GIB

@@ -24,10 +24,18 @@ from kerub_tui.core.models import (
     VirtualStorageDeviceDynamic,
     VmStatus,
 )
-from kerub_tui.planner.reconcile import RemoveOrphanFile, RemoveOrphanLv
+from kerub_tui.planner.reconcile import (
+    RemoveOrphanExport,
+    RemoveOrphanFile,
+    RemoveOrphanIscsiAcl,
+    RemoveOrphanIscsiTarget,
+    RemoveOrphanLv,
+)
 from kerub_tui.planner.state import OperationalState
 from kerub_tui.planner.steps import (
     STEP_TYPES,
+    AllowIscsiInitiator,
+    ConvertLvToMirror,
     CopyAllocation,
     CreateFileImage,
     CreateGvinumVolume,
@@ -36,18 +44,22 @@ from kerub_tui.planner.steps import (
     CreateThinLv,
     CreateThinPool,
     CreateZfsVolume,
+    DisallowIscsiInitiator,
     ExportNfs,
     ExtendFileImage,
     ExtendLv,
     ExtendThinPool,
+    FenceHost,
     LibvirtOp,
     MigrateVm,
     MountNfs,
+    MovePvExtents,
     PauseVm,
     PowerDownHost,
     RemoveFileImage,
     RemoveGvinumVolume,
     RemoveLv,
+    RemovePvFromVg,
     RemoveZfsVolume,
     ResumeVm,
     SetKsm,
@@ -87,7 +99,7 @@ def fleet() -> Fleet:
     f = Fleet()
     f.host("h1", storage=STORAGE, tools=ALL_TOOLS, config=HostConfiguration(thin_pools=[ThinPool(vg="vg0", name="pool", size_bytes=20 * GIB)]))
     f.host("h2", storage=STORAGE, tools=ALL_TOOLS, config=HostConfiguration(ssh_trust=["host-h1"]), dedicated=True,
-           wol_mac="52:54:00:12:34:56", ksm=KsmState(available=True, run=False))
+           wol_mac="52:54:00:12:34:56", ksm=KsmState(available=True, run=False), ipmi="10.0.0.7")
     f.vm("web", on="h1", cpus=2, memory=2 * GIB)
     f.vm("idle", memory=1 * GIB)
     f.disk("d", size=4 * GIB, on=["h1"])
@@ -112,7 +124,11 @@ def test_registry_covers_the_issue_list() -> None:
         "copy-allocation", "nfs-export", "nfs-unexport", "nfs-mount", "nfs-unmount", "iscsi-share",
         "iscsi-unshare", "ksm", "power-down", "wake-host", "ssh-trust",
         "remove-orphan-lv", "remove-orphan-file",  # reconcile's cleanup after a crash
+        "remove-orphan-iscsi", "remove-orphan-export", "remove-orphan-iscsi-acl",  # issue 16: shares left by a crash
         "clone-image-overlay", "clone-image-lv", "write-seed", "remove-seed",  # planner/image_steps.py
+        "convert-lv-to-mirror", "move-pv-extents", "remove-pv-from-vg",  # issue 18 items 6 and 7
+        "iscsi-allow", "iscsi-disallow",  # issue 16: a target's ACL
+        "fence-host",  # issue 16 item 2: high availability
     ])
 
 
@@ -218,17 +234,74 @@ def test_thin_lv_comes_out_of_its_pool() -> None:
     s = fleet().state()
     thin = CreateThinLv("disk-new", "host-h1", "lvm:vg0", "vg0", "pool", "kerub-new", 2 * GIB)
     s1 = taken(s, thin)
-    assert s1.thin_pool_used("host-h1", "vg0", "pool") == 2 * GIB
+    assert s1.thin_allotted("host-h1", "vg0", "pool") == 2 * GIB
+    assert s1.thin_pool_used("host-h1", "vg0", "pool") == 0  # empty until its VM writes
     assert s1.free_storage("host-h1", "lvm:vg0") == s.free_storage("host-h1", "lvm:vg0")
     assert CreateThinLv("disk-new", "host-h2", "lvm:vg0", "vg0", "pool", "kerub-new", GIB).blocked(s) == \
         "h2 has no thin pool vg0/pool"
 
 
 def test_mirror_counts_copies() -> None:
-    s = fleet().state()
-    s1 = taken(s, CreateMirrorLv("disk-new", "host-h1", "lvm:vg0", "vg0", "kerub-new", 2 * GIB, 1))
+    mirror = CreateMirrorLv("disk-new", "host-h1", "lvm:vg0", "vg0", "kerub-new", 2 * GIB, 1)
+    # raid1 puts each copy on a PV of its own: a VG on one disk holds no mirror (issue 18 item 6)
+    assert mirror.blocked(fleet().state()) == "h1 lvm:vg0: 1 PV; 2 copies need 2 PVs"
+    f = fleet()
+    f.host("h1", pvs=[(60 * GIB, 0), (40 * GIB, 0)], tools=ALL_TOOLS)
+    s = f.state()
+    s1 = taken(s, mirror)
     assert s1.free_storage("host-h1", "lvm:vg0") == s.free_storage("host-h1", "lvm:vg0") - 4 * GIB
     assert s1.allocations("disk-new")[0].mirrors == 1
+    three = CreateMirrorLv("disk-new", "host-h1", "lvm:vg0", "vg0", "kerub-new", 2 * GIB, 2)
+    assert three.blocked(s) == "h1 lvm:vg0: 2 PVs; 3 copies need 3 PVs"
+    f.host("h1", pvs=[(60 * GIB, 0), (40 * GIB, 39 * GIB), (40 * GIB, 0)], tools=ALL_TOOLS)
+    assert three.blocked(f.state()) == "h1 lvm:vg0: fewer than 3 PVs with 2.0G free"
+    f.host("h1", pvs=[(60 * GIB, 0), (40 * GIB, 0), (40 * GIB, 0)], tools=ALL_TOOLS, failing=["/dev/sdc"])
+    assert three.blocked(f.state()) == "h1 lvm:vg0: PV /dev/sdc of lvm:vg0 is failing"
+
+
+def test_an_lv_becomes_a_mirror_in_its_vg() -> None:
+    f = fleet()
+    f.host("h1", pvs=[(60 * GIB, 4 * GIB), (40 * GIB, 0), (40 * GIB, 0)], tools=ALL_TOOLS)
+    s = f.state()
+    convert = ConvertLvToMirror("disk-d", "host-h1", "lvm:vg0", "vg0", "kerub-d", 1)
+    s1 = taken(s, convert)
+    assert s1.allocations("disk-d")[0].mirrors == 1
+    assert s1.free_storage("host-h1", "lvm:vg0") == s.free_storage("host-h1", "lvm:vg0") - 4 * GIB  # one more copy
+    assert convert.cost(s).io_bytes == 4 * GIB  # the sync of the new copy
+    assert convert.blocked(s1) == "LV vg0/kerub-d already has 2 copies"
+    assert convert.describe(s) == "mirror LV vg0/kerub-d of disk d to 2 copies on h1"
+    assert [c.command for c in convert.commands(s)] == ["lvconvert --yes --type raid1 --mirrors 1 vg0/kerub-d"]
+    assert ConvertLvToMirror("disk-d", "host-h1", "lvm:vg0", "vg0", "kerub-d", 3).blocked(s) == \
+        "h1 lvm:vg0: 3 PVs; 4 copies need 4 PVs"
+    assert ConvertLvToMirror("disk-new", "host-h1", "lvm:vg0", "vg0", "kerub-new", 1).blocked(s) == \
+        "no LV vg0/kerub-new of disk new on h1"
+
+
+def test_a_failing_pv_is_emptied_then_taken_out_of_its_vg() -> None:
+    f = fleet()
+    f.host("h1", pvs=[(60 * GIB, 10 * GIB), (40 * GIB, 30 * GIB), (40 * GIB, 0)], tools=ALL_TOOLS,
+           failing=["/dev/sdb"])
+    s = f.state()
+    free = s.free_storage("host-h1", "lvm:vg0")
+    reduce = RemovePvFromVg("host-h1", "lvm:vg0", "vg0", "/dev/sdb")
+    assert reduce.blocked(s) == "h1 lvm:vg0: PV /dev/sdb still holds 30.0G"
+    move = MovePvExtents("host-h1", "lvm:vg0", "vg0", "/dev/sdb")
+    assert move.describe(s) == "move every extent (30.0G) off PV /dev/sdb of vg0 on h1"
+    assert [c.command for c in move.commands(s)] == ["pvmove --interval 30 /dev/sdb /dev/sda /dev/sdc"]
+    assert move.cost(s).io_bytes == 60 * GIB
+    s1 = taken(s, move)
+    assert {p.name: p.used_bytes for p in s1.pvs("host-h1", "lvm:vg0")} == {
+        "/dev/sda": 40 * GIB, "/dev/sdb": 0, "/dev/sdc": 0}  # the roomiest PV first
+    assert s1.free_storage("host-h1", "lvm:vg0") == free
+    s2 = taken(s1, reduce)
+    assert [p.name for p in s2.pvs("host-h1", "lvm:vg0")] == ["/dev/sda", "/dev/sdc"]
+    assert s2.free_storage("host-h1", "lvm:vg0") == free - 40 * GIB
+    assert s2.failing_device("host-h1", "lvm:vg0") is None
+    assert [c.command for c in reduce.commands(s1)] == ["vgreduce vg0 /dev/sdb"]
+    assert move.blocked(s1) == "h1 lvm:vg0: PV /dev/sdb holds nothing to move"
+    # no room on the healthy PVs: no pvmove
+    f.host("h1", pvs=[(60 * GIB, 50 * GIB), (40 * GIB, 30 * GIB)], tools=ALL_TOOLS, failing=["/dev/sdb"])
+    assert move.blocked(f.state()) == "h1 lvm:vg0: the other healthy PVs have 10.0G free, PV /dev/sdb holds 30.0G"
 
 
 def test_remove_is_blocked_while_in_use_or_shared() -> None:
@@ -336,6 +409,11 @@ def test_ksm_power_and_trust() -> None:
     assert wake.blocked(s3) == "h2 is already up"
     assert WakeHost("host-h1", "host-h2").blocked(s.apply([s.host_dyn["host-h1"].model_copy(
         update={"status": HostStatus.down})])) == "h1 has no wake-on-LAN address and no IPMI"
+    # a dedicated host that nothing could wake again is never powered down (issue 18 item 4)
+    f = fleet()
+    f.host("h3", dedicated=True)
+    assert PowerDownHost("host-h3").blocked(f.state()) == (
+        "h3 has no wake-on-LAN address and no IPMI: once off, it could not be woken again")
     trust = TrustHost("host-h2", "host-h1")
     s4 = taken(s, trust)
     assert s4.host_config["host-h1"].ssh_trust == ["host-h2"]
@@ -350,6 +428,8 @@ ALL_STEPS: list[Step] = [
     CreateLv("disk-new", "host-h1", "lvm:vg0", "vg0", "kerub-new", GIB),
     CreateThinLv("disk-new", "host-h1", "lvm:vg0", "vg0", "pool", "kerub-new", GIB),
     CreateMirrorLv("disk-new", "host-h1", "lvm:vg0", "vg0", "kerub-new", GIB, 1),
+    ConvertLvToMirror("disk-d", "host-h1", "lvm:vg0", "vg0", "kerub-d", 1),
+    MovePvExtents("host-h1", "lvm:vg0", "vg0", "/dev/sda"), RemovePvFromVg("host-h1", "lvm:vg0", "vg0", "/dev/sda"),
     RemoveLv("disk-d", "host-h1", "lvm:vg0", "vg0", "kerub-d"),
     ExtendLv("disk-d", "host-h1", "lvm:vg0", "vg0", "kerub-d", 8 * GIB),
     CreateThinPool("host-h1", "lvm:vg0", "vg0", "pool2", 8 * GIB),
@@ -367,9 +447,13 @@ ALL_STEPS: list[Step] = [
     MountNfs("host-h2", "host-h1", "/var/lib/kerub", "/var/lib/kerub/nfs/h1"),
     UnmountNfs("host-h2", "/var/lib/kerub/nfs/h1"),
     ShareIscsi("host-h1", 3, "iqn.2025-01.kerub:d", "/dev/vg0/kerub-d", "disk-d"),
+    AllowIscsiInitiator("host-h1", 3, "127.0.0.4"),
+    DisallowIscsiInitiator("host-h1", 3, "127.0.0.4"),
     UnshareIscsi("host-h1", 3), SetKsm("host-h2", True, 100, 20), PowerDownHost("host-h2"),
-    WakeHost("host-h2", "host-h1"), TrustHost("host-h1", "host-h2"),
+    WakeHost("host-h2", "host-h1"), TrustHost("host-h1", "host-h2"), FenceHost("host-h2"),
     RemoveOrphanLv("host-h1", "vg0", "kerub-lost", GIB), RemoveOrphanFile("host-h1", "/var/lib/kerub/kerub-lost.qcow2"),
+    RemoveOrphanIscsiTarget("host-h1", 9, "iqn.2024-01.org.kerub:lost"), RemoveOrphanExport("host-h1", 140, "/srv/lost"),
+    RemoveOrphanIscsiAcl("host-h1", 3, "127.0.0.9"),
     # planner/image_steps.py
     CloneImageOverlay("disk-new", "host-h1", "file:/var/lib/kerub", "/var/lib/kerub/kerub-new.qcow2", GIB, "disk-d",
                       "/var/lib/kerub/d.qcow2", "qcow2"),
@@ -377,6 +461,22 @@ ALL_STEPS: list[Step] = [
     WriteSeed("vm-idle", "host-h1", "a" * 64, "/var/lib/kerub-tui/seeds/kerub-seed-vm-idle-aaaaaaaaaaaaaaaa.iso"),
     RemoveSeed("vm-gone", "host-h1", "/var/lib/kerub-tui/seeds/kerub-seed-vm-gone-aaaaaaaaaaaaaaaa.iso"),
 ]
+
+
+def test_a_move_that_makes_room_says_so_and_stays_the_same_step() -> None:
+    s = fleet().state()
+    move = MigrateVm("vm-web", "host-h1", "host-h2", room_for="vm-idle")
+    assert move.describe(s) == "live-migrate web from h1 to h2 to make room for idle"
+    assert move.effect(s) == "web runs on h2; h1 has room for idle"
+    assert move == MigrateVm("vm-web", "host-h1", "host-h2")  # the reason is not the step's identity
+    planned = PlannedStep(type=move.type, params=move.params(), description=move.describe(s))
+    assert step_from_planned(planned).room_for == "vm-idle"
+    # a plan stored before the parameter existed still loads
+    old = PlannedStep(type="migrate-vm", params={"vm": "vm-web", "host": "host-h1", "target": "host-h2",
+                                                 "copy_storage": False}, description="")
+    assert step_from_planned(old) == move and step_from_planned(old).room_for == ""
+    with pytest.raises(UnknownStep):
+        step_from_planned(PlannedStep(type="migrate-vm", params={"vm": "vm-web"}, description=""))
 
 
 def test_all_steps_listed() -> None:
@@ -508,3 +608,93 @@ def test_a_step_or_checker_missing_a_required_part_cannot_exist() -> None:
         NoFit()
     for name, cls in steps.STEP_TYPES.items():
         assert not getattr(cls, "__abstractmethods__", None), f"{name} leaves {cls.__abstractmethods__} undefined"
+
+
+def test_a_copy_for_redundancy_records_when_it_was_taken() -> None:
+    """A second copy of a writable disk on another host is a point in time: nothing keeps it in sync,
+    so its allocation says when it was taken (issue 18 item 6); a move or an image's copy does not age."""
+    s = fleet().state()
+    copy = CopyAllocation("disk-d", "host-h1", "lvm:vg0", "host-h2", "lvm:vg0")
+    s1 = taken(s, copy)
+    there = next(a for a in s1.allocations("disk-d") if a.host_id == "host-h2")
+    assert there.copied_at == s.now
+    assert next(a for a in s1.allocations("disk-d") if a.host_id == "host-h1").copied_at is None
+    assert copy.effect(s) == ("disk d has storage on h2 (a copy as of when this step runs: not kept in sync, "
+                              "its age is shown)")
+    moved = taken(s, CopyAllocation("disk-d", "host-h1", "lvm:vg0", "host-h2", "lvm:vg0", move=True))
+    assert [a.copied_at for a in moved.allocations("disk-d")] == [None]
+
+
+def test_a_start_on_an_older_copy_makes_it_the_live_one() -> None:
+    """A VM started on a copy taken for redundancy (its host with the newer writes down) writes there from
+    now on: that copy becomes the disk's live storage, the other one a point in time as of now."""
+    from .fleet import NOW
+
+    f = fleet()
+    f.vm("db", disks=["data"])
+    f.disk("data", size=GIB, on=["h1", "h2*"])
+    s = f.state()
+    start = StartVm("vm-db", "host-h2")
+    assert start.describe(s) == ("start db on h2 (disk data from its copy of 2025-05-31 12:00 UTC: newer writes "
+                                 "are on h1)")
+    s1 = start.take(s)
+    assert {a.host_id: a.copied_at for a in s1.allocations("disk-data")} == {"host-h1": s.now, "host-h2": None}
+    assert s.now == NOW and start.describe(s1) == "start db on h2"
+
+
+def test_predicted_lvs_take_room_on_the_pvs_lvm_would_put_them_on() -> None:
+    """Mirrors planned one after another use each PV once per copy (not the whole VG's use against every
+    PV); a PV taken out of its VG takes its own size away, not the others' room."""
+    f = fleet()
+    f.host("h1", pvs=[(10 * GIB, 0), (10 * GIB, 0), (4 * GIB, 0)], tools=ALL_TOOLS)
+    f.disk("n0", size=2 * GIB)
+    f.disk("n1", size=2 * GIB)
+    f.disk("n2", size=2 * GIB)
+    s = f.state()
+    for name in ("n0", "n1", "n2"):
+        s = taken(s, CreateMirrorLv(f"disk-{name}", "host-h1", "lvm:vg0", "vg0", f"kerub-{name}", 2 * GIB, 1))
+    assert {pv: s.pv_taken.get(("host-h1", "lvm:vg0", pv), 0) for pv in ("/dev/sda", "/dev/sdb", "/dev/sdc")} == {
+        "/dev/sda": 6 * GIB, "/dev/sdb": 6 * GIB, "/dev/sdc": 0}  # the roomiest two, each time
+    assert s.mirror_room("host-h1", "lvm:vg0", 4 * GIB, 2) is None  # 4G left on sda and sdb, 12G on the VG
+    assert s.mirror_room("host-h1", "lvm:vg0", 2 * GIB, 3) is None
+    assert s.mirror_room("host-h1", "lvm:vg0", 5 * GIB, 2) == "h1 lvm:vg0: fewer than 2 PVs with 5.0G free"
+    removed = RemoveLv("disk-n0", "host-h1", "lvm:vg0", "vg0", "kerub-n0").take(s)
+    assert sum(removed.pv_taken.get(("host-h1", "lvm:vg0", pv), 0) for pv in ("/dev/sda", "/dev/sdb", "/dev/sdc")) \
+        == 8 * GIB  # its copies given back where they were
+    empty = RemovePvFromVg("host-h1", "lvm:vg0", "vg0", "/dev/sdc")
+    f.host("h1", pvs=[(10 * GIB, 0), (10 * GIB, 0), (4 * GIB, 0)], tools=ALL_TOOLS)
+    s2 = taken(f.state(), empty)
+    assert s2.mirror_room("host-h1", "lvm:vg0", 10 * GIB, 2) is None  # sda and sdb keep all their room
+
+
+@pytest.mark.parametrize("hostile", ["/dev/sdb;reboot", "/dev/$(reboot)", "/dev/sdb`id`", "/dev/sdb --force", "/dev/../sdb"])
+def test_a_pv_named_by_a_hostile_host_never_reaches_a_command(hostile: str) -> None:
+    """pvs prints whatever the host says: a PV name kerub-tui would not put in a command is never moved
+    off or taken out (the disk on it moves to another host instead), nor a pvmove target."""
+    from kerub_tui.core.models import PhysicalVolumeInfo
+    from kerub_tui.planner.planning import plan_all
+
+    f = fleet()
+    f.host("h1", pvs=[(100 * GIB, 10 * GIB), (100 * GIB, 4 * GIB)], tools=ALL_TOOLS, failing=["/dev/sdb"])
+    host = f.docs[("host", "host-h1")]
+    caps = host.capabilities
+    storage = [s.evolve(pvs=[p.evolve(name=hostile if p.name == "/dev/sdb" else p.name, disk="/dev/sdb")
+                             for p in s.pvs]) if s.id == "lvm:vg0" else s for s in caps.storage]
+    f.put(host.evolve(capabilities=caps.evolve(storage=storage)))
+    s = f.state()
+    assert MovePvExtents("host-h1", "lvm:vg0", "vg0", hostile).blocked(s).endswith(
+        "is not a device path kerub-tui puts in a command")
+    assert RemovePvFromVg("host-h1", "lvm:vg0", "vg0", hostile).blocked(s).endswith(
+        "is not a device path kerub-tui puts in a command")
+    commands = [c.command for d in plan_all(s) for step, st in zip(d.steps, d.states) for c in step.commands(st)]
+    assert commands and not any(hostile in c for c in commands), commands
+    # and as a target of another PV's move
+    f.host("h1", pvs=[(100 * GIB, 10 * GIB), (100 * GIB, 4 * GIB), (100 * GIB, 0)], tools=ALL_TOOLS,
+           failing=["/dev/sda"])
+    host = f.docs[("host", "host-h1")]
+    storage = [c.evolve(pvs=[p.evolve(name=hostile) if p.name == "/dev/sdb" else p for p in c.pvs])
+               if c.id == "lvm:vg0" else c for c in host.capabilities.storage]
+    f.put(host.evolve(capabilities=host.capabilities.evolve(storage=storage)))
+    move = MovePvExtents("host-h1", "lvm:vg0", "vg0", "/dev/sda")
+    assert [c.command for c in move.commands(f.state())] == ["pvmove --interval 30 /dev/sda /dev/sdc"]
+    assert PhysicalVolumeInfo(name=hostile).name == hostile  # the document keeps what the host said

@@ -1,0 +1,118 @@
+"""The console's serial console key and the VM detail's screen, on the fixture fleet (no host is ever
+contacted): `t` refuses a VM that is not running; on a running one it asks the API for the serial
+console, view-only in read-only mode, and hands the terminal over (App.suspend): a headless test has
+no terminal to hand over, which is said in one line and the stream is closed. (Attaching in a real
+terminal is tests/integration/test_guest_os.py's.) The VM detail's screen says why there is none."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from textual.widgets import Static
+
+from kerub_tui.app import KerubApp
+from kerub_tui.core.picture import Picture
+from kerub_tui.screens.preview import HalfBlocks, ScreenPreview, fit
+
+from .fleet_data import build_fleet
+from .helpers import Recorder, running, settle
+
+
+class StandInStream:
+    """What the API's open_serial returns, without a host: records that it was closed."""
+
+    description = "serial console of web1 on h1 (stand-in)"
+
+    def __init__(self, view_only: bool) -> None:
+        self.view_only = view_only
+        self.closed = False
+
+    async def read(self) -> bytes:
+        return b""
+
+    async def write(self, data: bytes) -> None:
+        raise AssertionError("nothing is typed in a headless test")
+
+    async def close(self) -> None:
+        self.closed = True
+
+
+def stand_in_serial(controller, calls: list):
+    async def open_serial(vm_ref: str, *, view_only: bool = False, force: bool = False):
+        stream = StandInStream(view_only)
+        calls.append((vm_ref, view_only, stream))
+        return stream
+
+    controller.open_serial = open_serial
+
+
+async def test_t_refuses_a_stopped_vm_and_hands_the_terminal_over_for_a_running_one(tmp_path):
+    recorder = Recorder()
+    async with running(tmp_path, (120, 40), message_hook=recorder) as (controller, app, pilot):
+        calls: list = []
+        stand_in_serial(controller, calls)
+        await pilot.press("2", "slash", *"db1", "enter", "t")
+        await settle(app, pilot)
+        refused = recorder.of(KerubApp.ActionRefused)
+        assert refused and "db1 is not running" in refused[-1].reason and not calls
+        await pilot.press("escape", "slash", *"web1", "enter", "t")
+        await settle(app, pilot)
+        assert [(vm, ro) for vm, ro, _s in calls] == [(calls[0][0], False)]
+        failed = recorder.of(KerubApp.ActionFailed)
+        assert failed and "cannot be handed over" in failed[-1].error
+        assert "kerub-tui console web1 --serial" in failed[-1].error
+        assert calls[0][2].closed
+
+
+async def test_read_only_asks_for_a_view_only_serial_console(tmp_path):
+    controller = build_fleet(tmp_path / "data", readonly=True)
+    await controller.start(connect_hosts=False)
+    calls: list = []
+    stand_in_serial(controller, calls)
+    app = KerubApp(controller)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(app, pilot)
+        await pilot.press("2", "slash", *"web1", "enter", "enter", "t")  # from the VM detail this time
+        await settle(app, pilot)
+        assert len(calls) == 1 and calls[0][1] is True
+
+
+async def test_the_vm_detail_says_why_it_shows_no_screen(tmp_path):
+    async with running(tmp_path, (120, 40)) as (_controller, app, pilot):
+        await pilot.press("2", "slash", *"db1", "enter", "enter")
+        await settle(app, pilot)
+        assert "no screen: the VM is down" in str(app.screen.query_one(ScreenPreview).render())
+        await pilot.press("escape", "escape", "slash", *"web1", "enter", "enter")
+        await settle(app, pilot)
+        # the console's hosts are not connected here: opening the detail connects nothing
+        shown = str(app.screen.query_one(ScreenPreview).render())
+        assert "no screen: the hosts are not connected here" in shown
+        assert isinstance(app.screen.query_one("#vm-summary"), Static)
+
+
+def test_half_blocks_draw_two_pixels_per_cell():
+    picture = Picture(2, 2, bytes([255, 0, 0, 0, 255, 0, 0, 0, 255, 255, 255, 255]))
+    console = Console(width=10, color_system="truecolor", record=True)
+    console.print(HalfBlocks(picture))
+    segments = list(HalfBlocks(picture).__rich_console__(console, console.options))
+    cells = [s for s in segments if s.text == "▀"]
+    assert len(cells) == 2
+    assert cells[0].style.color.triplet == (255, 0, 0) and cells[0].style.bgcolor.triplet == (0, 0, 255)
+    assert cells[1].style.color.triplet == (0, 255, 0) and cells[1].style.bgcolor.triplet == (255, 255, 255)
+    small = fit(Picture(720, 400, bytes(720 * 400 * 3)), 76)
+    assert (small.width, small.height) == (76, 42)  # 21 rows of cells, square pixels
+
+
+async def test_the_vm_editor_sets_the_graphics_protocol(tmp_path):
+    from textual.widgets import Select
+
+    from kerub_tui.core.models import VirtualMachine
+
+    from .fleet_data import WEB1
+
+    async with running(tmp_path, (120, 40)) as (controller, app, pilot):
+        await pilot.press("2", "slash", *"web1", "enter", "e")
+        await settle(app, pilot)
+        app.screen.query_one("#graphics", Select).value = "vnc"
+        await pilot.press("ctrl+s")
+        await settle(app, pilot)
+        assert controller.get(VirtualMachine, WEB1).graphics == "vnc"
