@@ -789,7 +789,10 @@ class Store:
             self.prune_history()
 
     def _wrote(self) -> None:
-        if self.write_failure is not None:
+        # A write can fit in a disk that is still full (pages the file already has, a few KiB freed): it
+        # is kept, but "works again" waits until the disk's trouble is gone, so that a nearly full disk
+        # does not flap between "fails" and "works again" in the log.
+        if self.write_failure is not None and _disk_trouble(self.data_dir) is None:
             log.warning("writing %s works again", self.path)
             self.write_failure = None
 

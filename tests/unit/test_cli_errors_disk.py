@@ -61,6 +61,25 @@ def test_a_full_disk_refuses_each_write_with_one_line_and_nothing_half_done(smal
     again.close()
 
 
+def test_a_write_that_fits_in_a_still_full_disk_does_not_say_works_again(small_fs, caplog):
+    """CI saw "fails", "works again", "fails", "works again" from one full disk: a small write fitted in
+    what the file system had left. Kept, but the disk is still full until it has room again."""
+    store = Store.open(small_fs / "data")
+    filler = fill(small_fs)
+    with pytest.raises(StoreWriteError):
+        store.put_many([Event(type="x", message="y" * 4000) for _ in range(100)])
+    os.truncate(filler, max(0, filler.stat().st_size - (256 << 10)))  # 256 KiB free: far from "room again"
+    with caplog.at_level("WARNING", logger="kerub_tui.core.store"):
+        store.put(Event(type="x", message="fits"))
+        assert store.count(Event) == 1
+        assert store.write_failure == "the disk is full"
+        filler.unlink()
+        store.put(Event(type="x", message="after"))
+    assert store.write_failure is None
+    assert [r.getMessage().endswith("works again") for r in caplog.records].count(True) == 1, caplog.text
+    store.close()
+
+
 def _seed(data_dir: Path) -> None:
     async def seed() -> None:
         controller = Controller(data_dir, sim_timing=Timing(scale=0.0, connect=0.0, boot=0.0))
