@@ -21,6 +21,7 @@ removed only once that is approved.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import re
@@ -218,6 +219,7 @@ class Serve:
 
     def __init__(self, env: dict[str, str]) -> None:
         self.env = env
+        self.started = dt.datetime.now(dt.UTC)
         self.log = Path(env["KERUB_TUI_CONFIG"]).parent / f"serve-{time.monotonic_ns()}.log"
         with open(self.log, "w") as log:  # a file, not a pipe nobody reads: serve never blocks on it
             self.proc = subprocess.Popen([sys.executable, "-m", "kerub_tui", "serve"], env=env,
@@ -233,7 +235,10 @@ class Serve:
         if store is None:
             return False
         try:
-            return all(d.status is HostStatus.up for d in store.list(HostDynamic))
+            # up as this serve saw them: the store still says "up" from the controller before it (CI
+            # approved a plan while this one's host was still connecting)
+            return all(d.status is HostStatus.up and d.last_seen is not None and d.last_seen >= self.started
+                       for d in store.list(HostDynamic))
         finally:
             store.close()
 
