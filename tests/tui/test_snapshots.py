@@ -192,4 +192,21 @@ def test_vm_detail_with_its_screen(snap_compare, tmp_path, frozen_clock, size, m
     monkeypatch.setattr("kerub_tui.screens.preview.read_text", lambda picture: CAPTURE_TEXT)
     # v takes the screen again and brings it into view (at 80x24 it is below the VM's summary)
     assert snap_compare(with_captured_screen(fleet_app(tmp_path)), terminal_size=size,
-                        run_before=before("2", "slash", *"web1", "enter", "enter", "v"))
+                        run_before=before("2", "slash", *"web1", "enter", "enter", "v", then=_screen_revealed))
+
+
+async def _screen_revealed(pilot) -> None:
+    """The preview read and scrolled into view: its scroll happens after a refresh, so wait until the
+    panel's text is in and its container has stopped moving for a few frames (CI once took the picture
+    before the scroll had been painted)."""
+    from kerub_tui.screens.preview import ScreenPreview
+
+    preview = pilot.app.screen.query_one(ScreenPreview)
+    container = preview.parent
+    seen: list[float] = []
+    for _ in range(200):
+        await pilot.pause()
+        seen.append(container.scroll_y)
+        if preview.text is not None and len(seen) >= 3 and seen[-1] == seen[-2] == seen[-3]:
+            return
+    raise AssertionError(f"the screen preview never settled: text {preview.text!r}, scroll {seen[-5:]}")
