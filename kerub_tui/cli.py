@@ -187,7 +187,7 @@ async def cmd_host(args: argparse.Namespace, c: ConsoleAPI, out: Output) -> int:
             raise CliError("host set: --no-wake forgets how to wake the host: give it alone")
         if args.accel is not None:
             host = await c.set_host_accel(args.name, args.accel)
-            print(f"host {host.name}: accelerator {_accel_text(host)}", file=out)
+            print(f"host {host.name}: accelerator {_accel_text(c, host)}", file=out)
         if power or args.no_wake:
             current = c.resolve(Host, args.name)
             merged = {} if args.no_wake else {**current.power.model_dump(), **power}
@@ -245,11 +245,9 @@ def _wake_text(host: Host) -> str:
     return ", ".join(ways) if ways else "none: it cannot be woken, so power saving never powers it down"
 
 
-def _accel_text(host: Host) -> str:
-    from .hosts.kvm import host_accelerator
-
-    accel = host_accelerator(host)
-    return f"{accel.name} ({accel.why})"
+def _accel_text(c: ConsoleAPI, host: Host) -> str:
+    accel = c.accelerator(host.id)
+    return f"{accel.name} ({accel.why})" if accel is not None else "-"
 
 
 class TerminalOut:
@@ -282,14 +280,13 @@ def _show_host(c: ConsoleAPI, host: Host, dyn: HostDynamic | None) -> str:
         lines.append(f"  cpu {caps.cpu.model} ({caps.cpu.architecture}), {caps.cpu.cpus} threads, "
                      f"memory {format_size(caps.memory_bytes)}")
         lines.append(f"  kvm {'yes' if caps.hypervisor.kvm else 'no'}, ksm {'yes' if caps.ksm else 'no'}")
-        from .hosts.storage_names import capability_refusal
-
+        unusable = c.unusable_storage(host.id)
         for storage in caps.storage:
             lines.append(f"  storage {storage.id}: {format_size(storage.free_bytes)} free of "
                          f"{format_size(storage.size_bytes)}")
-            if unusable := capability_refusal(storage.technology, storage.name):
-                lines.append(f"    unusable, takes no new disks: {unusable}")
-            pvs = _pvs_text(storage, dyn)
+            if storage.id in unusable:
+                lines.append(f"    unusable, takes no new disks: {unusable[storage.id]}")
+            pvs = _pvs_text(c, host.id, storage, dyn)
             if pvs:
                 lines.append(f"    PVs {pvs}")
         tools = sorted(t for t, present in caps.tools.items() if present)
@@ -298,7 +295,7 @@ def _show_host(c: ConsoleAPI, host: Host, dyn: HostDynamic | None) -> str:
             kept = f"last good reading {entry.read_at:%Y-%m-%d %H:%M:%S}" if entry.read_at else "never read"
             lines.append(f"  stale {entry.section}: {kept}; not read since {entry.since:%Y-%m-%d %H:%M:%S}: "
                          f"{entry.reason}")
-    lines.append(f"  accelerator {_accel_text(host)}")
+    lines.append(f"  accelerator {_accel_text(c, host)}")
     lines.append(f"  wake {_wake_text(host)}")
     for vm_id in sorted(c.vms_on_host(host.id)):
         vm = c.get(VirtualMachine, vm_id)
@@ -309,21 +306,13 @@ def _show_host(c: ConsoleAPI, host: Host, dyn: HostDynamic | None) -> str:
     return "\n".join(lines)
 
 
-def _pvs_text(storage: Any, dyn: HostDynamic | None) -> str:
+def _pvs_text(c: ConsoleAPI, host_id: str, storage: Any, dyn: HostDynamic | None) -> str:
     """An LVM capability's PVs (as monitoring last saw them, else as discovered), each with its free
     space; a PV on a disk whose SMART health failed says so."""
-    from .planner.state import device_failing
-
     seen = dyn.storage_pvs.get(storage.id) if dyn is not None else None
-    failing = dyn.failing_devices if dyn is not None else []
-    disks = {p.name: p.disk for p in storage.pvs}
-    out = []
-    for pv in seen if seen is not None else storage.pvs:
-        disk = pv.disk or disks.get(pv.name)
-        bad = device_failing(pv.name, failing) or (disk is not None and device_failing(disk, failing))
-        out.append(f"{pv.name} {format_size(pv.free_bytes)} free of {format_size(pv.size_bytes)}"
-                   + (" FAILING" if bad else ""))
-    return ", ".join(out)
+    failing = c.failing_pvs(host_id, storage.id)
+    return ", ".join(f"{pv.name} {format_size(pv.free_bytes)} free of {format_size(pv.size_bytes)}"
+                     + (" FAILING" if pv.name in failing else "") for pv in (seen if seen is not None else storage.pvs))
 
 
 def _vm_count(c: ConsoleAPI, host_id: str) -> str:

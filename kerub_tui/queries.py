@@ -14,6 +14,7 @@ from typing import Any, Literal, TypeVar
 from .api import MAX_LISTED, ActionError, VmPlans, VmState, listed
 from .core.metrics import Metrics, MetricSeries, MetricsError
 from .core.models import (
+    Accelerator,
     AuditEntry,
     Document,
     Event,
@@ -349,6 +350,47 @@ class StoreQueries:
     def images(self) -> list[VirtualStorageDevice]:
         """Every image (a read-only disk with image facts), by name."""
         return sorted((d for d in self.db.list(VirtualStorageDevice) if d.image is not None), key=lambda d: d.name)
+
+    # --- a host's detail: what the console and `host show` say of it, derived here only ---------
+
+    def accelerator(self, host_id: str) -> Accelerator | None:
+        """How the host runs its guests (kvm or tcg, and why: the admin's ``accel``, or discovery); None
+        for no such host."""
+        from .hosts.kvm import host_accelerator
+
+        host = self.db.get(Host, host_id)
+        return host_accelerator(host) if host is not None else None
+
+    def unusable_storage(self, host_id: str) -> dict[str, str]:
+        """The host's storage capabilities that take no new disks (a name kerub-tui never uses: a VG,
+        pool or directory of the system's own), each with why: capability id -> reason."""
+        from .hosts.storage_names import capability_refusal
+
+        host = self.db.get(Host, host_id)
+        caps = host.capabilities if host is not None else None
+        return {storage.id: why for storage in (caps.storage if caps is not None else ())
+                if (why := capability_refusal(storage.technology, storage.name)) is not None}
+
+    def failing_pvs(self, host_id: str, capability_id: str) -> set[str]:
+        """Names of an LVM capability's PVs (as monitoring last saw them, else as discovered) on a device
+        whose SMART health failed, the PV's own or its whole disk's."""
+        from .planner.state import device_failing
+
+        host = self.db.get(Host, host_id)
+        dyn = self.db.get(HostDynamic, host_id)
+        storage = next((s for s in host.capabilities.storage if s.id == capability_id), None) \
+            if host is not None and host.capabilities is not None else None
+        if dyn is None or not dyn.failing_devices or storage is None:
+            return set()
+        seen = dyn.storage_pvs.get(capability_id)
+        disks = {p.name: p.disk for p in storage.pvs}
+        failing = dyn.failing_devices
+        out = set()
+        for pv in seen if seen is not None else storage.pvs:
+            disk = pv.disk or disks.get(pv.name)
+            if device_failing(pv.name, failing) or (disk is not None and device_failing(disk, failing)):
+                out.add(pv.name)
+        return out
 
     def verdicts(self, kind: Literal["vm", "disk"], doc_id: str) -> dict[int, str] | str:
         """The planner's verdict on each expectation of a VM or disk now: {index: reason} for the

@@ -13,6 +13,7 @@ import enum
 import ipaddress
 import re
 import uuid
+from dataclasses import dataclass
 from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import Field, TypeAdapter, field_validator, model_validator
@@ -293,6 +294,27 @@ class Host(Document):
         if v is not None and not re.fullmatch(r"SHA256:[A-Za-z0-9+/]{43}=?", v):
             raise ValueError(f"{v!r} is not a SHA256 fingerprint (SHA256: and 43 base64 characters)")
         return v
+
+
+@dataclass(frozen=True)
+class Accelerator:
+    """How a host runs its guests: ``name`` kvm or tcg, and why (discovered, or the admin's override).
+    Derived from a Host (hosts/kvm.py ``host_accelerator``), never stored; the console asks for it
+    through the API's ``accelerator`` query."""
+
+    name: str
+    why: str
+    kvm_available: bool | None  # what discovery found; None before the first discovery
+
+    @property
+    def domain_type(self) -> str:
+        """The libvirt domain type: kvm, or qemu for TCG (qemu's own instruction translator)."""
+        return "kvm" if self.name == "kvm" else "qemu"
+
+    @property
+    def forced_tcg(self) -> bool:
+        """KVM is there but the admin chose TCG (Linux guests crawl under nested KVM on some hosts)."""
+        return self.name == "tcg" and bool(self.kvm_available)
 
 
 class KsmState(Model):

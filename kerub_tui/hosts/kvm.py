@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import libvirt
 
 from kerub_tui.core.models import (
+    Accelerator,
     FileAllocation,
     GvinumAllocation,
     Host,
@@ -89,25 +90,6 @@ def target_dev(bus: str, index: int) -> str:
         n = n // 26 - 1
         if n < 0:
             return prefix + letters
-
-
-@dataclass(frozen=True)
-class Accelerator:
-    """How a host runs its guests: ``name`` kvm or tcg, and why (discovered, or the admin's override)."""
-
-    name: str
-    why: str
-    kvm_available: bool | None  # what discovery found; None before the first discovery
-
-    @property
-    def domain_type(self) -> str:
-        """The libvirt domain type: kvm, or qemu for TCG (qemu's own instruction translator)."""
-        return "kvm" if self.name == "kvm" else "qemu"
-
-    @property
-    def forced_tcg(self) -> bool:
-        """KVM is there but the admin chose TCG (Linux guests crawl under nested KVM on some hosts)."""
-        return self.name == "tcg" and bool(self.kvm_available)
 
 
 def host_accelerator(host: Host) -> Accelerator:

@@ -436,7 +436,7 @@ class HostDetailScreen(KerubScreen, inherit_bindings=False):
         history = self.kerub.overview.history
         self.query_one("#cpu-spark", Sparkline).data = [v or 0.0 for v in history.series(self.host_id, "cpu", BUCKETS)]
         self.query_one("#mem-spark", Sparkline).data = [v or 0.0 for v in history.series(self.host_id, "mem", BUCKETS)]
-        self.query_one("#host-capabilities", Static).update(capabilities_table(host))
+        self.query_one("#host-capabilities", Static).update(capabilities_table(host, api))
         self.query_one("#host-services", Static).update(services_text(api.get(HostConfiguration, self.host_id), api))
 
     def action_evacuate(self) -> None:
@@ -496,7 +496,7 @@ def live_figures(host: Host, dyn: HostDynamic | None) -> DataGrid:
     return table
 
 
-def capabilities_table(host: Host) -> DataGrid:
+def capabilities_table(host: Host, api: ConsoleQueries) -> DataGrid:
     table = DataGrid.grid(padding=(0, 2))
     table.add_column(style="dim")
     table.add_column()
@@ -521,11 +521,10 @@ def capabilities_table(host: Host) -> DataGrid:
     hv = caps.hypervisor
     table.add_row("hypervisor", f"libvirt {hv.libvirt_version or '-'}, "
                                 + ("KVM" if hv.kvm else f"no KVM ({hv.reason or 'unknown'})"))
-    from ..hosts.kvm import host_accelerator
-
-    accel = host_accelerator(host)
-    table.add_row("accelerator", data(f"{accel.name} ({accel.why})",  # why quotes host text
-                                      style="yellow" if accel.forced_tcg else ""))
+    accel = api.accelerator(host.id)
+    if accel is not None:
+        table.add_row("accelerator", data(f"{accel.name} ({accel.why})",  # why quotes host text
+                                          style="yellow" if accel.forced_tcg else ""))
     if caps.dmi is not None:
         dmi = caps.dmi
         table.add_row("system", f"{dmi.system_manufacturer or '-'} {dmi.system_product or ''}".strip())
@@ -536,13 +535,12 @@ def capabilities_table(host: Host) -> DataGrid:
             extras.append("ECC memory" if dmi.ecc else "no ECC")
         if extras:
             table.add_row("", ", ".join(extras))
-    from ..hosts.storage_names import capability_refusal
-
+    unusable = api.unusable_storage(host.id)
     for storage in caps.storage:
         table.add_row("storage", f"{storage.id}: {format_size(storage.free_bytes)} free of "
                                  f"{format_size(storage.size_bytes)}")
-        if unusable := capability_refusal(storage.technology, storage.name):
-            table.add_row("", data(f"unusable, takes no new disks: {unusable}", style="red"))
+        if storage.id in unusable:
+            table.add_row("", data(f"unusable, takes no new disks: {unusable[storage.id]}", style="red"))
     tools = sorted(name for name, present in caps.tools.items() if present)
     if tools:
         table.add_row("tools", " ".join(tools))

@@ -66,20 +66,24 @@ async def test_the_forms_refuse_a_name_lvm_reserves_and_save_nothing(tmp_path):
         assert controller.db.count(VirtualStorageDevice) == disks
 
 
-def test_the_host_detail_marks_storage_no_command_carries_unusable_with_why():
+def test_the_host_detail_marks_storage_no_command_carries_unusable_with_why(tmp_path):
     """The host detail's facts (capabilities_table, the console's `host show`) as the admin reads them."""
     import io
 
     from rich.console import Console
 
     from kerub_tui.core.models import Host, HostCapabilities, StorageCapability, StorageTechnology
+    from kerub_tui.core.store import Store
+    from kerub_tui.queries import StoreView
     from kerub_tui.screens.hosts import capabilities_table
 
     storage = [StorageCapability(id=f"lvm:{vg}", technology=StorageTechnology.lvm, name=vg, size_bytes=1 << 30,
                                  free_bytes=1 << 30) for vg in ("vg0;x", "vg1")]
     host = Host(id="host-h1", name="h1", address="127.0.0.2", capabilities=HostCapabilities(storage=storage))
     console = Console(file=io.StringIO(), width=300, color_system=None)
-    console.print(capabilities_table(host))
+    with Store.open(tmp_path) as store:
+        store.put(host)
+        console.print(capabilities_table(host, StoreView(store)))
     lines = [" ".join(line.split()) for line in console.file.getvalue().splitlines()]
     at = lines.index("storage lvm:vg0;x: 1.0G free of 1.0G")
     assert lines[at + 1] == ("unusable, takes no new disks: volume group name 'vg0;x' contains ';', which is not "

@@ -71,3 +71,43 @@ async def test_an_attached_console_reads_the_metrics_history(attached) -> None:
         assert points and all(p.cpu == 25.0 for p in points)
     with pytest.raises(ActionError, match="unknown range '2w'"):
         remote.metrics("vm", "v1", "2w")
+
+
+async def test_a_hosts_detail_queries_answer_alike_locally_and_from_the_mirror(attached) -> None:
+    """What the host detail and `host show` say of a host (its accelerator, its storage that takes no new
+    disks, its PVs on a failing disk) comes from the API's queries, the same for an attached console."""
+    import asyncio
+
+    from kerub_tui.core.models import (
+        Host,
+        HostCapabilities,
+        HostDynamic,
+        HypervisorInfo,
+        PhysicalVolumeInfo,
+        StorageCapability,
+        StorageTechnology,
+    )
+
+    controller, remote = attached
+    pvs = [PhysicalVolumeInfo(name="/dev/sdb1", disk="/dev/sdb"), PhysicalVolumeInfo(name="/dev/sdc1")]
+    storage = [StorageCapability(id="lvm:vg0;x", technology=StorageTechnology.lvm, name="vg0;x"),
+               StorageCapability(id="lvm:vg1", technology=StorageTechnology.lvm, name="vg1", pvs=pvs)]
+    host = Host(id="host-h1", name="h1", address="127.0.0.2", accel="tcg",
+                capabilities=HostCapabilities(storage=storage, hypervisor=HypervisorInfo(kvm=True)))
+    seen = [PhysicalVolumeInfo(name="/dev/sdb1"), PhysicalVolumeInfo(name="/dev/sdc1")]  # monitoring knows no disk
+    controller.db.put(host)
+    controller.db.put(HostDynamic(id="host-h1", failing_devices=["sdb"], storage_pvs={"lvm:vg1": seen}))
+    for _ in range(500):
+        if remote.get(HostDynamic, "host-h1") is not None:
+            break
+        await asyncio.sleep(0.01)
+    for api in (controller, remote):
+        accel = api.accelerator("host-h1")
+        assert accel is not None and (accel.name, accel.why, accel.forced_tcg) == \
+            ("tcg", "set by the admin; kvm is available", True)
+        assert api.accelerator("nope") is None
+        assert list(api.unusable_storage("host-h1")) == ["lvm:vg0;x"]
+        assert "contains ';'" in api.unusable_storage("host-h1")["lvm:vg0;x"]
+        assert api.failing_pvs("host-h1", "lvm:vg1") == {"/dev/sdb1"}  # by its disk, as discovered
+        assert api.failing_pvs("host-h1", "lvm:vg0;x") == set()
+        assert api.unusable_storage("nope") == {} and api.failing_pvs("nope", "lvm:vg1") == set()
