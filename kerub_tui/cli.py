@@ -444,7 +444,7 @@ def _write_file(path: str, data: bytes) -> None:
 
 
 def _read_text(path: str, what: str) -> str:
-    from .hosts.cloudinit import read_local_text
+    from .core.localfile import read_local_text
 
     try:
         return read_local_text(path, what)

@@ -333,7 +333,7 @@ class VmEditorScreen(EditorScreen, inherit_bindings=False):
         the command line does), what is not named kept; None when nothing changes."""
         import os
 
-        from ..hosts.cloudinit import read_local_text
+        from ..core.localfile import read_local_text
 
         vm = self.vm
         current = vm.cloud_init.model_dump() if vm is not None and vm.cloud_init is not None else None
