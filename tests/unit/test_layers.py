@@ -1,7 +1,8 @@
 """The layer contracts of ARCHITECTURE.md §3 (pyproject.toml, [tool.importlinter]), checked by import-linter
 on every test run: the layers, bottom to top; the console (screens, app) using only the console API
-(kerub_tui.api), never the controller, the planner or the simulator; screens never importing the app but
-for typing (the layers: app sits above screens); only the console importing textual."""
+(kerub_tui.api), never the controller, the planner, the simulator or hosts/ (a host's facts are queries);
+screens never importing the app but for typing (the layers: app sits above screens); only the console
+importing textual."""
 
 import shutil
 import subprocess
