@@ -956,18 +956,18 @@ async def _run_local(args: argparse.Namespace, command: Command) -> int:
     await controller.start(connect_hosts=False)
     _warn_damaged(controller)
     try:
-        changed: list[str] = []
-
-        def seen(change: Any) -> None:  # a rejected plan asked for again calls for a pass too
-            asked = isinstance(change.new, Plan) and change.new.asked_again_by and \
-                not getattr(change.old, "asked_again_by", None)
-            changed.append("asked-again" if asked else change.kind)
-
-        remove = controller.db.feed.add_listener(seen)
+        changes = controller.subscribe()  # what the command changed, through the API as any consumer
         out = TerminalOut(sys.stdout)
-        code = await command(args, controller, out)
-        remove()
-        if code == EXIT_OK and not controller.readonly and set(changed) - {"audit", "event", "plan"}:
+        try:
+            code = await command(args, controller, out)
+            await asyncio.sleep(0)  # a change committed off the loop is queued by then
+            changed = changes.drain_nowait()
+        finally:
+            changes.close()
+        # A rejected plan asked for again calls for a pass too.
+        kinds = {"asked-again" if isinstance(c.new, Plan) and c.new.asked_again_by
+                 and not getattr(c.old, "asked_again_by", None) else c.kind for c in changed}
+        if code == EXIT_OK and not controller.readonly and kinds - {"audit", "event", "plan"}:
             # No controller runs here to re-plan on this change: do its one pass now.
             for plan in controller.replan_once():
                 print(f"proposal {plan.id[:8]} ({plan.plan_kind}, {len(plan.steps)} steps): "
