@@ -323,6 +323,11 @@ class ConsoleAPI(ConsoleQueries, Protocol):
 
 # Each action, declared once. What the console may call of an attached controller (remote=True) is
 # what the control socket serves; the rest runs only where the store is.
+# Not actions, so not declared: `check [--repair]` works on the store file itself, before any controller
+# opens it (a store too damaged for a controller to open is what it repairs); cli.run_check refuses
+# --repair with --readonly itself. `host add --install-key` with a controller running logs in from the
+# command line's own process (the password never goes through the socket): it is the first half of
+# add_host, refused as add_host is (refusal(readonly, "add_host")).
 for _name, _changes, _remote in (
     # (name, changes anything, an attached console may call it through the socket)
     ("create_vm", True, True),

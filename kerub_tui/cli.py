@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TextIO, TypeVar
 
 from . import __version__
-from .api import ActionError, ConsoleAPI, ReadOnlyMode, cloud_init_summary
+from .api import ActionError, ConsoleAPI, ReadOnlyMode, cloud_init_summary, refusal
 from .cli_args import (  # the parser and its types live there (imported without the controller)
     _CLIENT_CWD,
     _NO_CWD,
@@ -924,7 +924,7 @@ def run_check(args: argparse.Namespace) -> int:
     from .core import backup
 
     data_dir = paths.data_dir(args.data_dir)
-    if args.repair and args.readonly:
+    if args.repair and args.readonly:  # not an API action: see kerub_tui.api.ACTIONS
         raise CliError("check --repair changes the store: run it without --readonly")
     result = backup.repair(data_dir) if args.repair else backup.check(data_dir)
     print("\n".join(result.lines), file=sys.stdout if result.sound else sys.stderr)
@@ -1135,8 +1135,8 @@ async def _install_key_here(data_dir: Path, args: argparse.Namespace, password: 
     from .hosts.fleet import Fleet, FleetError
     from .ssh import SshError
 
-    if args.readonly:
-        raise CliError("read-only mode: installing a key changes the host")
+    if (why := refusal(args.readonly, "add_host")) is not None:  # the first half of add_host, done here
+        raise CliError(f"{why}; --install-key changes the host")
     address, port = args.address  # parsed by _address
     snapshot = Store.open(data_dir, readonly=True)  # the controller holds the lock; Fleet wants a store
     try:

@@ -561,8 +561,7 @@ class Controller(StoreQueries):
         kept: list[Any] = [e for e in vm.expectations if e.type != "availability"]
         kept.append(validate_expectation({"type": "availability", "up": up, "level": level}, "vm"))
         updated = await self.update_vm(vm.id, expectations=kept)
-        if not self.readonly:
-            replanner.ask_again(self.db, vm.id, self.actor)
+        replanner.ask_again(self.db, vm.id, self.actor)
         return updated
 
     async def delete_vm(self, ref: str, *, disks: Literal["keep", "delete"] | None = None) -> list[str]:

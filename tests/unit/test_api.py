@@ -62,6 +62,7 @@ async def test_read_only_controller_refuses_every_changing_action_before_it_runs
     writer = Controller(tmp_path / "data")
     await writer.start(connect_hosts=False)
     await writer.create_disk("kept", size=GIB)
+    vm = await writer.create_vm("kept-vm", memory_min=GIB)
     await writer.stop()
     reader = Controller(tmp_path / "data", readonly=True)
     await reader.start(connect_hosts=False)
@@ -72,6 +73,9 @@ async def test_read_only_controller_refuses_every_changing_action_before_it_runs
             await reader.delete_disk("kept")
         with pytest.raises(ReadOnlyMode):
             await reader.import_documents(str(tmp_path / "nothing.json"))
+        with pytest.raises(ReadOnlyMode):  # refused before it asks for a rejected plan again
+            await reader.set_vm_availability("kept-vm", True)
+        assert reader.get(VirtualMachine, vm.id) == vm
         assert [d.name for d in reader.documents(VirtualStorageDevice)] == ["kept"]
         assert await reader.export_documents(str(tmp_path / "out.json")) >= 1  # exporting changes nothing
     finally:

@@ -60,3 +60,19 @@ async def test_a_request_carrying_a_password_is_refused_before_anything_runs(ser
     assert served.db.count(Host) == 0
     assert not [a for a in served.db.list(AuditEntry) if a.action.startswith("host")]
     assert (await ask(served, {"id": 2, "method": "ping"}))["result"]["pid"]  # still serving
+
+
+async def test_install_key_beside_a_running_controller_is_refused_read_only_as_add_host_is(tmp_path):
+    """`host add --install-key` with a controller running logs in from the command line's own process (the
+    password stays there): it is the first half of add_host, refused in read-only mode by the API's one
+    check (kerub_tui.api.refusal), before any connection."""
+    import argparse
+    import re
+
+    from kerub_tui.api import READ_ONLY_MESSAGE
+    from kerub_tui.cli import CliError, _install_key_here
+
+    args = argparse.Namespace(readonly=True, address=("127.0.0.1", 1), user="root",
+                              accept_fingerprint="SHA256:" + "A" * 43)
+    with pytest.raises(CliError, match=re.escape(f"{READ_ONLY_MESSAGE}; --install-key changes the host")):
+        await _install_key_here(tmp_path / "none", args, "secret")
