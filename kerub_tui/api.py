@@ -154,6 +154,8 @@ class Script(Protocol):
     """Something the console runs while it is open (the demo's tour); what it tells, through its ``say``
     (a callable attribute the console sets), shows as a notification."""
 
+    say: Callable[[str], None]
+
     async def run(self) -> None: ...
 
 

@@ -13,7 +13,7 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, ClassVar, cast
+from typing import Any, ClassVar
 
 from textual import work
 from textual.app import App, SystemCommand
@@ -194,7 +194,7 @@ class KerubApp(App[None]):
 
     def start_tour(self, tour: Script) -> None:
         """Run the demo's scripted events; each is told in a notification."""
-        cast(Any, tour).say = lambda line: self.notify(line, title="demo", timeout=15)
+        tour.say = lambda line: self.notify(line, title="demo", timeout=15)
 
         def ended(task: asyncio.Task[None]) -> None:
             if not task.cancelled() and task.exception() is not None:

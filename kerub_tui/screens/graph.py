@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 from rich.text import Text
 from textual.widgets import Static
@@ -19,6 +19,7 @@ from textual.widgets import Static
 from ..api import ActionError
 from ..core.metrics import RANGES, MetricPoint, MetricSeries
 from ..core.sizes import format_size
+from .actions import actions_of
 
 BARS = " ▁▂▃▄▅▆▇█"
 GRAPH_ROWS = 3
@@ -93,8 +94,8 @@ class MetricsPanel(Static):
     MetricsPanel { height: auto; border: round $panel-lighten-2; padding: 0 1; }
     """
 
-    def __init__(self, kind: str, doc_id: str, *, range_name: str = "1h", memory_top: float | None = None,
-                 id: str | None = None) -> None:
+    def __init__(self, kind: Literal["host", "vm"], doc_id: str, *, range_name: str = "1h",
+                 memory_top: float | None = None, id: str | None = None) -> None:
         super().__init__("", id=id)
         self.kind = kind
         self.doc_id = doc_id
@@ -114,7 +115,7 @@ class MetricsPanel(Static):
         self.reload()
 
     def reload(self) -> None:
-        api = self.app.controller  # type: ignore[attr-defined]
+        api = actions_of(self).controller
         width = max(10, self.content_region.width or (self.app.size.width - 8))
         try:
             series = api.metrics(self.kind, self.doc_id, self.range_name)

@@ -25,7 +25,7 @@ import datetime as dt
 import logging
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from kerub_tui.core.models import (
     DiskLink,
@@ -283,6 +283,18 @@ class TourStep:
     host: str = ""
 
 
+class Teller(Protocol):
+    """What tells the admin a line of the tour (the console sets a notification). A callback Protocol,
+    not a Callable: mypy takes a dataclass field typed Callable for a read-only member, so a Tour would
+    not be the console's kerub_tui.api.Script, whose ``say`` the console sets."""
+
+    def __call__(self, line: str, /) -> None: ...
+
+
+def _untold(line: str) -> None:
+    """The tour's ``say`` until the console sets its own: nothing told."""
+
+
 @dataclass
 class Tour:
     """The scripted part of the demo, run while the console is open."""
@@ -291,7 +303,7 @@ class Tour:
     power_loss_after: float = POWER_LOSS_AFTER
     power_back_after: float = POWER_BACK_AFTER
     sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep
-    say: Callable[[str], None] = lambda line: None
+    say: Teller = _untold
     steps: list[TourStep] = field(default_factory=list)
 
     def _log(self, what: str, host: str = "") -> None:
