@@ -13,7 +13,7 @@ small VM (`anchor`, made while B was the controller's only host, never migrated)
 guests expect not to share its host. The disks are made by the planner (create LV, create qcow2), then
 the Debian image is written into them on B, as an admin restores a disk, before the VMs exist.
 
-Guests boot under TCG (design §9) and a boot costs minutes of a busy 2-core machine: three boots in all.
+Guests boot under TCG (ARCHITECTURE.md §9) and a boot costs minutes of a busy 2-core machine: three boots in all.
 Both guests boot side by side in the module's fixture (`shared`), then the NFS guest is powered off and the
 tests work on the iSCSI one, in the module's order; it boots a second time once restarted on another host.
 A boot is proven early, as soon as the guest's root file system is writable (a unit put into the image on
