@@ -86,7 +86,7 @@ def test_monitoring_noise_keeps_the_proposal(store: Store) -> None:
     replanner = Replanner(store, clock=lambda: NOW)
     [plan] = replanner.replan().proposed
     dyn = store.get(HostDynamic, "host-h2")
-    store.put(dyn.model_copy(update={"cpu_user": 37.5, "cpu_idle": 60.0}))
+    store.put(dyn.evolve(cpu_user=37.5, cpu_idle=60.0))
     report = replanner.replan()
     assert [p.id for p in report.kept] == [plan.id] and store.get(Plan, plan.id).premises == plan.premises
 
@@ -99,10 +99,10 @@ def test_a_rejected_plan_is_not_proposed_again_on_the_same_facts(store: Store) -
     assert replanner.replan().proposed == []
     assert plan.steps[0].description == "start web on h1"
     # a fact the plan does not rely on changes: still the same rejected plan, still not proposed
-    store.put(store.get(HostDynamic, "host-h2").model_copy(update={"memory_used": 1 << 30}))
+    store.put(store.get(HostDynamic, "host-h2").evolve(memory_used=1 << 30))
     assert replanner.replan().proposed == []
     # a fact it relies on changes (its host goes down): the new plan is proposed
-    store.put(store.get(HostDynamic, "host-h1").model_copy(update={"status": HostStatus.down}))
+    store.put(store.get(HostDynamic, "host-h1").evolve(status=HostStatus.down))
     [again] = replanner.replan().proposed
     assert again.steps[0].description == "start web on h2"
     audit = [a.action for a in store.list(AuditEntry)]
@@ -121,7 +121,7 @@ def test_approval_refused_when_another_plan_holds_the_vm(store: Store) -> None:
     two_pending(store)
     replanner = Replanner(store, clock=lambda: NOW)
     [plan] = replanner.replan().proposed
-    twin = plan.model_copy(update={"id": "twin-plan", "status": PlanStatus.approved})
+    twin = plan.evolve(id="twin-plan", status=PlanStatus.approved)
     store.put(twin)
     with pytest.raises(ApprovalRefused, match="vm vm-web is held by plan twin-pla"):
         approve(store, plan.id, "admin")
@@ -155,8 +155,8 @@ def test_approval_refused_when_capacity_is_gone(store: Store) -> None:
 
 def test_relevant_changes() -> None:
     dyn = HostDynamic(id="h", status=HostStatus.up, cpu_user=1.0)
-    assert not relevant(Change("host-dynamic", "h", dyn, dyn.model_copy(update={"cpu_user": 99.0})))
-    assert relevant(Change("host-dynamic", "h", dyn, dyn.model_copy(update={"status": HostStatus.down})))
+    assert not relevant(Change("host-dynamic", "h", dyn, dyn.evolve(cpu_user=99.0)))
+    assert relevant(Change("host-dynamic", "h", dyn, dyn.evolve(status=HostStatus.down)))
     # a VG's PVs: one emptied (pvmove) or taken out (vgreduce) re-plans; a few bytes more in use do not
     pvs = dyn.evolve(storage_pvs={"lvm:vg0": [PhysicalVolumeInfo(name="/dev/sda", size_bytes=100, free_bytes=50),
                                               PhysicalVolumeInfo(name="/dev/sdb", size_bytes=100, free_bytes=60)]})
@@ -169,15 +169,15 @@ def test_relevant_changes() -> None:
     assert relevant(Change("host-dynamic", "h", pvs, emptied))
     reduced = pvs.evolve(storage_pvs={"lvm:vg0": [PhysicalVolumeInfo(name="/dev/sda", size_bytes=100, free_bytes=50)]})
     assert relevant(Change("host-dynamic", "h", pvs, reduced))
-    assert relevant(Change("host-dynamic", "h", dyn, dyn.model_copy(update={"cpu_user": 2.0})), pending_hold={"h"})
+    assert relevant(Change("host-dynamic", "h", dyn, dyn.evolve(cpu_user=2.0)), pending_hold={"h"})
     assert not relevant(Change("audit", "x", None, AuditEntry(action="a")))
     assert not relevant(Change("event", "x", None, Event(type="t", message="m")))
     vm = VirtualMachineDynamic(id="v", host_id="h", status=VmStatus.up)
-    assert not relevant(Change("vm-dynamic", "v", vm, vm.model_copy(update={"cpu_percent": 50.0})))
-    assert relevant(Change("vm-dynamic", "v", vm, vm.model_copy(update={"status": VmStatus.down})))
+    assert not relevant(Change("vm-dynamic", "v", vm, vm.evolve(cpu_percent=50.0)))
+    assert relevant(Change("vm-dynamic", "v", vm, vm.evolve(status=VmStatus.down)))
     plan = Plan()
     assert not relevant(Change("plan", plan.id, None, plan))  # a new proposal: ours
-    done = plan.model_copy(update={"status": PlanStatus.done})
+    done = plan.evolve(status=PlanStatus.done)
     assert relevant(Change("plan", plan.id, plan, done))
     assert not relevant(Change("plan", plan.id, plan, done), own={(plan.id, "done")})
     assert relevant(Change("vm", "v", None, None))
@@ -186,8 +186,8 @@ def test_relevant_changes() -> None:
 def test_guest_memory_drift_is_not_a_reason_to_replan_but_crossing_the_ksm_line_is() -> None:
     total = 64 << 30
     dyn = HostDynamic(id="h", status=HostStatus.up, memory_used=40 << 30)
-    drift = dyn.model_copy(update={"memory_used": (40 << 30) + (300 << 20)})
-    tight = dyn.model_copy(update={"memory_used": int(total * 0.9)})
+    drift = dyn.evolve(memory_used=(40 << 30) + (300 << 20))
+    tight = dyn.evolve(memory_used=int(total * 0.9))
     assert not relevant(Change("host-dynamic", "h", dyn, drift), memory_total=lambda host_id: total)
     assert relevant(Change("host-dynamic", "h", dyn, tight), memory_total=lambda host_id: total)
 
