@@ -478,6 +478,14 @@ def test_in_the_console_t_hands_the_terminal_to_the_guest_and_ctrl_bracket_comes
         mark = console.mark()
         console.send(b"\x1d")
         console.wait_for(r"left with ctrl\+\]", 120, since=mark)  # the console's notification: it is back
+        # ...and the same screen with it, redrawn once the terminal is the console's again: the VMs pane
+        # (its tab), its filter still applied (1 of 2 rows shown), the VM's row under it
+        same = re.compile(rf"VMs \[1/2\]\s+/{re.escape(SERIAL_VM)}\b.*{re.escape(SERIAL_VM)}", re.S)
+        deadline = time.monotonic() + 60
+        while not same.search(media._strip_terminal(console._since(mark))) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        back = media._strip_terminal(console._since(mark))
+        assert same.search(back), "after ctrl+]: not the VMs pane with its filter\n" + back[-1500:]
         console.send(b"q")
         time.sleep(1)
         if "Quit kerub-tui?" in console._since(mark):

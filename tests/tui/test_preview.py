@@ -116,3 +116,82 @@ async def test_the_vm_editor_sets_the_graphics_protocol(tmp_path):
         await pilot.press("ctrl+s")
         await settle(app, pilot)
         assert controller.get(VirtualMachine, WEB1).graphics == "vnc"
+
+
+class StandInGuest(StandInStream):
+    """A serial console that says one line, then ends (the VM stopped): the console comes back by itself."""
+
+    def __init__(self, view_only: bool) -> None:
+        super().__init__(view_only)
+        self.said = [b"web2 login: "]
+
+    async def read(self) -> bytes:
+        return self.said.pop(0) if self.said else b""
+
+
+async def test_t_hands_the_terminal_over_and_the_same_screen_comes_back(tmp_path, monkeypatch):
+    """`t` in a terminal: the app suspends (its driver lets go of the terminal), the guest's bytes go to
+    the terminal, and once the console ends the same screen is back: the VMs pane, its filter, the
+    cursor on the row it was on. (The headless driver is told it can suspend, as a terminal's can; the
+    terminal is a pair of pipes.)"""
+    import os
+
+    from kerub_tui.core import terminal
+    from kerub_tui.screens import preview
+    from kerub_tui.screens.main import VmTable
+
+    from .fleet_data import WEB1, WEB2
+
+    recorder = Recorder()
+    async with running(tmp_path, (120, 40), message_hook=recorder) as (controller, app, pilot):
+        calls: list = []
+
+        async def open_serial(vm_ref: str, *, view_only: bool = False, force: bool = False):
+            stream = StandInGuest(view_only)
+            calls.append((vm_ref, view_only, stream))
+            return stream
+
+        controller.open_serial = open_serial
+        keys_in, keyboard = os.pipe()  # nothing is typed: the stream ends the session
+        shown, screen_out = os.pipe()
+        suspended: list[str] = []
+        driver = type(app._driver)
+
+        class Terminal(driver):  # type: ignore[misc,valid-type]
+            can_suspend = True
+
+            def suspend_application_mode(self) -> None:
+                suspended.append("suspend")
+
+            def resume_application_mode(self) -> None:
+                suspended.append("resume")
+
+        app._driver.__class__ = Terminal
+
+        async def attach(stream, **kwargs):
+            return await terminal.attach(stream, stdin_fd=keys_in, stdout_fd=screen_out, **kwargs)
+
+        monkeypatch.setattr(preview, "attach", attach)
+        await pilot.press("2", "slash", *"web", "enter", "down")
+        await settle(app, pilot)
+        before = app.screen
+        table = before.query_one(VmTable)
+        assert (table.row_filter.text, table.cursor_row, table.cursor_id) == ("web", 1, WEB2)
+        await pilot.press("t")
+        await settle(app, pilot)
+        try:
+            assert [vm for vm, _ro, _s in calls] == [WEB2] and suspended == ["suspend", "resume"]
+            said = os.read(shown, 4096)
+            assert said.startswith(b"kerub-tui: serial console of web1 on h1 (stand-in); ctrl+] comes back")
+            assert said.endswith(b"web2 login: ")
+        finally:
+            for fd in (keys_in, keyboard, shown, screen_out):
+                os.close(fd)
+        assert calls[0][2].closed
+        assert not recorder.of(KerubApp.ActionFailed)
+        # the same screen, its filter and its cursor
+        assert app.screen is before and app.screen.focused is table
+        assert (table.row_filter.text, table.cursor_row, table.cursor_id) == ("web", 1, WEB2)
+        assert table.shown_ids() == [WEB1, WEB2]
+        done = recorder.of(KerubApp.ActionDone)
+        assert done and done[-1].result.startswith("the console stream ended")
