@@ -5,7 +5,8 @@ The picture is libvirt's screenshot through the host's tunnel (the API's ``scree
 scaled to the panel's width and drawn with "▀": each cell shows two pixels, the upper one in the
 foreground colour and the lower one in the background colour, so square pixels stay square in
 terminal cells about twice as high as wide. It is taken when the VM detail opens or comes back into
-view, when the VM's state changes, and on a key: never on a timer, and never while the detail is not shown.
+view, when the VM's state changes, and on a key: never on a timer, and never while the detail is not shown
+(another screen over it, or the terminal handed to the guest's serial console).
 Where this machine has tesseract, the text the screen reads is said under it (core/ocr.py): half blocks
 show a text screen's layout, not its words.
 """

@@ -406,6 +406,7 @@ class VmDetailScreen(KerubScreen, inherit_bindings=False):
         super().__init__()
         self.vm_id = vm_id
         self._status: str | None = None  # the VM's status the screen was last taken at
+        self._handed_over = False  # the terminal is the guest's serial console (App.suspend): nothing shows
 
     def compose(self) -> ComposeResult:
         with VerticalScroll():
@@ -424,14 +425,28 @@ class VmDetailScreen(KerubScreen, inherit_bindings=False):
         self.query_one("#vm-explain").border_title = "Why it runs where it runs"
         self.repaint()
         self._status = self._vm_status()
-        self.query_one(ScreenPreview).take()
+        # its screen is taken when it is shown (on_screen_resume), which opening it is too
+        self.app.app_suspend_signal.subscribe(self, self._terminal_handed_over, immediate=True)
+        self.app.app_resume_signal.subscribe(self, self._terminal_back, immediate=True)
 
     def action_metrics_range(self) -> None:
         self.query_one("#vm-history", MetricsPanel).next_range()
 
     def on_screen_resume(self) -> None:
-        # back in view (a dialog or another screen closed): its screen again, as it is now
-        if self.is_mounted and self._status is not None:
+        # shown: opened, or back in view (a dialog or another screen closed): its screen as it is now
+        if self.is_mounted:
+            self.query_one(ScreenPreview).take()
+
+    def _shown(self) -> bool:
+        return self.app.screen is self and not self._handed_over
+
+    def _terminal_handed_over(self, _app: object) -> None:
+        self._handed_over = True
+
+    def _terminal_back(self, _app: object) -> None:
+        # back from the serial console: what the guest shows has likely changed meanwhile
+        self._handed_over = False
+        if self.is_mounted and self._shown():
             self.query_one(ScreenPreview).take()
 
     def _vm_status(self) -> str:
@@ -451,7 +466,7 @@ class VmDetailScreen(KerubScreen, inherit_bindings=False):
                 return
             self.repaint()
             status = self._vm_status()
-            if status != self._status and self.app.screen is self:
+            if status != self._status and self._shown():
                 self.query_one(ScreenPreview).take()  # started, stopped, paused: the screen changed
             self._status = status
 

@@ -2,9 +2,15 @@
 contacted): `t` refuses a VM that is not running; on a running one it asks the API for the serial
 console, view-only in read-only mode, and hands the terminal over (App.suspend): a headless test has
 no terminal to hand over, which is said in one line and the stream is closed. (Attaching in a real
-terminal is tests/integration/test_guest_os.py's.) The VM detail's screen says why there is none."""
+terminal is tests/integration/test_guest_os.py's; here a headless driver that suspends and a pair of
+pipes stand in for the terminal, to see the same screen come back.) The VM detail's screen says why
+there is none, and is taken only while the detail shows, and on a key (screenshots counted)."""
 
 from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
 
 from rich.console import Console
 from textual.widgets import Static
@@ -129,15 +135,40 @@ class StandInGuest(StandInStream):
         return self.said.pop(0) if self.said else b""
 
 
+def a_terminal(app: KerubApp, monkeypatch) -> tuple[list[str], tuple[int, int, int, int]]:
+    """The headless driver made to suspend as a terminal's does (each suspend and resume recorded), and
+    the serial console attached to a pair of pipes in place of the terminal: (what the driver did,
+    (keys_in, keyboard, shown, screen_out)), the descriptors for the test to close."""
+    from kerub_tui.core import terminal
+    from kerub_tui.screens import preview
+
+    keys_in, keyboard = os.pipe()  # nothing is typed: the stream ends the session
+    shown, screen_out = os.pipe()
+    suspended: list[str] = []
+
+    class Terminal(type(app._driver)):  # type: ignore[misc]
+        can_suspend = True
+
+        def suspend_application_mode(self) -> None:
+            suspended.append("suspend")
+
+        def resume_application_mode(self) -> None:
+            suspended.append("resume")
+
+    app._driver.__class__ = Terminal
+
+    async def attach(stream, **kwargs):
+        return await terminal.attach(stream, stdin_fd=keys_in, stdout_fd=screen_out, **kwargs)
+
+    monkeypatch.setattr(preview, "attach", attach)
+    return suspended, (keys_in, keyboard, shown, screen_out)
+
+
 async def test_t_hands_the_terminal_over_and_the_same_screen_comes_back(tmp_path, monkeypatch):
     """`t` in a terminal: the app suspends (its driver lets go of the terminal), the guest's bytes go to
     the terminal, and once the console ends the same screen is back: the VMs pane, its filter, the
     cursor on the row it was on. (The headless driver is told it can suspend, as a terminal's can; the
     terminal is a pair of pipes.)"""
-    import os
-
-    from kerub_tui.core import terminal
-    from kerub_tui.screens import preview
     from kerub_tui.screens.main import VmTable
 
     from .fleet_data import WEB1, WEB2
@@ -152,26 +183,7 @@ async def test_t_hands_the_terminal_over_and_the_same_screen_comes_back(tmp_path
             return stream
 
         controller.open_serial = open_serial
-        keys_in, keyboard = os.pipe()  # nothing is typed: the stream ends the session
-        shown, screen_out = os.pipe()
-        suspended: list[str] = []
-        driver = type(app._driver)
-
-        class Terminal(driver):  # type: ignore[misc,valid-type]
-            can_suspend = True
-
-            def suspend_application_mode(self) -> None:
-                suspended.append("suspend")
-
-            def resume_application_mode(self) -> None:
-                suspended.append("resume")
-
-        app._driver.__class__ = Terminal
-
-        async def attach(stream, **kwargs):
-            return await terminal.attach(stream, stdin_fd=keys_in, stdout_fd=screen_out, **kwargs)
-
-        monkeypatch.setattr(preview, "attach", attach)
+        suspended, (keys_in, keyboard, shown, screen_out) = a_terminal(app, monkeypatch)
         await pilot.press("2", "slash", *"web", "enter", "down")
         await settle(app, pilot)
         before = app.screen
@@ -195,3 +207,128 @@ async def test_t_hands_the_terminal_over_and_the_same_screen_comes_back(tmp_path
         assert table.shown_ids() == [WEB1, WEB2]
         done = recorder.of(KerubApp.ActionDone)
         assert done and done[-1].result.startswith("the console stream ended")
+
+
+SCREEN_PNG = Path(__file__).resolve().parents[1] / "captures" / "screens" / "grub-rescue-720x400.png"
+
+
+async def test_the_screen_is_taken_only_while_the_vm_detail_shows_and_on_a_key(tmp_path):
+    """Screenshots are counted: one when the detail opens, none while another screen hides it (the
+    editor, a dialog) even when the VM's state changes meanwhile, one when it is back in view, one on
+    `v`, one when the state changes in view, and none on a timer."""
+    from kerub_tui.core.models import VirtualMachineDynamic, VmStatus
+    from kerub_tui.screens.vms import VmDetailScreen
+
+    from .fleet_data import WEB1
+
+    png = SCREEN_PNG.read_bytes()
+    async with running(tmp_path, (120, 40)) as (controller, app, pilot):
+        taken: list[bool] = []
+
+        async def screenshot(vm_ref: str, *, connect: bool = True) -> bytes:
+            assert vm_ref == WEB1
+            taken.append(connect)
+            return png
+
+        controller.screenshot = screenshot
+
+        async def waited(seconds: float = 0.0) -> list[bool]:
+            await settle(app, pilot)
+            if seconds:
+                await pilot.pause(seconds)
+                await settle(app, pilot)
+            return taken
+
+        def state(status: VmStatus) -> None:
+            controller.db.put(controller.db.get(VirtualMachineDynamic, WEB1).evolve(status=status))
+
+        await pilot.press("2", "slash", *"web1", "enter", "enter")
+        assert await waited() == [False]  # opening it connects nothing
+        detail = app.screen
+        assert isinstance(detail, VmDetailScreen)
+        preview = detail.query_one(ScreenPreview)
+        assert preview.picture is not None and preview.picture.width == 720
+
+        await pilot.press("e")  # the editor on top: the detail is not shown
+        await waited()
+        assert app.screen is not detail
+        state(VmStatus.paused)
+        assert await waited(1.0) == [False]
+        await pilot.press("escape")  # back in view: the screen as it is now
+        assert app.screen is detail and await waited() == [False, False]
+
+        await pilot.press("S")  # a dialog over it
+        await waited()
+        assert app.screen is not detail
+        state(VmStatus.up)
+        assert await waited(0.5) == [False, False]
+        await pilot.press("escape")
+        assert app.screen is detail and await waited() == [False, False, False]
+
+        await pilot.press("v")  # the key: connects the VM's host if this console has not
+        assert await waited() == [False, False, False, True]
+        state(VmStatus.paused)  # in view, its state changed: its screen changed
+        assert await waited() == [False, False, False, True, False]
+        # no timer: nothing more comes while nothing happens, and none is set
+        assert await waited(2.0) == [False, False, False, True, False]
+        timers = [t for node in (detail, *detail.query("*")) for t in node._timers]
+        assert not preview._timers and all(getattr(t._callback, "__self__", None) is not preview for t in timers)
+
+
+class HeldGuest(StandInStream):
+    """A serial console that lasts until the test lets it end (``end``)."""
+
+    def __init__(self, view_only: bool) -> None:
+        super().__init__(view_only)
+        self.end = asyncio.Event()
+
+    async def read(self) -> bytes:
+        await self.end.wait()
+        return b""
+
+
+async def test_no_screen_is_taken_while_the_terminal_is_the_serial_consoles(tmp_path, monkeypatch):
+    """`t` from the VM detail: while the terminal is the guest's serial console the detail is not shown,
+    so a change of the VM's state takes no screenshot; back from it, one is taken (the guest's screen
+    has likely changed meanwhile)."""
+    from kerub_tui.core.models import VirtualMachineDynamic, VmStatus
+
+    from .fleet_data import WEB1
+
+    png = SCREEN_PNG.read_bytes()
+    async with running(tmp_path, (120, 40)) as (controller, app, pilot):
+        taken: list[bool] = []
+        streams: list[HeldGuest] = []
+
+        async def screenshot(vm_ref: str, *, connect: bool = True) -> bytes:
+            taken.append(connect)
+            return png
+
+        async def open_serial(vm_ref: str, *, view_only: bool = False, force: bool = False):
+            streams.append(HeldGuest(view_only))
+            return streams[-1]
+
+        controller.screenshot, controller.open_serial = screenshot, open_serial
+        suspended, fds = a_terminal(app, monkeypatch)
+        try:
+            await pilot.press("2", "slash", *"web1", "enter", "enter")
+            await settle(app, pilot)
+            detail = app.screen
+            assert taken == [False]
+            await pilot.press("t")
+            for _ in range(200):
+                if suspended:
+                    break
+                await pilot.pause(0.01)
+            assert suspended == ["suspend"] and len(streams) == 1
+            controller.db.put(controller.db.get(VirtualMachineDynamic, WEB1).evolve(status=VmStatus.paused))
+            await app.settle()
+            await pilot.pause(0.3)
+            assert suspended == ["suspend"] and taken == [False]  # still the guest's terminal: none taken
+            streams[0].end.set()
+            await settle(app, pilot)
+            assert suspended == ["suspend", "resume"] and app.screen is detail
+            assert taken == [False, False]  # back in view: its screen as it is now
+        finally:
+            for fd in fds:
+                os.close(fd)
