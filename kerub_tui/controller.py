@@ -1356,7 +1356,7 @@ class Controller(StoreQueries):
         environment.update(env or {})
         viewer = viewer or environment.get("KERUB_TUI_VIEWER") or None
         vm = self.resolve(VirtualMachine, vm_ref)
-        self._not_simulated(vm)
+        self._not_simulated(vm, "there is no screen for a viewer to show (no SPICE or VNC server)")
         await self._connected_to_vm_host(vm.id)
         try:
             session = await open_console(self._fleet(), self.db, vm.id, viewer=viewer, env=environment)
@@ -1373,11 +1373,12 @@ class Controller(StoreQueries):
         self._consoles.append(session)
         return session.description
 
-    def _not_simulated(self, vm: VirtualMachine) -> None:
+    def _not_simulated(self, vm: VirtualMachine, missing: str) -> None:
+        """Refuse a console of a VM on a simulated host, naming what it has not (``missing``)."""
         dyn = self.db.get(VirtualMachineDynamic, vm.id)
         host = self.db.get(Host, dyn.host_id) if dyn is not None and dyn.host_id else None
         if host is not None and host.simulated:
-            raise ActionError(f"{vm.name} runs on {host.name}, a simulated host: there is no screen to show")
+            raise ActionError(f"{vm.name} runs on {host.name}, a simulated host: {missing}")
 
     async def _connected_to_vm_host(self, vm_id: str, timeout: float = 60.0) -> None:
         """A one-shot command has no connections yet: connect the fleet and wait for the VM's host."""
@@ -1395,7 +1396,7 @@ class Controller(StoreQueries):
     async def console_file(self, vm_ref: str, *, local_port: int | None = None) -> str:
         """The .vv connection file (with the SPICE password) for a viewer elsewhere: on request only."""
         vm = self.resolve(VirtualMachine, vm_ref)
-        self._not_simulated(vm)
+        self._not_simulated(vm, "there is no SPICE or VNC server, so no console file")
         await self._connected_to_vm_host(vm.id)
         try:
             text = await console_file(self._fleet(), self.db, vm.id, local_port=local_port)
@@ -1410,7 +1411,7 @@ class Controller(StoreQueries):
         nothing on the host). ``view_only`` (always so in read-only mode): nothing typed is sent.
         ``force`` takes the console over from another session. The caller closes it."""
         vm = self.resolve(VirtualMachine, vm_ref)
-        self._not_simulated(vm)
+        self._not_simulated(vm, "there is no serial console to attach")
         await self._connected_to_vm_host(vm.id)
         try:
             vm, _dyn, host = console_vm(self.db, vm.id)
@@ -1428,7 +1429,7 @@ class Controller(StoreQueries):
         ``connect``, hosts this controller has not connected are not connected for it (a preview
         shown on opening a screen must not start connections): ActionError says so."""
         vm = self.resolve(VirtualMachine, vm_ref)
-        self._not_simulated(vm)
+        self._not_simulated(vm, "there is no screen to take")
         if not connect and not self._hosts().started:
             raise ActionError("the hosts are not connected here (read-only, or no monitoring): v takes the "
                               "screen, connecting the VM's host")

@@ -215,6 +215,38 @@ async def test_reboot_and_keys_from_the_vm_detail(fleet):
         assert len(audited(c, "vm send-keys")) == 1
 
 
+async def test_consoles_of_a_vm_on_a_simulated_host_are_refused_naming_what_it_has_not(fleet):
+    """A simulated host runs no qemu: each console says what is missing, in its own words (the serial
+    console is not a screen)."""
+    from kerub_tui.api import ActionError
+    from kerub_tui.screens.preview import ScreenPreview
+
+    c = fleet
+    record = Recorder()
+    app = KerubApp(c)
+    async with app.run_test(size=(120, 40), message_hook=record) as pilot:
+        await settle(app, pilot)
+        await pilot.press("2")
+        table = app.screen.query_one("#vms")
+        table.move_cursor(row=table.get_row_index(c.find_by_name(VirtualMachine, "web01").id))
+        await pilot.press("t")
+        await shown(app, pilot, lambda: record.of(KerubApp.ActionFailed), "t refused")
+        [failed] = record.of(KerubApp.ActionFailed)
+        assert failed.error == "web01 runs on kvm01, a simulated host: there is no serial console to attach"
+        record.clear()
+        await pilot.press("c")
+        await shown(app, pilot, lambda: record.of(KerubApp.ActionFailed), "c refused")
+        assert record.of(KerubApp.ActionFailed)[0].error == (
+            "web01 runs on kvm01, a simulated host: there is no screen for a viewer to show (no SPICE or VNC server)")
+        await pilot.press("enter")
+        await shown(app, pilot, lambda: "no screen:" in str(app.screen.query_one(ScreenPreview).render()),
+                    "the detail's screen panel")
+        assert str(app.screen.query_one(ScreenPreview).render()) == (
+            "no screen: web01 runs on kvm01, a simulated host: there is no screen to take")
+        with pytest.raises(ActionError, match="a simulated host: there is no SPICE or VNC server, so no console file"):
+            await c.console_file("web01")
+
+
 async def test_read_only_refuses_each_action_key_before_any_confirmation(tmp_path):
     await (await started_controller(tmp_path / "data")).stop()  # the store file exists
     controller = await started_controller(tmp_path / "data", readonly=True)
