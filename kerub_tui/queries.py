@@ -621,6 +621,13 @@ class StoreQueries:
             "{name} is {status}: nothing to reboot (refused)"),
             "A guest that does not answer ACPI keeps running: reset it instead."]
 
+    def _impact_send_keys(self, ids: list[str]) -> list[str]:
+        return [*self._vm_lines(
+            ids, "Keys to {name} on {host}: pressed on its keyboard now, as if typed at it; {change}",
+            "{name} is {status}: no keyboard to press them on (refused)"),
+            "ctrl+alt+del reboots most guests (what they had not written may be lost); other keys do what "
+            "the guest makes of them."]
+
 
 # The impacts there are (the confirmations of the console), by the name the console asks for.
 IMPACTS = {
@@ -630,6 +637,7 @@ IMPACTS = {
 }
 IMPACTS.update({"force off VMs": "force_off_vms", "power off VMs": "power_off_vms", "reset VMs": "reset_vms",
                 "reboot VMs": "reboot_vms", "fence host": "fence_host"})
+IMPACTS.update({"send keys": "send_keys"})
 
 
 class StoreView(StoreQueries):

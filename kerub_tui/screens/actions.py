@@ -258,8 +258,20 @@ class ConsoleActions:
 
         def entered(text: str | None) -> None:
             combos = (text or "").split()
-            if combos:
+            if not combos:
+                return
+
+            def send() -> None:
                 self._told("send keys", "send_keys", [vm_id], lambda i: self.controller.send_keys(i, combos))
+
+            try:
+                shown = canonical_keys(combos)
+            except InvalidKeys:  # the API refuses them in one line: nothing to confirm for keys never sent
+                send()
+                return
+            # ctrl+alt+del reboots most guests: confirmed with its impact, like reboot and reset
+            self._confirm(f"Send {shown} to {name}?", self.controller.impact("send keys", [vm_id]), send,
+                          label="Send", danger=False)
 
         self.app.push_screen(PromptScreen("keys ", "ctrl+alt+del", suggestions=KEY_SUGGESTIONS, hint=KEYS_HINT,
                                           prompt_id="keys-prompt", preview=preview,

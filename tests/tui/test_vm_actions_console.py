@@ -194,13 +194,26 @@ async def test_reboot_and_keys_from_the_vm_detail(fleet):
         assert plain(app.screen.query_one("#confirm-title")) == "Reboot web02?"
         await pilot.press("y")
         await shown(app, pilot, lambda: audited(c, "vm reboot"), "the reboot audited")
-        # x: the key prompt offers ctrl+alt+del; enter sends it.
-        await pilot.press("x")
-        await settle(app, pilot)
-        prompt = app.screen
-        assert isinstance(prompt, PromptScreen) and prompt.input.value == "ctrl+alt+del"
-        assert "ctrl+alt+delete to web02" in str(prompt.query_one("#prompt-status").render())
-        await pilot.press("enter")
+        # x: the key prompt offers ctrl+alt+del; enter asks to confirm it (it reboots most guests), as
+        # reboot and reset do, with its impact; no sends nothing, y sends it.
+        for answer in ("n", "y"):
+            await pilot.press("x")
+            await settle(app, pilot)
+            prompt = app.screen
+            assert isinstance(prompt, PromptScreen) and prompt.input.value == "ctrl+alt+del"
+            assert "ctrl+alt+delete to web02" in str(prompt.query_one("#prompt-status").render())
+            await pilot.press("enter")
+            await settle(app, pilot)
+            confirm = app.screen
+            assert isinstance(confirm, ConfirmScreen)
+            assert plain(confirm.query_one("#confirm-title")) == "Send ctrl+alt+delete to web02?"
+            impact = plain(confirm.query_one("#confirm-impact"))
+            assert ("Keys to web02 on kvm01: pressed on its keyboard now, as if typed at it; its expectation "
+                    "stays up") in impact and "ctrl+alt+del reboots most guests" in impact
+            await pilot.press(answer)
+            await settle(app, pilot)
+            if answer == "n":
+                assert not audited(c, "vm send-keys") and not isinstance(app.screen, ConfirmScreen)
         await shown(app, pilot, lambda: audited(c, "vm send-keys"), "the keys audited")
         assert audited(c, "vm send-keys")[0].outcome == "web02: sent ctrl+alt+delete on kvm01"
         # A hostile combination is refused in one line; nothing is sent.
