@@ -562,6 +562,8 @@ class VirtualMachineDynamic(Document):
     cpu_percent: float | None = None
     spice_address: str | None = None  # on the host; the password is never stored
     spice_port: int | None = Field(default=None, ge=1, le=65535)
+    vnc_address: str | None = None  # a VNC VM's (graphics="vnc") server instead, the same way
+    vnc_port: int | None = Field(default=None, ge=1, le=65535)
     updated_at: dt.datetime | None = None
 
 

@@ -356,8 +356,21 @@ def _parse(xml: str) -> ET.Element:
 
 def parse_spice_port(xml: str) -> tuple[str, int] | None:
     """(address, port) of a running domain's SPICE server, from its live XML; None if it has none."""
+    return parse_graphics_port(xml, "spice")
+
+
+def parse_vnc_port(xml: str) -> tuple[str, int] | None:
+    """(address, port) of a running domain's VNC server, from its live XML; None if it has none."""
+    return parse_graphics_port(xml, "vnc")
+
+
+def parse_graphics_port(xml: str, protocol: str) -> tuple[str, int] | None:
+    """(address, port) of a running domain's ``protocol`` ("spice" or "vnc") server, from its live XML;
+    None if it has none."""
+    if protocol not in ("spice", "vnc"):
+        raise ValueError(f"no graphics protocol {protocol!r}: spice or vnc")
     root = _parse(xml)
-    graphics = root.find("./devices/graphics[@type='spice']")
+    graphics = root.find(f"./devices/graphics[@type='{protocol}']")
     if graphics is None:
         return None
     try:
@@ -395,6 +408,7 @@ class DomainFacts:
     vcpus: int | None
     disks: tuple[DomainDisk, ...]
     spice: tuple[str, int] | None
+    vnc: tuple[str, int] | None = None
 
 
 def _memory(root: ET.Element, tag: str) -> int | None:
@@ -447,6 +461,7 @@ def parse_domain_xml(xml: str) -> DomainFacts:
         vcpus=int(vcpu) if vcpu is not None and vcpu.strip().isdigit() else None,
         disks=tuple(disks),
         spice=parse_spice_port(xml),
+        vnc=parse_vnc_port(xml),
     )
 
 
@@ -492,8 +507,9 @@ def domain_dynamic(
     memory_used: int | None = None,
     cpu_percent: float | None = None,
 ) -> VirtualMachineDynamic:
-    """The VM's dynamic document from what the host's libvirt says (the SPICE password is never in it)."""
+    """The VM's dynamic document from what the host's libvirt says (the SPICE or VNC password is never in it)."""
     spice = parse_spice_port(live_xml) if live_xml is not None and status != VmStatus.down else None
+    vnc = parse_vnc_port(live_xml) if live_xml is not None and status != VmStatus.down else None
     return VirtualMachineDynamic(
         id=vm_id,
         host_id=host_id if status != VmStatus.down else None,
@@ -502,6 +518,8 @@ def domain_dynamic(
         cpu_percent=cpu_percent,
         spice_address=spice[0] if spice else None,
         spice_port=spice[1] if spice else None,
+        vnc_address=vnc[0] if vnc else None,
+        vnc_port=vnc[1] if vnc else None,
         updated_at=utcnow(),
     )
 

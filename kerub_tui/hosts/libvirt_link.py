@@ -154,6 +154,8 @@ class DomainState:
     spice_address: str | None = None
     spice_port: int | None = None
     memory_max: int | None = None  # bytes, from the domain's configuration
+    vnc_address: str | None = None  # a VNC domain's server, as SPICE's
+    vnc_port: int | None = None
 
 
 def status_of_event(event: DomainEvent, detail: int) -> tuple[VmStatus | None, bool]:
@@ -181,12 +183,18 @@ def status_of_event(event: DomainEvent, detail: int) -> tuple[VmStatus | None, b
 
 def spice_of(domain_xml: str) -> tuple[str | None, int | None]:
     """SPICE listen address and port of a running domain's XML (None, None when it has none)."""
+    return graphics_of(domain_xml, "spice")
+
+
+def graphics_of(domain_xml: str, protocol: str) -> tuple[str | None, int | None]:
+    """The listen address and port of a running domain's ``protocol`` ("spice", "vnc") server, from its
+    XML (None, None when it has none)."""
     try:
         root = ET.fromstring(domain_xml)
     except ET.ParseError:
         return None, None
     for graphics in root.findall("devices/graphics"):
-        if graphics.get("type") != "spice":
+        if graphics.get("type") != protocol:
             continue
         port_text = graphics.get("port") or ""
         port = int(port_text) if port_text.isdigit() and 0 < int(port_text) < 65536 else None
@@ -209,14 +217,17 @@ def _read_domain(dom: Any, event: DomainEvent, migrating: bool = False) -> Domai
     status = _STATES.get(state, VmStatus.down)
     if migrating and status is VmStatus.paused:
         status = VmStatus.migrating
-    spice_address = spice_port = None
+    spice_address = spice_port = vnc_address = vnc_port = None
     memory_max = None
     if status is not VmStatus.down:
         with contextlib.suppress(libvirt.libvirtError):
-            spice_address, spice_port = spice_of(dom.XMLDesc(0))
+            xml = dom.XMLDesc(0)
+            spice_address, spice_port = spice_of(xml)
+            vnc_address, vnc_port = graphics_of(xml, "vnc")
     with contextlib.suppress(libvirt.libvirtError):
         memory_max = int(dom.maxMemory()) * 1024
-    return DomainState(uuid, name, event, status, migrating, spice_address, spice_port, memory_max)
+    return DomainState(uuid, name, event, status, migrating, spice_address, spice_port, memory_max,
+                       vnc_address, vnc_port)
 
 
 # --- the link -------------------------------------------------------------------------------------

@@ -492,6 +492,7 @@ class VmDetailScreen(KerubScreen, inherit_bindings=False):
             table.add_row("now", f"memory used {format_size(dyn.memory_used)}, CPU {percent(dyn.cpu_percent)}")
             if dyn.status is not VmStatus.down:
                 graphical = (f"SPICE on {dyn.spice_address or '?'}:{dyn.spice_port}" if dyn.spice_port
+                             else f"VNC on {dyn.vnc_address or '?'}:{dyn.vnc_port}" if dyn.vnc_port
                              else vm.graphics.upper())
                 table.add_row("console", f"{graphical} (c opens it), serial (t attaches it)")
         table.add_row("boot", ",".join(vm.boot))

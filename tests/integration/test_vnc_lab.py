@@ -2,7 +2,9 @@
 gets a VNC server on its host's loopback with a password made at its start (no SPICE channel), and the
 console reaches it through the SSH forward: a stand-in viewer (what remote-viewer does with a .vv of
 ``type=vnc``: it connects to the host/port the file names and authenticates with its password, RFB
-3.8 VNC authentication) logs in to qemu's real VNC server, and is refused with another password."""
+3.8 VNC authentication) logs in to qemu's real VNC server, and is refused with another password. The
+monitor reads the VNC server's address and port into the VM's dynamic document (the VM detail's
+console row); KERUB_UPDATE_CAPTURES=1 saves the domain's live XML to tests/captures/ops."""
 
 from __future__ import annotations
 
@@ -15,10 +17,13 @@ import pytest
 
 from kerub_tui.core.models import VirtualMachineDynamic, VmStatus
 from kerub_tui.hosts.console import console_file, open_console
+from kerub_tui.hosts.kvm import parse_vnc_port
 
 from .test_host_ops import MIB, carry_out, controller_on, lab_host, proposal, step_types, until
 
 pytestmark = pytest.mark.lab
+
+CAPTURES = Path(__file__).resolve().parents[1] / "captures" / "ops"
 
 STAND_IN_VIEWER = r'''#!{python}
 import configparser, json, os, socket, struct, sys, time
@@ -82,6 +87,16 @@ async def test_a_vnc_vm_is_reached_through_the_forward_with_its_password(clean_l
         assert "<graphics type='vnc'" in live and "spicevmc" not in live and "type='spice'" not in live
         password = live.split("passwd='")[1].split("'")[0]
         assert len(password) == 8
+        # the monitor reads where the VNC server listens, as it does SPICE's: the VM detail shows it
+        plain = labhost.virsh(["dumpxml", "vncdesk"], check=True).stdout  # as XMLDesc(0): no password
+        assert "passwd" not in plain
+        listens = parse_vnc_port(plain)
+        assert listens is not None and listens[0] == "127.0.0.1"
+        await until(lambda: (d := c.db.get(VirtualMachineDynamic, vm.id)) and (d.vnc_address, d.vnc_port) == listens,
+                    "the VNC port in vncdesk's dynamic document",
+                    detail=lambda: c.db.get(VirtualMachineDynamic, vm.id))
+        if os.environ.get("KERUB_UPDATE_CAPTURES") == "1":  # refresh the capture on demand only
+            (CAPTURES / "libvirt-live-domain-vnc.xml").write_text(plain)
 
         session = await open_console(c.fleet, c.db, "vncdesk", viewer=str(script), env=env)
         assert await session.wait() == 0

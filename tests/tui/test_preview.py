@@ -332,3 +332,22 @@ async def test_no_screen_is_taken_while_the_terminal_is_the_serial_consoles(tmp_
         finally:
             for fd in fds:
                 os.close(fd)
+
+
+async def test_the_vm_detail_says_where_a_vnc_console_listens_as_a_spice_one(tmp_path):
+    from kerub_tui.core.models import VirtualMachine, VirtualMachineDynamic
+
+    from .fleet_data import WEB2
+    from .helpers import plain
+
+    async with running(tmp_path, (120, 40)) as (controller, app, pilot):
+        controller.db.put(controller.db.get(VirtualMachine, WEB2).evolve(graphics="vnc"))
+        controller.db.put(controller.db.get(VirtualMachineDynamic, WEB2).evolve(vnc_address="127.0.0.1",
+                                                                                vnc_port=5901))
+        await pilot.press("2", "slash", *"web", "enter", "down", "enter")
+        await settle(app, pilot)
+        summary = plain(app.screen.query_one("#vm-summary", Static))
+        assert "VNC on 127.0.0.1:5901 (c opens it), serial (t attaches it)" in summary
+        await pilot.press("escape", "up", "enter")
+        await settle(app, pilot)
+        assert "SPICE on 127.0.0.1:5900 (c opens it)" in plain(app.screen.query_one("#vm-summary", Static))

@@ -46,7 +46,9 @@ from kerub_tui.hosts.kvm import (
     migrate_uri,
     nic_mac,
     parse_domain_xml,
+    parse_graphics_port,
     parse_spice_port,
+    parse_vnc_port,
     peer_uri,
     target_dev,
     vm_status,
@@ -370,6 +372,32 @@ def test_parse_captured_live_domain() -> None:
     assert facts.memory_max == 64 * MIB and facts.vcpus == 1
     assert "passwd" not in live  # libvirt never returns the SPICE password without the secure flag
 
+
+def test_parse_captured_live_vnc_domain() -> None:
+    """The live XML (XMLDesc(0), as the monitor reads it) libvirt returned on the lab for a VM with
+    graphics="vnc" (tests/integration/test_vnc_lab.py, KERUB_UPDATE_CAPTURES=1): where its VNC server
+    listens, for the VM detail's console row, as SPICE's is."""
+    live = (CAPTURES / "libvirt-live-domain-vnc.xml").read_text()
+    facts = parse_domain_xml(live)
+    assert facts.name == "vncdesk" and facts.running_id is not None and facts.kerub_vm_id == facts.uuid
+    assert facts.spice is None and parse_spice_port(live) is None
+    assert facts.vnc == ("127.0.0.1", 5900) == parse_vnc_port(live)
+    assert facts.uuid is not None
+    up = domain_dynamic(facts.uuid, "host-1", VmStatus.up, live)
+    assert (up.vnc_address, up.vnc_port, up.spice_address, up.spice_port) == ("127.0.0.1", 5900, None, None)
+    down = domain_dynamic(facts.uuid, "host-1", VmStatus.down, live)
+    assert (down.vnc_address, down.vnc_port) == (None, None)
+    assert "passwd" not in live  # without the secure flag libvirt never returns the password
+
+
+def test_parse_vnc_port_edge_cases() -> None:
+    spice = (CAPTURES / "libvirt-live-domain.xml").read_text()
+    assert parse_vnc_port(spice) is None
+    assert parse_vnc_port("<domain><devices><graphics type='vnc' port='-1' autoport='yes'/></devices></domain>") is None
+    assert parse_vnc_port("<domain><devices><graphics type='vnc' port='5907' listen='::1'/></devices></domain>") == (
+        "::1", 5907)
+    with pytest.raises(ValueError, match="no graphics protocol"):
+        parse_graphics_port(spice, "rdp']|//*[@type='spice")
 
 def test_parse_spice_port_edge_cases() -> None:
     assert parse_spice_port("<domain><devices/></domain>") is None

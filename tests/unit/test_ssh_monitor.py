@@ -9,6 +9,7 @@ import datetime as dt
 import subprocess
 import time
 import uuid as uuid_module
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -17,7 +18,7 @@ from hypothesis import strategies as st
 from kerub_tui.core.models import HostDynamic, VirtualMachineDynamic, VmStatus
 from kerub_tui.core.store import Store
 from kerub_tui.hosts import monitor
-from kerub_tui.hosts.libvirt_link import DomainEvent, DomainState, spice_of, status_of_event
+from kerub_tui.hosts.libvirt_link import DomainEvent, DomainState, graphics_of, spice_of, status_of_event
 from kerub_tui.hosts.monitor import (
     DocumentWriter,
     WatchParser,
@@ -254,6 +255,20 @@ def test_spice_port_from_domain_xml():
     assert spice_of("<domain><devices><graphics type='spice' port='-1'/></devices></domain>") == (None, None)
     assert spice_of("not xml <") == (None, None)
 
+
+
+def test_vnc_port_from_the_captured_domain_xml_reaches_the_vm_document():
+    """A VNC VM's live XML as libvirt returned it on the lab (tests/captures/ops): the monitor reads where
+    its VNC server listens into the VM's document, and a stop takes it away, as SPICE's."""
+    xml = (Path(__file__).resolve().parents[1] / "captures" / "ops" / "libvirt-live-domain-vnc.xml").read_text()
+    assert graphics_of(xml, "vnc") == ("127.0.0.1", 5900) and spice_of(xml) == (None, None)
+    started = DomainState(VM, "vncdesk", DomainEvent.started, VmStatus.up, vnc_address="127.0.0.1", vnc_port=5900)
+    doc = apply_domain_state(None, A, started, managed=True, now=NOW)
+    assert (doc.vnc_address, doc.vnc_port, doc.spice_port) == ("127.0.0.1", 5900, None)
+    resumed = apply_domain_state(doc, A, state(DomainEvent.resumed, VmStatus.up), managed=True, now=NOW)
+    assert resumed.vnc_port == 5900  # an event without it keeps what is known
+    doc = apply_domain_state(resumed, A, state(DomainEvent.stopped, VmStatus.down), managed=True, now=NOW)
+    assert (doc.vnc_address, doc.vnc_port) == (None, None)
 
 # --- coalesced writes ---------------------------------------------------------------------------------
 

@@ -6,6 +6,7 @@ import datetime as dt
 import shlex
 import uuid
 from dataclasses import dataclass
+from typing import Any
 
 from kerub_tui.core.models import (
     VirtualMachineDynamic,
@@ -99,17 +100,19 @@ def apply_domain_state(
     mine = owner in (None, host_id)
     status = state.status
     base = current or VirtualMachineDynamic(id=state.uuid)
-    spice = {}
+    graphics: dict[str, Any] = {}  # where its graphical console listens (SPICE or VNC), once known
     if state.spice_port is not None:
-        spice = {"spice_address": state.spice_address, "spice_port": state.spice_port}
+        graphics.update(spice_address=state.spice_address, spice_port=state.spice_port)
+    if state.vnc_port is not None:
+        graphics.update(vnc_address=state.vnc_address, vnc_port=state.vnc_port)
     if status is VmStatus.up:
         if state.event is DomainEvent.started and state.migrating and not mine:
             return base.evolve(status=VmStatus.migrating, updated_at=now)
-        return base.evolve(host_id=host_id, status=VmStatus.up, updated_at=now, **spice)
+        return base.evolve(host_id=host_id, status=VmStatus.up, updated_at=now, **graphics)
     if status in (VmStatus.paused, VmStatus.migrating):
         if not mine:
             return current
-        return base.evolve(host_id=host_id, status=status, updated_at=now, **spice)
+        return base.evolve(host_id=host_id, status=status, updated_at=now, **graphics)
     # down, or no such domain any more
     if not mine:
         return current
@@ -119,4 +122,5 @@ def apply_domain_state(
     if not managed:
         return None
     return base.evolve(host_id=None, status=VmStatus.down, updated_at=now, memory_given=None,
-                       cpu_percent=None, memory_used=None, spice_address=None, spice_port=None)
+                       cpu_percent=None, memory_used=None, spice_address=None, spice_port=None,
+                       vnc_address=None, vnc_port=None)

@@ -221,8 +221,8 @@ def _vm_dyn(state: OperationalState, vm_id: str, **changes: Any) -> VirtualMachi
     base: dict[str, Any] = old.model_dump() if old is not None else {"id": vm_id}
     base.update(changes)
     if changes.get("status") is VmStatus.down:
-        base.update(host_id=None, spice_address=None, spice_port=None, memory_used=None, cpu_percent=None,
-                    memory_given=None)
+        base.update(host_id=None, spice_address=None, spice_port=None, vnc_address=None, vnc_port=None,
+                    memory_used=None, cpu_percent=None, memory_given=None)
     return VirtualMachineDynamic.model_validate(base)
 
 

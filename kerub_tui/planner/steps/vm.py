@@ -74,7 +74,8 @@ class StartVm(Step):
     def take(self, state: OperationalState) -> OperationalState:
         given = self.memory if self.memory and self.memory < state.vms[self.vm].memory_max else None
         state = state.apply([_vm_dyn(state, self.vm, host_id=self.host, status=VmStatus.up, spice_address=None,
-                                     spice_port=None, memory_used=None, cpu_percent=None, memory_given=given)])
+                                     spice_port=None, vnc_address=None, vnc_port=None, memory_used=None,
+                                     cpu_percent=None, memory_given=given)])
         return _live_copies_here(state, self.vm, self.host)
 
     def touched(self) -> Touched:
@@ -301,7 +302,8 @@ class MigrateVm(Step):
         return seed_missing(state, self.vm, self.target)
 
     def take(self, state: OperationalState) -> OperationalState:
-        return state.apply([_vm_dyn(state, self.vm, host_id=self.target, spice_address=None, spice_port=None)])
+        return state.apply([_vm_dyn(state, self.vm, host_id=self.target, spice_address=None, spice_port=None,
+                                    vnc_address=None, vnc_port=None)])
 
     def touched(self) -> Touched:
         return Touched(vms=frozenset({self.vm}), hosts=frozenset({self.host, self.target}))
