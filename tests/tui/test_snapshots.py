@@ -208,5 +208,11 @@ async def _screen_revealed(pilot) -> None:
         await pilot.pause()
         seen.append(container.scroll_y)
         if preview.text is not None and len(seen) >= 3 and seen[-1] == seen[-2] == seen[-3]:
-            return
-    raise AssertionError(f"the screen preview never settled: text {preview.text!r}, scroll {seen[-5:]}")
+            break
+    else:
+        raise AssertionError(f"the screen preview never settled: text {preview.text!r}, scroll {seen[-5:]}")
+    # Panels above it (the figures, the graph) may have grown after its own scroll into view (a helper's
+    # loaded run showed the picture one row off): bring it into view again on the final layout.
+    preview.scroll_visible(animate=False)
+    for _ in range(3):
+        await pilot.pause()
