@@ -1,16 +1,25 @@
 """A VM's status in the console says what is known (issue 13 item 4): waiting for approval, can't be
 placed with the reason one key away (enter), and a rejected plan said in VM detail with how to ask
-again, which `s` does (item 6). The planner's pass is run by hand: no host of the fixture is real."""
+again, which `s` does (item 6). The planner's pass is run by hand: no host of the fixture is real. And
+starting, migrating and stopping, on a simulated fleet whose operations are held where each lasts."""
 
 from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
 
 from textual.widgets import Static
 
 from kerub_tui.app import KerubApp
+from kerub_tui.controller import Controller
 from kerub_tui.core.models import Plan, PlanStatus, VirtualMachine
+from kerub_tui.screens.live import LiveTable
 from kerub_tui.screens.main import MainScreen
 from kerub_tui.screens.vms import VmDetailScreen
+from kerub_tui.sim import Timing
 
+from ..sim.held import HeldOperations, fleet_of_two, through_passing_states
 from ..unit.planner.fleet import from_tables
 from .helpers import plain, settle, started_controller
 
@@ -71,3 +80,50 @@ async def test_waiting_unplaced_rejected_and_asked_again(tmp_path) -> None:
         summary = plain(detail.query_one("#vm-summary", Static))
         assert f"{again.id[:8]} (start) awaits approval" in summary and "rejected" not in summary, summary
         assert vms.cells_of(app_id)[1].plain == "awaits approval"
+
+
+async def test_starting_migrating_and_stopping_said_in_the_table_and_the_detail(tmp_path, monkeypatch):
+    """On a simulated fleet, each held where it lasts (tests/sim/held.py)."""
+    controller = Controller(tmp_path / "data", sim_timing=Timing(scale=0))
+    await controller.start()
+    try:
+        await fleet_of_two(controller)
+        holds = HeldOperations(controller, monkeypatch)
+        app = KerubApp(controller)
+        async with app.run_test(size=(120, 40)) as pilot:
+            await settle(app, pilot)
+            await pilot.press("2")
+            seen = []
+
+            async def look(status: str, host: str, plan: Plan) -> None:
+                vms = app.screen.query_one("#vms", LiveTable)
+                vm_id = controller.find_by_name(VirtualMachine, "web").id
+                await followed(app, pilot, lambda: vms.cells_of(vm_id)[1].plain == status)
+                assert [c.plain for c in vms.cells_of(vm_id)[1:3]] == [status, host]
+                vms.move_cursor(row=vms.get_row_index(vm_id))
+                await pilot.press("enter")
+                await settle(app, pilot)
+                assert isinstance(app.screen, VmDetailScreen)
+                summary = plain(app.screen.query_one("#vm-summary", Static))
+                where = "" if host == "-" else f" on {host}"
+                assert re.search(rf"^status +{status}{where} *$", summary, re.M), summary
+                doing = {"starting": "starts it", "stopping": "stops it"}.get(status)
+                assert doing is None or f"plan {plan.id[:8]} {doing}" in summary, summary
+                await pilot.press("escape")
+                await settle(app, pilot)
+                seen.append(status)
+
+            await through_passing_states(controller, holds, look)
+            assert seen == ["starting", "migrating", "stopping"]
+    finally:
+        await controller.stop()
+
+
+async def followed(app: KerubApp, pilot, predicate, ceiling: float = 10.0) -> None:
+    """Let the console follow its change feed until ``predicate()`` holds, or the ceiling passed (the
+    caller asserts what is shown then)."""
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(ceiling):
+            while not predicate():
+                await settle(app, pilot)
+                await pilot.pause(0.02)

@@ -1,14 +1,23 @@
 """A VM's status on the command line says what is known (issue 13 item 4), and a rejected plan is asked
-for again with `vm start` (item 6): real processes on a data dir holding a small fleet's documents."""
+for again with `vm start` (item 6): real processes on a data dir holding a small fleet's documents; and
+starting, migrating and stopping through a running controller of simulated hosts, each held where it lasts."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
 
+import pytest
+
+from kerub_tui.cli import run_in_controller
+from kerub_tui.control import ControlServer, run_cli_remote
 from kerub_tui.controller import Controller
+from kerub_tui.core.models import Plan
+from kerub_tui.sim import Timing
 from tests import cliproc
+from tests.sim.held import HeldOperations, fleet_of_two, through_passing_states
 
 from .planner.fleet import from_tables
 
@@ -86,3 +95,47 @@ def test_plan_ask_again_refuses_a_plan_that_was_not_rejected_in_one_line(cli_ok,
     result = cliproc.kerub(["plan", "ask-again", plan[1]], env=env, timeout=120)
     assert result.returncode != 0 and "Traceback" not in result.stderr
     assert result.stderr.strip() == f"kerub-tui: plan {plan[1]} is proposed, not rejected: nothing to ask again for"
+
+
+# --- through a running controller: the command line as it runs while one does (its control socket) -----
+
+
+@pytest.fixture
+async def served(tmp_path, monkeypatch):
+    """A controller of two simulated hosts serving its control socket, its libvirt operations held on
+    demand; and ``kerub(*argv)``: a command line run in it, as `kerub-tui ARGV` does while it runs."""
+    controller = Controller(tmp_path / "data", sim_timing=Timing(scale=0))
+    await controller.start()
+    server = ControlServer(controller, run_in_controller)
+    await server.start()
+
+    async def kerub(*argv: str) -> str:
+        code, out, err = await asyncio.to_thread(run_cli_remote, controller.data_dir, list(argv))
+        assert code == 0, err
+        return out
+
+    try:
+        await fleet_of_two(controller)
+        yield controller, HeldOperations(controller, monkeypatch), kerub
+    finally:
+        await server.stop()
+        await controller.stop()
+
+
+async def test_vm_list_and_show_say_starting_migrating_and_stopping(served):
+    controller, holds, kerub = served
+    seen = []
+
+    async def look(status: str, host: str, plan: Plan) -> None:
+        table = await kerub("vm", "list")
+        assert re.search(rf"^web\s+{status}\s+{host}\s", table, re.M), table
+        [listed] = json.loads(await kerub("vm", "list", "--json"))
+        assert listed["status"] == status and listed["host"] == (None if host == "-" else host), listed
+        shown = await kerub("vm", "show", "web")
+        where = "" if host == "-" else f" on {host}"
+        doing = {"starting": f": plan {plan.id[:8]} starts it", "stopping": f": plan {plan.id[:8]} stops it"}
+        assert f"  status {status}{where}{doing.get(status, '')}\n" in shown, shown
+        seen.append(status)
+
+    await through_passing_states(controller, holds, look)
+    assert seen == ["starting", "migrating", "stopping"]
