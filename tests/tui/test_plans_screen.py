@@ -173,7 +173,7 @@ def test_took():
 
 async def test_a_new_proposal_is_announced_and_one_key_opens_it(tmp_path):
     async with running(tmp_path, (80, 24)) as (controller, app, pilot):
-        new = Plan(id=ident("plan0009", 9), plan_kind="evacuation", created_at=T0 + dt.timedelta(hours=1),
+        new = Plan(id=ident("plan0009", 9), plan_kind="restart", created_at=T0 + dt.timedelta(hours=1),
                    trigger=["h1: host down: 1 VM lost"],
                    steps=[PlannedStep(type="vm-start", description="start web1 on h2", host_id=H1)])
         controller.db.put(new)
@@ -185,6 +185,8 @@ async def test_a_new_proposal_is_announced_and_one_key_opens_it(tmp_path):
         screen = app.screen
         assert isinstance(screen, ProposalsScreen)
         assert screen.query_one("#plans").cursor_id == new.id
+        # a kind the planner makes, said in words (a kind it does not know would be said as itself)
+        assert "kind restart (restart VMs whose host failed)" in plain(screen.query_one("#plan-text", Static))
         # An update of a proposal already seen says nothing new.
         count = len(list(app._notifications))
         controller.db.put(new.evolve(status=PlanStatus.rejected))
