@@ -171,6 +171,10 @@ VM_STATUSES = {
     "starting": "an approved plan starts it",
     "stopping": "an approved plan stops it",
     "unplaced": "it should run, but no host can take it (can't place)",
+    # its host is connecting (not seen since this controller started): what was last seen, not confirmed yet
+    "up?": "up when its host was last seen; its host is connecting",
+    "paused?": "paused when its host was last seen; its host is connecting",
+    "migrating?": "migrating when its host was last seen; its host is connecting",
 }
 _LABELS = {"waiting": "awaits approval", "unplaced": "can't place", "storage-lost": "storage lost"}
 
@@ -193,6 +197,7 @@ class VmState:
     reason: str = ""  # why, in words: the down host, the plan waited for, why no host fits
     live: bool = False  # whether the monitor's figures (memory, CPU) are current
     plans: VmPlans = field(default_factory=VmPlans)
+    stale: bool = False  # its figures are the last seen ones, from before its host was connecting (shown dimmed)
 
     @property
     def label(self) -> str:

@@ -63,6 +63,13 @@ class _StatusCache:
             self.state = None
 
 
+def _ago(when: dt.datetime) -> str:
+    """'12s', '5m', '3h', '2d' since ``when``."""
+    seconds = max(0, int((dt.datetime.now(dt.UTC) - when).total_seconds()))
+    return next((f"{seconds // size}{unit}" for unit, size in (("d", 86400), ("h", 3600), ("m", 60))
+                 if seconds >= size), f"{seconds}s")
+
+
 class StoreQueries:
     """Mixed into both controllers; ``db`` is the store the queries read."""
 
@@ -199,7 +206,8 @@ class StoreQueries:
     def vm_state(self, vm_id: str) -> VmState:
         """What is known about the VM: up, down, paused, migrating, lost (its host is down), storage lost
         (it runs, but a disk's storage is on hosts that are down), waiting for approval, starting, stopping,
-        or can't be placed (with the reason)."""
+        or can't be placed (with the reason); on a host that is connecting (not seen since this controller
+        started), what was last seen, with a "?" (up?), and when."""
         vm = self.db.get(VirtualMachine, vm_id)
         dyn = self.db.get(VirtualMachineDynamic, vm_id)
         plans = self.vm_plans(vm_id)
@@ -225,6 +233,12 @@ class StoreQueries:
                     if plans.proposed[0].consent:  # from a copy older than the HA policy allows: said here
                         why += f" (your consent: {plans.proposed[0].consent[0]})"
                 return VmState("lost", dyn.host_id, why, False, plans)
+            if host.status is HostStatus.connecting:  # not seen since this controller started: as last seen
+                seen = (f"last seen {dyn.status.value} {_ago(host.last_seen)} ago" if host.last_seen
+                        else "never seen")
+                return VmState(f"{dyn.status.value}?", dyn.host_id,
+                               f"its host {self._name(Host, dyn.host_id)} is connecting: {seen}", False, plans,
+                               stale=True)
             if dyn.status is not VmStatus.up:
                 return VmState(dyn.status.value, dyn.host_id, "", True, plans)
             if vm is not None and (gone := self._storage_gone(vm)):

@@ -244,10 +244,11 @@ class VmRows:
             return None
         dyn: VirtualMachineDynamic | None = self.api.get(VirtualMachineDynamic, doc_id)
         state = self.api.vm_state(doc_id)
-        used = dyn.memory_used if dyn and state.live else None  # a lost VM's last figure is not news
+        # a lost VM's last figure is not news; one on a host that is connecting is the last seen, dimmed
+        used = dyn.memory_used if dyn and (state.live or state.stale) else None
         status_text = vm_status_cell(state)
         memory = Cell(f"{format_size(used) if used else '-'}/{format_size(vm.memory_max)}", sort=used or 0)
-        if not self.api.live:  # nothing monitors the hosts: the VM's state as last seen, dimmed
+        if not self.api.live or state.stale:  # nothing monitors the host (yet): the VM as last seen, dimmed
             status_text.stylize("dim")
             memory.stylize("dim")
         host = Cell(self.overview.host_name(state.host_id) if state.host_id else "-",

@@ -482,10 +482,11 @@ class VmDetailScreen(KerubScreen, inherit_bindings=False):
         table.add_column()
         table.add_row("name", data(vm.name, style="bold"))
         state = api.vm_state(vm.id)
-        table.add_row("status", Text(state.label, style=STATUS_STYLES.get(state.status, ""))
+        table.add_row("status", Text(state.label, style="dim" if state.stale else STATUS_STYLES.get(state.status, ""))
                       + data(f" on {overview.host_name(state.host_id)}" if state.host_id else ""))
         if state.reason:
-            table.add_row("why" if state.status in ("lost", "storage-lost", "unplaced") else "", data(state.reason))
+            why = state.status in ("lost", "storage-lost", "unplaced") or state.stale
+            table.add_row("why" if why else "", data(state.reason))
         table.add_row("size", f"{vm.cpus} vCPU, memory {format_size(vm.memory_min)}..{format_size(vm.memory_max)},"
                               f" {vm.architecture}")
         if dyn is not None and state.live:
@@ -495,6 +496,9 @@ class VmDetailScreen(KerubScreen, inherit_bindings=False):
                              else f"VNC on {dyn.vnc_address or '?'}:{dyn.vnc_port}" if dyn.vnc_port
                              else vm.graphics.upper())
                 table.add_row("console", f"{graphical} (c opens it), serial (t attaches it)")
+        elif dyn is not None and state.stale:  # its host is connecting: the figures as last seen
+            table.add_row("last seen", Text(f"memory used {format_size(dyn.memory_used)}, CPU "
+                                            f"{percent(dyn.cpu_percent)}", style="dim"))
         table.add_row("boot", ",".join(vm.boot))
         for link in vm.disks:
             disk = api.get(VirtualStorageDevice, link.disk_id)

@@ -1,18 +1,20 @@
-"""A VM's passing states on a simulated fleet, held for a test to look at them (issue 13 item 4):
-starting, migrating and stopping each last a moment on a host; here the simulated libvirt operation
-that makes the state waits, where its machine spends its time, until the test releases it. No wait is
-for a duration."""
+"""Simulated fleets for the tests of what a VM's status says (issue 13 items 4 and 10).
+
+Its passing states, held for a test to look at them: starting, migrating and stopping each last a moment
+on a host; here the simulated libvirt operation that makes the state waits, where its machine spends its
+time, until the test releases it. No wait is for a duration."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
+from pathlib import Path
 from typing import Any
 
 from kerub_tui.controller import Controller
 from kerub_tui.core.models import Host, Plan, PlanStatus, VirtualMachineDynamic, VmStatus
-from kerub_tui.sim import Machine
+from kerub_tui.sim import Machine, Timing
 
 from ._support import until
 
@@ -55,6 +57,31 @@ class HeldOperations:
 
     def release(self, op: str) -> None:
         self.gates.pop(op).set()
+
+
+async def stored_fleet(data_dir: Path) -> str:
+    """A data dir whose host kvm01 was last seen up running web, with its last figures (768M used, 12% CPU);
+    no controller runs on it any more. web's id."""
+    first = Controller(data_dir, sim_timing=Timing(scale=0))
+    await first.start()
+    try:
+        host = await first.add_simulated_host("kvm01", "mini")
+        await first.hosts.wait_up(host.id, timeout=60)
+        vm_id = (await first.create_vm("web", memory_min=GIB, expectations=["availability:up@dealbreaker"])).id
+        await approved(first, vm_id, "start")
+        await until(lambda: vm_status(first, vm_id) == (host.id, VmStatus.up), "web up")
+        await first.replanner.wait_idle()
+    finally:
+        await first.stop()
+    # the figures monitoring last wrote (the simulator reports a guest's at random moments)
+    store = Controller(data_dir).open_store()
+    try:
+        dyn = store.get(VirtualMachineDynamic, vm_id)
+        assert dyn is not None
+        store.put(dyn.evolve(memory_used=768 << 20, cpu_percent=12))
+    finally:
+        store.close()
+    return vm_id
 
 
 async def fleet_of_two(controller: Controller) -> None:

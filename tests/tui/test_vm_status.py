@@ -13,15 +13,20 @@ from textual.widgets import Static
 
 from kerub_tui.app import KerubApp
 from kerub_tui.controller import Controller
-from kerub_tui.core.models import Plan, PlanStatus, VirtualMachine
+from kerub_tui.core.models import Host, Plan, PlanStatus, VirtualMachine, VirtualMachineDynamic
+from kerub_tui.core.sizes import format_size
 from kerub_tui.screens.live import LiveTable
 from kerub_tui.screens.main import MainScreen
 from kerub_tui.screens.vms import VmDetailScreen
 from kerub_tui.sim import Timing
 
-from ..sim.held import HeldOperations, fleet_of_two, through_passing_states
+from ..sim.held import HeldOperations, fleet_of_two, stored_fleet, through_passing_states
 from ..unit.planner.fleet import from_tables
 from .helpers import plain, settle, started_controller
+
+
+def dim(cell) -> bool:
+    return any("dim" in str(span.style) for span in cell.spans) or "dim" in str(cell.style)
 
 
 def proposed(controller) -> list[Plan]:
@@ -127,3 +132,41 @@ async def followed(app: KerubApp, pilot, predicate, ceiling: float = 10.0) -> No
             while not predicate():
                 await settle(app, pilot)
                 await pilot.pause(0.02)
+
+
+async def test_a_console_that_became_the_controller_shows_vms_on_connecting_hosts_as_last_seen(tmp_path):
+    """Issue 13 item 10: the console opened while no controller runs starts one, whose hosts are connecting
+    until they answer (here: never, in this test); their VMs are not shown as live meanwhile."""
+    vm_id = await stored_fleet(tmp_path / "data")
+    controller = Controller(tmp_path / "data", sim_timing=Timing(scale=1.0, connect=3600.0))
+    app = KerubApp(controller)  # not started: the console starts it, and it connects its hosts
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(app, pilot)
+        assert controller.live
+        host_id = controller.find_by_name(Host, "kvm01").id
+        hosts = app.screen.query_one("#hosts", LiveTable)
+        await followed(app, pilot, lambda: hosts.cells_of(host_id)[2].plain == "connecting")
+        assert hosts.cells_of(host_id)[2].plain == "connecting"
+        await pilot.press("2")
+        await settle(app, pilot)
+        vms = app.screen.query_one("#vms", LiveTable)
+        _name, status, host, _cpus, memory, _expect = vms.cells_of(vm_id)
+        last = controller.db.get(VirtualMachineDynamic, vm_id).memory_used
+        assert (status.plain, host.plain) == ("up?", "kvm01")
+        assert memory.plain == f"{format_size(last)}/1.0G"  # the last figure, dimmed as one
+        assert dim(status) and dim(memory)
+        vms.move_cursor(row=vms.get_row_index(vm_id))
+        await pilot.press("enter")
+        await settle(app, pilot)
+        summary = plain(app.screen.query_one("#vm-summary", Static))
+        assert re.search(r"^status +up\? on kvm01 *$", summary, re.M), summary
+        assert re.search(r"its host kvm01 is connecting: last seen up \d+s ago", summary), summary
+        assert re.search(rf"^last seen +memory used {re.escape(format_size(last))}", summary, re.M), summary
+        assert "now " not in summary  # no figure passes for a live one
+        # The host answers: web is up, its figures live.
+        await pilot.press("escape")
+        controller.simulator.timing.connect = 0.0
+        controller.simulator.reconnect(host_id)
+        await followed(app, pilot, lambda: vms.cells_of(vm_id)[1].plain == "up")
+        _name, status, _host, _cpus, memory, _expect = vms.cells_of(vm_id)
+        assert status.plain == "up" and not dim(status) and not dim(memory)

@@ -17,7 +17,7 @@ from kerub_tui.controller import Controller
 from kerub_tui.core.models import Plan
 from kerub_tui.sim import Timing
 from tests import cliproc
-from tests.sim.held import HeldOperations, fleet_of_two, through_passing_states
+from tests.sim.held import HeldOperations, fleet_of_two, stored_fleet, through_passing_states
 
 from .planner.fleet import from_tables
 
@@ -139,3 +139,31 @@ async def test_vm_list_and_show_say_starting_migrating_and_stopping(served):
 
     await through_passing_states(controller, holds, look)
     assert seen == ["starting", "migrating", "stopping"]
+
+
+async def test_vms_on_hosts_a_new_controller_is_still_connecting_are_said_as_last_seen(tmp_path):
+    """Issue 13 item 10: a controller started on a data dir whose hosts were last seen up is connecting
+    them (here: for an hour); until they answer, their VMs are not said to be up."""
+    await stored_fleet(tmp_path / "data")
+    controller = Controller(tmp_path / "data", sim_timing=Timing(scale=1.0, connect=3600.0))
+    await controller.start()
+    server = ControlServer(controller, run_in_controller)
+    await server.start()
+    try:
+        def kerub(*argv: str) -> str:
+            code, out, err = run_cli_remote(controller.data_dir, list(argv))
+            assert code == 0, err
+            return out
+
+        assert re.search(r"^kvm01\s+\S+\s+connecting\s", await asyncio.to_thread(kerub, "host", "list"), re.M)
+        table = await asyncio.to_thread(kerub, "vm", "list")
+        assert re.search(r"^web\s+up\?\s+kvm01\s", table, re.M), table
+        [listed] = json.loads(await asyncio.to_thread(kerub, "vm", "list", "--json"))
+        assert (listed["status"], listed["host"]) == ("up?", "kvm01")
+        assert re.fullmatch(r"its host kvm01 is connecting: last seen up \d+s ago", listed["status_reason"])
+        shown = await asyncio.to_thread(kerub, "vm", "show", "web")
+        assert re.search(r"^  status up\? on kvm01: its host kvm01 is connecting: last seen up \d+s ago$", shown,
+                         re.M), shown
+    finally:
+        await server.stop()
+        await controller.stop()
