@@ -2,7 +2,9 @@
 
 - Power saving: drain dedicated hosts whose memory load is below the threshold onto the others, then
   power them down. Targets are never filled above the load-balancing threshold, so balancing has no
-  reason to move anything back; a host touched by a plan within the hold time is left alone.
+  reason to move anything back; a host touched by a plan within the hold time is left alone. Of hosts
+  equally loaded, the one whose guests cost least to move goes first, then the one plans left alone
+  longest, then by id: never by name.
 - Load balancing, with hysteresis: a host above the threshold for the hold time gives one VM at a
   time to the least loaded host, only if the busier of the two ends at least ``min_gain`` below where
   the source started and the target stays under the threshold. Every move strictly lowers the peak,
@@ -18,9 +20,12 @@ exactly. A plan that would break any expectation is not proposed.
 from __future__ import annotations
 
 import datetime as dt
+import math
+from collections import Counter
 
 from ..core.models import HostStatus, VirtualMachine
 from .checkers import capacity_rejection
+from .cost import scalar
 from .factories import relocation_candidates
 from .planning import PlanDraft, draft_from_steps
 from .search import Evaluation, _touched_all
@@ -80,7 +85,7 @@ def power_saving_draft(state: OperationalState) -> PlanDraft | None:
     candidates = [h for h in up if state.hosts[h].dedicated and wake_means(state.hosts[h]) is not None
                   and not _recently_touched(state, h)
                   and not state.locked("host", h) and state.memory_load(h) < threshold]
-    candidates.sort(key=lambda h: (state.memory_load(h), state.host_name(h), h))
+    candidates = _power_down_order(state, candidates, ceiling)
     base = Evaluation.full(state)
     steps: list[Step] = []
     drained: set[str] = set()
@@ -111,6 +116,37 @@ def power_saving_draft(state: OperationalState) -> PlanDraft | None:
     return draft_from_steps(state, steps, kind="power-saving", trigger=triggers,
                             method="power saving: drain lightly loaded dedicated hosts",
                             subjects=Touched(hosts=frozenset(drained)))
+
+
+def _power_down_order(state: OperationalState, candidates: list[str], ceiling: float) -> list[str]:
+    """The least loaded first. Between equally loaded hosts, never their names: first the one whose guests
+    cost least to move (the drain's steps by the planner's cost model: a guest taking its disk along costs
+    more than one that only moves its memory; a host that cannot be drained last), then the one no plan
+    touched for longest (none in the history first: it has been up, untouched, the longest, and a host
+    woken a while ago is not cycled again), then the host's id (stable, whatever the admin calls it)."""
+    loads = {h: state.memory_load(h) for h in candidates}
+    alike = Counter(loads.values())
+    tied = {h for h in candidates if alike[loads[h]] > 1}
+
+    def drain_cost(host_id: str) -> float:
+        if host_id not in tied:
+            return 0.0
+        moves = _drain(state, host_id, {host_id}, ceiling)
+        if moves is None:
+            return math.inf
+        total, current = 0.0, state
+        for step in moves:
+            total += scalar(step.cost(current))
+            current = step.take(current)
+        return total
+
+    costs = {h: drain_cost(h) for h in candidates}
+
+    def touched(host_id: str) -> tuple[bool, dt.datetime]:
+        last = state.history.get(host_id)
+        return (last is not None, last if last is not None else state.now)
+
+    return sorted(candidates, key=lambda h: (loads[h], costs[h], touched(h), h))
 
 
 def _drain(state: OperationalState, host_id: str, avoid: set[str], ceiling: float) -> list[Step] | None:

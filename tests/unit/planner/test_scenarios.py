@@ -303,6 +303,44 @@ SCENARIOS = [
         plans=[("power-saving", ["live-migrate web from h1 to h2", "power down h1"])],
         robust=True,
     ),
+    # equally loaded candidates: the one whose guests cost least to move goes down (h1's guest would take its
+    # disk with it), whatever the hosts are called
+    Scenario(
+        "power saving: of two equally loaded hosts, the one whose guests cost least to move is powered down",
+        hosts="""
+            name  memory  options
+            h1    32G     dedicated wol
+            h2    32G     dedicated wol
+        """,
+        vms="""
+            name  memory  on  disks  expect
+            db    4G      h1  data   availability:up@dealbreaker
+            web   4G      h2  -      availability:up@dealbreaker
+        """,
+        disks="""
+            name  size  on
+            data  5G    h1
+        """,
+        policies={"power_saving": True},
+        plans=[("power-saving", ["live-migrate web from h2 to h1", "power down h2"])],
+        robust=True,
+    ),
+    Scenario(  # all else equal, the host's id decides (stable under renames), never its name
+        "power saving: of two hosts alike in every way, the same one is powered down whatever their names",
+        hosts="""
+            name  memory  options
+            h1    32G     dedicated wol
+            h2    32G     dedicated wol
+        """,
+        vms="""
+            name  memory  on  expect
+            a     4G      h1  availability:up@dealbreaker
+            b     4G      h2  availability:up@dealbreaker
+        """,
+        policies={"power_saving": True},
+        plans=[("power-saving", ["live-migrate a from h1 to h2", "power down h1"])],
+        robust=True,
+    ),
     Scenario(
         "power saving powers nothing down where no host could be woken again",
         hosts="""
@@ -573,6 +611,28 @@ def test_scenario(scenario: Scenario, rename: bool, pack: bool | None) -> None:
     for draft in drafts:
         assert draft.final.vms == state.vms  # nothing static changes
         assert draft.to_plan().steps  # storable
+
+
+@pytest.mark.parametrize("rename", [False, True], ids=["as written", "hosts renamed"])
+def test_power_saving_powers_down_the_host_plans_left_alone_longest(rename: bool) -> None:
+    """Two hosts alike in load and in what their guests cost to move: the one a plan touched most recently
+    (h1 woken 6 hours ago, past the hold time) stays up; the one left alone longer is powered down."""
+    import datetime as dt
+
+    from .fleet import NOW, host_id
+
+    fleet = from_tables("""
+        name  memory  options
+        h1    32G     dedicated wol
+        h2    32G     dedicated wol
+    """, """
+        name  memory  on  expect
+        a     4G      h1  availability:up@dealbreaker
+        b     4G      h2  availability:up@dealbreaker
+    """)
+    back = _renamed(fleet) if rename else {}
+    state = fleet.state(power_saving=True).with_context(history={host_id("h1"): NOW - dt.timedelta(hours=6)})
+    assert _lines(plan_all(state), back) == [("power-saving", ["live-migrate b from h2 to h1", "power down h2"])]
 
 
 # --- issue 18 items 6 and 7 (helper `mirror`): mirrors where redundancy asks, PVs per VG, failing PVs ----
