@@ -198,7 +198,8 @@ def load_balancing_draft(state: OperationalState) -> PlanDraft | None:
                 hot.append(h)
         if not hot:
             break
-        source = max(hot, key=lambda h: (current.memory_load(h), state.host_name(h), h))
+        # the most loaded; of equally loaded hosts the one overloaded longest, then by id (never by name)
+        source = min(hot, key=lambda h: (-current.memory_load(h), state.overloaded_since.get(h, state.now), h))
         move = _best_move(current, source, threshold, policies.load_balancing_min_gain)
         if move is None:
             break
@@ -220,7 +221,7 @@ def load_balancing_draft(state: OperationalState) -> PlanDraft | None:
 
 def _best_move(state: OperationalState, source: str, threshold: float, min_gain: float) -> Step | None:
     before = state.memory_load(source)
-    best: tuple[float, str, str, Step] | None = None
+    best: tuple[float, float, str, str, Step] | None = None
     for vm_id in state.vms_on(source):
         vm = state.vms[vm_id]
         if vm.disks or any(e.type == "no-migration" for e in vm.expectations):
@@ -237,10 +238,11 @@ def _best_move(state: OperationalState, source: str, threshold: float, min_gain:
             step = MigrateVm(vm_id, source, target)
             if step.blocked(state) is not None:
                 continue
-            key = (peak, state.host_name(target), vm_id, step)
-            if best is None or key[:3] < best[:3]:
+            # the lowest peak; at equal peaks the target left with the most room, then by id (never by name)
+            key = (peak, target_after, target, vm_id, step)
+            if best is None or key[:4] < best[:4]:
                 best = key
-    return best[3] if best is not None else None
+    return best[4] if best is not None else None
 
 
 # --- KSM -----------------------------------------------------------------------------------------

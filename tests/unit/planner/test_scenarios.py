@@ -635,6 +635,40 @@ def test_power_saving_powers_down_the_host_plans_left_alone_longest(rename: bool
     assert _lines(plan_all(state), back) == [("power-saving", ["live-migrate b from h2 to h1", "power down h2"])]
 
 
+LOAD_BALANCING_FLEET = ("""
+    name  memory
+    h1    16G
+    h2    16G
+    h3    32G
+    h4    32G
+""", """
+    name  memory  on
+    a     8G      h1
+    b     6G      h1
+    c     8G      h2
+    d     6G      h2
+""")
+
+
+@pytest.mark.parametrize("rename", [False, True], ids=["as written", "hosts renamed"])
+def test_load_balancing_never_chooses_source_or_target_by_name(rename: bool) -> None:
+    """Two hosts equally overloaded, two empty targets alike: the same moves whatever the hosts are called
+    (by id, and the second move to the target left with more room); a host overloaded longer goes first."""
+    import datetime as dt
+
+    from .fleet import NOW, host_id
+
+    fleet = from_tables(*LOAD_BALANCING_FLEET)
+    back = _renamed(fleet) if rename else {}
+    state = fleet.state(load_balancing=True, load_balancing_hold_seconds=0)
+    assert _lines(plan_all(state), back) == [
+        ("load-balancing", ["live-migrate a from h1 to h3", "live-migrate c from h2 to h4"])]
+    held = fleet.state(load_balancing=True, load_balancing_hold_seconds=300).with_context(overloaded_since={
+        host_id("h1"): NOW - dt.timedelta(minutes=10), host_id("h2"): NOW - dt.timedelta(minutes=30)})
+    assert _lines(plan_all(held), back) == [
+        ("load-balancing", ["live-migrate c from h2 to h3", "live-migrate a from h1 to h4"])]
+
+
 # --- issue 18 items 6 and 7 (helper `mirror`): mirrors where redundancy asks, PVs per VG, failing PVs ----
 # Hosts' `pvs=SIZE[/USED],...` puts vg0 on those PVs (/dev/sda, /dev/sdb, ...); `failing=` names failing disks.
 
