@@ -477,7 +477,7 @@ SCENARIOS = [
         robust=True,
     ),
     # --- issue 18 item 8: memory ranges: placed by the maximum where it fits, else ballooned -----------
-    Scenario(
+    Scenario(  # a guard: the policy places by the maximum where it fits, as before the fix (the next one is new)
         "memory range: the maximum where a host has room for it",
         hosts="""
             name  memory
@@ -701,12 +701,12 @@ MIRROR_SCENARIOS = [
         plans=[("redundancy", ["mirror LV vg0/kerub-data of disk data to 2 copies on h1"])],
         robust=True,
     ),
-    Scenario(
+    Scenario(  # the roomier single-PV host comes first by name: before the fix it got a "mirror" on one PV
         "a VM's new disk with in-box redundancy is created mirrored before the VM starts",
         hosts="""
             name  memory  options
-            h1    16G     pvs=200G,200G
-            h2    16G     pvs=900G
+            h1    16G     pvs=900G
+            h2    16G     pvs=200G,200G
         """,
         vms="""
             name  memory  disks  expect
@@ -716,8 +716,8 @@ MIRROR_SCENARIOS = [
             name  size  expect
             data  100G  storage-redundancy:2,in-box@dealbreaker
         """,
-        plans=[("start+redundancy", ["create LV vg0/kerub-data (100.0G, 2 copies) on h1 for disk data",
-                                      "start db on h1"])],
+        plans=[("start+redundancy", ["create LV vg0/kerub-data (100.0G, 2 copies) on h2 for disk data",
+                                      "start db on h2"])],
         robust=True,
     ),
     Scenario(
@@ -757,6 +757,20 @@ MIRROR_SCENARIOS = [
         robust=True,
     ),
     Scenario(
+        "in-box redundancy as a want a mirror pays for: one mirrored LV, not a plain LV copied to another host",
+        hosts="""
+            name  memory  options
+            h1    16G     pvs=400G,400G
+            h2    16G     pvs=900G
+        """,
+        disks="""
+            name  size  expect
+            data  100G  storage-availability:up@dealbreaker storage-redundancy:2,in-box@want
+        """,
+        plans=[("storage", ["create LV vg0/kerub-data (100.0G, 2 copies) on h1 for disk data"])],
+        robust=True,
+    ),
+    Scenario(  # a guard, the want above's other side: before the fix too a plain LV (no mirror was ever weighed)
         "in-box redundancy as a want on a disk whose sync costs more than the want: a plain LV",
         hosts="""
             name  memory  options
