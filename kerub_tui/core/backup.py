@@ -29,7 +29,7 @@ import unqlite
 from . import integrity
 from .history import HistoryError
 from .metrics import Metrics
-from .models import SCHEMA_VERSION, Document
+from .models import SCHEMA_VERSION, STORE_CONTEXT, Document
 from .paths import STORE_FILE
 from .store import EXPORT_FORMAT, Store, StoreError, StoreLocked, _key, parse_export
 
@@ -304,7 +304,7 @@ def _rebuild(data_dir: Path, path: Path, journal: Path, documents: dict[str, Doc
         db.begin()
         digest = 0
         for key, doc in sorted(documents.items()):
-            value = integrity.encode_record(key, doc.model_dump_json())
+            value = integrity.encode_record(key, doc.model_dump_json(context=STORE_CONTEXT))
             digest += int(value[:8], 16)
             db.store(key, value)
         db.store(integrity.META_SCHEMA, str(SCHEMA_VERSION))

@@ -16,11 +16,20 @@ import uuid
 from dataclasses import dataclass
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import Field, TypeAdapter, field_validator, model_validator
+from pydantic import (
+    Field,
+    PlainSerializer,
+    SecretStr,
+    SerializationInfo,
+    TypeAdapter,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from .base import Frozen
 from .expectations import DiskExpectation, VmExpectation
-from .names import check_address, check_name, check_user
+from .names import check_address, check_chap_user, check_name, check_user
 from .sizes import MAX_SIZE
 
 SCHEMA_VERSION = 1
@@ -35,6 +44,41 @@ def utcnow() -> dt.datetime:
 
 
 _ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}\Z")
+
+# --- secrets -----------------------------------------------------------------------------------------
+#
+# A secret kerub-tui made (an iSCSI target's CHAP password) is kept in the store's own file and nowhere else:
+# every other JSON of a document (--json outputs, the control socket, exports, the planner's fingerprints)
+# says REDACTED in its place, and repr() says '**********' (pydantic's SecretStr). A document read back from
+# such JSON holds the marker: "there is a secret, its value is not here" (an attached console's mirror; the
+# planner's prediction of a step that makes one when it runs). An import (a restore from an export, which has
+# no secrets) reads the marker as no secret at all: the planner re-keys what needs one.
+
+REDACTED = "(redacted)"
+STORE_CONTEXT = {"secrets": True}  # the context of the store's own serialisation: the only one with secrets
+IMPORT_CONTEXT = {"import": True}  # the context of an import: REDACTED is a secret lost with the export
+
+
+def _dump_secret(value: SecretStr, info: SerializationInfo) -> str:
+    context = info.context if isinstance(info.context, dict) else {}
+    return value.get_secret_value() if context.get("secrets") is True else REDACTED
+
+
+Secret = Annotated[SecretStr, PlainSerializer(_dump_secret, when_used="json")]
+
+
+def _secret_in(value: Any, info: ValidationInfo) -> Any:
+    """A secret field's input: REDACTED read by an import is no secret (the export did not hold it)."""
+    context = info.context if isinstance(info.context, dict) else {}
+    return None if value == REDACTED and context.get("import") is True else value
+
+
+def secret_value(secret: SecretStr | None) -> str | None:
+    """The secret itself, or None where it is not known here (none, or the REDACTED marker)."""
+    if secret is None:
+        return None
+    value = secret.get_secret_value()
+    return None if value in (REDACTED, "") else value
 
 
 def _check_id(value: str) -> str:
@@ -403,12 +447,45 @@ class NfsExport(Model):
 
 
 class IscsiTarget(Model):
+    """A target kerub-tui shares (tgtd). ``chap_user`` is the incoming CHAP account bound to it (None: a target
+    shared without CHAP, before kerub-tui made them with one) and ``chap_secret`` its password, made when the
+    share step ran (see REDACTED above: only the store's file holds it). A target with a user and no secret is
+    one whose secret kerub-tui does not know (restored from an export, or found changed on the host): it
+    serves the hosts that read it now, and is re-keyed before a new reader logs in."""
+
     iqn: str
     tid: int
     lun_path: str
     chap_user: str | None = None
+    chap_secret: Secret | None = None
     disk_id: str | None = None
     initiators: list[str] = []  # the addresses its ACL lets log in; empty: any (tgtd's ALL)
+
+    _secret = field_validator("chap_secret", mode="before")(_secret_in)
+
+    @field_validator("chap_user")
+    @classmethod
+    def _chap_user(cls, v: str | None) -> str | None:
+        return None if v is None else check_chap_user(v)  # it reaches tgtadm and the domain XML
+
+    @property
+    def keyed(self) -> bool:
+        """Whether a new reader can log in: no CHAP, or a secret kerub-tui holds (or will make)."""
+        return self.chap_user is None or self.chap_secret is not None
+
+
+class IscsiSecret(Model):
+    """A libvirt secret (usage type iscsi) kerub-tui defined on a host reading a target over iSCSI: its usage
+    name, and the target it holds the CHAP password of (the sharing host's id, the target's tid)."""
+
+    usage: str
+    server: str
+    tid: int
+
+    @field_validator("usage")
+    @classmethod
+    def _usage(cls, v: str) -> str:
+        return check_name(v, "secret usage name")
 
 
 class Mount(Model):
@@ -440,6 +517,7 @@ class HostConfiguration(Document):
     thin_pools: list[ThinPool] = []
     ssh_trust: list[str] = []  # host ids whose controller-installed key this host accepts
     seeds: list[SeedFile] = []
+    iscsi_secrets: list[IscsiSecret] = []  # libvirt secrets of the targets this host reads over iSCSI
 
 
 # --- virtual machines ------------------------------------------------------------------------
@@ -765,6 +843,12 @@ class StepRecord(Model):
     # While a step that knows its progress runs (a copy): bytes done of the total, as the host reports them.
     progress_done: int | None = Field(default=None, ge=0)
     progress_total: int | None = Field(default=None, ge=0)
+    # The secret a step makes when it runs (an iSCSI share's CHAP password), committed before its commands
+    # run, so a reconcile adopting what a cut-off step made knows it; dropped once the step is done (its
+    # document holds it then). Only the store's file holds it (REDACTED).
+    secret: Secret | None = None
+
+    _secret = field_validator("secret", mode="before")(_secret_in)
 
 
 class PlanStatus(str, enum.Enum):
@@ -961,11 +1045,12 @@ DOCUMENT_TYPES: dict[str, type[Document]] = {
 document_adapter: TypeAdapter[Any] = TypeAdapter(AnyDocument)
 
 
-def parse_document(data: dict[str, Any] | bytes | str) -> Document:
-    """Validate raw JSON (bytes/str) or a dict into the right document class by its ``kind``."""
+def parse_document(data: dict[str, Any] | bytes | str, *, context: dict[str, Any] | None = None) -> Document:
+    """Validate raw JSON (bytes/str) or a dict into the right document class by its ``kind``
+    (``context``: IMPORT_CONTEXT for an export's documents)."""
     doc: Document
     if isinstance(data, (bytes, str)):
-        doc = document_adapter.validate_json(data)
+        doc = document_adapter.validate_json(data, context=context)
     else:
-        doc = document_adapter.validate_python(data)
+        doc = document_adapter.validate_python(data, context=context)
     return doc

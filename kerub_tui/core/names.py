@@ -56,6 +56,16 @@ def check_name(value: object, what: str = "name") -> str:
     return value
 
 
+_CHAP_USER_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")
+
+
+def check_chap_user(user: object) -> str:
+    """An iSCSI CHAP account name (tgtd's, an initiator's): letters, digits, '.', '_', '-', at most 64."""
+    if not isinstance(user, str) or not _CHAP_USER_RE.match(user):
+        raise InvalidName(f"CHAP user {user!r} must be letters, digits, '.', '_' or '-' (at most 64)")
+    return user
+
+
 def check_disk_name(value: object, what: str = "disk name") -> str:
     """A new disk name (created, renamed, a VM's new disk): a safe name holding nothing LVM reserves. The
     one rule of input; documents keep any safe name (one made before this rule still loads)."""

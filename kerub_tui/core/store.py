@@ -41,7 +41,9 @@ from .history import HISTORY_KINDS, History, HistoryError
 from .integrity import DIGEST_MOD, MANIFEST_KEY, encode_manifest, encode_record, encode_record_crc, store_existed
 from .models import (
     DOCUMENT_TYPES,
+    IMPORT_CONTEXT,
     SCHEMA_VERSION,
+    STORE_CONTEXT,
     Document,
     Settings,
     VirtualMachine,
@@ -557,7 +559,7 @@ class Store:
             for kind_docs in self._docs.values():
                 for doc in kind_docs.values():
                     key = _key(doc.kind, doc.id)
-                    value = encode_record(key, doc.model_dump_json())
+                    value = encode_record(key, doc.model_dump_json(context=STORE_CONTEXT))
                     crcs[key] = int(value[:8], 16)
                     self._db.store(key, value)
             self._db.store(_META_SCHEMA, str(SCHEMA_VERSION))
@@ -849,7 +851,8 @@ class Store:
         memory is put back there and this raises (StoreWriteError: nothing was kept). Returns the count."""
         try:
             written = [(kind, doc_id, old, doc, _key(kind, doc_id)) for kind, doc_id, old, doc in staged.items]
-            bodies = [None if doc is None else doc.model_dump_json().encode() for _k, _i, _o, doc, _key_ in written]
+            bodies = [None if doc is None else doc.model_dump_json(context=STORE_CONTEXT).encode()
+                      for _k, _i, _o, doc, _key_ in written]
             with self._lock:
                 self._writable()
                 saved: dict[str, int | None] = {}
@@ -997,7 +1000,7 @@ class Store:
         if old == doc:
             return  # nothing changed: no write, no change event
         key = _key(kind, doc_id)
-        value, crc = encode_record_crc(key, doc.model_dump_json().encode())
+        value, crc = encode_record_crc(key, doc.model_dump_json(context=STORE_CONTEXT).encode())
         try:
             self._db.store(key, value)
         except (unqlite.UnQLiteError, OSError) as error:
@@ -1062,7 +1065,7 @@ class Store:
 
     def _documents_pairs(self) -> builtins.list[tuple[str, bytes]]:
         pairs = builtins.list(self._raw.items())
-        pairs += [(_key(kind, doc_id), doc.model_dump_json().encode())
+        pairs += [(_key(kind, doc_id), doc.model_dump_json(context=STORE_CONTEXT).encode())
                   for kind, docs in self._docs.items() for doc_id, doc in docs.items()]
         return pairs
 
@@ -1265,7 +1268,7 @@ def parse_export(data: Any, source: str = "export") -> list[Document]:
         if not isinstance(raw, dict):
             raise StoreError(f"{source}: document {index + 1} is not a mapping of fields")
         try:
-            doc = parse_document(_migrate(dict(raw), version))
+            doc = parse_document(_migrate(dict(raw), version), context=IMPORT_CONTEXT)  # no secret comes in
         except ValidationError as error:
             raise StoreError(f"{source}: {_label(index, raw)}: {describe(error, _TAGS)}") from None
         except (KeyError, TypeError, ValueError) as error:

@@ -1,27 +1,34 @@
 """iSCSI sharing with tgtd (userspace target): tgtadm builders, the parser of its ``show`` output, and
 the description of an iSCSI disk for the domain XML (qemu's own initiator, libiscsi: no kernel iSCSI).
 
-CHAP: the secret is written to a 0600 file through stdin (:func:`write_secret_file`), never put into a
-command line by the controller. tgtadm itself only takes it as an argument, so the share command reads
-it with ``$(cat FILE)``: it is visible in the target host's process list for the instant tgtadm runs,
-and it never appears in the command text kerub-tui shows, logs or stores.
+CHAP: the planner's share (:func:`iscsi_share_chap`) and re-key (:func:`iscsi_rekey`) read the secret on
+their standard input into a 0600 file on the host's /run (a tmpfs: it never reaches a disk), removed when
+the command ends whatever its outcome; the controller never puts it into a command line, so it is in no
+command text kerub-tui shows, logs, audits or stores. tgtadm itself only takes a password as an argument
+(``--password``; it has no stdin or file option), so the command gives it ``"$(cat -- FILE)"``: the
+password is in that one tgtadm process's argv on the sharing host for the instant it runs.
+
+Names: each target kerub-tui shares has its own incoming CHAP account (:func:`chap_user`, from the target's
+IQN, which :func:`disk_iqn` made of the disk id), and the hosts that read it keep its password in a libvirt
+secret of usage type iscsi whose usage name (:func:`secret_usage`) is the same on every reader, as a
+migrating domain's XML names it.
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
 import secrets
 import shlex
 from dataclasses import dataclass, field
 
-from kerub_tui.core.names import check_address
+from kerub_tui.core.names import check_address, check_chap_user
 
 from .fileimage import check_path
 
 ISCSI_PORT = 3260
 IQN_PREFIX = "iqn.2024-01.org.kerub"
 _IQN_RE = re.compile(r"iqn\.\d{4}-\d{2}\.[a-z0-9](?:[a-z0-9.-]*[a-z0-9])?(?::[a-z0-9][a-z0-9.:-]*)?\Z")
-_CHAP_USER_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")
 _TGTADM = ["tgtadm", "--lld", "iscsi"]
 
 
@@ -43,15 +50,27 @@ def check_lun(lun: object) -> int:
     return lun
 
 
-def check_chap_user(user: object) -> str:
-    if not isinstance(user, str) or not _CHAP_USER_RE.match(user):
-        raise ValueError(f"CHAP user {user!r} must be letters, digits, '.', '_' or '-' (at most 64)")
-    return user
-
-
 def disk_iqn(disk_id: str) -> str:
     """The target name kerub-tui gives the share of a disk: one target per disk."""
     return check_iqn(f"{IQN_PREFIX}:" + re.sub(r"[^a-z0-9.-]", "-", disk_id.lower()))
+
+
+def chap_user(iqn: str) -> str:
+    """The incoming CHAP account of kerub-tui's target of ``iqn``: ``kerub-`` and the IQN's name (at most 64
+    characters, what tgtd and the initiators take: a long name is cut and a digest of the IQN added)."""
+    name = re.sub(r"[^A-Za-z0-9._-]", "-", check_iqn(iqn).partition(":")[2] or iqn)
+    user = f"kerub-{name}"
+    if len(user) > 64:
+        user = f"kerub-{name[:40]}-{hashlib.sha256(iqn.encode()).hexdigest()[:16]}"
+    return check_chap_user(user)
+
+
+def secret_usage(server_id: str, iqn: str) -> str:
+    """The usage name of the libvirt secret (usage type iscsi) that holds the CHAP password of the target of
+    ``iqn`` on host ``server_id`` (its document id): one per target, the same on every host reading it. A
+    digest: whatever a document holds, the name is one safe word."""
+    digest = hashlib.sha256(f"{server_id}\0{iqn}".encode()).hexdigest()[:24]
+    return f"kerub-iscsi-{digest}"
 
 
 def new_chap_secret() -> str:
@@ -71,6 +90,17 @@ def write_secret_file(path: str) -> str:
     """Store the secret arriving on stdin in a 0600 file (so it is on no command line)."""
     q = shlex.quote(check_path(path, "secret file"))
     return f"umask 077 && cat > {q} && chmod 600 {q}"
+
+
+# The secret on standard input, into a 0600 file on /run removed when the command ends (the EXIT trap runs on
+# success and failure alike), and how a command of tgtadm then names it.
+SECRET_STDIN = ("f=$(umask 077 && mktemp /run/kerub-chap.XXXXXXXX) && trap 'rm -f -- \"$f\"' EXIT && cat > \"$f\" "
+                "&& test -s \"$f\"")  # tgtadm would take an empty password: none is refused before anything changes
+SECRET_ARG = '"$(cat -- "$f")"'
+
+
+def _secret_on_stdin(command: str) -> str:
+    return f"{SECRET_STDIN} && {command}"
 
 
 def iscsi_target_new(tid: int, iqn: str) -> str:
@@ -104,6 +134,19 @@ def iscsi_account_new(user: str, password_file: str) -> str:
     secret = f'"$(cat -- {shlex.quote(check_path(password_file, "CHAP password file"))})"'
     create = _tgtadm("--mode", "account", "--op", "new", "--user", user) + " --password " + secret
     return f"{{ {_tgtadm('--mode', 'account', '--op', 'show')} | grep -qxF -- {listed} || {create}; }}"
+
+
+def iscsi_account_set(tid: int, user: str, password: str = SECRET_ARG) -> str:
+    """Make the CHAP account ``user`` with ``password`` (shell text: the secret file's contents) and bind it to
+    the target as its incoming user. An account of that name left from before (a share cut off, the secret
+    being changed) is deleted first: tgtd unbinds it from every target then, so a login with its old password
+    fails from now on (a session logged in goes on; CHAP is asked at login)."""
+    check_chap_user(user)
+    listed = shlex.quote("    " + user)
+    show = _tgtadm("--mode", "account", "--op", "show")
+    delete = _tgtadm("--mode", "account", "--op", "delete", "--user", user)
+    create = _tgtadm("--mode", "account", "--op", "new", "--user", user) + " --password " + password
+    return f"{{ if {show} | grep -qxF -- {listed}; then {delete}; fi; }} && {create} && {iscsi_account_bind(tid, user)}"
 
 
 def iscsi_account_bind(tid: int, user: str) -> str:
@@ -153,12 +196,28 @@ def iscsi_share(
     return " && ".join(steps)
 
 
-def iscsi_unshare(tid: int) -> str:
-    """Delete the target (and its LUNs) even with initiators logged in; succeeds when it is gone."""
+def iscsi_share_chap(tid: int, iqn: str, lun_path: str, user: str, *, initiator_address: str = "ALL",
+                     read_only: bool = False) -> str:
+    """Share ``lun_path`` as LUN 1 of a new target guarded by CHAP: the account ``user`` with the secret the
+    command reads on its standard input (the module's docstring), bound before the ACL lets anyone in."""
+    return _secret_on_stdin(" && ".join([
+        iscsi_target_new(tid, iqn), iscsi_lun_new(tid, 1, lun_path, read_only), iscsi_account_set(tid, user),
+        iscsi_acl_bind(tid, initiator_address)]))
+
+
+def iscsi_rekey(tid: int, user: str) -> str:
+    """Give the target's CHAP account a new secret, read on standard input (the module's docstring)."""
+    return _secret_on_stdin(iscsi_account_set(tid, user))
+
+
+def iscsi_unshare(tid: int, chap_user: str | None = None) -> str:
+    """Delete the target (and its LUNs) even with initiators logged in, and its CHAP account when it has one;
+    succeeds when they are gone."""
     check_tid(tid)
     show = _tgtadm("--mode", "target", "--op", "show")
     delete = _tgtadm("--mode", "target", "--op", "delete", "--force", "--tid", tid)
-    return f"if {show} | grep -q {shlex.quote(f'^Target {tid}: ')}; then {delete}; fi"
+    command = f"if {show} | grep -q {shlex.quote(f'^Target {tid}: ')}; then {delete}; fi"
+    return command if chap_user is None else f"{command} && {iscsi_account_delete(chap_user)}"
 
 
 def iscsi_account_delete(user: str) -> str:
@@ -204,6 +263,11 @@ class TgtTarget:
 
     def lun(self, number: int) -> TgtLun | None:
         return next((lun for lun in self.luns if lun.lun == number), None)
+
+    @property
+    def incoming_users(self) -> tuple[str, ...]:
+        """The CHAP accounts an initiator logs in with (tgtadm lists an outgoing one as ``NAME (outgoing)``)."""
+        return tuple(a for a in self.accounts if not a.endswith(" (outgoing)"))
 
 
 _TARGET_RE = re.compile(r"^Target (\d+): (\S+)\s*$")

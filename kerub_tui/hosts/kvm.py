@@ -329,7 +329,8 @@ def domain_xml(
 
 
 def iscsi_secret_xml(usage: str, secret_uuid: str | None = None) -> str:
-    """A libvirt secret holding an iSCSI CHAP password (its value is set by secretSetValue, not here)."""
+    """A libvirt secret holding an iSCSI CHAP password (its value is set by secretSetValue, not here): private
+    (libvirt never tells its value to a client) and kept across a restart of libvirtd."""
     check_name(usage, "secret usage name")
     secret = ET.Element("secret", ephemeral="no", private="yes")
     if secret_uuid is not None:
@@ -587,7 +588,12 @@ def describe_migrate(vm_name: str, target_host_address: str, peer_to_peer: bool 
 
 
 def describe_secret(usage: str) -> str:
+    """The virsh equivalent of defining a libvirt secret and setting its value (which no display holds)."""
     return (
         _virsh("secret-define", f"{check_name(usage, 'secret usage name')}.xml")
         + " && virsh secret-set-value (from stdin)"
     )
+
+
+def describe_undefine_secret(usage: str) -> str:
+    return _virsh("secret-undefine", f"(the iscsi secret {check_name(usage, 'secret usage name')})")

@@ -30,6 +30,10 @@ libvirt operations (keyword arguments as the planner's steps emit them):
   admin's ``vm poweroff``; its lifecycle events say when it is off); ``send-keys`` (vm_id, keys: a
   list of keycode lists, each pressed together, Linux keycodes as ``core.keys`` makes them). Each
   needs a running domain (``reboot``, ``reset`` and ``send-keys`` refuse a paused one) and says so.
+- ``define-iscsi-secret`` (usage, value): the libvirt secret (usage type iscsi) holding an iSCSI target's CHAP
+  password, defined unless it is there, and its value set (secretSetValue: through the tunnel, on no command
+  line); ``undefine-iscsi-secret`` (usage): removed, done already = success. The value is in no result, log
+  line or error message (scrubbed if libvirt echoes it).
 - ``eject`` (vm_id, disk_id): take the medium out of a running domain's CD-ROM drive (forced, even
   if the guest locked the tray), live and in its definition; the empty drive stays until the next
   start, which defines the domain from the documents again. Idempotent.
@@ -75,7 +79,7 @@ RECHECK_SECONDS = 5.0  # the shutdown wait re-reads the state this often, should
 PROGRESS_SECONDS = 1.0  # a running migration's job statistics are read this often
 
 OPS = ("start", "shutdown", "destroy-if-running", "undefine", "pause", "resume", "migrate", "domain-state", "eject",
-       "reboot", "reset", "request-shutdown", "send-keys")
+       "reboot", "reset", "request-shutdown", "send-keys", "define-iscsi-secret", "undefine-iscsi-secret")
 
 # libvirt's domain states as the executor's verifiers name them
 _STATE_TEXT = {
@@ -233,6 +237,46 @@ def _start(conn: Any, vm_id: str, vm_name: str, xml: str) -> str:
                 dom.undefineFlags(_UNDEFINE_FLAGS)
         raise
     return f"{vm_name} defined and started"
+
+
+def _iscsi_secret(conn: Any, usage: str) -> Any:
+    """The libvirt secret of usage type iscsi named ``usage`` on this host, or None."""
+    try:
+        return conn.secretLookupByUsage(libvirt.VIR_SECRET_USAGE_TYPE_ISCSI, usage)
+    except libvirt.libvirtError as error:
+        if error.get_error_code() == libvirt.VIR_ERR_NO_SECRET:
+            return None
+        raise
+
+
+def _define_iscsi_secret(conn: Any, usage: str, value: str) -> str:
+    secret = _iscsi_secret(conn, usage)
+    made = secret is None
+    if secret is None:
+        secret = conn.secretDefineXML(kvm.iscsi_secret_xml(usage))
+    try:
+        secret.setValue(value.encode())
+    except BaseException:
+        if made:  # leave no secret without its value behind
+            with contextlib.suppress(libvirt.libvirtError):
+                secret.undefine()
+        raise
+    return f"iscsi secret {usage} {'defined' if made else 'set again'}"
+
+
+def _undefine_iscsi_secret(conn: Any, usage: str) -> str:
+    secret = _iscsi_secret(conn, usage)
+    if secret is None:
+        return f"no iscsi secret {usage} here"
+    secret.undefine()
+    return f"iscsi secret {usage} undefined"
+
+
+def check_secret_value(value: object) -> str:
+    """A CHAP password as kerub-tui makes them (hosts/iscsi.new_chap_secret): text, no control character."""
+    if not isinstance(value, str) or not 12 <= len(value) <= 256 or not value.isprintable():
+        raise OperationError("the secret's value is not a CHAP password kerub-tui made")
+    return value
 
 
 def _request_shutdown(conn: Any, vm_id: str, on_event: Callable[[], None]) -> tuple[str, int | None]:
@@ -541,6 +585,8 @@ class FleetOperations:
         secrets: tuple[str, ...] = ()
         if op == "start" and isinstance(kwargs.get("xml"), str):
             secrets = tuple(s for s in [spice_password_of(kwargs["xml"])] if s)
+        if op == "define-iscsi-secret" and isinstance(kwargs.get("value"), str):
+            secrets = (kwargs["value"],)
         try:
             handler = self._handlers().get(op)
             if handler is None:
@@ -576,6 +622,8 @@ class FleetOperations:
             "reset": self._simple(_reset),
             "request-shutdown": self._simple(_request_shutdown_now),
             "send-keys": self._op_send_keys,
+            "define-iscsi-secret": self._op_define_iscsi_secret,
+            "undefine-iscsi-secret": self._op_undefine_iscsi_secret,
         }
 
     async def _call(self, host_id: str, fn: Callable[..., Any], *args: Any, timeout: float | None = None) -> Any:
@@ -592,6 +640,13 @@ class FleetOperations:
         vm_id = _vm_id(vm_id)
         check_start(vm_id, vm_name, xml)  # refused here, before anything reaches the host
         return await self._call(host_id, _start, vm_id, vm_name, xml)
+
+    async def _op_define_iscsi_secret(self, host_id: str, *, usage: str, value: str) -> str:
+        return await self._call(host_id, _define_iscsi_secret, check_name(usage, "secret usage name"),
+                                check_secret_value(value))
+
+    async def _op_undefine_iscsi_secret(self, host_id: str, *, usage: str) -> str:
+        return await self._call(host_id, _undefine_iscsi_secret, check_name(usage, "secret usage name"))
 
     async def _op_eject(self, host_id: str, *, vm_id: str, disk_id: str) -> str:
         if not isinstance(disk_id, str) or not disk_id or len(disk_id) > 200:
@@ -746,6 +801,6 @@ def _join(*parts: str) -> str:
     return "\n".join(p.rstrip("\n") for p in parts if p)
 
 
-__all__ = ["FleetOperations", "OperationError", "OperationResult", "check_keys", "check_start", "connection_lost",
-           "disk_alias", "domain_state", "libvirt_message", "migration_progress", "retarget_disks", "spice_password_of",
-           "target_disk_source", "without_spice_password"]
+__all__ = ["FleetOperations", "OperationError", "OperationResult", "check_keys", "check_secret_value", "check_start",
+           "connection_lost", "disk_alias", "domain_state", "libvirt_message", "migration_progress", "retarget_disks",
+           "spice_password_of", "target_disk_source", "without_spice_password"]

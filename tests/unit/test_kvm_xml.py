@@ -27,7 +27,7 @@ from kerub_tui.core.models import (
     VmStatus,
     ZfsAllocation,
 )
-from kerub_tui.hosts.iscsi import IscsiDiskSource, iscsi_share, write_secret_file
+from kerub_tui.hosts.iscsi import IscsiDiskSource, iscsi_share_chap
 from kerub_tui.hosts.kvm import (
     KERUB_XMLNS,
     describe_define,
@@ -54,6 +54,7 @@ from kerub_tui.hosts.kvm import (
     vm_status,
 )
 from kerub_tui.hosts.nfs import NfsDiskSource, ganesha_add_export
+from kerub_tui.hosts.operations import _define_iscsi_secret, _undefine_iscsi_secret
 from kerub_tui.hosts.spice import new_spice_password
 from tests.unit.test_ops_netns import (  # noqa: F401 (private_ns is a fixture)
     GANESHA_CORE,
@@ -476,12 +477,12 @@ def test_defined_and_started_for_real(private_ns: PrivateNamespace, tmp_path: Pa
     export = tmp_path / "export"
     export.mkdir()
     private_ns.run(f"qemu-img create -q -f raw {export}/nfs.raw 8M")
-    # iSCSI share with CHAP, and the CHAP secret in libvirt
+    # iSCSI share with CHAP as the planner's share step makes it (the secret on standard input), and the CHAP
+    # secret in libvirt as its start step defines it
     chap = "Chap0123456789ab"
-    private_ns.run(write_secret_file(str(tmp_path / "chap")), input=chap.encode())
     iqn = "iqn.2024-01.org.kerub:live-lun"
-    private_ns.run(iscsi_share(1, iqn, str(images / "lun.raw"), "kerub-live", str(tmp_path / "chap"),
-                               initiator_address="127.0.0.1"))
+    private_ns.run(iscsi_share_chap(1, iqn, str(images / "lun.raw"), "kerub-live", initiator_address="127.0.0.1"),
+                   input=chap.encode())
     private_ns.run(ganesha_add_export(51, str(export), config=str(ganesha_config),
                                       export_dir=str(tmp_path / "exports"), pid_file="/run/ganesha/ganesha.pid"))
     wait_until(lambda: private_ns.run(f"qemu-img info nfs://127.0.0.1{export}/nfs.raw", check=False).returncode == 0,
@@ -489,8 +490,10 @@ def test_defined_and_started_for_real(private_ns: PrivateNamespace, tmp_path: Pa
 
     conn = libvirt.open(uri)
     try:
-        secret = conn.secretDefineXML(iscsi_secret_xml("kerub-live"))
-        secret.setValue(chap.encode())
+        assert _define_iscsi_secret(conn, "kerub-live", "a-wrong-one-0123") == "iscsi secret kerub-live defined"
+        assert _define_iscsi_secret(conn, "kerub-live", chap) == "iscsi secret kerub-live set again"
+        [secret] = conn.listAllSecrets()
+        assert secret.usageID() == "kerub-live" and chap not in secret.XMLDesc(0)
         conn.networkCreateXML("<network><name>kerub-lan</name><forward mode='bridge'/><bridge name='br-kerub'/></network>")
 
         disks = {
@@ -543,6 +546,9 @@ def test_defined_and_started_for_real(private_ns: PrivateNamespace, tmp_path: Pa
         assert vm_status(*dom.state()) == VmStatus.down
         dom.undefine()
         assert conn.listAllDomains() == []
+        assert _undefine_iscsi_secret(conn, "kerub-live") == "iscsi secret kerub-live undefined"
+        assert _undefine_iscsi_secret(conn, "kerub-live") == "no iscsi secret kerub-live here"
+        assert conn.listAllSecrets() == []
     finally:
         conn.close()
         stop_tgtd(private_ns)

@@ -5,6 +5,7 @@ own initiator (libiscsi, qemu-block-extra) reads it; the parser runs on output c
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -14,16 +15,20 @@ from hypothesis import strategies as st
 
 from kerub_tui.hosts.iscsi import (
     IscsiDiskSource,
+    chap_user,
     check_iqn,
     disk_iqn,
     iscsi_account_delete,
     iscsi_accounts_command,
+    iscsi_rekey,
     iscsi_share,
+    iscsi_share_chap,
     iscsi_show_command,
     iscsi_unshare,
     new_chap_secret,
     parse_tgtadm_accounts,
     parse_tgtadm_show,
+    secret_usage,
     write_secret_file,
 )
 from tests.unit.test_ops_netns import PrivateNamespace, private_ns, start_tgtd, stop_tgtd  # noqa: F401 (fixture)
@@ -90,6 +95,59 @@ def test_share_with_chap_read_by_qemus_initiator(tgtd: PrivateNamespace, tmp_pat
     tgtd.run(iscsi_account_delete("kerub-disk-1"))
     assert parse_tgtadm_accounts(tgtd.run(iscsi_accounts_command()).stdout) == []
     assert not (folder / "pwned").exists() and not Path("pwned").exists()
+
+
+def test_the_planners_share_reads_its_chap_secret_on_stdin(tgtd: PrivateNamespace, tmp_path: Path) -> None:
+    """What the planner's share and re-key steps run: the secret on standard input only, in a 0600 file on /run
+    for the command's time (gone after it, whatever its outcome); qemu's initiator logs in with it alone."""
+    lun = tmp_path / "lun.img"
+    with lun.open("wb") as f:
+        f.truncate(8 * MIB)
+    user, secret = chap_user(IQN), new_chap_secret()
+    command = iscsi_share_chap(5, IQN, str(lun), user, initiator_address="127.0.0.1")
+    assert secret not in command and user == "kerub-disk-1"
+    tgtd.run(command, input=secret.encode())
+    assert "kerub-chap" not in tgtd.run("ls -A /run").stdout  # the file went with the command
+    [target] = parse_tgtadm_show(tgtd.run(iscsi_show_command()).stdout)
+    assert (target.tid, target.incoming_users, target.acl) == (5, (user,), ("127.0.0.1",))
+    url = f"127.0.0.1/{IQN}/1"
+    assert qemu_img_info(tgtd, f"iscsi://{user}%{secret}@{url}")[0] == 0
+    rc, out = qemu_img_info(tgtd, f"iscsi://{url}")
+    assert rc != 0, out  # a reader without the secret is refused
+    assert qemu_img_info(tgtd, f"iscsi://{user}%{new_chap_secret()}@{url}")[0] != 0
+    # a failed share (the tid is taken) leaves no secret file behind either, nor a second account
+    again = tgtd.run(command, input=new_chap_secret().encode(), check=False)
+    assert again.returncode != 0 and "kerub-chap" not in tgtd.run("ls -A /run").stdout
+    assert qemu_img_info(tgtd, f"iscsi://{user}%{secret}@{url}")[0] == 0
+    # a re-key: the old secret no longer logs in, the new one does; an account of that name is replaced
+    fresh = new_chap_secret()
+    tgtd.run(iscsi_rekey(5, user), input=fresh.encode())
+    assert qemu_img_info(tgtd, f"iscsi://{user}%{secret}@{url}")[0] != 0
+    assert qemu_img_info(tgtd, f"iscsi://{user}%{fresh}@{url}")[0] == 0
+    assert parse_tgtadm_accounts(tgtd.run(iscsi_accounts_command()).stdout) == [user]
+    # no secret on stdin: refused, the account as it was
+    assert tgtd.run(iscsi_rekey(5, user), input=b"", check=False).returncode != 0
+    # the target goes with its account
+    tgtd.run(iscsi_unshare(5, user))
+    tgtd.run(iscsi_unshare(5, user))  # gone already: still succeeds
+    assert parse_tgtadm_show(tgtd.run(iscsi_show_command()).stdout) == []
+    assert parse_tgtadm_accounts(tgtd.run(iscsi_accounts_command()).stdout) == []
+
+
+def test_chap_names_derive_from_validated_names() -> None:
+    """The account and the libvirt secret's usage name of a target, whatever the disk id was: one safe word."""
+    for disk_id in ("0b9c3c1e-Disk_A", "x" * 128, "a.b:c_d-e", "9"):
+        iqn = disk_iqn(disk_id)
+        user, usage = chap_user(iqn), secret_usage("host-" + disk_id, iqn)
+        for name in (user, usage):
+            assert re.fullmatch(r"kerub-[a-z0-9][A-Za-z0-9._-]{0,57}", name), name
+        assert usage != secret_usage("another-host", iqn)  # one per target: per sharing host and IQN
+    assert chap_user(disk_iqn("x" * 128)) != chap_user(disk_iqn("x" * 127))
+    for bad in ("iqn.2024-01.org.kerub:a'b", "iqn.2024-01.org.kerub:a b", "", "$(reboot)"):
+        with pytest.raises(ValueError):
+            chap_user(bad)
+        # what a document holds (an import) never crashes the planner: the usage name is a digest of it
+        assert re.fullmatch(r"kerub-iscsi-[0-9a-f]{24}", secret_usage("h\n;x", bad))
 
 
 def test_share_without_chap_and_a_failed_share(tgtd: PrivateNamespace, tmp_path: Path) -> None:
