@@ -30,6 +30,8 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol, runtime_checkable
 
+from pydantic import SecretStr
+
 from ..core.logs import host_context
 from ..core.models import (
     AuditEntry,
@@ -44,6 +46,7 @@ from ..core.models import (
     VmStatus,
     utcnow,
 )
+from ..hosts.iscsi import new_chap_secret
 from ..hosts.results import OperationResult, ProgressReport
 from .commitments import build_state
 from .image_steps import CloneImageOverlay, CloneImageToLv
@@ -68,6 +71,7 @@ from .steps import (
     MigrateVm,
     MovePvExtents,
     PauseVm,
+    RekeyIscsi,
     RemoveFileImage,
     RemoveLv,
     RemovePvFromVg,
@@ -263,7 +267,22 @@ async def _verify_iscsi_target(ops: HostOperations, step: Any, state: Operationa
     lun = target.lun(1)
     if lun is None or lun.backing_path != step.lun_path:
         return f"iSCSI target {step.tid} has no LUN 1 on {step.lun_path}"
-    return _verify_acl(target, step)
+    return _verify_chap(target, step.tid, step.chap_user()) or _verify_acl(target, step)
+
+
+def _verify_chap(target: Any, tid: int, user: str) -> str | None:
+    if target.incoming_users != (user,):
+        shown = ", ".join(target.incoming_users) or "none"
+        return f"iSCSI target {tid} asks for CHAP user {user} alone (its incoming users: {shown})"
+    return None
+
+
+async def _verify_iscsi_rekeyed(ops: HostOperations, step: Any, state: OperationalState) -> str | None:
+    target = (await _iscsi_targets(ops, step.host)).get(step.tid)
+    recorded = next((t for t in state.host_config[step.host].iscsi_targets if t.tid == step.tid), None)
+    if target is None or recorded is None or recorded.chap_user is None:
+        return f"iSCSI target {step.tid} is not there"
+    return _verify_chap(target, step.tid, recorded.chap_user)
 
 
 def _verify_acl(target: Any, step: Any) -> str | None:
@@ -325,7 +344,8 @@ VERIFIERS: dict[type[Step], Verifier] = {
     MigrateVm: _domain_verifier("target", ("running", "paused")),
     CloneImageOverlay: _verify_image,
     CloneImageToLv: _verify_lv_present,
-    ShareIscsi: _verify_iscsi_target,  # tgtd's own account: the target and its LUN on the disk's storage
+    ShareIscsi: _verify_iscsi_target,  # tgtd's own account: the target, its LUN on the disk's storage, its CHAP
+    RekeyIscsi: _verify_iscsi_rekeyed,
     UnshareIscsi: _verify_iscsi_target_absent,
     AllowIscsiInitiator: _verify_iscsi_allowed,
     DisallowIscsiInitiator: _verify_iscsi_disallowed,
@@ -346,7 +366,7 @@ def disk_backings(state: OperationalState, vm_id: str, host_id: str) -> dict[str
     of another host that qemu reads with its own client (an iSCSI target, an NFS export: issue 16)."""
     import posixpath
 
-    from ..hosts.iscsi import IscsiDiskSource
+    from ..hosts.iscsi import IscsiDiskSource, secret_usage
     from ..hosts.nfs import NfsDiskSource
     from .steps.base import remote_share
 
@@ -367,7 +387,12 @@ def disk_backings(state: OperationalState, vm_id: str, host_id: str) -> dict[str
             if protocol == "iSCSI":
                 target = next(t for t in state.host_config[served.host_id].iscsi_targets
                               if t.disk_id == link.disk_id and t.lun_path == served.path)
-                out[link.disk_id] = (disk, IscsiDiskSource(portal=server, iqn=target.iqn))
+                # a target with CHAP: the domain names its user and the libvirt secret holding its password
+                # (defined there first: StartVm's and MigrateVm's define-iscsi-secret), never the password
+                user = target.chap_user
+                usage = secret_usage(served.host_id, target.iqn) if user is not None else None
+                out[link.disk_id] = (disk, IscsiDiskSource(portal=server, iqn=target.iqn, chap_user=user,
+                                                           secret_usage=usage))
             else:
                 out[link.disk_id] = (disk, NfsDiskSource(server=server, export_path=posixpath.dirname(served.path),
                                                          file_name=posixpath.basename(served.path),
@@ -392,6 +417,18 @@ def _vm_of(step: Step) -> str | None:
 
 def _libvirt_kwargs(op: LibvirtOp, step: Step, state: OperationalState) -> dict[str, Any]:
     kwargs = op.kwargs()
+    if op.op == "define-iscsi-secret":
+        # the CHAP password from the target's document, now: it is in no plan, display or audit entry
+        from ..core.models import secret_value
+
+        server, tid = kwargs.pop("server"), kwargs.pop("tid")
+        config = state.host_config.get(server)
+        target = next((t for t in (config.iscsi_targets if config is not None else []) if t.tid == tid), None)
+        value = secret_value(target.chap_secret) if target is not None else None
+        if value is None:
+            raise StepFailed(f"kerub-tui does not know the CHAP secret of iSCSI target {tid} on "
+                             f"{state.host_name(server)}: it is re-keyed before a new reader logs in")
+        kwargs["value"] = value
     if op.op == "start":
         from ..hosts import kvm, spice
 
@@ -489,7 +526,10 @@ class Executor:
         record = next((r for r in plan.records if r.step_index == index), None)
         if record is None:
             record = StepRecord(step_index=index, started_at=self.clock())
-        self._save_record(plan_id, record.evolve(outcome=outcome, error=error, ended_at=self.clock()))
+        # a secret the step made is in its documents once it is done: the record keeps it only for a reconcile
+        # of what a failed or cut-off step made
+        secret = None if outcome is StepOutcome.done else record.secret
+        self._save_record(plan_id, record.evolve(outcome=outcome, error=error, ended_at=self.clock(), secret=secret))
 
     async def _execute_step(self, plan_id: str, index: int, step: Step) -> None:
         record = StepRecord(step_index=index, host_id=step.host_id, started_at=self.clock())
@@ -502,17 +542,19 @@ class Executor:
             reason = step.blocked(state)
             if reason is not None:
                 raise StepFailed(f"prepare: {reason}")
-            # intent: what the step is about to make, committed before any command runs
+            # intent: what the step is about to make, committed before any command runs; a secret it makes
+            # (made now, never when planned) with it, so a reconcile adopting what it made knows it
             intent = intent_of(step, state)
-            if intent is not None:
+            secret = SecretStr(new_chap_secret()) if step.makes_secret else None
+            if intent is not None or secret is not None:
                 with self.store.transaction():
                     current = next(r for r in self._plan(plan_id).records if r.step_index == index)
-                    self._save_record(plan_id, current.evolve(intent=intent))
+                    self._save_record(plan_id, current.evolve(intent=intent, secret=secret))
             # perform
             previous_output = ""
             adopted = False
             for op in step.operations(state):
-                result, shown = await self._perform(plan_id, index, step, state, op, previous_output)
+                result, shown = await self._perform(plan_id, index, step, state, op, previous_output, secret)
                 previous_output = result.stdout
                 if result.exit_code != 0:
                     failure = (f"{shown} exited {result.exit_code}: "
@@ -531,7 +573,8 @@ class Executor:
                 if problem is not None:
                     raise StepFailed(f"verify: {problem}")
             # update documents
-            self._update_documents(state, step.take(state))
+            after = step.take(state)
+            self._update_documents(state, step.keyed(after, secret) if secret is not None else after)
         except StepFailed as error:
             self._finish_record(plan_id, index, StepOutcome.failed, str(error))
             raise
@@ -592,7 +635,7 @@ class Executor:
         return True
 
     async def _perform(self, plan_id: str, index: int, step: Step, state: OperationalState, op: Any,
-                       previous_output: str) -> tuple[OperationResult, str]:
+                       previous_output: str, secret: SecretStr | None = None) -> tuple[OperationResult, str]:
         recorded = _Recorded(self, plan_id, index, step, state)
         if isinstance(op, LibvirtOp):
             shown = f"libvirt: {op.display}"
@@ -609,7 +652,12 @@ class Executor:
         else:
             assert isinstance(op, ShellOp)
             shown = op.command
-            if op.input is not None:  # what it reads is made now and goes nowhere but the host
+            if op.secret:  # the secret the step made as it runs: on the command's standard input, nowhere else
+                if secret is None:
+                    raise StepFailed(f"{shown[:80]}: no secret was made for it")
+                result = await recorded.run(op.host_id, op.command, privileged=op.privileged,
+                                            input=secret.get_secret_value().encode())
+            elif op.input is not None:  # what it reads is made now and goes nowhere but the host
                 result = await recorded.run(op.host_id, op.command, privileged=op.privileged, input=op.input())
             elif op.progress_total is not None:
                 result = await recorded.run(op.host_id, op.command, privileged=op.privileged,

@@ -1030,6 +1030,12 @@ def _disallow(state: OperationalState, p: Problem) -> list[Candidate]:
     return _single(state, [DisallowIscsiInitiator(p.host_id, int(tid), address)])
 
 
+def _remove_secret(state: OperationalState, p: Problem) -> list[Candidate]:
+    from .steps import RemoveIscsiSecret
+
+    return _single(state, [RemoveIscsiSecret(p.host_id, p.detail)])
+
+
 def _remove_seed(state: OperationalState, p: Problem) -> list[Candidate]:
     from .image_steps import RemoveSeed
 
@@ -1070,6 +1076,7 @@ PROBLEM_FACTORIES: dict[str, Callable[[OperationalState, Problem], list[Candidat
     "unused-mount": _unmount,
     "unused-iscsi-target": _unshare,
     "unused-iscsi-initiator": _disallow,
+    "unused-iscsi-secret": _remove_secret,
     "unused-seed": _remove_seed,
     "vm-lost-with-host": _restart_elsewhere,
     "undersized-allocation": _grow_allocation,

@@ -30,7 +30,7 @@ _PROBLEM_KINDS = {
     "cpu-overheat": "overheat",
     "thin-pool-almost-full": "storage", "undersized-allocation": "storage",
     "unused-export": "tidy", "unused-export-client": "tidy", "unused-iscsi-target": "tidy",
-    "unused-iscsi-initiator": "tidy", "unused-mount": "tidy", "unused-seed": "tidy",
+    "unused-iscsi-initiator": "tidy", "unused-mount": "tidy", "unused-seed": "tidy", "unused-iscsi-secret": "tidy",
 }
 _VIOLATION_KINDS = {"storage-redundancy": "redundancy", "vm-dependency": "start", "ha": "restart"}
 _KIND_ORDER = {kind: n for n, kind in enumerate(PLAN_KINDS)}

@@ -183,6 +183,17 @@ def unused_shares(state: OperationalState, host_id: str) -> list[Problem]:
         if not _disk_used_here(state, mount.disk_id, host_id):
             out.append(Problem("unused-mount", host_id, mount.disk_id or "", mount.target,
                                f"{name} mounts {mount.source} on {mount.target}, which no VM there uses"))
+    if config.iscsi_secrets:  # a libvirt secret of a target no VM here reads any more (it stopped, or moved)
+        from ..hosts.iscsi import secret_usage
+        from .steps.base import iscsi_readings
+
+        used = {secret_usage(server, t.iqn) for v in state.vms_on(host_id)
+                for server, t in iscsi_readings(state, v, host_id)}
+        for secret in sorted(config.iscsi_secrets, key=lambda s: s.usage):
+            if secret.usage not in used:
+                out.append(Problem("unused-iscsi-secret", host_id, "", secret.usage,
+                                   f"{name} holds the CHAP secret {secret.usage} of iSCSI target {secret.tid} on "
+                                   f"{state.host_name(secret.server)}, with which no VM there reads"))
     return out
 
 
@@ -256,7 +267,7 @@ def _quiet(host_id: str, flagged: frozenset[str], disks: Any, dyns: Any, configs
         return False
     config = configs(host_id)
     return config is None or not (config.exports or config.iscsi_targets or config.mounts or config.thin_pools
-                                  or config.seeds)
+                                  or config.seeds or config.iscsi_secrets)
 
 
 def hosts_to_check(state: OperationalState) -> list[str]:

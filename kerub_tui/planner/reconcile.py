@@ -258,6 +258,7 @@ class SeenObject:
     vg: str = ""
     pool: str | None = None  # a thin LV's pool
     share_id: int = 0  # the target's tid, the export's ganesha id
+    users: tuple[str, ...] = ()  # a target's incoming CHAP accounts (tgtadm's "Account information")
 
     def key(self, host_id: str) -> tuple[str, ...]:
         if self.kind == "lv":
@@ -373,6 +374,9 @@ class Outcome:
     orphans: list[Orphan] = field(default_factory=list)
     # a share an interrupted plan's step made before it could record it: (plan id, step index, seen)
     adopted_shares: list[tuple[str, int, SeenObject]] = field(default_factory=list)
+    # a recorded target whose CHAP account on the host is not the one recorded: (host id, tid, what the host
+    # shows); its secret is forgotten, so the planner re-keys it before a new reader logs in
+    unkeyed: list[tuple[str, int, str]] = field(default_factory=list)
 
 
 def known_objects(disk_dyns: Iterable[VirtualStorageDeviceDynamic], configs: Iterable[HostConfiguration],
@@ -448,6 +452,7 @@ def reconcile(report: HostReport, *, disks: Iterable[str], disk_dyns: Iterable[V
                 outcome.orphans.append(Orphan(report.host_id, seen, why))
     adopted = {p.key for p, _ in outcome.adopted}
     _reconcile_shares(report, plans, known, outcome)
+    _reconcile_chap(report, configs, outcome)
     adopted |= {seen.key(report.host_id) for _p, _i, seen in outcome.adopted_shares}
     for seen in [*(report.lvs or ()), *(report.files or ()), *(report.targets or ()), *(report.exports or ())]:
         key = seen.key(report.host_id)
@@ -470,11 +475,37 @@ def _reconcile_shares(report: HostReport, plans: list[Plan], known: set[tuple[st
             continue
         if seen.kind == "iscsi" and seen.name != getattr(step, "iqn", None):
             continue  # another target took its tid: not this step's
+        if seen.kind == "iscsi" and not _chap_as_made(plan, index, step, seen):
+            continue  # cut off before its CHAP account was bound (nor its ACL, bound after it): an orphan
         if seen.kind == "iscsi-acl" and share_key(report.host_id, "iscsi", str(seen.share_id)) not in known:
             continue  # an ACL entry of a target no document records: it goes with the target
         if any(k == key for _p, _i, s in outcome.adopted_shares for k in [s.key(report.host_id)]):
             continue
         outcome.adopted_shares.append((plan.id, index, seen))
+
+
+def _chap_as_made(plan: Plan, index: int, step: Any, seen: SeenObject) -> bool:
+    """Whether a target a cut-off share step made asks for the CHAP account the step binds, alone. A step whose
+    record holds no secret ran before kerub-tui shared with CHAP: its target has no account."""
+    record = next((r for r in plan.records if r.step_index == index), None)
+    if record is None or record.secret is None:
+        return seen.users == ()
+    return seen.users == (step.chap_user(),)
+
+
+def _reconcile_chap(report: HostReport, configs: Iterable[HostConfiguration], outcome: Outcome) -> None:
+    """A recorded target with CHAP whose incoming account the host does not show as the one recorded (alone):
+    the secret kerub-tui holds is not the one the target asks for, or asks for no more."""
+    config = next((c for c in configs if c.id == report.host_id), None)
+    if config is None or report.targets is None:
+        return
+    seen = {s.share_id: s for s in report.targets if s.kind == "iscsi"}
+    for target in config.iscsi_targets:
+        shown = seen.get(target.tid)
+        if (shown is None or shown.name != target.iqn or target.chap_user is None or target.chap_secret is None
+                or shown.users == (target.chap_user,)):
+            continue
+        outcome.unkeyed.append((report.host_id, target.tid, ", ".join(shown.users) or "none"))
 
 
 def _removable(host_id: str, seen: SeenObject) -> bool:
@@ -818,7 +849,12 @@ def _adopt_share(store: Any, state: OperationalState, plan_id: str, index: int, 
         store.put(config.evolve(iscsi_targets=[t.evolve(initiators=[*t.initiators, step.initiator])
                                                if t.tid == step.tid else t for t in config.iscsi_targets]))
     else:
-        entries = [*getattr(config, step.config_field), step.entry(state)]
+        entry = step.entry(state)
+        if seen.kind == "iscsi":  # with the secret the step made (its record), or none: one made before CHAP
+            record = next((r for r in plan.records if r.step_index == index), None)
+            secret = record.secret if record is not None else None
+            entry = entry.evolve(chap_secret=secret, chap_user=entry.chap_user if secret is not None else None)
+        entries = [*getattr(config, step.config_field), entry]
         store.put(config.evolve(**{step.config_field: entries}))
     host = state.host_name(host_id)
     store.put(Event(type="storage-adopted", host_id=host_id, target=getattr(step, "disk", None) or plan_id,
@@ -827,6 +863,38 @@ def _adopt_share(store: Any, state: OperationalState, plan_id: str, index: int, 
     store.put(AuditEntry(os_user=RECONCILER, action="share adopt", target=seen.label(), host_id=host_id,
                          plan_id=plan_id, outcome="adopted"))
     return True
+
+
+def _forget_made_secret(store: Any, plan_id: str, index: int) -> None:
+    """The secret a cut-off step made is in its share's document now: its record keeps it no more."""
+    plan = store.get(Plan, plan_id)
+    if plan is None:
+        return
+    records = [r.evolve(secret=None) if r.step_index == index else r for r in plan.records]
+    if records != plan.records:
+        store.put(plan.evolve(records=records))
+
+
+def _forget_secret(store: Any, state: OperationalState, host_id: str, tid: int, shown: str) -> None:
+    """A recorded target asks for another CHAP account than the one recorded (or none): the secret kerub-tui
+    holds is no longer the target's. Forgotten (the planner re-keys the target before a new reader logs in),
+    and told."""
+    from ..core.models import AuditEntry
+
+    config = store.get(HostConfiguration, host_id)
+    target = next((t for t in (config.iscsi_targets if config is not None else []) if t.tid == tid), None)
+    if config is None or target is None or target.chap_secret is None:
+        return
+    store.put(config.evolve(iscsi_targets=[t.evolve(chap_secret=None) if t.tid == tid else t
+                                           for t in config.iscsi_targets]))
+    host = state.host_name(host_id)
+    store.put(Event(type="iscsi-secret-lost", severity=EventSeverity.warning, host_id=host_id,
+                    target=target.disk_id or host_id,
+                    message=(f"iSCSI target {tid} ({target.iqn}) on {host} asks for CHAP account(s) {shown}, not "
+                             f"{target.chap_user} as recorded: its secret is taken as unknown, and the target is "
+                             "re-keyed before a new host reads it")))
+    store.put(AuditEntry(os_user=RECONCILER, action="iscsi secret forget", target=f"iSCSI target {tid}",
+                         host_id=host_id, outcome=f"CHAP accounts on the host: {shown}"))
 
 
 @dataclass
@@ -862,6 +930,9 @@ def apply(store: Any, outcome: Outcome, *, now: dt.datetime | None = None) -> Ap
         for plan_id, index, seen in outcome.adopted_shares:
             if _adopt_share(store, state, plan_id, index, seen):
                 applied.adopted.append(seen.label())
+                _forget_made_secret(store, plan_id, index)
+        for host_id, tid, shown in outcome.unkeyed:
+            _forget_secret(store, state, host_id, tid, shown)
         for pending in outcome.absent:
             _settle(store, pending, "absent")
             applied.absent.append(object_label(pending.intent.allocation))
@@ -976,7 +1047,7 @@ async def read_shares(ops: Any, host_id: str, *, export_dir: str | None = None) 
             for t in iscsi.parse_tgtadm_show(result.stdout):
                 if not t.iqn.startswith(iscsi.IQN_PREFIX + ":"):
                     continue  # the admin's own targets are none of kerub-tui's business
-                seen.append(SeenObject("iscsi", t.iqn, share_id=t.tid))
+                seen.append(SeenObject("iscsi", t.iqn, share_id=t.tid, users=t.incoming_users))
                 seen.extend(SeenObject("iscsi-acl", a, share_id=t.tid) for a in t.acl if _acl_removable(a))
             targets = tuple(seen)
         except ValueError as error:
@@ -1003,7 +1074,8 @@ async def reconcile_host(store: Any, ops: Any, host_id: str, *, now: dt.datetime
     outcome = reconcile(report, disks=[d.id for d in store.list(VirtualStorageDevice)],
                         disk_dyns=store.list(VirtualStorageDeviceDynamic), configs=store.list(HostConfiguration),
                         plans=store.list(Plan))
-    if not (outcome.adopted or outcome.absent or outcome.mismatched or outcome.orphans or outcome.adopted_shares):
+    if not (outcome.adopted or outcome.absent or outcome.mismatched or outcome.orphans or outcome.adopted_shares
+            or outcome.unkeyed):
         return Applied()
     return apply(store, outcome, now=now)
 

@@ -21,7 +21,7 @@ from ..core.sizes import format_size
 from .checkers import host_usable
 from .cost import REMOTE_IO_SECONDS, scalar
 from .state import OperationalState
-from .steps import AllowIscsiInitiator, CopyAllocation, ExportNfs, ShareIscsi, Step, UnexportNfs
+from .steps import AllowIscsiInitiator, CopyAllocation, ExportNfs, RekeyIscsi, ShareIscsi, Step, UnexportNfs
 from .steps.base import remote_share, storage_refused
 from .steps.sharing import _reads_there, all_fenced
 
@@ -121,7 +121,12 @@ def share_option(state: OperationalState, disk_id: str, host_id: str) -> ShareOp
                 config = state.host_config.get(alloc.host_id)
                 target = next((t for t in (config.iscsi_targets if config is not None else [])
                                if t.disk_id == disk_id and t.lun_path == alloc.path), None)
-                if target is not None:  # shared to another host already: this one may log in too
+                if target is not None and not target.keyed:
+                    # kerub-tui lost its CHAP secret (an export holds none): a new one first, while nothing reads it
+                    step = RekeyIscsi(alloc.host_id, target.tid)
+                    if target.initiators and reader not in target.initiators:
+                        handed, step = (step,), AllowIscsiInitiator(alloc.host_id, target.tid, reader)
+                elif target is not None:  # shared to another host already: this one may log in too
                     step = AllowIscsiInitiator(alloc.host_id, target.tid, reader)
                 else:  # only the host that reads it may log in (tgtd's ACL)
                     step = ShareIscsi(alloc.host_id, free_tid(state, alloc.host_id), iqn, alloc.path, disk=disk_id,
@@ -173,8 +178,8 @@ def share_or_copy(state: OperationalState, vm_id: str, disk_id: str, host_id: st
 
 
 def with_reason(steps: tuple[Step, ...], reason: str) -> list[Step]:
-    return [dataclasses.replace(s, reason=reason) if isinstance(s, ShareIscsi | ExportNfs | AllowIscsiInitiator) else s
-            for s in steps]
+    return [dataclasses.replace(s, reason=reason)
+            if isinstance(s, ShareIscsi | ExportNfs | AllowIscsiInitiator | RekeyIscsi) else s for s in steps]
 
 
 def _cost(state: OperationalState, steps: tuple[Step, ...] | list[Step]) -> float:

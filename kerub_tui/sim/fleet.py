@@ -160,6 +160,8 @@ class SimulatedFleet:
             raise FleetError(f"simulated host {host.name} has no profile facts")
         rng = random.Random(f"{self.seed}:{host.id}")
         machine = Machine(host.name, host.capabilities, timing=self.timing, rng=rng)
+        # on the simulated network: a portal qemu's initiator logs in to is the machine at that address
+        machine.address, machine.peer = host.address, self._machine_at
         self._restore(machine, host.id)
         host_id = host.id
         # The monitor's document side only: its streams never start, the simulator feeds it.
@@ -188,6 +190,11 @@ class SimulatedFleet:
         machine.restore(host_id, guests=guests, disks=self.store.list(VirtualStorageDeviceDynamic),
                         thin_pools=config.thin_pools if config is not None else [],
                         ksm=host_dyn.ksm if host_dyn is not None else None)
+
+    def _machine_at(self, address: str) -> Machine | None:
+        """The machine of the simulated host at ``address`` while it is reachable (a host down serves nothing)."""
+        member = next((m for m in self._members.values() if m.machine.address == address), None)
+        return member.machine if member is not None and member.status is HostStatus.up else None
 
     def _capabilities(self, host_id: str) -> Any:
         host = self.store.get(Host, host_id)
@@ -401,11 +408,11 @@ class SimulatedFleet:
         return member
 
     async def run(self, host_id: str, command: str, *, privileged: bool = True,
-                  on_stderr: Callable[[bytes], None] | None = None) -> OperationResult:
+                  on_stderr: Callable[[bytes], None] | None = None, input: bytes | None = None) -> OperationResult:
         member = self._reachable(host_id)
         if isinstance(member, OperationResult):
             return member
-        return await member.machine.shell(command, on_stderr)
+        return await member.machine.shell(command, on_stderr, input)
 
     async def libvirt(self, host_id: str, op: str, *, on_progress: ProgressReport | None = None,
                       **kwargs: Any) -> OperationResult:

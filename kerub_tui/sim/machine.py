@@ -38,6 +38,7 @@ from kerub_tui.core.models import (
 )
 from kerub_tui.hosts import ksm
 from kerub_tui.hosts.facts import IMAGES_DIR
+from kerub_tui.hosts.iscsi import SECRET_ARG, SECRET_STDIN
 from kerub_tui.hosts.kvm import parse_domain_xml
 from kerub_tui.hosts.libvirt_link import DomainEvent, DomainState
 from kerub_tui.hosts.operations import EXIT_UNREACHABLE, OperationResult
@@ -49,6 +50,7 @@ EXTENT = 4 * MIB  # LVM's default extent size
 BASE_MEMORY = 2 * GIB  # what the host OS, libvirtd and the page cache floor take
 PAGE = 4096
 MIGRATE_BYTES_PER_SECOND = 1.1 * GIB  # a 10 GbE link, as live migration sees it
+CHAP_SCRIPT = SECRET_STDIN + " && "  # a command reading a CHAP secret on its standard input (hosts/iscsi)
 
 
 
@@ -79,6 +81,7 @@ class Domain:
     status: str = "shut off"  # running, paused, shut off (libvirt's words)
     cpu_percent: float = 0.0
     rss_share: float = 0.7  # of memory the guest has touched
+    xml: str | None = None  # the domain XML it started from (its network disks); None for a restored guest
 
     @property
     def vm_status(self) -> VmStatus:
@@ -171,6 +174,13 @@ class Machine:
         # the kernel server's exports (paths)
         self.iscsi_targets: dict[int, tuple[str, str]] = {}
         self.iscsi_acl: dict[int, list[str]] = {}  # the initiator addresses each target lets in (ALL: any)
+        self.iscsi_accounts: dict[str, str] = {}  # tgtd's CHAP accounts: user -> password
+        self.iscsi_bound: dict[int, list[str]] = {}  # the incoming accounts bound to each target
+        self.libvirt_secrets: dict[str, str] = {}  # libvirt's secrets of usage type iscsi: usage -> value
+        # where the machine is on the simulated network: its address (what a target's ACL names) and the
+        # machine at another address (a portal qemu's initiator logs in to); None: network disks unchecked
+        self.address = ""
+        self.peer: Callable[[str], Machine | None] | None = None
         self.ganesha_exports: dict[int, str] = {}
         self.kernel_exports: set[str] = set()
         self._guest_tasks: set[asyncio.Task[None]] = set()  # guests powering off after a power button press
@@ -272,10 +282,15 @@ class Machine:
 
     # --- the shell ------------------------------------------------------------------------------
 
-    async def shell(self, command: str, on_stderr: Callable[[bytes], None] | None = None) -> OperationResult:
+    async def shell(self, command: str, on_stderr: Callable[[bytes], None] | None = None,
+                    input: bytes | None = None) -> OperationResult:
         """Run ``command`` as the host's shell would, for the commands kerub-tui writes; ``on_stderr``
-        sees its standard error as it is written (a copy's progress)."""
+        sees its standard error as it is written (a copy's progress); ``input`` is its standard input."""
         try:
+            if command.startswith(CHAP_SCRIPT):
+                return await self._chap_script(command, input)
+            if input is not None:  # the machine keeps no files (a cloud-init seed): only a CHAP secret is read
+                return OperationResult(127, "", "a command with input is not simulated by the kerub-tui simulator")
             if command.startswith("if [ -r /sys/kernel/mm/ksm/run ]"):
                 await self.spend(0.03)
                 return self._ksm_read()
@@ -624,7 +639,65 @@ class Machine:
         parts = path.split("/")  # /dev/VG/LV
         return len(parts) == 4 and parts[1] == "dev" and parts[3] in self.volumes.get(parts[2], {})
 
-    # shares (planner steps iscsi-share, iscsi-unshare, nfs-export, nfs-unexport)
+    # shares (planner steps iscsi-share, iscsi-unshare, iscsi-rekey, nfs-export, nfs-unexport)
+
+    async def _chap_script(self, command: str, input: bytes | None) -> OperationResult:
+        """A tgtadm chain reading a CHAP secret on its standard input (hosts/iscsi._secret_on_stdin): the secret
+        goes where the chain names the file's contents, an account of that name is deleted first (the chain's
+        ``if ... then delete; fi``), then the chain runs as tgtadm would."""
+        secret = (input or b"").decode(errors="replace").strip("\n")
+        rest = command[len(CHAP_SCRIPT):]
+        if not secret:
+            return OperationResult(22, "", "tgtadm: invalid request: the CHAP password is empty")
+        for user in re.findall(r"\{ if tgtadm --lld iscsi --mode account --op show \| grep -qxF -- '    (\S+)'; "
+                               r"then tgtadm --lld iscsi --mode account --op delete --user \S+; fi; \} && ", rest):
+            self.iscsi_accounts.pop(user, None)
+            for bound in self.iscsi_bound.values():
+                if user in bound:
+                    bound.remove(user)
+        rest = re.sub(r"\{ if tgtadm [^}]*; fi; \} && ", "", rest).replace(SECRET_ARG, shlex.quote(secret))
+        try:
+            words = shlex.split(rest)
+        except ValueError as error:
+            return OperationResult(2, "", f"sh: 1: Syntax error: {error}")
+        return await self._tgtadm(words)
+
+    def iscsi_refusal(self, xml: str) -> str | None:
+        """Why qemu's own initiator on this machine would not open a network disk of the domain XML (the target
+        missing, its ACL, its CHAP: the account's user and password from the disk's <auth> and the libvirt
+        secret it names here), as qemu says it; None where each opens (or nothing tells: no network)."""
+        import xml.etree.ElementTree as ET
+
+        if self.peer is None:
+            return None
+        for disk in ET.fromstring(xml).iterfind("devices/disk[@type='network']"):
+            source = disk.find("source")
+            if source is None or source.get("protocol") != "iscsi":
+                continue
+            host = source.find("host")
+            server = self.peer(host.get("name", "") if host is not None else "")
+            iqn = source.get("name", "").rpartition("/")[0]
+            tid = next((t for t, (i, path) in (server.iscsi_targets.items() if server else []) if i == iqn and path),
+                       None)
+            if server is None or tid is None:
+                return f"iSCSI: Failed to connect to LUN : Failed to log in to target {iqn}: no such target"
+            acl = server.iscsi_acl.get(tid, [])
+            if self.address not in acl and "ALL" not in acl:
+                return f"iSCSI: Failed to connect to LUN : Failed to log in to target {iqn}: {self.address} refused"
+            bound = server.iscsi_bound.get(tid, [])
+            if not bound:
+                continue
+            auth = source.find("auth")
+            secret = auth.find("secret") if auth is not None else None
+            usage = secret.get("usage") if secret is not None else None
+            user = auth.get("username") if auth is not None else None
+            value = self.libvirt_secrets.get(usage or "")
+            if auth is not None and usage is not None and value is None:
+                return f"Secret not found: no secret with matching usage '{usage}'"
+            if user not in bound or value is None or server.iscsi_accounts.get(user) != value:
+                return (f"iSCSI: Failed to connect to LUN : Failed to log in to target {iqn}. Status: "
+                        "Authorization failure(514)")
+        return None
 
     async def _tgtadm(self, words: list[str]) -> OperationResult:
         """tgtadm's target new, logicalunit new, bind and show, as kerub-tui chains them with &&."""
@@ -657,6 +730,23 @@ class Machine:
                 acl = self.iscsi_acl.setdefault(tid, [])
                 if options.get("--initiator-address", "") not in acl:
                     acl.append(options.get("--initiator-address", ""))
+            elif (mode, op) == ("account", "new"):
+                user, password = options.get("--user", ""), options.get("--password", "")
+                if not user or not password:
+                    return OperationResult(22, "", "tgtadm: invalid request")
+                if user in self.iscsi_accounts:
+                    return OperationResult(22, "", "tgtadm: this account already exists")
+                self.iscsi_accounts[user] = password
+            elif (mode, op) == ("account", "bind"):
+                user = options.get("--user", "")
+                if tid not in self.iscsi_targets:
+                    return OperationResult(22, "", "tgtadm: can't find the target")
+                if user not in self.iscsi_accounts:
+                    return OperationResult(22, "", "tgtadm: can't find the account")
+                if user not in self.iscsi_bound.setdefault(tid, []):
+                    self.iscsi_bound[tid].append(user)
+            elif (mode, op) == ("account", "show"):
+                out += "Account list:\n" + "".join(f"    {user}\n" for user in sorted(self.iscsi_accounts))
             elif (mode, op) == ("target", "unbind"):
                 address = options.get("--initiator-address", "")
                 if address not in self.iscsi_acl.get(tid, []):
@@ -682,8 +772,8 @@ class Machine:
                       f"            Size: {size // 1000000} MB, Block size: 512", "            Online: Yes",
                       "            Readonly: No", "            Backing store type: rdwr",
                       f"            Backing store path: {path}"]
-        lines += ["    Account information:", "    ACL information:",
-                  *(f"        {address}" for address in self.iscsi_acl.get(tid, []))]
+        lines += ["    Account information:", *(f"        {user}" for user in self.iscsi_bound.get(tid, [])),
+                  "    ACL information:", *(f"        {address}" for address in self.iscsi_acl.get(tid, []))]
         return "\n".join(lines) + "\n"
 
     async def _share_script(self, command: str) -> OperationResult:
@@ -691,11 +781,19 @@ class Machine:
         included, or its include dropped (each followed by ganesha's reload)."""
         await self.spend(0.1)
         if command.startswith("if tgtadm "):
-            match = re.search(r"--op delete --force --tid (\d+); fi\Z", command)
+            match = re.search(r"--op delete --force --tid (\d+); fi(?: && if tgtadm --lld iscsi --mode account --op "
+                              r"show \| grep -qxF -- '    \S+'; then tgtadm --lld iscsi --mode account --op delete "
+                              r"--user (\S+); fi)?\Z", command)
             if match is None:
                 return OperationResult(2, "", "sh: 1: Syntax error: not a command kerub-tui writes")
             self.iscsi_targets.pop(int(match.group(1)), None)
             self.iscsi_acl.pop(int(match.group(1)), None)
+            self.iscsi_bound.pop(int(match.group(1)), None)
+            if match.group(2) is not None:
+                self.iscsi_accounts.pop(match.group(2), None)
+                for bound in self.iscsi_bound.values():
+                    if match.group(2) in bound:
+                        bound.remove(match.group(2))
             return OperationResult(0)
         if command.startswith("mkdir -p /etc/ganesha/"):
             export = re.search(r"Export_Id = (\d+);", command)
@@ -723,11 +821,16 @@ class Machine:
         return OperationResult(0)
 
     def restore_shares(self, targets: dict[int, tuple[str, str]], ganesha: dict[int, str],
-                       kernel: Iterable[str] = (), acl: dict[int, list[str]] | None = None) -> None:
+                       kernel: Iterable[str] = (), acl: dict[int, list[str]] | None = None,
+                       chap: dict[int, tuple[str, str]] | None = None) -> None:
         """Take up the shares a host's configuration document says it has: targets (tid -> IQN, backing
-        store) and their ACLs (tid -> addresses), ganesha's exports (id -> path), the kernel server's (paths)."""
+        store), their ACLs (tid -> addresses) and CHAP accounts (tid -> user, password), ganesha's exports
+        (id -> path), the kernel server's (paths)."""
         self.iscsi_targets.update(targets)
         self.iscsi_acl.update({tid: ["ALL"] for tid in targets} | (acl or {}))
+        for tid, (user, password) in (chap or {}).items():
+            self.iscsi_accounts[user] = password
+            self.iscsi_bound[tid] = [user]
         self.ganesha_exports.update(ganesha)
         self.kernel_exports.update(kernel)
 
@@ -808,6 +911,9 @@ class Machine:
 
     async def start(self, vm_id: str, vm_name: str, xml: str) -> OperationResult:
         facts = parse_domain_xml(xml)
+        refused = self.iscsi_refusal(xml)
+        if refused is not None:  # qemu's own initiator could not open a disk: the domain does not start
+            return OperationResult(1, "", f"internal error: qemu unexpectedly closed the monitor: {refused}")
         # a guest holds its current memory: the balloon keeps a ballooned start there
         memory, cpus = facts.memory_current or facts.memory_max or GIB, facts.vcpus or 1
         domain = self.domains.get(vm_id)
@@ -824,7 +930,7 @@ class Machine:
             return OperationResult(1, "", "internal error: process exited while connecting to monitor: "
                                  "qemu-system-x86_64: failed to initialize kvm: Device or resource busy")
         domain = Domain(vm_id, vm_name, memory, cpus, "running", cpu_percent=self.rng.uniform(1, 40),
-                        rss_share=self.rng.uniform(0.55, 0.95))
+                        rss_share=self.rng.uniform(0.55, 0.95), xml=xml)
         self.domains[vm_id] = domain
         self.on_domain(domain.state(DomainEvent.started))
         return OperationResult(0)
@@ -933,6 +1039,16 @@ class Machine:
             return await self.guest_action(vm_id, op, kwargs.get("keys"))
         if op == "domain-state":
             return OperationResult(0, self.domain_state(vm_id))
+        if op == "define-iscsi-secret":
+            try:
+                await self.spend(0.05)
+            except MachineDown:
+                return self.closed()
+            self.libvirt_secrets[kwargs["usage"]] = kwargs["value"]
+            return OperationResult(0, f"iscsi secret {kwargs['usage']} defined")
+        if op == "undefine-iscsi-secret":
+            self.libvirt_secrets.pop(kwargs["usage"], None)
+            return OperationResult(0, f"iscsi secret {kwargs['usage']} undefined")
         return OperationResult(1, "", f"unknown libvirt operation {op!r}")
 
     def restore(self, host_id: str, *, guests: Iterable[tuple[VirtualMachine, VirtualMachineDynamic]],
@@ -1007,6 +1123,9 @@ async def migrate(source: Machine, target: Machine, vm_id: str, copy_storage: bo
     if domain.memory > target.free_memory():
         return OperationResult(1, "", "operation failed: migration job: unexpectedly failed: "
                                "cannot set up guest memory 'pc.ram': Cannot allocate memory")
+    refused = target.iscsi_refusal(domain.xml) if domain.xml is not None else None
+    if refused is not None:  # the arriving qemu could not open a disk: the guest stays on the source
+        return OperationResult(1, "", f"operation failed: migration job: unexpectedly failed: {refused}")
     seconds = 0.5 + domain.memory * domain.rss_share / MIGRATE_BYTES_PER_SECOND
     total = domain.memory
     if copy_storage:
@@ -1014,7 +1133,7 @@ async def migrate(source: Machine, target: Machine, vm_id: str, copy_storage: bo
         seconds += disks / (source.write_mbps * 1e6)
         total += int(disks)
     arrived = Domain(domain.vm_id, domain.name, domain.memory, domain.cpus, "running",
-                     cpu_percent=domain.cpu_percent, rss_share=domain.rss_share)
+                     cpu_percent=domain.cpu_percent, rss_share=domain.rss_share, xml=domain.xml)
     target.domains[vm_id] = arrived
     target.on_domain(arrived.state(DomainEvent.started, migrating=True))
     try:

@@ -65,9 +65,7 @@ class HostPool:
     async def run(self, host_id: str, command: str, *, privileged: bool = True,
                   input: bytes | None = None, on_stderr: Callable[[bytes], None] | None = None) -> OperationResult:
         if self.is_simulated(host_id):
-            if input is not None:  # the simulator has no files to write (cloud-init seeds)
-                return OperationResult(127, "", "a command with input is not simulated by the kerub-tui simulator")
-            return await self.simulated.run(host_id, command, privileged=privileged, on_stderr=on_stderr)
+            return await self.simulated.run(host_id, command, privileged=privileged, on_stderr=on_stderr, input=input)
         if input is not None:  # only what is given: an operations object may take neither
             return await self.operations.run(host_id, command, privileged=privileged, input=input)
         if on_stderr is not None:

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from kerub_tui.controller import Controller
-from kerub_tui.core.models import HostConfiguration, VirtualStorageDeviceDynamic, VmStatus
+from kerub_tui.core.models import HostConfiguration, Plan, VirtualStorageDeviceDynamic, VmStatus, secret_value
+from kerub_tui.hosts import iscsi
 from kerub_tui.sim import Timing
 from kerub_tui.sim.profiles import profile
 from tests.sim._support import CEILING, until
@@ -57,3 +58,23 @@ async def test_an_arm_vm_reads_its_big_disk_from_the_storage_server_over_iscsi(c
     [target] = controller.db.get(HostConfiguration, ids["stor01"]).iscsi_targets
     [alloc] = controller.db.get(VirtualStorageDeviceDynamic, target.disk_id).allocations
     assert alloc.host_id == ids["stor01"]  # the disk stays where it is; arm01 reads it over the network
+    # with CHAP: the storage server's tgtd asks for the target's own account, whose secret the store keeps and
+    # arm01 holds in a libvirt secret; the domain could not have started without it (the machine checks)
+    secret = secret_value(target.chap_secret)
+    assert secret is not None and target.chap_user == iscsi.chap_user(target.iqn)
+    server = controller.hosts.simulated.machine(ids["stor01"])
+    reader = controller.hosts.simulated.machine(ids["arm01"])
+    assert server.iscsi_bound == {target.tid: [target.chap_user]}
+    assert server.iscsi_accounts == {target.chap_user: secret}
+    usage = iscsi.secret_usage(ids["stor01"], target.iqn)
+    assert reader.libvirt_secrets == {usage: secret}
+    xml = reader.domains[vm.id].xml or ""
+    assert reader.iscsi_refusal(xml) is None and secret not in xml
+    reader.libvirt_secrets[usage] = "not-the-secret-0"
+    assert "Authorization failure" in (reader.iscsi_refusal(xml) or "")
+    reader.libvirt_secrets[usage] = secret
+    # nothing an admin or a script sees holds it: the plan, its records, the audit log, the documents as JSON
+    shown = [p.model_dump_json() for p in controller.db.list(Plan)]
+    shown += [d.model_dump_json() for d in controller.db.all_documents()]
+    shown += [a.model_dump_json() for a in controller.audit_log()]
+    assert not [text for text in shown if secret in text]

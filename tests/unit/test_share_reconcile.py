@@ -142,6 +142,70 @@ def test_a_share_an_interrupted_plan_made_is_adopted(tmp_path: Path) -> None:
         store.close()
 
 
+def test_a_chap_target_a_cut_off_share_made_is_adopted_with_the_secret_its_record_kept(tmp_path: Path) -> None:
+    """The executor commits the secret a share makes into the step's record before tgtadm runs: a controller
+    killed in between finds the target on restart and adopts it with that secret (the record lets go of it)."""
+    from pydantic import SecretStr
+
+    store = Store.open(tmp_path)
+    try:
+        host = _host(store)
+        state = OperationalState.from_store(store)
+        step = ShareIscsi(host.id, tid=4, iqn=iscsi.disk_iqn("d1"), lun_path="/dev/vg0/kerub-d1", initiator="10.0.0.3")
+        made = SecretStr("Made0123456789ab")
+        plan = m.Plan(plan_kind="start", steps=[step.to_planned(state)], status=m.PlanStatus.interrupted,
+                      records=[m.StepRecord(step_index=0, outcome=m.StepOutcome.interrupted, secret=made)])
+        store.put(plan)
+        assert "Made0123456789ab" not in plan.model_dump_json() and m.REDACTED in plan.model_dump_json()
+        seen = rc.SeenObject("iscsi", iscsi.disk_iqn("d1"), share_id=4, users=("kerub-d1",))
+        outcome = rc.reconcile(rc.HostReport(host.id, targets=(seen,)), disks=[], disk_dyns=[], configs=[],
+                               plans=store.list(m.Plan))
+        assert outcome.orphans == [] and [s.share_id for _p, _i, s in outcome.adopted_shares] == [4]
+        rc.apply(store, outcome)
+        [target] = store.require(m.HostConfiguration, host.id).iscsi_targets
+        assert (target.chap_user, m.secret_value(target.chap_secret), target.initiators) == (
+            "kerub-d1", "Made0123456789ab", ["10.0.0.3"])
+        assert store.require(m.Plan, plan.id).records[0].secret is None
+        # cut off before its account was bound (and its ACL, bound after it): half made, never adopted
+        store.put(m.HostConfiguration(id=host.id))
+        store.put(plan)
+        bare = rc.SeenObject("iscsi", iscsi.disk_iqn("d1"), share_id=4)
+        outcome = rc.reconcile(rc.HostReport(host.id, targets=(bare,)), disks=[], disk_dyns=[], configs=[],
+                               plans=store.list(m.Plan))
+        assert outcome.adopted_shares == [] and [o.seen.share_id for o in outcome.orphans] == [4]
+    finally:
+        store.close()
+
+
+def test_a_recorded_target_asking_for_another_account_has_its_secret_forgotten(tmp_path: Path) -> None:
+    """Discovery reads which account a target asks for: not the recorded one (an admin changed it, tgtd was
+    restarted by hand...) and the secret kerub-tui holds is not the target's: forgotten and told, so the
+    planner re-keys the target before a new reader logs in."""
+    store = Store.open(tmp_path)
+    try:
+        host = _host(store)
+        target = m.IscsiTarget(iqn=iscsi.disk_iqn("d1"), tid=1, lun_path="/dev/vg0/kerub-d1", chap_user="kerub-d1",
+                               chap_secret="Kept0123456789ab", disk_id="disk-d1")
+        store.put(m.HostConfiguration(id=host.id, iscsi_targets=[target]))
+        same = rc.SeenObject("iscsi", target.iqn, share_id=1, users=("kerub-d1",))
+        outcome = rc.reconcile(rc.HostReport(host.id, targets=(same,)), disks=[], disk_dyns=[],
+                               configs=store.list(m.HostConfiguration), plans=[])
+        assert outcome.unkeyed == []
+        for users in ((), ("$(reboot)",), ("kerub-d1", "someone")):  # what tgtd prints: any word, told, never run
+            changed = rc.SeenObject("iscsi", target.iqn, share_id=1, users=users)
+            outcome = rc.reconcile(rc.HostReport(host.id, targets=(changed,)), disks=[], disk_dyns=[],
+                                   configs=store.list(m.HostConfiguration), plans=[])
+            assert outcome.unkeyed == [(host.id, 1, ", ".join(users) or "none")]
+        rc.apply(store, outcome)
+        [forgotten] = store.require(m.HostConfiguration, host.id).iscsi_targets
+        assert forgotten == target.evolve(chap_secret=None) and not forgotten.keyed
+        [event] = [e for e in store.list(m.Event) if e.type == "iscsi-secret-lost"]
+        assert "asks for CHAP account(s) kerub-d1, someone, not kerub-d1 as recorded" in event.message
+        assert "Kept0123456789ab" not in event.message
+    finally:
+        store.close()
+
+
 def test_an_acl_entry_no_document_lets_in_is_offered_or_adopted(tmp_path: Path) -> None:
     from kerub_tui.planner.steps.sharing import AllowIscsiInitiator
 
@@ -196,13 +260,16 @@ async def test_read_shares_from_a_real_tgtd_and_remove_the_orphan(tgtd: PrivateN
     tgtd.run(iscsi.iscsi_share(3, iscsi.disk_iqn("left"), str(lun), None, None, initiator_address="127.0.0.1"))
     tgtd.run(iscsi.iscsi_share(4, "iqn.2001-04.com.example:theirs", str(lun), None, None))
     tgtd.run(iscsi.iscsi_acl_bind(2, "127.0.0.5"))  # bound, then the controller was killed before recording it
+    tgtd.run(iscsi.iscsi_share_chap(5, iscsi.disk_iqn("chap"), str(lun), "kerub-chap"), input=b"Chap0123456789ab")
     export_dir = tmp_path / "ganesha"
     export_dir.mkdir()
     (export_dir / "export-140.conf").write_text(nfs.ganesha_export_block(140, "/srv/left"))
     ops = _NsOps(tgtd)
     targets, exports = await rc.read_shares(ops, "h", export_dir=str(export_dir))
-    assert targets is not None and sorted((t.share_id, t.name) for t in targets if t.kind == "iscsi") == [
-        (2, iscsi.disk_iqn("kept")), (3, iscsi.disk_iqn("left"))]  # not the admin's own target 4
+    assert targets is not None and sorted((t.share_id, t.name, t.users) for t in targets if t.kind == "iscsi") == [
+        (2, iscsi.disk_iqn("kept"), ()), (3, iscsi.disk_iqn("left"), ()),
+        (5, iscsi.disk_iqn("chap"), ("kerub-chap",))]  # not the admin's own target 4; whether one asks for CHAP
+    targets = tuple(t for t in targets if t.share_id != 5)
     assert exports == (rc.SeenObject("export", "/srv/left", share_id=140),)
     store = Store.open(tmp_path / "store")
     try:
@@ -223,7 +290,7 @@ async def test_read_shares_from_a_real_tgtd_and_remove_the_orphan(tgtd: PrivateN
     finally:
         store.close()
     left = {t.tid: t.acl for t in iscsi.parse_tgtadm_show(tgtd.run(iscsi.iscsi_show_command()).stdout)}
-    assert left == {2: ("127.0.0.1",), 4: ("ALL",)}
+    assert left == {2: ("127.0.0.1",), 4: ("ALL",), 5: ("ALL",)}
 
 
 async def test_a_host_without_tgtd_is_unread_not_empty(tmp_path: Path) -> None:

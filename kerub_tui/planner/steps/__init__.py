@@ -93,6 +93,8 @@ from .sharing import (
     DisallowIscsiInitiator,
     ExportNfs,
     MountNfs,
+    RekeyIscsi,
+    RemoveIscsiSecret,
     ShareIscsi,
     UnexportNfs,
     UnmountNfs,
@@ -140,6 +142,6 @@ __all__ = [
     'RemoveFileImage', 'RemoveGvinumVolume', 'RemoveLv', 'RemoveZfsVolume', 'ResumeVm', 'SetKsm', 'ShareIscsi',
     'ShellOp', 'StartVm', 'Step', 'step_from_planned', 'step_type', 'STEP_TYPES', 'STOP_TIMEOUT_SECONDS',
     'StopVm', 'Touched', 'trust_command_from_key', 'TrustHost', 'UnexportNfs', 'UnknownStep', 'UnmountNfs',
-    'UnshareIscsi', 'vm_disks_missing', 'WakeHost', 'order_key',
+    'UnshareIscsi', 'vm_disks_missing', 'WakeHost', 'order_key', 'RekeyIscsi', 'RemoveIscsiSecret',
     'ConvertLvToMirror', 'MovePvExtents', 'RemovePvFromVg',
 ]

@@ -44,6 +44,9 @@ class ShellOp:
     # the bytes the command copies, when its standard error carries GNU dd's status=progress reports:
     # the step's progress, shown while it runs
     progress_total: int | None = None
+    # its standard input is the secret the step makes when it runs (Step.makes_secret): the executor gives it,
+    # no plan, display or audit entry holds it
+    secret: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,6 +135,16 @@ class Step(abc.ABC):
         """Whether this step destroys data on a host (an LV, an image, a seed removed): an auto-approve
         policy covers such a step only when it says so (AutoApprovePolicy.deletes)."""
         return False
+
+    # A step that makes a secret when it runs, never when it is planned (plans are shown and stored): an iSCSI
+    # target's CHAP password. The executor makes it, records it before the step's commands run, gives it to
+    # the operations marked ``ShellOp.secret`` on their standard input, and writes the documents from
+    # ``keyed``: the prediction (whose ``take`` holds the REDACTED marker, a secret to be made) with it.
+    makes_secret: ClassVar[bool] = False
+
+    def keyed(self, state: OperationalState, secret: Any) -> OperationalState:
+        """``state`` (this step's prediction) with the secret it made (a SecretStr) where it goes."""
+        return state
 
     # prediction -----------------------------------------------------------------------------------
 
@@ -275,12 +288,93 @@ def remote_share(state: OperationalState, disk_id: str, host_id: str) -> tuple[s
             continue
         reader = state.hosts[host_id].address if host_id in state.hosts else None
         if any(t.disk_id == disk_id and t.lun_path == alloc.path and (not t.initiators or reader in t.initiators)
-               for t in config.iscsi_targets):
+               and (t.keyed or _reads_now(state, disk_id, host_id)) for t in config.iscsi_targets):
             return "iSCSI", alloc
         if isinstance(alloc, FileAllocation) and any(
                 e.path == posixpath.dirname(alloc.path) and e.clients in ("*", reader) for e in config.exports):
             return "NFS", alloc
     return None
+
+
+def _reads_now(state: OperationalState, disk_id: str, host_id: str) -> bool:
+    """Whether a VM using the disk runs on the host now: it logged in to its target already (a target whose
+    CHAP secret kerub-tui lost serves it; a new reader waits for the target to be re-keyed)."""
+    return any(state.vm_host(v) == host_id for v in state.disk_users(disk_id))
+
+
+def unkeyed_target(state: OperationalState, disk_id: str, host_id: str) -> Any | None:
+    """(the sharing host's id, the target) of an iSCSI target of the disk's live storage that would let the host
+    log in but whose CHAP secret kerub-tui does not know; None without one."""
+    reader = state.hosts[host_id].address if host_id in state.hosts else None
+    for alloc in state.allocations(disk_id):
+        config = state.host_config.get(alloc.host_id)
+        if alloc.copied_at is not None or config is None or alloc.host_id == host_id:
+            continue
+        for t in config.iscsi_targets:
+            if (t.disk_id == disk_id and t.lun_path == alloc.path and not t.keyed
+                    and (not t.initiators or reader in t.initiators)):
+                return alloc.host_id, t
+    return None
+
+
+def iscsi_readings(state: OperationalState, vm_id: str, host_id: str) -> list[tuple[str, Any]]:
+    """(the sharing host's id, the target) of each CHAP-guarded iSCSI target the VM's disks are read over from
+    ``host_id``: those whose password the host needs in a libvirt secret before the domain runs there."""
+    vm = state.vms.get(vm_id)
+    out: list[tuple[str, Any]] = []
+    for link in vm.disks if vm is not None else []:
+        found = remote_share(state, link.disk_id, host_id)
+        if found is None or found[0] != "iSCSI":
+            continue
+        served = found[1]
+        target = next((t for t in state.host_config[served.host_id].iscsi_targets
+                       if t.disk_id == link.disk_id and t.lun_path == served.path), None)
+        if target is not None and target.chap_user is not None and (served.host_id, target) not in out:
+            out.append((served.host_id, target))
+    return out
+
+
+def disks_missing_reason(state: OperationalState, host_id: str, missing: list[str]) -> str:
+    """Why the host cannot reach these disks of a VM (vm_disks_missing), in one line."""
+    unkeyed = [(d, found) for d in missing if (found := unkeyed_target(state, d, host_id)) is not None]
+    if unkeyed:
+        disk_id, (server, target) = unkeyed[0]
+        return (f"disk {state.disk_name(disk_id)} is shared by {state.host_name(server)} over iSCSI target "
+                f"{target.tid}, whose CHAP secret kerub-tui does not know: it is re-keyed before "
+                f"{state.host_name(host_id)} logs in")
+    return f"{state.host_name(host_id)} has no copy of disk " + ", ".join(state.disk_name(d) for d in missing)
+
+
+def iscsi_secret_ops(state: OperationalState, vm_id: str, host_id: str) -> list[Operation]:
+    """The libvirt secrets the host needs before the VM's domain runs there: the CHAP password of each target
+    its disks are read over, defined (or set again) on the host; the executor fills in the value when it runs."""
+    from ...hosts import iscsi, kvm
+
+    out: list[Operation] = []
+    for server, target in iscsi_readings(state, vm_id, host_id):
+        usage = iscsi.secret_usage(server, target.iqn)
+        out.append(_libvirt(host_id, "define-iscsi-secret", kvm.describe_secret(usage), usage=usage, server=server,
+                            tid=target.tid))
+    return out
+
+
+def with_iscsi_secrets(before: OperationalState, after: OperationalState, vm_id: str,
+                       host_id: str) -> OperationalState:
+    """``after`` with the host's configuration recording the libvirt secrets ``iscsi_secret_ops`` defines there
+    (read in ``before``): a tidy removes each once no VM on the host reads with it."""
+    from ...core.models import IscsiSecret
+    from ...hosts.iscsi import secret_usage
+
+    readings = iscsi_readings(before, vm_id, host_id)
+    if not readings:
+        return after
+    wanted = {secret_usage(server, t.iqn): IscsiSecret(usage=secret_usage(server, t.iqn), server=server, tid=t.tid)
+              for server, t in readings}
+    have = _config_list(after, host_id, "iscsi_secrets")
+    if all(wanted[s.usage] == s for s in have if s.usage in wanted) and set(wanted) <= {s.usage for s in have}:
+        return after
+    kept = [s for s in have if s.usage not in wanted]
+    return after.apply([_host_config(after, host_id, iscsi_secrets=[*kept, *wanted.values()])])
 
 
 def remote_disks(state: OperationalState, vm_id: str, host_id: str) -> list[str]:

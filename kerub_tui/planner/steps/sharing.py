@@ -13,7 +13,9 @@ import abc
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
-from ...core.models import Cost, IscsiTarget, Mount, NfsExport
+from pydantic import SecretStr
+
+from ...core.models import REDACTED, Cost, IscsiTarget, Mount, NfsExport
 from ..checkers import host_usable
 from ..cost import SHARE_SETUP_SECONDS
 from ..state import OperationalState, Reservation
@@ -25,6 +27,8 @@ from .base import (
     _config_list,
     _host_config,
     _host_down,
+    _libvirt,
+    iscsi_readings,
     remote_share,
     step_type,
     storage_refused,
@@ -371,15 +375,29 @@ class ShareIscsi(_AddShare):
     initiator: str = "ALL"  # the address allowed to log in (the host that reads it); ALL: any
     reason: str = field(default="", compare=False)  # why the planner shares it (said to the admin)
 
+    # CHAP: the target's own account (hosts/iscsi.chap_user) with a secret made when the step runs (never when
+    # planned: plans are shown and stored), given to the command on its standard input
+    makes_secret: ClassVar[bool] = True
+
     def inverse(self) -> Step:
         return UnshareIscsi(self.host, self.tid)
 
     def already(self, state: OperationalState) -> str:
         return f"{state.host_name(self.host)} already has iSCSI target {self.tid}"
 
+    def chap_user(self) -> str:
+        from ...hosts.iscsi import chap_user
+
+        return chap_user(self.iqn)
+
     def entry(self, state: OperationalState) -> Any:
+        # the secret is made when the step runs: the prediction holds the marker of a secret kerub-tui will hold
         return IscsiTarget(iqn=self.iqn, tid=self.tid, lun_path=self.lun_path, disk_id=self.disk,
+                           chap_user=self.chap_user(), chap_secret=SecretStr(REDACTED),
                            initiators=[] if self.initiator == "ALL" else [self.initiator])
+
+    def keyed(self, state: OperationalState, secret: Any) -> OperationalState:
+        return _with_secret(state, self.host, self.tid, secret)
 
     def describe(self, state: OperationalState) -> str:
         return (f"share {self.lun_path} over iSCSI as {self.iqn} (target {self.tid}) on "
@@ -391,9 +409,80 @@ class ShareIscsi(_AddShare):
     def operations(self, state: OperationalState) -> list[Operation]:
         from ...hosts import iscsi
 
-        return [ShellOp(self.host, iscsi.iscsi_share(tid=self.tid, iqn=self.iqn, lun_path=self.lun_path,
-                                                     chap_user=None, chap_password_file=None,
-                                                     initiator_address=self.initiator))]
+        return [ShellOp(self.host, iscsi.iscsi_share_chap(self.tid, self.iqn, self.lun_path, self.chap_user(),
+                                                          initiator_address=self.initiator), secret=True)]
+
+
+def _with_secret(state: OperationalState, host: str, tid: int, secret: Any) -> OperationalState:
+    """The host's target ``tid`` holding ``secret`` (what a share or a re-key made when it ran)."""
+    targets = [t.evolve(chap_secret=secret) if t.tid == tid else t for t in _config_list(state, host, "iscsi_targets")]
+    return state.apply([_host_config(state, host, iscsi_targets=targets)])
+
+
+def _iscsi_target(state: OperationalState, host: str, tid: int) -> IscsiTarget | None:
+    return next((t for t in _config_list(state, host, "iscsi_targets") if t.tid == tid), None)
+
+
+@step_type
+@dataclass(frozen=True)
+class RekeyIscsi(Step):
+    """Gives a target's CHAP account a new secret, made when the step runs: a target whose secret kerub-tui does
+    not know (restored from an export, which holds no secret; found changed on the host) before a new reader
+    logs in. Never while a VM reads it: its qemu logged in with the old secret, and would be locked out at its
+    next login."""
+
+    type: ClassVar[str] = "iscsi-rekey"
+    makes_secret: ClassVar[bool] = True
+    host: str
+    tid: int
+    reason: str = field(default="", compare=False)
+
+    def blocked(self, state: OperationalState) -> str | None:
+        target = _iscsi_target(state, self.host, self.tid)
+        if target is None:
+            return f"{state.host_name(self.host)} has no iSCSI target {self.tid}"
+        if target.chap_user is None:
+            return f"iSCSI target {self.tid} on {state.host_name(self.host)} has no CHAP account"
+        if target.chap_secret is not None:
+            return f"kerub-tui knows the CHAP secret of iSCSI target {self.tid} on {state.host_name(self.host)}"
+        readers = sorted(state.vm_name(v) for v in state.disk_users(target.disk_id or "")
+                         if (h := state.vm_host(v)) is not None and h != self.host and not state.host_fenced(h))
+        if readers:
+            return (f"{', '.join(readers)} read{'s' if len(readers) == 1 else ''} disk "
+                    f"{state.disk_name(target.disk_id or '')} over iSCSI target {self.tid} on "
+                    f"{state.host_name(self.host)}, logged in with a CHAP secret kerub-tui does not know: a new secret "
+                    "would lock it out at its next login (the target is re-keyed once nothing reads it)")
+        return _host_down(state, self.host)
+
+    def take(self, state: OperationalState) -> OperationalState:
+        return _with_secret(state, self.host, self.tid, SecretStr(REDACTED))
+
+    def keyed(self, state: OperationalState, secret: Any) -> OperationalState:
+        return _with_secret(state, self.host, self.tid, secret)
+
+    def reservations(self) -> list[Reservation]:
+        return [Reservation("share", f"{self.host}:iscsi:{self.tid}")]
+
+    def cost(self, state: OperationalState) -> Cost:
+        return Cost(time_seconds=SHARE_SETUP_SECONDS)
+
+    def describe(self, state: OperationalState) -> str:
+        target = _iscsi_target(state, self.host, self.tid)
+        user = f" (CHAP user {target.chap_user})" if target is not None and target.chap_user else ""
+        why = f": {self.reason}" if self.reason else ""
+        return (f"give iSCSI target {self.tid}{user} on {state.host_name(self.host)} a new CHAP secret, as kerub-tui "
+                f"does not know its secret{why}")
+
+    def effect(self, state: OperationalState) -> str:
+        return f"kerub-tui knows the CHAP secret of iSCSI target {self.tid} on {state.host_name(self.host)}"
+
+    def operations(self, state: OperationalState) -> list[Operation]:
+        from ...hosts import iscsi
+
+        target = _iscsi_target(state, self.host, self.tid)
+        if target is None or target.chap_user is None:
+            raise ValueError(f"iSCSI target {self.tid} has no CHAP account to re-key")
+        return [ShellOp(self.host, iscsi.iscsi_rekey(self.tid, target.chap_user), secret=True)]
 
 
 @step_type
@@ -526,7 +615,60 @@ class UnshareIscsi(_RemoveShare):
     def operations(self, state: OperationalState) -> list[Operation]:
         from ...hosts import iscsi
 
-        return [ShellOp(self.host, iscsi.iscsi_unshare(tid=self.tid))]
+        target = _iscsi_target(state, self.host, self.tid)  # its CHAP account goes with it
+        return [ShellOp(self.host, iscsi.iscsi_unshare(self.tid, target.chap_user if target is not None else None))]
+
+
+@step_type
+@dataclass(frozen=True)
+class RemoveIscsiSecret(Step):
+    """Removes a libvirt secret holding an iSCSI target's CHAP password from a host where no VM reads that target
+    any more (a VM that reads it there again gets it defined again when it starts or arrives)."""
+
+    type: ClassVar[str] = "iscsi-secret-remove"
+    host: str
+    usage: str
+
+    def _recorded(self, state: OperationalState) -> bool:
+        return any(s.usage == self.usage for s in _config_list(state, self.host, "iscsi_secrets"))
+
+    def blocked(self, state: OperationalState) -> str | None:
+        if not self._recorded(state):
+            return f"{state.host_name(self.host)} has no iSCSI secret {self.usage}"
+        users = sorted(state.vm_name(v) for v in state.vms_on(self.host)
+                       if any(_secret_usage(server, t) == self.usage
+                              for server, t in iscsi_readings(state, v, self.host)))
+        if users:
+            return f"{', '.join(users)} on {state.host_name(self.host)} read{'s' if len(users) == 1 else ''} with it"
+        return _host_down(state, self.host)
+
+    def take(self, state: OperationalState) -> OperationalState:
+        kept = [s for s in _config_list(state, self.host, "iscsi_secrets") if s.usage != self.usage]
+        return state.apply([_host_config(state, self.host, iscsi_secrets=kept)])
+
+    def reservations(self) -> list[Reservation]:
+        return [Reservation("share", f"{self.host}:secret:{self.usage}")]
+
+    def cost(self, state: OperationalState) -> Cost:
+        return Cost(time_seconds=1.0)
+
+    def describe(self, state: OperationalState) -> str:
+        return f"remove the iSCSI CHAP secret {self.usage} from {state.host_name(self.host)}, where no VM reads with it"
+
+    def effect(self, state: OperationalState) -> str:
+        return f"{state.host_name(self.host)} no longer holds the iSCSI secret {self.usage}"
+
+    def operations(self, state: OperationalState) -> list[Operation]:
+        from ...hosts import kvm
+
+        return [_libvirt(self.host, "undefine-iscsi-secret", kvm.describe_undefine_secret(self.usage),
+                         usage=self.usage)]
+
+
+def _secret_usage(server: str, target: IscsiTarget) -> str:
+    from ...hosts.iscsi import secret_usage
+
+    return secret_usage(server, target.iqn)
 
 
 def _reads_there(state: OperationalState, disk_id: str, address: str) -> bool:

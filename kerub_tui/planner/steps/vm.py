@@ -25,10 +25,13 @@ from .base import (
     _locked_vm,
     _running_dependants,
     _vm_dyn,
+    disks_missing_reason,
+    iscsi_secret_ops,
     remote_disks,
     step_type,
     storage_refused,
     vm_disks_missing,
+    with_iscsi_secrets,
 )
 
 
@@ -58,7 +61,7 @@ class StartVm(Step):
             return reason
         missing = vm_disks_missing(state, self.vm, self.host)
         if missing:
-            return f"{state.host_name(self.host)} has no copy of disk " + ", ".join(state.disk_name(d) for d in missing)
+            return disks_missing_reason(state, self.host, missing)
         if held := unfenced_writer(state, self.vm):
             return held
         for link in vm.disks:  # its domain names each disk's storage there
@@ -73,10 +76,10 @@ class StartVm(Step):
 
     def take(self, state: OperationalState) -> OperationalState:
         given = self.memory if self.memory and self.memory < state.vms[self.vm].memory_max else None
-        state = state.apply([_vm_dyn(state, self.vm, host_id=self.host, status=VmStatus.up, spice_address=None,
+        after = state.apply([_vm_dyn(state, self.vm, host_id=self.host, status=VmStatus.up, spice_address=None,
                                      spice_port=None, vnc_address=None, vnc_port=None, memory_used=None,
                                      cpu_percent=None, memory_given=given)])
-        return _live_copies_here(state, self.vm, self.host)
+        return with_iscsi_secrets(state, _live_copies_here(after, self.vm, self.host), self.vm, self.host)
 
     def touched(self) -> Touched:
         return Touched(vms=frozenset({self.vm}), hosts=frozenset({self.host}))
@@ -103,9 +106,10 @@ class StartVm(Step):
         from ...hosts import kvm
 
         name = state.vm_name(self.vm)
-        # the start op defines the domain from the XML generated for this host, then starts it
+        # the start op defines the domain from the XML generated for this host, then starts it; the CHAP
+        # passwords of the iSCSI targets its disks are read over are in libvirt secrets there first
         display = f"{kvm.describe_start(name)} (after {kvm.describe_define(name)})"
-        return [_libvirt(self.host, "start", display, vm_id=self.vm)]
+        return [*iscsi_secret_ops(state, self.vm, self.host), _libvirt(self.host, "start", display, vm_id=self.vm)]
 
 
 def start_cost(vm: VirtualMachine | None, memory: int = 0, remote: float = 0.0) -> Cost:
@@ -294,16 +298,15 @@ class MigrateVm(Step):
             return reason
         missing = vm_disks_missing(state, self.vm, self.target)
         if missing:
-            return f"{state.host_name(self.target)} has no copy of disk " + ", ".join(
-                state.disk_name(d) for d in missing
-            )
+            return disks_missing_reason(state, self.target, missing)
         from ..image_steps import seed_missing
 
         return seed_missing(state, self.vm, self.target)
 
     def take(self, state: OperationalState) -> OperationalState:
-        return state.apply([_vm_dyn(state, self.vm, host_id=self.target, spice_address=None, spice_port=None,
-                                    vnc_address=None, vnc_port=None)])
+        after = state.apply([_vm_dyn(state, self.vm, host_id=self.target, spice_address=None, spice_port=None,
+                                     vnc_address=None, vnc_port=None)])
+        return with_iscsi_secrets(state, after, self.vm, self.target)
 
     def touched(self) -> Touched:
         return Touched(vms=frozenset({self.vm}), hosts=frozenset({self.host, self.target}))
@@ -338,7 +341,9 @@ class MigrateVm(Step):
 
         target = state.hosts[self.target]
         display = kvm.describe_migrate(state.vm_name(self.vm), target.address)
-        return [_libvirt(self.host, "migrate", display, progress=True, vm_id=self.vm, target_host_id=self.target,
+        # the domain arrives with its disks' <auth>: the target holds their CHAP passwords first
+        return [*iscsi_secret_ops(state, self.vm, self.target),
+                _libvirt(self.host, "migrate", display, progress=True, vm_id=self.vm, target_host_id=self.target,
                          target_address=target.address, copy_storage=self.copy_storage)]
 
 

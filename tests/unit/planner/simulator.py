@@ -66,6 +66,7 @@ class FleetSimulator:
             if host_id in self.machines or host.capabilities is None:
                 continue
             machine = Machine(host.name, host.capabilities, timing=AT_ONCE, rng=random.Random(host_id))
+            machine.address, machine.peer = host.address, self._machine_at
             config = state.host_config.get(host_id)
             dyn = state.host_dyn.get(host_id)
             machine.restore(host_id, guests=[(state.vms[i], state.vm_dyn[i]) for i in state.vm_dyn if i in state.vms],
@@ -79,13 +80,18 @@ class FleetSimulator:
                                        {ganesha_export_id(e.path): e.path for e in config.exports
                                         if e.server == "ganesha"},
                                        [e.path for e in config.exports if e.server == "kernel"],
-                                       {t.tid: list(t.initiators) or ["ALL"] for t in config.iscsi_targets})
+                                       {t.tid: list(t.initiators) or ["ALL"] for t in config.iscsi_targets},
+                                       {t.tid: (t.chap_user, t.chap_secret.get_secret_value())
+                                        for t in config.iscsi_targets if t.chap_user and t.chap_secret})
             self.machines[host_id] = machine
             self.names[host_id] = host.name
             self.addresses[host_id] = host.address
 
     def machine(self, host_id: str) -> Machine:
         return self.machines[host_id]
+
+    def _machine_at(self, address: str) -> Machine | None:
+        return next((self.machines[h] for h, a in self.addresses.items() if a == address), None)
 
     # --- the executor's HostOperations ---------------------------------------------------------------
 
@@ -101,7 +107,7 @@ class FleetSimulator:
             if written is not None:
                 self.files[(host_id, shlex.split(written.group(1))[0])] = input
                 return OperationResult(0)
-            return OperationResult(127, "", "a command with input this simulator does not know")
+            return await self.machines[host_id].shell(command, on_stderr, input)  # a CHAP secret
         return await self.machines[host_id].shell(command, on_stderr)
 
     async def libvirt(self, host_id: str, op: str, *, on_progress: ProgressReport | None = None,
@@ -211,6 +217,19 @@ class FleetSimulator:
             if said_targets != machine.iscsi_targets:
                 out.append(f"{name}: iSCSI targets {sorted(said_targets.items())} in the documents, "
                            f"{sorted(machine.iscsi_targets.items())} on the host")
+            # CHAP: each target's account and its password, the libvirt secrets a reader holds
+            for t in config.iscsi_targets if config is not None else []:
+                bound = machine.iscsi_bound.get(t.tid, [])
+                if ([t.chap_user] if t.chap_user else []) != bound:
+                    out.append(f"{name}: iSCSI target {t.tid} asks for CHAP {t.chap_user} in the documents, "
+                               f"{bound} on the host")
+                elif t.chap_user and t.chap_secret is not None and \
+                        machine.iscsi_accounts.get(t.chap_user) != t.chap_secret.get_secret_value():
+                    out.append(f"{name}: iSCSI target {t.tid}'s CHAP secret differs in the documents and on the host")
+            said_secrets = sorted(s.usage for s in (config.iscsi_secrets if config is not None else []))
+            if said_secrets != sorted(machine.libvirt_secrets):
+                out.append(f"{name}: iSCSI secrets {said_secrets} in the documents, {sorted(machine.libvirt_secrets)} "
+                           "on the host")
             said_exports = sorted(e.path for e in (config.exports if config is not None else []))
             has_exports = sorted([*machine.ganesha_exports.values(), *machine.kernel_exports])
             if said_exports != has_exports:

@@ -39,7 +39,7 @@ def test_registries_cover_every_type() -> None:
     from kerub_tui.core.expectations import DISK_EXPECTATION_TYPES, VM_EXPECTATION_TYPES
 
     assert set(VIOLATION_FACTORIES) == set(VM_EXPECTATION_TYPES) | set(DISK_EXPECTATION_TYPES)
-    assert len(PROBLEM_FACTORIES) == 15  # issue 16: unused-iscsi-initiator, unused-export-client
+    assert len(PROBLEM_FACTORIES) == 16  # issue 16: unused-iscsi-initiator, unused-export-client, unused-iscsi-secret
 
 
 def test_availability_up_places_best_first_and_respects_the_policy() -> None:

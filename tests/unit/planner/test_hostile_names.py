@@ -227,3 +227,45 @@ def test_a_kerub_named_lv_no_command_carries_is_never_offered_for_cleanup(tmp_pa
                                configs=store.list(HostConfiguration), plans=store.list(Plan))
         plan = rc.apply(store, outcome, now=NOW).cleanup
         assert [c.command for s in plan.steps for c in s.commands] == ["lvremove --yes vg0/kerub-old"]
+
+
+# --- iSCSI CHAP: the account and the libvirt secret's usage name of a target a document holds ------------
+
+
+@pytest.mark.parametrize("user", ["x;reboot", "$(id)", "a b", "-x", "", "x" * 65, "x\ny"])
+def test_a_chap_user_no_command_carries_is_refused_at_the_document(user: str) -> None:
+    """The account reaches tgtadm and the domain XML: a document (an import) cannot hold one no builder takes."""
+    from pydantic import ValidationError
+
+    from kerub_tui.core.models import IscsiTarget
+
+    with pytest.raises(ValidationError, match="CHAP user"):
+        IscsiTarget(iqn="iqn.2024-01.org.kerub:d", tid=1, lun_path="/dev/vg0/kerub-d", chap_user=user)
+
+
+@pytest.mark.parametrize("iqn", ["iqn.2024-01.org.kerub:a'b;reboot", "$(id)", "IQN WITH SPACES", "x" * 300])
+def test_a_target_with_an_iqn_no_command_carries_never_crashes_the_planner(iqn: str) -> None:
+    """An imported target with an IQN the builders refuse: the planner plans around it (the secret's usage is a
+    digest of it), the reader's start names no such IQN anywhere, a tidy of it still renders."""
+    from kerub_tui.core.models import HostConfiguration, IscsiTarget, VirtualMachineDynamic
+    from kerub_tui.planner.problems import all_problems
+
+    f = Fleet()
+    f.host("h1", memory=4 * GIB)
+    f.host("h2", memory=32 * GIB)
+    f.disk("root", size=300 * GIB, on=["h1"])
+    f.vm("web", memory=8 * GIB, disks=["root"], expect=["availability:up@dealbreaker"])
+    target = IscsiTarget(iqn=iqn, tid=1, lun_path="/dev/vg0/kerub-root", disk_id="disk-root", chap_user="kerub-d",
+                         chap_secret="Abcdef0123456789", initiators=["127.0.0.3"])
+    f.put(HostConfiguration(id="host-h1", iscsi_targets=[target]))
+    state = f.state()
+    start = StartVm("vm-web", "host-h2")
+    for command in (c.command for c in start.commands(state)):
+        assert iqn not in command and "Abcdef0123456789" not in command
+    after = start.take(state)
+    [secret] = after.host_config["host-h2"].iscsi_secrets
+    assert secret.usage.startswith("kerub-iscsi-") and shlex.split(secret.usage) == [secret.usage]
+    commands(plan_all(state))
+    running = f.state().apply([VirtualMachineDynamic(id="vm-web", host_id="host-h2", status="up")])
+    all_problems(running)
+    commands(plan_all(f.state().apply([HostConfiguration(id="host-h2", iscsi_secrets=[secret])])))

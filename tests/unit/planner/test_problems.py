@@ -32,7 +32,7 @@ def test_every_problem_type_has_a_factory() -> None:
         "allocation-on-end-of-life-host", "allocation-on-failing-device", "cpu-overheat", "thin-pool-almost-full",
         "unused-export", "unused-mount", "unused-iscsi-target", "unused-iscsi-initiator", "vm-lost-with-host", "undersized-allocation",
             "unused-export-client",
-        "unused-seed",
+        "unused-seed", "unused-iscsi-secret",
     }
     assert set(PROBLEM_FACTORIES) == found_types
     assert sorted(DETECTORS) == ["end-of-life", "failing-device", "host-down", "overheat", "recycling", "thin-pool",

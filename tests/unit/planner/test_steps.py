@@ -56,8 +56,10 @@ from kerub_tui.planner.steps import (
     MovePvExtents,
     PauseVm,
     PowerDownHost,
+    RekeyIscsi,
     RemoveFileImage,
     RemoveGvinumVolume,
+    RemoveIscsiSecret,
     RemoveLv,
     RemovePvFromVg,
     RemoveZfsVolume,
@@ -129,6 +131,7 @@ def test_registry_covers_the_issue_list() -> None:
         "convert-lv-to-mirror", "move-pv-extents", "remove-pv-from-vg",  # issue 18 items 6 and 7
         "iscsi-allow", "iscsi-disallow",  # issue 16: a target's ACL
         "fence-host",  # issue 16 item 2: high availability
+        "iscsi-rekey", "iscsi-secret-remove",  # issue 16: CHAP (a target's new secret, a reader's libvirt secret)
     ])
 
 
@@ -449,7 +452,8 @@ ALL_STEPS: list[Step] = [
     ShareIscsi("host-h1", 3, "iqn.2025-01.kerub:d", "/dev/vg0/kerub-d", "disk-d"),
     AllowIscsiInitiator("host-h1", 3, "127.0.0.4"),
     DisallowIscsiInitiator("host-h1", 3, "127.0.0.4"),
-    UnshareIscsi("host-h1", 3), SetKsm("host-h2", True, 100, 20), PowerDownHost("host-h2"),
+    UnshareIscsi("host-h1", 3), RekeyIscsi("host-h1", 3), RemoveIscsiSecret("host-h2", "kerub-iscsi-0123456789ab"),
+    SetKsm("host-h2", True, 100, 20), PowerDownHost("host-h2"),
     WakeHost("host-h2", "host-h1"), TrustHost("host-h1", "host-h2"), FenceHost("host-h2"),
     RemoveOrphanLv("host-h1", "vg0", "kerub-lost", GIB), RemoveOrphanFile("host-h1", "/var/lib/kerub/kerub-lost.qcow2"),
     RemoveOrphanIscsiTarget("host-h1", 9, "iqn.2024-01.org.kerub:lost"), RemoveOrphanExport("host-h1", 140, "/srv/lost"),
@@ -502,7 +506,8 @@ def test_unknown_step_types_and_params_are_refused() -> None:
 
 
 def _shell_steps() -> list[Step]:
-    return [s for s in ALL_STEPS if s.type not in ("start-vm", "stop-vm", "pause-vm", "resume-vm", "migrate-vm")]
+    return [s for s in ALL_STEPS if s.type not in ("start-vm", "stop-vm", "pause-vm", "resume-vm", "migrate-vm",
+                                                   "iscsi-secret-remove")]
 
 
 @pytest.mark.parametrize("step", _shell_steps(), ids=lambda s: s.type)
@@ -511,7 +516,10 @@ def test_shell_commands_come_from_the_builders(step: Step) -> None:
     f.put(VirtualStorageDeviceDynamic(id="disk-new", allocations=[
         FileAllocation(host_id="host-h1", capability_id="file:/var/lib/kerub", path="/var/lib/kerub/kerub-new.raw",
                        actual_size=GIB)]))
-    f.host("h1", storage=STORAGE, config=HostConfiguration(exports=[NfsExport(path="/var/lib/kerub", clients="127.0.0.0/8")]))
+    f.host("h1", storage=STORAGE, config=HostConfiguration(
+        exports=[NfsExport(path="/var/lib/kerub", clients="127.0.0.0/8")],
+        iscsi_targets=[IscsiTarget(iqn="iqn.2025-01.kerub:d", tid=3, lun_path="/dev/vg0/kerub-d", disk_id="disk-d",
+                                   chap_user="kerub-d")]))
     s = f.state()
     ops = step.operations(s)
     assert ops
