@@ -33,7 +33,8 @@ libvirt operations (keyword arguments as the planner's steps emit them):
 - ``define-iscsi-secret`` (usage, value): the libvirt secret (usage type iscsi) holding an iSCSI target's CHAP
   password, defined unless it is there, and its value set (secretSetValue: through the tunnel, on no command
   line); ``undefine-iscsi-secret`` (usage): removed, done already = success. The value is in no result, log
-  line or error message (scrubbed if libvirt echoes it).
+  line or error message (scrubbed if libvirt echoes it). ``iscsi-secrets``: stdout the usage names of those
+  secrets kerub-tui names (``kerub-iscsi-...``), one a line (a reconcile's reading).
 - ``eject`` (vm_id, disk_id): take the medium out of a running domain's CD-ROM drive (forced, even
   if the guest locked the tray), live and in its definition; the empty drive stays until the next
   start, which defines the domain from the documents again. Idempotent.
@@ -79,7 +80,8 @@ RECHECK_SECONDS = 5.0  # the shutdown wait re-reads the state this often, should
 PROGRESS_SECONDS = 1.0  # a running migration's job statistics are read this often
 
 OPS = ("start", "shutdown", "destroy-if-running", "undefine", "pause", "resume", "migrate", "domain-state", "eject",
-       "reboot", "reset", "request-shutdown", "send-keys", "define-iscsi-secret", "undefine-iscsi-secret")
+       "reboot", "reset", "request-shutdown", "send-keys", "define-iscsi-secret", "undefine-iscsi-secret",
+       "iscsi-secrets")
 
 # libvirt's domain states as the executor's verifiers name them
 _STATE_TEXT = {
@@ -270,6 +272,12 @@ def _undefine_iscsi_secret(conn: Any, usage: str) -> str:
         return f"no iscsi secret {usage} here"
     secret.undefine()
     return f"iscsi secret {usage} undefined"
+
+
+def list_iscsi_secrets(conn: Any) -> str:
+    """The usage names of the libvirt secrets of usage type iscsi kerub-tui names (``kerub-iscsi-``), one a line."""
+    names = [s.usageID() for s in conn.listAllSecrets(0) if s.usageType() == libvirt.VIR_SECRET_USAGE_TYPE_ISCSI]
+    return "".join(f"{name}\n" for name in sorted(names) if name.startswith("kerub-iscsi-"))
 
 
 def check_secret_value(value: object) -> str:
@@ -623,6 +631,7 @@ class FleetOperations:
             "request-shutdown": self._simple(_request_shutdown_now),
             "send-keys": self._op_send_keys,
             "define-iscsi-secret": self._op_define_iscsi_secret,
+            "iscsi-secrets": self._op_iscsi_secrets,
             "undefine-iscsi-secret": self._op_undefine_iscsi_secret,
         }
 
@@ -644,6 +653,9 @@ class FleetOperations:
     async def _op_define_iscsi_secret(self, host_id: str, *, usage: str, value: str) -> str:
         return await self._call(host_id, _define_iscsi_secret, check_name(usage, "secret usage name"),
                                 check_secret_value(value))
+
+    async def _op_iscsi_secrets(self, host_id: str) -> str:
+        return await self._call(host_id, list_iscsi_secrets)
 
     async def _op_undefine_iscsi_secret(self, host_id: str, *, usage: str) -> str:
         return await self._call(host_id, _undefine_iscsi_secret, check_name(usage, "secret usage name"))
@@ -802,5 +814,5 @@ def _join(*parts: str) -> str:
 
 
 __all__ = ["FleetOperations", "OperationError", "OperationResult", "check_keys", "check_secret_value", "check_start",
-           "connection_lost", "disk_alias", "domain_state", "libvirt_message", "migration_progress", "retarget_disks",
-           "spice_password_of", "target_disk_source", "without_spice_password"]
+           "connection_lost", "disk_alias", "domain_state", "libvirt_message", "list_iscsi_secrets",
+           "migration_progress", "retarget_disks", "spice_password_of", "target_disk_source", "without_spice_password"]

@@ -252,7 +252,9 @@ class SeenObject:
     kerub-tui's IQN (``iscsi``: its iqn, tid in ``share_id``) or a ganesha export file kerub-tui wrote
     (``export``: its path, export id in ``share_id``)."""
 
-    kind: str  # "lv", "file", "iscsi", "iscsi-acl" (name: the address a target's ACL lets in) or "export"
+    # "lv", "file", "iscsi", "iscsi-acl" (name: the address a target's ACL lets in), "export", or "iscsi-secret" (a
+    # libvirt secret of usage type iscsi kerub-tui names: name, its usage)
+    kind: str
     name: str  # LV name, the file's path, the target's IQN, the exported directory
     size: int | None = None  # LV size; a file's virtual size when it was read
     vg: str = ""
@@ -269,6 +271,8 @@ class SeenObject:
             return share_key(host_id, "iscsi-acl", f"{self.share_id} {self.name}")
         if self.kind == "export":
             return share_key(host_id, "export", self.name)
+        if self.kind == "iscsi-secret":
+            return share_key(host_id, "iscsi-secret", self.name)
         return (host_id, "file", self.name)
 
     def label(self) -> str:
@@ -280,6 +284,8 @@ class SeenObject:
             return f"{self.name} in the ACL of iSCSI target {self.share_id}"
         if self.kind == "export":
             return f"NFS export {self.name}"
+        if self.kind == "iscsi-secret":
+            return f"iSCSI CHAP secret {self.name} in libvirt"
         return f"image {self.name}"
 
 
@@ -293,7 +299,8 @@ def config_share_keys(config: HostConfiguration) -> set[tuple[str, ...]]:
     return ({share_key(config.id, "iscsi", str(t.tid)) for t in config.iscsi_targets}
             | {share_key(config.id, "iscsi-acl", f"{t.tid} {a}") for t in config.iscsi_targets
                for a in (t.initiators or ["ALL"])}
-            | {share_key(config.id, "export", e.path) for e in config.exports if e.server == "ganesha"})
+            | {share_key(config.id, "export", e.path) for e in config.exports if e.server == "ganesha"}
+            | {share_key(config.id, "iscsi-secret", s.usage) for s in config.iscsi_secrets})
 
 
 def _share_step_key(step: Any) -> tuple[str, ...] | None:
@@ -342,6 +349,7 @@ class HostReport:
     files: tuple[SeenObject, ...] | None = None
     targets: tuple[SeenObject, ...] | None = None  # iSCSI targets of kerub-tui's IQN
     exports: tuple[SeenObject, ...] | None = None  # ganesha export files kerub-tui wrote
+    secrets: tuple[SeenObject, ...] | None = None  # libvirt secrets (iSCSI CHAP) kerub-tui names
 
     def find(self, key: tuple[str, ...]) -> tuple[bool | None, SeenObject | None]:
         """(whether the kind was read, the object) for an object key."""
@@ -377,6 +385,9 @@ class Outcome:
     # a recorded target whose CHAP account on the host is not the one recorded: (host id, tid, what the host
     # shows); its secret is forgotten, so the planner re-keys it before a new reader logs in
     unkeyed: list[tuple[str, int, str]] = field(default_factory=list)
+    # a libvirt secret (iSCSI CHAP) kerub-tui names that no document records (a controller cut off between its
+    # definition and the step's record): recorded where a VM there reads with it, else offered for cleanup
+    unrecorded_secrets: list[Orphan] = field(default_factory=list)
 
 
 def known_objects(disk_dyns: Iterable[VirtualStorageDeviceDynamic], configs: Iterable[HostConfiguration],
@@ -454,6 +465,9 @@ def reconcile(report: HostReport, *, disks: Iterable[str], disk_dyns: Iterable[V
     _reconcile_shares(report, plans, known, outcome)
     _reconcile_chap(report, configs, outcome)
     adopted |= {seen.key(report.host_id) for _p, _i, seen in outcome.adopted_shares}
+    if report.secrets is not None and not _placing_vms(plans, report.host_id):
+        outcome.unrecorded_secrets = [Orphan(report.host_id, seen, "no document records it")
+                                      for seen in report.secrets if seen.key(report.host_id) not in known]
     for seen in [*(report.lvs or ()), *(report.files or ()), *(report.targets or ()), *(report.exports or ())]:
         key = seen.key(report.host_id)
         if seen.kind == "iscsi-acl" and share_key(report.host_id, "iscsi", str(seen.share_id)) not in known:
@@ -482,6 +496,15 @@ def _reconcile_shares(report: HostReport, plans: list[Plan], known: set[tuple[st
         if any(k == key for _p, _i, s in outcome.adopted_shares for k in [s.key(report.host_id)]):
             continue
         outcome.adopted_shares.append((plan.id, index, seen))
+
+
+def _placing_vms(plans: Iterable[Plan], host_id: str) -> bool:
+    """Whether a plan of this process is starting or migrating a VM onto the host now (its libvirt secrets are
+    being defined there, recorded when the step ends)."""
+    return any(plan.status is PlanStatus.running and (
+        (step.type == "start-vm" and step.params.get("host") == host_id)
+        or (step.type == "migrate-vm" and step.params.get("target") == host_id)) for plan in plans
+        for step in plan.steps)
 
 
 def _chap_as_made(plan: Plan, index: int, step: Any, seen: SeenObject) -> bool:
@@ -703,6 +726,41 @@ class RemoveOrphanExport(_OrphanRemoval):
 
 @step_type
 @dataclass(frozen=True)
+class RemoveOrphanIscsiSecret(_OrphanRemoval):
+    """Remove a libvirt secret (an iSCSI CHAP password) kerub-tui names that no document records and no VM on the
+    host reads with (a controller cut off between defining it and recording it); approved by the admin."""
+
+    type: ClassVar[str] = "remove-orphan-iscsi-secret"
+    host: str
+    usage: str
+
+    def deletes_data(self) -> bool:
+        return False  # a credential nothing there uses: a VM that needs it gets it defined again
+
+    def blocked(self, state: OperationalState) -> str | None:
+        return _host_down(state, self.host) or _share_unknown(
+            state, self.host, share_key(self.host, "iscsi-secret", self.usage), f"iSCSI CHAP secret {self.usage}")
+
+    def reservations(self) -> list[Reservation]:
+        return [Reservation("share", f"{self.host}:secret:{self.usage}")]
+
+    def describe(self, state: OperationalState) -> str:
+        return (f"remove the iSCSI CHAP secret {self.usage} from libvirt on {state.host_name(self.host)} "
+                "(no document records it)")
+
+    def effect(self, state: OperationalState) -> str:
+        return f"{state.host_name(self.host)} no longer holds the iSCSI secret {self.usage}"
+
+    def operations(self, state: OperationalState) -> list[Operation]:
+        from ..hosts import kvm
+        from .steps import _libvirt
+
+        return [_libvirt(self.host, "undefine-iscsi-secret", kvm.describe_undefine_secret(self.usage),
+                         usage=self.usage)]
+
+
+@step_type
+@dataclass(frozen=True)
 class RemoveOrphanIscsiAcl(_OrphanRemoval):
     """Take an address out of a recorded target's ACL that no document lets in (a controller cut off between
     tgtadm's bind and its record); approved by the admin."""
@@ -745,6 +803,8 @@ def removal_step(orphan: Orphan) -> Step:
         return RemoveOrphanIscsiAcl(orphan.host_id, orphan.seen.share_id, orphan.seen.name)
     if orphan.seen.kind == "export":
         return RemoveOrphanExport(orphan.host_id, orphan.seen.share_id, orphan.seen.name)
+    if orphan.seen.kind == "iscsi-secret":
+        return RemoveOrphanIscsiSecret(orphan.host_id, orphan.seen.name)
     return RemoveOrphanFile(orphan.host_id, orphan.seen.name)
 
 
@@ -759,6 +819,8 @@ def _removal_key(step: Any) -> tuple[str, ...] | None:
         return share_key(step.host, "iscsi-acl", f"{step.tid} {step.initiator}")
     if isinstance(step, RemoveOrphanExport):
         return share_key(step.host, "export", step.path)
+    if isinstance(step, RemoveOrphanIscsiSecret):
+        return share_key(step.host, "iscsi-secret", step.usage)
     return None
 
 
@@ -865,6 +927,28 @@ def _adopt_share(store: Any, state: OperationalState, plan_id: str, index: int, 
     return True
 
 
+def _adopt_secret(store: Any, state: OperationalState, orphan: Orphan) -> bool:
+    """Record a libvirt secret a VM on the host reads with (its start or arrival was cut off before its record)."""
+    from ..core.models import AuditEntry, IscsiSecret
+    from ..hosts.iscsi import secret_usage
+    from .steps.base import iscsi_readings
+
+    host_id, usage = orphan.host_id, orphan.seen.name
+    found = next(((server, t) for v in state.vms_on(host_id) for server, t in iscsi_readings(state, v, host_id)
+                  if secret_usage(server, t.iqn) == usage), None)
+    if found is None:
+        return False
+    config = store.get(HostConfiguration, host_id) or HostConfiguration(id=host_id)
+    store.put(config.evolve(iscsi_secrets=[*config.iscsi_secrets,
+                                           IscsiSecret(usage=usage, server=found[0], tid=found[1].tid)]))
+    store.put(Event(type="storage-adopted", host_id=host_id, target=found[1].disk_id or host_id,
+                    message=(f"{orphan.seen.label()} on {state.host_name(host_id)} is the CHAP secret of iSCSI target "
+                             f"{found[1].tid} on {state.host_name(found[0])}, which a VM there reads with: recorded")))
+    store.put(AuditEntry(os_user=RECONCILER, action="share adopt", target=orphan.seen.label(), host_id=host_id,
+                         outcome="adopted"))
+    return True
+
+
 def _forget_made_secret(store: Any, plan_id: str, index: int) -> None:
     """The secret a cut-off step made is in its share's document now: its record keeps it no more."""
     plan = store.get(Plan, plan_id)
@@ -933,13 +1017,19 @@ def apply(store: Any, outcome: Outcome, *, now: dt.datetime | None = None) -> Ap
                 _forget_made_secret(store, plan_id, index)
         for host_id, tid, shown in outcome.unkeyed:
             _forget_secret(store, state, host_id, tid, shown)
+        orphans = list(outcome.orphans)
+        for orphan in outcome.unrecorded_secrets:
+            if _adopt_secret(store, state, orphan):
+                applied.adopted.append(orphan.seen.label())
+            else:
+                orphans.append(orphan)
         for pending in outcome.absent:
             _settle(store, pending, "absent")
             applied.absent.append(object_label(pending.intent.allocation))
         for pending, _why in outcome.mismatched:
             _settle(store, pending, "mismatch")
         already = offered(store.list(Plan))
-        fresh = [o for o in outcome.orphans if o.key not in already]
+        fresh = [o for o in orphans if o.key not in already]
         plan = cleanup_plan(state, fresh)
         if plan is not None:
             policy = store.get("settings", "settings")
@@ -1015,7 +1105,25 @@ async def read_host(ops: Any, host_id: str, *, images_dir: str | None = None,
             seen.append(SeenObject("file", path, size))
         files = tuple(seen)
     targets, exports = await read_shares(ops, host_id)
-    return HostReport(host_id, lvs, files, targets, exports)
+    return HostReport(host_id, lvs, files, targets, exports, await read_secrets(ops, host_id))
+
+
+async def read_secrets(ops: Any, host_id: str) -> Seen:
+    """The libvirt secrets of usage type iscsi kerub-tui names on the host (through its libvirt tunnel); None
+    where they could not be read (host operations without libvirt, a call that failed)."""
+    from ..core.names import InvalidName, check_name
+
+    if not hasattr(ops, "libvirt"):
+        return None
+    result = await ops.libvirt(host_id, "iscsi-secrets")
+    if result.exit_code != 0:
+        log.info("reconcile %s: libvirt secrets: %s", host_id, result.stderr.strip()[:200])
+        return None
+    seen = []
+    for line in result.stdout.splitlines():
+        with contextlib.suppress(InvalidName):
+            seen.append(SeenObject("iscsi-secret", check_name(line.strip(), "secret usage name")))
+    return tuple(seen)
 
 
 Seen = tuple[SeenObject, ...] | None
@@ -1075,7 +1183,7 @@ async def reconcile_host(store: Any, ops: Any, host_id: str, *, now: dt.datetime
                         disk_dyns=store.list(VirtualStorageDeviceDynamic), configs=store.list(HostConfiguration),
                         plans=store.list(Plan))
     if not (outcome.adopted or outcome.absent or outcome.mismatched or outcome.orphans or outcome.adopted_shares
-            or outcome.unkeyed):
+            or outcome.unkeyed or outcome.unrecorded_secrets):
         return Applied()
     return apply(store, outcome, now=now)
 
@@ -1141,7 +1249,8 @@ class Reconciler:
 
 
 __all__ = ["CLEANUP", "Applied", "HostReport", "Orphan", "Outcome", "Pending", "Reconciler", "RemoveOrphanExport",
-           "RemoveOrphanFile", "RemoveOrphanIscsiAcl", "RemoveOrphanIscsiTarget", "RemoveOrphanLv", "SeenObject",
+           "RemoveOrphanFile", "RemoveOrphanIscsiAcl", "RemoveOrphanIscsiSecret", "RemoveOrphanIscsiTarget",
+           "RemoveOrphanLv", "SeenObject",
            "apply", "cleanup_plan", "identity_alive", "intent_of", "interrupt_dead_writers", "list_images_command",
            "object_key", "pending_intents", "process_identity", "read_host", "read_shares", "reconcile",
            "reconcile_host", "size_matches"]

@@ -1046,6 +1046,9 @@ class Machine:
                 return self.closed()
             self.libvirt_secrets[kwargs["usage"]] = kwargs["value"]
             return OperationResult(0, f"iscsi secret {kwargs['usage']} defined")
+        if op == "iscsi-secrets":
+            return OperationResult(0, "".join(f"{usage}\n" for usage in sorted(self.libvirt_secrets)
+                                              if usage.startswith("kerub-iscsi-")))
         if op == "undefine-iscsi-secret":
             self.libvirt_secrets.pop(kwargs["usage"], None)
             return OperationResult(0, f"iscsi secret {kwargs['usage']} undefined")

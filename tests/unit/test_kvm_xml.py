@@ -54,7 +54,7 @@ from kerub_tui.hosts.kvm import (
     vm_status,
 )
 from kerub_tui.hosts.nfs import NfsDiskSource, ganesha_add_export
-from kerub_tui.hosts.operations import _define_iscsi_secret, _undefine_iscsi_secret
+from kerub_tui.hosts.operations import _define_iscsi_secret, _undefine_iscsi_secret, list_iscsi_secrets
 from kerub_tui.hosts.spice import new_spice_password
 from tests.unit.test_ops_netns import (  # noqa: F401 (private_ns is a fixture)
     GANESHA_CORE,
@@ -490,10 +490,12 @@ def test_defined_and_started_for_real(private_ns: PrivateNamespace, tmp_path: Pa
 
     conn = libvirt.open(uri)
     try:
-        assert _define_iscsi_secret(conn, "kerub-live", "a-wrong-one-0123") == "iscsi secret kerub-live defined"
-        assert _define_iscsi_secret(conn, "kerub-live", chap) == "iscsi secret kerub-live set again"
+        usage = "kerub-iscsi-live"
+        assert _define_iscsi_secret(conn, usage, "a-wrong-one-0123") == f"iscsi secret {usage} defined"
+        assert _define_iscsi_secret(conn, usage, chap) == f"iscsi secret {usage} set again"
         [secret] = conn.listAllSecrets()
-        assert secret.usageID() == "kerub-live" and chap not in secret.XMLDesc(0)
+        assert secret.usageID() == usage and chap not in secret.XMLDesc(0)
+        assert list_iscsi_secrets(conn) == f"{usage}\n"
         conn.networkCreateXML("<network><name>kerub-lan</name><forward mode='bridge'/><bridge name='br-kerub'/></network>")
 
         disks = {
@@ -507,7 +509,8 @@ def test_defined_and_started_for_real(private_ns: PrivateNamespace, tmp_path: Pa
         backing = {
             "d1": (disks["d1"], file_alloc(f"{images}/root.raw")),
             "d2": (disks["d2"], file_alloc(f"{images}/data.qcow2", "qcow2")),
-            "d3": (disks["d3"], IscsiDiskSource("127.0.0.1", iqn, chap_user="kerub-live", secret_usage="kerub-live")),
+            "d3": (disks["d3"], IscsiDiskSource("127.0.0.1", iqn, chap_user="kerub-live",
+                                                secret_usage="kerub-iscsi-live")),
             "d4": (disks["d4"], NfsDiskSource("127.0.0.1", str(export), "nfs.raw")),
         }
         password = new_spice_password()
@@ -546,9 +549,9 @@ def test_defined_and_started_for_real(private_ns: PrivateNamespace, tmp_path: Pa
         assert vm_status(*dom.state()) == VmStatus.down
         dom.undefine()
         assert conn.listAllDomains() == []
-        assert _undefine_iscsi_secret(conn, "kerub-live") == "iscsi secret kerub-live undefined"
-        assert _undefine_iscsi_secret(conn, "kerub-live") == "no iscsi secret kerub-live here"
-        assert conn.listAllSecrets() == []
+        assert _undefine_iscsi_secret(conn, usage) == f"iscsi secret {usage} undefined"
+        assert _undefine_iscsi_secret(conn, usage) == f"no iscsi secret {usage} here"
+        assert conn.listAllSecrets() == [] and list_iscsi_secrets(conn) == ""
     finally:
         conn.close()
         stop_tgtd(private_ns)

@@ -206,6 +206,70 @@ def test_a_recorded_target_asking_for_another_account_has_its_secret_forgotten(t
         store.close()
 
 
+def test_a_libvirt_secret_no_document_records_is_recorded_where_a_vm_reads_with_it_else_offered(
+        tmp_path: Path) -> None:
+    """A controller cut off between a start's define-iscsi-secret and its record leaves a libvirt secret on the
+    reader: reconcile records it where a VM there reads with it, and offers the others for cleanup."""
+    store = Store.open(tmp_path)
+    try:
+        server = m.Host(name="a", address="10.0.0.2")
+        reader = m.Host(name="b", address="10.0.0.3")
+        disk = m.VirtualStorageDevice(name="d1", size=MIB)
+        vm = m.VirtualMachine(name="web", memory_min=64 * MIB, memory_max=64 * MIB, disks=[m.DiskLink(disk_id=disk.id)])
+        iqn = iscsi.disk_iqn(disk.id)
+        store.put_many([
+            server, reader, disk, vm,
+            *(m.HostDynamic(id=h.id, status=m.HostStatus.up) for h in (server, reader)),
+            m.VirtualStorageDeviceDynamic(id=disk.id, allocations=[m.LvmAllocation(
+                host_id=server.id, capability_id="lvm:vg0", vg="vg0", lv="kerub-d1")]),
+            m.HostConfiguration(id=server.id, iscsi_targets=[m.IscsiTarget(
+                iqn=iqn, tid=1, lun_path="/dev/vg0/kerub-d1", disk_id=disk.id, chap_user="kerub-d1",
+                chap_secret="Kept0123456789ab", initiators=[reader.address])]),
+            m.VirtualMachineDynamic(id=vm.id, host_id=reader.id, status=m.VmStatus.up)])
+        used = iscsi.secret_usage(server.id, iqn)
+        report = rc.HostReport(reader.id, secrets=(rc.SeenObject("iscsi-secret", used),
+                                                   rc.SeenObject("iscsi-secret", "kerub-iscsi-stray")))
+        # a plan of this process placing a VM there now: its secrets are being defined, nothing is concluded
+        placing = m.Plan(plan_kind="start", status=m.PlanStatus.running, steps=[m.PlannedStep(
+            type="start-vm", params={"vm": vm.id, "host": reader.id}, description="start web on b")])
+        assert rc.reconcile(report, disks=[], disk_dyns=[], configs=store.list(m.HostConfiguration),
+                            plans=[placing]).unrecorded_secrets == []
+        outcome = rc.reconcile(report, disks=[], disk_dyns=[], configs=store.list(m.HostConfiguration), plans=[])
+        assert [o.seen.name for o in outcome.unrecorded_secrets] == [used, "kerub-iscsi-stray"]
+        applied = rc.apply(store, outcome)
+        assert applied.adopted == [f"iSCSI CHAP secret {used} in libvirt"]
+        assert store.require(m.HostConfiguration, reader.id).iscsi_secrets == [
+            m.IscsiSecret(usage=used, server=server.id, tid=1)]
+        assert applied.cleanup is not None
+        [step] = applied.cleanup.steps
+        assert (step.type, step.params) == ("remove-orphan-iscsi-secret",
+                                            {"host": reader.id, "usage": "kerub-iscsi-stray"})
+        assert [c.command for c in step.commands] == [
+            "libvirt: virsh secret-undefine (the iscsi secret kerub-iscsi-stray)"]
+        # recorded now: a second pass finds nothing
+        again = rc.reconcile(report, disks=[], disk_dyns=[], configs=store.list(m.HostConfiguration),
+                             plans=store.list(m.Plan))
+        assert [o.seen.name for o in again.unrecorded_secrets] == ["kerub-iscsi-stray"]
+        assert rc.apply(store, again).cleanup is None  # offered once
+    finally:
+        store.close()
+
+
+async def test_read_secrets_through_the_libvirt_operation() -> None:
+    class Ops:
+        def __init__(self, result: OperationResult) -> None:
+            self.result = result
+
+        async def libvirt(self, host_id: str, op: str, **_kw: object) -> OperationResult:
+            assert op == "iscsi-secrets"
+            return self.result
+
+    seen = await rc.read_secrets(Ops(OperationResult(0, "kerub-iscsi-ab12\nkerub-iscsi-$(x)\n")), "h")
+    assert seen == (rc.SeenObject("iscsi-secret", "kerub-iscsi-ab12"),)  # a name no command takes is skipped
+    assert await rc.read_secrets(Ops(OperationResult(1, "", "libvirt down")), "h") is None
+    assert await rc.read_secrets(object(), "h") is None  # host operations without libvirt: unread
+
+
 def test_an_acl_entry_no_document_lets_in_is_offered_or_adopted(tmp_path: Path) -> None:
     from kerub_tui.planner.steps.sharing import AllowIscsiInitiator
 

@@ -28,6 +28,7 @@ from kerub_tui.planner.reconcile import (
     RemoveOrphanExport,
     RemoveOrphanFile,
     RemoveOrphanIscsiAcl,
+    RemoveOrphanIscsiSecret,
     RemoveOrphanIscsiTarget,
     RemoveOrphanLv,
 )
@@ -132,6 +133,7 @@ def test_registry_covers_the_issue_list() -> None:
         "iscsi-allow", "iscsi-disallow",  # issue 16: a target's ACL
         "fence-host",  # issue 16 item 2: high availability
         "iscsi-rekey", "iscsi-secret-remove",  # issue 16: CHAP (a target's new secret, a reader's libvirt secret)
+        "remove-orphan-iscsi-secret",  # issue 16: a reader's libvirt secret left by a crash
     ])
 
 
@@ -457,7 +459,7 @@ ALL_STEPS: list[Step] = [
     WakeHost("host-h2", "host-h1"), TrustHost("host-h1", "host-h2"), FenceHost("host-h2"),
     RemoveOrphanLv("host-h1", "vg0", "kerub-lost", GIB), RemoveOrphanFile("host-h1", "/var/lib/kerub/kerub-lost.qcow2"),
     RemoveOrphanIscsiTarget("host-h1", 9, "iqn.2024-01.org.kerub:lost"), RemoveOrphanExport("host-h1", 140, "/srv/lost"),
-    RemoveOrphanIscsiAcl("host-h1", 3, "127.0.0.9"),
+    RemoveOrphanIscsiAcl("host-h1", 3, "127.0.0.9"), RemoveOrphanIscsiSecret("host-h2", "kerub-iscsi-0123456789ab"),
     # planner/image_steps.py
     CloneImageOverlay("disk-new", "host-h1", "file:/var/lib/kerub", "/var/lib/kerub/kerub-new.qcow2", GIB, "disk-d",
                       "/var/lib/kerub/d.qcow2", "qcow2"),
@@ -507,7 +509,7 @@ def test_unknown_step_types_and_params_are_refused() -> None:
 
 def _shell_steps() -> list[Step]:
     return [s for s in ALL_STEPS if s.type not in ("start-vm", "stop-vm", "pause-vm", "resume-vm", "migrate-vm",
-                                                   "iscsi-secret-remove")]
+                                                   "iscsi-secret-remove", "remove-orphan-iscsi-secret")]
 
 
 @pytest.mark.parametrize("step", _shell_steps(), ids=lambda s: s.type)
