@@ -11,7 +11,7 @@ import shutil
 
 import pytest
 
-from kerub_tui.core.models import Host, HostConfiguration, Plan, PlanStatus
+from kerub_tui.core.models import Host, HostConfiguration, Plan, PlanStatus, secret_value
 from kerub_tui.hosts import iscsi, nfs
 from kerub_tui.planner.commitments import build_state
 from kerub_tui.planner.steps import ExportNfs, ShareIscsi, UnexportNfs, UnshareIscsi
@@ -56,17 +56,28 @@ async def test_an_lv_shared_over_iscsi_is_read_by_qemu_on_another_host(clean_lab
         share = ShareIscsi(host_id, 1, iqn, f"/dev/{server.vg}/kerub-shared")
         done = await run_steps(c, share)
         assert done.status is PlanStatus.done, done.status_reason
-        assert done.records[0].commands[0].command == iscsi.iscsi_share(1, iqn, share.lun_path, None, None)
+        user = iscsi.chap_user(iqn)
+        assert done.records[0].commands[0].command == iscsi.iscsi_share_chap(1, iqn, share.lun_path, user)
         [target] = c.db.require(HostConfiguration, host_id).iscsi_targets
-        assert (target.tid, target.iqn) == (1, iqn)
+        assert (target.tid, target.iqn, target.chap_user) == (1, iqn, user)
+        secret = secret_value(target.chap_secret)
+        assert secret is not None and secret not in done.model_dump_json()
+        [shown] = iscsi.parse_tgtadm_show(server.run(iscsi.iscsi_show_command(), check=True).stdout)
+        assert shown.incoming_users == (user,)  # the server's real tgtd asks for the target's own account
 
-        assert read_marker(client, url)  # qemu's own initiator, on the other lab host
+        # qemu's own initiator, on the other lab host: with the secret (in a URL here, a test's shortcut: the
+        # product gives it to libvirt), and refused without it
+        authed = f"iscsi://{user}%{secret}@{server.address}/{iqn}/1"
+        assert read_marker(client, authed)
+        assert qemu_read(client, url).returncode != 0
 
         done = await run_steps(c, UnshareIscsi(host_id, 1))
         assert done.status is PlanStatus.done, done.status_reason
         assert c.db.require(HostConfiguration, host_id).iscsi_targets == []
-        assert qemu_read(client, url).returncode != 0
+        assert qemu_read(client, authed).returncode != 0
         assert iscsi.parse_tgtadm_show(server.run(iscsi.iscsi_show_command(), check=True).stdout) == []
+        # its account went with it
+        assert iscsi.parse_tgtadm_accounts(server.run(iscsi.iscsi_accounts_command(), check=True).stdout) == []
 
         # The same target twice: tgtd refuses, the plan fails with tgtadm's words.
         first = await run_steps(c, share)

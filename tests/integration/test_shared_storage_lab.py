@@ -1,6 +1,6 @@
 """Shared storage on the lab (issue 16 items 3 and 4): VMs on one lab host booting the real Debian image
-(tests/lab/media.py) from a disk on another, over iSCSI (an LV shared by that host's tgtd, read by qemu's
-own initiator) and over NFS (a qcow2 file whose directory that host's nfs-ganesha exports, read by qemu's
+(tests/lab/media.py) from a disk on another, over iSCSI (an LV shared by that host's tgtd with CHAP, read by
+qemu's own initiator with the secret in a libvirt secret of the reading host) and over NFS (a qcow2 file whose directory that host's nfs-ganesha exports, read by qemu's
 own NFS client); a live migration that moves no disk data; hostile names on the share path; the host of
 the iSCSI guest (with `ha`) powered off, fenced, and the guest restarted on another host with its shared
 disk (high availability, issue 16 item 2's done-when); the storage host powered off under it.
@@ -51,6 +51,7 @@ from kerub_tui.core.models import (
     VirtualStorageDevice,
     VirtualStorageDeviceDynamic,
     VmStatus,
+    secret_value,
 )
 from kerub_tui.hosts import iscsi
 from tests.lab import Lab, media, missing_prerequisites
@@ -313,6 +314,26 @@ async def test_debian_boots_on_one_host_from_its_disk_on_another_over_iscsi_and_
     [target] = iscsi.parse_tgtadm_show(b.run(iscsi.iscsi_show_command(), check=True).stdout)
     assert target.acl == (iscsi_host.address,)
     config = s.c.db.require(HostConfiguration, s.host_id(b))
+    # with CHAP: B's real tgtd asks for the target's own account; the reader's domain names that user and the
+    # libvirt secret holding its password there (defined before the start), never the password itself
+    [recorded] = config.iscsi_targets
+    secret = secret_value(recorded.chap_secret)
+    assert secret is not None and recorded.chap_user is not None
+    assert target.incoming_users == (recorded.chap_user,)
+    usage = iscsi.secret_usage(s.host_id(b), recorded.iqn)
+    xml = iscsi_host.virsh(["dumpxml", ISCSI_VM], check=True).stdout
+    assert f"username='{recorded.chap_user}'" in xml and f"usage='{usage}'" in xml and secret not in xml, xml
+    assert usage in iscsi_host.virsh(["secret-list"], check=True).stdout
+    # a reader without the secret is refused, from the very host B's ACL lets in (only CHAP stands in the way);
+    # with it (in the URL: a test's shortcut, the product gives it to libvirt) the same reader is let in
+    lun = f"{b.address}/{recorded.iqn}/1"
+    refused = iscsi_host.run(["qemu-img", "info", f"iscsi://{lun}"], timeout=120)
+    assert refused.returncode != 0, refused.stdout
+    let_in = iscsi_host.run(["qemu-img", "info", f"iscsi://{recorded.chap_user}%{secret}@{lun}"], timeout=120)
+    assert let_in.returncode == 0, let_in.stderr
+    # the secret is in nothing an admin or a script sees: the plans (their commands), the audit log
+    assert not [p.id for p in s.c.db.list(Plan) if secret in p.model_dump_json()]
+    assert not [a.id for a in s.c.audit_log() if secret in a.model_dump_json()]
     [export] = config.exports
     assert (export.path, export.clients) == ("/var/lib/kerub-tui/images", nfs_host.address)
     # both boots, side by side: GRUB loaded Debian's kernel from the share, and the booted guest wrote its
@@ -388,8 +409,12 @@ async def test_a_live_migration_of_a_vm_reading_its_disk_over_iscsi_moves_no_dis
     # B lets the target in first, the seed is written there, the guest moves, then the source is let out
     # (and the export the powered-off NFS guest read is tidied away with it): no step moves disk data
     assert set(step_types(move)) <= {"iscsi-allow", "write-seed", "migrate-vm", "iscsi-disallow",
-                                     "nfs-unexport"}, [st.description for st in move.steps]
-    [migrate] = [cmd.command for st in move.steps if st.type == "migrate-vm" for cmd in st.commands]
+                                     "nfs-unexport", "iscsi-secret-remove"}, [st.description for st in move.steps]
+    # the target host gets the CHAP secret in libvirt first: the domain arrives naming it
+    [recorded] = s.c.db.require(HostConfiguration, s.host_id(s.b)).iscsi_targets
+    usage = iscsi.secret_usage(s.host_id(s.b), recorded.iqn)
+    define, migrate = [cmd.command for st in move.steps if st.type == "migrate-vm" for cmd in st.commands]
+    assert define == f"libvirt: virsh secret-define {usage}.xml && virsh secret-set-value (from stdin)", define
     assert migrate.startswith("libvirt: virsh migrate --live") and "copy-storage" not in migrate, migrate
     done = await s.carry_out(move)
     assert s.placed(ISCSI_VM) is target, done.steps
@@ -400,8 +425,12 @@ async def test_a_live_migration_of_a_vm_reading_its_disk_over_iscsi_moves_no_dis
     assert s.c.db.require(VirtualStorageDeviceDynamic, disk.id).allocations == [lv]
     assert json.loads(target.run("lvs --reportformat json", check=True).stdout)["report"][0]["lv"] == []
     [shown] = iscsi.parse_tgtadm_show(s.b.run(iscsi.iscsi_show_command(), check=True).stdout)
-    assert shown.acl == (target.address,)
-    assert "protocol='iscsi'" in target.virsh(["dumpxml", ISCSI_VM], check=True).stdout
+    assert shown.acl == (target.address,) and shown.incoming_users == (recorded.chap_user,)
+    xml = target.virsh(["dumpxml", ISCSI_VM], check=True).stdout
+    assert "protocol='iscsi'" in xml and f"usage='{usage}'" in xml, xml
+    assert usage in target.virsh(["secret-list"], check=True).stdout
+    if "iscsi-secret-remove" in step_types(move):  # the source reads nothing now: its secret was tidied away
+        assert usage not in source.virsh(["secret-list"], check=True).stdout
     # the guest was not booted again
     assert f"{MARK} vm={ISCSI_VM} boot=2" not in s.consoles[ISCSI_VM].text
     await s.c.update_host(source.name, recycling=False)  # maintenance over: the host takes guests again
@@ -444,9 +473,13 @@ async def test_ha_the_host_of_an_ha_vm_powered_off_is_fenced_and_the_vm_restarts
     await s.carry_out(restart)
     assert s.placed(ISCSI_VM) is other
     console = s.consoles["restarted"] = media.SerialConsole(other, ISCSI_VM)
-    assert "protocol='iscsi'" in other.virsh(["dumpxml", ISCSI_VM], check=True).stdout
+    [recorded] = s.c.db.require(HostConfiguration, s.host_id(s.b)).iscsi_targets
+    usage = iscsi.secret_usage(s.host_id(s.b), recorded.iqn)
+    xml = other.virsh(["dumpxml", ISCSI_VM], check=True).stdout
+    assert "protocol='iscsi'" in xml and f"usage='{usage}'" in xml, xml  # the restart defined the secret there
+    assert usage in other.virsh(["secret-list"], check=True).stdout
     [target] = iscsi.parse_tgtadm_show(s.b.run(iscsi.iscsi_show_command(), check=True).stdout)
-    assert other.address in target.acl
+    assert other.address in target.acl and target.incoming_users == (recorded.chap_user,)
     # the second boot, from the same LV on B: the file the guest wrote at its first boot is there
     await asyncio.to_thread(console.wait_for, booted(ISCSI_VM, 2), BOOT_TIMEOUT)
     story = [e.type for e in events_of(s, ISCSI_VM)]
