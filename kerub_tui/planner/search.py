@@ -181,7 +181,11 @@ def affected(
     for host_id in hosts:
         vms.update(after.host_vms.get(host_id, ()))
         vms.update(before.host_vms.get(host_id, ()))
-        disks.update(after.host_disks.get(host_id, ()))
+        on_host = {*after.host_disks.get(host_id, ()), *before.host_disks.get(host_id, ())}
+        disks.update(on_host)
+        # a VM elsewhere whose disk is here: whether it can restart (ha) reads this host's status
+        for disk_id in on_host:
+            vms.update(after.disk_users(disk_id))
     return sorted(vms), sorted(disks), sorted(hosts)
 
 
