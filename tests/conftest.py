@@ -6,8 +6,14 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 from kerub_tui.core import logs
+
+# No per-example deadline: a test asserts behaviour, never speed (that is `make bench`'s); on a loaded CI
+# machine hypothesis's default 200 ms failed a property test that had nothing slow about it.
+settings.register_profile("kerub-tui", deadline=None)
+settings.load_profile("kerub-tui")
 
 # The lab's fixtures (lab, clean_lab, light_lab) for every test directory.
 pytest_plugins = ["tests.lab.fixtures"]
