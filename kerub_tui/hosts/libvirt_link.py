@@ -43,6 +43,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 REMOTE_SOCKET = "/run/libvirt/libvirt-sock"
+OPEN_GIVE_UP = 10.0  # seconds close() waits for a libvirt.open it gave up on (its tunnel answers or closes)
 SOCKET_DIR = RUN_DIR  # under the data dir, 0700
 _MAX_SOCKET_PATH = 100  # sun_path holds 108 bytes; keep a margin
 _CALL_TIMEOUT = 120.0
@@ -251,6 +252,11 @@ async def _end_tasks(tasks: set[asyncio.Task[None]]) -> None:
     await asyncio.gather(*pending, return_exceptions=True)
 
 
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()
+
+
 class LibvirtLink:
     """One libvirt connection to one host, over its SSH connection. ``await open()``, ``await close()``.
 
@@ -279,6 +285,7 @@ class LibvirtLink:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._events_seen: dict[str, int] = {}  # per domain UUID: events received so far
+        self._opening: asyncio.Future[Any] | None = None  # libvirt.open, until its thread ends
 
     @property
     def is_open(self) -> bool:
@@ -305,8 +312,14 @@ class LibvirtLink:
             ) from None
         os.chmod(path, 0o600)
         uri = f"qemu+unix:///system?socket={path}"
+        # Kept until the thread has ended: a cancelled or timed-out await leaves libvirt.open running,
+        # waiting for an answer only the tunnel (served by this loop) brings; close() waits for it.
+        self._opening = asyncio.wrap_future(_libvirt_executor().submit(libvirt.open, uri))
+        self._opening.add_done_callback(_retrieve)  # also when nobody awaits it any more
         try:
-            conn = await off_loop(libvirt.open, uri, timeout=60)
+            async with asyncio.timeout(60):
+                conn = await asyncio.shield(self._opening)
+            self._opening = None
         except (libvirt.libvirtError, TimeoutError) as error:
             await self._release_tunnel()
             raise LibvirtUnavailable(
@@ -336,6 +349,7 @@ class LibvirtLink:
         # end, and drop theirs, while the connection is still open (in a function of its own: no local
         # of this frame keeps a task, its exception's traceback and that frame's domain object alive).
         await _end_tasks(self._tasks)
+        await self._end_opening()
         if conn is not None:
             with contextlib.suppress(Exception):
                 if self._callback_id is not None:
@@ -349,6 +363,18 @@ class LibvirtLink:
         if self.close_reason is None:
             self.close_reason = "closed"
         self.closed.set()
+
+    async def _end_opening(self) -> None:
+        """Wait (a while) for a libvirt.open given up on, and close what it opened: a thread left
+        waiting in it once this loop stops would wait for good, and hold the process's exit."""
+        opening, self._opening = self._opening, None
+        if opening is None:
+            return
+        if not opening.done():
+            await asyncio.wait({opening}, timeout=OPEN_GIVE_UP)
+        if opening.done() and not opening.cancelled() and opening.exception() is None:
+            with contextlib.suppress(Exception):
+                await off_loop(opening.result().close, timeout=10)
 
     def _drop_tunnel_now(self) -> None:
         """Close the forward and remove its socket file without awaiting (we may be cancelled)."""
