@@ -1,8 +1,8 @@
 """Discovery of one host: the discovery command set over its SSH connection, plus the hypervisor
 facts through the libvirt tunnel, assembled into HostCapabilities.
 
-The commands (facts.DISCOVERY_COMMANDS) run concurrently on the host's one connection (the
-connection's session cap keeps them under sshd's MaxSessions). The hypervisor facts come from
+The commands (facts.DISCOVERY_COMMANDS) run as one script in one channel of the host's connection
+(hosts/batch.py): one session, one shell, sudo at most once, instead of a channel each. The hypervisor facts come from
 libvirt itself (getCapabilities, getDomainCapabilities, getLibVersion) rather than from a virsh on
 the host, so a host without virsh but with libvirtd is fully usable. Nothing here raises on odd
 output: what could not be read is returned as problems, which the fleet turns into Events.
@@ -18,9 +18,10 @@ from dataclasses import dataclass, field
 import libvirt
 
 from kerub_tui.core.models import HostCapabilities
-from kerub_tui.ssh import CommandTimeout, HostConnection, NotConnected
+from kerub_tui.ssh import HostConnection
 
 from . import facts
+from .batch import BatchCommand, run_batch
 from .libvirt_link import LibvirtLink, LibvirtUnavailable
 
 # Read through the tunnel instead (see the module docstring).
@@ -74,30 +75,16 @@ async def hypervisor_outputs(link: LibvirtLink | None) -> dict[str, facts.Output
 async def run_discovery_commands(
     host: HostConnection, *, timeout: float = COMMAND_TIMEOUT, skip: tuple[str, ...] = _LIBVIRT_COMMANDS
 ) -> tuple[dict[str, facts.CommandOutput], list[str]]:
-    """Every discovery command (but ``skip``), concurrently; outputs by name, and what failed.
+    """Every discovery command (but ``skip``) in one channel (hosts/batch.py); outputs by name, and
+    what failed.
 
+    Each command is stopped after ``timeout`` seconds on the host, and the other commands still run.
     At most facts.MAX_OUTPUT bytes of each output are kept (the rest is read and dropped, and the
     command's section is then not read): a host printing 30 MB costs the controller 4 MiB, once.
     """
-    commands = [c for c in facts.DISCOVERY_COMMANDS if c.name not in skip]
-    problems: list[str] = []
-    lost: list[NotConnected] = []
-
-    async def one(command: facts.DiscoveryCommand) -> tuple[str, facts.CommandOutput | None]:
-        try:
-            return command.name, await host.run(command.command, privileged=command.privileged, timeout=timeout,
-                                                 max_output=facts.MAX_OUTPUT + 1)
-        except CommandTimeout as error:
-            problems.append(f"{command.name}: {error}")
-            return command.name, error.result
-        except NotConnected as error:
-            lost.append(error)
-            return command.name, None
-
-    results = await asyncio.gather(*(one(c) for c in commands))
-    if lost:
-        raise lost[0]  # half a discovery is not stored: it runs again on the next connection
-    return {name: output for name, output in results if output is not None}, problems
+    commands = [BatchCommand(c.name, c.command, c.privileged) for c in facts.DISCOVERY_COMMANDS if c.name not in skip]
+    result = await run_batch(host, commands, timeout=timeout, max_output=facts.MAX_OUTPUT)
+    return dict(result.outputs), result.problems
 
 
 async def discover(host: HostConnection, link: LibvirtLink | None, *, timeout: float = COMMAND_TIMEOUT) -> Discovery:

@@ -1,6 +1,6 @@
-"""Against the lab: after a good discovery, a broken lscpu or a login shell that prints a banner
-keeps the host's last good facts (marked stale, with an event) instead of an empty host, and the
-planner takes no new guests there until a discovery reads them again."""
+"""Against the lab: after a good discovery, a broken lscpu keeps the host's last good facts (marked
+stale, with an event) instead of an empty host, and the planner takes no new guests there until a
+discovery reads them again; a login shell that prints a banner does not touch the facts."""
 
 from __future__ import annotations
 
@@ -97,7 +97,10 @@ async def test_a_broken_lscpu_keeps_the_cpu_facts_stale_until_it_is_read_again(c
         assert host_usable(OperationalState.from_store(store), added.id) is None
 
 
-async def test_a_login_banner_keeps_the_last_good_facts_and_says_so(clean_lab, tmp_path):
+async def test_a_login_banner_does_not_touch_the_facts(clean_lab, tmp_path):
+    """Discovery's commands run as one batch whose sections are framed by markers (hosts/batch.py):
+    what a login shell prints before them is outside every section. (With a channel per command the
+    banner was in every output, and every section was kept stale.)"""
     host = clean_lab.hosts[1]
     async with fleet_on(tmp_path) as (fleet, store):
         added = await add(fleet, host)
@@ -106,17 +109,11 @@ async def test_a_login_banner_keeps_the_last_good_facts_and_says_so(clean_lab, t
         with login_banner(host, "Welcome to the lab!\nAll activity is logged."):
             again = await fleet.rediscover(added.id)
         caps = again.capabilities
-        stale = {s.section for s in caps.stale}
-        assert {"cpu", "memory", "os", "storage", "tools"} <= stale
+        assert caps.stale == [] and caps.discovered_at > good.discovered_at
         assert caps.cpu == good.cpu and caps.cpu.cpus > 0
         assert caps.memory_bytes == good.memory_bytes > 0
         assert caps.storage == good.storage and caps.tools == good.tools and caps.os == good.os
-        assert all(s.read_at == good.discovered_at for s in caps.stale)
-        assert any("Welcome to the lab!" in s.reason for s in caps.stale)
-        events = stale_events(store, added)
-        assert [e.type for e in events] == ["facts-stale"]
-        assert "the last good facts are kept" in events[0].message
-        problems = [e for e in store.list(Event) if e.host_id == added.id and e.type == "discovery-problem"]
-        assert problems  # what failed is said too, one event per problem
-        healed = await fleet.rediscover(added.id)
-        assert healed.capabilities.stale == []
+        assert stale_events(store, added) == []
+        problems = [e for e in store.list(Event) if e.host_id == added.id and e.type == "discovery-problem"
+                    and "Welcome" in e.message]
+        assert problems == []

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import shlex
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 
 _MARK = "@@kerub:"
@@ -47,36 +47,91 @@ class SectionOutput:
     exit_code: int | None
     stdout: str
     stderr: str = ""
+    truncated: bool = False  # more than the parser keeps was printed: the rest was dropped
+
+
+class _Section:
+    """One section's text as it arrives: joined in blocks, so a million short lines cost their
+    characters, not a million string objects."""
+
+    __slots__ = ("blocks", "count", "lines", "size", "truncated")
+
+    def __init__(self) -> None:
+        self.blocks: list[str] = []
+        self.lines: list[str] = []
+        self.size = 0
+        self.count = 0
+        self.truncated = False
+
+    def add(self, line: str, size: int, max_lines: int, max_size: int | None) -> None:
+        if self.truncated:
+            return
+        if self.count >= max_lines or (max_size is not None and self.size + size > max_size):
+            self.truncated = True
+            return
+        self.lines.append(line)
+        self.size += size
+        self.count += 1
+        if len(self.lines) >= 1024:
+            self.blocks.append("".join(line + "\n" for line in self.lines))
+            self.lines.clear()
+
+    def text(self) -> str:
+        return "".join(self.blocks) + "".join(line + "\n" for line in self.lines)
 
 
 class WatchParser:
-    """Feed it the watch's lines; it returns {section: SectionOutput} at the end of each batch."""
+    """Feed it the watch's lines; it returns {section: SectionOutput} at the end of each batch.
 
-    def __init__(self) -> None:
-        self._sections: dict[str, list[str]] = {}
+    ``mark`` starts every marker line: discovery's one-shot batch (hosts/batch.py) uses a random one
+    per run, which no output of the host can print. ``names``: the only sections taken (a marker
+    naming another starts no section, and what follows it is dropped). Each section keeps at most
+    ``max_lines`` lines and ``max_size`` units (a line counts ``size``, by default its characters
+    and its newline); beyond that its text is cut and flagged ``truncated``.
+    """
+
+    def __init__(self, mark: str = _MARK, *, names: Collection[str] | None = None, max_lines: int = 100_000,
+                 max_size: int | None = None) -> None:
+        self.mark = mark
+        self.names = frozenset(names) if names is not None else None
+        self.max_lines = max_lines
+        self.max_size = max_size
+        self._sections: dict[str, _Section] = {}
         self._status: dict[str, int | None] = {}
         self._current: str | None = None
 
-    def feed(self, line: str) -> dict[str, SectionOutput] | None:
-        if line.startswith(_MARK):
-            word, _, rest = line[len(_MARK):].partition(" ")
+    def feed(self, line: str, size: int | None = None) -> dict[str, SectionOutput] | None:
+        if line.startswith(self.mark):
+            word, _, rest = line[len(self.mark):].partition(" ")
             if word == "section":
-                self._current = rest.strip()
-                self._sections[self._current] = []
-                self._status[self._current] = None
+                name = rest.strip()
+                if self.names is not None and name not in self.names:
+                    self._current = None
+                    return None
+                self._current = name
+                self._sections[name] = _Section()
+                self._status[name] = None
             elif word == "status" and self._current is not None:
                 self._status[self._current] = int(rest) if rest.strip().isdigit() else None
                 self._current = None
             elif word == "end":
-                batch = {
-                    name: SectionOutput(self._status.get(name), "".join(line + "\n" for line in lines))
-                    for name, lines in self._sections.items()
-                }
+                batch = self.sections()
                 self._sections, self._status, self._current = {}, {}, None
                 return batch
             return None
         if self._current is not None:
-            lines = self._sections[self._current]
-            if len(lines) < 100_000:
-                lines.append(line)
+            self._sections[self._current].add(line, len(line) + 1 if size is None else size, self.max_lines,
+                                              self.max_size)
         return None
+
+    def cut(self) -> None:
+        """Part of the line being read was dropped (too long to hold): the current section is incomplete."""
+        if self._current is not None:
+            self._sections[self._current].truncated = True
+
+    def sections(self) -> dict[str, SectionOutput]:
+        """The batch so far (a batch cut short: the section being read has no status)."""
+        return {
+            name: SectionOutput(self._status.get(name), section.text(), truncated=section.truncated)
+            for name, section in self._sections.items()
+        }
