@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 
 import libvirt
@@ -87,14 +87,20 @@ async def run_discovery_commands(
     return dict(result.outputs), result.problems
 
 
-async def discover(host: HostConnection, link: LibvirtLink | None, *, timeout: float = COMMAND_TIMEOUT) -> Discovery:
+# The libvirt link, or how to wait for it: the monitor opens it while the commands already run.
+LinkSource = LibvirtLink | Callable[[], Awaitable[LibvirtLink | None]] | None
+
+
+async def discover(host: HostConnection, link: LinkSource, *, timeout: float = COMMAND_TIMEOUT) -> Discovery:
     """Discover ``host`` now. Raises NotConnected if the connection is down or drops meanwhile."""
     await host.connection()
     started = time.monotonic()
-    (outputs, problems), hypervisor = await asyncio.gather(
-        run_discovery_commands(host, timeout=timeout), hypervisor_outputs(link)
-    )
-    merged: Mapping[str, facts.CommandOutput] = {**outputs, **hypervisor}
+
+    async def hypervisor() -> dict[str, facts.Output]:
+        return await hypervisor_outputs(await link() if callable(link) else link)
+
+    (outputs, problems), read = await asyncio.gather(run_discovery_commands(host, timeout=timeout), hypervisor())
+    merged: Mapping[str, facts.CommandOutput] = {**outputs, **read}
     assembled = facts.assemble_discovery(merged)
     return Discovery(assembled.capabilities, problems + assembled.problems, time.monotonic() - started,
                      assembled.failed)

@@ -63,7 +63,7 @@ from kerub_tui.ssh import (
 )
 
 from . import facts, trust
-from .discovery import Discovery, discover
+from .discovery import Discovery, LinkSource, discover
 from .libvirt_link import LibvirtLink, LibvirtUnavailable, ensure_event_loop_impl, socket_dir
 from .monitor import DocumentWriter, HostMonitor, MonitorSettings
 
@@ -295,7 +295,7 @@ class Fleet:
             connection,
             self.writer,
             lambda: LibvirtLink(host.name, connection, sockets),
-            discover=lambda monitor: self._discover(member, monitor.link),
+            discover=lambda monitor: self._discover(member, monitor.opened_link),
             capabilities=lambda: self._capabilities(host_id),
             event=self._put_event,
             settings=self.monitor_settings,
@@ -379,7 +379,7 @@ class Fleet:
 
     # --- discovery ------------------------------------------------------------------------------
 
-    async def _discover(self, member: _Member, link: LibvirtLink | None) -> Host | None:
+    async def _discover(self, member: _Member, link: LinkSource) -> Host | None:
         async with member.discovery_lock:
             result = await discover(member.connection, link)
             known = set(member.last_discovery.problems) if member.last_discovery else set()

@@ -71,8 +71,9 @@ ProblemSink = Callable[[str, str, EventSeverity, "str | None"], None]
 class HostMonitor:
     """Keeps the streams and the libvirt link of one host running for as long as it is monitored.
 
-    On every new connection: open the libvirt link, run ``discover`` (the fleet's discovery, which
-    may use the link), then run the streams until the connection drops; then wait for the next one.
+    On every new connection: open the libvirt link and, meanwhile, run ``discover`` (the fleet's
+    discovery, which waits for the link through ``opened_link``), then run the streams until the
+    connection drops; then wait for the next one.
     """
 
     def __init__(
@@ -102,6 +103,7 @@ class HostMonitor:
         self._event = event
         self.link: LibvirtLink | None = None
         self.link_ready = asyncio.Event()
+        self._opening: asyncio.Task[None] | None = None  # the link being opened on a new connection
         self.samples = 0  # vmstat samples seen, for tests and the console's liveness display
         self._task: asyncio.Task[None] | None = None
         self._reported: set[str] = set()
@@ -139,9 +141,15 @@ class HostMonitor:
             self._generation = generation
             self._reported.clear()
             try:
-                await self._open_link()
-                if self.discover is not None:
-                    await self.discover(self)
+                # the link opens while discovery's commands run; discovery waits for it (opened_link)
+                self._opening = asyncio.create_task(self._open_link(), name=f"libvirt link:{self.name}")
+                try:
+                    if self.discover is not None:
+                        await self.discover(self)
+                    await self._opening
+                finally:
+                    await cancel_and_wait(self._opening)
+                    self._opening = None
                 async with asyncio.TaskGroup() as group:
                     group.create_task(self._keep_link(generation))
                     if self.streams:
@@ -408,6 +416,13 @@ class HostMonitor:
             raise
         self.link = link
         self.link_ready.set()
+
+    async def opened_link(self) -> LibvirtLink | None:
+        """The libvirt link once the attempt to open it on this connection is over (None: it failed)."""
+        opening = self._opening
+        if opening is not None:
+            await asyncio.wait({opening})
+        return self.link
 
     async def _keep_link(self, generation: int) -> None:
         """Keep the libvirt link open while the connection lives (libvirtd may restart)."""
