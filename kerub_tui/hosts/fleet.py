@@ -52,6 +52,7 @@ from kerub_tui.ssh import (
     Endpoint,
     HostConnection,
     HostKeyMismatch,
+    HostUnreachable,
     NotConnected,
     SshError,
     SshSettings,
@@ -61,6 +62,7 @@ from kerub_tui.ssh import (
     password_connection,
     public_key_line,
 )
+from kerub_tui.ssh import fingerprint as fingerprint_of_key
 
 from . import facts, trust
 from .discovery import Discovery, LinkSource, discover
@@ -509,15 +511,30 @@ class Fleet:
             identity = str(Path(identity).expanduser().resolve())
             if not os.access(identity, os.R_OK):
                 raise FleetError(f"cannot read the identity file {identity}")
-        key_line = await self._accepted_key(address, port, accepted_fingerprint)
-        host = Host(name=name, address=address, port=port, user=user, identity=identity,
-                    host_key=key_line, fingerprint=accepted_fingerprint.strip())  # type: ignore[union-attr]
-        # Prove the login works before anything is stored.
+        if accepted_fingerprint is None:
+            key_line, offered = await self.fetch_host_key(address, port)
+            raise FingerprintRequired(address, key_line, offered)
+        accepted = check_fingerprint(accepted_fingerprint)
+        # Prove the login works before anything is stored: one connection that trusts only the key
+        # with the accepted fingerprint (checked in its key exchange, before anything is sent), which
+        # also gives the key line to pin from now on; no separate key exchange to fetch it first.
+        endpoint = Endpoint(address=address, host_key="", port=port, user=user, identity=identity,
+                            client_key=None if identity else self.client_key, pinned_fingerprint=accepted)
         try:
             async with self.gate.slot():
-                probe = await open_connection(self._endpoint(host), self.ssh_settings)
+                probe = await open_connection(endpoint, self.ssh_settings)
+        except HostKeyMismatch as error:
+            raise FingerprintMismatch(address, accepted, error.offered or "(none it could show)") from None
+        except HostUnreachable:
+            raise  # as the key fetch raised it
         except SshError as error:
             raise FleetError(str(error)) from None
+        key = probe.get_server_host_key()
+        if key is None or fingerprint_of_key(key) != accepted:  # validated in the key exchange; never else
+            probe.close()
+            raise FleetError(f"{address}: the key exchange did not prove {accepted}; refused")
+        host = Host(name=name, address=address, port=port, user=user, identity=identity,
+                    host_key=public_key_line(key), fingerprint=accepted)
         self.store.put(host)
         member = self._attach(host, probe)  # the login just proved becomes the host's connection
         await self._wait_discovered(member, timeout)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import random
 import time
@@ -34,7 +35,14 @@ from .errors import (
     NotConnected,
     SshError,
 )
-from .keys import describe_error, fetch_host_key, fingerprint_of, pinned_known_hosts
+from .keys import (
+    HOST_KEY_ALGORITHMS,
+    describe_error,
+    fetch_host_key,
+    fingerprint,
+    fingerprint_of,
+    pinned_known_hosts,
+)
 
 log = logging.getLogger(__name__)
 
@@ -69,14 +77,20 @@ class Endpoint:
     """Where and how to reach one host."""
 
     address: str  # IP, DNS name or ~/.ssh/config alias (HostName, Port, ProxyJump apply)
-    host_key: str  # the accepted OpenSSH public key line
+    host_key: str  # the accepted OpenSSH public key line ("" with ``pinned_fingerprint``)
     port: int | None = None  # None: the config's Port, else 22
     user: str = "root"
     identity: str | None = None  # private key file the admin installed; None = the controller's key
     client_key: asyncssh.SSHKey | None = field(default=None, compare=False, repr=False)
+    # A first login before the key line is known: only the key with this accepted SHA256 fingerprint
+    # is trusted (checked in the key exchange, before anything is sent); the connection's
+    # get_server_host_key() then gives the line. Saves the separate key exchange of fetch_host_key.
+    pinned_fingerprint: str | None = None
 
     @property
     def fingerprint(self) -> str:
+        if not self.host_key and self.pinned_fingerprint:
+            return self.pinned_fingerprint
         return fingerprint_of(self.host_key)
 
 
@@ -119,10 +133,17 @@ StateCallback = Callable[[HostStatus, "str | None"], None]
 
 
 class _Client(asyncssh.SSHClient):
-    """Remembers why the connection ended."""
+    """Remembers why the connection ended; with ``pinned``, trusts only the host key with that
+    fingerprint (and remembers the one offered)."""
 
-    def __init__(self) -> None:
+    def __init__(self, pinned: str | None = None) -> None:
         self.lost: Exception | None = None
+        self.pinned = pinned
+        self.offered: str | None = None
+
+    def validate_host_public_key(self, host: str, addr: str, port: int, key: asyncssh.SSHKey) -> bool:
+        self.offered = fingerprint(key)
+        return self.pinned is not None and self.offered == self.pinned
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost = exc
@@ -142,17 +163,18 @@ def config_arg(settings: SshSettings) -> Any:
 
 async def client_options(endpoint: Endpoint, settings: SshSettings) -> asyncssh.SSHClientConnectionOptions:
     """Options for one connection attempt: pinned key, keepalive, timeouts, keys, config."""
+    by_line = bool(endpoint.host_key) or not endpoint.pinned_fingerprint
     common: dict[str, Any] = {
         "config": config_arg(settings),
         "host": endpoint.address,
         "port": endpoint.port if endpoint.port else (),
         "username": endpoint.user,
-        "known_hosts": pinned_known_hosts(endpoint.host_key),
+        "known_hosts": pinned_known_hosts(endpoint.host_key) if by_line else ([], [], []),
         "keepalive_interval": settings.keepalive_interval,
         "keepalive_count_max": settings.keepalive_count_max,
         "connect_timeout": settings.connect_timeout,
         "login_timeout": settings.login_timeout,
-        "client_factory": _Client,
+        "client_factory": _Client if by_line else functools.partial(_Client, endpoint.pinned_fingerprint),
         "encryption_algs": list(ENCRYPTION_ALGS),
         # A controller never prompts: keys (and the agent) only.
         "password_auth": False,
@@ -160,6 +182,9 @@ async def client_options(endpoint: Endpoint, settings: SshSettings) -> asyncssh.
         "gss_auth": False,
         "gss_kex": False,
     }
+    if not by_line:
+        # the key types in fetch_host_key's order: the key negotiated is the one whose fingerprint was shown
+        common["server_host_key_algs"] = list(HOST_KEY_ALGORITHMS)
     if endpoint.identity:
         return await asyncssh.SSHClientConnectionOptions.construct(**common, client_keys=[endpoint.identity])
     # The controller's key first, then what ~/.ssh/config (IdentityFile) or ~/.ssh/id_* offer: a

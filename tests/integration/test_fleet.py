@@ -87,8 +87,9 @@ async def test_add_accept_and_discover_a_host(clean_lab, tmp_path):
         with pytest.raises(FingerprintRequired) as asked:
             await fleet.add_host(host.name, host.address, host.port)
         assert asked.value.fingerprint == fp
-        with pytest.raises(FingerprintMismatch):
+        with pytest.raises(FingerprintMismatch) as refused:
             await fleet.add_host(host.name, host.address, host.port, accepted_fingerprint="SHA256:" + "x" * 43)
+        assert refused.value.offered == fp  # the key it offers is named
         assert store.list(Host) == []  # nothing stored, nothing connected
         added = await fleet.add_host(host.name, host.address, host.port, accepted_fingerprint=fp)
         with pytest.raises(FleetError, match="already exists"):
