@@ -157,7 +157,17 @@ def test_install_key_through_a_running_controller_keeps_the_password_here(
 def _serve(data: Path) -> subprocess.Popen[str]:
     process = subprocess.Popen([sys.executable, "-m", "kerub_tui", "--data-dir", str(data), "serve"],
                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    assert process.stderr is not None and "serving" in process.stderr.readline()
+    assert process.stderr is not None
+    said: list[str] = []
+    try:
+        while "serving" not in (line := process.stderr.readline()):
+            said.append(line)
+            # after a SIGKILLed serve that was mid-write, the next one rolls the store back and says so first
+            assert "was not closed cleanly: rolled back" in line, said
+    except BaseException:
+        process.kill()  # never a serve left running past its test
+        process.wait()
+        raise
     return process
 
 
